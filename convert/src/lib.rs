@@ -1,0 +1,1 @@
+//! Hugging Face Falcon Mamba / Mamba checkpoints to GGUF.

@@ -1,0 +1,10 @@
+//! `mamba-gguf convert` (not yet built).
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    bail!("`convert` is not built yet")
+}

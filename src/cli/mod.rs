@@ -1,0 +1,9 @@
+//! The command-line front end: one module per subcommand.
+
+pub mod convert;
+pub mod inspect;
+pub mod logits;
+pub mod perplexity;
+pub mod quantize;
+pub mod run;
+pub mod tokenize;

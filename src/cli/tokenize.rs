@@ -1,0 +1,10 @@
+//! `mamba-gguf tokenize` (not yet built).
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    bail!("`tokenize` is not built yet")
+}

@@ -1,0 +1,1 @@
+//! mamba-gguf: the runtime library (model, state, tokenizer, sampler, session).
