@@ -1,7 +1,192 @@
 //! ggml block formats: bit-exact reference quantizers, dequantizers and the
 //! dot-product kernels the runtime's matmuls are built from. Pure compute: no
 //! I/O and no model knowledge.
+//!
+//! Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K,
+//! Q8_K. Quantizers reproduce ggml's `quantize_row_*_ref` byte for byte (no
+//! importance matrix). Activation pairing (see [`vec_dot_type`]):
+//! - F32/F16/BF16 weights dot with plain F32 activations;
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights with Q8_0 activations. ggml pairs
+//!   Q4_1/Q5_1 with Q8_1; we use Q8_0 and apply the weight min through the
+//!   integer sum of each activation block, which needs no extra format and is
+//!   exact where Q8_1's fp16 sum is rounded;
+//! - Q4_K, Q5_K, Q6_K (and Q8_K) with Q8_K activations.
 
+pub mod dispatch;
+pub mod error;
+pub mod float;
+mod formats;
+pub mod fp16;
+mod kquant_search;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_0;
+pub mod q8_k;
 pub mod types;
 
+pub use dispatch::{forced_path, kernel, kernel_for_path, SIMD_ENV};
+pub use error::QuantError;
 pub use types::GgmlType;
+
+use formats::format;
+
+/// Dot kernel: `n` values, `w` = one weight row of type `weight`, `a` =
+/// activations of type `act`, both already validated by the caller (a
+/// short buffer yields a partial sum, never a panic).
+pub type DotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
+
+/// A dot kernel together with the types it reads and the path it uses.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    pub weight: GgmlType,
+    pub act: GgmlType,
+    pub dot: DotFn,
+    pub path: SimdPath,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("weight", &self.weight)
+            .field("act", &self.act)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Instruction-set path of a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimdPath {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+/// Bytes of a row of `n` values of `ty`, checking support and block size.
+pub fn row_size(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
+    if !ty.is_supported() {
+        return Err(QuantError::Unsupported { ty });
+    }
+    if n % ty.block_size() != 0 {
+        return Err(QuantError::NotBlockMultiple {
+            ty,
+            n,
+            block: ty.block_size(),
+        });
+    }
+    ty.row_bytes(n)
+        .ok_or(QuantError::Overflow { ty, count: 1, n })
+}
+
+fn check_len(
+    ty: GgmlType,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<(), QuantError> {
+    if expected != got {
+        return Err(QuantError::BufferSize {
+            ty,
+            what,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// Quantize one row. `src.len() % ty.block_size() == 0`,
+/// `dst.len() == ty.row_bytes(src.len())`.
+pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    let f = format(ty).ok_or(QuantError::Unsupported { ty })?;
+    let bytes = row_size(ty, src.len())?;
+    check_len(ty, "quantized output", bytes, dst.len())?;
+    (f.quantize)(src, dst);
+    Ok(())
+}
+
+/// Dequantize `dst.len()` values from `src` (`src.len() == ty.row_bytes(dst.len())`).
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    let f = format(ty).ok_or(QuantError::Unsupported { ty })?;
+    let bytes = row_size(ty, dst.len())?;
+    check_len(ty, "quantized input", bytes, src.len())?;
+    (f.dequantize)(src, dst);
+    Ok(())
+}
+
+/// The activation type paired with weight type `ty` (Q8_0, Q8_K, or F32).
+pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
+    format(ty).map(|f| f.act)
+}
+
+/// `out[r] = dot(row r of w, a)` for `rows = out.len()`; `w` holds `out.len()`
+/// rows of `n` values of `k.weight`, contiguous; `a` holds `n` values of
+/// `k.act`. Sizes are the caller's to validate (see [`check_matmul`]); rows
+/// missing from a short `w` are left untouched.
+pub fn matvec(k: &Kernel, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let Some(rb) = k.weight.row_bytes(n).filter(|&b| b > 0) else {
+        return;
+    };
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
+        *o = (k.dot)(n, row, a);
+    }
+}
+
+/// Prefill form: `t` activation rows (each `n` values of `k.act`, contiguous
+/// in `a`); `out` is `[t][rows]` row-major, `out[j*rows + r] = dot(row r,
+/// activation j)`. Each weight row is read once for all `t` activations.
+pub fn matmul(k: &Kernel, n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    let (Some(rb), Some(ab)) = (k.weight.row_bytes(n), k.act.row_bytes(n)) else {
+        return;
+    };
+    if rb == 0 || ab == 0 {
+        return;
+    }
+    for (r, row) in w.chunks_exact(rb).take(rows).enumerate() {
+        for (j, act) in a.chunks_exact(ab).take(t).enumerate() {
+            if let Some(o) = out.get_mut(j * rows + r) {
+                *o = (k.dot)(n, row, act);
+            }
+        }
+    }
+}
+
+/// Validate the buffers of a [`matmul`] (or, with `t == 1`, a [`matvec`])
+/// call: `n` fills whole blocks of both types, `w` holds `rows` rows, `a`
+/// holds `t` activation rows and `out` holds `t * rows` values.
+pub fn check_matmul(
+    k: &Kernel,
+    n: usize,
+    rows: usize,
+    w: &[u8],
+    t: usize,
+    a: &[u8],
+    out: &[f32],
+) -> Result<(), QuantError> {
+    let rb = row_size(k.weight, n)?;
+    let ab = row_size(k.act, n)?;
+    let wbytes = rb.checked_mul(rows).ok_or(QuantError::Overflow {
+        ty: k.weight,
+        count: rows,
+        n,
+    })?;
+    let abytes = ab.checked_mul(t).ok_or(QuantError::Overflow {
+        ty: k.act,
+        count: t,
+        n,
+    })?;
+    let outs = t.checked_mul(rows).ok_or(QuantError::Overflow {
+        ty: GgmlType::F32,
+        count: t,
+        n: rows,
+    })?;
+    check_len(k.weight, "weight", wbytes, w.len())?;
+    check_len(k.act, "activation", abytes, a.len())?;
+    check_len(GgmlType::F32, "output", outs, out.len())
+}

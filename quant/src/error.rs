@@ -1,0 +1,37 @@
+//! Errors reported by the public entry points. Kernels themselves never fail:
+//! every size is checked here first.
+
+use crate::GgmlType;
+
+/// Why a quantize/dequantize/matvec call was refused.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum QuantError {
+    /// The type exists in ggml but this crate has no arithmetic for it.
+    #[error("ggml type {ty} (id {id}) is not supported by the quant crate", id = ty.id())]
+    Unsupported { ty: GgmlType },
+
+    /// A row length that does not fill whole blocks.
+    #[error("{n} values is not a multiple of the {ty} block size {block}")]
+    NotBlockMultiple {
+        ty: GgmlType,
+        n: usize,
+        block: usize,
+    },
+
+    /// A buffer whose length does not match what the row length requires.
+    #[error("{what} buffer for {ty} has length {got}, expected {expected}")]
+    BufferSize {
+        ty: GgmlType,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+
+    /// A size whose byte count overflows `usize`.
+    #[error("size of {count} x {n} values of {ty} overflows")]
+    Overflow {
+        ty: GgmlType,
+        count: usize,
+        n: usize,
+    },
+}

@@ -1,0 +1,93 @@
+//! Plain float rows: F32 (4 bytes LE), F16 (IEEE half, 2 bytes LE) and BF16
+//! (2 bytes LE). Their activation type is F32 (4 bytes LE per value).
+
+use crate::fp16::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+
+/// Number of independent partial sums in the scalar dots (keeps the loop
+/// free of a single serial dependency; a SIMD path uses the same split).
+const LANES: usize = 8;
+
+#[inline]
+fn f32_at(b: &[u8]) -> f32 {
+    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+pub fn quantize_f32(src: &[f32], dst: &mut [u8]) {
+    for (v, o) in src.iter().zip(dst.chunks_exact_mut(4)) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+pub fn dequantize_f32(src: &[u8], dst: &mut [f32]) {
+    for (b, o) in src.chunks_exact(4).zip(dst.iter_mut()) {
+        *o = f32_at(b);
+    }
+}
+
+pub fn quantize_f16(src: &[f32], dst: &mut [u8]) {
+    for (v, o) in src.iter().zip(dst.chunks_exact_mut(2)) {
+        o.copy_from_slice(&f32_to_f16(*v).to_le_bytes());
+    }
+}
+
+pub fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
+    for (b, o) in src.chunks_exact(2).zip(dst.iter_mut()) {
+        *o = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+    }
+}
+
+pub fn quantize_bf16(src: &[f32], dst: &mut [u8]) {
+    for (v, o) in src.iter().zip(dst.chunks_exact_mut(2)) {
+        o.copy_from_slice(&f32_to_bf16(*v).to_le_bytes());
+    }
+}
+
+pub fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
+    for (b, o) in src.chunks_exact(2).zip(dst.iter_mut()) {
+        *o = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+    }
+}
+
+/// Dot of `n` weights (each `wsize` bytes, decoded by `dec`) with `n` f32
+/// activations, accumulated in LANES f32 partial sums.
+#[inline]
+fn dot_with<const WSIZE: usize>(n: usize, w: &[u8], a: &[u8], dec: impl Fn(&[u8]) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let w = w.get(..n * WSIZE).unwrap_or(w);
+    let a = a.get(..n * 4).unwrap_or(a);
+    let mut wc = w.chunks_exact(WSIZE * LANES);
+    let mut ac = a.chunks_exact(4 * LANES);
+    for (wb, ab) in (&mut wc).zip(&mut ac) {
+        for (l, s) in acc.iter_mut().enumerate() {
+            *s += dec(&wb[l * WSIZE..]) * f32_at(&ab[l * 4..]);
+        }
+    }
+    let mut tail = 0f32;
+    for (wb, ab) in wc
+        .remainder()
+        .chunks_exact(WSIZE)
+        .zip(ac.remainder().chunks_exact(4))
+    {
+        tail += dec(wb) * f32_at(ab);
+    }
+    let mut sum = 0f32;
+    for s in acc {
+        sum += s;
+    }
+    sum + tail
+}
+
+/// Scalar dot of an F32 weight row with F32 activations.
+pub fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot_with::<4>(n, w, a, f32_at)
+}
+
+/// Scalar dot of an F16 weight row with F32 activations.
+pub fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot_with::<2>(n, w, a, |b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+}
+
+/// Scalar dot of a BF16 weight row with F32 activations.
+pub fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot_with::<2>(n, w, a, |b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+}

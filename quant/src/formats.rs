@@ -1,0 +1,55 @@
+//! The per-type table tying each supported type to its scalar reference
+//! quantizer, dequantizer, activation type and dot kernel.
+
+use crate::{float, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, DotFn, GgmlType};
+
+pub(crate) struct Format {
+    pub quantize: fn(&[f32], &mut [u8]),
+    pub dequantize: fn(&[u8], &mut [f32]),
+    /// The activation type the dot kernel reads.
+    pub act: GgmlType,
+    /// The scalar reference dot kernel.
+    pub dot: DotFn,
+}
+
+pub(crate) fn format(ty: GgmlType) -> Option<Format> {
+    use GgmlType as T;
+    let f = |quantize, dequantize, act, dot| {
+        Some(Format {
+            quantize,
+            dequantize,
+            act,
+            dot,
+        })
+    };
+    match ty {
+        T::F32 => f(
+            float::quantize_f32,
+            float::dequantize_f32,
+            T::F32,
+            float::dot_f32,
+        ),
+        T::F16 => f(
+            float::quantize_f16,
+            float::dequantize_f16,
+            T::F32,
+            float::dot_f16,
+        ),
+        T::BF16 => f(
+            float::quantize_bf16,
+            float::dequantize_bf16,
+            T::F32,
+            float::dot_bf16,
+        ),
+        T::Q4_0 => f(q4_0::quantize, q4_0::dequantize, T::Q8_0, q4_0::dot_q8_0),
+        T::Q4_1 => f(q4_1::quantize, q4_1::dequantize, T::Q8_0, q4_1::dot_q8_0),
+        T::Q5_0 => f(q5_0::quantize, q5_0::dequantize, T::Q8_0, q5_0::dot_q8_0),
+        T::Q5_1 => f(q5_1::quantize, q5_1::dequantize, T::Q8_0, q5_1::dot_q8_0),
+        T::Q8_0 => f(q8_0::quantize, q8_0::dequantize, T::Q8_0, q8_0::dot_q8_0),
+        T::Q4_K => f(q4_k::quantize, q4_k::dequantize, T::Q8_K, q4_k::dot_q8_k),
+        T::Q5_K => f(q5_k::quantize, q5_k::dequantize, T::Q8_K, q5_k::dot_q8_k),
+        T::Q6_K => f(q6_k::quantize, q6_k::dequantize, T::Q8_K, q6_k::dot_q8_k),
+        T::Q8_K => f(q8_k::quantize, q8_k::dequantize, T::Q8_K, q8_k::dot_q8_k),
+        _ => None,
+    }
+}

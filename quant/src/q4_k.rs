@@ -1,0 +1,90 @@
+//! Q4_K: super-blocks of 256 values, 144 bytes: fp16 d, fp16 dmin, 12 bytes
+//! of packed 6-bit (scale, min) pairs for 8 sub-blocks of 32, 128 bytes of
+//! nibbles (per 64 values: low nibble = value l, high nibble = value l + 32).
+//! value = d * sc_j * q - dmin * m_j.
+
+use crate::fp16::f16_le;
+use crate::kquant_search::{get_scale_min_k4, quantize_k_superblock};
+use crate::q8_k;
+
+pub const QK: usize = 256;
+pub const BLOCK_BYTES: usize = 144;
+
+/// ggml's quantize_row_q4_K_ref (make_qkx2_quants with nmax 15, rmin -1,
+/// rdelta 0.1, nstep 20 per 32 values).
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+        let mut xs = [0f32; QK];
+        xs.copy_from_slice(x);
+        let (d, dmin, scales, levels) = quantize_k_superblock(&xs, 15, -1.0, 20);
+        blk[0..2].copy_from_slice(&d.to_le_bytes());
+        blk[2..4].copy_from_slice(&dmin.to_le_bytes());
+        blk[4..16].copy_from_slice(&scales);
+        for (q, l) in blk[16..].chunks_exact_mut(32).zip(levels.chunks_exact(64)) {
+            for (k, b) in q.iter_mut().enumerate() {
+                *b = l[k] | (l[k + 32] << 4);
+            }
+        }
+    }
+}
+
+/// (d, dmin, per-sub-block (scale, min), levels 0..=15) of one block.
+#[inline]
+fn unpack(blk: &[u8]) -> (f32, f32, [(u8, u8); 8], [u8; QK]) {
+    let d = f16_le(blk[0], blk[1]);
+    let dmin = f16_le(blk[2], blk[3]);
+    let mut packed = [0u8; 12];
+    packed.copy_from_slice(&blk[4..16]);
+    let mut sm = [(0u8, 0u8); 8];
+    for (j, s) in sm.iter_mut().enumerate() {
+        *s = get_scale_min_k4(j, &packed);
+    }
+    let mut levels = [0u8; QK];
+    for (l, q) in levels.chunks_exact_mut(64).zip(blk[16..].chunks_exact(32)) {
+        for (k, &b) in q.iter().enumerate() {
+            l[k] = b & 0xF;
+            l[k + 32] = b >> 4;
+        }
+    }
+    (d, dmin, sm, levels)
+}
+
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (blk, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let (d, dmin, sm, levels) = unpack(blk);
+        for ((ys, ls), &(sc, m)) in y.chunks_exact_mut(32).zip(levels.chunks_exact(32)).zip(&sm) {
+            let d1 = d * sc as f32;
+            let m1 = dmin * m as f32;
+            for (o, &q) in ys.iter_mut().zip(ls) {
+                *o = d1 * q as f32 - m1;
+            }
+        }
+    }
+}
+
+/// Scalar dot of a Q4_K weight row with Q8_K activations.
+pub fn dot_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (wb, ab) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(q8_k::BLOCK_BYTES))
+        .take(n / QK)
+    {
+        let (d, dmin, sm, levels) = unpack(wb);
+        let da = q8_k::act_d(ab);
+        let aq = q8_k::act_qs(ab);
+        let mut isum = 0i32;
+        let mut msum = 0i32;
+        for (j, ((ls, qa), &(sc, m))) in levels
+            .chunks_exact(32)
+            .zip(aq.chunks_exact(32))
+            .zip(&sm)
+            .enumerate()
+        {
+            isum += sc as i32 * q8_k::idot_u8(ls, qa);
+            msum += m as i32 * (q8_k::act_bsum(ab, 2 * j) + q8_k::act_bsum(ab, 2 * j + 1));
+        }
+        sum += d * da * isum as f32 - dmin * da * msum as f32;
+    }
+    sum
+}

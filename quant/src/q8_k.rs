@@ -1,0 +1,95 @@
+//! Q8_K: blocks of 256 values, 292 bytes: f32 LE scale d, 256 x i8 quants,
+//! 16 x i16 LE sums of each run of 16 quants. value = d * q. The activation
+//! format paired with the K-quant weight types.
+
+use crate::kquant_search::nearest_int;
+
+pub const QK: usize = 256;
+pub const BLOCK_BYTES: usize = 292;
+
+/// ggml's quantize_row_q8_K_ref: iscale = -127 / (signed value of largest
+/// magnitude), q = min(127, nearest_int(iscale * x)), d = 1 / iscale.
+/// An all-zero block is written as zeros (ggml leaves its sums unwritten).
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+        let mut max = 0f32;
+        let mut amax = 0f32;
+        for &v in x {
+            let ax = v.abs();
+            if ax > amax {
+                amax = ax;
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            blk.fill(0);
+            continue;
+        }
+        let iscale = -127.0 / max;
+        let (head, rest) = blk.split_at_mut(4);
+        let (qs, bsums) = rest.split_at_mut(QK);
+        for (q, &v) in qs.iter_mut().zip(x) {
+            *q = nearest_int(iscale * v).min(127) as i8 as u8;
+        }
+        for (s, run) in bsums.chunks_exact_mut(2).zip(qs.chunks_exact(16)) {
+            let sum: i32 = run.iter().map(|&q| (q as i8) as i32).sum();
+            s.copy_from_slice(&(sum as i16).to_le_bytes());
+        }
+        head.copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}
+
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (blk, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
+        let d = act_d(blk);
+        for (o, &q) in y.iter_mut().zip(&blk[4..4 + QK]) {
+            *o = d * (q as i8) as f32;
+        }
+    }
+}
+
+/// The f32 scale of a Q8_K block.
+#[inline]
+pub(crate) fn act_d(blk: &[u8]) -> f32 {
+    f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]])
+}
+
+/// The 256 quants of a Q8_K block.
+#[inline]
+pub(crate) fn act_qs(blk: &[u8]) -> &[u8] {
+    &blk[4..4 + QK]
+}
+
+/// The stored sum of quants of run `j` (0..16) of 16 values.
+#[inline]
+pub(crate) fn act_bsum(blk: &[u8], j: usize) -> i32 {
+    let o = 4 + QK + 2 * j;
+    i16::from_le_bytes([blk[o], blk[o + 1]]) as i32
+}
+
+/// Integer dot of 32 unsigned weight levels with 32 activation quants.
+#[inline]
+pub(crate) fn idot_u8(w: &[u8], a: &[u8]) -> i32 {
+    w.iter()
+        .zip(a)
+        .map(|(&x, &y)| x as i32 * (y as i8) as i32)
+        .sum()
+}
+
+/// Scalar dot of a Q8_K row with Q8_K activations.
+pub fn dot_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (wb, ab) in w
+        .chunks_exact(BLOCK_BYTES)
+        .zip(a.chunks_exact(BLOCK_BYTES))
+        .take(n / QK)
+    {
+        let isum: i32 = act_qs(wb)
+            .iter()
+            .zip(act_qs(ab))
+            .map(|(&x, &y)| (x as i8) as i32 * (y as i8) as i32)
+            .sum();
+        sum += act_d(wb) * act_d(ab) * isum as f32;
+    }
+    sum
+}
