@@ -1,3 +1,29 @@
 //! The GGUF v3 container (v2 read too): a memory-mapped zero-copy reader that
 //! validates every number against the file before using it, and a streaming
 //! writer that never holds the whole model in memory.
+//!
+//! Layout (little-endian): magic `GGUF`, u32 version, u64 tensor count, u64
+//! metadata count; the metadata (key string, u32 value type, value); the
+//! tensor infos (name, u32 n_dims, u64 dims innermost first, u32 ggml type,
+//! u64 offset into the data section); zero padding to the alignment; the data
+//! section, each tensor at an aligned offset.
+
+pub mod error;
+pub mod reader;
+pub mod tensor;
+pub mod value;
+
+pub use error::GgufError;
+pub use quant::GgmlType;
+pub use reader::GgufFile;
+pub use tensor::{TensorInfo, MAX_DIMS, MAX_NAME_LEN};
+pub use value::{Array, Value, ValueType};
+
+/// The four bytes every GGUF file starts with.
+pub const MAGIC: [u8; 4] = *b"GGUF";
+/// The version this crate writes.
+pub const VERSION: u32 = 3;
+/// Alignment of tensor data when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// The metadata key that overrides the alignment (a u32 power of two).
+pub const ALIGNMENT_KEY: &str = "general.alignment";
