@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Make the quant crate's golden files (tests/fixtures/quant/<TYPE>.bin).
+
+Run by hand, not in CI:
+    /work/venv/bin/python scripts/quant_goldens/make_goldens.py [--lib /path/to/libggml-base.so]
+
+For every supported type it builds a row of f32 inputs full of edge cases
+(all-zero block, one huge outlier, tiny values, values on rounding ties, equal
+values, negative-only, mixed magnitudes, random normal, ...), then asks two
+independent references for the quantized bytes and the dequantized values:
+
+* ggml itself: libggml-base.so (llama.cpp's ggml built from source), through
+  ctypes: quantize_row_<t>_ref / ggml_fp32_to_fp16_row /
+  ggml_fp32_to_bf16_row_ref and dequantize_row_<t>. These bytes are stored.
+* the `gguf` Python package's numpy code (gguf.quants.quantize/dequantize) for
+  the types it implements (F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 quantize;
+  all but Q8_K dequantize). The script fails if its quantized bytes disagree
+  with ggml's anywhere (for F16, NaN inputs excepted: numpy keeps NaN
+  payloads, ggml writes 0x7E00).
+
+File layout (all little-endian):
+    magic b"QGLD", u32 version (1), u32 ggml type id, u32 n (values),
+    u32 nbytes (quantized bytes), u32 flags (bit 0: gguf-py quantize agreed,
+    bit 1: gguf-py dequantize agreed),
+    f32[n] input, u8[nbytes] expected quantized bytes, f32[n] expected
+    dequantized values (from ggml's dequantizer applied to those bytes).
+"""
+
+import argparse
+import ctypes
+import os
+import struct
+import sys
+
+import numpy as np
+
+try:
+    import gguf
+    from gguf import GGMLQuantizationType as GT
+    from gguf import quants as gq
+except ImportError:  # pragma: no cover
+    gguf = None
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.normpath(os.path.join(HERE, "..", "..", "tests", "fixtures", "quant"))
+DEFAULT_LIB = "/work/ext/llama-build/bin/libggml-base.so"
+
+# name: (ggml id, values per block, bytes per block)
+TYPES = {
+    "F32": (0, 1, 4),
+    "F16": (1, 1, 2),
+    "BF16": (30, 1, 2),
+    "Q4_0": (2, 32, 18),
+    "Q4_1": (3, 32, 20),
+    "Q5_0": (6, 32, 22),
+    "Q5_1": (7, 32, 24),
+    "Q8_0": (8, 32, 34),
+    "Q4_K": (12, 256, 144),
+    "Q5_K": (13, 256, 176),
+    "Q6_K": (14, 256, 210),
+    "Q8_K": (15, 256, 292),
+}
+
+
+def edge_blocks(rng, bs):
+    """A list of (label, f32 array of length bs) edge-case groups."""
+    out = []
+    f = np.float32
+    out.append(("zeros", np.zeros(bs, f)))
+    v = rng.standard_normal(bs).astype(f)
+    v[bs // 3] = 1e4
+    out.append(("outlier", v))
+    v = rng.standard_normal(bs).astype(f)
+    v[bs - 1] = -3e3
+    out.append(("neg_outlier", v))
+    out.append(("tiny", (rng.standard_normal(bs) * 1e-8).astype(f)))
+    out.append(("tinier", (rng.standard_normal(bs) * 1e-20).astype(f)))
+    out.append(("equal", np.full(bs, 0.7, f)))
+    out.append(("equal_neg", np.full(bs, -1.25, f)))
+    out.append(("neg_only", -np.abs(rng.standard_normal(bs)).astype(f) - f(0.01)))
+    out.append(("pos_only", np.abs(rng.standard_normal(bs)).astype(f) + f(0.5)))
+    mags = 10.0 ** rng.uniform(-6, 3, bs)
+    out.append(("mixed_mag", (mags * rng.choice([-1.0, 1.0], bs)).astype(f)))
+    # Rounding ties for several grids: half-integers against a max of -8, 16,
+    # 127, 31, and steps of 1/16 and 1/64.
+    for top, step in [(-8.0, 0.5), (-16.0, 0.5), (127.0, 0.5), (31.0, 0.5), (1.0, 1 / 16), (-1.0, 1 / 64), (15.0, 1.0)]:
+        k = np.arange(bs, dtype=np.float64)
+        vals = ((k * 7) % (2 * abs(top) / step + 1)) * step - abs(top)
+        vals[0] = top
+        out.append((f"ties_{top}_{step}", vals.astype(f)))
+    out.append(("ramp", np.linspace(-1, 1, bs).astype(f)))
+    out.append(("big", (rng.standard_normal(bs) * 1e6).astype(f)))
+    out.append(("one_nonzero", np.eye(1, bs, bs // 2, dtype=f).ravel() * f(-0.3)))
+    out.append(("cos", (0.1 + 2.0 * np.cos(np.arange(bs) + 0.5)).astype(f)))
+    return out
+
+
+def make_input(name, rng):
+    _, bs, _ = TYPES[name]
+    group = 256 if bs == 1 else bs  # float types: edge groups of 256 values
+    parts = [v for _, v in edge_blocks(rng, group)]
+    if bs == 32:
+        # Edge cases at the 32-value grain inside longer runs too.
+        parts += [v for _, v in edge_blocks(rng, 32)]
+    if name in ("F16", "BF16", "F32"):
+        special = np.array(
+            [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 65504.0, 65520.0, 65519.99, 1e5, -1e-7, 6e-8, 3e-8,
+             2.9802322e-08, 5.9604645e-08, 1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8,
+             3.4028235e38, -3.4028235e38, 1e-45, 1e-40, 1.1754944e-38],
+            dtype=np.float32,
+        )
+        sp = np.zeros(256, np.float32)
+        sp[: len(special)] = special
+        # A signalling NaN and a NaN with payload.
+        bits = sp.view(np.uint32)
+        bits[len(special)] = 0x7F800001
+        bits[len(special) + 1] = 0xFFA12345
+        parts.append(sp)
+    parts.append(rng.standard_normal(2048).astype(np.float32))
+    # Weight-like rows: small normal values with a few outliers, heavy tails,
+    # uniform and Laplace noise (exercise the scale searches broadly).
+    w = (rng.standard_normal(1024) * 0.02).astype(np.float32)
+    w[rng.integers(0, 1024, 8)] *= 40
+    parts.append(w)
+    parts.append((rng.standard_t(3, 512) * 0.1).astype(np.float32))
+    parts.append(rng.uniform(-1, 1, 512).astype(np.float32))
+    parts.append(rng.laplace(0, 0.5, 1024).astype(np.float32))
+    x = np.concatenate(parts).astype(np.float32)
+    pad = (-len(x)) % 256
+    if pad:
+        x = np.concatenate([x, (rng.standard_normal(pad) * 0.1).astype(np.float32)])
+    return x
+
+
+class Ggml:
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+
+    def _fn(self, name):
+        fn = getattr(self.lib, name)
+        fn.restype = None
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        return fn
+
+    def quantize(self, name, x):
+        _, bs, ts = TYPES[name]
+        n = len(x)
+        nbytes = n // bs * ts
+        dst = np.zeros(nbytes, np.uint8)  # zeroed: Q8_K leaves an all-zero block's sums unwritten
+        src = np.ascontiguousarray(x, np.float32)
+        if name == "F32":
+            return src.view(np.uint8).copy()
+        fname = {"F16": "ggml_fp32_to_fp16_row", "BF16": "ggml_fp32_to_bf16_row_ref"}.get(
+            name, f"quantize_row_{name.lower().replace('_k', '_K')}_ref"
+        )
+        self._fn(fname)(src.ctypes.data, dst.ctypes.data, n)
+        return dst
+
+    def dequantize(self, name, q, n):
+        if name == "F32":
+            return q.view(np.float32).copy()
+        dst = np.zeros(n, np.float32)
+        fname = {"F16": "ggml_fp16_to_fp32_row", "BF16": "ggml_bf16_to_fp32_row"}.get(
+            name, f"dequantize_row_{name.lower().replace('_k', '_K')}"
+        )
+        self._fn(fname)(np.ascontiguousarray(q).ctypes.data, dst.ctypes.data, n)
+        return dst
+
+
+def gguf_quantize(name, x):
+    if gguf is None or name in ("F32", "Q4_K", "Q5_K", "Q6_K", "Q8_K"):
+        return None
+    with np.errstate(all="ignore"):
+        q = gq.quantize(x.reshape(1, -1), getattr(GT, name))
+    return np.ascontiguousarray(q).view(np.uint8).ravel()
+
+
+def gguf_dequantize(name, q, n):
+    if gguf is None or name in ("F32", "Q8_K"):
+        return None
+    with np.errstate(all="ignore"):
+        return gq.dequantize(q.reshape(1, -1), getattr(GT, name)).astype(np.float32).ravel()[:n]
+
+
+def same_f32(a, b):
+    """Bitwise equality, treating any two NaNs as equal."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    both_nan = np.isnan(a) & np.isnan(b)
+    return bool(np.all((a.view(np.uint32) == b.view(np.uint32)) | both_nan))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", default=DEFAULT_LIB)
+    ap.add_argument("--out", default=OUT)
+    args = ap.parse_args()
+    ggml = Ggml(args.lib)
+    os.makedirs(args.out, exist_ok=True)
+    failures = []
+    total = 0
+    for name, (tid, bs, ts) in TYPES.items():
+        rng = np.random.default_rng(1000 + tid)
+        x = make_input(name, rng)
+        n = len(x)
+        q = ggml.quantize(name, x)
+        deq = ggml.dequantize(name, q, n)
+        flags = 0
+        gq_bytes = gguf_quantize(name, x)
+        q_note = "-"
+        if gq_bytes is not None:
+            same = gq_bytes == q
+            if name == "F16":
+                # numpy keeps NaN payloads; ggml writes every NaN as 0x7E00
+                # (sign kept). Compare the non-NaN inputs only.
+                same = same | np.repeat(np.isnan(x), 2)
+            if np.all(same):
+                flags |= 1
+                q_note = "agrees"
+            else:
+                bad = np.flatnonzero(~same)
+                q_note = f"DIFFERS at {len(bad)} bytes (first {bad[:5].tolist()})"
+                failures.append(f"{name}: gguf-py quantize {q_note}")
+        gd = gguf_dequantize(name, q, n)
+        d_note = "-"
+        if gd is not None:
+            if same_f32(gd, deq):
+                flags |= 2
+                d_note = "agrees"
+            else:
+                diff = np.nanmax(np.abs(gd.astype(np.float64) - deq))
+                d_note = f"differs (max abs {diff:.3g}; ggml's stored)"
+        header = b"QGLD" + struct.pack("<5I", 1, tid, n, len(q), flags)
+        path = os.path.join(args.out, f"{name}.bin")
+        with open(path, "wb") as fh:
+            fh.write(header + x.astype("<f4").tobytes() + q.tobytes() + deq.astype("<f4").tobytes())
+        size = os.path.getsize(path)
+        total += size
+        print(f"{name:5} n={n:5} bytes={len(q):6} file={size:7}  gguf-py quantize: {q_note}; dequantize: {d_note}")
+    print(f"total {total} bytes in {args.out}")
+    if failures:
+        print("REFERENCES DISAGREE:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
