@@ -98,7 +98,14 @@ pub fn forced_path() -> Option<SimdPath> {
 /// path is used when it has a kernel for `ty` and the CPU supports it;
 /// otherwise (and for `scalar`) the scalar reference.
 pub fn kernel(ty: GgmlType) -> Option<Kernel> {
-    match forced_path() {
+    kernel_with(ty, forced_path())
+}
+
+/// [`kernel`] with the override given explicitly instead of read from the
+/// environment: `Some(path)` uses `path` where it has a kernel for `ty` and
+/// the CPU supports it, else scalar; `None` picks the fastest available.
+pub fn kernel_with(ty: GgmlType, forced: Option<SimdPath>) -> Option<Kernel> {
+    match forced {
         Some(p) => kernel_for_path(ty, p).or_else(|| kernel_for_path(ty, SimdPath::Scalar)),
         None => SimdPath::ALL.iter().find_map(|&p| kernel_for_path(ty, p)),
     }

@@ -29,7 +29,7 @@ pub mod q8_0;
 pub mod q8_k;
 pub mod types;
 
-pub use dispatch::{forced_path, kernel, kernel_for_path, SIMD_ENV};
+pub use dispatch::{forced_path, kernel, kernel_for_path, kernel_with, SIMD_ENV};
 pub use error::QuantError;
 pub use types::GgmlType;
 
