@@ -10,7 +10,7 @@ pub enum GgufError {
     #[error("{}: {op}: {source}", path.display())]
     Io {
         path: PathBuf,
-        op: &'static str,
+        op: String,
         #[source]
         source: std::io::Error,
     },

@@ -12,12 +12,14 @@ pub mod error;
 pub mod reader;
 pub mod tensor;
 pub mod value;
+pub mod writer;
 
 pub use error::GgufError;
 pub use quant::GgmlType;
 pub use reader::GgufFile;
 pub use tensor::{TensorInfo, MAX_DIMS, MAX_NAME_LEN};
 pub use value::{Array, Value, ValueType};
+pub use writer::{write_file, GgufWriter, TensorSpec};
 
 /// The four bytes every GGUF file starts with.
 pub const MAGIC: [u8; 4] = *b"GGUF";

@@ -98,9 +98,9 @@ impl GgufFile {
     /// Memory-maps and parses a GGUF file. Errors name the file.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let io = |op, source| GgufError::Io {
+        let io = |op: &str, source| GgufError::Io {
             path: path.to_path_buf(),
-            op,
+            op: op.to_string(),
             source,
         };
         let file = File::open(path).map_err(|e| io("cannot open", e))?;
