@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use quant::GgmlType;
 
 use crate::error::GgufError;
-use crate::tensor::{check_name, tensor_size, TensorInfo, MAX_DIMS};
+use crate::tensor::{check_name, shown, tensor_size, TensorInfo, MAX_DIMS};
 use crate::value::{Array, Value, ValueType};
 use crate::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC};
 
@@ -562,9 +562,10 @@ fn parse(buf: &[u8], path: Option<&Path>) -> Result<Parsed, GgufError> {
             return Err(c.err_at(key_at, format!("metadata key #{i} is empty")));
         }
         if value_offsets.contains_key(&key) {
-            return Err(c.err_at(key_at, format!("duplicate metadata key '{key}'")));
+            return Err(c.err_at(key_at, format!("duplicate metadata key '{}'", shown(&key))));
         }
-        let ctx = || format!("metadata key '{key}'");
+        let key_shown = shown(&key);
+        let ctx = || format!("metadata key '{key_shown}'");
         let ty = c.value_type(&ctx)?;
         let value_at = c.pos;
         let value = c.value(ty, &ctx)?;

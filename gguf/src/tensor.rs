@@ -41,11 +41,21 @@ impl TensorInfo {
     }
 }
 
+/// A name or key as shown in an error message: at most 80 characters.
+pub(crate) fn shown(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 /// Checks a tensor name against ggml's limits; returns what is wrong.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!(
-            "tensor name '{name}' is {} bytes long, ggml allows at most {MAX_NAME_LEN}",
+            "tensor name '{}' is {} bytes long, ggml allows at most {MAX_NAME_LEN}",
+            shown(name),
             name.len()
         ));
     }

@@ -84,7 +84,7 @@ fn several_tensors() -> Vec<TensorSpec> {
         TensorSpec::new("t.i32", vec![5], GgmlType::I32),
         TensorSpec::new("t.scalar", vec![], GgmlType::F32),
         TensorSpec::new("t.empty", vec![0, 4], GgmlType::F32),
-        TensorSpec::new(&"n".repeat(63), vec![1], GgmlType::I8),
+        TensorSpec::new("n".repeat(63), vec![1], GgmlType::I8),
     ]
 }
 
