@@ -444,7 +444,7 @@ fn tensor_info_damage() {
     r.align = 1;
     r.data_len = 0;
     let mut b = r.bytes();
-    if b.len() % 32 == 0 {
+    if b.len().is_multiple_of(32) {
         b.push(0);
     }
     expect_err("data section", b, &["data section"]);
@@ -475,8 +475,8 @@ fn truncated_at_every_byte() {
             ])),
         ),
     ];
-    let q = vec![7u8; 34];
-    let f = vec![1u8; 12];
+    let q = [7u8; 34];
+    let f = [1u8; 12];
     write_file(
         &path,
         &md,
