@@ -48,18 +48,33 @@ pub fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Dot of `n` weights (each `wsize` bytes, decoded by `dec`) with `n` f32
-/// activations, accumulated in LANES f32 partial sums.
+/// Values decoded per step of the dots (into stack buffers, so the
+/// multiply-add loop is a plain f32 loop the compiler can vectorize).
+const CHUNK: usize = 64;
+
+/// Dot of `n` weights (each `WSIZE` bytes, decoded by `dec`) with `n` f32
+/// activations, accumulated in LANES f32 partial sums. Short buffers
+/// shorten the sum instead of panicking.
 #[inline]
 fn dot_with<const WSIZE: usize>(n: usize, w: &[u8], a: &[u8], dec: impl Fn(&[u8]) -> f32) -> f32 {
+    let n = n.min(w.len() / WSIZE).min(a.len() / 4);
+    let (w, a) = (&w[..n * WSIZE], &a[..n * 4]);
     let mut acc = [0f32; LANES];
-    let w = w.get(..n * WSIZE).unwrap_or(w);
-    let a = a.get(..n * 4).unwrap_or(a);
-    let mut wc = w.chunks_exact(WSIZE * LANES);
-    let mut ac = a.chunks_exact(4 * LANES);
+    let mut wv = [0f32; CHUNK];
+    let mut av = [0f32; CHUNK];
+    let mut wc = w.chunks_exact(WSIZE * CHUNK);
+    let mut ac = a.chunks_exact(4 * CHUNK);
     for (wb, ab) in (&mut wc).zip(&mut ac) {
-        for (l, s) in acc.iter_mut().enumerate() {
-            *s += dec(&wb[l * WSIZE..]) * f32_at(&ab[l * 4..]);
+        for (o, b) in wv.iter_mut().zip(wb.chunks_exact(WSIZE)) {
+            *o = dec(b);
+        }
+        for (o, b) in av.iter_mut().zip(ab.chunks_exact(4)) {
+            *o = f32_at(b);
+        }
+        for (wl, al) in wv.chunks_exact(LANES).zip(av.chunks_exact(LANES)) {
+            for ((s, x), y) in acc.iter_mut().zip(wl).zip(al) {
+                *s += x * y;
+            }
         }
     }
     let mut tail = 0f32;

@@ -17,10 +17,22 @@ pub fn f32_to_f16(x: f32) -> u16 {
     f16::from_f32(x).to_bits()
 }
 
-/// IEEE binary16 bits -> fp32 (exact).
+/// IEEE binary16 bits -> fp32 (exact, NaN payloads kept). Branch-free so
+/// the dot loops vectorize: a normal half (or inf/NaN) has its
+/// exponent/mantissa shifted into place, re-biased by adding 0x70000000 and
+/// scaled by 2^-112 (which also carries exponent 31 onto 255); a subnormal
+/// is built from a float with the mantissa bits under a 0.5 exponent, minus
+/// 0.5.
 #[inline]
 pub fn f16_to_f32(h: u16) -> f32 {
-    f16::from_bits(h).to_f32()
+    let magnitude = (h & 0x7fff) as u32;
+    let sign = ((h & 0x8000) as u32) << 16;
+    let normalized = f32::from_bits((magnitude << 13) + 0x7000_0000) * f32::from_bits(0x0780_0000);
+    let denormalized = f32::from_bits(magnitude | (126 << 23)) - 0.5;
+    let denorm_mask = ((magnitude as i32) < 0x400) as u32;
+    let denorm_mask = denorm_mask.wrapping_neg();
+    let bits = (denormalized.to_bits() & denorm_mask) | (normalized.to_bits() & !denorm_mask);
+    f32::from_bits(sign | bits)
 }
 
 /// fp32 -> bfloat16 bits, round to nearest even; NaN keeps its top bits and is
@@ -69,6 +81,20 @@ mod tests {
         assert_eq!(f32_to_f16(2.980_232_2e-8), 0x0000);
         for h in [0u16, 1, 0x3C00, 0x7BFF, 0x8001, 0x0400, 0x03FF] {
             assert_eq!(f32_to_f16(f16_to_f32(h)), h);
+        }
+    }
+
+    #[test]
+    fn f16_to_f32_matches_ieee_for_every_pattern() {
+        for h in 0..=u16::MAX {
+            let ours = f16_to_f32(h);
+            let ieee = f16::from_bits(h).to_f32();
+            if ieee.is_nan() {
+                assert!(ours.is_nan(), "{h:#06x}");
+                assert_eq!(ours.to_bits() >> 31, ieee.to_bits() >> 31, "{h:#06x} sign");
+            } else {
+                assert_eq!(ours.to_bits(), ieee.to_bits(), "{h:#06x}");
+            }
         }
     }
 
