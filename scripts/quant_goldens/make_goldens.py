@@ -24,6 +24,11 @@ File layout (all little-endian):
     bit 1: gguf-py dequantize agreed),
     f32[n] input, u8[nbytes] expected quantized bytes, f32[n] expected
     dequantized values (from ggml's dequantizer applied to those bytes).
+
+It also writes dots.bin: ggml-cpu's own vec_dot results (libggml-cpu.so) for
+weights and activations quantized by ggml's reference quantizers (layout in
+write_dot_goldens). ggml-cpu sums in its own (SIMD) order and pairs Q4_1/Q5_1
+with Q8_1, so the Rust test compares those with a tolerance.
 """
 
 import argparse
@@ -134,7 +139,8 @@ def make_input(name, rng):
 
 class Ggml:
     def __init__(self, path):
-        self.lib = ctypes.CDLL(path)
+        # RTLD_GLOBAL so libggml-cpu (loaded later) binds to this copy.
+        self.lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
 
     def _fn(self, name):
         fn = getattr(self.lib, name)
@@ -190,9 +196,79 @@ def same_f32(a, b):
     return bool(np.all((a.view(np.uint32) == b.view(np.uint32)) | both_nan))
 
 
+# Dot goldens: weight type -> ggml's activation type for it (ggml-cpu's
+# vec_dot_type; Q4_1/Q5_1 use Q8_1 there, Q8_0 in the quant crate).
+DOT_TYPES = {"F32": "F32", "Q4_0": "Q8_0", "Q4_1": "Q8_1", "Q5_0": "Q8_0", "Q5_1": "Q8_1", "Q8_0": "Q8_0",
+             "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K"}
+ACT_IDS = {"F32": 0, "Q8_0": 8, "Q8_1": 9, "Q8_K": 15}
+ACT_SIZES = {"F32": (1, 4), "Q8_0": (32, 34), "Q8_1": (32, 36), "Q8_K": (256, 292)}
+
+
+class VecDotTraits(ctypes.Structure):
+    _fields_ = [("from_float", ctypes.c_void_p), ("vec_dot", ctypes.c_void_p),
+                ("vec_dot_type", ctypes.c_int), ("nrows", ctypes.c_int64)]
+
+
+VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t, ctypes.c_void_p,
+                           ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def write_dot_goldens(ggml, cpu_path, out_dir):
+    """dots.bin: ggml-cpu's own vec_dot of ggml-quantized weights with
+    ggml-quantized (reference quantizer) activations.
+
+    Layout (LE): b"QDOT", u32 version 1, u32 entries; per entry u32 weight
+    type id, u32 ggml activation type id, u32 n, u32 rows, u32 t, f32[rows*n]
+    weights, f32[t*n] activations, f32[t*rows] dots (out[j*rows + r]).
+    """
+    cpu = ctypes.CDLL(cpu_path)
+    cpu.ggml_cpu_init.restype = None
+    cpu.ggml_cpu_init()
+    cpu.ggml_get_type_traits_cpu.restype = ctypes.POINTER(VecDotTraits)
+    cpu.ggml_get_type_traits_cpu.argtypes = [ctypes.c_int]
+    rng = np.random.default_rng(77)
+    n, rows, t = 1024, 4, 2
+    blob = b""
+    for name, act in DOT_TYPES.items():
+        tid = TYPES[name][0]
+        traits = cpu.ggml_get_type_traits_cpu(tid).contents
+        assert traits.vec_dot_type == ACT_IDS[act], (name, traits.vec_dot_type)
+        vec_dot = VEC_DOT(traits.vec_dot)
+        w = (rng.standard_normal(rows * n) * 0.05).astype(np.float32)
+        w[rng.integers(0, rows * n, 6)] *= 30
+        w[:32] = np.abs(w[:32])  # a positive-only block (a non-zero min)
+        a = rng.standard_normal(t * n).astype(np.float32)
+        a[n:n + 256] -= 1.0  # a shifted activation block
+        wq = [ggml.quantize(name, w[r * n:(r + 1) * n]) for r in range(rows)]
+        if act == "F32":
+            aq = [a[j * n:(j + 1) * n].copy().view(np.uint8) for j in range(t)]
+        else:
+            bs, ts = ACT_SIZES[act]
+            fn = ggml._fn(f"quantize_row_{act.lower().replace('_k', '_K')}_ref")
+            aq = []
+            for j in range(t):
+                dst = np.zeros(n // bs * ts, np.uint8)
+                src = np.ascontiguousarray(a[j * n:(j + 1) * n])
+                fn(src.ctypes.data, dst.ctypes.data, n)
+                aq.append(dst)
+        dots = np.zeros(t * rows, np.float32)
+        for j in range(t):
+            for r in range(rows):
+                s = ctypes.c_float(np.inf)
+                vec_dot(n, ctypes.byref(s), 0, wq[r].ctypes.data, 0, aq[j].ctypes.data, 0, 1)
+                dots[j * rows + r] = s.value
+        blob += struct.pack("<5I", tid, ACT_IDS[act], n, rows, t) + w.tobytes() + a.tobytes() + dots.tobytes()
+        print(f"dots {name:5} x {act:4}: {dots.tolist()}")
+    path = os.path.join(out_dir, "dots.bin")
+    with open(path, "wb") as fh:
+        fh.write(b"QDOT" + struct.pack("<2I", 1, len(DOT_TYPES)) + blob)
+    return os.path.getsize(path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=DEFAULT_LIB)
+    ap.add_argument("--cpu-lib", default=None, help="libggml-cpu.so (default: next to --lib)")
     ap.add_argument("--out", default=OUT)
     args = ap.parse_args()
     ggml = Ggml(args.lib)
@@ -237,6 +313,8 @@ def main():
         size = os.path.getsize(path)
         total += size
         print(f"{name:5} n={n:5} bytes={len(q):6} file={size:7}  gguf-py quantize: {q_note}; dequantize: {d_note}")
+    cpu_path = args.cpu_lib or os.path.join(os.path.dirname(args.lib), "libggml-cpu.so")
+    total += write_dot_goldens(ggml, cpu_path, args.out)
     print(f"total {total} bytes in {args.out}")
     if failures:
         print("REFERENCES DISAGREE:\n  " + "\n  ".join(failures), file=sys.stderr)
