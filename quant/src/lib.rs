@@ -11,6 +11,28 @@
 //!   integer sum of each activation block, which needs no extra format and is
 //!   exact where Q8_1's fp16 sum is rounded;
 //! - Q4_K, Q5_K, Q6_K (and Q8_K) with Q8_K activations.
+//!
+//! Typical use (the runtime quantizes each activation row once per matmul):
+//! ```
+//! use quant::{check_matmul, kernel, matvec, quantize_row, GgmlType};
+//! let (n, rows) = (256, 2);
+//! let weights: Vec<f32> = (0..n * rows).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let k = kernel(GgmlType::Q4_K).expect("supported");
+//! let rb = GgmlType::Q4_K.row_bytes(n).expect("whole blocks");
+//! let mut w = vec![0u8; rb * rows];
+//! for (src, dst) in weights.chunks(n).zip(w.chunks_mut(rb)) {
+//!     quantize_row(GgmlType::Q4_K, src, dst)?;
+//! }
+//! let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+//! let mut a = vec![0u8; k.act.row_bytes(n).expect("whole blocks")]; // Q8_K
+//! quantize_row(k.act, &x, &mut a)?;
+//! let mut out = vec![0f32; rows];
+//! check_matmul(&k, n, rows, &w, 1, &a, &out)?;
+//! matvec(&k, n, &w, &a, &mut out);
+//! let exact: f32 = weights[..n].iter().zip(&x).map(|(p, q)| p * q).sum();
+//! assert!((out[0] - exact).abs() < 0.05 * exact.abs().max(1.0));
+//! # Ok::<(), quant::QuantError>(())
+//! ```
 
 pub mod dispatch;
 pub mod error;
@@ -150,7 +172,10 @@ pub fn matmul(k: &Kernel, n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
     }
     for (r, row) in w.chunks_exact(rb).take(rows).enumerate() {
         for (j, act) in a.chunks_exact(ab).take(t).enumerate() {
-            if let Some(o) = out.get_mut(j * rows + r) {
+            let Some(idx) = j.checked_mul(rows).and_then(|i| i.checked_add(r)) else {
+                return;
+            };
+            if let Some(o) = out.get_mut(idx) {
                 *o = (k.dot)(n, row, act);
             }
         }
