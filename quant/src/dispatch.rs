@@ -1,10 +1,10 @@
-//! Kernel selection: one dot function per (weight type, SIMD path). Today
-//! only the scalar reference exists; a SIMD path plugs in by returning its
-//! function from [`simd_dot`] for the types it implements, and every other
-//! type keeps using the scalar kernel.
+//! Kernel selection: one dot function per (weight type, SIMD path). A SIMD
+//! path plugs in by returning its functions from [`simd_dot`] for the types
+//! it implements; every other type keeps using the scalar kernel. Written
+//! today: AVX2 (+FMA, F16C) for every supported type except Q8_K weights.
 
 use crate::formats::format;
-use crate::{DotFn, GgmlType, Kernel, SimdPath};
+use crate::{Dot4Fn, DotFn, GgmlType, Kernel, SimdPath};
 
 /// Environment variable that forces a path: `scalar`, `avx2`, `avx512`, `neon`.
 pub const SIMD_ENV: &str = "MAMBA_GGUF_SIMD";
@@ -45,7 +45,9 @@ impl SimdPath {
             SimdPath::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             SimdPath::Avx2 => {
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("f16c")
             }
             #[cfg(target_arch = "x86_64")]
             SimdPath::Avx512 => {
@@ -60,12 +62,16 @@ impl SimdPath {
     }
 }
 
-/// The SIMD dot for `ty` on `path`, when one has been written.
-fn simd_dot(_ty: GgmlType, path: SimdPath) -> Option<DotFn> {
+/// The SIMD dots (matvec, four-activation) for `ty` on `path`, when written.
+fn simd_dot(ty: GgmlType, path: SimdPath) -> Option<(DotFn, Dot4Fn)> {
     match path {
         SimdPath::Scalar => None,
-        // No SIMD kernels yet: each path adds `match ty { ... }` arms here.
-        SimdPath::Avx2 | SimdPath::Avx512 | SimdPath::Neon => None,
+        #[cfg(target_arch = "x86_64")]
+        SimdPath::Avx2 => crate::avx2::kernels(ty),
+        _ => {
+            let _ = ty;
+            None
+        }
     }
 }
 
@@ -73,15 +79,19 @@ fn simd_dot(_ty: GgmlType, path: SimdPath) -> Option<DotFn> {
 /// supported, the path has no kernel for it, or this CPU lacks the path.
 pub fn kernel_for_path(ty: GgmlType, path: SimdPath) -> Option<Kernel> {
     let f = format(ty)?;
-    let dot = match path {
-        SimdPath::Scalar => f.dot,
+    let (dot, dot4) = match path {
+        SimdPath::Scalar => (f.dot, None),
         _ if !path.cpu_has() => return None,
-        _ => simd_dot(ty, path)?,
+        _ => {
+            let (dot, dot4) = simd_dot(ty, path)?;
+            (dot, Some(dot4))
+        }
     };
     Some(Kernel {
         weight: ty,
         act: f.act,
         dot,
+        dot4,
         path,
     })
 }

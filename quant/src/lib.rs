@@ -34,6 +34,8 @@
 //! # Ok::<(), quant::QuantError>(())
 //! ```
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 pub mod dispatch;
 pub mod error;
 pub mod float;
@@ -62,12 +64,20 @@ use formats::format;
 /// short buffer yields a partial sum, never a panic).
 pub type DotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 
+/// Prefill micro-kernel: one weight row (`n` values of the weight type)
+/// against four activation rows at once, `out[j] = dot(w, a[j])`, each
+/// weight block decoded once for all four. Same buffer rules as [`DotFn`];
+/// its results equal the path's [`DotFn`] on each pair.
+pub type Dot4Fn = fn(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]);
+
 /// A dot kernel together with the types it reads and the path it uses.
 #[derive(Clone, Copy)]
 pub struct Kernel {
     pub weight: GgmlType,
     pub act: GgmlType,
     pub dot: DotFn,
+    /// The four-activation form [`matmul`] uses when present (SIMD paths).
+    pub dot4: Option<Dot4Fn>,
     pub path: SimdPath,
 }
 
@@ -162,7 +172,9 @@ pub fn matvec(k: &Kernel, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
 
 /// Prefill form: `t` activation rows (each `n` values of `k.act`, contiguous
 /// in `a`); `out` is `[t][rows]` row-major, `out[j*rows + r] = dot(row r,
-/// activation j)`. Each weight row is read once for all `t` activations.
+/// activation j)`. Each weight row is read from memory once for all `t`
+/// activations; with a [`Kernel::dot4`] its blocks are also decoded once per
+/// four activations.
 pub fn matmul(k: &Kernel, n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     let (Some(rb), Some(ab)) = (k.weight.row_bytes(n), k.act.row_bytes(n)) else {
         return;
@@ -170,14 +182,30 @@ pub fn matmul(k: &Kernel, n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
     if rb == 0 || ab == 0 {
         return;
     }
+    let acts: Vec<&[u8]> = a.chunks_exact(ab).take(t).collect();
+    let mut put = |j: usize, r: usize, v: f32| {
+        if let Some(o) = j
+            .checked_mul(rows)
+            .and_then(|i| i.checked_add(r))
+            .and_then(|i| out.get_mut(i))
+        {
+            *o = v;
+        }
+    };
     for (r, row) in w.chunks_exact(rb).take(rows).enumerate() {
-        for (j, act) in a.chunks_exact(ab).take(t).enumerate() {
-            let Some(idx) = j.checked_mul(rows).and_then(|i| i.checked_add(r)) else {
-                return;
-            };
-            if let Some(o) = out.get_mut(idx) {
-                *o = (k.dot)(n, row, act);
+        let mut j = 0;
+        if let Some(dot4) = k.dot4 {
+            for four in acts.chunks_exact(4) {
+                let mut o = [0f32; 4];
+                dot4(n, row, [four[0], four[1], four[2], four[3]], &mut o);
+                for (i, v) in o.into_iter().enumerate() {
+                    put(j + i, r, v);
+                }
+                j += 4;
             }
+        }
+        for (i, act) in acts.iter().enumerate().skip(j) {
+            put(i, r, (k.dot)(n, row, act));
         }
     }
 }

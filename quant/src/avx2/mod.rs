@@ -1,0 +1,150 @@
+//! AVX2 + FMA + F16C kernels (x86-64), chosen at run time by
+//! [`crate::dispatch`] only after `SimdPath::Avx2.cpu_has()`.
+//!
+//! Every kernel is one `#[target_feature]` function generic over `R`, the
+//! number of activation rows it dots one weight row with: `R = 1` is the
+//! matvec dot, `R = 4` the prefill micro-kernel that decodes each weight
+//! block once for four activations. Per activation both do the same
+//! operations in the same order, so a matmul gives bit for bit the matvec
+//! result.
+//!
+//! Accuracy against the scalar reference (tests/simd.rs):
+//! - K-quants: integer sums per super-block are exact and the float
+//!   arithmetic per super-block is the reference's, so results are
+//!   bit-identical (Q6_K uses the activation block sums, as Q4_K's scalar
+//!   kernel does; they must be the ones `quantize_row` writes);
+//! - 32-value types: integer sums per block are exact, the per-block f32
+//!   terms are summed in 8 lanes with FMA instead of one running sum, so
+//!   results differ by f32 rounding of the partial sums only;
+//! - F32/F16/BF16: the scalar kernel's 8 partial sums are exactly the 8
+//!   lanes here (multiply, then add, no FMA), so results are bit-identical.
+//!
+//! The sign trick (`maddubs(|w|, sign(a, w))`) is exact for activation
+//! quants in -127..=127, which is all `quantize_row` produces for Q8_0 and
+//! Q8_K; weight bytes may be anything.
+
+mod float;
+mod kquants;
+mod legacy;
+
+use crate::{Dot4Fn, DotFn, GgmlType};
+use std::arch::x86_64::*;
+
+/// The (matvec dot, four-activation dot) pair for `ty`, if written.
+pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
+    use GgmlType as T;
+    Some(match ty {
+        T::F32 => (float::f32_dot, float::f32_dot4),
+        T::F16 => (float::f16_dot, float::f16_dot4),
+        T::BF16 => (float::bf16_dot, float::bf16_dot4),
+        T::Q4_0 => (legacy::q4_0_dot, legacy::q4_0_dot4),
+        T::Q4_1 => (legacy::q4_1_dot, legacy::q4_1_dot4),
+        T::Q5_0 => (legacy::q5_0_dot, legacy::q5_0_dot4),
+        T::Q5_1 => (legacy::q5_1_dot, legacy::q5_1_dot4),
+        T::Q8_0 => (legacy::q8_0_dot, legacy::q8_0_dot4),
+        T::Q4_K => (kquants::q4_k_dot, kquants::q4_k_dot4),
+        T::Q5_K => (kquants::q5_k_dot, kquants::q5_k_dot4),
+        T::Q6_K => (kquants::q6_k_dot, kquants::q6_k_dot4),
+        _ => return None,
+    })
+}
+
+/// Safe `DotFn`/`Dot4Fn` wrappers around a generic `#[target_feature]`
+/// kernel `$imp::<R>(n, w, [a; R]) -> [f32; R]`.
+macro_rules! wrappers {
+    ($dot:ident, $dot4:ident, $imp:ident) => {
+        pub(super) fn $dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            // SAFETY: handed out by `dispatch` only when the CPU has AVX2,
+            // FMA and F16C; the kernel bounds every access by its buffers.
+            let [v] = unsafe { $imp::<1>(n, w, [a]) };
+            v
+        }
+
+        pub(super) fn $dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+            // SAFETY: as above.
+            *out = unsafe { $imp::<4>(n, w, a) };
+        }
+    };
+}
+pub(crate) use wrappers;
+
+/// Whole blocks that `w` and every activation row hold, at most `n / qk`.
+#[inline]
+fn blocks<const R: usize>(
+    n: usize,
+    qk: usize,
+    w: &[u8],
+    wbytes: usize,
+    a: &[&[u8]; R],
+    abytes: usize,
+) -> usize {
+    let mut nb = (n / qk).min(w.len() / wbytes);
+    for s in a {
+        nb = nb.min(s.len() / abytes);
+    }
+    nb
+}
+
+/// Little-endian fp16 at `p` as f32 (exact).
+#[inline]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    crate::fp16::f16_le(*p, *p.add(1))
+}
+
+/// Sum of the 8 lanes, as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Sum of the 8 i32 lanes (wrapping, never overflows for our kernels).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..16, high
+/// nibbles in bytes 16..32 (the Q4_0/Q4_1/Q5_x value order).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles16(p: *const u8) -> __m256i {
+    let x = _mm_loadu_si128(p as *const __m128i);
+    let v = _mm256_set_m128i(_mm_srli_epi16::<4>(x), x);
+    _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
+}
+
+/// 32 bytes, 0xFF where bit j of the little-endian u32 at `p` is set.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bits32(p: *const u8) -> __m256i {
+    let qh = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]);
+    let v = _mm256_set1_epi32(qh as i32);
+    // Byte j takes byte j / 8 of qh (each 128-bit lane holds all of qh).
+    let spread = _mm256_shuffle_epi8(
+        v,
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit)
+}
+
+/// Eight i32 sums of four adjacent products `u[k] * s[k]` (u unsigned,
+/// s signed bytes; the i16 pair sums must not saturate).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_us8(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+}

@@ -1,0 +1,334 @@
+//! Every SIMD kernel against the scalar reference kernel of its type (the
+//! reference itself is checked against ggml in dots.rs/accuracy.rs), on
+//! random data and edge cases, for matvec (`dot`), the four-activation
+//! micro-kernel (`dot4`) and `matmul`. Paths this CPU lacks are skipped
+//! with a note on stderr.
+//!
+//! Bounds (also in src/avx2/mod.rs):
+//! - K-quants and F32/F16/BF16: bit-identical to scalar;
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: exact integer block sums, f32 partial
+//!   sums in another order, so |simd - scalar| <= (blocks + 8) * 2^-23 *
+//!   sum |w_i * a_i| (dequantized operands);
+//! - on one path, dot4 and matmul give bit for bit the path's dot.
+
+use quant::{
+    check_matmul, dequantize_row, kernel_for_path, matmul, quantize_row, GgmlType, Kernel, SimdPath,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const BLOCK32: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+];
+const EXACT: [GgmlType; 6] = [
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+];
+const SIMD_PATHS: [SimdPath; 3] = [SimdPath::Avx2, SimdPath::Avx512, SimdPath::Neon];
+
+fn all_types() -> impl Iterator<Item = GgmlType> {
+    BLOCK32.into_iter().chain(EXACT)
+}
+
+/// The SIMD kernels of `ty` this CPU runs; notes the paths it skips.
+fn simd_kernels(ty: GgmlType) -> Vec<Kernel> {
+    let mut out = Vec::new();
+    for p in SIMD_PATHS {
+        match kernel_for_path(ty, p) {
+            Some(k) => out.push(k),
+            None if !p.cpu_has() => eprintln!("note: {ty} {}: skipped, CPU lacks it", p.name()),
+            None => eprintln!("note: {ty} {}: no kernel written", p.name()),
+        }
+    }
+    out
+}
+
+fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    let mut q = vec![0u8; ty.row_bytes(x.len()).expect("block multiple")];
+    quantize_row(ty, x, &mut q).expect("quantize");
+    q
+}
+
+fn dequantize(ty: GgmlType, q: &[u8], n: usize) -> Vec<f32> {
+    let mut y = vec![0f32; n];
+    dequantize_row(ty, q, &mut y).expect("dequantize");
+    y
+}
+
+fn normals(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let (u, v): (f64, f64) = (rng.gen_range(1e-12..1.0), rng.gen());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32 * scale
+        })
+        .collect()
+}
+
+/// Raw random bytes as a weight row of `ty`, with every fp16/f32 scale
+/// field set to a finite value: covers every level and 6-bit scale
+/// pattern, including i8 -128 in Q8_0 and Q6_K scales.
+fn random_bytes_row(ty: GgmlType, n: usize, rng: &mut StdRng) -> Vec<u8> {
+    let rb = ty.row_bytes(n).expect("rb");
+    let mut w: Vec<u8> = (0..rb).map(|_| rng.gen()).collect();
+    let f16 = |rng: &mut StdRng| {
+        half::f16::from_f32(rng.gen_range(-2.0f32..2.0))
+            .to_bits()
+            .to_le_bytes()
+    };
+    let bb = ty.type_size();
+    for blk in w.chunks_exact_mut(bb) {
+        // Offsets of the fp16 fields per format.
+        let fields: &[usize] = match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[],
+        };
+        for &o in fields {
+            blk[o..o + 2].copy_from_slice(&f16(rng));
+        }
+    }
+    match ty {
+        // Whole rows of random floats / halves instead of raw bits (NaNs).
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-1e3f32..1e3)).collect();
+            quantize(ty, &x)
+        }
+        _ => w,
+    }
+}
+
+/// The weight rows of one case, by name, `rows` rows of `n` values.
+fn weight_rows(ty: GgmlType, case: &str, n: usize, rows: usize, rng: &mut StdRng) -> Vec<u8> {
+    let mut w = Vec::new();
+    for r in 0..rows {
+        let row = match case {
+            "normal" => quantize(ty, &normals(rng, n, 0.5)),
+            "zeros" => quantize(ty, &vec![0.0; n]),
+            // Every value at +-max: the levels sit at their extremes.
+            "max" => {
+                let x: Vec<f32> = (0..n)
+                    .map(|i| if (i + r) % 3 == 0 { -6e4 } else { 6e4 })
+                    .collect();
+                quantize(ty, &x)
+            }
+            "bytes" => random_bytes_row(ty, n, rng),
+            _ => unreachable!(),
+        };
+        w.extend(row);
+    }
+    w
+}
+
+fn act_rows(act: GgmlType, case: &str, n: usize, t: usize, rng: &mut StdRng) -> Vec<u8> {
+    let mut a = Vec::new();
+    for j in 0..t {
+        let x: Vec<f32> = match case {
+            "zeros" => vec![0.0; n],
+            // Quants all +-127.
+            "max" => (0..n)
+                .map(|i| if (i * 7 + j) % 5 < 2 { -1e3 } else { 1e3 })
+                .collect(),
+            _ => normals(rng, n, 1.5),
+        };
+        a.extend(quantize(act, &x));
+    }
+    a
+}
+
+/// Allowed |simd - scalar| for one dot of a 32-value type (see top).
+fn bound(k: &Kernel, n: usize, w: &[u8], a: &[u8]) -> f64 {
+    let wd = dequantize(k.weight, w, n);
+    let ad = dequantize(k.act, a, n);
+    let mag: f64 = wd
+        .iter()
+        .zip(&ad)
+        .map(|(x, y)| (*x as f64 * *y as f64).abs())
+        .sum();
+    let blocks = (n / k.weight.block_size()) as f64;
+    (blocks + 8.0) * f32::EPSILON as f64 * mag
+}
+
+fn assert_close(k: &Kernel, n: usize, w: &[u8], a: &[u8], got: f32, want: f32, what: &str) {
+    let ty = k.weight;
+    if EXACT.contains(&ty) {
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "{ty} {} {what}: {got:e} vs scalar {want:e} (must be bit-identical)",
+            k.path.name()
+        );
+    } else {
+        let tol = bound(k, n, w, a);
+        assert!(
+            ((got - want) as f64).abs() <= tol,
+            "{ty} {} {what}: {got:e} vs scalar {want:e} (tol {tol:e})",
+            k.path.name()
+        );
+    }
+}
+
+fn lengths(ty: GgmlType) -> Vec<usize> {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            vec![1, 7, 8, 63, 64, 65, 200, 256, 1000, 4096]
+        }
+        _ => {
+            let b = ty.block_size();
+            vec![b, 2 * b, 3 * b, 7 * b, 4096, 4096 + 3 * b]
+        }
+    }
+}
+
+#[test]
+fn simd_dot_matches_scalar_on_random_and_edge_data() {
+    let mut rng = StdRng::seed_from_u64(0x5EED);
+    let mut checked = 0;
+    for ty in all_types() {
+        let scalar = kernel_for_path(ty, SimdPath::Scalar).expect("scalar");
+        for k in simd_kernels(ty) {
+            for n in lengths(ty) {
+                for wcase in ["normal", "zeros", "max", "bytes"] {
+                    for acase in ["normal", "zeros", "max"] {
+                        let w = weight_rows(ty, wcase, n, 1, &mut rng);
+                        let a = act_rows(k.act, acase, n, 1, &mut rng);
+                        let want = (scalar.dot)(n, &w, &a);
+                        let got = (k.dot)(n, &w, &a);
+                        let what = format!("n={n} w={wcase} a={acase}");
+                        assert_close(&k, n, &w, &a, got, want, &what);
+                        if wcase == "zeros" || acase == "zeros" {
+                            assert_eq!(got, 0.0, "{ty} {what}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} SIMD dots checked");
+}
+
+#[test]
+fn short_buffers_give_partial_sums_like_scalar() {
+    // The kernels never read past their buffers: a short row or activation
+    // shortens the sum to the whole blocks both hold, as the scalar does.
+    let mut rng = StdRng::seed_from_u64(3);
+    for ty in all_types() {
+        let scalar = kernel_for_path(ty, SimdPath::Scalar).expect("scalar");
+        for k in simd_kernels(ty) {
+            let n = 1024;
+            let w = weight_rows(ty, "normal", n, 1, &mut rng);
+            let a = act_rows(k.act, "normal", n, 1, &mut rng);
+            for (wl, al) in [(w.len() / 2, a.len()), (w.len(), a.len() / 3 + 1), (0, 0)] {
+                let (ws, as_) = (&w[..wl], &a[..al]);
+                let want = (scalar.dot)(n, ws, as_);
+                let got = (k.dot)(n, ws, as_);
+                let tol = bound(&k, n, &w, &a);
+                assert!(
+                    ((got - want) as f64).abs() <= tol,
+                    "{ty} {}: short {wl}/{al}: {got} vs {want}",
+                    k.path.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dot4_is_the_dot_for_each_activation() {
+    let mut rng = StdRng::seed_from_u64(44);
+    for ty in all_types() {
+        for k in simd_kernels(ty) {
+            let dot4 = k.dot4.expect("SIMD kernels have a dot4");
+            for n in lengths(ty) {
+                let w = weight_rows(ty, "normal", n, 1, &mut rng);
+                let a = act_rows(k.act, "normal", n, 4, &mut rng);
+                let ab = a.len() / 4;
+                let acts = [&a[..ab], &a[ab..2 * ab], &a[2 * ab..3 * ab], &a[3 * ab..]];
+                let mut out = [f32::NAN; 4];
+                dot4(n, &w, acts, &mut out);
+                for (j, act) in acts.iter().enumerate() {
+                    let one = (k.dot)(n, &w, act);
+                    assert_eq!(
+                        out[j].to_bits(),
+                        one.to_bits(),
+                        "{ty} {} n={n} act {j}: dot4 {} vs dot {one}",
+                        k.path.name(),
+                        out[j]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_matmul_matches_per_pair_dots_and_scalar() {
+    let mut rng = StdRng::seed_from_u64(77);
+    for ty in all_types() {
+        let scalar = kernel_for_path(ty, SimdPath::Scalar).expect("scalar");
+        for k in simd_kernels(ty) {
+            let n = 2 * ty.block_size().max(256);
+            let rb = ty.row_bytes(n).expect("rb");
+            for (rows, t) in [(1, 1), (7, 1), (7, 3), (5, 4), (3, 5), (9, 8), (2, 13)] {
+                let w = weight_rows(ty, "normal", n, rows, &mut rng);
+                let a = act_rows(k.act, "normal", n, t, &mut rng);
+                let ab = a.len() / t;
+                let mut out = vec![f32::NAN; t * rows];
+                check_matmul(&k, n, rows, &w, t, &a, &out).expect("sizes");
+                matmul(&k, n, rows, &w, t, &a, &mut out);
+                let mut sout = vec![f32::NAN; t * rows];
+                matmul(&scalar, n, rows, &w, t, &a, &mut sout);
+                for j in 0..t {
+                    for r in 0..rows {
+                        let (wr, ar) = (&w[r * rb..(r + 1) * rb], &a[j * ab..(j + 1) * ab]);
+                        let one = (k.dot)(n, wr, ar);
+                        let got = out[j * rows + r];
+                        assert_eq!(
+                            got.to_bits(),
+                            one.to_bits(),
+                            "{ty} {} rows={rows} t={t} ({j},{r}): matmul {got} vs dot {one}",
+                            k.path.name()
+                        );
+                        let what = format!("matmul rows={rows} t={t} ({j},{r})");
+                        assert_close(&k, n, wr, ar, got, sout[j * rows + r], &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn paths_are_reported_and_auto_picks_the_fastest_the_cpu_has() {
+    for ty in all_types() {
+        for p in SIMD_PATHS {
+            if let Some(k) = kernel_for_path(ty, p) {
+                assert_eq!(k.path, p);
+                assert!(p.cpu_has());
+                assert!(k.dot4.is_some());
+            }
+        }
+        let auto = quant::kernel_with(ty, None).expect("auto");
+        let best = SimdPath::ALL
+            .into_iter()
+            .find(|&p| kernel_for_path(ty, p).is_some())
+            .expect("scalar at least");
+        assert_eq!(auto.path, best, "{ty}");
+        #[cfg(target_arch = "x86_64")]
+        if SimdPath::Avx2.cpu_has() {
+            assert_ne!(auto.path, SimdPath::Scalar, "{ty}: AVX2 CPU got scalar");
+        }
+        assert!(kernel_for_path(ty, SimdPath::Scalar)
+            .expect("scalar")
+            .dot4
+            .is_none());
+    }
+}
