@@ -1,0 +1,338 @@
+//! config.json: the architecture and hyper-parameters of a (Falcon) Mamba
+//! checkpoint, checked against the tensor shapes and the known checkpoints.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use crate::error::{io_err, ConvertError, Result};
+use crate::known::{KnownModel, Models};
+
+/// Which variant of Mamba-1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// transformers' FalconMambaForCausalLM: RMS-normalises dt, B and C.
+    FalconMamba,
+    /// state-spaces Mamba-1 (MambaForCausalLM).
+    Mamba,
+}
+
+/// Everything the conversion needs from config.json.
+#[derive(Clone, Debug)]
+pub struct HParams {
+    pub path: PathBuf,
+    pub variant: Variant,
+    pub d_model: u64,
+    pub n_layer: u64,
+    pub d_inner: u64,
+    pub d_state: u64,
+    pub d_conv: u64,
+    pub dt_rank: u64,
+    /// Rows of the embedding table (config vocab_size).
+    pub vocab_size: u64,
+    pub rms_eps: f32,
+    /// Falcon's dt/B/C norm epsilon (`mixer_rms_eps`, default 1e-6).
+    pub mixer_rms_eps: f32,
+    pub tie_word_embeddings: bool,
+    pub pad_vocab_multiple: u64,
+    pub bos_token_id: Option<i64>,
+    pub eos_token_id: Vec<i64>,
+    pub pad_token_id: Option<i64>,
+    pub name_or_path: Option<String>,
+    /// bitsandbytes 4-bit checkpoint.
+    pub bnb_4bit: bool,
+    /// Known checkpoint this one matched (by name), if any.
+    pub known: Option<KnownModel>,
+}
+
+fn field_err(path: &Path, what: impl Into<String>) -> ConvertError {
+    ConvertError::Field {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
+}
+
+/// Read a JSON file.
+pub fn read_json(path: &Path) -> Result<Json> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|source| ConvertError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn get_u64(cfg: &Json, path: &Path, keys: &[&str]) -> Result<Option<u64>> {
+    for k in keys {
+        if let Some(v) = cfg.get(*k) {
+            if v.is_null() {
+                continue;
+            }
+            return match v.as_u64() {
+                Some(n) => Ok(Some(n)),
+                None => Err(field_err(
+                    path,
+                    format!("\"{k}\" must be a non-negative integer, found {v}"),
+                )),
+            };
+        }
+    }
+    Ok(None)
+}
+
+fn get_f64(cfg: &Json, path: &Path, keys: &[&str]) -> Result<Option<f64>> {
+    for k in keys {
+        if let Some(v) = cfg.get(*k) {
+            if v.is_null() {
+                continue;
+            }
+            return match v.as_f64() {
+                Some(n) => Ok(Some(n)),
+                None => Err(field_err(
+                    path,
+                    format!("\"{k}\" must be a number, found {v}"),
+                )),
+            };
+        }
+    }
+    Ok(None)
+}
+
+/// Token ids may be an int or a list of ints.
+pub fn id_list(v: Option<&Json>) -> Vec<i64> {
+    match v {
+        Some(Json::Number(n)) => n.as_i64().into_iter().collect(),
+        Some(Json::Array(a)) => a.iter().filter_map(|x| x.as_i64()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Signals that a checkpoint is Falcon Mamba even if config.json says "mamba".
+#[derive(Clone, Debug, Default)]
+pub struct FalconHints {
+    /// tokenizer.json looks like Falcon's (>>TITLE<< ... special tokens or
+    /// Falcon's pre-tokenizer chain).
+    pub falcon_tokenizer: bool,
+}
+
+/// Parse config.json in `dir`.
+///
+/// `warn` receives non-fatal findings (mismatches with models.toml).
+pub fn read_config(
+    dir: &Path,
+    known: &Models,
+    hints: &FalconHints,
+    warn: &mut dyn FnMut(String),
+) -> Result<HParams> {
+    let path = dir.join("config.json");
+    let cfg = read_json(&path)?;
+    if !cfg.is_object() {
+        return Err(field_err(&path, "not a JSON object"));
+    }
+    let archs: Vec<String> = cfg
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let model_type = cfg.get("model_type").and_then(|s| s.as_str()).unwrap_or("");
+    let name_or_path = cfg
+        .get("_name_or_path")
+        .and_then(|s| s.as_str())
+        .filter(|s| !s.is_empty())
+        .map(String::from);
+
+    // Which known checkpoint (by folder name, then _name_or_path)?
+    let dir_name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let k = known
+        .find(&dir_name)
+        .or_else(|| name_or_path.as_deref().and_then(|n| known.find(n)))
+        .cloned();
+    let known_falcon = k
+        .as_ref()
+        .and_then(|m| known.family_of(m))
+        .map(|f| f.dt_b_c_rms);
+
+    let is_falcon_arch =
+        archs.iter().any(|a| a == "FalconMambaForCausalLM") || model_type == "falcon_mamba";
+    let is_mamba_arch = archs
+        .iter()
+        .any(|a| a == "MambaForCausalLM" || a == "MambaLMHeadModel")
+        || model_type == "mamba";
+    if !is_falcon_arch && !is_mamba_arch {
+        let what = if archs.is_empty() {
+            format!(
+                "model_type \"{model_type}\" (expected FalconMambaForCausalLM or MambaForCausalLM)"
+            )
+        } else {
+            format!(
+                "architectures {archs:?}, model_type \"{model_type}\" (expected FalconMambaForCausalLM or MambaForCausalLM)"
+            )
+        };
+        return Err(ConvertError::Architecture { path, what });
+    }
+    let variant = if is_falcon_arch || known_falcon == Some(true) || hints.falcon_tokenizer {
+        if !is_falcon_arch {
+            let why = if known_falcon == Some(true) {
+                "it is a known Falcon Mamba checkpoint"
+            } else {
+                "its tokenizer is Falcon's"
+            };
+            warn(format!(
+                "{}: says model_type \"{model_type}\" but {why}: converting as Falcon Mamba (keeping the dt/B/C RMS norm)",
+                path.display()
+            ));
+        }
+        Variant::FalconMamba
+    } else {
+        Variant::Mamba
+    };
+
+    let need = |keys: &[&str]| -> Result<u64> {
+        get_u64(&cfg, &path, keys)?.ok_or_else(|| {
+            field_err(
+                &path,
+                format!("missing \"{}\"", keys.first().copied().unwrap_or("?")),
+            )
+        })
+    };
+    let d_model = need(&["hidden_size", "d_model"])?;
+    let n_layer = need(&["num_hidden_layers", "n_layer"])?;
+    let vocab_size = need(&["vocab_size"])?;
+    // d_inner from intermediate_size (never from `expand`: TII's config says
+    // expand 16 for d_inner 8192); 0 = take it from the tensor shapes.
+    let d_inner = get_u64(&cfg, &path, &["intermediate_size", "d_inner"])?.unwrap_or(0);
+    let d_state = get_u64(&cfg, &path, &["state_size", "d_state"])?.unwrap_or(16);
+    let d_conv = get_u64(&cfg, &path, &["conv_kernel", "d_conv"])?.unwrap_or(4);
+    let dt_rank = match cfg.get("time_step_rank").or_else(|| cfg.get("dt_rank")) {
+        Some(Json::String(s)) if s == "auto" => d_model.div_ceil(16),
+        Some(v) if !v.is_null() => v.as_u64().ok_or_else(|| {
+            field_err(
+                &path,
+                format!("\"time_step_rank\" must be an integer or \"auto\", found {v}"),
+            )
+        })?,
+        _ => d_model.div_ceil(16),
+    };
+    let rms_eps =
+        get_f64(&cfg, &path, &["layer_norm_epsilon", "rms_norm_eps"])?.unwrap_or(1e-5) as f32;
+    let mixer_rms_eps = get_f64(&cfg, &path, &["mixer_rms_eps"])?.unwrap_or(1e-6) as f32;
+    let tie_word_embeddings = match cfg.get("tie_word_embeddings") {
+        Some(Json::Bool(b)) => *b,
+        None | Some(Json::Null) => true, // transformers' default
+        Some(v) => {
+            return Err(field_err(
+                &path,
+                format!("\"tie_word_embeddings\" must be a bool, found {v}"),
+            ))
+        }
+    };
+    let pad_vocab_multiple = get_u64(&cfg, &path, &["pad_vocab_size_multiple"])?
+        .unwrap_or(8)
+        .max(1);
+    if d_model == 0
+        || n_layer == 0
+        || vocab_size == 0
+        || d_state == 0
+        || d_conv == 0
+        || dt_rank == 0
+    {
+        return Err(field_err(&path, "a hyper-parameter is zero"));
+    }
+    if cfg.get("use_bias").and_then(|b| b.as_bool()) == Some(true) {
+        return Err(ConvertError::Architecture {
+            path,
+            what: "use_bias true (biases on in_proj/out_proj) has no place in llama.cpp's mamba layout".into(),
+        });
+    }
+    let bnb_4bit = match cfg.get("quantization_config") {
+        None | Some(Json::Null) => false,
+        Some(q) => {
+            let method = q.get("quant_method").and_then(|s| s.as_str()).unwrap_or("");
+            let four = q
+                .get("load_in_4bit")
+                .and_then(|b| b.as_bool())
+                .unwrap_or(false)
+                || q.get("_load_in_4bit")
+                    .and_then(|b| b.as_bool())
+                    .unwrap_or(false);
+            if method == "bitsandbytes" && four {
+                true
+            } else {
+                return Err(ConvertError::Architecture {
+                    path,
+                    what: format!(
+                        "quantization_config {q} (only bitsandbytes 4-bit checkpoints are supported)"
+                    ),
+                });
+            }
+        }
+    };
+
+    let hp = HParams {
+        path: path.clone(),
+        variant,
+        d_model,
+        n_layer,
+        d_inner,
+        d_state,
+        d_conv,
+        dt_rank,
+        vocab_size,
+        rms_eps,
+        mixer_rms_eps,
+        tie_word_embeddings,
+        pad_vocab_multiple,
+        bos_token_id: cfg.get("bos_token_id").and_then(|v| v.as_i64()),
+        eos_token_id: id_list(cfg.get("eos_token_id")),
+        pad_token_id: cfg.get("pad_token_id").and_then(|v| v.as_i64()),
+        name_or_path,
+        bnb_4bit,
+        known: k,
+    };
+    Ok(hp)
+}
+
+impl HParams {
+    /// Warn about every disagreement with the matched known checkpoint.
+    pub fn check_known(&self, warn: &mut dyn FnMut(String)) {
+        let Some(k) = &self.known else { return };
+        let mut cmp = |what: &str, ours: u64, theirs: u64| {
+            if ours != theirs {
+                warn(format!(
+                    "{}: {what} is {ours}, but models.toml says {theirs} for {}",
+                    self.path.display(),
+                    k.name
+                ));
+            }
+        };
+        cmp("hidden_size", self.d_model, k.hidden_size);
+        cmp("num_hidden_layers", self.n_layer, k.num_hidden_layers);
+        cmp(
+            "intermediate_size (d_inner)",
+            self.d_inner,
+            k.intermediate_size,
+        );
+        cmp("state_size", self.d_state, k.state_size);
+        cmp("conv_kernel", self.d_conv, k.conv_kernel);
+        cmp("time_step_rank", self.dt_rank, k.time_step_rank);
+        cmp("vocab_size", self.vocab_size, k.vocab_size);
+        cmp(
+            "tie_word_embeddings",
+            u64::from(self.tie_word_embeddings),
+            u64::from(k.tie_word_embeddings),
+        );
+    }
+
+    /// The token list length llama.cpp writes: vocab_size rounded up to a
+    /// multiple of pad_vocab_size_multiple.
+    pub fn padded_vocab(&self) -> u64 {
+        self.vocab_size.div_ceil(self.pad_vocab_multiple) * self.pad_vocab_multiple
+    }
+}

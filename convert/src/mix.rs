@@ -1,0 +1,268 @@
+//! Which ggml type each tensor gets for a requested output type: the rules of
+//! llama.cpp's convert_hf_to_gguf.py (float types) and llama-quantize's
+//! defaults (quantized types) for the `mamba` architecture, restated.
+//!
+//! Float outputs (f32/f16/bf16), as the converter writes them: 1-D tensors,
+//! `*_norm.weight`, `ssm_conv1d.*` and names not ending in `.weight`
+//! (`ssm_a`, `ssm_d`) are F32; every other matrix takes the type.
+//!
+//! Quantized outputs, as llama-quantize makes them from an F32 GGUF: only
+//! 2-D tensors whose name ends in `weight` (not norms, not `ssm_conv1d`) are
+//! quantized, the rest stay F32. Without `--pure`, `output.weight` (and
+//! `token_embd.weight` when the head is tied) becomes Q6_K unless the type is
+//! Q8_0 (then Q8_0), or Q8_0 when its rows do not fill the type's blocks.
+//! Mamba has no attention/FFN tensors, so the `_M` upgrades of Q4_K_M / Q5_K_M
+//! never apply: all other matrices take the base type. Then, for every
+//! matrix, a row length that is not a multiple of the block size falls back:
+//! Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; 32-block types stay; and if the
+//! result still does not fit, F16.
+
+use quant::GgmlType;
+
+/// The output types `convert` and `quantize` accept.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q4_K_M,
+    Q5_K_M,
+    Q6_K,
+}
+
+pub const ALL_TYPES: &[FileType] = &[
+    FileType::F32,
+    FileType::F16,
+    FileType::BF16,
+    FileType::Q8_0,
+    FileType::Q4_0,
+    FileType::Q4_1,
+    FileType::Q5_0,
+    FileType::Q5_1,
+    FileType::Q4_K_M,
+    FileType::Q5_K_M,
+    FileType::Q6_K,
+];
+
+impl FileType {
+    /// Parse "q4_k_m", "Q4_K_M", "f16", ...
+    pub fn parse(s: &str) -> Option<FileType> {
+        ALL_TYPES
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Lower-case name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileType::F32 => "f32",
+            FileType::F16 => "f16",
+            FileType::BF16 => "bf16",
+            FileType::Q8_0 => "q8_0",
+            FileType::Q4_0 => "q4_0",
+            FileType::Q4_1 => "q4_1",
+            FileType::Q5_0 => "q5_0",
+            FileType::Q5_1 => "q5_1",
+            FileType::Q4_K_M => "q4_k_m",
+            FileType::Q5_K_M => "q5_k_m",
+            FileType::Q6_K => "q6_k",
+        }
+    }
+
+    /// llama.cpp's `general.file_type` (enum llama_ftype).
+    pub fn ftype_id(self) -> u32 {
+        match self {
+            FileType::F32 => 0,
+            FileType::F16 => 1,
+            FileType::Q4_0 => 2,
+            FileType::Q4_1 => 3,
+            FileType::Q8_0 => 7,
+            FileType::Q5_0 => 8,
+            FileType::Q5_1 => 9,
+            FileType::Q4_K_M => 15,
+            FileType::Q5_K_M => 17,
+            FileType::Q6_K => 18,
+            FileType::BF16 => 32,
+        }
+    }
+
+    /// The base tensor type.
+    pub fn base(self) -> GgmlType {
+        match self {
+            FileType::F32 => GgmlType::F32,
+            FileType::F16 => GgmlType::F16,
+            FileType::BF16 => GgmlType::BF16,
+            FileType::Q8_0 => GgmlType::Q8_0,
+            FileType::Q4_0 => GgmlType::Q4_0,
+            FileType::Q4_1 => GgmlType::Q4_1,
+            FileType::Q5_0 => GgmlType::Q5_0,
+            FileType::Q5_1 => GgmlType::Q5_1,
+            FileType::Q4_K_M => GgmlType::Q4_K,
+            FileType::Q5_K_M => GgmlType::Q5_K,
+            FileType::Q6_K => GgmlType::Q6_K,
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, FileType::F32 | FileType::F16 | FileType::BF16)
+    }
+}
+
+/// Whether llama-quantize would quantize this tensor at all.
+pub fn quantizable(name: &str, dims: &[u64]) -> bool {
+    dims.len() >= 2
+        && name.ends_with("weight")
+        && !name.contains("_norm.weight")
+        && !name.contains("ssm_conv1d")
+}
+
+fn float_type(name: &str, dims: &[u64], ty: GgmlType) -> GgmlType {
+    if dims.len() <= 1
+        || name.ends_with("_norm.weight")
+        || name.contains("ssm_conv1d")
+        || !name.ends_with(".weight")
+    {
+        GgmlType::F32
+    } else {
+        ty
+    }
+}
+
+/// llama-quantize's fallback for a row length the type's blocks do not fill.
+pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
+    let fits = |t: GgmlType| ncols.is_multiple_of(t.block_size() as u64);
+    if fits(ty) {
+        return ty;
+    }
+    let alt = match ty {
+        GgmlType::Q4_K => GgmlType::Q5_0,
+        GgmlType::Q5_K => GgmlType::Q5_1,
+        GgmlType::Q6_K => GgmlType::Q8_0,
+        GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
+        other => other,
+    };
+    if fits(alt) {
+        alt
+    } else {
+        GgmlType::F16
+    }
+}
+
+/// The type a tensor is stored in.
+///
+/// `name`/`dims`: GGUF name and dims (innermost first). `tied`: the model has
+/// no `output.weight`. `source`: the tensor's type in the input when
+/// requantizing a GGUF (None when converting from a checkpoint, where llama.cpp
+/// would first make an F32 GGUF).
+pub fn tensor_type(
+    ft: FileType,
+    pure: bool,
+    name: &str,
+    dims: &[u64],
+    tied: bool,
+    source: Option<GgmlType>,
+) -> GgmlType {
+    if ft.is_float() && source.is_none() {
+        return float_type(name, dims, ft.base());
+    }
+    if !quantizable(name, dims) {
+        return source.unwrap_or(GgmlType::F32);
+    }
+    let base = ft.base();
+    if !base_is_quantized(base) {
+        // llama-quantize to a float type: every quantizable tensor takes it.
+        return base;
+    }
+    let mut ty = base;
+    let ncols = dims.first().copied().unwrap_or(0);
+    if !pure && (name == "output.weight" || (tied && name == "token_embd.weight")) {
+        ty = if !ncols.is_multiple_of(base.block_size() as u64) {
+            GgmlType::Q8_0
+        } else if base != GgmlType::Q8_0 {
+            GgmlType::Q6_K
+        } else {
+            base
+        };
+    }
+    fallback(ty, ncols)
+}
+
+fn base_is_quantized(t: GgmlType) -> bool {
+    !matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallbacks_follow_llama_quantize() {
+        assert_eq!(fallback(GgmlType::Q4_K, 128), GgmlType::Q5_0);
+        assert_eq!(fallback(GgmlType::Q4_K, 16), GgmlType::F16);
+        assert_eq!(fallback(GgmlType::Q5_K, 64), GgmlType::Q5_1);
+        assert_eq!(fallback(GgmlType::Q6_K, 64), GgmlType::Q8_0);
+        assert_eq!(fallback(GgmlType::Q4_0, 16), GgmlType::F16);
+        assert_eq!(fallback(GgmlType::Q4_K, 4096), GgmlType::Q4_K);
+    }
+
+    #[test]
+    fn head_and_tied_embedding_get_q6_k() {
+        let t = |ft, name, tied, pure| tensor_type(ft, pure, name, &[256, 1024], tied, None);
+        assert_eq!(
+            t(FileType::Q4_0, "output.weight", false, false),
+            GgmlType::Q6_K
+        );
+        assert_eq!(
+            t(FileType::Q4_0, "token_embd.weight", false, false),
+            GgmlType::Q4_0
+        );
+        assert_eq!(
+            t(FileType::Q4_0, "token_embd.weight", true, false),
+            GgmlType::Q6_K
+        );
+        assert_eq!(
+            t(FileType::Q8_0, "output.weight", false, false),
+            GgmlType::Q8_0
+        );
+        assert_eq!(
+            t(FileType::Q4_K_M, "output.weight", false, true),
+            GgmlType::Q4_K
+        );
+        assert_eq!(
+            tensor_type(
+                FileType::Q4_K_M,
+                false,
+                "output.weight",
+                &[64, 65024],
+                false,
+                None
+            ),
+            GgmlType::Q8_0
+        );
+    }
+
+    #[test]
+    fn small_tensors_stay_f32() {
+        for ft in ALL_TYPES {
+            for (n, d) in [
+                ("blk.0.ssm_a", vec![16u64, 512]),
+                ("blk.0.ssm_d", vec![512]),
+                ("blk.0.ssm_conv1d.weight", vec![4, 512]),
+                ("blk.0.attn_norm.weight", vec![256]),
+            ] {
+                assert_eq!(
+                    tensor_type(*ft, false, n, &d, false, None),
+                    GgmlType::F32,
+                    "{n} {ft:?}"
+                );
+            }
+        }
+    }
+}

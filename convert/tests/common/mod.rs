@@ -1,0 +1,198 @@
+//! Helpers shared by the convert integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use convert::{ConvertOptions, FileType, Progress};
+use gguf::{Array, GgufFile, Value};
+use sha2::{Digest, Sha256};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn hf(name: &str) -> PathBuf {
+    root().join("tests/fixtures/hf").join(name)
+}
+
+pub fn llamacpp(name: &str) -> PathBuf {
+    root().join("tests/fixtures/llamacpp").join(name)
+}
+
+pub fn sha256(b: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b);
+    h.finalize().iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn convert_to(
+    dir: &Path,
+    out: &Path,
+    ft: FileType,
+    pure: bool,
+) -> convert::Result<convert::Summary> {
+    let opts = ConvertOptions {
+        file_type: ft,
+        pure,
+        force: false,
+        threads: Some(2),
+    };
+    let cancel = AtomicBool::new(false);
+    convert::convert(dir, out, &opts, &cancel, &mut |_p: Progress<'_>| {})
+}
+
+/// gguf-py's lower-case name of a value's type.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::U8(_) => "uint8",
+        Value::I8(_) => "int8",
+        Value::U16(_) => "uint16",
+        Value::I16(_) => "int16",
+        Value::U32(_) => "uint32",
+        Value::I32(_) => "int32",
+        Value::F32(_) => "float32",
+        Value::Bool(_) => "bool",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::U64(_) => "uint64",
+        Value::I64(_) => "int64",
+        Value::F64(_) => "float64",
+    }
+}
+
+/// (element type name, length, sha256 over GGUF's element encoding).
+pub fn array_digest(a: &Array) -> (&'static str, usize, String) {
+    let mut h = Sha256::new();
+    let (name, len) = match a {
+        Array::String(v) => {
+            for s in v {
+                h.update((s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            ("string", v.len())
+        }
+        Array::I32(v) => {
+            v.iter().for_each(|x| h.update(x.to_le_bytes()));
+            ("int32", v.len())
+        }
+        Array::U32(v) => {
+            v.iter().for_each(|x| h.update(x.to_le_bytes()));
+            ("uint32", v.len())
+        }
+        Array::F32(v) => {
+            v.iter().for_each(|x| h.update(x.to_le_bytes()));
+            ("float32", v.len())
+        }
+        Array::U8(v) => {
+            h.update(v);
+            ("uint8", v.len())
+        }
+        Array::I64(v) => {
+            v.iter().for_each(|x| h.update(x.to_le_bytes()));
+            ("int64", v.len())
+        }
+        Array::U64(v) => {
+            v.iter().for_each(|x| h.update(x.to_le_bytes()));
+            ("uint64", v.len())
+        }
+        _ => ("other", 0),
+    };
+    let d: String = h.finalize().iter().map(|x| format!("{x:02x}")).collect();
+    (name, len, d)
+}
+
+/// Keys whose llama.cpp value comes from name heuristics or that we
+/// deliberately write differently (documented in the README of the fixtures).
+pub const KEYS_WE_DIFFER_ON: &[&str] = &[
+    "general.basename",
+    "general.size_label",
+    "general.finetune",
+    "general.version",
+    "mamba.context_length",
+];
+
+/// Compare a GGUF with a llama.cpp manifest; returns every difference.
+pub fn diff_manifest(f: &GgufFile, manifest: &serde_json::Value) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let tensors = manifest["tensors"].as_array().unwrap();
+    if tensors.len() != f.tensors().len() {
+        diffs.push(format!(
+            "tensor count: ours {}, llama.cpp {}",
+            f.tensors().len(),
+            tensors.len()
+        ));
+    }
+    for t in tensors {
+        let name = t["name"].as_str().unwrap();
+        let Some(ours) = f.tensor(name) else {
+            diffs.push(format!("{name}: missing"));
+            continue;
+        };
+        let dims: Vec<u64> = t["dims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
+        if ours.dims != dims {
+            diffs.push(format!(
+                "{name}: dims {:?} vs llama.cpp {dims:?}",
+                ours.dims
+            ));
+        }
+        if ours.ty.name() != t["type"].as_str().unwrap() {
+            diffs.push(format!(
+                "{name}: type {} vs llama.cpp {}",
+                ours.ty.name(),
+                t["type"]
+            ));
+            continue;
+        }
+        if sha256(f.tensor_data(ours)) != t["sha256"].as_str().unwrap() {
+            diffs.push(format!("{name} ({}): bytes differ", ours.ty.name()));
+        }
+    }
+    for (k, want) in manifest["metadata"].as_object().unwrap() {
+        if KEYS_WE_DIFFER_ON.contains(&k.as_str()) {
+            continue;
+        }
+        let Some(v) = f.get(k) else {
+            diffs.push(format!("metadata {k}: missing"));
+            continue;
+        };
+        let ok = match v {
+            Value::Array(a) => {
+                let (et, len, sha) = array_digest(a);
+                want["array"] == et && want["len"] == len && want["sha256"] == sha.as_str()
+            }
+            Value::String(s) => want["string"] == s.as_str(),
+            Value::Bool(b) => want["bool"] == *b,
+            Value::F32(x) => want["float32"].as_f64() == Some(f64::from(*x)),
+            Value::U32(x) => want["uint32"] == *x,
+            Value::I32(x) => want["int32"] == *x,
+            Value::U64(x) => want["uint64"] == *x,
+            other => want.get(type_name(other)).is_some(),
+        };
+        if !ok {
+            let shown = match v {
+                Value::Array(a) => format!("{:?}", array_digest(a)),
+                Value::String(s) if s.len() > 200 => format!("string of {} bytes", s.len()),
+                other => format!("{other:?}"),
+            };
+            diffs.push(format!("metadata {k}: ours {shown}, llama.cpp {want}"));
+        }
+    }
+    diffs
+}
+
+pub fn type_from_manifest_name(s: &str) -> (FileType, bool) {
+    let (t, pure) = match s.strip_suffix(".pure") {
+        Some(t) => (t, true),
+        None => (s, false),
+    };
+    (FileType::parse(t).unwrap(), pure)
+}
