@@ -5,8 +5,6 @@
 //! scalar reference's own f32 expression, so results are bit-identical.
 
 use super::{blocks, hsum_epi32, wrappers};
-use crate::fp16::f16_le;
-use crate::kquant_search::get_scale_min_k4;
 use std::arch::x86_64::*;
 
 const ACT: usize = 292; // Q8_K block: f32 d, 256 x i8, 16 x i16 sums
@@ -18,24 +16,27 @@ unsafe fn act_d(p: *const u8) -> f32 {
     f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
 }
 
-/// (d, dmin, scales, mins as i16 pairs [m0, m0, m1, m1, ...]) of a
-/// Q4_K/Q5_K super-block header (bytes 0..16).
+/// (d, dmin, 8 six-bit scales as the bytes of a u64, mins as i16 pairs
+/// [m0, m0, m1, m1, ...]) of a Q4_K/Q5_K super-block header (bytes 0..16).
+/// The 12 packed bytes: bytes 0..4 and 4..8 hold scales/mins 0..4 in their
+/// low 6 bits (and the top 2 bits of 4..8 in bits 6..8); bytes 8..12 hold
+/// the low 4 bits of scales (low nibble) and mins (high nibble) 4..8.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn k4_header(wb: &[u8]) -> (f32, f32, [i16; 8], __m256i) {
-    let d = f16_le(wb[0], wb[1]);
-    let dmin = f16_le(wb[2], wb[3]);
-    let mut packed = [0u8; 12];
-    packed.copy_from_slice(&wb[4..16]);
-    let mut sc = [0i16; 8];
-    let mut m = [0i16; 16];
-    for j in 0..8 {
-        let (s, mm) = get_scale_min_k4(j, &packed);
-        sc[j] = s as i16;
-        m[2 * j] = mm as i16;
-        m[2 * j + 1] = mm as i16;
-    }
-    let mins = _mm256_loadu_si256(m.as_ptr() as *const __m256i);
+unsafe fn k4_header(wb: &[u8]) -> (f32, f32, u64, __m256i) {
+    let p = wb.as_ptr();
+    let d = super::f16_at(p);
+    let dmin = super::f16_at(p.add(2));
+    let u = |o: usize| u32::from_le_bytes([wb[o], wb[o + 1], wb[o + 2], wb[o + 3]]);
+    let (u0, u1, u2) = (u(4), u(8), u(12));
+    let sc_lo = u0 & 0x3f3f_3f3f;
+    let m_lo = u1 & 0x3f3f_3f3f;
+    let sc_hi = (u2 & 0x0f0f_0f0f) | ((u0 >> 2) & 0x3030_3030);
+    let m_hi = ((u2 >> 4) & 0x0f0f_0f0f) | ((u1 >> 2) & 0x3030_3030);
+    let sc = sc_lo as u64 | (sc_hi as u64) << 32;
+    let m = m_lo as u64 | (m_hi as u64) << 32;
+    let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_cvtsi64_si128(m as i64), dup));
     (d, dmin, sc, mins)
 }
 
@@ -68,8 +69,8 @@ unsafe fn k45<const R: usize, const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; R
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(qh), bit4));
                 qh = _mm256_srli_epi16::<2>(qh);
             }
-            let s_lo = _mm256_set1_epi16(sc[2 * g]);
-            let s_hi = _mm256_set1_epi16(sc[2 * g + 1]);
+            let s_lo = _mm256_set1_epi16(((sc >> (16 * g)) & 0xff) as i16);
+            let s_hi = _mm256_set1_epi16(((sc >> (16 * g + 8)) & 0xff) as i16);
             for j in 0..R {
                 let y = a[j].as_ptr().add(i * ACT + ACT_QS + 64 * g);
                 let y0 = _mm256_loadu_si256(y as *const __m256i);
@@ -113,18 +114,21 @@ unsafe fn q6_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let low = _mm256_set1_epi8(0x0F);
     let high = _mm256_set1_epi8(0x30);
     for (i, wb) in w.chunks_exact(210).take(nb).enumerate() {
-        let d = f16_le(wb[208], wb[209]);
-        let mut sc = [0i16; 16];
-        for (o, &b) in sc.iter_mut().zip(&wb[192..208]) {
-            *o = b as i8 as i16;
-        }
-        let sc16 = _mm256_loadu_si256(sc.as_ptr() as *const __m256i);
+        let d = super::f16_at(wb.as_ptr().add(208));
+        let sc8 = _mm_loadu_si128(wb.as_ptr().add(192) as *const __m128i);
+        let sc16 = _mm256_cvtepi8_epi16(sc8);
         let p = wb.as_ptr();
         let mut isum = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
             let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
             let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+            // The 8 scales of this half as i16, in both 128-bit lanes.
+            let half = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(if h == 0 {
+                sc8
+            } else {
+                _mm_unpackhi_epi64(sc8, sc8)
+            }));
             // Value 128h + 32k + l: low bits from ql0 (k even) / ql1 (k odd),
             // low nibble for k < 2, high for k >= 2; high bits (qh >> 2k) & 3.
             let q = [
@@ -147,8 +151,43 @@ unsafe fn q6_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
             ];
             for (k, &qk) in q.iter().enumerate() {
                 // Values 0..16 of this run use scale 8h + 2k, 16..32 the next.
-                let s = 8 * h + 2 * k;
-                let scale = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s]));
+                // (i16 element 2k in the low lane, 2k + 1 in the high lane).
+                let (e0, e1) = (4 * k as i8, 4 * k as i8 + 2);
+                let pick = _mm256_setr_epi8(
+                    e0,
+                    e0 + 1,
+                    e0,
+                    e0 + 1,
+                    e0,
+                    e0 + 1,
+                    e0,
+                    e0 + 1,
+                    e0,
+                    e0 + 1,
+                    e0,
+                    e0 + 1,
+                    e0,
+                    e0 + 1,
+                    e0,
+                    e0 + 1,
+                    e1,
+                    e1 + 1,
+                    e1,
+                    e1 + 1,
+                    e1,
+                    e1 + 1,
+                    e1,
+                    e1 + 1,
+                    e1,
+                    e1 + 1,
+                    e1,
+                    e1 + 1,
+                    e1,
+                    e1 + 1,
+                    e1,
+                    e1 + 1,
+                );
+                let scale = _mm256_shuffle_epi8(half, pick);
                 for j in 0..R {
                     let y = a[j].as_ptr().add(i * ACT + ACT_QS + 128 * h + 32 * k);
                     let y = _mm256_loadu_si256(y as *const __m256i);

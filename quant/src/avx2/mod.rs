@@ -85,10 +85,23 @@ fn blocks<const R: usize>(
     nb
 }
 
-/// Little-endian fp16 at `p` as f32 (exact).
+/// Little-endian fp16 at `p` as f32 (exact, as `crate::fp16::f16_le`).
+/// Written as `vmovd` + `vcvtph2ps` by hand: from the intrinsics LLVM
+/// loads the half with `vpinsrw` into whatever register it likes (the
+/// other lanes being unused), often the accumulator, which chains every
+/// block's scale onto the previous block's sum.
 #[inline]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    crate::fp16::f16_le(*p, *p.add(1))
+    let h = u16::from_le_bytes([*p, *p.add(1)]) as u32;
+    let x: __m128;
+    std::arch::asm!(
+        "vmovd {x}, {h:e}",
+        "vcvtph2ps {x}, {x}",
+        h = in(reg) h,
+        x = out(xmm_reg) x,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    _mm_cvtss_f32(x)
 }
 
 /// Sum of the 8 lanes, as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).

@@ -1,0 +1,232 @@
+//! `cargo bench -p quant`: single-threaded matvec throughput (GB/s of
+//! weight bytes) per type and SIMD path, beside a plain memory-read loop
+//! measured in the same run, and matmul tokens/s for t = 1, 8, 32, 64
+//! activation rows, so the effect of the prefill chunk size shows. std::time
+//! only; about a minute or two on 2 cores. `QUANT_BENCH_QUICK=1` halves it.
+//!
+//! Sizes: "4096x4096" is one matrix (it fits the 32 MiB L3 of the machine
+//! this was written on for the 4-6 bit types); "8192x4096 DRAM" cycles
+//! through enough copies of an 8192 x 4096 matrix (>= 96 MiB in all) that
+//! every call streams its weights from memory.
+
+use quant::{kernel_for_path, matmul, matvec, quantize_row, GgmlType, Kernel, SimdPath};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const TYPES: [GgmlType; 11] = [
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q5_K,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+const MATMUL_TYPES: [GgmlType; 4] = [
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// `rows` weight rows of `n` values: random level bytes with finite scales
+/// (the kernels' speed does not depend on the values; quantizing 100 MB
+/// with the reference K-quantizers would take minutes).
+fn weights(ty: GgmlType, n: usize, rows: usize, rng: &mut Rng) -> Vec<u8> {
+    let rb = ty.row_bytes(n).expect("row bytes");
+    let mut w = vec![0u8; rb * rows];
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+            let mut row = vec![0u8; rb];
+            quantize_row(ty, &x, &mut row).expect("quantize");
+            for r in w.chunks_exact_mut(rb) {
+                r.copy_from_slice(&row);
+            }
+        }
+        _ => {
+            for c in w.chunks_mut(8) {
+                let v = rng.next().to_le_bytes();
+                c.copy_from_slice(&v[..c.len()]);
+            }
+            let scale = 0x2E66u16.to_le_bytes(); // fp16 0.1
+            let fields: &[usize] = match ty {
+                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+                GgmlType::Q6_K => &[208],
+                _ => &[0],
+            };
+            for blk in w.chunks_exact_mut(ty.type_size()) {
+                for &o in fields {
+                    blk[o..o + 2].copy_from_slice(&scale);
+                }
+            }
+        }
+    }
+    w
+}
+
+fn acts(k: &Kernel, n: usize, t: usize, rng: &mut Rng) -> Vec<u8> {
+    let ab = k.act.row_bytes(n).expect("act bytes");
+    let mut a = vec![0u8; ab * t];
+    for row in a.chunks_exact_mut(ab) {
+        let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+        quantize_row(k.act, &x, row).expect("quantize act");
+    }
+    a
+}
+
+/// Seconds per call of `f`: the best mean over 3 batches, each at least
+/// `budget / 3` long (at least one call per batch).
+fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut reps = 0u32;
+        while reps == 0 || start.elapsed() < budget / 3 {
+            f();
+            reps += 1;
+        }
+        best = best.min(start.elapsed().as_secs_f64() / reps as f64);
+    }
+    best
+}
+
+/// GB/s of summing u64 over a `bytes` buffer on `threads` threads.
+fn memory_read(bytes: usize, threads: usize) -> f64 {
+    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let per = buf.len().div_ceil(threads);
+    let s = time(Duration::from_millis(1500), || {
+        let total: u64 = std::thread::scope(|sc| {
+            let hs: Vec<_> = buf
+                .chunks(per)
+                .map(|c| sc.spawn(move || c.iter().fold(0u64, |a, &v| a.wrapping_add(v))))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        black_box(total);
+    });
+    bytes as f64 / s / 1e9
+}
+
+fn paths() -> Vec<SimdPath> {
+    let mut p: Vec<SimdPath> = SimdPath::ALL.into_iter().rev().collect();
+    p.retain(|p| {
+        if !p.cpu_has() {
+            println!("note: this CPU lacks {}; not measured", p.name());
+        }
+        p.cpu_has()
+    });
+    p
+}
+
+fn main() {
+    let quick = std::env::var("QUANT_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let budget = Duration::from_millis(if quick { 150 } else { 300 });
+    let paths = paths();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+
+    let mem1 = memory_read(1 << 30, 1);
+    let mem2 = memory_read(1 << 30, 2);
+    println!(
+        "memory read (sum of u64 over 1 GiB): 1 thread {mem1:.1} GB/s, 2 threads {mem2:.1} GB/s"
+    );
+    println!();
+    println!("matvec, 1 thread, GB/s of weight bytes (fraction of the 1-thread memory read)");
+    print!("{:6} {:>16}", "type", "size");
+    for p in &paths {
+        print!(" {:>16}", p.name());
+    }
+    println!();
+
+    let n = 4096;
+    for ty in TYPES {
+        let rb = ty.row_bytes(n).expect("row bytes");
+        for (label, rows, min_total) in [
+            ("4096x4096", 4096usize, 0usize),
+            ("8192x4096 DRAM", 8192, 96 << 20),
+        ] {
+            let one = rb * rows;
+            let copies = min_total.div_ceil(one).max(1);
+            let w = weights(ty, n, rows * copies, &mut rng);
+            print!("{:6} {:>16}", ty.name(), label);
+            for &p in &paths {
+                let Some(k) = kernel_for_path(ty, p) else {
+                    print!(" {:>16}", "-");
+                    continue;
+                };
+                let a = acts(&k, n, 1, &mut rng);
+                let mut out = vec![0f32; rows];
+                let mut c = 0;
+                let s = time(budget, || {
+                    matvec(&k, n, &w[c * one..(c + 1) * one], &a, &mut out);
+                    c = (c + 1) % copies;
+                    black_box(&out);
+                });
+                let gbs = one as f64 / s / 1e9;
+                print!(" {:>8.2} ({:>4.0}%)", gbs, 100.0 * gbs / mem1);
+            }
+            println!();
+        }
+    }
+
+    println!();
+    println!(
+        "matmul 4096x4096, 1 thread: tokens/s (activation rows per second) for t tokens per call"
+    );
+    print!("{:6} {:>8}", "type", "path");
+    let ts = [1usize, 8, 32, 64];
+    for t in ts {
+        print!(" {:>10}", format!("t={t}"));
+    }
+    println!();
+    for ty in MATMUL_TYPES {
+        let rows = 4096;
+        let w = weights(ty, n, rows, &mut rng);
+        for &p in &paths {
+            let Some(k) = kernel_for_path(ty, p) else {
+                continue;
+            };
+            print!("{:6} {:>8}", ty.name(), p.name());
+            for t in ts {
+                let a = acts(&k, n, t, &mut rng);
+                let mut out = vec![0f32; rows * t];
+                let s = time(budget, || {
+                    matmul(&k, n, rows, &w, t, &a, &mut out);
+                    black_box(&out);
+                });
+                print!(" {:>10.1}", t as f64 / s);
+            }
+            println!();
+        }
+    }
+
+    println!();
+    println!("activation quantization (once per matmul per token), n = 4096, 1 thread");
+    for act in [GgmlType::Q8_0, GgmlType::Q8_K] {
+        let x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+        let mut q = vec![0u8; act.row_bytes(n).expect("bytes")];
+        let s = time(budget, || {
+            quantize_row(act, &x, &mut q).expect("quantize");
+            black_box(&q);
+        });
+        println!("{:6} {:.2} us per row", act.name(), s * 1e6);
+    }
+}
