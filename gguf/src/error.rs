@@ -7,7 +7,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     /// The file could not be opened, mapped, written, synced or renamed.
-    #[error("{}: {op}: {source}", path.display())]
+    /// The OS error is the `source` (shown by `{:#}` in anyhow chains).
+    #[error("{}: {op}", path.display())]
     Io {
         path: PathBuf,
         op: String,

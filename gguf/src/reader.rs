@@ -388,7 +388,7 @@ impl<'a> Cursor<'a> {
             return Err(self.err_at(
                 at,
                 format!(
-                    "{}: string length {len} exceeds the {} bytes left",
+                    "{}: string length {len} exceeds the {} bytes left (file truncated?)",
                     ctx(),
                     self.remaining()
                 ),

@@ -377,13 +377,19 @@ impl Array {
         }
     }
 
-    /// "[string; 65024]"; nested arrays describe their first element.
+    /// "[string; 65024]"; an array of arrays that all have the same
+    /// description is "[[i32; 3]; 2]", otherwise "[array; 2]".
     pub fn type_description(&self) -> String {
         match self {
-            Array::Array(v) => match v.first() {
-                Some(inner) => format!("[{}; {}]", inner.type_description(), v.len()),
-                None => format!("[array; {}]", v.len()),
-            },
+            Array::Array(v) => {
+                let first = v.first().map(Array::type_description);
+                match first {
+                    Some(d) if v.iter().skip(1).all(|a| a.type_description() == d) => {
+                        format!("[{d}; {}]", v.len())
+                    }
+                    _ => format!("[array; {}]", v.len()),
+                }
+            }
             a => format!("[{}; {}]", a.elem_type().name(), a.len()),
         }
     }
@@ -483,7 +489,9 @@ mod tests {
         assert_eq!(Array::U64(vec![3]).to_u32_vec(), Some(vec![3]));
         assert_eq!(Array::F32(vec![1.0]).to_u32_vec(), None);
         let nested = Array::Array(vec![Array::I32(vec![1, 2, 3]), Array::U8(vec![])]);
-        assert_eq!(nested.type_description(), "[[i32; 3]; 2]");
+        assert_eq!(nested.type_description(), "[array; 2]");
+        let same = Array::Array(vec![Array::I32(vec![1, 2, 3]), Array::I32(vec![4, 5, 6])]);
+        assert_eq!(same.type_description(), "[[i32; 3]; 2]");
         assert_eq!(nested.len(), 2);
         assert_eq!(Array::String(vec![]).type_description(), "[string; 0]");
     }
