@@ -37,7 +37,7 @@ pub fn dequantize(ck: &Checkpoint, name: &str, shape: &[u64]) -> Result<Vec<f32>
         what,
     };
     let missing = |what: &str| ConvertError::Tensor {
-        file: ck.dir().to_path_buf(),
+        file: ck.listing(),
         tensor: format!("{name}{what}"),
         what: "missing (needed to dequantize the bitsandbytes weight)".into(),
     };

@@ -147,7 +147,7 @@ impl Checkpoint {
                         if actual.file_name().and_then(|s| s.to_str()) != Some(file.as_str()) {
                             return Err(shards_err(
                                 actual,
-                                format!("tensor '{tensor}' is here, but model.safetensors.index.json puts it in '{file}'"),
+                                format!("tensor '{tensor}' is in this file, but model.safetensors.index.json puts it in '{file}'"),
                             ));
                         }
                     }
@@ -250,6 +250,16 @@ impl Checkpoint {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file that lists the weights: the index for a sharded checkpoint,
+    /// else model.safetensors (for messages about absent tensors).
+    pub fn listing(&self) -> PathBuf {
+        if self.shards.len() == 1 {
+            self.shards[0].path.clone()
+        } else {
+            self.dir.join("model.safetensors.index.json")
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorEntry> {

@@ -45,7 +45,7 @@ fn tensor_err(ck: &Checkpoint, e: Option<&TensorEntry>, name: &str, what: String
     ConvertError::Tensor {
         file: e
             .map(|e| ck.file_of(e).to_path_buf())
-            .unwrap_or_else(|| ck.dir().to_path_buf()),
+            .unwrap_or_else(|| ck.listing()),
         tensor: name.to_string(),
         what,
     }

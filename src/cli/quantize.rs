@@ -1,10 +1,60 @@
-//! `mamba-gguf quantize` (not yet built).
+//! `mamba-gguf quantize IN.gguf OUT.gguf TYPE [--pure] [--allow-requantize]`:
+//! requantize an F32/F16/BF16 `mamba` GGUF (ours or llama.cpp's).
 
-use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use convert::QuantizeOptions;
+
+use super::convert::{cancel_flag, parse_type, Bar};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Input GGUF (F32, F16 or BF16 matrices).
+    pub input: PathBuf,
+    /// Output GGUF.
+    pub output: PathBuf,
+    /// Output type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k.
+    #[arg(value_name = "TYPE")]
+    pub ty: String,
+    /// Give every matrix the one type (no Q6_K output head).
+    #[arg(long)]
+    pub pure: bool,
+    /// Accept an already-quantized input (dequantized, then requantized).
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar or summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`quantize` is not built yet")
+pub fn run(args: Args) -> Result<()> {
+    let ft = parse_type(&args.ty)?;
+    let opts = QuantizeOptions {
+        file_type: ft,
+        pure: args.pure,
+        allow_requantize: args.allow_requantize,
+        force: args.force,
+        threads: args.threads,
+    };
+    let cancel = cancel_flag();
+    let mut bar = Bar::new(args.quiet);
+    match convert::quantize(&args.input, &args.output, &opts, &cancel, &mut |p| {
+        bar.on(p)
+    }) {
+        Ok(s) => {
+            bar.finish(&s);
+            Ok(())
+        }
+        Err(e) => {
+            bar.abandon();
+            Err(anyhow!(e).context(format!("quantizing {}", args.input.display())))
+        }
+    }
 }
