@@ -1,3 +1,12 @@
 //! mamba-gguf: the runtime library (model, state, tokenizer, sampler, session).
 
+pub mod error;
+pub mod model;
+pub mod procmem;
+pub mod session;
+pub mod state;
 pub mod tokenizer;
+
+pub use error::ModelError;
+pub use model::Model;
+pub use session::Session;

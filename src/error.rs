@@ -1,0 +1,76 @@
+//! Errors of the runtime library (model loading and inference). Every error
+//! names what is wrong: the file, the tensor or the metadata key.
+
+use gguf::GgmlType;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The container itself is unreadable or a needed key is missing or mistyped.
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+
+    /// `general.architecture` is not `mamba`.
+    #[error("{file}: architecture is '{found}', this runtime runs only 'mamba' (Mamba-1 / Falcon Mamba)")]
+    Architecture { file: String, found: String },
+
+    /// A metadata value is present but unusable (zero, out of range, inconsistent).
+    #[error("{file}: metadata '{key}': {what}")]
+    Metadata {
+        file: String,
+        key: String,
+        what: String,
+    },
+
+    /// A tensor the architecture needs is absent.
+    #[error("{file}: missing tensor '{name}'")]
+    MissingTensor { file: String, name: String },
+
+    /// A tensor's dims do not match what the metadata implies.
+    #[error("{file}: tensor '{name}' has dims {found}, expected {expected} (from the metadata)")]
+    Shape {
+        file: String,
+        name: String,
+        expected: String,
+        found: String,
+    },
+
+    /// A tensor type this runtime cannot compute with (for that tensor's use).
+    #[error("{file}: tensor '{name}' has type {ty}, which {what}")]
+    TensorType {
+        file: String,
+        name: String,
+        ty: GgmlType,
+        what: String,
+    },
+
+    /// A tensor's bytes do not fit in the file.
+    #[error(
+        "{file}: tensor '{name}' data is {found} bytes, expected {expected} (truncated file?)"
+    )]
+    Data {
+        file: String,
+        name: String,
+        expected: usize,
+        found: usize,
+    },
+
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is out of range (vocabulary size {vocab})")]
+    Token { id: u32, vocab: usize },
+
+    /// An empty token sequence was fed.
+    #[error("no tokens to process (empty prompt)")]
+    Empty,
+
+    /// A quant-crate refusal (should not happen once a model validated).
+    #[error("tensor '{name}': {source}")]
+    Quant {
+        name: String,
+        #[source]
+        source: quant::QuantError,
+    },
+}
+
+/// Shorthand for results of this library.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

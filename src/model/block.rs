@@ -1,0 +1,246 @@
+//! The Mamba block, run over a chunk of `t` tokens with the state carried in
+//! and out (mamba-minimal style; transformers' `slow_forward` is the
+//! reference). Projections are matrix-matrix products over the chunk; the
+//! causal conv and the selective scan walk the chunk token by token.
+//!
+//! Shapes (row-major, C = chunk, d = embedding, E = d_inner, N = state,
+//! R = dt rank, K = conv kernel):
+//!   x      [t][d]      residual stream, fp32
+//!   h      [t][d]      rmsnorm(x) * norm
+//!   xz     [t][2E]     in_proj(h) = (x_in | z)
+//!   xc     [t][E]      silu(conv(x_in))           conv state [(K-1)][E]
+//!   xdbl   [t][R+2N]   x_proj(xc) = (dt | B | C)   (Falcon: each RMS-normed)
+//!   dt     [t][E]      softplus(dt_proj(dt) + dt_bias)
+//!   y      [t][E]      (scan(xc, dt, A, B, C) + xc * D) * silu(z)   ssm state [E][N]
+//!   out    [t][d]      out_proj(y); x += out
+
+use rayon::prelude::*;
+
+use super::{matmul::matmul, Hparams, Layer, Model, Scratch};
+use crate::error::Result;
+use crate::state::LayerState;
+
+/// Below this many (channel x state x token) updates the scan runs on the
+/// calling thread.
+const SCAN_PAR_MIN: usize = 1 << 14;
+
+#[inline]
+pub(crate) fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// torch's softplus (beta 1, threshold 20).
+#[inline]
+pub(crate) fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// `out = x / sqrt(mean(x^2) + eps) * w` (w = None: weightless).
+pub(crate) fn rms_norm(x: &[f32], w: Option<&[f32]>, eps: f32, out: &mut [f32]) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
+    let scale = 1.0 / (ss + eps).sqrt();
+    match w {
+        Some(w) => {
+            for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+                *o = v * scale * g;
+            }
+        }
+        None => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v * scale;
+            }
+        }
+    }
+}
+
+/// Weightless RMS norm in place.
+fn rms_norm_inplace(x: &mut [f32], eps: f32) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
+    let scale = 1.0 / (ss + eps).sqrt();
+    for v in x {
+        *v *= scale;
+    }
+}
+
+/// Runs one block over the first `t` rows of `s.x` (t <= s.chunk), updating
+/// `st` and adding the block's output to `s.x`.
+pub fn forward(
+    model: &Model,
+    layer: &Layer,
+    st: &mut LayerState,
+    s: &mut Scratch,
+    t: usize,
+) -> Result<()> {
+    let hp = &model.hp;
+    let (d, e, n, r, k) = (hp.n_embd, hp.d_inner, hp.d_state, hp.dt_rank, hp.d_conv);
+    let xw = r + 2 * n;
+    let Scratch {
+        x,
+        h,
+        xz,
+        xc,
+        xdbl,
+        dt_in,
+        dt,
+        y,
+        y_t,
+        out,
+        act,
+        tmp,
+        ..
+    } = s;
+
+    // 1. h = rmsnorm(x) * norm
+    for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)).take(t) {
+        rms_norm(xr, Some(&layer.norm), hp.norm_eps, hr);
+    }
+    // 2. xz = in_proj(h): [t][2E]
+    matmul(&layer.ssm_in, model.data(&layer.ssm_in), h, t, xz, act, tmp)?;
+    // 3. causal depthwise conv + SiLU, token by token, state carried.
+    conv(hp, layer, &mut st.conv, xz, xc, t);
+    // 4. xdbl = x_proj(xc): [t][R+2N]
+    matmul(
+        &layer.ssm_x,
+        model.data(&layer.ssm_x),
+        xc,
+        t,
+        xdbl,
+        act,
+        tmp,
+    )?;
+    // 5. Falcon: weightless RMS norm of dt, B and C separately.
+    for row in xdbl.chunks_exact_mut(xw).take(t) {
+        if hp.dt_b_c_rms {
+            let (dtp, bc) = row.split_at_mut(r);
+            let (bp, cp) = bc.split_at_mut(n);
+            rms_norm_inplace(dtp, hp.dt_b_c_eps);
+            rms_norm_inplace(bp, hp.dt_b_c_eps);
+            rms_norm_inplace(cp, hp.dt_b_c_eps);
+        }
+    }
+    // 6. dt = softplus(dt_proj(dt_part) + bias): [t][E]
+    for (src, dst) in xdbl.chunks_exact(xw).zip(dt_in.chunks_exact_mut(r)).take(t) {
+        dst.copy_from_slice(&src[..r]);
+    }
+    matmul(
+        &layer.ssm_dt,
+        model.data(&layer.ssm_dt),
+        dt_in,
+        t,
+        dt,
+        act,
+        tmp,
+    )?;
+    for row in dt.chunks_exact_mut(e).take(t) {
+        for (v, &b) in row.iter_mut().zip(&layer.dt_b) {
+            *v = softplus(*v + b);
+        }
+    }
+    // 7. selective scan, gated by silu(z): y [t][E]
+    scan(hp, layer, &mut st.ssm, xz, xc, xdbl, dt, y_t, t);
+    for j in 0..t {
+        for (c, yv) in y[j * e..(j + 1) * e].iter_mut().enumerate() {
+            *yv = y_t[c * t + j];
+        }
+    }
+    // 8. out = out_proj(y): [t][d]; residual add.
+    matmul(
+        &layer.ssm_out,
+        model.data(&layer.ssm_out),
+        y,
+        t,
+        out,
+        act,
+        tmp,
+    )?;
+    for (xv, &o) in x[..t * d].iter_mut().zip(&out[..t * d]) {
+        *xv += o;
+    }
+    let _ = k;
+    Ok(())
+}
+
+/// y_j[e] = silu(b[e] + sum_k w[k][e] * in_{j-K+1+k}[e]), inputs from the conv
+/// state (the last K-1 inputs, oldest first) then the chunk.
+fn conv(hp: &Hparams, layer: &Layer, cs: &mut [f32], xz: &[f32], xc: &mut [f32], t: usize) {
+    let (e, k) = (hp.d_inner, hp.d_conv);
+    for j in 0..t {
+        let xin = &xz[j * 2 * e..j * 2 * e + e];
+        let o = &mut xc[j * e..(j + 1) * e];
+        o.copy_from_slice(&layer.conv_b);
+        for tap in 0..k - 1 {
+            let w = &layer.conv_w[tap * e..(tap + 1) * e];
+            let past = &cs[tap * e..(tap + 1) * e];
+            for ((ov, &wv), &pv) in o.iter_mut().zip(w).zip(past) {
+                *ov += wv * pv;
+            }
+        }
+        let w = &layer.conv_w[(k - 1) * e..k * e];
+        for ((ov, &wv), &xv) in o.iter_mut().zip(w).zip(xin) {
+            *ov += wv * xv;
+        }
+        for v in o.iter_mut() {
+            *v = silu(*v);
+        }
+        if k > 1 {
+            cs.copy_within(e.., 0);
+            cs[(k - 2) * e..].copy_from_slice(xin);
+        }
+    }
+}
+
+/// The selective scan over `t` tokens for every channel, writing the gated
+/// output channel-major into `y_t` ([E][t]). Channels are independent, so
+/// channel ranges run in parallel, each walking all t tokens in order.
+#[allow(clippy::too_many_arguments)]
+fn scan(
+    hp: &Hparams,
+    layer: &Layer,
+    ssm: &mut [f32],
+    xz: &[f32],
+    xc: &[f32],
+    xdbl: &[f32],
+    dt: &[f32],
+    y_t: &mut [f32],
+    t: usize,
+) {
+    let (e, n, r) = (hp.d_inner, hp.d_state, hp.dt_rank);
+    let xw = r + 2 * n;
+    let work = |e0: usize, sc: &mut [f32], yc: &mut [f32]| {
+        let ne = yc.len() / t;
+        for j in 0..t {
+            let row = &xdbl[j * xw..(j + 1) * xw];
+            let (bv, cv) = (&row[r..r + n], &row[r + n..r + 2 * n]);
+            for i in 0..ne {
+                let ch = e0 + i;
+                let dte = dt[j * e + ch];
+                let xe = xc[j * e + ch];
+                let srow = &mut sc[i * n..(i + 1) * n];
+                let arow = &layer.a[ch * n..(ch + 1) * n];
+                let mut acc = 0.0f32;
+                for q in 0..n {
+                    let s = (dte * arow[q]).exp() * srow[q] + dte * bv[q] * xe;
+                    srow[q] = s;
+                    acc += s * cv[q];
+                }
+                let z = xz[j * 2 * e + e + ch];
+                yc[i * t + j] = (acc + xe * layer.d[ch]) * silu(z);
+            }
+        }
+    };
+    let y_t = &mut y_t[..e * t];
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || e * n * t < SCAN_PAR_MIN {
+        work(0, ssm, y_t);
+    } else {
+        let ce = e.div_ceil(threads * 2).max(32);
+        ssm.par_chunks_mut(ce * n)
+            .zip(y_t.par_chunks_mut(ce * t))
+            .enumerate()
+            .for_each(|(i, (sc, yc))| work(i * ce, sc, yc));
+    }
+}

@@ -1,0 +1,143 @@
+//! A session: one sequence's recurrent state plus the scratch buffers to run
+//! the model over it. Prefill goes in chunks of `chunk` tokens (projections as
+//! matrix-matrix products over the chunk, conv and scan sequential inside it),
+//! so memory is O(chunk) whatever the prompt length, and the state never grows.
+
+use crate::error::{ModelError, Result};
+use crate::model::{Model, Scratch};
+use crate::state::State;
+
+/// Default prefill chunk (tokens per forward).
+pub const DEFAULT_CHUNK: usize = 64;
+
+/// A model's running sequence.
+pub struct Session<'m> {
+    model: &'m Model,
+    state: State,
+    scratch: Scratch,
+    n_past: u64,
+}
+
+impl<'m> Session<'m> {
+    /// A fresh sequence with the default prefill chunk.
+    pub fn new(model: &'m Model) -> Session<'m> {
+        Session::with_chunk(model, DEFAULT_CHUNK)
+    }
+
+    /// A fresh sequence prefilling `chunk` tokens per forward (at least 1).
+    pub fn with_chunk(model: &'m Model, chunk: usize) -> Session<'m> {
+        Session {
+            model,
+            state: State::new(&model.hp),
+            scratch: Scratch::new(model, chunk),
+            n_past: 0,
+        }
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// Tokens fed since the last reset.
+    pub fn n_past(&self) -> u64 {
+        self.n_past
+    }
+
+    /// The prefill chunk size.
+    pub fn chunk(&self) -> usize {
+        self.scratch.chunk
+    }
+
+    /// Feeds tokens (any number, at least one) and returns the logits after the
+    /// last one.
+    pub fn feed(&mut self, ids: &[u32]) -> Result<&[f32]> {
+        if ids.is_empty() {
+            return Err(ModelError::Empty);
+        }
+        for c in ids.chunks(self.scratch.chunk) {
+            self.model
+                .forward_chunk(c, &mut self.state, &mut self.scratch, None)?;
+            self.n_past += c.len() as u64;
+        }
+        Ok(&self.scratch.logits)
+    }
+
+    /// Feeds tokens and calls `each(position_in_ids, logits)` for every
+    /// position, in order. Uses a [chunk][V] buffer allocated on first call.
+    pub fn feed_each(
+        &mut self,
+        ids: &[u32],
+        all: &mut Vec<f32>,
+        mut each: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Err(ModelError::Empty);
+        }
+        let v = self.model.hp.n_vocab;
+        all.resize(self.scratch.chunk * v, 0.0);
+        let mut pos = 0;
+        for c in ids.chunks(self.scratch.chunk) {
+            self.model
+                .forward_chunk(c, &mut self.state, &mut self.scratch, Some(all))?;
+            for (j, row) in all.chunks_exact(v).take(c.len()).enumerate() {
+                each(pos + j, row);
+            }
+            pos += c.len();
+            self.n_past += c.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The logits after the last fed token (zeros before any).
+    pub fn logits(&self) -> &[f32] {
+        &self.scratch.logits
+    }
+
+    /// Back to an empty sequence.
+    pub fn reset(&mut self) {
+        self.state.reset();
+        self.n_past = 0;
+        self.scratch.logits.fill(0.0);
+    }
+
+    /// The recurrent state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// A copy of the state and position, to come back to with [`Session::restore`].
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            state: self.state.clone(),
+            logits: self.scratch.logits.clone(),
+            n_past: self.n_past,
+        }
+    }
+
+    /// Returns to a snapshot taken from a session of the same model.
+    pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        if !self.state.copy_from(&snap.state) || snap.logits.len() != self.scratch.logits.len() {
+            return Err(ModelError::Metadata {
+                file: "<session>".into(),
+                key: "snapshot".into(),
+                what: "snapshot belongs to a model of another shape".into(),
+            });
+        }
+        self.scratch.logits.copy_from_slice(&snap.logits);
+        self.n_past = snap.n_past;
+        Ok(())
+    }
+
+    /// Bytes of state plus scratch.
+    pub fn bytes(&self) -> usize {
+        self.state.bytes() + self.scratch.bytes()
+    }
+}
+
+/// A saved session position.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub state: State,
+    pub logits: Vec<f32>,
+    pub n_past: u64,
+}

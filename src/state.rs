@@ -1,0 +1,67 @@
+//! The recurrent state of a Mamba model: per layer a conv state and an SSM
+//! state, fp32. Its size is fixed by the hyper-parameters, independent of how
+//! many tokens have been seen.
+
+use crate::model::Hparams;
+
+/// One layer's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerState {
+    /// [(K-1)][E]: the last K-1 conv inputs, oldest first.
+    pub conv: Vec<f32>,
+    /// [E][N]: the selective-scan state.
+    pub ssm: Vec<f32>,
+}
+
+/// The whole model's state. Cloning it is a snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    pub layers: Vec<LayerState>,
+}
+
+impl State {
+    /// A zero state (the start of a sequence).
+    pub fn new(hp: &Hparams) -> State {
+        let conv = hp.d_conv.saturating_sub(1) * hp.d_inner;
+        let ssm = hp.d_inner * hp.d_state;
+        State {
+            layers: (0..hp.n_layer)
+                .map(|_| LayerState {
+                    conv: vec![0.0; conv],
+                    ssm: vec![0.0; ssm],
+                })
+                .collect(),
+        }
+    }
+
+    /// Back to the start of a sequence.
+    pub fn reset(&mut self) {
+        for l in &mut self.layers {
+            l.conv.fill(0.0);
+            l.ssm.fill(0.0);
+        }
+    }
+
+    /// Copy `other` into self without allocating (same model).
+    pub fn copy_from(&mut self, other: &State) -> bool {
+        if self.layers.len() != other.layers.len() {
+            return false;
+        }
+        for (a, b) in self.layers.iter_mut().zip(&other.layers) {
+            if a.conv.len() != b.conv.len() || a.ssm.len() != b.ssm.len() {
+                return false;
+            }
+            a.conv.copy_from_slice(&b.conv);
+            a.ssm.copy_from_slice(&b.ssm);
+        }
+        true
+    }
+
+    /// Bytes held by the state.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.conv.len() + l.ssm.len()) * 4)
+            .sum()
+    }
+}
