@@ -3,10 +3,12 @@
 pub mod error;
 pub mod model;
 pub mod procmem;
+pub mod sampler;
 pub mod session;
 pub mod state;
 pub mod tokenizer;
 
 pub use error::ModelError;
 pub use model::Model;
+pub use sampler::{Sampler, SamplerConfig};
 pub use session::Session;

@@ -1,0 +1,263 @@
+//! Next-token sampling: repetition penalty, then greedy (temperature 0) or
+//! top-k -> top-p -> min-p -> temperature -> a seeded draw (llama.cpp's order).
+//! Reproducible: the same seed, logits and history give the same tokens.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Sampling settings. A filter is off at its neutral value (top_k 0,
+/// top_p 1, min_p 0, repeat_penalty 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplerConfig {
+    /// 0 (or less): greedy.
+    pub temp: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    /// llama.cpp's: a seen token's positive logit is divided by it, a negative one multiplied.
+    pub repeat_penalty: f32,
+    /// How many of the latest tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            temp: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
+    }
+}
+
+/// A sampler with its random generator and candidate buffer.
+pub struct Sampler {
+    cfg: SamplerConfig,
+    rng: StdRng,
+    /// (id, logit) candidates, reused across calls.
+    cand: Vec<(u32, f32)>,
+}
+
+impl Sampler {
+    pub fn new(cfg: SamplerConfig) -> Sampler {
+        Sampler {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
+            cand: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &SamplerConfig {
+        &self.cfg
+    }
+
+    /// The next token for `logits`, given the tokens so far (`history`, for the
+    /// repetition penalty). NaN logits are never chosen over finite ones.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let cfg = &self.cfg;
+        self.cand.clear();
+        self.cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u32, if l.is_nan() { f32::NEG_INFINITY } else { l })),
+        );
+        if cfg.repeat_penalty != 1.0 && cfg.repeat_penalty > 0.0 {
+            let tail = &history[history.len().saturating_sub(cfg.repeat_last_n)..];
+            for (i, &id) in tail.iter().enumerate() {
+                if tail[..i].contains(&id) {
+                    continue;
+                }
+                if let Some(c) = self.cand.get_mut(id as usize) {
+                    c.1 = if c.1 > 0.0 {
+                        c.1 / cfg.repeat_penalty
+                    } else {
+                        c.1 * cfg.repeat_penalty
+                    };
+                }
+            }
+        }
+        if cfg.temp <= 0.0 || self.cand.len() <= 1 {
+            return argmax(&self.cand);
+        }
+        // Descending by logit, ties by id.
+        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if cfg.top_k > 0 && cfg.top_k < self.cand.len() {
+            self.cand.select_nth_unstable_by(cfg.top_k - 1, by_logit);
+            self.cand.truncate(cfg.top_k);
+        }
+        self.cand.sort_unstable_by(by_logit);
+        let max = self.cand[0].1;
+        if cfg.top_p < 1.0 {
+            let total: f64 = self.cand.iter().map(|c| ((c.1 - max) as f64).exp()).sum();
+            let mut cum = 0.0;
+            let mut keep = self.cand.len();
+            for (i, c) in self.cand.iter().enumerate() {
+                cum += ((c.1 - max) as f64).exp() / total;
+                if cum >= cfg.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            self.cand.truncate(keep.max(1));
+        }
+        if cfg.min_p > 0.0 {
+            // p_i >= min_p * p_max  <=>  l_i >= max + ln(min_p)
+            let floor = max + cfg.min_p.ln();
+            let keep = self.cand.iter().take_while(|c| c.1 >= floor).count();
+            self.cand.truncate(keep.max(1));
+        }
+        let weights = |c: &(u32, f32)| (((c.1 - max) / cfg.temp) as f64).exp();
+        let total: f64 = self.cand.iter().map(weights).sum();
+        if !(total.is_finite() && total > 0.0) {
+            return self.cand[0].0;
+        }
+        let mut u = self.rng.gen::<f64>() * total;
+        for c in &self.cand {
+            u -= weights(c);
+            if u < 0.0 {
+                return c.0;
+            }
+        }
+        self.cand[self.cand.len() - 1].0
+    }
+}
+
+/// Index of the largest logit; the lowest id on ties (as numpy's argmax).
+pub fn argmax_logits(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] || logits[best].is_nan() && !l.is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn argmax(c: &[(u32, f32)]) -> u32 {
+    let mut best: Option<(u32, f32)> = None;
+    for &x in c {
+        match best {
+            Some(b) if x.1 <= b.1 => {}
+            _ => best = Some(x),
+        }
+    }
+    best.map(|b| b.0).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temp: f32) -> SamplerConfig {
+        SamplerConfig {
+            temp,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 42,
+        }
+    }
+
+    #[test]
+    fn greedy_takes_the_largest_and_the_lowest_id_on_ties() {
+        let mut s = Sampler::new(cfg(0.0));
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9], &[]), 1);
+        assert_eq!(s.sample(&[1.0, 5.0, 5.0], &[]), 1);
+        assert_eq!(s.sample(&[f32::NAN, 0.5, 0.2], &[]), 1);
+        assert_eq!(argmax_logits(&[0.0, 2.0, 2.0, 1.0]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_tokens_other_seed_differs() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let draw = |seed| {
+            let mut c = cfg(1.0);
+            c.seed = seed;
+            let mut s = Sampler::new(c);
+            (0..50).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn frequencies_follow_the_softmax_at_the_temperature() {
+        // logits ln(1), ln(2), ln(5) at temp 1: p = 0.125, 0.25, 0.625.
+        // At temp 0.5: p proportional to 1, 4, 25.
+        for (temp, want) in [(1.0f32, [1.0, 2.0, 5.0]), (0.5, [1.0, 4.0, 25.0])] {
+            let logits = [1f32.ln(), 2f32.ln(), 5f32.ln()];
+            let mut s = Sampler::new(cfg(temp));
+            let n = 40_000;
+            let mut counts = [0usize; 3];
+            for _ in 0..n {
+                counts[s.sample(&logits, &[]) as usize] += 1;
+            }
+            let z: f64 = want.iter().sum();
+            for i in 0..3 {
+                let p = want[i] / z;
+                let f = counts[i] as f64 / n as f64;
+                // 5 standard deviations of a binomial frequency.
+                let sd = (p * (1.0 - p) / n as f64).sqrt();
+                assert!(
+                    (f - p).abs() < 5.0 * sd,
+                    "temp {temp} token {i}: {f} vs {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_top_p_and_min_p_cut_the_tail() {
+        let logits = [3.0f32, 2.0, 1.0, 0.0, -1.0];
+        let seen = |c: SamplerConfig| {
+            let mut s = Sampler::new(c);
+            let mut set = [false; 5];
+            for _ in 0..2000 {
+                set[s.sample(&logits, &[]) as usize] = true;
+            }
+            set
+        };
+        let mut c = cfg(5.0);
+        c.top_k = 2;
+        assert_eq!(seen(c), [true, true, false, false, false]);
+        // softmax at temp 1: 0.636, 0.234, 0.086, 0.032, 0.012: top_p 0.8 keeps 2.
+        let mut c = cfg(5.0);
+        c.top_p = 0.8;
+        assert_eq!(seen(c), [true, true, false, false, false]);
+        let mut c = cfg(5.0);
+        c.top_p = 0.9;
+        assert_eq!(seen(c), [true, true, true, false, false]);
+        // min_p 0.1: keep p >= 0.1 * p_max, i.e. logit >= 3 - ln 10 = 0.70.
+        let mut c = cfg(5.0);
+        c.min_p = 0.1;
+        assert_eq!(seen(c), [true, true, true, false, false]);
+        let mut c = cfg(5.0);
+        c.top_k = 1;
+        assert_eq!(seen(c), [true, false, false, false, false]);
+    }
+
+    #[test]
+    fn repetition_penalty_demotes_seen_tokens_once() {
+        let mut c = cfg(0.0);
+        c.repeat_penalty = 2.0;
+        let mut s = Sampler::new(c.clone());
+        // 4.0 / 2 = 2.0 < 3.0: the seen token loses.
+        assert_eq!(s.sample(&[4.0, 3.0], &[0]), 1);
+        // Repeated in history: still divided once (4/2 = 2 > 1.5).
+        assert_eq!(s.sample(&[4.0, 1.5], &[0, 0, 0]), 0);
+        // Negative logits are multiplied: -1 * 2 = -2 < -1.5.
+        assert_eq!(s.sample(&[-1.0, -1.5], &[0]), 1);
+        // Outside the window: no penalty.
+        c.repeat_last_n = 1;
+        let mut s = Sampler::new(c);
+        assert_eq!(s.sample(&[4.0, 3.0], &[0, 1]), 0);
+    }
+}
