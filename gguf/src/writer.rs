@@ -48,6 +48,11 @@ struct Planned {
 /// feed each tensor's bytes in order with [`GgufWriter::write_tensor_data`]
 /// (in as many chunks as convenient), then call [`GgufWriter::finish`].
 /// Dropping it unfinished deletes the temp file and leaves the target as it was.
+///
+/// Files are laid out as llama.cpp writes them (tensors in the given order,
+/// each at the previous one's padded end), which its loader requires. Note
+/// that llama.cpp's loader refuses arrays of arrays in metadata although the
+/// format (and gguf-py) allows them: keep them out of model files.
 pub struct GgufWriter {
     path: PathBuf,
     tmp_path: PathBuf,

@@ -180,19 +180,13 @@ fn gguf_py_view(v: &Value) -> (Vec<&'static str>, Json) {
     }
 }
 
-#[test]
-fn gguf_py_reads_our_writer_output() {
-    let Some(py) = python_with_gguf() else {
-        eprintln!(
-            "NOTICE: skipping gguf_py_reads_our_writer_output: no python3 with `gguf` and \
-             `numpy` (pip install gguf numpy, or set GGUF_PYTHON)"
-        );
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ours.gguf");
+type OurFile = (Vec<(String, Value)>, Vec<TensorSpec>, Vec<Vec<u8>>);
+
+/// Writes a file with our writer: every value type (an array of arrays when
+/// `nested`, which ggml's loader does not accept), alignment 64, five tensors.
+fn our_file(path: &Path, nested: bool) -> OurFile {
     let kv = |k: &str, v: Value| (k.to_string(), v);
-    let md = vec![
+    let mut md = vec![
         kv("general.architecture", Value::from("mamba")),
         kv("general.alignment", Value::U32(64)),
         kv("t.u8", Value::U8(200)),
@@ -218,15 +212,17 @@ fn gguf_py_reads_our_writer_output() {
             Value::Array(Array::Bool(vec![true, false, true])),
         ),
         kv("t.arr.i16", Value::Array(Array::I16(vec![-1, 2]))),
-        kv(
+    ];
+    if nested {
+        md.push(kv(
             "t.arr.nested",
             Value::Array(Array::Array(vec![
                 Array::I32(vec![1, 2]),
                 Array::I32(vec![3]),
             ])),
-        ),
-    ];
-    let specs = [
+        ));
+    }
+    let specs = vec![
         TensorSpec::new("a.q8", vec![64, 2], GgmlType::Q8_0),
         TensorSpec::new("b.f32", vec![3], GgmlType::F32),
         TensorSpec::new("c.q4k", vec![256, 1], GgmlType::Q4_K),
@@ -247,8 +243,22 @@ fn gguf_py_reads_our_writer_output() {
         .cloned()
         .zip(data.iter().map(|d| &d[..]))
         .collect();
-    write_file(&path, &md, &tensors).unwrap();
+    write_file(path, &md, &tensors).unwrap();
+    (md, specs, data)
+}
 
+#[test]
+fn gguf_py_reads_our_writer_output() {
+    let Some(py) = python_with_gguf() else {
+        eprintln!(
+            "NOTICE: skipping gguf_py_reads_our_writer_output: no python3 with `gguf` and \
+             `numpy` (pip install gguf numpy, or set GGUF_PYTHON)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ours.gguf");
+    let (md, specs, data) = our_file(&path, true);
     let script = repo().join("scripts/gguf_fixtures/read_with_gguf_py.py");
     let out = Command::new(&py).arg(&script).arg(&path).output().unwrap();
     assert!(
@@ -285,4 +295,151 @@ fn gguf_py_reads_our_writer_output() {
         assert_eq!(g["hex"], json!(hex(d)), "{}", s.name);
         offset += (d.len() as u64).next_multiple_of(64);
     }
+}
+
+/// ggml's C loader (via scripts/gguf_fixtures/read_with_ggml.py) when
+/// $GGML_BASE_LIB names libggml-base.so and python3 exists; else skipped.
+fn ggml_reader() -> Option<(String, String)> {
+    let lib = std::env::var("GGML_BASE_LIB").ok()?;
+    let py = std::env::var("GGUF_PYTHON").unwrap_or_else(|_| "python3".into());
+    Path::new(&lib).exists().then_some((py, lib))
+}
+
+fn run_ggml(py: &str, lib: &str, files: &[PathBuf]) -> Vec<Json> {
+    let script = repo().join("scripts/gguf_fixtures/read_with_ggml.py");
+    let out = Command::new(py)
+        .arg(&script)
+        .arg(lib)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "read_with_ggml.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if files.len() == 1 {
+        // ggml's own log says why it refused a file.
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn ggml_reads_our_writer_output() {
+    let Some((py, lib)) = ggml_reader() else {
+        eprintln!("NOTICE: skipping: set GGML_BASE_LIB to a libggml-base.so to run");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ours.gguf");
+    let (md, specs, data) = our_file(&path, false);
+    let got = run_ggml(&py, &lib, std::slice::from_ref(&path));
+    let g = &got[0];
+    assert_eq!(g["ok"], json!(true), "ggml refused our file");
+    let ours = GgufFile::open(&path).unwrap();
+    assert_eq!(g["version"], json!(3));
+    assert_eq!(g["alignment"], json!(64));
+    assert_eq!(g["data_offset"], json!(ours.data_offset()));
+    let gmd = g["metadata"].as_array().unwrap();
+    assert_eq!(gmd.len(), md.len());
+    for ((k, v), g) in md.iter().zip(gmd) {
+        assert_eq!(g["key"], json!(k));
+        let (types, value) = gguf_py_view(v);
+        assert_eq!(g["type"], json!(types[0]), "key {k}");
+        if let Value::Array(_) = v {
+            assert_eq!(g["elem"], json!(types[1]), "key {k}");
+            assert!(
+                same(&g["items"], &value),
+                "key {k}: {} != {value}",
+                g["items"]
+            );
+        } else {
+            assert!(
+                same(&g["value"], &value),
+                "key {k}: {} != {value}",
+                g["value"]
+            );
+        }
+    }
+    let gts = g["tensors"].as_array().unwrap();
+    assert_eq!(gts.len(), specs.len());
+    for ((s, d), (g, t)) in specs.iter().zip(&data).zip(gts.iter().zip(ours.tensors())) {
+        let mut ne = s.dims.clone();
+        ne.resize(4, 1);
+        assert_eq!(g["name"], json!(s.name));
+        assert_eq!(g["type"], json!(s.ty.id()), "{}", s.name);
+        assert_eq!(g["ne"], json!(ne), "{}", s.name);
+        assert_eq!(g["size"], json!(d.len()), "{}", s.name);
+        assert_eq!(g["offset"], json!(t.offset), "{}", s.name);
+    }
+}
+
+/// Differential check on randomly damaged files: whatever ggml's loader
+/// accepts, we accept too, except for the checks we add on purpose (valid
+/// UTF-8, bool bytes 0/1) or make earlier than ggml (tensor data inside the
+/// file: gguf_init without data loading leaves that to llama.cpp's model
+/// loader). The reverse need not hold: ggml also requires each tensor to
+/// start exactly where the previous one's padding ends.
+#[test]
+fn ggml_accepts_nothing_we_refuse() {
+    let Some((py, lib)) = ggml_reader() else {
+        eprintln!("NOTICE: skipping: set GGML_BASE_LIB to a libggml-base.so to run");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = dir.path().join("base.gguf");
+    our_file(&base_path, false);
+    let base = std::fs::read(&base_path).unwrap();
+    let mut state = 0x2545f4914f6cdd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut files = Vec::new();
+    // Damage only the header, metadata and tensor infos (data bytes are opaque).
+    let head = GgufFile::from_bytes(base.clone()).unwrap().data_offset() as usize;
+    for i in 0..400 {
+        let mut b = base.clone();
+        for _ in 0..(1 + next() % 3) {
+            let at = (next() % head as u64) as usize;
+            b[at] = match next() % 3 {
+                0 => next() as u8,
+                1 => b[at].wrapping_add(1),
+                _ => b[at] ^ (1 << (next() % 8)),
+            };
+        }
+        let p = dir.path().join(format!("d{i}.gguf"));
+        std::fs::write(&p, &b).unwrap();
+        files.push(p);
+    }
+    let verdicts = run_ggml(&py, &lib, &files);
+    assert_eq!(verdicts.len(), files.len());
+    let (mut both_ok, mut both_err, mut only_ggml_err) = (0, 0, 0);
+    for (p, v) in files.iter().zip(&verdicts) {
+        let ggml_ok = v["ok"] == json!(true);
+        match (ggml_ok, GgufFile::open(p)) {
+            (true, Ok(_)) => both_ok += 1,
+            (false, Err(_)) => both_err += 1,
+            (false, Ok(_)) => only_ggml_err += 1,
+            (true, Err(e)) => {
+                let m = e.to_string();
+                assert!(
+                    m.contains("UTF-8")
+                        || m.contains("bool byte")
+                        || m.contains("runs past the end of the file"),
+                    "ggml accepts {} but we refuse it: {m}",
+                    p.display()
+                );
+            }
+        }
+    }
+    eprintln!("both accept {both_ok}, both refuse {both_err}, only ggml refuses {only_ggml_err}");
+    assert!(both_err > 100);
 }
