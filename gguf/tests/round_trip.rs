@@ -255,10 +255,17 @@ fn writer_refuses_invalid_input() {
         GgufWriter::create(&p, &dup, &[]),
         "duplicate metadata key 'k'",
     );
+    // 16 levels of arrays are fine (and read back); 17 are refused.
     let mut deep = Array::U8(vec![1]);
-    for _ in 0..16 {
+    for _ in 0..15 {
         deep = Array::Array(vec![deep]);
     }
+    let ok_path = dir.path().join("deep.gguf");
+    let md = kv("deep", Value::Array(deep.clone()));
+    write_file(&ok_path, &md, &[]).unwrap();
+    assert_eq!(GgufFile::open(&ok_path).unwrap().metadata(), &md[..]);
+    std::fs::remove_file(&ok_path).unwrap();
+    let deep = Array::Array(vec![deep]);
     must_fail(
         GgufWriter::create(&p, &kv("deep", Value::Array(deep)), &[]),
         "nested",
@@ -338,4 +345,13 @@ fn byte_layout_matches_the_spec() {
     want.extend([1, 2, 3, 4, 5, 6, 7, 8]);
     want.resize(128, 0); // tensor padding
     assert_eq!(std::fs::read(&p).unwrap(), want);
+}
+
+/// The runtime shares one opened file between threads.
+#[test]
+fn file_is_send_and_sync_writer_is_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<GgufFile>();
+    send::<GgufWriter>();
 }
