@@ -1,8 +1,10 @@
 //! `cargo bench -p quant`: single-threaded matvec throughput (GB/s of
 //! weight bytes) per type and SIMD path, beside a plain memory-read loop
 //! measured in the same run, and matmul tokens/s for t = 1, 8, 32, 64
-//! activation rows, so the effect of the prefill chunk size shows. std::time
-//! only; about a minute or two on 2 cores. `QUANT_BENCH_QUICK=1` halves it.
+//! activation rows, so the effect of the prefill chunk size shows. Times are
+//! this thread's CPU time (Linux schedstat; wall time elsewhere, and for the
+//! 2-thread memory read), so a busy shared machine skews them less; about
+//! a minute or two on 2 cores. `QUANT_BENCH_QUICK=1` halves it.
 //!
 //! Sizes: "4096x4096" is one matrix (it fits the 32 MiB L3 of the machine
 //! this was written on for the 4-6 bit types); "8192x4096 DRAM" cycles
@@ -92,9 +94,37 @@ fn acts(k: &Kernel, n: usize, t: usize, rng: &mut Rng) -> Vec<u8> {
     a
 }
 
-/// Seconds per call of `f`: the best mean over 3 batches, each at least
-/// `budget / 3` long (at least one call per batch).
+/// Seconds this thread has run on a CPU (Linux schedstat), so that the
+/// figures hold on a machine shared with other work; wall time elsewhere.
+fn thread_cpu(start: Instant) -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|ns| ns * 1e-9)
+        .unwrap_or_else(|| start.elapsed().as_secs_f64())
+}
+
+/// Seconds per call of `f` (this thread's CPU time): the best mean over 3
+/// batches, each at least `budget / 3` of wall time (at least one call).
 fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let origin = Instant::now();
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let c0 = thread_cpu(origin);
+        let mut reps = 0u32;
+        while reps == 0 || start.elapsed() < budget / 3 {
+            f();
+            reps += 1;
+        }
+        best = best.min((thread_cpu(origin) - c0) / reps as f64);
+    }
+    best
+}
+
+/// As [`time`] in wall time (for work spread over several threads).
+fn time_wall(budget: Duration, mut f: impl FnMut()) -> f64 {
     f();
     let mut best = f64::INFINITY;
     for _ in 0..3 {
@@ -111,9 +141,16 @@ fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
 
 /// GB/s of summing u64 over a `bytes` buffer on `threads` threads.
 fn memory_read(bytes: usize, threads: usize) -> f64 {
+    if threads == 1 {
+        let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+        let s = time(Duration::from_millis(1500), || {
+            black_box(buf.iter().fold(0u64, |a, &v| a.wrapping_add(v)));
+        });
+        return bytes as f64 / s / 1e9;
+    }
     let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
     let per = buf.len().div_ceil(threads);
-    let s = time(Duration::from_millis(1500), || {
+    let s = time_wall(Duration::from_millis(1500), || {
         let total: u64 = std::thread::scope(|sc| {
             let hs: Vec<_> = buf
                 .chunks(per)
@@ -228,5 +265,32 @@ fn main() {
             black_box(&q);
         });
         println!("{:6} {:.2} us per row", act.name(), s * 1e6);
+    }
+
+    println!();
+    println!("quant::math over 65536 f32 (ns per value), beside std's scalar f32 functions");
+    let xs: Vec<f32> = (0..65536).map(|_| rng.f32() * 20.0).collect();
+    let mut y = xs.clone();
+    type SliceFn = fn(&mut [f32]);
+    type StdFn = fn(f32) -> f32;
+    let cases: [(&str, SliceFn, StdFn); 3] = [
+        ("exp", quant::math::exp_slice, f32::exp),
+        ("softplus", quant::math::softplus_slice, |x| x.exp().ln_1p()),
+        ("silu", quant::math::silu_slice, |x| x / (1.0 + (-x).exp())),
+    ];
+    for (name, ours, std_fn) in cases {
+        let a = time(budget, || {
+            y.copy_from_slice(&xs);
+            ours(&mut y);
+            black_box(&y);
+        });
+        let b = time(budget, || {
+            for (o, &x) in y.iter_mut().zip(&xs) {
+                *o = std_fn(x);
+            }
+            black_box(&y);
+        });
+        let per = 1e9 / xs.len() as f64;
+        println!("{name:9} quant {:.2} ns, std {:.2} ns", a * per, b * per);
     }
 }

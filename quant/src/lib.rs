@@ -42,6 +42,7 @@ pub mod float;
 mod formats;
 pub mod fp16;
 mod kquant_search;
+pub mod math;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
