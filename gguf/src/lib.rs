@@ -15,6 +15,9 @@ pub mod value;
 pub mod writer;
 
 pub use error::GgufError;
+/// Access-pattern hints for [`GgufFile::advise`].
+#[cfg(unix)]
+pub use memmap2::Advice;
 pub use quant::GgmlType;
 pub use reader::GgufFile;
 pub use tensor::{TensorInfo, MAX_DIMS, MAX_NAME_LEN};

@@ -278,6 +278,22 @@ impl GgufFile {
         Ok((t, self.tensor_data(t)))
     }
 
+    /// The whole file's bytes (mapped, not copied).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.backing.bytes()
+    }
+
+    /// Passes an access-pattern hint for the mapped file to the kernel
+    /// (e.g. `Advice::WillNeed` before a first pass over every weight). A
+    /// no-op for files made with [`GgufFile::from_bytes`].
+    #[cfg(unix)]
+    pub fn advise(&self, advice: memmap2::Advice) -> std::io::Result<()> {
+        match &self.backing {
+            Backing::Mmap(m) => m.advise(advice),
+            Backing::Owned(_) => Ok(()),
+        }
+    }
+
     /// `general.architecture` ("mamba"), if present and a string.
     pub fn architecture(&self) -> Option<&str> {
         self.get("general.architecture").and_then(Value::as_str)

@@ -126,6 +126,9 @@ fn check_round_trip(alignment: Option<u32>, chunk: usize) {
         assert_eq!(f.file_size(), size);
         assert_eq!(f.metadata(), &md[..]);
         assert_eq!(f.architecture(), Some("mamba"));
+        assert_eq!(f.as_bytes().len() as u64, size);
+        #[cfg(unix)]
+        f.advise(gguf::Advice::WillNeed).unwrap();
         assert_eq!(f.tensors().len(), specs.len());
         for ((t, s), d) in f.tensors().iter().zip(&specs).zip(&data) {
             assert_eq!(t.name, s.name);
