@@ -7,6 +7,23 @@
 //! tensor infos (name, u32 n_dims, u64 dims innermost first, u32 ggml type,
 //! u64 offset into the data section); zero padding to the alignment; the data
 //! section, each tensor at an aligned offset.
+//!
+//! ```no_run
+//! use gguf::{GgmlType, GgufFile, GgufWriter, TensorSpec, Value};
+//! # fn main() -> Result<(), gguf::GgufError> {
+//! let f = GgufFile::open("model.gguf")?;
+//! let n_layers = f.get_u32("mamba.block_count")?;
+//! let (info, bytes) = f.tensor_by_name("token_embd.weight")?; // bytes: zero-copy
+//! # let _ = (n_layers, info, bytes);
+//!
+//! let md = vec![("general.architecture".to_string(), Value::from("mamba"))];
+//! let specs = [TensorSpec::new("output_norm.weight", vec![4096], GgmlType::F32)];
+//! let mut w = GgufWriter::create("out.gguf", &md, &specs)?;
+//! w.write_tensor_data(&[0u8; 4096 * 4])?; // any number of chunks per tensor
+//! w.finish()?; // fsync + rename; dropping unfinished removes the temp file
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod error;
 pub mod reader;
