@@ -31,6 +31,10 @@ enum Command {
     Tokenize(cli::tokenize::Args),
     /// Perplexity over a text file, optionally KL divergence from a base model.
     Perplexity(cli::perplexity::Args),
+    /// Chat interactively with an instruct model.
+    Chat(cli::chat::Args),
+    /// Serve an OpenAI-compatible HTTP API.
+    Serve(cli::serve::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,8 @@ fn main() -> std::process::ExitCode {
         Command::Logits(a) => cli::logits::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
         Command::Perplexity(a) => cli::perplexity::run(a),
+        Command::Chat(a) => cli::chat::run(a),
+        Command::Serve(a) => cli::serve::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,9 +1,11 @@
 //! The command-line front end: one module per subcommand.
 
+pub mod chat;
 pub mod convert;
 pub mod inspect;
 pub mod logits;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
+pub mod serve;
 pub mod tokenize;

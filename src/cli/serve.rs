@@ -1,0 +1,10 @@
+//! `mamba-gguf serve` (being built).
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<()> {
+    bail!("`serve` is not built yet")
+}
