@@ -92,7 +92,8 @@ fn head_equals_embeddings(ck: &Checkpoint, emb: &TensorEntry, head: &TensorEntry
     let mut i = 0;
     while i < n {
         let m = chunk.min(n - i);
-        let (Some(x), Some(y)) = (ea.get(i * es..(i + m) * es), ha.get(i * hs..(i + m) * hs)) else {
+        let (Some(x), Some(y)) = (ea.get(i * es..(i + m) * es), ha.get(i * hs..(i + m) * hs))
+        else {
             return false;
         };
         let same = if emb.dtype == head.dtype {

@@ -39,7 +39,12 @@ fn gguf_py_reads_and_dequantizes_our_files_like_we_do() {
         let out = tmp.path().join(format!("{}.gguf", ft.name()));
         convert_to(&hf("falcon-mamba-small-bf16"), &out, ft, false).unwrap();
         let dump = tmp.path().join(ft.name());
-        let o = Command::new(&py).arg(&script).arg(&out).arg(&dump).output().unwrap();
+        let o = Command::new(&py)
+            .arg(&script)
+            .arg(&out)
+            .arg(&dump)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let f = GgufFile::open(&out).unwrap();
         let types = std::fs::read_to_string(dump.join("types.txt")).unwrap();
@@ -57,7 +62,11 @@ fn gguf_py_reads_and_dequantizes_our_files_like_we_do() {
             let n = t.row_len() as usize;
             let mut ours = vec![0f32; t.n_elements as usize];
             let rb = t.ty.row_bytes(n).unwrap();
-            for (row, o) in f.tensor_data(t).chunks_exact(rb).zip(ours.chunks_exact_mut(n)) {
+            for (row, o) in f
+                .tensor_data(t)
+                .chunks_exact(rb)
+                .zip(ours.chunks_exact_mut(n))
+            {
                 quant::dequantize_row(t.ty, row, o).unwrap();
             }
             assert_eq!(theirs.len(), ours.len(), "{name}");
