@@ -36,6 +36,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+mod avx512;
 pub mod dispatch;
 pub mod error;
 pub mod float;
@@ -54,7 +56,7 @@ pub mod q8_0;
 pub mod q8_k;
 pub mod types;
 
-pub use dispatch::{forced_path, kernel, kernel_for_path, kernel_with, SIMD_ENV};
+pub use dispatch::{forced_path, kernel, kernel_for_path, kernel_with, self_check, SIMD_ENV};
 pub use error::QuantError;
 pub use types::GgmlType;
 

@@ -332,3 +332,22 @@ fn paths_are_reported_and_auto_picks_the_fastest_the_cpu_has() {
             .is_none());
     }
 }
+
+#[test]
+fn self_check_passes_every_kernel_and_rejects_a_wrong_one() {
+    for ty in all_types() {
+        for k in simd_kernels(ty) {
+            assert!(
+                quant::self_check(&k),
+                "{ty} {}: self-check failed",
+                k.path.name()
+            );
+            let mut bad = k;
+            bad.dot = |_, _, _| 1.0;
+            assert!(!quant::self_check(&bad), "{ty}: wrong dot accepted");
+            let mut bad4 = k;
+            bad4.dot4 = Some(|_, _, _, out| *out = [0.5; 4]);
+            assert!(!quant::self_check(&bad4), "{ty}: dot4 unlike dot accepted");
+        }
+    }
+}

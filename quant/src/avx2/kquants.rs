@@ -23,7 +23,7 @@ unsafe fn act_d(p: *const u8) -> f32 {
 /// the low 4 bits of scales (low nibble) and mins (high nibble) 4..8.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn k4_header(wb: &[u8]) -> (f32, f32, u64, __m256i) {
+pub(crate) unsafe fn k4_header(wb: &[u8]) -> (f32, f32, u64, __m256i) {
     let p = wb.as_ptr();
     let d = super::f16_at(p);
     let dmin = super::f16_at(p.add(2));

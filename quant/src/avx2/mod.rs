@@ -25,6 +25,8 @@
 
 mod float;
 mod kquants;
+#[cfg(feature = "avx512")]
+pub(crate) use kquants::k4_header;
 mod legacy;
 
 use crate::{Dot4Fn, DotFn, GgmlType};
@@ -54,8 +56,9 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
 macro_rules! wrappers {
     ($dot:ident, $dot4:ident, $imp:ident) => {
         pub(super) fn $dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            // SAFETY: handed out by `dispatch` only when the CPU has AVX2,
-            // FMA and F16C; the kernel bounds every access by its buffers.
+            // SAFETY: handed out by `dispatch` only when the CPU has the
+            // kernel's target features (`SimdPath::cpu_has`); the kernel
+            // bounds every access by its buffers.
             let [v] = unsafe { $imp::<1>(n, w, [a]) };
             v
         }
@@ -70,7 +73,7 @@ pub(crate) use wrappers;
 
 /// Whole blocks that `w` and every activation row hold, at most `n / qk`.
 #[inline]
-fn blocks<const R: usize>(
+pub(crate) fn blocks<const R: usize>(
     n: usize,
     qk: usize,
     w: &[u8],
@@ -91,7 +94,7 @@ fn blocks<const R: usize>(
 /// other lanes being unused), often the accumulator, which chains every
 /// block's scale onto the previous block's sum.
 #[inline]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     let h = u16::from_le_bytes([*p, *p.add(1)]) as u32;
     let x: __m128;
     std::arch::asm!(
@@ -117,7 +120,7 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 /// Sum of the 8 i32 lanes (wrapping, never overflows for our kernels).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn hsum_epi32(v: __m256i) -> i32 {
+pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
@@ -128,7 +131,7 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
 /// nibbles in bytes 16..32 (the Q4_0/Q4_1/Q5_x value order).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn nibbles16(p: *const u8) -> __m256i {
+pub(crate) unsafe fn nibbles16(p: *const u8) -> __m256i {
     let x = _mm_loadu_si128(p as *const __m128i);
     let v = _mm256_set_m128i(_mm_srli_epi16::<4>(x), x);
     _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
