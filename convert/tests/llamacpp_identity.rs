@@ -27,9 +27,10 @@ fn manifests() -> Vec<(String, String, std::path::PathBuf)> {
 #[test]
 fn every_manifest_matches_our_conversion() {
     let ms = manifests();
-    assert!(
-        ms.len() >= 9,
-        "manifests missing: run scripts/fixtures/make_llamacpp_refs.py"
+    assert_eq!(
+        ms.len(),
+        57,
+        "3 fixtures x (3 float + 8 quantized x {{mix, pure}}): run scripts/fixtures/make_llamacpp_refs.py"
     );
     let tmp = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
