@@ -67,8 +67,8 @@ pub enum ConvertError {
         source: quant::QuantError,
     },
 
-    #[error("interrupted; {0} was not written")]
-    Interrupted(PathBuf),
+    #[error("interrupted while writing tensor '{tensor}'; {path} was not written")]
+    Interrupted { path: PathBuf, tensor: String },
 
     #[error("{0}")]
     Other(String),

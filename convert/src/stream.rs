@@ -180,7 +180,10 @@ pub fn write_tensor(
     let mut row0 = 0;
     while row0 < n_rows {
         if cancel.load(Ordering::Relaxed) {
-            return Err(ConvertError::Interrupted(out_path));
+            return Err(ConvertError::Interrupted {
+                path: out_path,
+                tensor: name.to_string(),
+            });
         }
         let rows = batch_rows.min(n_rows - row0);
         vals.resize(rows * n, 0.0);
