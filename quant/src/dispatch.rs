@@ -1,5 +1,5 @@
 //! Kernel selection: one dot function per (weight type, SIMD path). A SIMD
-//! path plugs in by returning its functions from [`simd_dot`] for the types
+//! path plugs in by returning its functions from `simd_dot` for the types
 //! it implements; every other type falls back to the next slower path.
 //! Written today: AVX2 (+FMA, F16C) for every supported type except Q8_K
 //! weights; with the `avx512` cargo feature, AVX-512 for Q4_0, Q8_0, Q4_K

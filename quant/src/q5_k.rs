@@ -1,6 +1,6 @@
 //! Q5_K: super-blocks of 256 values, 176 bytes: fp16 d, fp16 dmin, 12 bytes
 //! of packed 6-bit (scale, min) pairs, 32 bytes qh of fifth bits (bit 2g of
-//! qh[l] = value 64g + l, bit 2g+1 = value 64g + 32 + l), 128 bytes of low
+//! qh\[l\] = value 64g + l, bit 2g+1 = value 64g + 32 + l), 128 bytes of low
 //! nibbles laid out as Q4_K. value = d * sc_j * q - dmin * m_j.
 
 use crate::fp16::f16_le;
