@@ -35,6 +35,8 @@ enum Command {
     Chat(cli::chat::Args),
     /// Serve an OpenAI-compatible HTTP API.
     Serve(cli::serve::Args),
+    /// Measure prompt processing and generation speed, llama-bench style.
+    Bench(cli::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Perplexity(a) => cli::perplexity::run(a),
         Command::Chat(a) => cli::chat::run(a),
         Command::Serve(a) => cli::serve::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

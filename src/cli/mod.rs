@@ -1,5 +1,6 @@
 //! The command-line front end: one module per subcommand.
 
+pub mod bench;
 pub mod chat;
 pub mod convert;
 pub mod inspect;
