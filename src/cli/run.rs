@@ -1,10 +1,231 @@
-//! `mamba-gguf run` (not yet built).
+//! `mamba-gguf run`: generate text from a prompt, streaming it to stdout, with
+//! a speed and memory summary on stderr (or one JSON object with `--json`).
+//! Also holds the helpers `logits` and `perplexity` share (model loading,
+//! prompt reading, thread pool).
 
-use anyhow::{bail, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use mamba_gguf::sampler::{Sampler, SamplerConfig};
+use mamba_gguf::session::DEFAULT_CHUNK;
+use mamba_gguf::tokenizer::{StreamDecoder, Tokenizer};
+use mamba_gguf::{procmem, Model, Session};
+use serde_json::json;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The GGUF model (architecture `mamba`).
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(short = 'p', long = "prompt", conflicts_with = "file", required_unless_present = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a UTF-8 file.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Tokens to generate at most (generation also stops at an end-of-sequence token).
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    pub n_predict: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0: off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1: off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min-p times the most likely (0: off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalise tokens seen in the last --repeat-last-n (1: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Window of the repetition penalty.
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed (default: from the clock; printed in the summary).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Prompt tokens per forward during prefill.
+    #[arg(long = "prefill-chunk", default_value_t = DEFAULT_CHUNK)]
+    pub prefill_chunk: usize,
+    /// Print one JSON object at the end instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`run` is not built yet")
+/// Installs the global rayon pool with `threads` threads (all cores by default).
+pub fn init_threads(threads: Option<usize>) -> Result<usize> {
+    let n = match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    // Fails only if a pool was already installed (tests calling twice): keep it.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    Ok(rayon::current_num_threads())
+}
+
+/// Loads and validates a model; errors name the file.
+pub fn load_model(path: &Path) -> Result<Model> {
+    Model::load(path).with_context(|| format!("cannot load model {}", path.display()))
+}
+
+/// The model file's tokenizer.
+pub fn load_tokenizer(model: &Model, path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_gguf(model.gguf()).with_context(|| format!("cannot read the tokenizer of {}", path.display()))
+}
+
+/// The prompt from -p or -f (which must be UTF-8).
+pub fn read_text(prompt: Option<&str>, file: Option<&Path>) -> Result<String> {
+    match (prompt, file) {
+        (Some(p), _) => Ok(p.to_string()),
+        (None, Some(f)) => {
+            let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+            String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not UTF-8 text (invalid byte at offset {})",
+                    f.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })
+        }
+        (None, None) => bail!("give a prompt with -p TEXT or -f FILE"),
+    }
+}
+
+/// Tokenizes a prompt, BOS first when the tokenizer asks for it; refuses an
+/// empty result.
+pub fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    if text.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let ids = tok.encode(text, tok.add_bos()).context("cannot tokenize the prompt")?;
+    if ids.is_empty() {
+        bail!("the prompt gives no tokens");
+    }
+    Ok(ids)
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let threads = init_threads(args.threads)?;
+    if args.prefill_chunk == 0 {
+        bail!("--prefill-chunk must be at least 1");
+    }
+    let text = read_text(args.prompt.as_deref(), args.file.as_deref())?;
+    let t0 = Instant::now();
+    let model = load_model(&args.model)?;
+    let tok = load_tokenizer(&model, &args.model)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let prompt_ids = encode_prompt(&tok, &text)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    let mut sampler = Sampler::new(SamplerConfig {
+        temp: args.temp,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: args.repeat_last_n,
+        seed,
+    });
+    let eos = tok.eos_ids().to_vec();
+    let mut session = Session::with_chunk(&model, args.prefill_chunk);
+
+    let t1 = Instant::now();
+    session.feed(&prompt_ids)?;
+    let prefill_s = t1.elapsed().as_secs_f64();
+
+    let mut history = prompt_ids.clone();
+    let mut ids = Vec::with_capacity(args.n_predict);
+    let mut text_out = String::new();
+    let mut dec = StreamDecoder::new();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut stop = "length";
+    let t2 = Instant::now();
+    for i in 0..args.n_predict {
+        let next = sampler.sample(session.logits(), &history);
+        if eos.contains(&next) {
+            stop = "eos";
+            break;
+        }
+        ids.push(next);
+        history.push(next);
+        let piece = dec.push(&tok, next);
+        if !args.json {
+            out.write_all(piece.as_bytes())?;
+            out.flush()?;
+        }
+        text_out.push_str(&piece);
+        if i + 1 < args.n_predict {
+            session.feed(&[next])?;
+        }
+    }
+    let decode_s = t2.elapsed().as_secs_f64();
+    let tail = dec.flush();
+    text_out.push_str(&tail);
+    let peak = procmem::peak_rss_kib();
+    let stats = json!({
+        "prompt_tokens": prompt_ids.len(),
+        "load_s": load_s,
+        "prefill_s": prefill_s,
+        "prefill_tok_s": rate(prompt_ids.len(), prefill_s),
+        "generated_tokens": ids.len(),
+        "decode_s": decode_s,
+        "decode_tok_s": rate(ids.len(), decode_s),
+        "stop": stop,
+        "seed": seed,
+        "threads": threads,
+        "prefill_chunk": args.prefill_chunk,
+        "peak_rss_kib": peak,
+        "state_and_scratch_bytes": session.bytes(),
+    });
+    if args.json {
+        let obj = json!({"prompt_ids": prompt_ids, "ids": ids, "text": text_out, "stats": stats});
+        writeln!(out, "{obj}")?;
+    } else {
+        out.write_all(tail.as_bytes())?;
+        writeln!(out)?;
+        out.flush()?;
+        eprintln!(
+            "\nprompt: {} tokens, prefill {:.2} tok/s ({:.3} s); generated: {} tokens, decode {:.2} tok/s ({:.3} s); stop: {stop}",
+            prompt_ids.len(),
+            rate(prompt_ids.len(), prefill_s),
+            prefill_s,
+            ids.len(),
+            rate(ids.len(), decode_s),
+            decode_s
+        );
+        eprintln!(
+            "peak RSS {} MiB; load {:.3} s; seed {seed}; threads {threads}; weights {}",
+            peak.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "?".into()),
+            load_s,
+            model
+                .weight_types()
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join("+")
+        );
+    }
+    Ok(())
 }
