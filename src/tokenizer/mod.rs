@@ -91,8 +91,8 @@ pub enum TokenizerError {
 
 #[derive(Debug)]
 enum Backend {
-    Vocab(BpeVocab),
-    Hf(HfBackend),
+    Vocab(Box<BpeVocab>),
+    Hf(Box<HfBackend>),
 }
 
 /// A text tokenizer with the special-token facts a runtime needs.
@@ -124,7 +124,7 @@ impl Tokenizer {
     pub fn from_gguf(file: &gguf::GgufFile) -> Result<Tokenizer, TokenizerError> {
         match gguf_load::hf_json(file)? {
             Some(json) => {
-                let backend = Backend::Hf(HfBackend::from_json(json)?);
+                let backend = Backend::Hf(Box::new(HfBackend::from_json(json)?));
                 let n = match &backend {
                     Backend::Hf(h) => h.vocab_size(),
                     Backend::Vocab(v) => v.len(),
@@ -153,14 +153,17 @@ impl Tokenizer {
     ) -> Result<Tokenizer, TokenizerError> {
         let vocab = BpeVocab::new(parts, PreSplitter::new(pre)?)?;
         check_ids(&specials, vocab.len())?;
-        Ok(Tokenizer::with_specials(Backend::Vocab(vocab), specials))
+        Ok(Tokenizer::with_specials(
+            Backend::Vocab(Box::new(vocab)),
+            specials,
+        ))
     }
 
     /// A `tokenizer.json` on its own: no BOS, no EOS ids, no chat template
     /// (those live in the GGUF keys or `tokenizer_config.json`).
     pub fn from_hf_json(json: &str) -> Result<Tokenizer, TokenizerError> {
         Ok(Tokenizer::with_specials(
-            Backend::Hf(HfBackend::from_json(json)?),
+            Backend::Hf(Box::new(HfBackend::from_json(json)?)),
             SpecialIds::default(),
         ))
     }
