@@ -7,6 +7,10 @@ pub mod sampler;
 pub mod session;
 pub mod state;
 pub mod tokenizer;
+pub mod server;
+pub mod chat_template;
+pub mod state_file;
+pub mod generate;
 
 pub use error::ModelError;
 pub use model::Model;

@@ -1,10 +1,84 @@
-//! `mamba-gguf serve` (being built).
+//! `mamba-gguf serve`: an OpenAI-compatible HTTP server with prompt caching by
+//! SSM state (see `mamba_gguf::server`).
 
-use anyhow::{bail, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use mamba_gguf::server::{self, ServerConfig};
+use mamba_gguf::Model;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The GGUF model.
+    #[arg(short = 'm', long = "model")]
+    pub model: std::path::PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests generating at once.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Requests that may wait for a slot; more get 429.
+    #[arg(long, default_value_t = 8)]
+    pub queue: usize,
+    /// Prompt-cache budget (MiB of model states); 0 disables the cache.
+    #[arg(long, default_value_t = 512)]
+    pub cache_mb: usize,
+    /// Longest prompt in tokens.
+    #[arg(long, default_value_t = 32768)]
+    pub max_prompt_tokens: usize,
+    /// Largest max_tokens a request may ask for.
+    #[arg(long, default_value_t = 4096)]
+    pub max_tokens: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body: usize,
+    /// Seconds a request may take in all.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Rayon threads for the matmuls (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`serve` is not built yet")
+pub fn run(args: Args) -> Result<()> {
+    if let Some(t) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let model = Model::load(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let name = args
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let cfg = ServerConfig {
+        host: args.host,
+        port: args.port,
+        parallel: args.parallel.max(1),
+        queue: args.queue,
+        cache_mb: args.cache_mb,
+        max_body: args.max_body,
+        max_prompt_tokens: args.max_prompt_tokens,
+        max_tokens: args.max_tokens,
+        default_max_tokens: 256.min(args.max_tokens),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        model_name: name,
+    };
+    let parallel = cfg.parallel;
+    let handle = server::spawn(Arc::new(model), cfg)?;
+    eprintln!(
+        "serving {} on http://{} ({} slot{})",
+        args.model.display(),
+        handle.addr,
+        parallel,
+        if parallel == 1 { "" } else { "s" }
+    );
+    handle.wait();
+    Ok(())
 }

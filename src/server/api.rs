@@ -1,0 +1,280 @@
+//! OpenAI request parsing (field by field, so that a wrong field is named in
+//! the error) and the error body `{"error": {"message", "type", "param", "code"}}`.
+
+use serde_json::{json, Map, Value};
+
+use super::engine::GenParams;
+use crate::chat_template::Message;
+use crate::sampler::SamplerConfig;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn bad(param: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: (!param.is_empty()).then(|| param.to_string()),
+            code: None,
+        }
+    }
+
+    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+/// Server-side limits and defaults applied to requests.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The most `max_tokens` a request may ask for.
+    pub max_tokens: usize,
+    /// `max_tokens` when the request gives none.
+    pub default_max_tokens: usize,
+}
+
+/// Parses a JSON body into an object.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("", format!("request body is not valid JSON: {e}")))?;
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::bad("", "request body must be a JSON object")),
+    }
+}
+
+fn opt<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    m.get(key).filter(|v| !v.is_null())
+}
+
+pub fn get_bool(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match opt(m, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::bad(key, format!("'{key}' must be a boolean"))),
+    }
+}
+
+fn get_f32(m: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
+    match opt(m, key) {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(x) if (lo..=hi).contains(&x) => Ok(Some(x as f32)),
+            Some(x) => Err(ApiError::bad(
+                key,
+                format!("'{key}' is {x}, it must be between {lo} and {hi}"),
+            )),
+            None => Err(ApiError::bad(key, format!("'{key}' must be a number"))),
+        },
+    }
+}
+
+fn get_uint(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
+    match opt(m, key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::bad(key, format!("'{key}' must be a non-negative integer"))
+        }),
+    }
+}
+
+/// Sampling and length settings common to both endpoints.
+pub fn gen_params(
+    m: &Map<String, Value>,
+    limits: &Limits,
+    logprobs: bool,
+) -> Result<GenParams, ApiError> {
+    let max = match get_uint(m, "max_completion_tokens")? {
+        Some(v) => Some(v),
+        None => get_uint(m, "max_tokens")?,
+    };
+    let max_tokens = match max {
+        None => limits.default_max_tokens,
+        Some(v) if v as usize <= limits.max_tokens => v as usize,
+        Some(v) => {
+            return Err(ApiError::bad(
+                "max_tokens",
+                format!(
+                    "max_tokens is {v}, more than this server's limit of {}",
+                    limits.max_tokens
+                ),
+            ))
+        }
+    };
+    if let Some(n) = get_uint(m, "n")? {
+        if n != 1 {
+            return Err(ApiError::bad("n", "only n = 1 is supported"));
+        }
+    }
+    let temp = get_f32(m, "temperature", 0.0, 2.0)?.unwrap_or(1.0);
+    let top_p = get_f32(m, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
+    let min_p = get_f32(m, "min_p", 0.0, 1.0)?.unwrap_or(0.0);
+    let top_k = get_uint(m, "top_k")?.unwrap_or(0) as usize;
+    let repeat_penalty = get_f32(m, "repeat_penalty", 0.0, 10.0)?.unwrap_or(1.0);
+    get_f32(m, "frequency_penalty", -2.0, 2.0)?;
+    get_f32(m, "presence_penalty", -2.0, 2.0)?;
+    let seed = match opt(m, "seed") {
+        None => 0,
+        Some(v) => match (v.as_u64(), v.as_i64()) {
+            (Some(u), _) => u,
+            (None, Some(i)) => i as u64,
+            _ => return Err(ApiError::bad("seed", "'seed' must be an integer")),
+        },
+    };
+    let stop = match opt(m, "stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => {
+            let mut out = Vec::new();
+            for v in a {
+                match v.as_str() {
+                    Some(s) => out.push(s.to_string()),
+                    None => return Err(ApiError::bad("stop", "'stop' must be strings")),
+                }
+            }
+            if out.len() > 4 {
+                return Err(ApiError::bad("stop", "at most 4 stop strings"));
+            }
+            out
+        }
+        Some(_) => {
+            return Err(ApiError::bad(
+                "stop",
+                "'stop' must be a string or an array of strings",
+            ))
+        }
+    };
+    let stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
+    Ok(GenParams {
+        max_tokens,
+        sampler: SamplerConfig {
+            temp,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            repeat_last_n: 64,
+            seed,
+        },
+        stop,
+        logprobs,
+        ignore_eos: get_bool(m, "ignore_eos")?.unwrap_or(false),
+    })
+}
+
+/// `messages` of a chat request: a non-empty array of `{role, content}` where
+/// content is a string or an array of `{"type": "text", "text": ...}` parts.
+pub fn messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
+    let arr = match m.get("messages") {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => return Err(ApiError::bad("messages", "'messages' is required")),
+        Some(_) => return Err(ApiError::bad("messages", "'messages' must be an array")),
+    };
+    if arr.is_empty() {
+        return Err(ApiError::bad("messages", "'messages' must not be empty"));
+    }
+    let mut out = Vec::with_capacity(arr.len());
+    for (i, v) in arr.iter().enumerate() {
+        let p = format!("messages[{i}]");
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ApiError::bad(&p, format!("{p} must be an object")))?;
+        let role = obj
+            .get("role")
+            .and_then(|r| r.as_str())
+            .ok_or_else(|| ApiError::bad(&format!("{p}.role"), format!("{p}.role must be a string")))?;
+        let content = match obj.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(Value::Array(parts)) => {
+                let mut s = String::new();
+                for part in parts {
+                    match (part.get("type").and_then(|t| t.as_str()), part.get("text").and_then(|t| t.as_str())) {
+                        (Some("text"), Some(t)) => s.push_str(t),
+                        _ => {
+                            return Err(ApiError::bad(
+                                &format!("{p}.content"),
+                                "only text content parts are supported",
+                            ))
+                        }
+                    }
+                }
+                s
+            }
+            Some(_) => {
+                return Err(ApiError::bad(
+                    &format!("{p}.content"),
+                    format!("{p}.content must be a string or an array of text parts"),
+                ))
+            }
+        };
+        out.push(Message::new(role, content));
+    }
+    Ok(out)
+}
+
+/// `prompt` of a completion request: a string or an array of one string.
+pub fn prompt(m: &Map<String, Value>) -> Result<String, ApiError> {
+    match m.get("prompt") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Ok(a[0].as_str().unwrap_or_default().to_string())
+        }
+        Some(Value::Array(_)) => Err(ApiError::bad(
+            "prompt",
+            "'prompt' must be a string or an array of exactly one string",
+        )),
+        None | Some(Value::Null) => Err(ApiError::bad("prompt", "'prompt' is required")),
+        Some(_) => Err(ApiError::bad("prompt", "'prompt' must be a string")),
+    }
+}
+
+/// Whether to stream, and whether the final chunk carries usage.
+pub fn stream(m: &Map<String, Value>) -> Result<(bool, bool), ApiError> {
+    let stream = get_bool(m, "stream")?.unwrap_or(false);
+    let include_usage = match opt(m, "stream_options") {
+        None => false,
+        Some(Value::Object(o)) => get_bool(o, "include_usage")
+            .map_err(|_| ApiError::bad("stream_options.include_usage", "must be a boolean"))?
+            .unwrap_or(false),
+        Some(_) => return Err(ApiError::bad("stream_options", "must be an object")),
+    };
+    Ok((stream, include_usage))
+}
+
+/// Chat `logprobs` (a boolean) or completion `logprobs` (an integer, 0..=5).
+pub fn logprobs(m: &Map<String, Value>, chat: bool) -> Result<bool, ApiError> {
+    if chat {
+        Ok(get_bool(m, "logprobs")?.unwrap_or(false))
+    } else {
+        match get_uint(m, "logprobs")? {
+            None => Ok(false),
+            Some(n) if n <= 5 => Ok(true),
+            Some(_) => Err(ApiError::bad("logprobs", "'logprobs' must be at most 5")),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The official `openai` Python client against the server
+//! (scripts/openai_client/check.py). Skipped, with a notice, when `python3`
+//! cannot import `openai` (set MAMBA_GGUF_PYTHON to use another interpreter).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mamba_gguf::server::{self, ServerConfig};
+use mamba_gguf::Model;
+
+#[test]
+fn official_openai_client() {
+    let py = std::env::var("MAMBA_GGUF_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import openai"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIP: {py} cannot import openai (pip install openai to run this check)");
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model = Arc::new(
+        Model::load(root.join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"))
+            .expect("fixture model loads"),
+    );
+    let h = server::spawn(
+        model,
+        ServerConfig {
+            port: 0,
+            timeout: Duration::from_secs(60),
+            ..ServerConfig::default()
+        },
+    )
+    .expect("server starts");
+    let out = Command::new(&py)
+        .arg(root.join("scripts/openai_client/check.py"))
+        .arg("--base-url")
+        .arg(format!("http://{}/v1", h.addr))
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .expect("runs python");
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check.py failed:\n{so}\n{se}");
+    eprintln!("{so}");
+}
