@@ -157,7 +157,7 @@ fn ctrl_c_stops_and_leaves_nothing() {
     for _attempt in 0..5 {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("int.gguf");
-        let mut child = Command::new(bin())
+        let child = Command::new(bin())
             .args([
                 "convert",
                 dir.to_str().unwrap(),
