@@ -17,6 +17,9 @@
 //! Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; 32-block types stay; and if the
 //! result still does not fit, F16.
 
+// `%` rather than `is_multiple_of`: the workspace MSRV is 1.80.
+#![allow(clippy::manual_is_multiple_of)]
+
 use quant::GgmlType;
 
 /// The output types `convert` and `quantize` accept.
@@ -137,7 +140,7 @@ fn float_type(name: &str, dims: &[u64], ty: GgmlType) -> GgmlType {
 
 /// llama-quantize's fallback for a row length the type's blocks do not fill.
 pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
-    let fits = |t: GgmlType| ncols.is_multiple_of(t.block_size() as u64);
+    let fits = |t: GgmlType| ncols % t.block_size() as u64 == 0;
     if fits(ty) {
         return ty;
     }
@@ -183,7 +186,7 @@ pub fn tensor_type(
     let mut ty = base;
     let ncols = dims.first().copied().unwrap_or(0);
     if !pure && (name == "output.weight" || (tied && name == "token_embd.weight")) {
-        ty = if !ncols.is_multiple_of(base.block_size() as u64) {
+        ty = if ncols % base.block_size() as u64 != 0 {
             GgmlType::Q8_0
         } else if base != GgmlType::Q8_0 {
             GgmlType::Q6_K
