@@ -159,7 +159,10 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
-        let tmpl = self.env.get_template("chat").map_err(TemplateError::Render)?;
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(TemplateError::Render)?;
         tmpl.render(minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -210,7 +213,8 @@ mod tests {
 
     #[test]
     fn hf_helpers() {
-        let src = "{{ bos_token }}{% for m in messages %}{% if m.role not in ['user', 'assistant'] %}\
+        let src =
+            "{{ bos_token }}{% for m in messages %}{% if m.role not in ['user', 'assistant'] %}\
                    {{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}\
                    {% if m.content.startswith('x') %}X{% endif %}{{ m.content.strip() | tojson }}\
                    {% endfor %}{{ eos_token }}";

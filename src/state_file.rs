@@ -187,7 +187,10 @@ pub fn decode(
     let hp = &model.hp;
     let want_conv = (hp.d_conv.saturating_sub(1) * hp.d_inner) as u64;
     let want_ssm = (hp.d_inner * hp.d_state) as u64;
-    if n_layer != hp.n_layer || conv != want_conv || ssm != want_ssm || n_logits != hp.n_vocab as u64
+    if n_layer != hp.n_layer
+        || conv != want_conv
+        || ssm != want_ssm
+        || n_logits != hp.n_vocab as u64
     {
         return Err(StateFileError::Shape {
             path: path.to_string(),
@@ -284,11 +287,9 @@ pub fn load_with_note(
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let name = path.display().to_string();
     let (snap, note) = decode(session.model(), &bytes, &name)?;
-    session
-        .restore(&snap)
-        .map_err(|e| StateFileError::Shape {
-            path: name,
-            what: e.to_string(),
-        })?;
+    session.restore(&snap).map_err(|e| StateFileError::Shape {
+        path: name,
+        what: e.to_string(),
+    })?;
     Ok(note)
 }

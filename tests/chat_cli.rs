@@ -61,15 +61,15 @@ fn turns_use_the_cache_and_saved_state_continues() {
     assert!(f1[1].1 > f1[0].0, "{f1:?}");
     assert!(f1[1].0 > f1[1].1, "{f1:?}");
 
-    let (out2, err2) = chat(&format!(
-        "/load {}\nWhat next?\n/quit\n",
-        state.display()
-    ));
+    let (out2, err2) = chat(&format!("/load {}\nWhat next?\n/quit\n", state.display()));
     assert!(err2.contains("(loaded"), "{err2}");
     let f2 = figures(&err2);
     assert_eq!(f2, [f1[1]], "{err2}");
     // The reply after /load is the uninterrupted conversation's second reply.
-    assert!(out1.ends_with(&out2) && out1.len() > out2.len(), "{out1:?}\n{out2:?}");
+    assert!(
+        out1.ends_with(&out2) && out1.len() > out2.len(),
+        "{out1:?}\n{out2:?}"
+    );
 
     // /reset, unknown commands and bad files are reported and the chat goes on.
     let bad = dir.path().join("bad.state");
@@ -78,7 +78,10 @@ fn turns_use_the_cache_and_saved_state_continues() {
         "/load {}\n/frobnicate\n/reset\nHi\n/quit\n",
         bad.display()
     ));
-    assert!(err3.contains("bad.state") && err3.contains("not a mamba-gguf state file"), "{err3}");
+    assert!(
+        err3.contains("bad.state") && err3.contains("not a mamba-gguf state file"),
+        "{err3}"
+    );
     assert!(err3.contains("unknown command /frobnicate"), "{err3}");
     assert_eq!(figures(&err3).len(), 1, "{err3}");
 }

@@ -48,7 +48,12 @@ fn post(h: &ServerHandle, path: &str, body: &Value) -> (u16, Value) {
 
 /// Greedy generation with the library, from a fresh session fed `prompt` at
 /// once: (tokens, log-probabilities), stopping at an EOS id.
-fn library_greedy(model: &Model, tok: &Tokenizer, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+fn library_greedy(
+    model: &Model,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    n: usize,
+) -> (Vec<u32>, Vec<f32>) {
     let mut s = Session::new(model);
     let mut logits = s.feed(prompt).expect("feeds").to_vec();
     let mut sampler = Sampler::new(SamplerConfig {
@@ -98,7 +103,10 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 }
 
 fn msgs_json(m: &[Message]) -> Value {
-    json!(m.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>())
+    json!(m
+        .iter()
+        .map(|m| json!({"role": m.role, "content": m.content}))
+        .collect::<Vec<_>>())
 }
 
 #[test]
@@ -127,7 +135,10 @@ fn chat_matches_library_and_second_turn_starts_from_cache() {
     let (lib_ids, lib_lp) = library_greedy(&model, &tok, &p1, n);
     assert_eq!(ids_of(c1), lib_ids);
     assert_close(&chat_logprobs(c1), &lib_lp, "turn 1");
-    let reply = c1["message"]["content"].as_str().expect("content").to_string();
+    let reply = c1["message"]["content"]
+        .as_str()
+        .expect("content")
+        .to_string();
     assert_eq!(reply, tok.decode(&lib_ids));
     assert_eq!(c1["message"]["role"], "assistant");
     let u1 = &r1["usage"];
@@ -146,7 +157,10 @@ fn chat_matches_library_and_second_turn_starts_from_cache() {
     assert_eq!(st, 200, "{r2}");
     let c2 = &r2["choices"][0];
     let cached = p1.len() + lib_ids.len();
-    assert_eq!(r2["usage"]["prompt_tokens_details"]["cached_tokens"], cached);
+    assert_eq!(
+        r2["usage"]["prompt_tokens_details"]["cached_tokens"],
+        cached
+    );
     // A cold run of the same tokens: the first prompt, the generated reply as
     // generated, then the rest of the rendering tokenized between message
     // boundaries.
@@ -156,7 +170,14 @@ fn chat_matches_library_and_second_turn_starts_from_cache() {
     let mut cold: Vec<u32> = p1.clone();
     cold.extend_from_slice(&lib_ids);
     let mut pos = seen.len();
-    for end in bounds.iter().copied().filter(|&b| b > pos).chain([full2.len()]) {
+    let start = pos;
+    let ends: Vec<usize> = bounds
+        .iter()
+        .copied()
+        .filter(|&b| b > start)
+        .chain([full2.len()])
+        .collect();
+    for end in ends {
         cold.extend(tok.encode(&full2[pos..end], false).expect("encodes"));
         pos = end;
     }
@@ -167,7 +188,10 @@ fn chat_matches_library_and_second_turn_starts_from_cache() {
 
     // The same request again comes entirely from the cache and gives the same.
     let (_, r3) = post(&h, "/v1/chat/completions", &req(&msgs));
-    assert_eq!(r3["usage"]["prompt_tokens_details"]["cached_tokens"], cold.len());
+    assert_eq!(
+        r3["usage"]["prompt_tokens_details"]["cached_tokens"],
+        cold.len()
+    );
     assert_eq!(ids_of(&r3["choices"][0]), cold_ids);
 }
 
@@ -236,8 +260,10 @@ fn streaming_equals_non_streaming() {
     // Chat streaming: a role delta first, content deltas, a finish reason.
     let r = client()
         .post(format!("http://{}/v1/chat/completions", h.addr))
-        .json(&json!({"messages": [{"role": "user", "content": "Hi"}], "temperature": 0,
-                      "max_tokens": 6, "stream": true}))
+        .json(
+            &json!({"messages": [{"role": "user", "content": "Hi"}], "temperature": 0,
+                      "max_tokens": 6, "stream": true}),
+        )
         .send()
         .expect("request");
     let chunks = read_sse(r);
@@ -251,9 +277,7 @@ fn streaming_equals_non_streaming() {
 fn concurrent_streams_equal_sequential() {
     let model = model();
     let prompts = ["The sky is", "Rust is a language", "1, 2, 3,", "Dear diary"];
-    let body = |p: &str| {
-        json!({"prompt": p, "temperature": 0, "max_tokens": 16, "stream": true, "return_tokens": true})
-    };
+    let body = |p: &str| json!({"prompt": p, "temperature": 0, "max_tokens": 16, "stream": true, "return_tokens": true});
     let seq: Vec<Vec<u32>> = {
         let h = start(model.clone(), |c| c.cache_mb = 0);
         prompts
@@ -288,7 +312,9 @@ fn concurrent_streams_equal_sequential() {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("client thread")).collect()
+        hs.into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
     });
     assert_eq!(par, seq);
     assert!(seq.iter().all(|s| !s.is_empty()));
@@ -301,22 +327,86 @@ fn bad_requests_get_400_and_the_server_keeps_serving() {
     let cases: Vec<(&str, String, Option<&str>)> = vec![
         ("/v1/chat/completions", "{not json".into(), None),
         ("/v1/chat/completions", "[1, 2]".into(), None),
-        ("/v1/chat/completions", json!({"messages": []}).to_string(), Some("messages")),
-        ("/v1/chat/completions", json!({"messages": "hi"}).to_string(), Some("messages")),
-        ("/v1/chat/completions", json!({}).to_string(), Some("messages")),
-        ("/v1/chat/completions", json!({"messages": [{"role": 1, "content": "x"}]}).to_string(), Some("messages[0].role")),
-        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": 5}]}).to_string(), Some("messages[0].content")),
-        ("/v1/completions", json!({"prompt": 5}).to_string(), Some("prompt")),
-        ("/v1/completions", json!({"prompt": "x", "max_tokens": "ten"}).to_string(), Some("max_tokens")),
-        ("/v1/completions", json!({"prompt": "x", "max_tokens": -1}).to_string(), Some("max_tokens")),
-        ("/v1/completions", json!({"prompt": "x", "max_tokens": 1_000_000}).to_string(), Some("max_tokens")),
-        ("/v1/completions", json!({"prompt": "x", "temperature": "hot"}).to_string(), Some("temperature")),
-        ("/v1/completions", json!({"prompt": "x", "stream": "yes"}).to_string(), Some("stream")),
-        ("/v1/completions", json!({"prompt": "x", "stop": [1]}).to_string(), Some("stop")),
-        ("/v1/completions", json!({"prompt": "x", "n": 2}).to_string(), Some("n")),
-        ("/v1/completions", json!({"prompt": ""}).to_string(), Some("prompt")),
-        ("/detokenize", json!({"tokens": [1, 99999999]}).to_string(), Some("tokens")),
-        ("/tokenize", json!({"content": 3}).to_string(), Some("content")),
+        (
+            "/v1/chat/completions",
+            json!({"messages": []}).to_string(),
+            Some("messages"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": "hi"}).to_string(),
+            Some("messages"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({}).to_string(),
+            Some("messages"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": 1, "content": "x"}]}).to_string(),
+            Some("messages[0].role"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": 5}]}).to_string(),
+            Some("messages[0].content"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": 5}).to_string(),
+            Some("prompt"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "max_tokens": "ten"}).to_string(),
+            Some("max_tokens"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "max_tokens": -1}).to_string(),
+            Some("max_tokens"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "max_tokens": 1_000_000}).to_string(),
+            Some("max_tokens"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "temperature": "hot"}).to_string(),
+            Some("temperature"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "stream": "yes"}).to_string(),
+            Some("stream"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "stop": [1]}).to_string(),
+            Some("stop"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "n": 2}).to_string(),
+            Some("n"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": ""}).to_string(),
+            Some("prompt"),
+        ),
+        (
+            "/detokenize",
+            json!({"tokens": [1, 99999999]}).to_string(),
+            Some("tokens"),
+        ),
+        (
+            "/tokenize",
+            json!({"content": 3}).to_string(),
+            Some("content"),
+        ),
     ];
     for (path, body, param) in &cases {
         let r = c
@@ -347,11 +437,18 @@ fn bad_requests_get_400_and_the_server_keeps_serving() {
     let v: Value = r.json().expect("JSON error body");
     assert!(v["error"]["message"].is_string(), "{v}");
     // Unknown path.
-    let r = c.get(format!("http://{}/v2/nothing", h.addr)).send().expect("request");
+    let r = c
+        .get(format!("http://{}/v2/nothing", h.addr))
+        .send()
+        .expect("request");
     assert_eq!(r.status().as_u16(), 404);
 
     // Still serving.
-    let (st, ok) = post(&h, "/v1/completions", &json!({"prompt": "Hello", "max_tokens": 3, "temperature": 0}));
+    let (st, ok) = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 3, "temperature": 0}),
+    );
     assert_eq!(st, 200, "{ok}");
     assert!(ok["choices"][0]["text"].is_string());
 }
@@ -374,7 +471,11 @@ fn tokenize_models_health() {
     let (st, d) = post(&h, "/detokenize", &json!({"tokens": ids}));
     assert_eq!(st, 200);
     assert_eq!(d["content"], text);
-    let (_, p) = post(&h, "/tokenize", &json!({"content": "Hi", "with_pieces": true}));
+    let (_, p) = post(
+        &h,
+        "/tokenize",
+        &json!({"content": "Hi", "with_pieces": true}),
+    );
     assert_eq!(p["tokens"][0]["piece"], "Hi");
 
     let m: Value = client()
@@ -413,8 +514,10 @@ fn full_server_answers_429_and_a_disconnect_frees_the_slot() {
     // A long streaming request holds the only slot.
     let long = client()
         .post(format!("http://{}/v1/completions", h.addr))
-        .json(&json!({"prompt": "Go on and on", "max_tokens": 100_000, "temperature": 1.0,
-                      "stream": true, "ignore_eos": true}))
+        .json(
+            &json!({"prompt": "Go on and on", "max_tokens": 100_000, "temperature": 1.0,
+                      "stream": true, "ignore_eos": true}),
+        )
         .send()
         .expect("request");
     assert_eq!(long.status().as_u16(), 200);
@@ -422,7 +525,11 @@ fn full_server_answers_429_and_a_disconnect_frees_the_slot() {
     // Wait until it streams.
     let first = lines.next().expect("a line").expect("line");
     assert!(first.starts_with("data: "), "{first}");
-    let (st, busy) = post(&h, "/v1/completions", &json!({"prompt": "x", "max_tokens": 1}));
+    let (st, busy) = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "x", "max_tokens": 1}),
+    );
     assert_eq!(st, 429, "{busy}");
     assert_eq!(busy["error"]["type"], "rate_limit_error");
     assert_eq!(health(&h)["running"], 1);
@@ -433,6 +540,10 @@ fn full_server_answers_429_and_a_disconnect_frees_the_slot() {
         assert!(t.elapsed() < Duration::from_secs(10), "slot not freed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (st, ok) = post(&h, "/v1/completions", &json!({"prompt": "x", "max_tokens": 2}));
+    let (st, ok) = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "x", "max_tokens": 2}),
+    );
     assert_eq!(st, 200, "{ok}");
 }

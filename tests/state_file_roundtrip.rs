@@ -7,7 +7,9 @@ use mamba_gguf::state_file::{self, StateFileError};
 use mamba_gguf::{Model, Session};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llamacpp").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/llamacpp")
+        .join(name)
 }
 
 fn f32_model() -> Model {
@@ -108,7 +110,10 @@ fn damaged_files_refused() {
     check(good[..good.len() - 100].to_vec(), "checksum");
     check(good[..20].to_vec(), "shorter than its header");
     // Not a state file.
-    check(b"GGUF and more bytes than a header would need, really".to_vec(), "bad magic");
+    check(
+        b"GGUF and more bytes than a header would need, really".to_vec(),
+        "bad magic",
+    );
     // A future version.
     let mut b = good.clone();
     b[8] = 9;

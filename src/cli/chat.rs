@@ -250,8 +250,8 @@ pub fn run(args: Args) -> Result<()> {
             .build_global()
             .context("setting the thread count")?;
     }
-    let model = Model::load(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model =
+        Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let tok = Tokenizer::from_gguf(model.gguf())
         .with_context(|| format!("tokenizer of {}", args.model.display()))?;
     if tok.chat_template().is_none() {
@@ -279,7 +279,10 @@ pub fn run(args: Args) -> Result<()> {
         system: args.system.clone(),
     };
     chat.reset();
-    eprintln!("chatting with {} (/reset, /save FILE, /load FILE, /quit; Ctrl-C stops a reply)", args.model.display());
+    eprintln!(
+        "chatting with {} (/reset, /save FILE, /load FILE, /quit; Ctrl-C stops a reply)",
+        args.model.display()
+    );
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut line = String::new();
@@ -302,7 +305,8 @@ pub fn run(args: Args) -> Result<()> {
             eprintln!("(conversation cleared)");
             Ok(())
         } else if let Some(p) = cmd.strip_prefix("/save ") {
-            chat.save(p.trim()).map(|_| eprintln!("(saved to {})", p.trim()))
+            chat.save(p.trim())
+                .map(|_| eprintln!("(saved to {})", p.trim()))
         } else if let Some(p) = cmd.strip_prefix("/load ") {
             chat.load(p.trim()).map(|_| {
                 eprintln!(
@@ -313,7 +317,9 @@ pub fn run(args: Args) -> Result<()> {
                 )
             })
         } else if cmd.starts_with('/') && !cmd.contains(' ') {
-            Err(anyhow!("unknown command {cmd} (/reset, /save FILE, /load FILE, /quit)"))
+            Err(anyhow!(
+                "unknown command {cmd} (/reset, /save FILE, /load FILE, /quit)"
+            ))
         } else {
             chat.turn(input, &args, &mut stdout)
         };

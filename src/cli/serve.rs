@@ -50,8 +50,8 @@ pub fn run(args: Args) -> Result<()> {
             .build_global()
             .context("setting the thread count")?;
     }
-    let model = Model::load(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model =
+        Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let name = args
         .model
         .file_stem()

@@ -96,9 +96,10 @@ fn get_f32(m: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option
 fn get_uint(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
     match opt(m, key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            ApiError::bad(key, format!("'{key}' must be a non-negative integer"))
-        }),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ApiError::bad(key, format!("'{key}' must be a non-negative integer"))),
     }
 }
 
@@ -191,7 +192,9 @@ pub fn gen_params(
 pub fn messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
     let arr = match m.get("messages") {
         Some(Value::Array(a)) => a,
-        None | Some(Value::Null) => return Err(ApiError::bad("messages", "'messages' is required")),
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad("messages", "'messages' is required"))
+        }
         Some(_) => return Err(ApiError::bad("messages", "'messages' must be an array")),
     };
     if arr.is_empty() {
@@ -203,17 +206,19 @@ pub fn messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
         let obj = v
             .as_object()
             .ok_or_else(|| ApiError::bad(&p, format!("{p} must be an object")))?;
-        let role = obj
-            .get("role")
-            .and_then(|r| r.as_str())
-            .ok_or_else(|| ApiError::bad(&format!("{p}.role"), format!("{p}.role must be a string")))?;
+        let role = obj.get("role").and_then(|r| r.as_str()).ok_or_else(|| {
+            ApiError::bad(&format!("{p}.role"), format!("{p}.role must be a string"))
+        })?;
         let content = match obj.get("content") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Null) | None => String::new(),
             Some(Value::Array(parts)) => {
                 let mut s = String::new();
                 for part in parts {
-                    match (part.get("type").and_then(|t| t.as_str()), part.get("text").and_then(|t| t.as_str())) {
+                    match (
+                        part.get("type").and_then(|t| t.as_str()),
+                        part.get("text").and_then(|t| t.as_str()),
+                    ) {
                         (Some("text"), Some(t)) => s.push_str(t),
                         _ => {
                             return Err(ApiError::bad(

@@ -138,7 +138,12 @@ impl Engine {
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
         let mut q = lock(&self.shared.queue);
         q.retain(|j| !j.tx.is_closed());
-        let idle = self.threads.len() - self.shared.busy.load(Ordering::SeqCst).min(self.threads.len());
+        let idle = self.threads.len()
+            - self
+                .shared
+                .busy
+                .load(Ordering::SeqCst)
+                .min(self.threads.len());
         if q.len() >= self.shared.cfg.queue + idle {
             return Err(Busy);
         }
@@ -278,7 +283,11 @@ pub fn prefill(
     let mut fed = cached;
     for end in ends {
         let Some(piece) = text.get(pos..end) else {
-            return Err(err(500, "server_error", "prompt boundary inside a character"));
+            return Err(err(
+                500,
+                "server_error",
+                "prompt boundary inside a character",
+            ));
         };
         let ids = tok
             .encode(piece, false)
@@ -314,7 +323,12 @@ pub fn prefill(
     Ok((tokens, cached))
 }
 
-fn run_job(shared: &Shared, session: &mut Session, tok: &Tokenizer, job: &Job) -> Result<(), Event> {
+fn run_job(
+    shared: &Shared,
+    session: &mut Session,
+    tok: &Tokenizer,
+    job: &Job,
+) -> Result<(), Event> {
     let text = job.prompt.text.as_str();
     let (tokens, cached) = prefill(
         &shared.cache,
@@ -363,11 +377,7 @@ fn run_job(shared: &Shared, session: &mut Session, tok: &Tokenizer, job: &Job) -
         // Stop strings: cut at the first, hold back a possible start of one.
         let mut visible = out.len();
         if !p.stop.is_empty() {
-            let found = p
-                .stop
-                .iter()
-                .filter_map(|s| out.find(s.as_str()))
-                .min();
+            let found = p.stop.iter().filter_map(|s| out.find(s.as_str())).min();
             if let Some(i) = found {
                 visible = i.max(sent);
                 stopped_by_string = true;

@@ -211,7 +211,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
-        .fallback(|| async { error_response(&ApiError::new(404, "not_found_error", "no such endpoint")) })
+        .fallback(|| async {
+            error_response(&ApiError::new(404, "not_found_error", "no such endpoint"))
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -300,7 +302,12 @@ async fn detokenize(
         let m = api::parse_object(&body_bytes(body)?)?;
         let arr = match m.get("tokens") {
             Some(Value::Array(a)) => a,
-            _ => return Err(ApiError::bad("tokens", "'tokens' must be an array of token ids")),
+            _ => {
+                return Err(ApiError::bad(
+                    "tokens",
+                    "'tokens' must be an array of token ids",
+                ))
+            }
         };
         let n = st.tok.vocab_size();
         let mut ids = Vec::with_capacity(arr.len());
@@ -339,7 +346,11 @@ struct Request {
     model: String,
 }
 
-fn parse_request(st: &AppState, body: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Request, ApiError> {
+fn parse_request(
+    st: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    kind: Kind,
+) -> Result<Request, ApiError> {
     let m = api::parse_object(&body_bytes(body)?)?;
     let model = match m.get("model") {
         None | Some(Value::Null) => st.cfg.model_name.clone(),
@@ -361,7 +372,10 @@ fn parse_request(st: &AppState, body: Result<Bytes, BytesRejection>, kind: Kind)
         }
     };
     if prompt.text.is_empty() && !st.tok.add_bos() {
-        return Err(ApiError::bad(if chat { "messages" } else { "prompt" }, "the prompt is empty"));
+        return Err(ApiError::bad(
+            if chat { "messages" } else { "prompt" },
+            "the prompt is empty",
+        ));
     }
     let logprobs = api::logprobs(&m, chat)?;
     let params = api::gen_params(&m, &st.limits, logprobs)?;
@@ -377,7 +391,10 @@ fn parse_request(st: &AppState, body: Result<Bytes, BytesRejection>, kind: Kind)
     })
 }
 
-async fn completions(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     generate(st, body, Kind::Completion).await
 }
 
@@ -502,16 +519,27 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
             let ev = match tokio::time::timeout_at(timeout, rx.recv()).await {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
-                    return error_response(&ApiError::new(500, "server_error", "the worker stopped"))
+                    return error_response(&ApiError::new(
+                        500,
+                        "server_error",
+                        "the worker stopped",
+                    ))
                 }
-                Err(_) => return error_response(&ApiError::new(504, "timeout", "request timed out")),
+                Err(_) => {
+                    return error_response(&ApiError::new(504, "timeout", "request timed out"))
+                }
             };
             match ev {
                 Event::Token { id, text, logprob } => toks.push(Tok { id, text, logprob }),
-                Event::Error { status, kind, message } => {
-                    return error_response(&api_from_event(status, kind, message))
-                }
-                Event::Done { finish_reason, usage } => {
+                Event::Error {
+                    status,
+                    kind,
+                    message,
+                } => return error_response(&api_from_event(status, kind, message)),
+                Event::Done {
+                    finish_reason,
+                    usage,
+                } => {
                     let text: String = toks.iter().map(|t| t.text.as_str()).collect();
                     let lp = if req.params.logprobs {
                         logprobs_json(kind, &st.tok, &toks)
@@ -533,7 +561,8 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                         choice["token_ids"] =
                             json!(toks.iter().filter_map(|t| t.id).collect::<Vec<_>>());
                     }
-                    return Json(meta.wrap(false, choice, Some(usage_json(&usage)))).into_response();
+                    return Json(meta.wrap(false, choice, Some(usage_json(&usage))))
+                        .into_response();
                 }
             }
         }
@@ -547,7 +576,11 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
     tokio::spawn(async move {
         let send = |v: Value| {
             let stx = stx.clone();
-            async move { stx.send(Ok(SseEvent::default().data(v.to_string()))).await.is_ok() }
+            async move {
+                stx.send(Ok(SseEvent::default().data(v.to_string())))
+                    .await
+                    .is_ok()
+            }
         };
         if matches!(kind, Kind::Chat) {
             let c = json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": Value::Null, "finish_reason": Value::Null});
@@ -580,8 +613,12 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                         Value::Null
                     };
                     let mut c = match kind {
-                        Kind::Chat => json!({"index": 0, "delta": {"content": t.text}, "logprobs": lp, "finish_reason": Value::Null}),
-                        Kind::Completion => json!({"index": 0, "text": t.text, "logprobs": lp, "finish_reason": Value::Null}),
+                        Kind::Chat => {
+                            json!({"index": 0, "delta": {"content": t.text}, "logprobs": lp, "finish_reason": Value::Null})
+                        }
+                        Kind::Completion => {
+                            json!({"index": 0, "text": t.text, "logprobs": lp, "finish_reason": Value::Null})
+                        }
                     };
                     if return_tokens {
                         c["token_ids"] = json!(t.id.into_iter().collect::<Vec<_>>());
@@ -590,14 +627,25 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                         return;
                     }
                 }
-                Event::Error { status, kind, message } => {
+                Event::Error {
+                    status,
+                    kind,
+                    message,
+                } => {
                     let _ = send(api_from_event(status, kind, message).body()).await;
                     return;
                 }
-                Event::Done { finish_reason, usage } => {
+                Event::Done {
+                    finish_reason,
+                    usage,
+                } => {
                     let c = match kind {
-                        Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": Value::Null, "finish_reason": finish_reason}),
-                        Kind::Completion => json!({"index": 0, "text": "", "logprobs": Value::Null, "finish_reason": finish_reason}),
+                        Kind::Chat => {
+                            json!({"index": 0, "delta": {}, "logprobs": Value::Null, "finish_reason": finish_reason})
+                        }
+                        Kind::Completion => {
+                            json!({"index": 0, "text": "", "logprobs": Value::Null, "finish_reason": finish_reason})
+                        }
                     };
                     // The usage also rides on the last choice chunk (as
                     // llama.cpp does); with include_usage, OpenAI's extra
@@ -605,7 +653,9 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                     if !send(meta.wrap(true, c, Some(usage_json(&usage)))).await {
                         return;
                     }
-                    if include_usage && !send(meta.wrap(true, Value::Null, Some(usage_json(&usage)))).await {
+                    if include_usage
+                        && !send(meta.wrap(true, Value::Null, Some(usage_json(&usage)))).await
+                    {
                         return;
                     }
                     let _ = stx.send(Ok(SseEvent::default().data("[DONE]"))).await;
