@@ -17,7 +17,12 @@ pub struct Args {
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
     /// Text to tokenize (BOS first if the tokenizer asks for it).
-    #[arg(short = 'p', long = "prompt", conflicts_with = "ids", required_unless_present = "ids")]
+    #[arg(
+        short = 'p',
+        long = "prompt",
+        conflicts_with = "ids",
+        required_unless_present = "ids"
+    )]
     pub prompt: Option<String>,
     /// Token ids, comma-separated ("1,2,3"), fed as they are.
     #[arg(long)]
@@ -38,7 +43,10 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
         .split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
-        .map(|x| x.parse::<u32>().with_context(|| format!("--ids: '{x}' is not a token id")))
+        .map(|x| {
+            x.parse::<u32>()
+                .with_context(|| format!("--ids: '{x}' is not a token id"))
+        })
         .collect::<Result<Vec<_>>>()?;
     if ids.is_empty() {
         bail!("--ids gives no tokens");

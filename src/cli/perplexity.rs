@@ -102,18 +102,25 @@ pub fn run(args: Args) -> Result<()> {
         );
         (1, tokens.len() + bos.is_some() as usize)
     } else {
-        bail!("{} gives {} token(s): too few to score", args.file.display(), tokens.len());
+        bail!(
+            "{} gives {} token(s): too few to score",
+            args.file.display(),
+            tokens.len()
+        );
     };
     let body = ctx - bos.is_some() as usize;
     let first = ctx / 2;
     let v = model.hp.n_vocab;
 
     let mut ours = Session::with_chunk(&model, args.prefill_chunk);
-    let mut theirs = base.as_ref().map(|b| Session::with_chunk(b, args.prefill_chunk));
+    let mut theirs = base
+        .as_ref()
+        .map(|b| Session::with_chunk(b, args.prefill_chunk));
     let (mut buf_a, mut buf_b) = (Vec::new(), Vec::new());
     let (mut lp_a, mut lp_b) = (vec![0f64; v], vec![0f64; v]);
     let mut seq = Vec::with_capacity(ctx);
-    let (mut nll, mut nll_base, mut kl_sum, mut agree, mut scored) = (0f64, 0f64, 0f64, 0usize, 0usize);
+    let (mut nll, mut nll_base, mut kl_sum, mut agree, mut scored) =
+        (0f64, 0f64, 0f64, 0usize, 0usize);
     let t0 = Instant::now();
     for c in 0..n_chunks {
         seq.clear();
@@ -143,7 +150,11 @@ pub fn run(args: Args) -> Result<()> {
                     let row_b = &buf_b[j * v..(j + 1) * v];
                     log_softmax(row_b, &mut lp_b);
                     nll_base -= lp_b.get(target).copied().unwrap_or(f64::NEG_INFINITY);
-                    kl_sum += lp_b.iter().zip(&lp_a).map(|(&b, &a)| b.exp() * (b - a)).sum::<f64>();
+                    kl_sum += lp_b
+                        .iter()
+                        .zip(&lp_a)
+                        .map(|(&b, &a)| b.exp() * (b - a))
+                        .sum::<f64>();
                     agree += (argmax(row_a) == argmax(row_b)) as usize;
                 }
                 scored += 1;

@@ -20,7 +20,12 @@ pub struct Args {
     #[arg(short = 'm', long = "model")]
     pub model: PathBuf,
     /// The prompt text.
-    #[arg(short = 'p', long = "prompt", conflicts_with = "file", required_unless_present = "file")]
+    #[arg(
+        short = 'p',
+        long = "prompt",
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
     pub prompt: Option<String>,
     /// Read the prompt from a UTF-8 file.
     #[arg(short = 'f', long = "file")]
@@ -65,10 +70,14 @@ pub fn init_threads(threads: Option<usize>) -> Result<usize> {
     let n = match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
     };
     // Fails only if a pool was already installed (tests calling twice): keep it.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     Ok(rayon::current_num_threads())
 }
 
@@ -79,7 +88,8 @@ pub fn load_model(path: &Path) -> Result<Model> {
 
 /// The model file's tokenizer.
 pub fn load_tokenizer(model: &Model, path: &Path) -> Result<Tokenizer> {
-    Tokenizer::from_gguf(model.gguf()).with_context(|| format!("cannot read the tokenizer of {}", path.display()))
+    Tokenizer::from_gguf(model.gguf())
+        .with_context(|| format!("cannot read the tokenizer of {}", path.display()))
 }
 
 /// The prompt from -p or -f (which must be UTF-8).
@@ -106,7 +116,9 @@ pub fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     if text.is_empty() {
         bail!("the prompt is empty");
     }
-    let ids = tok.encode(text, tok.add_bos()).context("cannot tokenize the prompt")?;
+    let ids = tok
+        .encode(text, tok.add_bos())
+        .context("cannot tokenize the prompt")?;
     if ids.is_empty() {
         bail!("the prompt gives no tokens");
     }
@@ -217,7 +229,8 @@ pub fn run(args: Args) -> Result<()> {
         );
         eprintln!(
             "peak RSS {} MiB; load {:.3} s; seed {seed}; threads {threads}; weights {}",
-            peak.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or_else(|| "?".into()),
+            peak.map(|k| format!("{:.1}", k as f64 / 1024.0))
+                .unwrap_or_else(|| "?".into()),
             load_s,
             model
                 .weight_types()

@@ -76,7 +76,7 @@ pub fn forward(
     t: usize,
 ) -> Result<()> {
     let hp = &model.hp;
-    let (d, e, n, r, k) = (hp.n_embd, hp.d_inner, hp.d_state, hp.dt_rank, hp.d_conv);
+    let (d, e, n, r) = (hp.n_embd, hp.d_inner, hp.d_state, hp.dt_rank);
     let xw = r + 2 * n;
     let Scratch {
         x,
@@ -160,7 +160,6 @@ pub fn forward(
     for (xv, &o) in x[..t * d].iter_mut().zip(&out[..t * d]) {
         *xv += o;
     }
-    let _ = k;
     Ok(())
 }
 

@@ -314,6 +314,9 @@ impl Model {
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let b = |s: &str| format!("blk.{i}.{s}");
+            // Checked in file order: norm, in_proj, conv, ...
+            let norm = l.vector(&b("attn_norm.weight"), &[n_embd])?;
+            let ssm_in = l.mat(&b("ssm_in.weight"), n_embd, 2 * d_inner)?;
             // {K, E} in the file: E rows of K taps. Transposed to [K][E].
             let conv = l.vector(&b("ssm_conv1d.weight"), &[d_conv, d_inner])?;
             let mut conv_w = vec![0f32; conv.len()];
@@ -323,8 +326,8 @@ impl Model {
                 }
             }
             layers.push(Layer {
-                norm: l.vector(&b("attn_norm.weight"), &[n_embd])?,
-                ssm_in: l.mat(&b("ssm_in.weight"), n_embd, 2 * d_inner)?,
+                norm,
+                ssm_in,
                 conv_w,
                 conv_b: l.vector(&b("ssm_conv1d.bias"), &[d_inner])?,
                 ssm_x: l.mat(&b("ssm_x.weight"), d_inner, xo)?,

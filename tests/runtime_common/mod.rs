@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, OnceLock};
 
 use gguf::{GgmlType, GgufFile, TensorSpec, Value};
 
@@ -102,7 +104,30 @@ pub fn f32_ggufs(fixture: &str) -> Vec<(PathBuf, Maker)> {
             v.push((p, Maker::LlamaCpp));
         }
     }
+    v.push((ours_gguf(fixture, convert::FileType::F32), Maker::Ours));
     v
+}
+
+static OURS: OnceLock<tempfile::TempDir> = OnceLock::new();
+static OURS_LOCK: Mutex<()> = Mutex::new(());
+
+/// The fixture converted by our converter (`convert::convert`), made once per
+/// test process into a temp dir.
+pub fn ours_gguf(fixture: &str, ft: convert::FileType) -> PathBuf {
+    let dir = OURS.get_or_init(tempdir);
+    let out = dir.path().join(format!("{fixture}-{ft:?}.gguf"));
+    let _g = OURS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !out.exists() {
+        let opts = convert::ConvertOptions {
+            file_type: ft,
+            threads: Some(1),
+            ..Default::default()
+        };
+        let src = root().join("tests/fixtures/hf").join(fixture);
+        convert::convert(&src, &out, &opts, &AtomicBool::new(false), &mut |_| {})
+            .unwrap_or_else(|e| panic!("convert {fixture} to {ft:?}: {e}"));
+    }
+    out
 }
 
 /// A GGUF held as editable parts.
@@ -255,4 +280,18 @@ pub fn tempdir() -> tempfile::TempDir {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&base).expect("mkdir");
     tempfile::tempdir_in(base).expect("tempdir")
+}
+
+/// Rewrites a GGUF with every tensor dequantized to F32 (same values the
+/// quantized kernels see as weights).
+pub fn dequantize_all(src: &Path, dst: &Path) {
+    let mut p = read_parts(src);
+    for (spec, bytes) in &mut p.tensors {
+        if spec.ty != GgmlType::F32 {
+            let vals = to_f32(spec.ty, &spec.dims, bytes);
+            *bytes = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+            spec.ty = GgmlType::F32;
+        }
+    }
+    write_parts(&p, dst);
 }
