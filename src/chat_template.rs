@@ -207,7 +207,7 @@ mod tests {
             full,
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
         );
-        assert_eq!(b, [27, 52]);
+        assert_eq!(b, [31, 60]);
         assert!(full[..b[1]].ends_with("U<|im_end|>\n"));
     }
 
@@ -220,7 +220,7 @@ mod tests {
                    {% endfor %}{{ eos_token }}";
         let t = ChatTemplate::new(src, "<s>", "</s>").expect("compiles");
         let ok = t
-            .render(&[Message::new("user", " xy ")], false)
+            .render(&[Message::new("user", "xy ")], false)
             .expect("renders");
         assert_eq!(ok, "<s>X\"xy\"</s>");
         let err = t

@@ -114,7 +114,9 @@ fn chat_matches_library_and_second_turn_starts_from_cache() {
     let model = model();
     let tok = Tokenizer::from_gguf(model.gguf()).expect("tokenizer");
     let tmpl = ChatTemplate::from_tokenizer(&tok).expect("template");
-    let h = start(model.clone(), |_| {});
+    // Two slots: the follow-up may land on the other one, and must still
+    // find the state the first left in the shared cache.
+    let h = start(model.clone(), |c| c.parallel = 2);
     let n = 12;
     let mut msgs = vec![
         Message::new("system", "You are terse."),

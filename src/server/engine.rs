@@ -413,6 +413,22 @@ fn run_job(
             });
         }
     }
+    // 4. Cache the state after the reply, so the next chat turn (which repeats
+    //    it) starts there. The last token of a length-limited reply is fed
+    //    first. This happens before the client gets its final event, so that
+    //    a follow-up sent at once (maybe to another slot) finds the entry.
+    if !stopped_by_string && !generated.is_empty() && shared.cfg.cache_bytes > 0 {
+        let fed_all = match pending.take() {
+            Some(id) => session.feed(&[id]).is_ok(),
+            None => true,
+        };
+        if fed_all {
+            let mut all = tokens.clone();
+            all.extend_from_slice(&generated);
+            let key = format!("{text}{out}");
+            lock(&shared.cache).insert(&key, &all, session);
+        }
+    }
     let usage = Usage {
         prompt_tokens: tokens.len(),
         completion_tokens: generated.len(),
@@ -422,20 +438,6 @@ fn run_job(
         finish_reason: finish,
         usage,
     });
-    // 4. Cache the state after the reply, so the next chat turn (which repeats
-    //    it) starts there. The last token of a length-limited reply is fed
-    //    first (after the client has its answer).
-    if !stopped_by_string && !generated.is_empty() {
-        if let Some(id) = pending.take() {
-            if session.feed(&[id]).is_err() {
-                return Ok(());
-            }
-        }
-        let mut all = tokens;
-        all.extend_from_slice(&generated);
-        let key = format!("{text}{out}");
-        lock(&shared.cache).insert(&key, &all, session);
-    }
     Ok(())
 }
 
