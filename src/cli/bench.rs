@@ -1,10 +1,577 @@
-//! `mamba-gguf bench` (being built).
+//! `mamba-gguf bench`: prompt-processing (pp) and generation (tg) speed,
+//! llama-bench style, at one or more context depths, with peak RSS.
+//!
+//! What is measured, per depth d:
+//! * the session is first brought to depth d (not timed, see below);
+//! * pp: from the depth-d state, `-p` random valid token ids are fed through
+//!   [`Session::feed`] in chunks of `--prefill-chunk`; tokens/s = p / wall time;
+//! * tg: from the depth-d state, `-n` single-token decode steps, each feeding
+//!   the greedy argmax of the previous logits; tokens/s = n / wall time.
+//!
+//! Each test runs once untimed (warm-up: a pp of one chunk, or one decode step)
+//! and then `-r` timed repetitions; mean and sample standard deviation of the
+//! per-repetition tokens/s are reported, as llama-bench does.
+//!
+//! How depth is reached: depths up to `--real-depth-max` (default 4096) are
+//! reached by really prefilling that many random tokens (deeper depths build
+//! on the shallower ones' states, so `--depth 0,1024,4096` prefills 4096 tokens
+//! in all). A Mamba's state has a fixed size and decode does the same work at
+//! any depth, so a depth above `--real-depth-max` is measured from the state
+//! after `--real-depth-max` real tokens and labelled with the requested depth;
+//! the JSON field `depth_prefilled` says how many tokens really went in. Raise
+//! `--real-depth-max` to prefill for real (at pp speed: 65536 tokens take
+//! minutes).
+//!
+//! Peak RSS is the process's VmHWM after each test (monotonic over the run).
 
-use anyhow::{bail, Result};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use mamba_gguf::session::{Snapshot, DEFAULT_CHUNK};
+use mamba_gguf::{procmem, Model, Session};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The GGUF model (architecture `mamba`).
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Prompt tokens per pp test (0: no pp test).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens per tg test (0: no tg test).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Context depths (tokens already in the state), comma-separated.
+    #[arg(
+        short = 'd',
+        long = "depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub depth: Vec<usize>,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Timed repetitions per test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    pub reps: usize,
+    /// Prompt tokens per forward during prefill.
+    #[arg(long = "prefill-chunk", default_value_t = DEFAULT_CHUNK)]
+    pub prefill_chunk: usize,
+    /// Depths up to this are reached by really prefilling; deeper ones reuse
+    /// the state after this many real tokens (decode cost does not depend on depth).
+    #[arg(long = "real-depth-max", default_value_t = 4096)]
+    pub real_depth_max: usize,
+    /// Seed of the random prompt tokens.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Print a JSON array of records (llama-bench field names) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG plot of generation tokens/s and peak RSS against depth.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`bench` is not built yet")
+/// One test's result, with llama-bench's field names where it has one.
+#[derive(Serialize, Debug, Clone)]
+pub struct Record {
+    pub model_filename: String,
+    pub model_type: String,
+    pub model_size: u64,
+    pub model_n_params: u64,
+    pub n_batch: usize,
+    pub n_ubatch: usize,
+    pub n_threads: usize,
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    pub n_depth: usize,
+    /// Tokens really prefilled to reach `n_depth` (ours; see the module docs).
+    pub depth_prefilled: usize,
+    pub avg_ns: u64,
+    pub stddev_ns: u64,
+    pub avg_ts: f64,
+    pub stddev_ts: f64,
+    pub samples_ns: Vec<u64>,
+    pub samples_ts: Vec<f64>,
+    /// VmHWM after this test, bytes.
+    pub peak_rss_bytes: u64,
+}
+
+impl Record {
+    fn test_name(&self) -> String {
+        let t = if self.n_gen == 0 {
+            format!("pp{}", self.n_prompt)
+        } else {
+            format!("tg{}", self.n_gen)
+        };
+        if self.n_depth > 0 {
+            format!("{t} @ d{}", self.n_depth)
+        } else {
+            t
+        }
+    }
+}
+
+/// llama.cpp's names for `general.file_type`.
+fn ftype_name(ft: u32) -> Option<&'static str> {
+    Some(match ft {
+        0 => "all F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K - Medium",
+        11 => "Q3_K - Small",
+        12 => "Q3_K - Medium",
+        13 => "Q3_K - Large",
+        14 => "Q4_K - Small",
+        15 => "Q4_K - Medium",
+        16 => "Q5_K - Small",
+        17 => "Q5_K - Medium",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return None,
+    })
+}
+
+/// Parameter count as llama-bench's size label ("1.4B", "130M").
+fn size_label(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.1}B", n as f64 / 1e9)
+    } else {
+        format!("{}M", (n as f64 / 1e6).round() as u64)
+    }
+}
+
+/// "mamba 1.4B Q4_0": architecture, size, file type (or the weight types).
+fn model_type(model: &Model, n_params: u64) -> String {
+    let f = model.gguf();
+    let arch = f.architecture().unwrap_or("mamba");
+    let ft = f
+        .get("general.file_type")
+        .and_then(|v| v.as_u32())
+        .and_then(ftype_name)
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = model.weight_types().iter().map(|t| t.name()).collect();
+            names.join("+")
+        });
+    format!("{arch} {} {ft}", size_label(n_params))
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = (0usize, f32::NEG_INFINITY);
+    for (i, &x) in v.iter().enumerate() {
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best.0 as u32
+}
+
+/// Mean and sample standard deviation (0 for one sample).
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    if x.is_empty() {
+        return (0.0, 0.0);
+    }
+    let m = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (m, 0.0);
+    }
+    let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (n - 1.0);
+    (m, var.sqrt())
+}
+
+fn peak_rss_bytes() -> u64 {
+    procmem::peak_rss_kib().unwrap_or(0) * 1024
+}
+
+struct Ctx<'a> {
+    args: &'a Args,
+    model_filename: String,
+    model_type: String,
+    model_size: u64,
+    n_params: u64,
+    threads: usize,
+}
+
+impl Ctx<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        n_prompt: usize,
+        n_gen: usize,
+        depth: usize,
+        prefilled: usize,
+        ns: Vec<u64>,
+    ) -> Record {
+        let n_tok = (n_prompt + n_gen) as f64;
+        let ts: Vec<f64> = ns
+            .iter()
+            .map(|&t| n_tok * 1e9 / (t.max(1) as f64))
+            .collect();
+        let (avg_ts, stddev_ts) = mean_sd(&ts);
+        let nsf: Vec<f64> = ns.iter().map(|&t| t as f64).collect();
+        let (avg_ns, stddev_ns) = mean_sd(&nsf);
+        Record {
+            model_filename: self.model_filename.clone(),
+            model_type: self.model_type.clone(),
+            model_size: self.model_size,
+            model_n_params: self.n_params,
+            n_batch: self.args.prefill_chunk,
+            n_ubatch: self.args.prefill_chunk,
+            n_threads: self.threads,
+            n_prompt,
+            n_gen,
+            n_depth: depth,
+            depth_prefilled: prefilled,
+            avg_ns: avg_ns.round() as u64,
+            stddev_ns: stddev_ns.round() as u64,
+            avg_ts,
+            stddev_ts,
+            samples_ns: ns,
+            samples_ts: ts,
+            peak_rss_bytes: peak_rss_bytes(),
+        }
+    }
+}
+
+fn random_ids(rng: &mut rand::rngs::StdRng, n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|_| rng.gen_range(0..vocab as u32)).collect()
+}
+
+/// Runs every test; returns the records in order (per depth: pp, then tg).
+fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Result<Vec<Record>> {
+    let a = ctx.args;
+    let vocab = model.hp.n_vocab;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
+    let mut depths = a.depth.clone();
+    depths.sort_unstable();
+    depths.dedup();
+
+    let mut s = Session::with_chunk(model, a.prefill_chunk);
+    let mut out = Vec::new();
+    let mut fed = 0usize; // tokens really in the depth state
+    let mut base: Snapshot = s.snapshot();
+    for &d in &depths {
+        // Bring the depth state forward (untimed).
+        let target = d.min(a.real_depth_max);
+        if target > fed {
+            s.restore(&base)?;
+            let ids = random_ids(&mut rng, target - fed, vocab);
+            s.feed(&ids).context("prefill to depth")?;
+            fed = target;
+            base = s.snapshot();
+        }
+        if a.n_prompt > 0 {
+            let ids = random_ids(&mut rng, a.n_prompt, vocab);
+            s.restore(&base)?;
+            s.feed(&ids[..a.n_prompt.min(a.prefill_chunk)])?; // warm-up
+            let mut ns = Vec::with_capacity(a.reps);
+            for _ in 0..a.reps {
+                s.restore(&base)?;
+                let t = Instant::now();
+                s.feed(&ids)?;
+                ns.push(t.elapsed().as_nanos() as u64);
+            }
+            let r = ctx.record(a.n_prompt, 0, d, fed, ns);
+            progress(&r);
+            out.push(r);
+        }
+        if a.n_gen > 0 {
+            s.restore(&base)?;
+            let first = if fed == 0 {
+                rng.gen_range(0..vocab as u32)
+            } else {
+                argmax(s.logits())
+            };
+            s.feed(&[first])?; // warm-up
+            let mut ns = Vec::with_capacity(a.reps);
+            for _ in 0..a.reps {
+                s.restore(&base)?;
+                let mut tok = first;
+                let t = Instant::now();
+                for _ in 0..a.n_gen {
+                    let logits = s.feed(&[tok])?;
+                    tok = argmax(logits);
+                }
+                ns.push(t.elapsed().as_nanos() as u64);
+            }
+            let r = ctx.record(0, a.n_gen, d, fed, ns);
+            progress(&r);
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn table_header() -> String {
+    "| model                          |       size |     params | backend | threads |           test |                  t/s | peak RSS MiB |\n\
+     | ------------------------------ | ---------: | ---------: | ------- | ------: | -------------: | -------------------: | -----------: |"
+        .to_string()
+}
+
+fn table_row(r: &Record) -> String {
+    format!(
+        "| {:<30} | {:>10} | {:>10} | CPU     | {:>7} | {:>14} | {:>20} | {:>12.1} |",
+        r.model_type,
+        if r.model_size >= 1 << 30 {
+            format!("{:.2} GiB", r.model_size as f64 / (1u64 << 30) as f64)
+        } else {
+            format!("{:.2} MiB", mib(r.model_size))
+        },
+        if r.model_n_params >= 1_000_000_000 {
+            format!("{:.2} B", r.model_n_params as f64 / 1e9)
+        } else {
+            format!("{:.2} M", r.model_n_params as f64 / 1e6)
+        },
+        r.n_threads,
+        r.test_name(),
+        format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts),
+        mib(r.peak_rss_bytes)
+    )
+}
+
+/// A hand-written SVG: generation tokens/s (left axis) and peak RSS (right
+/// axis) against depth, depths evenly spaced.
+pub fn svg_plot(records: &[Record], title: &str) -> String {
+    let tg: Vec<&Record> = records.iter().filter(|r| r.n_gen > 0).collect();
+    let (w, h) = (720.0f64, 420.0f64);
+    let (l, r, t, b) = (70.0, 80.0, 50.0, 60.0);
+    let pw = w - l - r;
+    let ph = h - t - b;
+    let n = tg.len().max(1);
+    let x_at = |i: usize| {
+        if n == 1 {
+            l + pw / 2.0
+        } else {
+            l + pw * i as f64 / (n - 1) as f64
+        }
+    };
+    let ts_max = tg
+        .iter()
+        .map(|r| r.avg_ts + r.stddev_ts)
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let rss_max = tg
+        .iter()
+        .map(|r| mib(r.peak_rss_bytes))
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let y_ts = |v: f64| t + ph * (1.0 - v / ts_max);
+    let y_rss = |v: f64| t + ph * (1.0 - v / rss_max);
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
+        w / 2.0,
+        esc(title)
+    );
+    // Axes and horizontal grid (5 steps).
+    let _ = writeln!(
+        s,
+        r##"<path d="M{l} {t} V{} H{}" fill="none" stroke="#333"/><line x1="{}" y1="{t}" x2="{}" y2="{}" stroke="#333"/>"##,
+        t + ph,
+        l + pw,
+        l + pw,
+        l + pw,
+        t + ph
+    );
+    for k in 0..=5 {
+        let f = k as f64 / 5.0;
+        let y = t + ph * (1.0 - f);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{l}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end" fill="#1f77b4">{:.1}</text><text x="{}" y="{:.1}" fill="#d62728">{:.0}</text>"##,
+            l + pw,
+            l - 6.0,
+            y + 4.0,
+            ts_max * f,
+            l + pw + 6.0,
+            y + 4.0,
+            rss_max * f
+        );
+    }
+    for (i, rec) in tg.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            x_at(i),
+            t + ph + 18.0,
+            rec.n_depth
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">context depth (tokens already in the state)</text>"#,
+        l + pw / 2.0,
+        h - 14.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text transform="translate(18 {}) rotate(-90)" text-anchor="middle" fill="#1f77b4">generation tokens/s (tg{})</text>"##,
+        t + ph / 2.0,
+        tg.first().map(|r| r.n_gen).unwrap_or(0)
+    );
+    let _ = writeln!(
+        s,
+        r##"<text transform="translate({} {}) rotate(90)" text-anchor="middle" fill="#d62728">peak RSS (MiB)</text>"##,
+        w - 18.0,
+        t + ph / 2.0
+    );
+    // The two series.
+    let line = |pts: Vec<(f64, f64)>, color: &str, s: &mut String| {
+        let d: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+            d.join(" ")
+        );
+        for (x, y) in pts {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{color}"/>"#
+            );
+        }
+    };
+    line(
+        tg.iter()
+            .enumerate()
+            .map(|(i, r)| (x_at(i), y_ts(r.avg_ts)))
+            .collect(),
+        "#1f77b4",
+        &mut s,
+    );
+    for (i, rec) in tg.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#1f77b4"/>"##,
+            y_ts(rec.avg_ts - rec.stddev_ts),
+            y_ts(rec.avg_ts + rec.stddev_ts),
+            x = x_at(i)
+        );
+    }
+    line(
+        tg.iter()
+            .enumerate()
+            .map(|(i, r)| (x_at(i), y_rss(mib(r.peak_rss_bytes))))
+            .collect(),
+        "#d62728",
+        &mut s,
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("--plot needs a file name")?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    if args.reps == 0 {
+        bail!("--repetitions must be at least 1");
+    }
+    if args.prefill_chunk == 0 {
+        bail!("--prefill-chunk must be at least 1");
+    }
+    if args.n_prompt == 0 && args.n_gen == 0 {
+        bail!("nothing to measure: -p and -n are both 0");
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the thread pool")?;
+
+    let model = Model::load(&args.model)
+        .with_context(|| format!("cannot load model {}", args.model.display()))?;
+    let tensors = model.gguf().tensors();
+    let n_params: u64 = tensors.iter().map(|t| t.n_elements).sum();
+    let model_size: u64 = tensors.iter().map(|t| t.n_bytes as u64).sum();
+    let ctx = Ctx {
+        args: &args,
+        model_filename: args.model.display().to_string(),
+        model_type: model_type(&model, n_params),
+        model_size,
+        n_params,
+        threads,
+    };
+
+    // Write errors (a closed pipe) end the run with an error, not a panic.
+    let stdout = std::io::stdout();
+    let mut write_err: Option<std::io::Error> = None;
+    if !args.json {
+        writeln!(stdout.lock(), "{}", table_header())?;
+    }
+    let json = args.json;
+    let records = pool.install(|| {
+        run_all(&ctx, &model, |r| {
+            if !json && write_err.is_none() {
+                let mut o = stdout.lock();
+                if let Err(e) = writeln!(o, "{}", table_row(r)).and_then(|_| o.flush()) {
+                    write_err = Some(e);
+                }
+            }
+        })
+    })?;
+    if let Some(e) = write_err {
+        return Err(e).context("cannot write to stdout");
+    }
+    if json {
+        writeln!(stdout.lock(), "{}", serde_json::to_string_pretty(&records)?)
+            .context("cannot write to stdout")?;
+    }
+    if let Some(p) = &args.plot {
+        let title = format!("{} — {} threads", ctx.model_type, threads);
+        write_atomic(p, &svg_plot(&records, &title))?;
+        if !json {
+            eprintln!("plot written to {}", p.display());
+        }
+    }
+    Ok(())
 }

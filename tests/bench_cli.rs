@@ -1,0 +1,185 @@
+//! `mamba-gguf bench` on llama.cpp's own tiny Q4_K_M Falcon Mamba GGUF: the
+//! JSON shape (llama-bench's field names), one pp and one tg record per depth,
+//! positive finite figures consistent with their samples, the SVG plot, and
+//! clear errors on bad arguments. No timing is asserted.
+
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mamba-gguf");
+const TINY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/llamacpp/falcon-mamba-tiny-q4_k_m.gguf"
+);
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run mamba-gguf")
+}
+
+fn ok_stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}, stderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).expect("UTF-8 output")
+}
+
+fn num(r: &Json, k: &str) -> f64 {
+    r.get(k)
+        .and_then(Json::as_f64)
+        .unwrap_or_else(|| panic!("field {k} missing or not a number in {r}"))
+}
+
+fn check_record(r: &Json, reps: usize) {
+    for k in ["model_filename", "model_type"] {
+        assert!(
+            r.get(k)
+                .and_then(Json::as_str)
+                .is_some_and(|s| !s.is_empty()),
+            "{k} in {r}"
+        );
+    }
+    // llama.cpp wrote this file with general.file_type = MOSTLY_Q4_K_M.
+    let ty = r["model_type"].as_str().unwrap_or_default();
+    assert!(
+        ty.starts_with("mamba ") && ty.ends_with("Q4_K - Medium"),
+        "model_type {ty}"
+    );
+    assert_eq!(num(r, "n_threads"), 1.0);
+    for k in [
+        "avg_ts",
+        "peak_rss_bytes",
+        "model_size",
+        "model_n_params",
+        "avg_ns",
+    ] {
+        let v = num(r, k);
+        assert!(v.is_finite() && v > 0.0, "{k} = {v}");
+    }
+    let sd = num(r, "stddev_ts");
+    assert!(sd.is_finite() && sd >= 0.0);
+    let samples: Vec<f64> = r["samples_ts"]
+        .as_array()
+        .expect("samples_ts array")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    assert_eq!(samples.len(), reps);
+    assert!(samples.iter().all(|v| v.is_finite() && *v > 0.0));
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    assert!((mean - num(r, "avg_ts")).abs() <= 1e-9 * mean.max(1.0));
+    let ns = r["samples_ns"].as_array().expect("samples_ns array");
+    assert_eq!(ns.len(), reps);
+    // tokens/s and ns agree: ts = tokens * 1e9 / ns for each sample.
+    let tokens = num(r, "n_prompt") + num(r, "n_gen");
+    for (t, n) in samples.iter().zip(ns) {
+        let n = n.as_f64().expect("number");
+        assert!((t - tokens * 1e9 / n).abs() <= 1e-6 * t, "{t} vs {n} ns");
+    }
+}
+
+#[test]
+fn json_records_have_llama_bench_fields() {
+    let o = bench(&[
+        "-m", TINY, "-p", "8", "-n", "4", "-r", "1", "-t", "1", "--json",
+    ]);
+    let v: Json = serde_json::from_str(&ok_stdout(&o)).expect("JSON output");
+    let recs = v.as_array().expect("a JSON array");
+    assert_eq!(recs.len(), 2, "one pp and one tg record: {v}");
+    let (pp, tg) = (&recs[0], &recs[1]);
+    assert_eq!(
+        (num(pp, "n_prompt"), num(pp, "n_gen"), num(pp, "n_depth")),
+        (8.0, 0.0, 0.0)
+    );
+    assert_eq!(
+        (num(tg, "n_prompt"), num(tg, "n_gen"), num(tg, "n_depth")),
+        (0.0, 4.0, 0.0)
+    );
+    for r in recs {
+        check_record(r, 1);
+        assert_eq!(r["model_filename"].as_str(), Some(TINY));
+    }
+}
+
+#[test]
+fn depths_repetitions_and_plot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let svg = dir.path().join("depth.svg");
+    let o = bench(&[
+        "-m",
+        TINY,
+        "-p",
+        "4",
+        "-n",
+        "3",
+        "-r",
+        "2",
+        "-t",
+        "1",
+        "--prefill-chunk",
+        "3",
+        "--depth",
+        "0,5,20",
+        "--real-depth-max",
+        "5",
+        "--json",
+        "--plot",
+        svg.to_str().expect("UTF-8 path"),
+    ]);
+    let v: Json = serde_json::from_str(&ok_stdout(&o)).expect("JSON output");
+    let recs = v.as_array().expect("a JSON array");
+    assert_eq!(recs.len(), 6);
+    for (i, (d, fed)) in [(0.0, 0.0), (5.0, 5.0), (20.0, 5.0)]
+        .into_iter()
+        .enumerate()
+    {
+        for r in &recs[2 * i..2 * i + 2] {
+            check_record(r, 2);
+            assert_eq!(num(r, "n_depth"), d);
+            assert_eq!(
+                num(r, "depth_prefilled"),
+                fed,
+                "depth above --real-depth-max reuses 5 real tokens"
+            );
+            assert_eq!(num(r, "n_ubatch"), 3.0);
+        }
+    }
+    let text = std::fs::read_to_string(&svg).expect("plot written");
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert_eq!(text.matches("<polyline").count(), 2, "tg and RSS series");
+    // three depth markers per series
+    assert_eq!(text.matches("<circle").count(), 6);
+}
+
+#[test]
+fn table_output_lists_each_test() {
+    let o = bench(&["-m", TINY, "-p", "4", "-n", "2", "-r", "1", "-t", "1"]);
+    let out = ok_stdout(&o);
+    assert!(out.contains("| model"), "{out}");
+    assert!(out.lines().any(|l| l.contains("pp4")), "{out}");
+    assert!(out.lines().any(|l| l.contains("tg2")), "{out}");
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    for (args, needle) in [
+        (vec!["-m", TINY, "-t", "0"], "threads"),
+        (vec!["-m", TINY, "-p", "0", "-n", "0"], "nothing to measure"),
+        (vec!["-m", TINY, "-r", "0"], "repetitions"),
+        (vec!["-m", TINY, "--prefill-chunk", "0"], "prefill-chunk"),
+        (vec!["-m", "/nonexistent/x.gguf"], "/nonexistent/x.gguf"),
+    ] {
+        let o = bench(&args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: stderr {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
