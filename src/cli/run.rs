@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use mamba_gguf::sampler::{Sampler, SamplerConfig};
 use mamba_gguf::session::DEFAULT_CHUNK;
 use mamba_gguf::tokenizer::{StreamDecoder, Tokenizer};
-use mamba_gguf::{procmem, Model, Session};
+use mamba_gguf::{procmem, state_file, Model, Session};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +63,14 @@ pub struct Args {
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Start from a state saved by --save-state (or chat's /save): the prompt
+    /// continues that context instead of starting a fresh one.
+    #[arg(long = "load-state")]
+    pub load_state: Option<PathBuf>,
+    /// Save the state after the prompt and every generated token (the end of
+    /// sequence token excluded), to continue later with --load-state.
+    #[arg(long = "save-state")]
+    pub save_state: Option<PathBuf>,
 }
 
 /// Installs the global rayon pool with `threads` threads (all cores by default).
@@ -161,6 +169,10 @@ pub fn run(args: Args) -> Result<()> {
     });
     let eos = tok.eos_ids().to_vec();
     let mut session = Session::with_chunk(&model, args.prefill_chunk);
+    if let Some(path) = &args.load_state {
+        state_file::load(path, &mut session)
+            .with_context(|| format!("cannot load the state {}", path.display()))?;
+    }
 
     let t1 = Instant::now();
     session.feed(&prompt_ids)?;
@@ -193,6 +205,17 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let decode_s = t2.elapsed().as_secs_f64();
+    if let Some(path) = &args.save_state {
+        // The loop does not feed the last token it sampled when it ran out of
+        // length; the saved context must hold it.
+        if stop == "length" {
+            if let Some(&last) = ids.last() {
+                session.feed(&[last])?;
+            }
+        }
+        state_file::save(path, &session)
+            .with_context(|| format!("cannot save the state to {}", path.display()))?;
+    }
     let tail = dec.flush();
     text_out.push_str(&tail);
     let peak = procmem::peak_rss_kib();
