@@ -17,6 +17,8 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
 /// Symmetric quantization of `x` to integers in [-nmax, nmax-1], stored in
 /// `l` offset by nmax, with the RMSE-weighted scale search ggml runs for
 /// Q6_K (rmse_type 1: weights x^2, 18 extra trial scales). Returns the scale.
+// The scalar reference, kept to test the lane version against.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
     let mut max = 0f32;
     let mut amax = 0f32;
@@ -159,6 +161,145 @@ pub(crate) fn make_qkx2_quants(
     (scale, -min)
 }
 
+/// Trial scales evaluated side by side by [`make_qx_quants_rmse1_lanes`]
+/// (18 used, padded to whole AVX2 registers).
+const NC: usize = 24;
+
+/// [`make_qx_quants_rmse1`] for 16 values with the 18 trial scales in
+/// parallel lanes (each lane sums in the reference order; the lanes are then
+/// compared in the reference order), so the result is identical.
+#[inline(always)]
+pub(crate) fn make_qx_quants_rmse1_lanes(nmax: i32, x: &[f32; 16], l: &mut [i8; 16]) -> f32 {
+    let mut max = 0f32;
+    let mut amax = 0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        *l = [0; 16];
+        return 0.0;
+    }
+    let nmaxf = nmax as f32;
+    let iscale0 = -nmaxf / max;
+    let mut sumlx = 0f32;
+    let mut suml2 = 0f32;
+    for i in 0..16 {
+        let v = x[i];
+        let li = nearest_int(iscale0 * v).max(-nmax).min(nmax - 1);
+        l[i] = (li + nmax) as i8;
+        let w = v * v;
+        let lf = li as f32;
+        sumlx += w * v * lf;
+        suml2 += w * lf * lf;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    // Lane k is trial is = k - 9 for k < 9 and k - 8 above (is = 0 skipped);
+    // lanes 18.. repeat is = 9 and are never read.
+    let mut iscale = [0f32; NC];
+    for (k, s) in iscale.iter_mut().enumerate() {
+        let k = k.min(17) as i32;
+        let is = if k < 9 { k - 9 } else { k - 8 };
+        *s = -(nmaxf + 0.1f32 * is as f32) / max;
+    }
+    let mut lfs = [[0f32; NC]; 16];
+    let mut lx = [0f32; NC];
+    let mut l2 = [0f32; NC];
+    for i in 0..16 {
+        let v = x[i];
+        let w = v * v;
+        let row = &mut lfs[i];
+        for k in 0..NC {
+            let lf = nearest_int(iscale[k] * v).max(-nmax).min(nmax - 1) as f32;
+            row[k] = lf;
+            lx[k] += w * v * lf;
+            l2[k] += w * lf * lf;
+        }
+    }
+    let mut pick = None;
+    for k in 0..18 {
+        if l2[k] > 0.0 && lx[k] * lx[k] > best * l2[k] {
+            scale = lx[k] / l2[k];
+            best = scale * lx[k];
+            pick = Some(k);
+        }
+    }
+    if let Some(k) = pick {
+        for i in 0..16 {
+            l[i] = (nmax + lfs[i][k] as i32) as i8;
+        }
+    }
+    scale
+}
+
+/// The 16 make_qx_quants (rmse_type 1) searches of one 256-value Q6_K
+/// super-block: levels (offset by nmax) and one scale per 16 values.
+pub(crate) fn make_qx_quants_rmse1_x16(
+    nmax: i32,
+    x: &[f32; 256],
+    levels: &mut [i8; 256],
+    scales: &mut [f32; 16],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { make_qx_quants_rmse1_x16_avx2(nmax, x, levels, scales) };
+    }
+    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, make_qx_quants_rmse1_lanes)
+}
+
+/// [`make_qx_quants_rmse1_x16`] compiled for AVX2 (no FMA).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn make_qx_quants_rmse1_x16_avx2(
+    nmax: i32,
+    x: &[f32; 256],
+    levels: &mut [i8; 256],
+    scales: &mut [f32; 16],
+) {
+    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, make_qx_quants_rmse1_lanes)
+}
+
+/// The scalar reference of [`make_qx_quants_rmse1_x16`].
+// The scalar reference, kept to test the lane version against.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn make_qx_quants_rmse1_x16_ref(
+    nmax: i32,
+    x: &[f32; 256],
+    levels: &mut [i8; 256],
+    scales: &mut [f32; 16],
+) {
+    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, |n, xs, ls| {
+        make_qx_quants_rmse1(n, xs, ls)
+    })
+}
+
+#[inline(always)]
+fn make_qx_quants_rmse1_x16_with<F>(
+    nmax: i32,
+    x: &[f32; 256],
+    levels: &mut [i8; 256],
+    scales: &mut [f32; 16],
+    search: F,
+) where
+    F: Fn(i32, &[f32; 16], &mut [i8; 16]) -> f32,
+{
+    for ((xs, ls), s) in x
+        .chunks_exact(16)
+        .zip(levels.chunks_exact_mut(16))
+        .zip(scales.iter_mut())
+    {
+        let (Ok(xs), Ok(ls)) = (<&[f32; 16]>::try_from(xs), <&mut [i8; 16]>::try_from(ls)) else {
+            continue; // unreachable: chunks_exact(16)
+        };
+        *s = search(nmax, xs, ls);
+    }
+}
+
 /// Unpack the 6-bit (scale, min) pair `j` (0..8) from the 12 packed bytes of
 /// a Q4_K/Q5_K block.
 #[inline]
@@ -201,14 +342,54 @@ pub(crate) fn quantize_k_superblock(
     rmin: f32,
     nstep: i32,
 ) -> (u16, u16, [u8; 12], [u8; 256]) {
-    use crate::fp16::{f16_to_f32, f32_to_f16};
-    let mut levels = [0u8; 256];
+    if nstep < 1 {
+        return quantize_k_superblock_ref(x, nmax, rmin, nstep);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { quantize_k_superblock_avx2(x, nmax, rmin, nstep) };
+    }
+    quantize_k_superblock_with(x, nmax, rmin, nstep, search_x8)
+}
+
+/// [`quantize_k_superblock`] compiled for AVX2 (no FMA: every product and
+/// sum stays a separately rounded operation, as in the reference).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_k_superblock_avx2(
+    x: &[f32; 256],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+) -> (u16, u16, [u8; 12], [u8; 256]) {
+    quantize_k_superblock_with(x, nmax, rmin, nstep, search_x8)
+}
+
+/// The straight scalar transcription of ggml (the reference the faster
+/// paths are tested against).
+pub(crate) fn quantize_k_superblock_ref(
+    x: &[f32; 256],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+) -> (u16, u16, [u8; 12], [u8; 256]) {
+    quantize_k_superblock_with(x, nmax, rmin, nstep, search_ref)
+}
+
+/// Sub-block searches of one super-block, one at a time: weights
+/// av_x + |x| and make_qkx2_quants. Fills levels, scales and mins.
+fn search_ref(
+    x: &[f32; 256],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    levels: &mut [u8; 256],
+    scales: &mut [f32; 8],
+    mins: &mut [f32; 8],
+) {
     let mut laux = [0u8; 32];
     let mut weights = [0f32; 32];
-    let mut scales = [0f32; 8];
-    let mut mins = [0f32; 8];
-    let mut max_scale = 0f32;
-    let mut max_min = 0f32;
     for (j, (xs, ls)) in x
         .chunks_exact(32)
         .zip(levels.chunks_exact_mut(32))
@@ -225,11 +406,185 @@ pub(crate) fn quantize_k_superblock(
         let (scale, min) = make_qkx2_quants(nmax, xs, &weights, ls, &mut laux, rmin, 0.1, nstep);
         scales[j] = scale;
         mins[j] = min;
-        if scale > max_scale {
-            max_scale = scale;
+    }
+}
+
+/// [`search_ref`] with the 8 sub-blocks in 8 lanes: lane j runs exactly
+/// the reference's float operations on sub-block j, in the same order, with
+/// every data-dependent branch turned into a per-lane select, so scales,
+/// mins and levels are identical. Needs nstep >= 1.
+#[inline(always)]
+fn search_x8(
+    x: &[f32; 256],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    levels: &mut [u8; 256],
+    scales: &mut [f32; 8],
+    mins: &mut [f32; 8],
+) {
+    const RDELTA: f32 = 0.1;
+    // xt[i][j] = x[32 j + i]: value i of sub-block j.
+    let mut xt = [[0f32; 8]; 32];
+    for (i, row) in xt.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = x[32 * j + i];
         }
-        if min > max_min {
-            max_min = min;
+    }
+    let mut sum_x2 = [0f32; 8];
+    for row in &xt {
+        for j in 0..8 {
+            sum_x2[j] += row[j] * row[j];
+        }
+    }
+    let mut av_x = [0f32; 8];
+    for j in 0..8 {
+        av_x[j] = (sum_x2[j] / 32.0).sqrt();
+    }
+    let mut wt = [[0f32; 8]; 32];
+    for (wr, xr) in wt.iter_mut().zip(&xt) {
+        for j in 0..8 {
+            wr[j] = av_x[j] + xr[j].abs();
+        }
+    }
+    let mut min = xt[0];
+    let mut max = xt[0];
+    let mut sum_w = wt[0];
+    let mut sum_x = [0f32; 8];
+    for j in 0..8 {
+        sum_x[j] = sum_w[j] * xt[0][j];
+    }
+    for (xr, wr) in xt.iter().zip(&wt).skip(1) {
+        for j in 0..8 {
+            let v = xr[j];
+            min[j] = if v < min[j] { v } else { min[j] };
+            max[j] = if v > max[j] { v } else { max[j] };
+            sum_w[j] += wr[j];
+            sum_x[j] += wr[j] * v;
+        }
+    }
+    let mut flat = [false; 8];
+    for j in 0..8 {
+        if min[j] > 0.0 {
+            min[j] = 0.0;
+        }
+        flat[j] = max[j] == min[j];
+    }
+    let min0 = min;
+    let nmaxf = nmax as f32;
+    let mut scale = [0f32; 8];
+    let mut iscale = [0f32; 8];
+    for j in 0..8 {
+        iscale[j] = nmaxf / (max[j] - min[j]);
+        scale[j] = 1.0 / iscale[j];
+    }
+    // Levels as f32 (exact small integers), lt[i][j] like xt.
+    let mut lt = [[0f32; 8]; 32];
+    let mut best_error = [0f32; 8];
+    for ((lr, xr), wr) in lt.iter_mut().zip(&xt).zip(&wt) {
+        for j in 0..8 {
+            let v = xr[j];
+            let lf = nearest_int(iscale[j] * (v - min[j])).max(0).min(nmax) as f32;
+            lr[j] = lf;
+            let diff = scale[j] * lf + min[j] - v;
+            best_error[j] += wr[j] * (diff * diff);
+        }
+    }
+    let mut laux = [[0f32; 8]; 32];
+    for is in 0..=nstep {
+        let c = rmin + RDELTA * is as f32 + nmaxf;
+        for j in 0..8 {
+            iscale[j] = c / (max[j] - min[j]);
+        }
+        let mut sum_l = [0f32; 8];
+        let mut sum_l2 = [0f32; 8];
+        let mut sum_xl = [0f32; 8];
+        for ((ar, xr), wr) in laux.iter_mut().zip(&xt).zip(&wt) {
+            for j in 0..8 {
+                let (v, w) = (xr[j], wr[j]);
+                let lf = nearest_int(iscale[j] * (v - min[j])).max(0).min(nmax) as f32;
+                ar[j] = lf;
+                sum_l[j] += w * lf;
+                sum_l2[j] += w * lf * lf;
+                sum_xl[j] += w * lf * v;
+            }
+        }
+        let mut d = [0f32; 8];
+        let mut this_scale = [0f32; 8];
+        let mut this_min = [0f32; 8];
+        for j in 0..8 {
+            d[j] = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
+            let s = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / d[j];
+            let m = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / d[j];
+            let pos = m > 0.0;
+            this_min[j] = if pos { 0.0 } else { m };
+            this_scale[j] = if pos { sum_xl[j] / sum_l2[j] } else { s };
+        }
+        let mut cur_error = [0f32; 8];
+        for ((ar, xr), wr) in laux.iter().zip(&xt).zip(&wt) {
+            for j in 0..8 {
+                let diff = this_scale[j] * ar[j] + this_min[j] - xr[j];
+                cur_error[j] += wr[j] * (diff * diff);
+            }
+        }
+        let mut take = [false; 8];
+        for j in 0..8 {
+            take[j] = d[j] > 0.0 && cur_error[j] < best_error[j];
+            if take[j] {
+                best_error[j] = cur_error[j];
+                scale[j] = this_scale[j];
+                min[j] = this_min[j];
+            }
+        }
+        for (lr, ar) in lt.iter_mut().zip(&laux) {
+            for j in 0..8 {
+                lr[j] = if take[j] { ar[j] } else { lr[j] };
+            }
+        }
+    }
+    for j in 0..8 {
+        if flat[j] {
+            scales[j] = 0.0;
+            mins[j] = -min0[j];
+        } else {
+            scales[j] = scale[j];
+            mins[j] = -min[j];
+        }
+    }
+    for (i, lr) in lt.iter().enumerate() {
+        for j in 0..8 {
+            levels[32 * j + i] = if flat[j] { 0 } else { lr[j] as u8 };
+        }
+    }
+}
+
+/// Search (one of the two above), then 6-bit scales and mins relative to
+/// the block maxima and every value re-quantized against the stored
+/// (fp16-rounded) scales.
+#[inline(always)]
+fn quantize_k_superblock_with<F>(
+    x: &[f32; 256],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    search: F,
+) -> (u16, u16, [u8; 12], [u8; 256])
+where
+    F: Fn(&[f32; 256], i32, f32, i32, &mut [u8; 256], &mut [f32; 8], &mut [f32; 8]),
+{
+    use crate::fp16::{f16_to_f32, f32_to_f16};
+    let mut levels = [0u8; 256];
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    search(x, nmax, rmin, nstep, &mut levels, &mut scales, &mut mins);
+    let mut max_scale = 0f32;
+    let mut max_min = 0f32;
+    for j in 0..8 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let inv_scale = if max_scale > 0.0 {
@@ -290,6 +645,95 @@ mod tests {
         let p = pack_scale_min_k4(&ls, &lm);
         for j in 0..8 {
             assert_eq!(get_scale_min_k4(j, &p), (ls[j], lm[j]));
+        }
+    }
+    /// Deterministic mixed test data: 256-value blocks drawn from many
+    /// shapes (normal-ish, uniform, one-signed, heavy-tailed, tiny, huge,
+    /// sparse, constant, zero, integer-valued with rounding ties, single
+    /// spikes), xorshift so no rand API drift.
+    fn mixed_blocks(nblocks: usize, seed: u64) -> Vec<[f32; 256]> {
+        let mut s = seed | 1;
+        let mut u = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        (0..nblocks)
+            .map(|b| {
+                let mut x = [0f32; 256];
+                let kind = b % 12;
+                let scale = [1.0f32, 1e-3, 30.0, 1e-20, 1e4][b % 5];
+                for (i, v) in x.iter_mut().enumerate() {
+                    let r = u() * 2.0 - 1.0;
+                    *v = match kind {
+                        0 => (u() + u() + u() + u() - 2.0) * scale,
+                        1 => r * scale,
+                        2 => u() * scale,
+                        3 => -u() * scale,
+                        4 => r * r * r * r * r * scale,
+                        5 => {
+                            if u() < 0.9 {
+                                0.0
+                            } else {
+                                r * scale
+                            }
+                        }
+                        6 => ((i / 32) as f32 - 3.5) * scale,
+                        7 => 0.0,
+                        8 => ((r * 8.0).round()) * 0.5,
+                        9 => {
+                            if i % 37 == 0 {
+                                scale
+                            } else {
+                                r * 1e-6
+                            }
+                        }
+                        10 => (r * 16.0).round(),
+                        _ => (u() * 4.0 - 1.0) * scale,
+                    };
+                }
+                x
+            })
+            .collect()
+    }
+
+    #[test]
+    fn k_superblock_lanes_match_scalar_reference() {
+        // Q4_K (nmax 15, rmin -1, nstep 20) on 4096 blocks = 1M values,
+        // Q5_K (nmax 31, rmin -0.5, nstep 15) on 1024 blocks.
+        for &(nmax, rmin, nstep, nblocks) in &[(15, -1.0f32, 20, 4096), (31, -0.5, 15, 1024)] {
+            for (b, x) in mixed_blocks(nblocks, 0x5eed_0000 + nmax as u64)
+                .iter()
+                .enumerate()
+            {
+                let want = quantize_k_superblock_ref(x, nmax, rmin, nstep);
+                // The portable lane copy, then the dispatched one (AVX2 here).
+                let lanes = quantize_k_superblock_with(x, nmax, rmin, nstep, search_x8);
+                assert_eq!(lanes, want, "portable lanes, nmax {nmax}, block {b}");
+                let got = quantize_k_superblock(x, nmax, rmin, nstep);
+                assert_eq!(got, want, "dispatched, nmax {nmax}, block {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn qx_rmse1_lanes_match_scalar_reference() {
+        // Q6_K (nmax 32) on 4096 blocks = 1M values.
+        for (b, x) in mixed_blocks(4096, 0x0006_0006).iter().enumerate() {
+            let (mut lw, mut sw) = ([0i8; 256], [0f32; 16]);
+            make_qx_quants_rmse1_x16_ref(32, x, &mut lw, &mut sw);
+            let (mut lp, mut sp) = ([0i8; 256], [0f32; 16]);
+            make_qx_quants_rmse1_x16_with(32, x, &mut lp, &mut sp, make_qx_quants_rmse1_lanes);
+            let (mut ld, mut sd) = ([0i8; 256], [0f32; 16]);
+            make_qx_quants_rmse1_x16(32, x, &mut ld, &mut sd);
+            let bits = |s: &[f32; 16]| s.map(f32::to_bits);
+            assert_eq!(
+                (lp, bits(&sp)),
+                (lw, bits(&sw)),
+                "portable lanes, block {b}"
+            );
+            assert_eq!((ld, bits(&sd)), (lw, bits(&sw)), "dispatched, block {b}");
         }
     }
 }

@@ -5,7 +5,7 @@
 //! k >= 2) and high bits (qh[32h + l] >> 2k) & 3. value = d * sc * (q - 32).
 
 use crate::fp16::{f16_le, f32_to_f16};
-use crate::kquant_search::{make_qx_quants_rmse1, nearest_int, GROUP_MAX_EPS};
+use crate::kquant_search::{make_qx_quants_rmse1_x16, nearest_int, GROUP_MAX_EPS};
 use crate::q8_k;
 
 pub const QK: usize = 256;
@@ -19,13 +19,10 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         let mut scales = [0f32; QK / 16];
         let mut max_scale = 0f32;
         let mut max_abs_scale = 0f32;
-        for ((xs, ls), s) in x
-            .chunks_exact(16)
-            .zip(levels.chunks_exact_mut(16))
-            .zip(scales.iter_mut())
-        {
-            let scale = make_qx_quants_rmse1(32, xs, ls);
-            *s = scale;
+        let mut xs = [0f32; QK];
+        xs.copy_from_slice(x);
+        make_qx_quants_rmse1_x16(32, &xs, &mut levels, &mut scales);
+        for &scale in &scales {
             let abs_scale = scale.abs();
             if abs_scale > max_abs_scale {
                 max_abs_scale = abs_scale;
