@@ -249,7 +249,7 @@ pub(crate) fn make_qx_quants_rmse1_x16(
         // SAFETY: AVX2 is present (checked just above).
         return unsafe { make_qx_quants_rmse1_x16_avx2(nmax, x, levels, scales) };
     }
-    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, make_qx_quants_rmse1_lanes)
+    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, true)
 }
 
 /// [`make_qx_quants_rmse1_x16`] compiled for AVX2 (no FMA).
@@ -261,7 +261,7 @@ unsafe fn make_qx_quants_rmse1_x16_avx2(
     levels: &mut [i8; 256],
     scales: &mut [f32; 16],
 ) {
-    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, make_qx_quants_rmse1_lanes)
+    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, true)
 }
 
 /// The scalar reference of [`make_qx_quants_rmse1_x16`].
@@ -273,21 +273,17 @@ pub(crate) fn make_qx_quants_rmse1_x16_ref(
     levels: &mut [i8; 256],
     scales: &mut [f32; 16],
 ) {
-    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, |n, xs, ls| {
-        make_qx_quants_rmse1(n, xs, ls)
-    })
+    make_qx_quants_rmse1_x16_with(nmax, x, levels, scales, false)
 }
 
 #[inline(always)]
-fn make_qx_quants_rmse1_x16_with<F>(
+fn make_qx_quants_rmse1_x16_with(
     nmax: i32,
     x: &[f32; 256],
     levels: &mut [i8; 256],
     scales: &mut [f32; 16],
-    search: F,
-) where
-    F: Fn(i32, &[f32; 16], &mut [i8; 16]) -> f32,
-{
+    lanes: bool,
+) {
     for ((xs, ls), s) in x
         .chunks_exact(16)
         .zip(levels.chunks_exact_mut(16))
@@ -296,7 +292,11 @@ fn make_qx_quants_rmse1_x16_with<F>(
         let (Ok(xs), Ok(ls)) = (<&[f32; 16]>::try_from(xs), <&mut [i8; 16]>::try_from(ls)) else {
             continue; // unreachable: chunks_exact(16)
         };
-        *s = search(nmax, xs, ls);
+        *s = if lanes {
+            make_qx_quants_rmse1_lanes(nmax, xs, ls)
+        } else {
+            make_qx_quants_rmse1(nmax, xs, ls)
+        };
     }
 }
 
@@ -350,7 +350,7 @@ pub(crate) fn quantize_k_superblock(
         // SAFETY: AVX2 is present (checked just above).
         return unsafe { quantize_k_superblock_avx2(x, nmax, rmin, nstep) };
     }
-    quantize_k_superblock_with(x, nmax, rmin, nstep, search_x8)
+    search_and_finish(x, nmax, rmin, nstep, true, false)
 }
 
 /// [`quantize_k_superblock`] compiled for AVX2 (no FMA: every product and
@@ -363,7 +363,7 @@ unsafe fn quantize_k_superblock_avx2(
     rmin: f32,
     nstep: i32,
 ) -> (u16, u16, [u8; 12], [u8; 256]) {
-    quantize_k_superblock_with(x, nmax, rmin, nstep, search_x8)
+    search_and_finish(x, nmax, rmin, nstep, true, true)
 }
 
 /// The straight scalar transcription of ggml (the reference the faster
@@ -374,7 +374,201 @@ pub(crate) fn quantize_k_superblock_ref(
     rmin: f32,
     nstep: i32,
 ) -> (u16, u16, [u8; 12], [u8; 256]) {
-    quantize_k_superblock_with(x, nmax, rmin, nstep, search_ref)
+    search_and_finish(x, nmax, rmin, nstep, false, false)
+}
+
+/// Run `search` (one of the two below), then [`finish_k_superblock`].
+#[inline(always)]
+fn search_and_finish(
+    x: &[f32; 256],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    lanes: bool,
+    avx2: bool,
+) -> (u16, u16, [u8; 12], [u8; 256]) {
+    let mut levels = [0u8; 256];
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    if lanes {
+        search_x8(
+            x,
+            nmax,
+            rmin,
+            nstep,
+            avx2,
+            &mut levels,
+            &mut scales,
+            &mut mins,
+        );
+    } else {
+        search_ref(x, nmax, rmin, nstep, &mut levels, &mut scales, &mut mins);
+    }
+    finish_k_superblock(x, nmax, levels, &scales, &mins)
+}
+
+/// The trial loop of [`search_x8`], portable: per lane the reference's
+/// operations in its order, branches as selects.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn trials_portable(
+    xt: &[[f32; 8]; 32],
+    wt: &[[f32; 8]; 32],
+    nmax: i32,
+    cs: &[f32],
+    sum_w: &[f32; 8],
+    sum_x: &[f32; 8],
+    max: &[f32; 8],
+    min: &mut [f32; 8],
+    scale: &mut [f32; 8],
+    best_error: &mut [f32; 8],
+    lt: &mut [[f32; 8]; 32],
+) {
+    let mut laux = [[0f32; 8]; 32];
+    let mut iscale = [0f32; 8];
+    for &c in cs {
+        for j in 0..8 {
+            iscale[j] = c / (max[j] - min[j]);
+        }
+        let mut sum_l = [0f32; 8];
+        let mut sum_l2 = [0f32; 8];
+        let mut sum_xl = [0f32; 8];
+        for ((ar, xr), wr) in laux.iter_mut().zip(xt).zip(wt) {
+            for j in 0..8 {
+                let (v, w) = (xr[j], wr[j]);
+                let lf = nearest_int(iscale[j] * (v - min[j])).max(0).min(nmax) as f32;
+                ar[j] = lf;
+                sum_l[j] += w * lf;
+                sum_l2[j] += w * lf * lf;
+                sum_xl[j] += w * lf * v;
+            }
+        }
+        let mut d = [0f32; 8];
+        let mut this_scale = [0f32; 8];
+        let mut this_min = [0f32; 8];
+        for j in 0..8 {
+            d[j] = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
+            let s = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / d[j];
+            let m = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / d[j];
+            let pos = m > 0.0;
+            this_min[j] = if pos { 0.0 } else { m };
+            this_scale[j] = if pos { sum_xl[j] / sum_l2[j] } else { s };
+        }
+        let mut cur_error = [0f32; 8];
+        for ((ar, xr), wr) in laux.iter().zip(xt).zip(wt) {
+            for j in 0..8 {
+                let diff = this_scale[j] * ar[j] + this_min[j] - xr[j];
+                cur_error[j] += wr[j] * (diff * diff);
+            }
+        }
+        let mut take = [false; 8];
+        for j in 0..8 {
+            take[j] = d[j] > 0.0 && cur_error[j] < best_error[j];
+            if take[j] {
+                best_error[j] = cur_error[j];
+                scale[j] = this_scale[j];
+                min[j] = this_min[j];
+            }
+        }
+        for (lr, ar) in lt.iter_mut().zip(&laux) {
+            for j in 0..8 {
+                lr[j] = if take[j] { ar[j] } else { lr[j] };
+            }
+        }
+    }
+}
+
+/// The trial loop of [`search_x8`] in AVX2 intrinsics (LLVM scalarizes the
+/// portable loop's accumulators): the same operations per lane, in the same
+/// order, no FMA; comparisons are ordered (false on NaN) like Rust's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn trials_avx2(
+    xt: &[[f32; 8]; 32],
+    wt: &[[f32; 8]; 32],
+    nmax: i32,
+    cs: &[f32],
+    sum_w: &[f32; 8],
+    sum_x: &[f32; 8],
+    max: &[f32; 8],
+    min: &mut [f32; 8],
+    scale: &mut [f32; 8],
+    best_error: &mut [f32; 8],
+    lt: &mut [[f32; 8]; 32],
+) {
+    use std::arch::x86_64::*;
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let mant = _mm256_set1_epi32(0x007f_ffff);
+    let half = _mm256_set1_epi32(0x0040_0000);
+    let zero_i = _mm256_setzero_si256();
+    let nmax_i = _mm256_set1_epi32(nmax);
+    let zero = _mm256_setzero_ps();
+    let sw = _mm256_loadu_ps(sum_w.as_ptr());
+    let sx = _mm256_loadu_ps(sum_x.as_ptr());
+    let mx = _mm256_loadu_ps(max.as_ptr());
+    let mut mn = _mm256_loadu_ps(min.as_ptr());
+    let mut sc = _mm256_loadu_ps(scale.as_ptr());
+    let mut be = _mm256_loadu_ps(best_error.as_ptr());
+    let mut laux = [_mm256_setzero_ps(); 32];
+    for &c in cs {
+        let iscale = _mm256_div_ps(_mm256_set1_ps(c), _mm256_sub_ps(mx, mn));
+        let mut s_l = zero;
+        let mut s_l2 = zero;
+        let mut s_xl = zero;
+        for i in 0..32 {
+            let v = _mm256_loadu_ps(xt[i].as_ptr());
+            let w = _mm256_loadu_ps(wt[i].as_ptr());
+            let t = _mm256_mul_ps(iscale, _mm256_sub_ps(v, mn));
+            let b = _mm256_castps_si256(_mm256_add_ps(t, magic));
+            let q = _mm256_sub_epi32(_mm256_and_si256(b, mant), half);
+            let q = _mm256_min_epi32(_mm256_max_epi32(q, zero_i), nmax_i);
+            let lf = _mm256_cvtepi32_ps(q);
+            laux[i] = lf;
+            let wl = _mm256_mul_ps(w, lf);
+            s_l = _mm256_add_ps(s_l, wl);
+            s_l2 = _mm256_add_ps(s_l2, _mm256_mul_ps(wl, lf));
+            s_xl = _mm256_add_ps(s_xl, _mm256_mul_ps(wl, v));
+        }
+        let d = _mm256_sub_ps(_mm256_mul_ps(sw, s_l2), _mm256_mul_ps(s_l, s_l));
+        let s = _mm256_div_ps(
+            _mm256_sub_ps(_mm256_mul_ps(sw, s_xl), _mm256_mul_ps(sx, s_l)),
+            d,
+        );
+        let m = _mm256_div_ps(
+            _mm256_sub_ps(_mm256_mul_ps(s_l2, sx), _mm256_mul_ps(s_l, s_xl)),
+            d,
+        );
+        let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero);
+        let this_min = _mm256_blendv_ps(m, zero, pos);
+        let this_scale = _mm256_blendv_ps(s, _mm256_div_ps(s_xl, s_l2), pos);
+        let mut cur = zero;
+        for i in 0..32 {
+            let v = _mm256_loadu_ps(xt[i].as_ptr());
+            let w = _mm256_loadu_ps(wt[i].as_ptr());
+            let diff = _mm256_sub_ps(
+                _mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min),
+                v,
+            );
+            cur = _mm256_add_ps(cur, _mm256_mul_ps(w, _mm256_mul_ps(diff, diff)));
+        }
+        let take = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero),
+            _mm256_cmp_ps::<_CMP_LT_OQ>(cur, be),
+        );
+        be = _mm256_blendv_ps(be, cur, take);
+        sc = _mm256_blendv_ps(sc, this_scale, take);
+        mn = _mm256_blendv_ps(mn, this_min, take);
+        if _mm256_movemask_ps(take) != 0 {
+            for i in 0..32 {
+                let old = _mm256_loadu_ps(lt[i].as_ptr());
+                _mm256_storeu_ps(lt[i].as_mut_ptr(), _mm256_blendv_ps(old, laux[i], take));
+            }
+        }
+    }
+    _mm256_storeu_ps(min.as_mut_ptr(), mn);
+    _mm256_storeu_ps(scale.as_mut_ptr(), sc);
+    _mm256_storeu_ps(best_error.as_mut_ptr(), be);
 }
 
 /// Sub-block searches of one super-block, one at a time: weights
@@ -414,11 +608,13 @@ fn search_ref(
 /// every data-dependent branch turned into a per-lane select, so scales,
 /// mins and levels are identical. Needs nstep >= 1.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn search_x8(
     x: &[f32; 256],
     nmax: i32,
     rmin: f32,
     nstep: i32,
+    avx2: bool,
     levels: &mut [u8; 256],
     scales: &mut [f32; 8],
     mins: &mut [f32; 8],
@@ -490,57 +686,59 @@ fn search_x8(
             best_error[j] += wr[j] * (diff * diff);
         }
     }
-    let mut laux = [[0f32; 8]; 32];
-    for is in 0..=nstep {
-        let c = rmin + RDELTA * is as f32 + nmaxf;
-        for j in 0..8 {
-            iscale[j] = c / (max[j] - min[j]);
-        }
-        let mut sum_l = [0f32; 8];
-        let mut sum_l2 = [0f32; 8];
-        let mut sum_xl = [0f32; 8];
-        for ((ar, xr), wr) in laux.iter_mut().zip(&xt).zip(&wt) {
-            for j in 0..8 {
-                let (v, w) = (xr[j], wr[j]);
-                let lf = nearest_int(iscale[j] * (v - min[j])).max(0).min(nmax) as f32;
-                ar[j] = lf;
-                sum_l[j] += w * lf;
-                sum_l2[j] += w * lf * lf;
-                sum_xl[j] += w * lf * v;
-            }
-        }
-        let mut d = [0f32; 8];
-        let mut this_scale = [0f32; 8];
-        let mut this_min = [0f32; 8];
-        for j in 0..8 {
-            d[j] = sum_w[j] * sum_l2[j] - sum_l[j] * sum_l[j];
-            let s = (sum_w[j] * sum_xl[j] - sum_x[j] * sum_l[j]) / d[j];
-            let m = (sum_l2[j] * sum_x[j] - sum_l[j] * sum_xl[j]) / d[j];
-            let pos = m > 0.0;
-            this_min[j] = if pos { 0.0 } else { m };
-            this_scale[j] = if pos { sum_xl[j] / sum_l2[j] } else { s };
-        }
-        let mut cur_error = [0f32; 8];
-        for ((ar, xr), wr) in laux.iter().zip(&xt).zip(&wt) {
-            for j in 0..8 {
-                let diff = this_scale[j] * ar[j] + this_min[j] - xr[j];
-                cur_error[j] += wr[j] * (diff * diff);
-            }
-        }
-        let mut take = [false; 8];
-        for j in 0..8 {
-            take[j] = d[j] > 0.0 && cur_error[j] < best_error[j];
-            if take[j] {
-                best_error[j] = cur_error[j];
-                scale[j] = this_scale[j];
-                min[j] = this_min[j];
-            }
-        }
-        for (lr, ar) in lt.iter_mut().zip(&laux) {
-            for j in 0..8 {
-                lr[j] = if take[j] { ar[j] } else { lr[j] };
-            }
-        }
+    // The trial numerators rmin + rdelta * is + nmax, is = 0..=nstep.
+    let cs: Vec<f32> = (0..=nstep)
+        .map(|is| rmin + RDELTA * is as f32 + nmaxf)
+        .collect();
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: callers pass avx2 = true only when AVX2 is present.
+        unsafe {
+            trials_avx2(
+                &xt,
+                &wt,
+                nmax,
+                &cs,
+                &sum_w,
+                &sum_x,
+                &max,
+                &mut min,
+                &mut scale,
+                &mut best_error,
+                &mut lt,
+            )
+        };
+    } else {
+        trials_portable(
+            &xt,
+            &wt,
+            nmax,
+            &cs,
+            &sum_w,
+            &sum_x,
+            &max,
+            &mut min,
+            &mut scale,
+            &mut best_error,
+            &mut lt,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = avx2;
+        trials_portable(
+            &xt,
+            &wt,
+            nmax,
+            &cs,
+            &sum_w,
+            &sum_x,
+            &max,
+            &mut min,
+            &mut scale,
+            &mut best_error,
+            &mut lt,
+        );
     }
     for j in 0..8 {
         if flat[j] {
@@ -558,25 +756,18 @@ fn search_x8(
     }
 }
 
-/// Search (one of the two above), then 6-bit scales and mins relative to
-/// the block maxima and every value re-quantized against the stored
-/// (fp16-rounded) scales.
+/// The shared tail after a search (one of the two above): 6-bit scales
+/// and mins relative to the block maxima, then every value re-quantized
+/// against the stored (fp16-rounded) scales.
 #[inline(always)]
-fn quantize_k_superblock_with<F>(
+fn finish_k_superblock(
     x: &[f32; 256],
     nmax: i32,
-    rmin: f32,
-    nstep: i32,
-    search: F,
-) -> (u16, u16, [u8; 12], [u8; 256])
-where
-    F: Fn(&[f32; 256], i32, f32, i32, &mut [u8; 256], &mut [f32; 8], &mut [f32; 8]),
-{
+    mut levels: [u8; 256],
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+) -> (u16, u16, [u8; 12], [u8; 256]) {
     use crate::fp16::{f16_to_f32, f32_to_f16};
-    let mut levels = [0u8; 256];
-    let mut scales = [0f32; 8];
-    let mut mins = [0f32; 8];
-    search(x, nmax, rmin, nstep, &mut levels, &mut scales, &mut mins);
     let mut max_scale = 0f32;
     let mut max_min = 0f32;
     for j in 0..8 {
@@ -709,7 +900,7 @@ mod tests {
             {
                 let want = quantize_k_superblock_ref(x, nmax, rmin, nstep);
                 // The portable lane copy, then the dispatched one (AVX2 here).
-                let lanes = quantize_k_superblock_with(x, nmax, rmin, nstep, search_x8);
+                let lanes = search_and_finish(x, nmax, rmin, nstep, true, false);
                 assert_eq!(lanes, want, "portable lanes, nmax {nmax}, block {b}");
                 let got = quantize_k_superblock(x, nmax, rmin, nstep);
                 assert_eq!(got, want, "dispatched, nmax {nmax}, block {b}");
@@ -724,7 +915,7 @@ mod tests {
             let (mut lw, mut sw) = ([0i8; 256], [0f32; 16]);
             make_qx_quants_rmse1_x16_ref(32, x, &mut lw, &mut sw);
             let (mut lp, mut sp) = ([0i8; 256], [0f32; 16]);
-            make_qx_quants_rmse1_x16_with(32, x, &mut lp, &mut sp, make_qx_quants_rmse1_lanes);
+            make_qx_quants_rmse1_x16_with(32, x, &mut lp, &mut sp, true);
             let (mut ld, mut sd) = ([0i8; 256], [0f32; 16]);
             make_qx_quants_rmse1_x16(32, x, &mut ld, &mut sd);
             let bits = |s: &[f32; 16]| s.map(f32::to_bits);
