@@ -1,16 +1,16 @@
 //! mamba-gguf: the runtime library (model, state, tokenizer, sampler, session).
 
+pub mod chat_template;
 pub mod error;
+pub mod generate;
 pub mod model;
 pub mod procmem;
 pub mod sampler;
+pub mod server;
 pub mod session;
 pub mod state;
-pub mod tokenizer;
-pub mod server;
-pub mod chat_template;
 pub mod state_file;
-pub mod generate;
+pub mod tokenizer;
 
 pub use error::ModelError;
 pub use model::Model;
