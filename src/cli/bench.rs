@@ -205,7 +205,6 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         n_prompt: usize,
