@@ -43,6 +43,7 @@ pub mod error;
 pub mod float;
 mod formats;
 pub mod fp16;
+mod kquant_scale_min;
 mod kquant_search;
 pub mod math;
 pub mod q4_0;

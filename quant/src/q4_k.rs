@@ -4,8 +4,8 @@
 //! value = d * sc_j * q - dmin * m_j.
 
 use crate::fp16::f16_le;
+use crate::kquant_scale_min::{self, Unpacked};
 use crate::kquant_search::{get_scale_min_k4, quantize_k_superblock};
-use crate::q8_k;
 
 pub const QK: usize = 256;
 pub const BLOCK_BYTES: usize = 144;
@@ -30,7 +30,7 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
 
 /// (d, dmin, per-sub-block (scale, min), levels 0..=15) of one block.
 #[inline]
-fn unpack(blk: &[u8]) -> (f32, f32, [(u8, u8); 8], [u8; QK]) {
+fn unpack(blk: &[u8]) -> Unpacked {
     let d = f16_le(blk[0], blk[1]);
     let dmin = f16_le(blk[2], blk[3]);
     let mut packed = [0u8; 12];
@@ -50,41 +50,10 @@ fn unpack(blk: &[u8]) -> (f32, f32, [(u8, u8); 8], [u8; QK]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (blk, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let (d, dmin, sm, levels) = unpack(blk);
-        for ((ys, ls), &(sc, m)) in y.chunks_exact_mut(32).zip(levels.chunks_exact(32)).zip(&sm) {
-            let d1 = d * sc as f32;
-            let m1 = dmin * m as f32;
-            for (o, &q) in ys.iter_mut().zip(ls) {
-                *o = d1 * q as f32 - m1;
-            }
-        }
-    }
+    kquant_scale_min::dequantize(src, dst, BLOCK_BYTES, unpack)
 }
 
 /// Scalar dot of a Q4_K weight row with Q8_K activations.
 pub fn dot_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0f32;
-    for (wb, ab) in w
-        .chunks_exact(BLOCK_BYTES)
-        .zip(a.chunks_exact(q8_k::BLOCK_BYTES))
-        .take(n / QK)
-    {
-        let (d, dmin, sm, levels) = unpack(wb);
-        let da = q8_k::act_d(ab);
-        let aq = q8_k::act_qs(ab);
-        let mut isum = 0i32;
-        let mut msum = 0i32;
-        for (j, ((ls, qa), &(sc, m))) in levels
-            .chunks_exact(32)
-            .zip(aq.chunks_exact(32))
-            .zip(&sm)
-            .enumerate()
-        {
-            isum += sc as i32 * q8_k::idot_u8(ls, qa);
-            msum += m as i32 * (q8_k::act_bsum(ab, 2 * j) + q8_k::act_bsum(ab, 2 * j + 1));
-        }
-        sum += d * da * isum as f32 - dmin * da * msum as f32;
-    }
-    sum
+    kquant_scale_min::dot_q8_k(n, w, a, BLOCK_BYTES, unpack)
 }
