@@ -691,7 +691,7 @@ fn search_x8(
         .map(|is| rmin + RDELTA * is as f32 + nmaxf)
         .collect();
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
+    let done = avx2 && {
         // SAFETY: callers pass avx2 = true only when AVX2 is present.
         unsafe {
             trials_avx2(
@@ -708,24 +708,14 @@ fn search_x8(
                 &mut lt,
             )
         };
-    } else {
-        trials_portable(
-            &xt,
-            &wt,
-            nmax,
-            &cs,
-            &sum_w,
-            &sum_x,
-            &max,
-            &mut min,
-            &mut scale,
-            &mut best_error,
-            &mut lt,
-        );
-    }
+        true
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    {
+    let done = {
         let _ = avx2;
+        false
+    };
+    if !done {
         trials_portable(
             &xt,
             &wt,

@@ -7,18 +7,25 @@ use crate::q8_0;
 pub const QK: usize = 32;
 pub const BLOCK_BYTES: usize = 18;
 
+/// The value of largest magnitude, with its sign (the first one on ties), as
+/// ggml's Q4_0/Q5_0 reference quantizers pick it.
+pub(crate) fn signed_absmax(x: &[f32]) -> f32 {
+    let mut amax = 0f32;
+    let mut max = 0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
 /// ggml's quantize_row_q4_0_ref: d = (signed value of largest magnitude) / -8,
 /// q = min(15, trunc(x / d + 8.5)).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
-        let mut amax = 0f32;
-        let mut max = 0f32;
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = signed_absmax(x);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let (head, qs) = blk.split_at_mut(2);

@@ -12,14 +12,7 @@ pub const BLOCK_BYTES: usize = 22;
 /// q = min(31, trunc(x / d + 16.5)).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
-        let mut amax = 0f32;
-        let mut max = 0f32;
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = crate::q4_0::signed_absmax(x);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let (head, qs) = blk.split_at_mut(6);
