@@ -12,7 +12,7 @@
 //! [`kernel_for_path`] does not check, so that tests see every kernel.
 
 use crate::formats::format;
-use crate::{Dot4Fn, DotFn, GgmlType, Kernel, SimdPath};
+use crate::{Dot4Fn, DotFn, GemmFn, GgmlType, Kernel, SimdPath};
 use std::sync::Mutex;
 
 /// Environment variable that forces a path: `scalar`, `avx2`, `avx512`, `neon`.
@@ -89,6 +89,18 @@ fn simd_dot(ty: GgmlType, path: SimdPath) -> Option<(DotFn, Dot4Fn)> {
     }
 }
 
+/// The multi-row SIMD kernel for `ty` on `path`, when written.
+fn simd_gemm(ty: GgmlType, path: SimdPath) -> Option<GemmFn> {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        SimdPath::Avx2 => crate::avx2::gemm(ty),
+        _ => {
+            let _ = ty;
+            None
+        }
+    }
+}
+
 /// The kernel for `ty` on exactly `path`, or `None` when the type is not
 /// supported, the path has no kernel for it, or this CPU lacks the path.
 pub fn kernel_for_path(ty: GgmlType, path: SimdPath) -> Option<Kernel> {
@@ -106,6 +118,7 @@ pub fn kernel_for_path(ty: GgmlType, path: SimdPath) -> Option<Kernel> {
         act: f.act,
         dot,
         dot4,
+        gemm: simd_gemm(ty, path),
         path,
     })
 }
@@ -162,9 +175,10 @@ fn passes_self_check(k: &Kernel) -> bool {
 
 /// Whether SIMD kernel `k` agrees with the scalar reference of its type on
 /// fixed pseudo-random data (one weight row, four activation rows, an odd
-/// number of 32-value blocks), through both `dot` and `dot4`: bit for bit
+/// number of 32-value blocks), through `dot`, `dot4` and `gemm`: bit for bit
 /// for the K-quants and float types, within (blocks + 8) * 2^-23 *
-/// sum |w_i a_i| for the 32-value types, and `dot4` exactly as `dot`.
+/// sum |w_i a_i| for the 32-value types, and `dot4` and `gemm` exactly as
+/// `dot`.
 pub fn self_check(k: &Kernel) -> bool {
     let (Some(f), Some(scalar)) = (
         format(k.weight),
@@ -206,10 +220,15 @@ pub fn self_check(k: &Kernel) -> bool {
     if let Some(dot4) = k.dot4 {
         dot4(n, &w, [acts[0], acts[1], acts[2], acts[3]], &mut four);
     }
+    let mut tiled = [f32::NAN; 4];
+    if let Some(gemm) = k.gemm {
+        gemm(n, 1, &w, 4, &a, &mut tiled);
+    }
     acts.iter().enumerate().all(|(j, row)| {
         let want = (scalar.dot)(n, &w, row);
         let got = (k.dot)(n, &w, row);
-        let same_as_dot = k.dot4.is_none() || four[j].to_bits() == got.to_bits();
+        let same_as_dot = (k.dot4.is_none() || four[j].to_bits() == got.to_bits())
+            && (k.gemm.is_none() || tiled[j].to_bits() == got.to_bits());
         let close = if exact {
             got.to_bits() == want.to_bits()
         } else {

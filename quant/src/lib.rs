@@ -74,6 +74,11 @@ pub type DotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 /// its results equal the path's [`DotFn`] on each pair.
 pub type Dot4Fn = fn(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]);
 
+/// Whole-matrix kernel with [`matmul`]'s arguments and buffer rules, for
+/// types whose SIMD path works on tiles of several weight rows at once. Its
+/// results equal the path's [`DotFn`] on each (row, activation) pair.
+pub type GemmFn = fn(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]);
+
 /// A dot kernel together with the types it reads and the path it uses.
 #[derive(Clone, Copy)]
 pub struct Kernel {
@@ -82,6 +87,8 @@ pub struct Kernel {
     pub dot: DotFn,
     /// The four-activation form [`matmul`] uses when present (SIMD paths).
     pub dot4: Option<Dot4Fn>,
+    /// The multi-row form [`matvec`] and [`matmul`] use when present.
+    pub gemm: Option<GemmFn>,
     pub path: SimdPath,
 }
 
@@ -166,6 +173,10 @@ pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
 /// `k.act`. Sizes are the caller's to validate (see [`check_matmul`]); rows
 /// missing from a short `w` are left untouched.
 pub fn matvec(k: &Kernel, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    if let Some(gemm) = k.gemm {
+        let rows = out.len();
+        return gemm(n, rows, w, 1, a, out);
+    }
     let Some(rb) = k.weight.row_bytes(n).filter(|&b| b > 0) else {
         return;
     };
@@ -180,6 +191,9 @@ pub fn matvec(k: &Kernel, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
 /// activations; with a [`Kernel::dot4`] its blocks are also decoded once per
 /// four activations.
 pub fn matmul(k: &Kernel, n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if let Some(gemm) = k.gemm {
+        return gemm(n, rows, w, t, a, out);
+    }
     let (Some(rb), Some(ab)) = (k.weight.row_bytes(n), k.act.row_bytes(n)) else {
         return;
     };

@@ -9,7 +9,8 @@
 //! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: exact integer block sums, f32 partial
 //!   sums in another order, so |simd - scalar| <= (blocks + 8) * 2^-23 *
 //!   sum |w_i * a_i| (dequantized operands);
-//! - on one path, dot4 and matmul give bit for bit the path's dot.
+//! - on one path, dot4 and matmul give bit for bit the path's dot;
+//! - kernels with a multi-row `gemm` (Q4_0 on AVX2): bit-identical to scalar.
 
 use quant::{
     check_matmul, dequantize_row, kernel_for_path, matmul, quantize_row, GgmlType, Kernel, SimdPath,
@@ -350,4 +351,55 @@ fn self_check_passes_every_kernel_and_rejects_a_wrong_one() {
             assert!(!quant::self_check(&bad4), "{ty}: dot4 unlike dot accepted");
         }
     }
+}
+
+#[test]
+fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
+    // Kernels with a multi-row `gemm` (Q4_0 on AVX2) keep exact integer
+    // block sums and do the scalar's `sum += isum * (dw * da)` per lane, so
+    // dot, dot4 and gemm equal the scalar reference exactly, also for raw
+    // weight bytes and raw activation bytes (quants of -128 included, which
+    // quantize_row never writes), over row counts around the tile of 8.
+    let mut rng = StdRng::seed_from_u64(0x711E);
+    let mut checked = 0;
+    for ty in all_types() {
+        let scalar = kernel_for_path(ty, SimdPath::Scalar).expect("scalar");
+        for k in simd_kernels(ty).into_iter().filter(|k| k.gemm.is_some()) {
+            let n = 320;
+            let (rb, ab) = (
+                ty.row_bytes(n).expect("rb"),
+                k.act.row_bytes(n).expect("ab"),
+            );
+            for (rows, t) in [(1, 1), (8, 1), (15, 2), (16, 5), (17, 9)] {
+                for wcase in ["normal", "max", "bytes"] {
+                    let w = weight_rows(ty, wcase, n, rows, &mut rng);
+                    let mut a = act_rows(k.act, "max", n, t, &mut rng);
+                    if wcase == "bytes" {
+                        // Raw quant bytes behind each activation scale.
+                        for blk in a.chunks_exact_mut(k.act.type_size()) {
+                            rng.fill(&mut blk[2..]);
+                        }
+                    }
+                    let mut out = vec![f32::NAN; t * rows];
+                    matmul(&k, n, rows, &w, t, &a, &mut out);
+                    for j in 0..t {
+                        for r in 0..rows {
+                            let (wr, ar) = (&w[r * rb..(r + 1) * rb], &a[j * ab..(j + 1) * ab]);
+                            let want = (scalar.dot)(n, wr, ar);
+                            let got = out[j * rows + r];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{ty} {} {wcase} rows={rows} t={t} ({j},{r}): {got} vs scalar {want}",
+                                k.path.name()
+                            );
+                            assert_eq!((k.dot)(n, wr, ar).to_bits(), want.to_bits());
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} tiled results checked");
 }

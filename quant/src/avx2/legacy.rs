@@ -1,5 +1,5 @@
-//! AVX2 dots of the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
-//! with Q8_0 activations. Per block: decode the 32 weights into one
+//! AVX2 dots of the 32-value block types Q4_1, Q5_1 and Q8_0 (Q4_0 and Q5_0
+//! are in `q4_q5_tile`) with Q8_0 activations. Per block: decode the 32 weights into one
 //! vector of bytes once, then for each activation row an exact i32 dot
 //! (sign trick for signed weights), scaled by dw * da and accumulated in 8
 //! f32 lanes. Q4_1/Q5_1 add min * da * sum(activation quants).
@@ -83,28 +83,11 @@ macro_rules! kernel32 {
     };
 }
 
-// Q4_0 (18 bytes: d, 16 nibble bytes): q - 8.
-kernel32!(q4_0, signed, 18, |wb| _mm256_sub_epi8(
-    nibbles16(wb.add(2)),
-    _mm256_set1_epi8(8)
-));
-wrappers!(q4_0_dot, q4_0_dot4, q4_0);
-
 // Q8_0 (34 bytes: d, 32 x i8).
 kernel32!(q8_0, signed, 34, |wb| _mm256_loadu_si256(
     wb.add(2) as *const __m256i
 ));
 wrappers!(q8_0_dot, q8_0_dot4, q8_0);
-
-// Q5_0 (22 bytes: d, u32 fifth bits, 16 nibble bytes): (nibble | bit << 4) - 16.
-kernel32!(q5_0, signed, 22, |wb| {
-    let fifth = _mm256_and_si256(bits32(wb.add(2)), _mm256_set1_epi8(0x10));
-    _mm256_sub_epi8(
-        _mm256_or_si256(nibbles16(wb.add(6)), fifth),
-        _mm256_set1_epi8(16),
-    )
-});
-wrappers!(q5_0_dot, q5_0_dot4, q5_0);
 
 // Q4_1 (20 bytes: d, m, 16 nibble bytes).
 kernel32!(q4_1, min, 20, |wb| nibbles16(wb.add(4)));

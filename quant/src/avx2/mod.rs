@@ -28,8 +28,9 @@ mod kquants;
 #[cfg(feature = "avx512")]
 pub(crate) use kquants::k4_header;
 mod legacy;
+mod q4_q5_tile;
 
-use crate::{Dot4Fn, DotFn, GgmlType};
+use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
 
 /// The (matvec dot, four-activation dot) pair for `ty`, if written.
@@ -39,9 +40,9 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::F32 => (float::f32_dot, float::f32_dot4),
         T::F16 => (float::f16_dot, float::f16_dot4),
         T::BF16 => (float::bf16_dot, float::bf16_dot4),
-        T::Q4_0 => (legacy::q4_0_dot, legacy::q4_0_dot4),
+        T::Q4_0 => (q4_q5_tile::q4_0_dot, q4_q5_tile::q4_0_dot4),
         T::Q4_1 => (legacy::q4_1_dot, legacy::q4_1_dot4),
-        T::Q5_0 => (legacy::q5_0_dot, legacy::q5_0_dot4),
+        T::Q5_0 => (q4_q5_tile::q5_0_dot, q4_q5_tile::q5_0_dot4),
         T::Q5_1 => (legacy::q5_1_dot, legacy::q5_1_dot4),
         T::Q8_0 => (legacy::q8_0_dot, legacy::q8_0_dot4),
         T::Q4_K => (kquants::q4_k_dot, kquants::q4_k_dot4),
@@ -49,6 +50,16 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::Q6_K => (kquants::q6_k_dot, kquants::q6_k_dot4),
         _ => return None,
     })
+}
+
+/// The multi-row kernel for `ty`, if written (its `dot`/`dot4` above are
+/// built on the same tile, so all three agree bit for bit).
+pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
+    match ty {
+        GgmlType::Q4_0 => Some(q4_q5_tile::q4_0_gemm),
+        GgmlType::Q5_0 => Some(q4_q5_tile::q5_0_gemm),
+        _ => None,
+    }
 }
 
 /// Safe `DotFn`/`Dot4Fn` wrappers around a generic `#[target_feature]`

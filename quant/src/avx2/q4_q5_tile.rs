@@ -1,0 +1,379 @@
+//! Q4_0 and Q5_0 x Q8_0 on AVX2 in tiles of eight weight rows: the matvec
+//! and matmul kernels behind [`crate::Kernel::gemm`], and the `dot`/`dot4`
+//! built on the same tile so that every path gives the same bits.
+//!
+//! Layout of one 32-value block of one row: Q4_0 (18 bytes): fp16 d, then 16
+//! bytes whose low nibbles are values 0..16 and high nibbles values 16..32;
+//! value = (nibble - 8) * d. Q5_0 (22 bytes): fp16 d, a u32 whose bit i is
+//! the fifth bit of value i, then the 16 nibble bytes; value = (nibble | bit
+//! << 4) - 16) * d. Activation block (Q8_0, 34 bytes): fp16 d, 32 x i8.
+//!
+//! Per block, the 16 nibble bytes of eight rows are transposed in registers
+//! so that vector `j` holds dword `j` (bytes 4j..4j+4) of every row, one row
+//! per 32-bit lane:
+//!
+//! ```text
+//!   lo[j] = T[j] & 0xF         lanes r = 0..8: values 4j..4j+4 of row r
+//!   hi[j] = (T[j] >> 4) & 0xF  lanes r = 0..8: values 16+4j..16+4j+4
+//! ```
+//!
+//! Against one activation block, broadcast 4 bytes at a time, eight
+//! `maddubs` (unsigned level x signed activation) and a `madd` leave the
+//! exact integer sum of level * activation of row r in lane r: for Q4_0 the
+//! pair sums are <= 2*15*128, so all eight add up in i16; for Q5_0 (<=
+//! 2*31*128) four at a time. Subtracting 8 (16) * sum(activation block)
+//! gives the block's exact sum of (level - 8 (16)) * a.
+//! Each lane then does what the scalar reference does, in the same order:
+//! `sum += isum as f32 * (dw * da)` (multiply, round, add, round; no FMA),
+//! so the results are bit for bit the scalar kernel's, and do not depend on
+//! which tile, which lane or how many activations a row was computed with.
+
+use super::f16_at;
+use std::arch::x86_64::*;
+
+const AB: usize = 34; // Q8_0 block bytes
+const QK: usize = 32;
+
+/// Block bytes: Q5_0 22, Q4_0 18.
+const fn block_bytes(five: bool) -> usize {
+    if five {
+        22
+    } else {
+        18
+    }
+}
+
+/// Per-lane sums for up to eight rows (`rows[r]`, each `nb` blocks) against
+/// `A` activation rows: `out[a][r] = dot(row r, act a)`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; every `rows[r]` points at `nb * 18`
+/// readable bytes, every `acts[a]` at `nb * 34` and every `pres[a]` at `nb`
+/// [`Pre`] of that activation row.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const A: usize, const FIVE: bool>(
+    nb: usize,
+    rows: &[*const u8; 8],
+    acts: &[*const u8; A],
+    pres: &[*const Pre; A],
+) -> [[f32; 8]; A] {
+    let wb = block_bytes(FIVE);
+    let nib = if FIVE { 6 } else { 2 };
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones16 = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); A];
+    for b in 0..nb {
+        let off = b * wb;
+        // Eight fp16 row scales -> 8 x f32, lane r = row r.
+        let dw = _mm256_cvtph_ps(_mm_setr_epi16(
+            u16_at(rows[0].add(off)),
+            u16_at(rows[1].add(off)),
+            u16_at(rows[2].add(off)),
+            u16_at(rows[3].add(off)),
+            u16_at(rows[4].add(off)),
+            u16_at(rows[5].add(off)),
+            u16_at(rows[6].add(off)),
+            u16_at(rows[7].add(off)),
+        ));
+        // Rows r and r+4 share a 256-bit vector (low / high 128 bits).
+        macro_rules! ld {
+            ($r:expr) => {
+                _mm_loadu_si128(rows[$r].add(off + nib) as *const __m128i)
+            };
+        }
+        let y0 = _mm256_set_m128i(ld!(4), ld!(0));
+        let y1 = _mm256_set_m128i(ld!(5), ld!(1));
+        let y2 = _mm256_set_m128i(ld!(6), ld!(2));
+        let y3 = _mm256_set_m128i(ld!(7), ld!(3));
+        // 4x4 dword transpose inside each 128-bit half.
+        let t0 = _mm256_unpacklo_epi32(y0, y1); // r0d0 r1d0 r0d1 r1d1
+        let t1 = _mm256_unpackhi_epi32(y0, y1); // r0d2 r1d2 r0d3 r1d3
+        let t2 = _mm256_unpacklo_epi32(y2, y3); // r2d0 r3d0 r2d1 r3d1
+        let t3 = _mm256_unpackhi_epi32(y2, y3); // r2d2 r3d2 r2d3 r3d3
+        let d = [
+            _mm256_unpacklo_epi64(t0, t2), // dword 0 of rows 0..4 | 4..8
+            _mm256_unpackhi_epi64(t0, t2), // dword 1
+            _mm256_unpacklo_epi64(t1, t3), // dword 2
+            _mm256_unpackhi_epi64(t1, t3), // dword 3
+        ];
+        let mut lo = [
+            _mm256_and_si256(d[0], mask),
+            _mm256_and_si256(d[1], mask),
+            _mm256_and_si256(d[2], mask),
+            _mm256_and_si256(d[3], mask),
+        ];
+        let mut hi = [
+            _mm256_and_si256(_mm256_srli_epi16::<4>(d[0]), mask),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(d[1]), mask),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(d[2]), mask),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(d[3]), mask),
+        ];
+        if FIVE {
+            // Lane r = row r's u32 of fifth bits; group g (values 4g..4g+4,
+            // lo[g] for g < 4, hi[g - 4] above) takes bits 4g..4g+4: byte
+            // g / 2 of the lane spread over its 4 bytes, one bit per byte.
+            let h = _mm256_setr_epi32(
+                u32_at(rows[0].add(off + 2)),
+                u32_at(rows[1].add(off + 2)),
+                u32_at(rows[2].add(off + 2)),
+                u32_at(rows[3].add(off + 2)),
+                u32_at(rows[4].add(off + 2)),
+                u32_at(rows[5].add(off + 2)),
+                u32_at(rows[6].add(off + 2)),
+                u32_at(rows[7].add(off + 2)),
+            );
+            let sixteen = _mm256_set1_epi8(0x10);
+            for g in 0..8 {
+                let byte = (g / 2) as i8;
+                let idx = _mm256_setr_epi8(
+                    byte,
+                    byte,
+                    byte,
+                    byte,
+                    4 + byte,
+                    4 + byte,
+                    4 + byte,
+                    4 + byte,
+                    8 + byte,
+                    8 + byte,
+                    8 + byte,
+                    8 + byte,
+                    12 + byte,
+                    12 + byte,
+                    12 + byte,
+                    12 + byte,
+                    byte,
+                    byte,
+                    byte,
+                    byte,
+                    4 + byte,
+                    4 + byte,
+                    4 + byte,
+                    4 + byte,
+                    8 + byte,
+                    8 + byte,
+                    8 + byte,
+                    8 + byte,
+                    12 + byte,
+                    12 + byte,
+                    12 + byte,
+                    12 + byte,
+                );
+                let bits = _mm256_set1_epi32(0x0804_0201 << (4 * (g % 2)));
+                let set =
+                    _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(h, idx), bits), bits);
+                let fifth = _mm256_and_si256(set, sixteen);
+                if g < 4 {
+                    lo[g] = _mm256_or_si256(lo[g], fifth);
+                } else {
+                    hi[g - 4] = _mm256_or_si256(hi[g - 4], fifth);
+                }
+            }
+        }
+        for j in 0..A {
+            let ya = acts[j].add(b * AB + 2);
+            macro_rules! bc {
+                ($k:expr) => {
+                    _mm256_set1_epi32((ya.add(4 * $k) as *const i32).read_unaligned())
+                };
+            }
+            let mut s = _mm256_maddubs_epi16(lo[0], bc!(0));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[1], bc!(1)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[2], bc!(2)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[3], bc!(3)));
+            let mut s2 = _mm256_maddubs_epi16(hi[0], bc!(4));
+            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[1], bc!(5)));
+            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[2], bc!(6)));
+            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[3], bc!(7)));
+            let isum = if FIVE {
+                _mm256_add_epi32(_mm256_madd_epi16(s, ones16), _mm256_madd_epi16(s2, ones16))
+            } else {
+                _mm256_madd_epi16(_mm256_add_epi16(s, s2), ones16)
+            };
+            let pr = *pres[j].add(b);
+            let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(pr.off));
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(pr.da));
+            acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale));
+        }
+    }
+    let mut out = [[0f32; 8]; A];
+    for j in 0..A {
+        _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+    }
+    out
+}
+
+/// What every tile needs of one activation block, worked out once per
+/// matmul: its scale and the level offset times its quant sum.
+#[derive(Clone, Copy, Default)]
+struct Pre {
+    /// fp16 d of the block as f32.
+    da: f32,
+    /// 8 (Q4_0) or 16 (Q5_0) * sum of the 32 quants (exact).
+    off: i32,
+}
+
+/// Fills `dst` (one per block) for the activation row at `a`.
+///
+/// # Safety
+/// AVX2 and F16C; `a` points at `dst.len() * 34` readable bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prep<const FIVE: bool>(a: *const u8, dst: &mut [Pre]) {
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    for (b, pr) in dst.iter_mut().enumerate() {
+        let ab = a.add(b * AB);
+        let y = _mm256_loadu_si256(ab.add(2) as *const __m256i);
+        let sy = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, y), ones16);
+        let sum = super::hsum_epi32(sy);
+        *pr = Pre {
+            da: f16_at(ab),
+            off: if FIVE { sum << 4 } else { sum << 3 },
+        };
+    }
+}
+
+thread_local! {
+    /// Per-thread [`Pre`] buffer: grows to the largest matmul once, then
+    /// matmuls allocate nothing.
+    static PRE: std::cell::RefCell<Vec<Pre>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a [`Pre`] slice of `len` entries (the thread's buffer, or a
+/// fresh one if that is already lent out).
+fn with_pre<R>(len: usize, f: impl FnOnce(&mut [Pre]) -> R) -> R {
+    PRE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, Pre::default());
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![Pre::default(); len]),
+    })
+}
+
+#[inline(always)]
+unsafe fn u16_at(p: *const u8) -> i16 {
+    (p as *const i16).read_unaligned()
+}
+
+#[inline(always)]
+unsafe fn u32_at(p: *const u8) -> i32 {
+    (p as *const i32).read_unaligned()
+}
+
+/// Row pointers of rows `r0..r0+8` of `w` (row stride `rb`), the last valid
+/// row repeated past `rows`.
+#[inline]
+fn row_ptrs(w: &[u8], rb: usize, r0: usize, rows: usize) -> [*const u8; 8] {
+    let base = w.as_ptr();
+    std::array::from_fn(|i| {
+        let r = (r0 + i).min(rows - 1);
+        // SAFETY (of later reads): r < rows and the caller checked that w
+        // holds `rows` rows of `rb` bytes.
+        base.wrapping_add(r * rb)
+    })
+}
+
+/// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the rows
+/// and activation rows the buffers hold in full (others untouched).
+fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    let nb = n / QK;
+    let (rb, ab) = (nb * block_bytes(FIVE), nb * AB);
+    if nb == 0 || rows == 0 || t == 0 {
+        return;
+    }
+    // Clamp to what the buffers hold, so no read or write leaves them.
+    let t = t.min(a.len() / ab).min(out.len() / rows);
+    let rows_held = rows.min(w.len() / rb);
+    if t == 0 || rows_held == 0 {
+        return;
+    }
+    let act = |j: usize| a[j * ab..].as_ptr();
+    with_pre(t * nb, |pre| {
+        for (j, dst) in pre.chunks_exact_mut(nb).enumerate() {
+            // SAFETY: AVX2/F16C checked by dispatch; act row j is held.
+            unsafe { prep::<FIVE>(act(j), dst) };
+        }
+        let pr = |j: usize| pre[j * nb..].as_ptr();
+        for r0 in (0..rows_held).step_by(8) {
+            let rp = row_ptrs(w, rb, r0, rows_held);
+            let nr = (rows_held - r0).min(8);
+            let mut j = 0;
+            while j + 4 <= t {
+                let four = [act(j), act(j + 1), act(j + 2), act(j + 3)];
+                let pres = [pr(j), pr(j + 1), pr(j + 2), pr(j + 3)];
+                // SAFETY: AVX2/FMA/F16C checked by dispatch; every row pointer
+                // is a held row (nb blocks), every act pointer a held act row,
+                // every pre pointer nb entries.
+                let v = unsafe { tile::<4, FIVE>(nb, &rp, &four, &pres) };
+                for (i, vi) in v.iter().enumerate() {
+                    out[(j + i) * rows + r0..][..nr].copy_from_slice(&vi[..nr]);
+                }
+                j += 4;
+            }
+            while j < t {
+                // SAFETY: as above.
+                let [v] = unsafe { tile::<1, FIVE>(nb, &rp, &[act(j)], &[pr(j)]) };
+                out[j * rows + r0..][..nr].copy_from_slice(&v[..nr]);
+                j += 1;
+            }
+        }
+    });
+}
+
+/// Whole blocks both buffers hold, at most `n / 32`.
+fn held_blocks(n: usize, wb: usize, w: &[u8], a: &[&[u8]]) -> usize {
+    a.iter()
+        .fold((n / QK).min(w.len() / wb), |nb, s| nb.min(s.len() / AB))
+}
+
+/// One row against one activation (the tile with the row in every lane).
+fn dot<const FIVE: bool>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = held_blocks(n, block_bytes(FIVE), w, &[a]);
+    with_pre(nb, |pre| {
+        // SAFETY: as in `gemm`; nb blocks are held by both buffers.
+        unsafe {
+            prep::<FIVE>(a.as_ptr(), pre);
+            tile::<1, FIVE>(nb, &[w.as_ptr(); 8], &[a.as_ptr()], &[pre.as_ptr()])[0][0]
+        }
+    })
+}
+
+/// One row against four activations.
+fn dot4<const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+    let nb = held_blocks(n, block_bytes(FIVE), w, &a);
+    let acts = a.map(|s| s.as_ptr());
+    with_pre(4 * nb, |pre| {
+        for (j, dst) in pre.chunks_exact_mut(nb.max(1)).take(4).enumerate() {
+            // SAFETY: as above.
+            unsafe { prep::<FIVE>(acts[j], &mut dst[..nb]) };
+        }
+        let pres: [*const Pre; 4] = std::array::from_fn(|j| pre[j * nb..].as_ptr());
+        // SAFETY: as above.
+        let v = unsafe { tile::<4, FIVE>(nb, &[w.as_ptr(); 8], &acts, &pres) };
+        for (o, vi) in out.iter_mut().zip(v) {
+            *o = vi[0];
+        }
+    });
+}
+
+pub(super) fn q4_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    gemm::<false>(n, rows, w, t, a, out)
+}
+pub(super) fn q4_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot::<false>(n, w, a)
+}
+pub(super) fn q4_0_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+    dot4::<false>(n, w, a, out)
+}
+pub(super) fn q5_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    gemm::<true>(n, rows, w, t, a, out)
+}
+pub(super) fn q5_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot::<true>(n, w, a)
+}
+pub(super) fn q5_0_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+    dot4::<true>(n, w, a, out)
+}
