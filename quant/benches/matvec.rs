@@ -4,7 +4,8 @@
 //! activation rows, so the effect of the prefill chunk size shows. Times are
 //! this thread's CPU time (Linux schedstat; wall time elsewhere, and for the
 //! 2-thread memory read), so a busy shared machine skews them less; about
-//! a minute or two on 2 cores. `QUANT_BENCH_QUICK=1` halves it.
+//! a minute or two on 2 cores. `QUANT_BENCH_QUICK=1` halves it;
+//! `QUANT_BENCH_TYPES=q4_0,q4_k` measures only those types.
 //!
 //! Sizes: "4096x4096" is one matrix (it fits the 32 MiB L3 of the machine
 //! this was written on for the 4-6 bit types); "8192x4096 DRAM" cycles
@@ -176,6 +177,13 @@ fn paths() -> Vec<SimdPath> {
 
 fn main() {
     let quick = std::env::var("QUANT_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let only: Option<Vec<String>> = std::env::var("QUANT_BENCH_TYPES")
+        .ok()
+        .map(|v| v.split(',').map(|t| t.trim().to_lowercase()).collect());
+    let wanted = |ty: GgmlType| {
+        only.as_ref()
+            .map_or(true, |o| o.iter().any(|t| *t == ty.name().to_lowercase()))
+    };
     let budget = Duration::from_millis(if quick { 150 } else { 300 });
     let paths = paths();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -194,7 +202,7 @@ fn main() {
     println!();
 
     let n = 4096;
-    for ty in TYPES {
+    for ty in TYPES.into_iter().filter(|&t| wanted(t)) {
         let rb = ty.row_bytes(n).expect("row bytes");
         for (label, rows, min_total) in [
             ("4096x4096", 4096usize, 0usize),
@@ -234,7 +242,7 @@ fn main() {
         print!(" {:>10}", format!("t={t}"));
     }
     println!();
-    for ty in MATMUL_TYPES {
+    for ty in MATMUL_TYPES.into_iter().filter(|&t| wanted(t)) {
         let rows = 4096;
         let w = weights(ty, n, rows, &mut rng);
         for &p in &paths {
