@@ -24,21 +24,6 @@ use crate::state::LayerState;
 /// calling thread.
 const SCAN_PAR_MIN: usize = 1 << 14;
 
-#[inline]
-pub(crate) fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
-/// torch's softplus (beta 1, threshold 20).
-#[inline]
-pub(crate) fn softplus(x: f32) -> f32 {
-    if x > 20.0 {
-        x
-    } else {
-        x.exp().ln_1p()
-    }
-}
-
 /// `out = x / sqrt(mean(x^2) + eps) * w` (w = None: weightless).
 pub(crate) fn rms_norm(x: &[f32], w: Option<&[f32]>, eps: f32, out: &mut [f32]) {
     let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
@@ -137,8 +122,9 @@ pub fn forward(
     )?;
     for row in dt.chunks_exact_mut(e).take(t) {
         for (v, &b) in row.iter_mut().zip(&layer.dt_b) {
-            *v = softplus(*v + b);
+            *v += b;
         }
+        quant::math::softplus_slice(row);
     }
     // 7. selective scan, gated by silu(z): y [t][E]
     scan(hp, layer, &mut st.ssm, xz, xc, xdbl, dt, y_t, t);
@@ -182,9 +168,7 @@ fn conv(hp: &Hparams, layer: &Layer, cs: &mut [f32], xz: &[f32], xc: &mut [f32],
         for ((ov, &wv), &xv) in o.iter_mut().zip(w).zip(xin) {
             *ov += wv * xv;
         }
-        for v in o.iter_mut() {
-            *v = silu(*v);
-        }
+        quant::math::silu_slice(o);
         if k > 1 {
             cs.copy_within(e.., 0);
             cs[(k - 2) * e..].copy_from_slice(xin);
@@ -208,29 +192,19 @@ fn scan(
     t: usize,
 ) {
     let (e, n, r) = (hp.d_inner, hp.d_state, hp.dt_rank);
-    let xw = r + 2 * n;
-    let work = |e0: usize, sc: &mut [f32], yc: &mut [f32]| {
-        let ne = yc.len() / t;
-        for j in 0..t {
-            let row = &xdbl[j * xw..(j + 1) * xw];
-            let (bv, cv) = (&row[r..r + n], &row[r + n..r + 2 * n]);
-            for i in 0..ne {
-                let ch = e0 + i;
-                let dte = dt[j * e + ch];
-                let xe = xc[j * e + ch];
-                let srow = &mut sc[i * n..(i + 1) * n];
-                let arow = &layer.a[ch * n..(ch + 1) * n];
-                let mut acc = 0.0f32;
-                for q in 0..n {
-                    let s = (dte * arow[q]).exp() * srow[q] + dte * bv[q] * xe;
-                    srow[q] = s;
-                    acc += s * cv[q];
-                }
-                let z = xz[j * 2 * e + e + ch];
-                yc[i * t + j] = (acc + xe * layer.d[ch]) * silu(z);
-            }
-        }
+    let args = ScanArgs {
+        e,
+        n,
+        r,
+        t,
+        a: &layer.a,
+        d: &layer.d,
+        xz,
+        xc,
+        xdbl,
+        dt,
     };
+    let work = |e0: usize, sc: &mut [f32], yc: &mut [f32]| scan_range(&args, e0, sc, yc);
     let y_t = &mut y_t[..e * t];
     let threads = rayon::current_num_threads();
     if threads <= 1 || e * n * t < SCAN_PAR_MIN {
@@ -241,5 +215,89 @@ fn scan(
             .zip(y_t.par_chunks_mut(ce * t))
             .enumerate()
             .for_each(|(i, (sc, yc))| work(i * ce, sc, yc));
+    }
+}
+
+/// The read-only inputs of the scan over one chunk (shapes as at the top).
+struct ScanArgs<'a> {
+    e: usize,
+    n: usize,
+    r: usize,
+    t: usize,
+    /// [E][N] A = -exp(A_log)
+    a: &'a [f32],
+    /// [E] skip weight D
+    d: &'a [f32],
+    xz: &'a [f32],
+    xc: &'a [f32],
+    xdbl: &'a [f32],
+    dt: &'a [f32],
+}
+
+/// Scan of channels `e0..e0 + sc.len() / N` over the chunk: `sc` their
+/// states [ne][N], `yc` their gated outputs channel-major [ne][t]. On
+/// x86-64 with AVX2 the same code is compiled 8 lanes wide (the N states of
+/// a channel in registers, `exp` inlined from quant::math); no FMA is used,
+/// so both builds give the same bits.
+fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], yc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { scan_range_avx2(p, e0, sc, yc) };
+        return;
+    }
+    scan_range_body(p, e0, sc, yc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], yc: &mut [f32]) {
+    scan_range_body(p, e0, sc, yc);
+}
+
+#[inline(always)]
+fn scan_range_body(p: &ScanArgs, e0: usize, sc: &mut [f32], yc: &mut [f32]) {
+    let (e, n, r, t) = (p.e, p.n, p.r, p.t);
+    let xw = r + 2 * n;
+    let ne = yc.len() / t;
+    for j in 0..t {
+        let row = &p.xdbl[j * xw..(j + 1) * xw];
+        let (bv, cv) = (&row[r..r + n], &row[r + n..r + 2 * n]);
+        for (i, srow) in sc.chunks_exact_mut(n).take(ne).enumerate() {
+            let ch = e0 + i;
+            let dte = p.dt[j * e + ch];
+            let xe = p.xc[j * e + ch];
+            let arow = &p.a[ch * n..(ch + 1) * n];
+            // h = exp(dt A) h + dt B x; y = C . h, in 8 partial sums.
+            let mut acc = [0f32; 8];
+            let mut tail = 0.0f32;
+            let mut s8 = srow.chunks_exact_mut(8);
+            let mut abc = arow
+                .chunks_exact(8)
+                .zip(bv.chunks_exact(8).zip(cv.chunks_exact(8)));
+            for (sv, (av, (bq, cq))) in (&mut s8).zip(&mut abc) {
+                let sv: &mut [f32; 8] = sv.try_into().expect("chunk of 8");
+                let (av, bq, cq): (&[f32; 8], &[f32; 8], &[f32; 8]) = (
+                    av.try_into().expect("chunk of 8"),
+                    bq.try_into().expect("chunk of 8"),
+                    cq.try_into().expect("chunk of 8"),
+                );
+                for l in 0..8 {
+                    let h = quant::math::exp(dte * av[l]) * sv[l] + dte * bq[l] * xe;
+                    sv[l] = h;
+                    acc[l] += h * cq[l];
+                }
+            }
+            let rest = s8.into_remainder();
+            let k0 = n - rest.len();
+            for (k, h) in (k0..n).zip(rest) {
+                *h = quant::math::exp(dte * arow[k]) * *h + dte * bv[k] * xe;
+                tail += *h * cv[k];
+            }
+            let y =
+                ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+            let z = p.xz[j * 2 * e + e + ch];
+            yc[i * t + j] = (y + tail + xe * p.d[ch]) * quant::math::silu(z);
+        }
     }
 }

@@ -15,11 +15,12 @@ use crate::error::{ModelError, Result};
 /// Below this many weight values a matmul runs on the calling thread.
 const PAR_MIN_WORK: usize = 1 << 15;
 
-/// Rows per parallel task: several tasks per thread for balance, but at least
-/// 16 rows so a task is worth its scheduling.
+/// Rows per parallel task: several tasks per thread for balance, at least 16
+/// rows so a task is worth its scheduling, and a multiple of 8 so tiled
+/// kernels (eight rows at a time) get whole tiles.
 fn rows_per_task(rows: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    rows.div_ceil(threads * 4).max(16)
+    rows.div_ceil(threads * 4).max(16).next_multiple_of(8)
 }
 
 fn quant_err(m: &Mat, source: quant::QuantError) -> ModelError {
