@@ -44,6 +44,9 @@ pub enum GgmlType {
     TQ1_0 = 34,
     TQ2_0 = 35,
     MXFP4 = 39,
+    NVFP4 = 40,
+    Q1_0 = 41,
+    Q2_0 = 42,
 }
 
 /// (type, name, values per block, bytes per block)
@@ -80,6 +83,11 @@ const TABLE: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::TQ1_0, "TQ1_0", 256, 54),
     (GgmlType::TQ2_0, "TQ2_0", 256, 66),
     (GgmlType::MXFP4, "MXFP4", 32, 17),
+    // ggml 0c1e570 (ggml-common.h): 4 E4M3 sub-block scales + 32 nibble
+    // bytes; fp16 d + 1 bit per value; fp16 d + 2 bits per value.
+    (GgmlType::NVFP4, "NVFP4", 64, 36),
+    (GgmlType::Q1_0, "Q1_0", 128, 18),
+    (GgmlType::Q2_0, "Q2_0", 64, 18),
 ];
 
 impl GgmlType {

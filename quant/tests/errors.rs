@@ -72,6 +72,9 @@ fn unsupported_types_are_errors() {
         GgmlType::Q8_1,
         GgmlType::I32,
         GgmlType::MXFP4,
+        GgmlType::NVFP4,
+        GgmlType::Q1_0,
+        GgmlType::Q2_0,
     ] {
         let e = quantize_row(ty, &[0.0; 256], &mut [0u8; 4096]).unwrap_err();
         assert_eq!(e, QuantError::Unsupported { ty });
@@ -139,4 +142,20 @@ fn kernels_with_short_buffers_do_not_panic() {
     quant::matvec(&k, 100, &w, &a, &mut out);
     let f = kernel(GgmlType::F16).unwrap();
     let _ = (f.dot)(1000, &[1u8; 7], &[2u8; 9]);
+}
+
+#[test]
+fn newest_ggml_ids_are_known_with_ggml_sizes() {
+    // ggml 0c1e570, ggml.h ids and ggml-common.h static_asserts (gguf-py
+    // 0.19's GGML_QUANT_SIZES agrees for 40 and 41): a file holding them is
+    // sized and refused as unsupported, not as an unknown type id.
+    for (id, ty, block, bytes) in [
+        (40, GgmlType::NVFP4, 64, 36),
+        (41, GgmlType::Q1_0, 128, 18),
+        (42, GgmlType::Q2_0, 64, 18),
+    ] {
+        assert_eq!(GgmlType::from_id(id), Some(ty));
+        assert_eq!((ty.block_size(), ty.type_size()), (block, bytes), "{ty}");
+    }
+    assert_eq!(GgmlType::from_id(43), None);
 }
