@@ -10,7 +10,8 @@
 //!   sums in another order, so |simd - scalar| <= (blocks + 8) * 2^-23 *
 //!   sum |w_i * a_i| (dequantized operands);
 //! - on one path, dot4 and matmul give bit for bit the path's dot;
-//! - kernels with a multi-row `gemm` (Q4_0 on AVX2): bit-identical to scalar.
+//! - kernels with a `gemm` (AVX2 Q4_0, Q5_0, K-quants): bit-identical to
+//!   scalar.
 
 use quant::{
     check_matmul, dequantize_row, kernel_for_path, matmul, quantize_row, GgmlType, Kernel, SimdPath,
@@ -355,26 +356,28 @@ fn self_check_passes_every_kernel_and_rejects_a_wrong_one() {
 
 #[test]
 fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
-    // Kernels with a multi-row `gemm` (Q4_0 on AVX2) keep exact integer
-    // block sums and do the scalar's `sum += isum * (dw * da)` per lane, so
-    // dot, dot4 and gemm equal the scalar reference exactly, also for raw
-    // weight bytes and raw activation bytes (quants of -128 included, which
-    // quantize_row never writes), over row counts around the tile of 8.
+    // Kernels with a multi-row `gemm` keep exact integer block sums and do
+    // the scalar's float expression per lane in the same order (Q4_0/Q5_0:
+    // `sum += isum * (dw * da)`; K-quants: the super-block tail), so dot,
+    // dot4 and gemm equal the scalar reference exactly, also for raw weight
+    // bytes and (Q8_0) raw activation bytes (quants of -128 included, which
+    // quantize_row never writes), over row counts around the tile of 8 and
+    // activation counts around the K-quants' 8 at a time.
     let mut rng = StdRng::seed_from_u64(0x711E);
     let mut checked = 0;
     for ty in all_types() {
         let scalar = kernel_for_path(ty, SimdPath::Scalar).expect("scalar");
         for k in simd_kernels(ty).into_iter().filter(|k| k.gemm.is_some()) {
-            let n = 320;
+            let n = if ty.block_size() == 256 { 512 } else { 320 };
             let (rb, ab) = (
                 ty.row_bytes(n).expect("rb"),
                 k.act.row_bytes(n).expect("ab"),
             );
-            for (rows, t) in [(1, 1), (8, 1), (15, 2), (16, 5), (17, 9)] {
+            for (rows, t) in [(1, 1), (8, 1), (15, 2), (16, 5), (17, 9), (3, 17)] {
                 for wcase in ["normal", "max", "bytes"] {
                     let w = weight_rows(ty, wcase, n, rows, &mut rng);
                     let mut a = act_rows(k.act, "max", n, t, &mut rng);
-                    if wcase == "bytes" {
+                    if wcase == "bytes" && k.act == GgmlType::Q8_0 {
                         // Raw quant bytes behind each activation scale.
                         for blk in a.chunks_exact_mut(k.act.type_size()) {
                             rng.fill(&mut blk[2..]);

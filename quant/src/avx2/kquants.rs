@@ -4,7 +4,7 @@
 //! the super-block's integer sums are then reduced and scaled with the
 //! scalar reference's own f32 expression, so results are bit-identical.
 
-use super::{blocks, hsum_epi32, wrappers};
+use super::{blocks, gemm_rows, hsum_epi32, wrappers};
 use std::arch::x86_64::*;
 
 const ACT: usize = 292; // Q8_K block: f32 d, 256 x i8, 16 x i16 sums
@@ -64,6 +64,7 @@ unsafe fn k45<const R: usize, const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; R
     let bytes = if FIVE { 176 } else { 144 };
     let nb = blocks(n, 256, w, bytes, &a, ACT);
     let mut sum = [0f32; R];
+    let mut sum8 = _mm256_setzero_ps();
     let low = _mm256_set1_epi8(0x0F);
     let bit4 = _mm256_set1_epi8(0x10);
     for (i, wb) in w.chunks_exact(bytes).take(nb).enumerate() {
@@ -100,6 +101,36 @@ unsafe fn k45<const R: usize, const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; R
                 isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(p0, p1));
             }
         }
+        if R == 8 {
+            // The eight activations' tails side by side, lane j doing
+            // activation j's scalar expression below in the same order.
+            let ab: [*const u8; 8] = std::array::from_fn(|j| a[j].as_ptr().add(i * ACT));
+            let ms: [__m256i; 8] = std::array::from_fn(|j| {
+                let bs = _mm256_loadu_si256(ab[j].add(ACT_BSUMS) as *const __m256i);
+                _mm256_madd_epi16(bs, mins)
+            });
+            let is8: [__m256i; 8] = std::array::from_fn(|j| isum[j]);
+            let da = _mm256_setr_ps(
+                act_d(ab[0]),
+                act_d(ab[1]),
+                act_d(ab[2]),
+                act_d(ab[3]),
+                act_d(ab[4]),
+                act_d(ab[5]),
+                act_d(ab[6]),
+                act_d(ab[7]),
+            );
+            let t1 = _mm256_mul_ps(
+                _mm256_mul_ps(_mm256_set1_ps(d), da),
+                _mm256_cvtepi32_ps(hsum8(&is8)),
+            );
+            let t2 = _mm256_mul_ps(
+                _mm256_mul_ps(_mm256_set1_ps(dmin), da),
+                _mm256_cvtepi32_ps(hsum8(&ms)),
+            );
+            sum8 = _mm256_add_ps(sum8, _mm256_sub_ps(t1, t2));
+            continue;
+        }
         for j in 0..R {
             let ab = a[j].as_ptr().add(i * ACT);
             let da = act_d(ab);
@@ -109,7 +140,31 @@ unsafe fn k45<const R: usize, const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; R
             sum[j] += d * da * is as f32 - dmin * da * msum as f32;
         }
     }
+    if R == 8 {
+        let mut v = [0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), sum8);
+        for (s, x) in sum.iter_mut().zip(v) {
+            *s = x;
+        }
+    }
     sum
+}
+
+/// Lane j = the (wrapping) sum of the eight i32 lanes of `v[j]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    // Per 128-bit half: [v0, v1, v2, v3] partial sums of that half.
+    let lo = _mm256_hadd_epi32(h01, h23);
+    let hi = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -117,12 +172,14 @@ unsafe fn q4_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     k45::<R, false>(n, w, a)
 }
 wrappers!(q4_k_dot, q4_k_dot4, q4_k);
+gemm_rows!(q4_k_gemm, q4_k, 144, ACT, 256);
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     k45::<R, true>(n, w, a)
 }
 wrappers!(q5_k_dot, q5_k_dot4, q5_k);
+gemm_rows!(q5_k_gemm, q5_k, 176, ACT, 256);
 
 /// Q6_K (210 bytes: ql 0..128, qh 128..192, 16 x i8 scales 192..208, fp16
 /// d at 208). Levels 0..63 are dotted unsigned; the -32 offset is applied
@@ -231,3 +288,4 @@ unsafe fn q6_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     sum
 }
 wrappers!(q6_k_dot, q6_k_dot4, q6_k);
+gemm_rows!(q6_k_gemm, q6_k, 210, ACT, 256);

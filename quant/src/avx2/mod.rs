@@ -58,9 +58,48 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
     match ty {
         GgmlType::Q4_0 => Some(q4_q5_tile::q4_0_gemm),
         GgmlType::Q5_0 => Some(q4_q5_tile::q5_0_gemm),
+        GgmlType::Q4_K => Some(kquants::q4_k_gemm),
+        GgmlType::Q5_K => Some(kquants::q5_k_gemm),
+        GgmlType::Q6_K => Some(kquants::q6_k_gemm),
         _ => None,
     }
 }
+
+/// `GemmFn` over a generic row kernel `$imp::<R>(n, w, [a; R])`: each weight
+/// row against eight activation rows at a time (its super-blocks decoded
+/// once per eight), the rest one by one. The kernel does the same per
+/// activation for every `R`, so the results are the `R = 1` dot's.
+macro_rules! gemm_rows {
+    ($gemm:ident, $imp:ident, $wb:expr, $ab:expr, $qk:expr) => {
+        pub(super) fn $gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+            let (rb, ab) = ((n / $qk) * $wb, (n / $qk) * $ab);
+            if rb == 0 || ab == 0 || rows == 0 {
+                return;
+            }
+            let t = t.min(a.len() / ab).min(out.len() / rows);
+            let act = |j: usize| &a[j * ab..(j + 1) * ab];
+            for (r, row) in w.chunks_exact(rb).take(rows).enumerate() {
+                let mut j = 0;
+                while j + 8 <= t {
+                    let eight: [&[u8]; 8] = std::array::from_fn(|i| act(j + i));
+                    // SAFETY: as in `wrappers`.
+                    let v = unsafe { $imp::<8>(n, row, eight) };
+                    for (i, vi) in v.into_iter().enumerate() {
+                        out[(j + i) * rows + r] = vi;
+                    }
+                    j += 8;
+                }
+                while j < t {
+                    // SAFETY: as above.
+                    let [v] = unsafe { $imp::<1>(n, row, [act(j)]) };
+                    out[j * rows + r] = v;
+                    j += 1;
+                }
+            }
+        }
+    };
+}
+pub(crate) use gemm_rows;
 
 /// Safe `DotFn`/`Dot4Fn` wrappers around a generic `#[target_feature]`
 /// kernel `$imp::<R>(n, w, [a; R]) -> [f32; R]`.
