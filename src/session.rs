@@ -2,6 +2,10 @@
 //! the model over it. Prefill goes in chunks of `chunk` tokens (projections as
 //! matrix-matrix products over the chunk, conv and scan sequential inside it),
 //! so memory is O(chunk) whatever the prompt length, and the state never grows.
+//!
+//! [`BatchDecoder`] steps several sessions by one token each through one
+//! batched forward ([`Model::forward_batch`]); each session ends exactly as if
+//! it had been fed its token alone.
 
 use crate::error::{ModelError, Result};
 use crate::model::{Model, Scratch};
@@ -140,4 +144,59 @@ pub struct Snapshot {
     pub state: State,
     pub logits: Vec<f32>,
     pub n_past: u64,
+}
+
+/// Decodes one token for each of several sessions of one model at once: the
+/// projections and the LM head are one matmul over all of them (each weight
+/// row read once per step), the conv and scan use each session's own state.
+pub struct BatchDecoder<'m> {
+    model: &'m Model,
+    scratch: Scratch,
+    /// [max_batch][V]
+    logits: Vec<f32>,
+}
+
+impl<'m> BatchDecoder<'m> {
+    /// A decoder for batches of up to `max_batch` sessions (at least 1).
+    pub fn new(model: &'m Model, max_batch: usize) -> BatchDecoder<'m> {
+        let b = max_batch.max(1);
+        BatchDecoder {
+            model,
+            scratch: Scratch::new(model, b),
+            logits: vec![0.0; b * model.hp.n_vocab],
+        }
+    }
+
+    /// The most sessions one step takes.
+    pub fn max_batch(&self) -> usize {
+        self.scratch.chunk
+    }
+
+    /// Feeds `ids[j]` to `sessions[j]` for every `j` (same lengths, at most
+    /// [`max_batch`](Self::max_batch), all sessions of this decoder's model).
+    /// Afterwards each session's [`Session::logits`] and
+    /// [`Session::n_past`] are what `feed(&[ids[j]])` would have left.
+    pub fn step(&mut self, sessions: &mut [&mut Session<'m>], ids: &[u32]) -> Result<()> {
+        if sessions.iter().any(|s| !std::ptr::eq(s.model, self.model)) {
+            return Err(ModelError::Metadata {
+                file: "<session>".into(),
+                key: "batch".into(),
+                what: "a session of another model".into(),
+            });
+        }
+        let mut states: Vec<&mut State> = sessions.iter_mut().map(|s| &mut s.state).collect();
+        self.model
+            .forward_batch(ids, &mut states, &mut self.scratch, &mut self.logits)?;
+        let v = self.model.hp.n_vocab;
+        for (s, row) in sessions.iter_mut().zip(self.logits.chunks_exact(v)) {
+            s.scratch.logits.copy_from_slice(row);
+            s.n_past += 1;
+        }
+        Ok(())
+    }
+
+    /// Bytes of the batch scratch and logits.
+    pub fn bytes(&self) -> usize {
+        self.scratch.bytes() + self.logits.capacity() * 4
+    }
 }

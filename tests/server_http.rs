@@ -549,3 +549,81 @@ fn full_server_answers_429_and_a_disconnect_frees_the_slot() {
     );
     assert_eq!(st, 200, "{ok}");
 }
+
+/// Several requests at once are decoded in shared batched steps (the health
+/// counters say so: a step fed more than one sequence), and each answer is
+/// exactly the one it gets alone on a one-slot server: greedy and seeded
+/// sampling, logprobs, and a prompt long enough (several prefill chunks) to
+/// be prefilled between the others' decode steps.
+#[test]
+fn concurrent_requests_share_batched_steps_and_equal_sequential() {
+    let model = model();
+    let long = "The history of the river valley is long and full of detail. ".repeat(30);
+    let bodies: Vec<Value> = vec![
+        json!({"prompt": "The sky is", "temperature": 0, "max_tokens": 40, "ignore_eos": true,
+               "return_tokens": true, "logprobs": 1}),
+        json!({"prompt": "Rust is a language", "temperature": 0.9, "seed": 7, "top_k": 50,
+               "max_tokens": 36, "ignore_eos": true, "return_tokens": true}),
+        json!({"prompt": long, "temperature": 0, "max_tokens": 24, "ignore_eos": true,
+               "return_tokens": true}),
+        json!({"prompt": "1, 2, 3,", "temperature": 1.2, "seed": 99, "repeat_penalty": 1.3,
+               "max_tokens": 44, "ignore_eos": true, "return_tokens": true, "logprobs": 1}),
+        json!({"prompt": "Dear diary", "temperature": 0.7, "seed": 3, "top_p": 0.9,
+               "max_tokens": 30, "ignore_eos": true, "return_tokens": true}),
+    ];
+    let answer = |v: &Value| (v["choices"].clone(), v["usage"].clone());
+    let seq: Vec<(Value, Value)> = {
+        let h = start(model.clone(), |c| c.cache_mb = 0);
+        let out = bodies
+            .iter()
+            .map(|b| {
+                let (st, v) = post(&h, "/v1/completions", b);
+                assert_eq!(st, 200, "{v}");
+                answer(&v)
+            })
+            .collect();
+        let d = &health(&h)["decode"];
+        assert_eq!(d["max_batch"], 1, "one slot: {d}");
+        out
+    };
+    let h = start(model, |c| {
+        c.parallel = 4;
+        c.cache_mb = 0;
+    });
+    let addr = h.addr;
+    let gate = std::sync::Barrier::new(bodies.len());
+    let par: Vec<(Value, Value)> = std::thread::scope(|s| {
+        let hs: Vec<_> = bodies
+            .iter()
+            .map(|b| {
+                let gate = &gate;
+                s.spawn(move || {
+                    let c = client();
+                    gate.wait();
+                    let r = c
+                        .post(format!("http://{addr}/v1/completions"))
+                        .json(b)
+                        .send()
+                        .expect("request");
+                    assert_eq!(r.status().as_u16(), 200);
+                    answer(&r.json::<Value>().expect("JSON answer"))
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    for (i, (p, s)) in par.iter().zip(&seq).enumerate() {
+        assert_eq!(p, s, "request {i}: batched answer differs from alone");
+    }
+    let d = &health(&h)["decode"];
+    let (steps, tokens, max) = (
+        d["steps"].as_u64().expect("steps"),
+        d["tokens"].as_u64().expect("tokens"),
+        d["max_batch"].as_u64().expect("max_batch"),
+    );
+    eprintln!("decode counters: {d}");
+    assert!((2..=4).contains(&max), "no batched step: {d}");
+    assert!(tokens > steps, "mean batch not above one: {d}");
+}

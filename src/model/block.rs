@@ -2,6 +2,9 @@
 //! and out (mamba-minimal style; transformers' `slow_forward` is the
 //! reference). Projections are matrix-matrix products over the chunk; the
 //! causal conv and the selective scan walk the chunk token by token.
+//! `forward_seqs` runs the same block with the rows meaning one token of each
+//! of several sequences (batched decode): the projections are the same
+//! matmuls, the conv and scan run per row on that sequence's own state.
 //!
 //! Shapes (row-major, C = chunk, d = embedding, E = d_inner, N = state,
 //! R = dt rank, K = conv kernel):
@@ -17,8 +20,8 @@
 use rayon::prelude::*;
 
 use super::{matmul::matmul, Hparams, Layer, Model, Scratch};
-use crate::error::Result;
-use crate::state::LayerState;
+use crate::error::{ModelError, Result};
+use crate::state::{LayerState, State};
 
 /// Below this many (channel x state x token) updates the scan runs on the
 /// calling thread.
@@ -60,6 +63,39 @@ pub fn forward(
     s: &mut Scratch,
     t: usize,
 ) -> Result<()> {
+    run(model, layer, Rows::Time(st), s, t)
+}
+
+/// Runs one block for one token of each of `states.len()` independent
+/// sequences: row `j` of `s.x` is sequence `j`'s token, and its conv and scan
+/// use `states[j].layers[li]`. The projections are one matmul over all rows.
+pub(crate) fn forward_seqs(
+    model: &Model,
+    layer: &Layer,
+    li: usize,
+    states: &mut [&mut State],
+    s: &mut Scratch,
+) -> Result<()> {
+    let t = states.len();
+    run(model, layer, Rows::Seqs(states, li), s, t)
+}
+
+/// What the rows of the scratch are: `t` time steps of one sequence (with its
+/// layer state), or one token of each sequence (with layer `li` of each state).
+enum Rows<'a, 'b> {
+    Time(&'a mut LayerState),
+    Seqs(&'a mut [&'b mut State], usize),
+}
+
+fn layer_of(st: &mut State, li: usize) -> Result<&mut LayerState> {
+    st.layers.get_mut(li).ok_or_else(|| ModelError::Metadata {
+        file: "<session>".into(),
+        key: "state".into(),
+        what: "state belongs to another model".into(),
+    })
+}
+
+fn run(model: &Model, layer: &Layer, mut rows: Rows, s: &mut Scratch, t: usize) -> Result<()> {
     let hp = &model.hp;
     let (d, e, n, r) = (hp.n_embd, hp.d_inner, hp.d_state, hp.dt_rank);
     let xw = r + 2 * n;
@@ -86,7 +122,22 @@ pub fn forward(
     // 2. xz = in_proj(h): [t][2E]
     matmul(&layer.ssm_in, model.data(&layer.ssm_in), h, t, xz, act, tmp)?;
     // 3. causal depthwise conv + SiLU, token by token, state carried.
-    conv(hp, layer, &mut st.conv, xz, xc, t);
+    match &mut rows {
+        Rows::Time(st) => conv(hp, layer, &mut st.conv, xz, xc, t),
+        Rows::Seqs(states, li) => {
+            for (j, st) in states.iter_mut().enumerate() {
+                let ls = layer_of(st, *li)?;
+                conv(
+                    hp,
+                    layer,
+                    &mut ls.conv,
+                    &xz[j * 2 * e..],
+                    &mut xc[j * e..],
+                    1,
+                );
+            }
+        }
+    }
     // 4. xdbl = x_proj(xc): [t][R+2N]
     matmul(
         &layer.ssm_x,
@@ -127,10 +178,31 @@ pub fn forward(
         quant::math::softplus_slice(row);
     }
     // 7. selective scan, gated by silu(z): y [t][E]
-    scan(hp, layer, &mut st.ssm, xz, xc, xdbl, dt, y_t, t);
-    for j in 0..t {
-        for (c, yv) in y[j * e..(j + 1) * e].iter_mut().enumerate() {
-            *yv = y_t[c * t + j];
+    match &mut rows {
+        Rows::Time(st) => {
+            scan(hp, layer, &mut st.ssm, xz, xc, xdbl, dt, y_t, t);
+            for j in 0..t {
+                for (c, yv) in y[j * e..(j + 1) * e].iter_mut().enumerate() {
+                    *yv = y_t[c * t + j];
+                }
+            }
+        }
+        // One token per sequence: its [E][1] channel-major output is its row.
+        Rows::Seqs(states, li) => {
+            for (j, st) in states.iter_mut().enumerate() {
+                let ls = layer_of(st, *li)?;
+                scan(
+                    hp,
+                    layer,
+                    &mut ls.ssm,
+                    &xz[j * 2 * e..],
+                    &xc[j * e..],
+                    &xdbl[j * xw..],
+                    &dt[j * e..],
+                    &mut y[j * e..(j + 1) * e],
+                    1,
+                );
+            }
         }
     }
     // 8. out = out_proj(y): [t][d]; residual add.

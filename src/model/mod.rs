@@ -6,6 +6,7 @@
 //! is `{cols, rows}`), with d = embedding, E = d_inner, N = state size,
 //! R = dt rank, K = conv kernel, V = vocabulary.
 
+mod batch;
 pub mod block;
 mod forward;
 pub mod matmul;

@@ -1,15 +1,34 @@
-//! Inference off the async runtime: `parallel` worker threads, each owning a
-//! [`Session`], take jobs from a bounded queue, restore the longest cached
-//! prefix state, feed the rest of the prompt (snapshotting at message
-//! boundaries), and stream tokens back over a channel. A job whose receiver
-//! is gone (the client disconnected) stops at the next prefill chunk or token.
+//! Inference off the async runtime: one scheduler thread runs up to
+//! `parallel` requests ("slots") at once and steps all of them that are
+//! decoding through ONE batched forward per step
+//! ([`BatchDecoder`] / `Model::forward_batch`): each projection and the LM
+//! head is one matmul over the decoding sequences' tokens, so a step reads the
+//! weights once for all of them, while the conv and scan use each slot's own
+//! state. Results are bit for bit those of running each request alone.
 //!
-//! Each slot runs its own forward; the slots share rayon's pool for the
-//! matmuls. The model API has no multi-sequence forward yet, so concurrent
-//! requests do not share one batched matmul.
+//! Each slot owns a [`Session`] (its state and a prefill scratch). A loop
+//! iteration of the scheduler:
+//! 1. admits queued jobs into free slots (a bounded queue; `submit` refuses
+//!    beyond it, which the HTTP layer answers with 429), and frees at once
+//!    any slot whose client has gone (receiver dropped) or whose deadline
+//!    has passed;
+//! 2. feeds every decoding slot's last sampled token in one batched step,
+//!    then samples each slot's next token with its own sampler (seed,
+//!    penalties), applies its stop strings / EOS / max_tokens, and streams
+//!    the token (with its logprob when asked);
+//! 3. feeds ONE prefill chunk (`Session::chunk` tokens) of one slot that is
+//!    still reading its prompt, round robin, so a long prompt advances one
+//!    chunk per decode step instead of stalling the others for its length.
+//!
+//! A prompt first restores the longest cached prefix state ([`PrefixCache`]),
+//! then is tokenized and fed piece by piece between its message boundaries,
+//! the state cached at each boundary. After a reply, the state after the
+//! reply is cached before the final event is sent (a length-limited reply's
+//! last token is fed first, in the next batched step), so a follow-up sent at
+//! once finds it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -18,7 +37,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::cache::PrefixCache;
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerConfig};
-use crate::session::Session;
+use crate::session::{BatchDecoder, Session};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 /// A prompt as text plus the byte offsets (increasing, inside the text) where
@@ -40,7 +59,7 @@ pub struct GenParams {
     pub ignore_eos: bool,
 }
 
-/// What a worker reports about a job.
+/// What the scheduler reports about a job.
 #[derive(Clone, Debug)]
 pub enum Event {
     /// A generated token and the text it completes (may be empty).
@@ -72,7 +91,7 @@ pub struct Usage {
     pub cached_tokens: usize,
 }
 
-/// One request for a worker.
+/// One request for the scheduler.
 pub struct Job {
     pub prompt: Prompt,
     pub params: GenParams,
@@ -94,7 +113,12 @@ struct Shared {
     cv: Condvar,
     cache: Mutex<PrefixCache>,
     shutdown: AtomicBool,
+    /// Slots holding a job.
     busy: AtomicUsize,
+    /// Batched decode steps run, tokens they fed, the largest batch.
+    steps: AtomicU64,
+    step_tokens: AtomicU64,
+    max_batch: AtomicUsize,
     cfg: EngineConfig,
 }
 
@@ -106,44 +130,68 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct Busy;
 
-/// The worker pool. Dropping it stops the workers after their current job.
+/// A snapshot of the engine's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Jobs waiting for a slot.
+    pub waiting: usize,
+    /// Slots holding a job (prefilling or decoding).
+    pub running: usize,
+    pub cache_entries: usize,
+    pub cache_bytes: usize,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Batched decode steps run (one forward each).
+    pub decode_steps: u64,
+    /// Tokens those steps fed (sum of batch sizes).
+    pub decode_tokens: u64,
+    /// The most sequences one step has fed.
+    pub max_batch: usize,
+}
+
+/// The scheduler. Dropping it stops the scheduler thread (jobs still running
+/// are dropped; their receivers see the channel close).
 pub struct Engine {
     shared: Arc<Shared>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    slots: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Engine {
     pub fn start(model: Arc<Model>, tok: Arc<Tokenizer>, cfg: EngineConfig) -> Engine {
+        let slots = cfg.parallel.max(1);
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             cv: Condvar::new(),
             cache: Mutex::new(PrefixCache::new(cfg.cache_bytes)),
             shutdown: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
+            steps: AtomicU64::new(0),
+            step_tokens: AtomicU64::new(0),
+            max_batch: AtomicUsize::new(0),
             cfg: cfg.clone(),
         });
-        let threads = (0..cfg.parallel.max(1))
-            .map(|i| {
-                let (shared, model, tok) = (shared.clone(), model.clone(), tok.clone());
-                std::thread::Builder::new()
-                    .name(format!("slot-{i}"))
-                    .spawn(move || worker(&shared, &model, &tok))
-            })
-            .filter_map(|t| t.ok())
-            .collect();
-        Engine { shared, threads }
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || Scheduler::new(&sh, &model, &tok, slots).run())
+            .ok();
+        Engine {
+            shared,
+            slots,
+            thread,
+        }
     }
 
-    /// Queues a job, or refuses it when `queue` jobs already wait.
+    /// Queues a job, or refuses it when `queue` jobs already wait beyond the
+    /// free slots.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
+        if self.thread.is_none() {
+            return Err(Busy);
+        }
         let mut q = lock(&self.shared.queue);
         q.retain(|j| !j.tx.is_closed());
-        let idle = self.threads.len()
-            - self
-                .shared
-                .busy
-                .load(Ordering::SeqCst)
-                .min(self.threads.len());
+        let idle = self.slots - self.shared.busy.load(Ordering::SeqCst).min(self.slots);
         if q.len() >= self.shared.cfg.queue + idle {
             return Err(Busy);
         }
@@ -153,55 +201,37 @@ impl Engine {
         Ok(())
     }
 
-    /// (jobs waiting, jobs running, cache entries, cache bytes, hits, misses).
-    pub fn stats(&self) -> (usize, usize, usize, usize, u64, u64) {
+    /// The engine's counters now.
+    pub fn stats(&self) -> EngineStats {
         let waiting = lock(&self.shared.queue).len();
         let c = lock(&self.shared.cache);
-        let (h, m) = c.stats();
-        (
+        let (cache_hits, cache_misses) = c.stats();
+        EngineStats {
             waiting,
-            self.shared.busy.load(Ordering::SeqCst),
-            c.len(),
-            c.used_bytes(),
-            h,
-            m,
-        )
+            running: self.shared.busy.load(Ordering::SeqCst),
+            cache_entries: c.len(),
+            cache_bytes: c.used_bytes(),
+            cache_hits,
+            cache_misses,
+            decode_steps: self.shared.steps.load(Ordering::SeqCst),
+            decode_tokens: self.shared.step_tokens.load(Ordering::SeqCst),
+            max_batch: self.shared.max_batch.load(Ordering::SeqCst),
+        }
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            // Under the queue lock, so the scheduler cannot miss the wake-up
+            // between its check and its wait.
+            let _q = lock(&self.shared.queue);
+            self.shared.shutdown.store(true, Ordering::SeqCst);
+        }
         self.shared.cv.notify_all();
-        for t in self.threads.drain(..) {
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-fn worker(shared: &Shared, model: &Model, tok: &Tokenizer) {
-    let mut session = Session::new(model);
-    loop {
-        let job = {
-            let mut q = lock(&shared.queue);
-            loop {
-                if shared.shutdown.load(Ordering::SeqCst) {
-                    return;
-                }
-                match q.pop_front() {
-                    Some(j) if j.tx.is_closed() => continue,
-                    Some(j) => break j,
-                    None => {
-                        q = shared.cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                    }
-                }
-            }
-        };
-        shared.busy.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = run_job(shared, &mut session, tok, &job) {
-            let _ = job.tx.send(e);
-        }
-        shared.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -245,6 +275,141 @@ fn partial_stop(s: &str, stops: &[String]) -> usize {
     keep
 }
 
+/// An incremental prompt prefill: [`PrefillRun::start`] restores the longest
+/// cached prefix, each [`PrefillRun::step`] feeds at most one chunk (and
+/// tokenizes the next piece between the prompt's boundaries, and caches the
+/// state at each boundary, when it gets there).
+pub struct PrefillRun {
+    /// The prompt's tokens known so far (restored, then piece by piece).
+    tokens: Vec<u32>,
+    /// How many of them the cache supplied.
+    cached: usize,
+    /// Tokens fed (or restored).
+    fed: usize,
+    /// Bytes of the prompt text `tokens` cover once the current piece is in.
+    pos: usize,
+    /// The boundary the current piece ends at, cached once it is fed.
+    piece_end: Option<usize>,
+    /// Boundaries still to tokenize up to.
+    ends: VecDeque<usize>,
+}
+
+impl PrefillRun {
+    /// Restores the longest cached prefix of `prompt` into `session` (or
+    /// resets it and starts with BOS when the tokenizer adds one).
+    pub fn start(
+        cache: &Mutex<PrefixCache>,
+        session: &mut Session,
+        tok: &Tokenizer,
+        prompt: &Prompt,
+        max_prompt: usize,
+    ) -> PrefillRun {
+        let text = prompt.text.as_str();
+        let hit = lock(cache).restore_longest(text, max_prompt, session);
+        let (pos, tokens, cached) = match hit {
+            Some(h) => {
+                let n = h.tokens.len();
+                (h.text_len, h.tokens, n)
+            }
+            None => {
+                session.reset();
+                let bos = if tok.add_bos() { tok.bos_id() } else { None };
+                (0, bos.into_iter().collect::<Vec<u32>>(), 0)
+            }
+        };
+        let mut ends: VecDeque<usize> = prompt
+            .bounds
+            .iter()
+            .copied()
+            .filter(|&b| b > pos && b < text.len())
+            .collect();
+        if pos < text.len() || tokens.len() > cached {
+            ends.push_back(text.len());
+        }
+        PrefillRun {
+            fed: cached,
+            tokens,
+            cached,
+            pos,
+            piece_end: None,
+            ends,
+        }
+    }
+
+    /// Feeds at most one chunk; true once the whole prompt is in.
+    pub fn step(
+        &mut self,
+        cache: &Mutex<PrefixCache>,
+        session: &mut Session,
+        tok: &Tokenizer,
+        prompt: &Prompt,
+        max_prompt: usize,
+    ) -> Result<bool, Event> {
+        let text = prompt.text.as_str();
+        loop {
+            if let Some(rest) = self.tokens.get(self.fed..).filter(|r| !r.is_empty()) {
+                let n = rest.len().min(session.chunk().max(1));
+                session
+                    .feed(&rest[..n])
+                    .map_err(|e| err(500, "server_error", e.to_string()))?;
+                self.fed += n;
+                return Ok(false);
+            }
+            if let Some(end) = self.piece_end.take() {
+                self.pos = end;
+                if self.fed > 0 {
+                    lock(cache).insert(&text[..end], &self.tokens, session);
+                }
+            }
+            let Some(end) = self.ends.pop_front() else {
+                return Ok(true);
+            };
+            let Some(piece) = text.get(self.pos..end) else {
+                return Err(err(
+                    500,
+                    "server_error",
+                    "prompt boundary inside a character",
+                ));
+            };
+            let ids = tok
+                .encode(piece, false)
+                .map_err(|e| err(400, "invalid_request_error", e.to_string()))?;
+            self.tokens.extend_from_slice(&ids);
+            if self.tokens.len() > max_prompt {
+                return Err(err(
+                    400,
+                    "invalid_request_error",
+                    format!(
+                        "the prompt is {}+ tokens, more than the limit of {max_prompt}",
+                        self.tokens.len()
+                    ),
+                ));
+            }
+            self.piece_end = Some(end);
+        }
+    }
+
+    fn empty() -> PrefillRun {
+        PrefillRun {
+            tokens: Vec::new(),
+            cached: 0,
+            fed: 0,
+            pos: 0,
+            piece_end: None,
+            ends: VecDeque::new(),
+        }
+    }
+
+    /// The prompt's tokens and how many the cache supplied (after `step`
+    /// returned true).
+    pub fn finish(self) -> Result<(Vec<u32>, usize), Event> {
+        if self.tokens.is_empty() {
+            return Err(err(400, "invalid_request_error", "the prompt is empty"));
+        }
+        Ok((self.tokens, self.cached))
+    }
+}
+
 /// Brings `session` to the state after `prompt`: restores the longest cached
 /// prefix, then tokenizes and feeds the rest piece by piece between the
 /// prompt's boundaries, caching the state at each boundary and at the end.
@@ -258,135 +423,100 @@ pub fn prefill(
     max_prompt: usize,
     mut check: impl FnMut() -> Option<Event>,
 ) -> Result<(Vec<u32>, usize), Event> {
-    let text = prompt.text.as_str();
-    let hit = lock(cache).restore_longest(text, max_prompt, session);
-    let (mut pos, mut tokens, cached) = match hit {
-        Some(h) => {
-            let n = h.tokens.len();
-            (h.text_len, h.tokens, n)
-        }
-        None => {
-            session.reset();
-            let bos = if tok.add_bos() { tok.bos_id() } else { None };
-            (0, bos.into_iter().collect::<Vec<u32>>(), 0)
-        }
-    };
-    let mut ends: Vec<usize> = prompt
-        .bounds
-        .iter()
-        .copied()
-        .filter(|&b| b > pos && b < text.len())
-        .collect();
-    if pos < text.len() || tokens.len() > cached {
-        ends.push(text.len());
-    }
-    let mut fed = cached;
-    for end in ends {
-        let Some(piece) = text.get(pos..end) else {
-            return Err(err(
-                500,
-                "server_error",
-                "prompt boundary inside a character",
-            ));
-        };
-        let ids = tok
-            .encode(piece, false)
-            .map_err(|e| err(400, "invalid_request_error", e.to_string()))?;
-        tokens.extend_from_slice(&ids);
-        if tokens.len() > max_prompt {
-            return Err(err(
-                400,
-                "invalid_request_error",
-                format!(
-                    "the prompt is {}+ tokens, more than the limit of {max_prompt}",
-                    tokens.len()
-                ),
-            ));
-        }
-        for c in tokens[fed..].chunks(session.chunk().max(1)) {
-            if let Some(e) = check() {
-                return Err(e);
-            }
-            session
-                .feed(c)
-                .map_err(|e| err(500, "server_error", e.to_string()))?;
-        }
-        fed = tokens.len();
-        pos = end;
-        if fed > 0 {
-            lock(cache).insert(&text[..end], &tokens, session);
-        }
-    }
-    if tokens.is_empty() {
-        return Err(err(400, "invalid_request_error", "the prompt is empty"));
-    }
-    Ok((tokens, cached))
-}
-
-fn run_job(
-    shared: &Shared,
-    session: &mut Session,
-    tok: &Tokenizer,
-    job: &Job,
-) -> Result<(), Event> {
-    let text = job.prompt.text.as_str();
-    let (tokens, cached) = prefill(
-        &shared.cache,
-        session,
-        tok,
-        &job.prompt,
-        shared.cfg.max_prompt_tokens,
-        || gone_or_late(job),
-    )?;
-    // 3. Generation.
-    let p = &job.params;
-    let mut sampler = Sampler::new(p.sampler.clone());
-    let mut history = tokens.clone();
-    let mut generated: Vec<u32> = Vec::new();
-    let mut decoder = StreamDecoder::new();
-    let mut out = String::new();
-    let mut sent = 0usize;
-    let mut pending: Option<u32> = None;
-    let mut stopped_by_string = false;
-    let finish = loop {
-        if let Some(e) = gone_or_late(job) {
+    let mut run = PrefillRun::start(cache, session, tok, prompt, max_prompt);
+    loop {
+        if let Some(e) = check() {
             return Err(e);
         }
-        if generated.len() >= p.max_tokens {
-            break "length";
+        if run.step(cache, session, tok, prompt, max_prompt)? {
+            return run.finish();
         }
-        if let Some(id) = pending.take() {
-            session
-                .feed(&[id])
-                .map_err(|e| err(500, "server_error", e.to_string()))?;
+    }
+}
+
+/// A request's generation after its prompt.
+struct GenRun {
+    /// The prompt's tokens and how many came from the cache.
+    tokens: Vec<u32>,
+    cached: usize,
+    sampler: Sampler,
+    /// Prompt and generated tokens (for the repetition penalty).
+    history: Vec<u32>,
+    generated: Vec<u32>,
+    decoder: StreamDecoder,
+    /// Text generated so far, and how much of it was sent.
+    out: String,
+    sent: usize,
+    /// A sampled token the session has not seen yet (fed by the next step).
+    pending: Option<u32>,
+    stopped_by_string: bool,
+    /// Generation ended with this reason; the pending token is fed only to
+    /// cache the state after the reply, then the job is done.
+    finishing: Option<&'static str>,
+}
+
+impl GenRun {
+    fn new(tokens: Vec<u32>, cached: usize, cfg: SamplerConfig) -> GenRun {
+        GenRun {
+            history: tokens.clone(),
+            tokens,
+            cached,
+            sampler: Sampler::new(cfg),
+            generated: Vec::new(),
+            decoder: StreamDecoder::new(),
+            out: String::new(),
+            sent: 0,
+            pending: None,
+            stopped_by_string: false,
+            finishing: None,
+        }
+    }
+
+    /// Samples the next token from the session's logits and streams it (it
+    /// becomes the pending token). Some(reason) when generation ends: before
+    /// a token (max_tokens reached, end of sequence) or with it (a stop
+    /// string, or the max_tokens-th token, left pending and unfed).
+    fn sample(
+        &mut self,
+        session: &Session,
+        tok: &Tokenizer,
+        job: &Job,
+    ) -> Result<Option<&'static str>, Event> {
+        let p = &job.params;
+        if self.generated.len() >= p.max_tokens {
+            return Ok(Some("length"));
         }
         let logits = session.logits();
-        let id = sampler.sample(logits, &history);
+        let id = self.sampler.sample(logits, &self.history);
         if !p.ignore_eos && tok.eos_ids().contains(&id) {
-            break "stop";
+            return Ok(Some("stop"));
         }
         let logprob = if p.logprobs {
             log_softmax_at(logits, id)
         } else {
             None
         };
-        history.push(id);
-        generated.push(id);
-        pending = Some(id);
-        out.push_str(&decoder.push(tok, id));
+        self.history.push(id);
+        self.generated.push(id);
+        self.pending = Some(id);
+        self.out.push_str(&self.decoder.push(tok, id));
         // Stop strings: cut at the first, hold back a possible start of one.
-        let mut visible = out.len();
+        let mut visible = self.out.len();
         if !p.stop.is_empty() {
-            let found = p.stop.iter().filter_map(|s| out.find(s.as_str())).min();
+            let found = p
+                .stop
+                .iter()
+                .filter_map(|s| self.out.find(s.as_str()))
+                .min();
             if let Some(i) = found {
-                visible = i.max(sent);
-                stopped_by_string = true;
+                visible = i.max(self.sent);
+                self.stopped_by_string = true;
             } else {
-                visible = out.len() - partial_stop(&out, &p.stop);
+                visible = self.out.len() - partial_stop(&self.out, &p.stop);
             }
         }
-        let piece = out.get(sent..visible).unwrap_or("").to_string();
-        sent = visible.max(sent);
+        let piece = self.out.get(self.sent..visible).unwrap_or("").to_string();
+        self.sent = visible.max(self.sent);
         if job
             .tx
             .send(Event::Token {
@@ -398,47 +528,283 @@ fn run_job(
         {
             return Err(err(499, "client_closed", "client disconnected"));
         }
-        if stopped_by_string {
-            break "stop";
+        if self.stopped_by_string {
+            return Ok(Some("stop"));
         }
-    };
-    if !stopped_by_string {
-        let rest = decoder.flush();
-        out.push_str(&rest);
-        if sent < out.len() {
-            let _ = job.tx.send(Event::Token {
-                id: None,
-                text: out[sent..].to_string(),
-                logprob: None,
-            });
-        }
+        Ok((self.generated.len() >= p.max_tokens).then_some("length"))
     }
-    // 4. Cache the state after the reply, so the next chat turn (which repeats
-    //    it) starts there. The last token of a length-limited reply is fed
-    //    first. This happens before the client gets its final event, so that
-    //    a follow-up sent at once (maybe to another slot) finds the entry.
-    if !stopped_by_string && !generated.is_empty() && shared.cfg.cache_bytes > 0 {
-        let fed_all = match pending.take() {
-            Some(id) => session.feed(&[id]).is_ok(),
-            None => true,
+
+    /// Whether the state after the reply goes into the prompt cache.
+    fn caches_reply(&self, shared: &Shared) -> bool {
+        !self.stopped_by_string && !self.generated.is_empty() && shared.cfg.cache_bytes > 0
+    }
+
+    /// Moves the job on after its session has seen every token so far
+    /// (prompt done, or the pending token fed). Ok(true): it goes on (with a
+    /// pending token for the next step); Ok(false): the final event was sent.
+    fn advance(
+        &mut self,
+        shared: &Shared,
+        session: &Session,
+        tok: &Tokenizer,
+        job: &Job,
+    ) -> Result<bool, Event> {
+        let finish = match self.finishing.take() {
+            Some(f) => f,
+            None => {
+                let Some(f) = self.sample(session, tok, job)? else {
+                    return Ok(true);
+                };
+                if !self.stopped_by_string {
+                    let rest = self.decoder.flush();
+                    self.out.push_str(&rest);
+                    if self.sent < self.out.len() {
+                        let _ = job.tx.send(Event::Token {
+                            id: None,
+                            text: self.out[self.sent..].to_string(),
+                            logprob: None,
+                        });
+                        self.sent = self.out.len();
+                    }
+                }
+                // Cache the state after the reply (so the next chat turn,
+                // which repeats it, starts there) before the final event, so
+                // that a follow-up sent at once finds it. A length-limited
+                // reply's last token is fed first, by the next step.
+                if self.caches_reply(shared) && self.pending.is_some() {
+                    self.finishing = Some(f);
+                    return Ok(true);
+                }
+                f
+            }
         };
-        if fed_all {
-            let mut all = tokens.clone();
-            all.extend_from_slice(&generated);
-            let key = format!("{text}{out}");
+        self.pending = None;
+        if self.caches_reply(shared) {
+            let mut all = self.tokens.clone();
+            all.extend_from_slice(&self.generated);
+            let key = format!("{}{}", job.prompt.text, self.out);
             lock(&shared.cache).insert(&key, &all, session);
         }
+        let _ = job.tx.send(Event::Done {
+            finish_reason: finish,
+            usage: Usage {
+                prompt_tokens: self.tokens.len(),
+                completion_tokens: self.generated.len(),
+                cached_tokens: self.cached,
+            },
+        });
+        Ok(false)
     }
-    let usage = Usage {
-        prompt_tokens: tokens.len(),
-        completion_tokens: generated.len(),
-        cached_tokens: cached,
-    };
-    let _ = job.tx.send(Event::Done {
-        finish_reason: finish,
-        usage,
-    });
-    Ok(())
+}
+
+/// Where a slot's job is.
+enum Phase {
+    Prefill(PrefillRun),
+    Gen(Box<GenRun>),
+}
+
+struct Active {
+    job: Job,
+    phase: Phase,
+}
+
+/// The scheduler thread's state: the slots' sessions and jobs.
+struct Scheduler<'a> {
+    shared: &'a Shared,
+    tok: &'a Tokenizer,
+    sessions: Vec<Session<'a>>,
+    jobs: Vec<Option<Active>>,
+    decoder: BatchDecoder<'a>,
+    /// The slot whose prefill goes next (round robin).
+    next_prefill: usize,
+}
+
+impl<'a> Scheduler<'a> {
+    fn new(shared: &'a Shared, model: &'a Model, tok: &'a Tokenizer, slots: usize) -> Self {
+        Scheduler {
+            shared,
+            tok,
+            sessions: (0..slots).map(|_| Session::new(model)).collect(),
+            jobs: (0..slots).map(|_| None).collect(),
+            decoder: BatchDecoder::new(model, slots),
+            next_prefill: 0,
+        }
+    }
+
+    fn free(&mut self, i: usize, ev: Option<Event>) {
+        if let Some(a) = self.jobs.get_mut(i).and_then(|j| j.take()) {
+            if let Some(ev) = ev {
+                let _ = a.job.tx.send(ev);
+            }
+            self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes queued jobs into free slots; blocks while there is nothing to
+    /// do. False on shutdown.
+    fn admit(&mut self) -> bool {
+        let sh = self.shared;
+        let mut q = lock(&sh.queue);
+        loop {
+            if sh.shutdown.load(Ordering::SeqCst) {
+                return false;
+            }
+            let Some(free) = self.jobs.iter().position(|j| j.is_none()) else {
+                return true;
+            };
+            match q.pop_front() {
+                Some(j) if j.tx.is_closed() => continue,
+                Some(job) => {
+                    sh.busy.fetch_add(1, Ordering::SeqCst);
+                    let session = &mut self.sessions[free];
+                    let phase = Phase::Prefill(PrefillRun::start(
+                        &sh.cache,
+                        session,
+                        self.tok,
+                        &job.prompt,
+                        sh.cfg.max_prompt_tokens,
+                    ));
+                    self.jobs[free] = Some(Active { job, phase });
+                }
+                None if self.jobs.iter().all(|j| j.is_none()) => {
+                    q = sh.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                None => return true,
+            }
+        }
+    }
+
+    fn run(mut self) {
+        while self.admit() {
+            self.drop_gone();
+            self.decode_step();
+            self.prefill_chunk();
+        }
+    }
+
+    /// Frees the slots whose client is gone or whose deadline passed (a job
+    /// only feeding its last token to cache the reply is left to finish).
+    fn drop_gone(&mut self) {
+        for i in 0..self.jobs.len() {
+            let ev = match &self.jobs[i] {
+                Some(a) if !matches!(&a.phase, Phase::Gen(g) if g.finishing.is_some()) => {
+                    gone_or_late(&a.job)
+                }
+                _ => None,
+            };
+            if ev.is_some() {
+                self.free(i, ev);
+            }
+        }
+    }
+
+    /// One batched forward over every slot with a pending token, then each
+    /// of those slots samples its next token (or finishes).
+    fn decode_step(&mut self) {
+        let mut idx = Vec::new();
+        let mut ids = Vec::new();
+        for (i, a) in self.jobs.iter().enumerate() {
+            if let Some(Active {
+                phase: Phase::Gen(g),
+                ..
+            }) = a
+            {
+                if let Some(id) = g.pending {
+                    idx.push(i);
+                    ids.push(id);
+                }
+            }
+        }
+        if idx.is_empty() {
+            return;
+        }
+        let mut refs: Vec<&mut Session<'a>> = self
+            .sessions
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| idx.contains(i))
+            .map(|(_, s)| s)
+            .collect();
+        let r = self.decoder.step(&mut refs, &ids);
+        drop(refs);
+        let sh = self.shared;
+        if let Err(e) = r {
+            for &i in &idx {
+                self.free(i, Some(err(500, "server_error", e.to_string())));
+            }
+            return;
+        }
+        sh.steps.fetch_add(1, Ordering::SeqCst);
+        sh.step_tokens.fetch_add(idx.len() as u64, Ordering::SeqCst);
+        sh.max_batch.fetch_max(idx.len(), Ordering::SeqCst);
+        for &i in &idx {
+            let r = match &mut self.jobs[i] {
+                Some(Active {
+                    job,
+                    phase: Phase::Gen(g),
+                }) => {
+                    g.pending = None;
+                    g.advance(sh, &self.sessions[i], self.tok, job)
+                }
+                _ => continue,
+            };
+            match r {
+                Ok(true) => {}
+                Ok(false) => self.free(i, None),
+                Err(ev) => self.free(i, Some(ev)),
+            }
+        }
+    }
+
+    /// Feeds one chunk of the next prefilling slot's prompt (round robin);
+    /// a prompt fully in starts generating.
+    fn prefill_chunk(&mut self) {
+        let n = self.jobs.len();
+        let Some(i) = (0..n).map(|k| (self.next_prefill + k) % n).find(|&i| {
+            matches!(
+                &self.jobs[i],
+                Some(Active {
+                    phase: Phase::Prefill(_),
+                    ..
+                })
+            )
+        }) else {
+            return;
+        };
+        self.next_prefill = (i + 1) % n;
+        let (sh, tok) = (self.shared, self.tok);
+        let Some(a) = self.jobs[i].as_mut() else {
+            return;
+        };
+        let session = &mut self.sessions[i];
+        let Phase::Prefill(run) = &mut a.phase else {
+            return;
+        };
+        let r = match run.step(
+            &sh.cache,
+            session,
+            tok,
+            &a.job.prompt,
+            sh.cfg.max_prompt_tokens,
+        ) {
+            Ok(false) => return,
+            Ok(true) => {
+                let run = std::mem::replace(run, PrefillRun::empty());
+                run.finish().and_then(|(tokens, cached)| {
+                    let mut g = Box::new(GenRun::new(tokens, cached, a.job.params.sampler.clone()));
+                    let r = g.advance(sh, session, tok, &a.job);
+                    a.phase = Phase::Gen(g);
+                    r
+                })
+            }
+            Err(ev) => Err(ev),
+        };
+        match r {
+            Ok(true) => {}
+            Ok(false) => self.free(i, None),
+            Err(ev) => self.free(i, Some(ev)),
+        }
+    }
 }
 
 #[cfg(test)]

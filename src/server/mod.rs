@@ -3,8 +3,9 @@
 //! events), `GET /v1/models`, `GET /health`, `POST /tokenize`,
 //! `POST /detokenize`.
 //!
-//! Inference runs on the [`engine`]'s worker threads, never on the async
-//! runtime. Prompts restore the longest cached prefix state ([`cache`]); the
+//! Inference runs on the [`engine`]'s scheduler thread, never on the async
+//! runtime; requests decoding at the same time share one batched forward per
+//! token. Prompts restore the longest cached prefix state ([`cache`]); the
 //! response's `usage.prompt_tokens_details.cached_tokens` says how many prompt
 //! tokens that saved.
 //!
@@ -50,7 +51,7 @@ pub struct ServerConfig {
     pub host: String,
     /// 0 picks a free port.
     pub port: u16,
-    /// Requests generating at once (worker threads).
+    /// Requests generating at once (slots stepped together in one batch).
     pub parallel: usize,
     /// Requests waiting beyond those; more get 429.
     pub queue: usize,
@@ -140,7 +141,7 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Binds, starts the workers and serves on background threads.
+/// Binds, starts the scheduler and serves on background threads.
 pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
     let tok = Arc::new(Tokenizer::from_gguf(model.gguf())?);
     let template = ChatTemplate::from_tokenizer(&tok)?;
@@ -243,13 +244,14 @@ fn now_secs() -> u64 {
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
-    let (waiting, running, entries, bytes, hits, misses) = st.engine.stats();
+    let s = st.engine.stats();
     Json(json!({
         "status": "ok",
         "slots": st.cfg.parallel,
-        "running": running,
-        "waiting": waiting,
-        "cache": {"entries": entries, "bytes": bytes, "hits": hits, "misses": misses},
+        "running": s.running,
+        "waiting": s.waiting,
+        "cache": {"entries": s.cache_entries, "bytes": s.cache_bytes, "hits": s.cache_hits, "misses": s.cache_misses},
+        "decode": {"steps": s.decode_steps, "tokens": s.decode_tokens, "max_batch": s.max_batch},
     }))
     .into_response()
 }
@@ -522,7 +524,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                     return error_response(&ApiError::new(
                         500,
                         "server_error",
-                        "the worker stopped",
+                        "the scheduler stopped",
                     ))
                 }
                 Err(_) => {
@@ -567,8 +569,9 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
             }
         }
     }
-    // Streaming: a task turns worker events into SSE events; when the client
-    // goes, the SSE stream and then `rx` are dropped and the worker stops.
+    // Streaming: a task turns scheduler events into SSE events; when the client
+    // goes, the SSE stream and then `rx` are dropped and the scheduler frees
+    // the slot.
     let (stx, srx) = mpsc::channel::<Result<SseEvent, std::convert::Infallible>>(64);
     let tok = st.tok.clone();
     let (return_tokens, logprobs, include_usage) =
