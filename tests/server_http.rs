@@ -627,3 +627,79 @@ fn concurrent_requests_share_batched_steps_and_equal_sequential() {
     assert!((2..=4).contains(&max), "no batched step: {d}");
     assert!(tokens > steps, "mean batch not above one: {d}");
 }
+
+/// A long prompt does not stall a slot that is already decoding: with two
+/// slots, a short request submitted just after a ~8000-token prompt gets all
+/// of its tokens and its final event while the long prompt is still being
+/// prefilled (one chunk per scheduler step, between the batched decode
+/// steps). A scheduler that prefilled a prompt to its end first would have
+/// the long request's token out before the short request's first.
+#[test]
+fn a_long_prefill_is_interleaved_with_decoding() {
+    use mamba_gguf::server::engine::{Engine, EngineConfig, Event, GenParams, Job, Prompt};
+    let model = model();
+    let tok = Arc::new(Tokenizer::from_gguf(model.gguf()).expect("tokenizer"));
+    let engine = Engine::start(
+        model,
+        tok.clone(),
+        EngineConfig {
+            parallel: 2,
+            queue: 4,
+            cache_bytes: 0,
+            max_prompt_tokens: 100_000,
+        },
+    );
+    let params = |n: usize| GenParams {
+        max_tokens: n,
+        sampler: SamplerConfig {
+            temp: 0.0,
+            ..SamplerConfig::default()
+        },
+        stop: Vec::new(),
+        logprobs: false,
+        ignore_eos: true,
+    };
+    // Both jobs send into one channel, so the events arrive in the order the
+    // scheduler sent them, whatever this thread's timing.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = |text: String, n: usize| Job {
+        prompt: Prompt {
+            text,
+            bounds: Vec::new(),
+        },
+        params: params(n),
+        tx: tx.clone(),
+        deadline: Instant::now() + Duration::from_secs(120),
+    };
+    let long_text = "word ".repeat(8000);
+    let long_len =
+        tok.encode(&long_text, false).expect("encodes").len() + usize::from(tok.add_bos());
+    assert!(long_len >= 4000, "{long_len} tokens");
+    engine.submit(job(long_text, 1)).expect("queued");
+    engine.submit(job("Hello".into(), 12)).expect("queued");
+    // (tokens sent before it, prompt tokens) of each final event, in order.
+    let mut done = Vec::new();
+    let mut tokens = 0;
+    while done.len() < 2 {
+        match rx.blocking_recv().expect("an event") {
+            Event::Token { id: Some(_), .. } => tokens += 1,
+            Event::Token { .. } => {}
+            Event::Done { usage, .. } => done.push((tokens, usage.prompt_tokens)),
+            Event::Error { message, .. } => panic!("{message}"),
+        }
+    }
+    // The short request finished first, with its 12 tokens and none of the
+    // long one's before them; the long one came after, whole.
+    assert_ne!(
+        done[0].1, long_len,
+        "the long prompt finished first: {done:?}"
+    );
+    assert_eq!(done[0].0, 12, "{done:?}");
+    assert_eq!(done[1], (13, long_len));
+    // Both slots are freed (just after their final events).
+    let t = Instant::now();
+    while engine.stats().running != 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "slots not freed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

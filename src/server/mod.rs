@@ -7,7 +7,9 @@
 //! runtime; requests decoding at the same time share one batched forward per
 //! token. Prompts restore the longest cached prefix state ([`cache`]); the
 //! response's `usage.prompt_tokens_details.cached_tokens` says how many prompt
-//! tokens that saved.
+//! tokens that saved. `GET /health` reports the slots, the running and
+//! waiting requests, the cache, and the decode counters (`steps` batched
+//! forwards, `tokens` they fed, `max_batch` the most in one step).
 //!
 //! ```no_run
 //! use std::sync::Arc;
