@@ -373,7 +373,16 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
                 ty.row_bytes(n).expect("rb"),
                 k.act.row_bytes(n).expect("ab"),
             );
-            for (rows, t) in [(1, 1), (8, 1), (15, 2), (16, 5), (17, 9), (3, 17)] {
+            for (rows, t) in [
+                (1, 1),
+                (8, 1),
+                (15, 2),
+                (16, 5),
+                (17, 9),
+                (3, 17),
+                (9, 7),
+                (2, 3),
+            ] {
                 for wcase in ["normal", "max", "bytes"] {
                     let w = weight_rows(ty, wcase, n, rows, &mut rng);
                     let mut a = act_rows(k.act, "max", n, t, &mut rng);

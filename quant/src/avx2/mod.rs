@@ -67,7 +67,8 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
 
 /// `GemmFn` over a generic row kernel `$imp::<R>(n, w, [a; R])`: each weight
 /// row against eight activation rows at a time (its super-blocks decoded
-/// once per eight), the rest one by one. The kernel does the same per
+/// once per eight), the rest in groups of 4, 2 and 1 (a batched decode step
+/// has few rows). The kernel does the same per
 /// activation for every `R`, so the results are the `R = 1` dot's.
 macro_rules! gemm_rows {
     ($gemm:ident, $imp:ident, $wb:expr, $ab:expr, $qk:expr) => {
@@ -89,11 +90,26 @@ macro_rules! gemm_rows {
                     }
                     j += 8;
                 }
-                while j < t {
+                if j + 4 <= t {
+                    let four: [&[u8]; 4] = std::array::from_fn(|i| act(j + i));
+                    // SAFETY: as above.
+                    let v = unsafe { $imp::<4>(n, row, four) };
+                    for (i, vi) in v.into_iter().enumerate() {
+                        out[(j + i) * rows + r] = vi;
+                    }
+                    j += 4;
+                }
+                if j + 2 <= t {
+                    // SAFETY: as above.
+                    let v = unsafe { $imp::<2>(n, row, [act(j), act(j + 1)]) };
+                    out[j * rows + r] = v[0];
+                    out[(j + 1) * rows + r] = v[1];
+                    j += 2;
+                }
+                if j < t {
                     // SAFETY: as above.
                     let [v] = unsafe { $imp::<1>(n, row, [act(j)]) };
                     out[j * rows + r] = v;
-                    j += 1;
                 }
             }
         }

@@ -325,11 +325,19 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
                 }
                 j += 4;
             }
-            while j < t {
+            if j + 2 <= t {
+                let two = [act(j), act(j + 1)];
+                // SAFETY: as above.
+                let v = unsafe { tile::<2, FIVE>(nb, &rp, &two, &[pr(j), pr(j + 1)], j == 0) };
+                for (i, vi) in v.iter().enumerate() {
+                    out[(j + i) * rows + r0..][..nr].copy_from_slice(&vi[..nr]);
+                }
+                j += 2;
+            }
+            if j < t {
                 // SAFETY: as above.
                 let [v] = unsafe { tile::<1, FIVE>(nb, &rp, &[act(j)], &[pr(j)], j == 0) };
                 out[j * rows + r0..][..nr].copy_from_slice(&v[..nr]);
-                j += 1;
             }
         }
     });
