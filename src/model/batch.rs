@@ -77,25 +77,8 @@ impl Model {
                 return Err(mismatch(format!("state {j} belongs to another model")));
             }
         }
-        // Embedding: dequantize one row per sequence. token_embd {d, V}.
-        let emb = self.data(&self.tok_embd);
-        let rb = self.tok_embd.row_bytes;
-        for (j, &id) in ids.iter().enumerate() {
-            let i = id as usize;
-            let row = emb
-                .get(i * rb..(i + 1) * rb)
-                .filter(|_| i < v)
-                .ok_or(ModelError::Token { id, vocab: v })?;
-            quant::dequantize_row(
-                self.tok_embd.kernel.weight,
-                row,
-                &mut s.x[j * d..(j + 1) * d],
-            )
-            .map_err(|source| ModelError::Quant {
-                name: self.tok_embd.name.clone(),
-                source,
-            })?;
-        }
+        // Embedding: one row per sequence.
+        self.embed(ids, &mut s.x)?;
         for (li, layer) in self.layers.iter().enumerate() {
             block::forward_seqs(self, layer, li, states, s)?;
         }

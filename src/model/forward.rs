@@ -7,6 +7,28 @@ use crate::error::{ModelError, Result};
 use crate::state::State;
 
 impl Model {
+    /// Embedding lookup: row `j` of `x` ([len][d]) = token_embd row
+    /// `ids[j]` (token_embd {d, V}), dequantized.
+    pub(crate) fn embed(&self, ids: &[u32], x: &mut [f32]) -> Result<()> {
+        let (d, v) = (self.hp.n_embd, self.hp.n_vocab);
+        let emb = self.data(&self.tok_embd);
+        let rb = self.tok_embd.row_bytes;
+        for (&id, xr) in ids.iter().zip(x.chunks_exact_mut(d)) {
+            let i = id as usize;
+            let row = emb
+                .get(i * rb..(i + 1) * rb)
+                .filter(|_| i < v)
+                .ok_or(ModelError::Token { id, vocab: v })?;
+            quant::dequantize_row(self.tok_embd.kernel.weight, row, xr).map_err(|source| {
+                ModelError::Quant {
+                    name: self.tok_embd.name.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// Runs `ids` (1..=s.chunk tokens) through the model, carrying `state`.
     /// The last position's logits land in `s.logits`; with `all`, every
     /// position's logits are written to it as [t][V].
@@ -29,25 +51,7 @@ impl Model {
                 what: format!("{t} tokens exceed the scratch chunk {}", s.chunk),
             });
         }
-        // Embedding: dequantize one row per token. token_embd {d, V}.
-        let emb = self.data(&self.tok_embd);
-        let rb = self.tok_embd.row_bytes;
-        for (j, &id) in ids.iter().enumerate() {
-            let i = id as usize;
-            let row = emb
-                .get(i * rb..(i + 1) * rb)
-                .filter(|_| i < v)
-                .ok_or(ModelError::Token { id, vocab: v })?;
-            quant::dequantize_row(
-                self.tok_embd.kernel.weight,
-                row,
-                &mut s.x[j * d..(j + 1) * d],
-            )
-            .map_err(|source| ModelError::Quant {
-                name: self.tok_embd.name.clone(),
-                source,
-            })?;
-        }
+        self.embed(ids, &mut s.x)?;
         if state.layers.len() != self.layers.len() {
             return Err(ModelError::Metadata {
                 file: "<session>".into(),

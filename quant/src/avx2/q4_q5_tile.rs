@@ -34,6 +34,12 @@ use std::arch::x86_64::*;
 const AB: usize = 34; // Q8_0 block bytes
 const QK: usize = 32;
 
+/// `vpshufb` indices that copy byte 0 of each 32-bit lane over the lane.
+const SPREAD: [i8; 32] = [
+    0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12,
+    12, 12,
+];
+
 /// Block bytes: Q5_0 22, Q4_0 18.
 const fn block_bytes(five: bool) -> usize {
     if five {
@@ -135,42 +141,12 @@ unsafe fn tile<const A: usize, const FIVE: bool>(
                 u32_at(rows[7].add(off + 2)),
             );
             let sixteen = _mm256_set1_epi8(0x10);
+            // Byte k of each 32-bit lane picks that lane's own byte 0
+            // (plus `byte`, added below) from the u32s in `h`.
+            let spread = _mm256_loadu_si256(SPREAD.as_ptr() as *const __m256i);
             for g in 0..8 {
                 let byte = (g / 2) as i8;
-                let idx = _mm256_setr_epi8(
-                    byte,
-                    byte,
-                    byte,
-                    byte,
-                    4 + byte,
-                    4 + byte,
-                    4 + byte,
-                    4 + byte,
-                    8 + byte,
-                    8 + byte,
-                    8 + byte,
-                    8 + byte,
-                    12 + byte,
-                    12 + byte,
-                    12 + byte,
-                    12 + byte,
-                    byte,
-                    byte,
-                    byte,
-                    byte,
-                    4 + byte,
-                    4 + byte,
-                    4 + byte,
-                    4 + byte,
-                    8 + byte,
-                    8 + byte,
-                    8 + byte,
-                    8 + byte,
-                    12 + byte,
-                    12 + byte,
-                    12 + byte,
-                    12 + byte,
-                );
+                let idx = _mm256_add_epi8(spread, _mm256_set1_epi8(byte));
                 let bits = _mm256_set1_epi32(0x0804_0201 << (4 * (g % 2)));
                 let set =
                     _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(h, idx), bits), bits);
