@@ -15,7 +15,9 @@ use mamba_gguf::generate::{Finish, Generate};
 use mamba_gguf::server::cache::PrefixCache;
 use mamba_gguf::server::engine::{prefill, Event, Prompt};
 use mamba_gguf::tokenizer::Tokenizer;
-use mamba_gguf::{state_file, Model, Sampler, SamplerConfig, Session};
+use mamba_gguf::{state_file, Sampler, SamplerConfig, Session};
+
+use super::run::{init_threads, load_model, load_tokenizer};
 use serde::{Deserialize, Serialize};
 
 #[derive(clap::Args, Debug)]
@@ -244,16 +246,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(t) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .build_global()
-            .context("setting the thread count")?;
-    }
-    let model =
-        Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
-    let tok = Tokenizer::from_gguf(model.gguf())
-        .with_context(|| format!("tokenizer of {}", args.model.display()))?;
+    init_threads(args.threads)?;
+    let model = load_model(&args.model)?;
+    let tok = load_tokenizer(&model, &args.model)?;
     if tok.chat_template().is_none() {
         eprintln!("note: the model has no tokenizer.chat_template; using ChatML");
     }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use mamba_gguf::server::{self, ServerConfig};
-use mamba_gguf::Model;
+
+use super::run::{init_threads, load_model};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,14 +45,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(t) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .build_global()
-            .context("setting the thread count")?;
-    }
-    let model =
-        Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    init_threads(args.threads)?;
+    let model = load_model(&args.model)?;
     let name = args
         .model
         .file_stem()
