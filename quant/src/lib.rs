@@ -200,7 +200,8 @@ pub fn matmul(k: &Kernel, n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
     if rb == 0 || ab == 0 {
         return;
     }
-    let acts: Vec<&[u8]> = a.chunks_exact(ab).take(t).collect();
+    let t = t.min(a.len() / ab);
+    let act = |j: usize| &a[j * ab..(j + 1) * ab];
     let mut put = |j: usize, r: usize, v: f32| {
         if let Some(o) = j
             .checked_mul(rows)
@@ -213,17 +214,17 @@ pub fn matmul(k: &Kernel, n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
     for (r, row) in w.chunks_exact(rb).take(rows).enumerate() {
         let mut j = 0;
         if let Some(dot4) = k.dot4 {
-            for four in acts.chunks_exact(4) {
+            while j + 4 <= t {
                 let mut o = [0f32; 4];
-                dot4(n, row, [four[0], four[1], four[2], four[3]], &mut o);
+                dot4(n, row, [act(j), act(j + 1), act(j + 2), act(j + 3)], &mut o);
                 for (i, v) in o.into_iter().enumerate() {
                     put(j + i, r, v);
                 }
                 j += 4;
             }
         }
-        for (i, act) in acts.iter().enumerate().skip(j) {
-            put(i, r, (k.dot)(n, row, act));
+        for i in j..t {
+            put(i, r, (k.dot)(n, row, act(i)));
         }
     }
 }
