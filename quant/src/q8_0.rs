@@ -8,7 +8,20 @@ pub const QK: usize = 32;
 pub const BLOCK_BYTES: usize = 34;
 
 /// ggml's quantize_row_q8_0_ref: d = amax / 127, q = round-half-away(x / d).
+/// On x86-64 with AVX2 an eight-lane version writes the same bytes (so it
+/// also serves the converter's Q8_0 weights).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { crate::avx2::quantize::quantize_q8_0(src, dst) };
+        return;
+    }
+    quantize_scalar(src, dst)
+}
+
+/// The scalar reference behind [`quantize`].
+pub fn quantize_scalar(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
         let mut amax = 0f32;
         for &v in x {

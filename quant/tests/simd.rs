@@ -415,3 +415,46 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
     }
     eprintln!("{checked} tiled results checked");
 }
+
+/// `q8_0::quantize` (AVX2 where the CPU has it) writes the scalar
+/// reference's bytes: random rows at many scales, exact .5 ties of both
+/// signs (id = 1 when amax = 127), zero, tiny and huge blocks, and blocks
+/// holding NaN or an infinity.
+#[test]
+fn q8_0_quantize_is_the_scalar_reference_byte_for_byte() {
+    use quant::q8_0::{quantize as fast, quantize_scalar};
+    let mut rng = StdRng::seed_from_u64(808);
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    for scale in [1e-30f32, 1e-6, 0.01, 1.0, 3.5, 1e4, 1e30] {
+        rows.push(normals(&mut rng, 32 * 64, scale));
+    }
+    // amax 127 -> d = 1, id = 1: every k + 0.5 is a tie.
+    let mut ties: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) + 0.5).collect();
+    ties[0] = 127.0;
+    let mut neg = ties.clone();
+    neg.iter_mut().for_each(|v| *v = -*v);
+    rows.push([ties, neg].concat());
+    // Values that round to just under / over a half after scaling.
+    let near: Vec<f32> = (0..64)
+        .map(|i| 127.0 * (0.5 + (i as f32 - 32.0) * f32::EPSILON) / (1 + i % 7) as f32)
+        .collect();
+    rows.push(near);
+    let mut specials = vec![0.0f32; 32 * 6];
+    specials[32] = f32::NAN;
+    specials[64 + 3] = f32::INFINITY;
+    specials[96 + 5] = f32::NEG_INFINITY;
+    specials[128..160].fill(-0.0);
+    specials[160] = f32::MIN_POSITIVE / 4.0; // subnormal amax
+    specials[161] = -f32::MIN_POSITIVE / 8.0;
+    rows.push(specials);
+    for (i, x) in rows.iter().enumerate() {
+        let n = x.len() / 32 * 32;
+        let mut want = vec![0u8; n / 32 * 34];
+        let mut got = vec![0u8; n / 32 * 34];
+        quantize_scalar(&x[..n], &mut want);
+        fast(&x[..n], &mut got);
+        for (b, (w, g)) in want.chunks(34).zip(got.chunks(34)).enumerate() {
+            assert_eq!(w, g, "row {i} block {b}: {:?}", &x[b * 32..b * 32 + 32]);
+        }
+    }
+}

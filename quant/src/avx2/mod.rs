@@ -29,6 +29,7 @@ mod kquants;
 pub(crate) use kquants::k4_header;
 mod legacy;
 mod q4_q5_tile;
+pub(crate) mod quantize;
 
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
