@@ -27,6 +27,25 @@ use crate::state::{LayerState, State};
 /// calling thread.
 const SCAN_PAR_MIN: usize = 1 << 14;
 
+/// Below this many rows, the per-row steps of a block stay on the calling
+/// thread (decode); a prefill chunk spreads them over the pool.
+const PAR_ROWS: usize = 4;
+
+/// Calls `f(j, row j)` for the first `t` rows of width `w` of `buf`, in
+/// parallel when there are enough rows to pay for it.
+fn each_row(buf: &mut [f32], w: usize, t: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let buf = &mut buf[..t * w];
+    if t >= PAR_ROWS && rayon::current_num_threads() > 1 {
+        buf.par_chunks_exact_mut(w)
+            .enumerate()
+            .for_each(|(j, r)| f(j, r));
+    } else {
+        buf.chunks_exact_mut(w)
+            .enumerate()
+            .for_each(|(j, r)| f(j, r));
+    }
+}
+
 /// `out = x / sqrt(mean(x^2) + eps) * w` (w = None: weightless).
 pub(crate) fn rms_norm(x: &[f32], w: Option<&[f32]>, eps: f32, out: &mut [f32]) {
     let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
@@ -116,17 +135,20 @@ fn run(model: &Model, layer: &Layer, mut rows: Rows, s: &mut Scratch, t: usize) 
     } = s;
 
     // 1. h = rmsnorm(x) * norm
-    for (xr, hr) in x.chunks_exact(d).zip(h.chunks_exact_mut(d)).take(t) {
-        rms_norm(xr, Some(&layer.norm), hp.norm_eps, hr);
+    {
+        let x = &x[..];
+        each_row(h, d, t, |j, hr| {
+            rms_norm(&x[j * d..(j + 1) * d], Some(&layer.norm), hp.norm_eps, hr)
+        });
     }
     // 2. xz = in_proj(h): [t][2E]
     matmul(&layer.ssm_in, model.data(&layer.ssm_in), h, t, xz, act, tmp)?;
     // The gate silu(z) only ever enters as a factor: apply it to the z half
     // of each row here, eight lanes at a time, instead of per channel in the
     // scan.
-    for row in xz.chunks_exact_mut(2 * e).take(t) {
-        quant::math::silu_slice(&mut row[e..]);
-    }
+    each_row(xz, 2 * e, t, |_, row| {
+        quant::math::silu_slice(&mut row[e..])
+    });
     // 3. causal depthwise conv + SiLU, token by token, state carried.
     match &mut rows {
         Rows::Time(st) => conv(hp, layer, &mut st.conv, xz, xc, t),
@@ -155,14 +177,14 @@ fn run(model: &Model, layer: &Layer, mut rows: Rows, s: &mut Scratch, t: usize) 
         tmp,
     )?;
     // 5. Falcon: weightless RMS norm of dt, B and C separately.
-    for row in xdbl.chunks_exact_mut(xw).take(t) {
-        if hp.dt_b_c_rms {
+    if hp.dt_b_c_rms {
+        each_row(xdbl, xw, t, |_, row| {
             let (dtp, bc) = row.split_at_mut(r);
             let (bp, cp) = bc.split_at_mut(n);
             rms_norm_inplace(dtp, hp.dt_b_c_eps);
             rms_norm_inplace(bp, hp.dt_b_c_eps);
             rms_norm_inplace(cp, hp.dt_b_c_eps);
-        }
+        });
     }
     // 6. dt = softplus(dt_proj(dt_part) + bias): [t][E]
     for (src, dst) in xdbl.chunks_exact(xw).zip(dt_in.chunks_exact_mut(r)).take(t) {
@@ -177,21 +199,22 @@ fn run(model: &Model, layer: &Layer, mut rows: Rows, s: &mut Scratch, t: usize) 
         act,
         tmp,
     )?;
-    for row in dt.chunks_exact_mut(e).take(t) {
+    each_row(dt, e, t, |_, row| {
         for (v, &b) in row.iter_mut().zip(&layer.dt_b) {
             *v += b;
         }
         quant::math::softplus_slice(row);
-    }
+    });
     // 7. selective scan, gated by silu(z): y [t][E]
     match &mut rows {
         Rows::Time(st) => {
             scan(hp, layer, &mut st.ssm, xz, xc, xdbl, dt, y_t, t);
-            for j in 0..t {
-                for (c, yv) in y[j * e..(j + 1) * e].iter_mut().enumerate() {
+            let y_t = &y_t[..];
+            each_row(y, e, t, |j, row| {
+                for (c, yv) in row.iter_mut().enumerate() {
                     *yv = y_t[c * t + j];
                 }
-            }
+            });
         }
         // One token per sequence: its [E][1] channel-major output is its row.
         Rows::Seqs(states, li) => {
@@ -221,35 +244,57 @@ fn run(model: &Model, layer: &Layer, mut rows: Rows, s: &mut Scratch, t: usize) 
         act,
         tmp,
     )?;
-    for (xv, &o) in x[..t * d].iter_mut().zip(&out[..t * d]) {
-        *xv += o;
-    }
+    let out = &out[..];
+    each_row(x, d, t, |j, row| {
+        for (xv, &o) in row.iter_mut().zip(&out[j * d..(j + 1) * d]) {
+            *xv += o;
+        }
+    });
     Ok(())
 }
 
 /// y_j[e] = silu(b[e] + sum_k w[k][e] * in_{j-K+1+k}[e]), inputs from the conv
-/// state (the last K-1 inputs, oldest first) then the chunk.
+/// state (the last K-1 inputs, oldest first) then the chunk. Rows are
+/// independent given the state, so a chunk's rows run in parallel; the state
+/// then takes the chunk's last K-1 inputs.
 fn conv(hp: &Hparams, layer: &Layer, cs: &mut [f32], xz: &[f32], xc: &mut [f32], t: usize) {
     let (e, k) = (hp.d_inner, hp.d_conv);
-    for j in 0..t {
-        let xin = &xz[j * 2 * e..j * 2 * e + e];
-        let o = &mut xc[j * e..(j + 1) * e];
-        o.copy_from_slice(&layer.conv_b);
-        for tap in 0..k - 1 {
-            let w = &layer.conv_w[tap * e..(tap + 1) * e];
-            let past = &cs[tap * e..(tap + 1) * e];
-            for ((ov, &wv), &pv) in o.iter_mut().zip(w).zip(past) {
-                *ov += wv * pv;
+    if k == 0 {
+        return;
+    }
+    {
+        let cs = &cs[..];
+        // Input i of the chunk (i < 0: from the state, -1 the newest).
+        let input = |i: isize| -> &[f32] {
+            if i >= 0 {
+                let i = i as usize;
+                &xz[i * 2 * e..i * 2 * e + e]
+            } else {
+                let m = (k as isize - 1 + i) as usize;
+                &cs[m * e..(m + 1) * e]
             }
-        }
-        let w = &layer.conv_w[(k - 1) * e..k * e];
-        for ((ov, &wv), &xv) in o.iter_mut().zip(w).zip(xin) {
-            *ov += wv * xv;
-        }
-        quant::math::silu_slice(o);
-        if k > 1 {
-            cs.copy_within(e.., 0);
-            cs[(k - 2) * e..].copy_from_slice(xin);
+        };
+        each_row(xc, e, t, |j, o| {
+            o.copy_from_slice(&layer.conv_b);
+            for tap in 0..k {
+                let w = &layer.conv_w[tap * e..(tap + 1) * e];
+                let src = input(j as isize + tap as isize - (k as isize - 1));
+                for ((ov, &wv), &pv) in o.iter_mut().zip(w).zip(src) {
+                    *ov += wv * pv;
+                }
+            }
+            quant::math::silu_slice(o);
+        });
+    }
+    // State row m becomes input t - (K-1) + m: an older state row t + m (> m,
+    // so a forward in-place copy) or chunk row t - (K-1) + m.
+    for m in 0..k - 1 {
+        let i = (t + m) as isize - (k as isize - 1);
+        if i >= 0 {
+            let i = i as usize;
+            cs[m * e..(m + 1) * e].copy_from_slice(&xz[i * 2 * e..i * 2 * e + e]);
+        } else {
+            cs.copy_within((t + m) * e..(t + m + 1) * e, m * e);
         }
     }
 }

@@ -30,17 +30,39 @@ fn quant_err(m: &Mat, source: quant::QuantError) -> ModelError {
     }
 }
 
-/// Quantize `t` rows of `m.n_in` values in `x` into `act` (resized within its
-/// capacity).
-fn quantize_acts(m: &Mat, x: &[f32], t: usize, act: &mut Vec<u8>) -> Result<()> {
+/// Below this many activation rows they are quantized on the calling thread.
+const PAR_MIN_ROWS: usize = 4;
+
+/// Quantize `t` rows of `m.n_in` values in `x` into the front of `act`
+/// (grown if short, never shrunk, so alternating sizes do not re-zero it);
+/// returns the bytes written. Rows are quantized in parallel for a chunk.
+fn quantize_acts(m: &Mat, x: &[f32], t: usize, act: &mut Vec<u8>) -> Result<usize> {
     let k = &m.kernel;
     let ab = quant::row_size(k.act, m.n_in).map_err(|e| quant_err(m, e))?;
-    act.resize(ab * t, 0);
-    for (src, dst) in x.chunks_exact(m.n_in).take(t).zip(act.chunks_exact_mut(ab)) {
-        quant::quantize_row(k.act, src, dst).map_err(|e| quant_err(m, e))?;
+    if act.len() < ab * t {
+        act.resize(ab * t, 0);
     }
-    Ok(())
+    let x = &x[..t * m.n_in];
+    let dst = &mut act[..ab * t];
+    let one = |(src, dst): (&[f32], &mut [u8])| quant::quantize_row(k.act, src, dst);
+    if t >= PAR_MIN_ROWS && rayon::current_num_threads() > 1 {
+        x.par_chunks_exact(m.n_in)
+            .zip(dst.par_chunks_exact_mut(ab))
+            .try_for_each(one)
+    } else {
+        x.chunks_exact(m.n_in)
+            .zip(dst.chunks_exact_mut(ab))
+            .try_for_each(one)
+    }
+    .map_err(|e| quant_err(m, e))?;
+    Ok(ab * t)
 }
+
+/// A pointer to `out` that parallel tasks write disjoint parts of.
+struct SharedOut(*mut f32);
+// SAFETY: only used to write disjoint ranges from tasks that the spawning
+// call waits for (see `matmul`).
+unsafe impl Sync for SharedOut {}
 
 /// `out[j][r] = dot(row r of m, x[j])` for `j < t`: `x` is `[t][n_in]`, `out`
 /// is `[t][n_out]`. `w` is the matrix's bytes (`Model::data`). `act` and `tmp`
@@ -67,8 +89,8 @@ pub fn matmul(
         });
     }
     let out = &mut out[..t * rows];
-    quantize_acts(m, x, t, act)?;
-    let a = &act[..];
+    let used = quantize_acts(m, x, t, act)?;
+    let a = &act[..used];
     let k = &m.kernel;
     quant::check_matmul(k, n, rows, w, t, a, out).map_err(|e| quant_err(m, e))?;
     let serial = rows * n < PAR_MIN_WORK || rayon::current_num_threads() <= 1;
@@ -87,23 +109,34 @@ pub fn matmul(
         quant::matmul(k, n, rows, w, t, a, out);
         return Ok(());
     }
-    // Each task writes its rows for all t activations as a [t][its rows] block
-    // of `tmp`; the blocks are then scattered into out's [t][rows] layout.
+    // Each task computes its rows for all t activations into a [t][its rows]
+    // block of `tmp`, then copies them into out's [t][rows] layout while they
+    // are still in cache.
     let rc = rows_per_task(rows);
-    tmp.resize(t * rows, 0.0);
-    tmp.par_chunks_mut(t * rc)
-        .zip(w.par_chunks(rc * rb))
-        .for_each(|(tc, wc)| {
-            let r = wc.len() / rb;
-            quant::matmul(k, n, r, wc, t, a, &mut tc[..t * r]);
-        });
-    for (c, tc) in tmp.chunks(t * rc).enumerate() {
-        let r0 = c * rc;
-        let r = tc.len() / t;
-        for j in 0..t {
-            out[j * rows + r0..j * rows + r0 + r].copy_from_slice(&tc[j * r..(j + 1) * r]);
-        }
+    if tmp.len() < t * rows {
+        tmp.resize(t * rows, 0.0);
     }
+    let shared = SharedOut(out.as_mut_ptr());
+    tmp[..t * rows]
+        .par_chunks_mut(t * rc)
+        .zip(w.par_chunks(rc * rb))
+        .enumerate()
+        .for_each(|(c, (tc, wc))| {
+            let (r0, r) = (c * rc, wc.len() / rb);
+            let tc = &mut tc[..t * r];
+            quant::matmul(k, n, r, wc, t, a, tc);
+            let shared = &shared;
+            for (j, src) in tc.chunks_exact(r).enumerate() {
+                // SAFETY: r0 + r <= rows and j < t, so the range lies inside
+                // `out` (t * rows values, borrowed mutably by this call for
+                // the whole parallel region); tasks own disjoint row ranges
+                // r0..r0 + r, so no two writes overlap.
+                unsafe {
+                    std::slice::from_raw_parts_mut(shared.0.add(j * rows + r0), r)
+                        .copy_from_slice(src)
+                };
+            }
+        });
     Ok(())
 }
 
