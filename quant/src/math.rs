@@ -54,6 +54,29 @@ fn exp_scaled(x: f32, k: f32) -> f32 {
     p * pow2i(n1) * pow2i(n - n1)
 }
 
+/// e^x as [`exp`] computes it, with the range reduction and the polynomial
+/// in fused multiply-adds: about a third fewer operations, for loops
+/// compiled with FMA (the selective scan). Without hardware FMA,
+/// `mul_add` is libm's correctly rounded `fmaf`, so every build gives the
+/// same bits, only slower. Same accuracy bound as [`exp`] (tested).
+#[inline(always)]
+pub fn exp_fused(x: f32) -> f32 {
+    let xc = x.clamp(-150.0, 89.0);
+    let n = xc.mul_add(LOG2E, ROUND) - ROUND;
+    // n * LN2_HI is exact, so the first step is too.
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
+    let mut p = 1.0f32 / 5040.0;
+    p = p.mul_add(r, 1.0 / 720.0);
+    p = p.mul_add(r, 1.0 / 120.0);
+    p = p.mul_add(r, 1.0 / 24.0);
+    p = p.mul_add(r, 1.0 / 6.0);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
+    let n1 = (n * 0.5 + ROUND) - ROUND;
+    p * pow2i(n1) * pow2i(n - n1)
+}
+
 /// ln(1 + u) for u in [0, 1]: v = 1 + u = 2^e m with m in [sqrt(1/2),
 /// sqrt(2)), ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by
 /// its series to s^9, plus the rounding of 1 + u put back as (u - (v - 1)) / v.
@@ -206,6 +229,39 @@ mod tests {
         // Also against std's f32 exp near 0, where most scan values are.
         for x in inputs(-1.0, 1.0) {
             assert!(ulps(exp(x), x.exp()) <= 2, "x = {x}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp_fused_fma(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = exp_fused(*v);
+        }
+    }
+
+    #[test]
+    fn exp_fused_within_2_ulp_and_the_same_bits_with_or_without_fma() {
+        let xs = inputs(-110.0, 90.0);
+        let y: Vec<f32> = xs.iter().map(|&x| exp_fused(x)).collect();
+        check("exp_fused", &xs, &y, f64::exp, 2);
+        for x in inputs(-1.0, 1.0) {
+            assert!(ulps(exp_fused(x), x.exp()) <= 2, "x = {x}");
+        }
+        let special = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 88.8, -104.0];
+        let want = [1.0, 1.0, f32::INFINITY, 0.0, f32::INFINITY, 0.0];
+        for (&x, &w) in special.iter().zip(&want) {
+            assert_eq!(exp_fused(x), w, "x = {x}");
+        }
+        assert!(exp_fused(f32::NAN).is_nan());
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let mut v = xs.clone();
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { exp_fused_fma(&mut v) };
+            for ((&x, &a), &b) in xs.iter().zip(&v).zip(&y) {
+                assert_eq!(a.to_bits(), b.to_bits(), "x = {x}");
+            }
         }
     }
 
