@@ -49,39 +49,15 @@ const fn block_bytes(five: bool) -> usize {
     }
 }
 
-/// Per-lane sums for up to eight rows (`rows[r]`, each `nb` blocks) against
-/// `A` activation rows: `out[a][r] = dot(row r, act a)`.
-///
-/// # Safety
-/// The CPU has AVX2, FMA and F16C; every `rows[r]` points at `nb * 18`
-/// readable bytes, every `acts[a]` at `nb * 34` and every `pres[a]` at `nb`
-/// [`Pre`] of that activation row. With `prefetch`, the eight rows after
-/// `rows[0] + 8 * nb * (block bytes)` are fetched into L2 on the way (the
-/// next tile of a contiguous matrix; prefetches never fault).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const A: usize, const FIVE: bool>(
-    nb: usize,
-    rows: &[*const u8; 8],
-    acts: &[*const u8; A],
-    pres: &[*const Pre; A],
-    prefetch: bool,
-) -> [[f32; 8]; A] {
-    let wb = block_bytes(FIVE);
-    let nib = if FIVE { 6 } else { 2 };
-    let mask = _mm256_set1_epi8(0x0F);
-    let ones16 = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); A];
-    for b in 0..nb {
-        let off = b * wb;
-        if prefetch {
-            // The next tile's eight rows (contiguous after this tile's when
-            // called from `gemm`) into L2, three lines per block: 8 * wb /
-            // 64 <= 2.75 lines per block, so the whole tile arrives in time.
-            let next = rows[0].wrapping_add(8 * nb * wb + b * 192);
-            _mm_prefetch::<_MM_HINT_T1>(next as *const i8);
-            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64) as *const i8);
-            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(128) as *const i8);
-        }
+/// Decodes block `b` of eight rows: `$w[0..4]` the low nibbles (values
+/// 0..16), `$w[4..8]` the high ones (16..32), each transposed to one row per
+/// 32-bit lane (with the fifth bits for Q5_0), and `$dw` the eight row scales.
+macro_rules! decode_block {
+    ($rows:expr, $off:expr, $five:expr) => {{
+        let rows = $rows;
+        let off = $off;
+        let nib = if $five { 6 } else { 2 };
+        let mask = _mm256_set1_epi8(0x0F);
         // Eight fp16 row scales -> 8 x f32, lane r = row r.
         let dw = _mm256_cvtph_ps(_mm_setr_epi16(
             u16_at(rows[0].add(off)),
@@ -94,15 +70,11 @@ unsafe fn tile<const A: usize, const FIVE: bool>(
             u16_at(rows[7].add(off)),
         ));
         // Rows r and r+4 share a 256-bit vector (low / high 128 bits).
-        macro_rules! ld {
-            ($r:expr) => {
-                _mm_loadu_si128(rows[$r].add(off + nib) as *const __m128i)
-            };
-        }
-        let y0 = _mm256_set_m128i(ld!(4), ld!(0));
-        let y1 = _mm256_set_m128i(ld!(5), ld!(1));
-        let y2 = _mm256_set_m128i(ld!(6), ld!(2));
-        let y3 = _mm256_set_m128i(ld!(7), ld!(3));
+        let ld = |r: usize| rows[r].add(off + nib);
+        let y0 = pair(ld(4), ld(0));
+        let y1 = pair(ld(5), ld(1));
+        let y2 = pair(ld(6), ld(2));
+        let y3 = pair(ld(7), ld(3));
         // 4x4 dword transpose inside each 128-bit half.
         let t0 = _mm256_unpacklo_epi32(y0, y1); // r0d0 r1d0 r0d1 r1d1
         let t1 = _mm256_unpackhi_epi32(y0, y1); // r0d2 r1d2 r0d3 r1d3
@@ -126,7 +98,7 @@ unsafe fn tile<const A: usize, const FIVE: bool>(
             _mm256_and_si256(_mm256_srli_epi16::<4>(d[2]), mask),
             _mm256_and_si256(_mm256_srli_epi16::<4>(d[3]), mask),
         ];
-        if FIVE {
+        if $five {
             // Lane r = row r's u32 of fifth bits; group g (values 4g..4g+4,
             // lo[g] for g < 4, hi[g - 4] above) takes bits 4g..4g+4: byte
             // g / 2 of the lane spread over its 4 bytes, one bit per byte.
@@ -158,22 +130,29 @@ unsafe fn tile<const A: usize, const FIVE: bool>(
                 }
             }
         }
-        for j in 0..A {
+        ([lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]], dw)
+    }};
+}
+
+/// Adds block `b` of `A` activation rows against a decoded block (`$w`,
+/// `$dw` from [`decode_block`]) to `$acc`, per lane `acc += isum * (dw * da)`.
+macro_rules! dot_block {
+    ($w:expr, $dw:expr, $acts:expr, $pres:expr, $b:expr, $acc:expr, $a:expr, $five:expr) => {{
+        let (lo, hi, dw, b) = (&$w[0..4], &$w[4..8], $dw, $b);
+        let ones16 = _mm256_set1_epi16(1);
+        let acts = $acts;
+        let pres = $pres;
+        for j in 0..$a {
             let ya = acts[j].add(b * AB + 2);
-            macro_rules! bc {
-                ($k:expr) => {
-                    _mm256_set1_epi32((ya.add(4 * $k) as *const i32).read_unaligned())
-                };
-            }
-            let mut s = _mm256_maddubs_epi16(lo[0], bc!(0));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[1], bc!(1)));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[2], bc!(2)));
-            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[3], bc!(3)));
-            let mut s2 = _mm256_maddubs_epi16(hi[0], bc!(4));
-            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[1], bc!(5)));
-            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[2], bc!(6)));
-            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[3], bc!(7)));
-            let isum = if FIVE {
+            let mut s = _mm256_maddubs_epi16(lo[0], bc(ya, 0));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[1], bc(ya, 1)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[2], bc(ya, 2)));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[3], bc(ya, 3)));
+            let mut s2 = _mm256_maddubs_epi16(hi[0], bc(ya, 4));
+            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[1], bc(ya, 5)));
+            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[2], bc(ya, 6)));
+            s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(hi[3], bc(ya, 7)));
+            let isum = if $five {
                 _mm256_add_epi32(_mm256_madd_epi16(s, ones16), _mm256_madd_epi16(s2, ones16))
             } else {
                 _mm256_madd_epi16(_mm256_add_epi16(s, s2), ones16)
@@ -181,14 +160,102 @@ unsafe fn tile<const A: usize, const FIVE: bool>(
             let pr = *pres[j].add(b);
             let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(pr.off));
             let scale = _mm256_mul_ps(dw, _mm256_set1_ps(pr.da));
-            acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale));
+            $acc[j] = _mm256_add_ps($acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale));
         }
+    }};
+}
+
+/// Per-lane sums for up to eight rows (`rows[r]`, each `nb` blocks) against
+/// `A` activation rows: `out[a][r] = dot(row r, act a)`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; every `rows[r]` points at `nb * 18`
+/// (Q5_0: 22) readable bytes, every `acts[a]` at `nb * 34` and every
+/// `pres[a]` at `nb` [`Pre`] of that activation row. With `prefetch`, the
+/// eight rows after `rows[0] + 8 * nb * (block bytes)` are fetched into L2
+/// on the way (the next tile of a contiguous matrix; prefetches never fault).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const A: usize, const FIVE: bool>(
+    nb: usize,
+    rows: &[*const u8; 8],
+    acts: &[*const u8; A],
+    pres: &[*const Pre; A],
+    prefetch: bool,
+) -> [[f32; 8]; A] {
+    let mut acc = [_mm256_setzero_ps(); A];
+    for b in 0..nb {
+        if prefetch {
+            prefetch_next(rows, nb, b, FIVE);
+        }
+        let (w, dw) = decode_block!(rows, b * block_bytes(FIVE), FIVE);
+        dot_block!(w, dw, acts, pres, b, acc, A, FIVE);
     }
+    store(acc)
+}
+
+/// The next tile's eight rows (contiguous after this tile's when called
+/// from `gemm`) into L2, three lines per block: 8 * wb / 64 <= 2.75 lines
+/// per block, so the whole tile arrives in time.
+#[inline(always)]
+unsafe fn prefetch_next(rows: &[*const u8; 8], nb: usize, b: usize, five: bool) {
+    let next = rows[0].wrapping_add(8 * nb * block_bytes(five) + b * 192);
+    _mm_prefetch::<_MM_HINT_T1>(next as *const i8);
+    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64) as *const i8);
+    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(128) as *const i8);
+}
+
+#[inline(always)]
+unsafe fn store<const A: usize>(acc: [__m256; A]) -> [[f32; 8]; A] {
     let mut out = [[0f32; 8]; A];
     for j in 0..A {
         _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]);
     }
     out
+}
+
+/// One decoded block of an eight-row tile, as [`decode_block`] leaves it.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Dec {
+    w: [__m256i; 8],
+    dw: __m256,
+}
+
+/// Decodes the `dst.len()` blocks of a tile once, for [`tile_dec`] to dot
+/// with every group of activation rows of a matmul (prefill), instead of
+/// decoding them again per group.
+///
+/// # Safety
+/// As [`tile`], for `dst.len()` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_tile<const FIVE: bool>(rows: &[*const u8; 8], prefetch: bool, dst: &mut [Dec]) {
+    let nb = dst.len();
+    for (b, d) in dst.iter_mut().enumerate() {
+        if prefetch {
+            prefetch_next(rows, nb, b, FIVE);
+        }
+        let (w, dw) = decode_block!(rows, b * block_bytes(FIVE), FIVE);
+        *d = Dec { w, dw };
+    }
+}
+
+/// [`tile`] over a tile decoded by [`decode_tile`]: the same operations per
+/// activation, so the same bits.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `acts[a]` and `pres[a]` as in [`tile`] for
+/// `dec.len()` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_dec<const A: usize, const FIVE: bool>(
+    dec: &[Dec],
+    acts: &[*const u8; A],
+    pres: &[*const Pre; A],
+) -> [[f32; 8]; A] {
+    let mut acc = [_mm256_setzero_ps(); A];
+    for (b, d) in dec.iter().enumerate() {
+        dot_block!(d.w, d.dw, acts, pres, b, acc, A, FIVE);
+    }
+    store(acc)
 }
 
 /// What every tile needs of one activation block, worked out once per
@@ -241,6 +308,23 @@ fn with_pre<R>(len: usize, f: impl FnOnce(&mut [Pre]) -> R) -> R {
     })
 }
 
+/// Rows `lo` (low 128 bits) and `hi` (high), 16 bytes each.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn pair(hi: *const u8, lo: *const u8) -> __m256i {
+    _mm256_set_m128i(
+        _mm_loadu_si128(hi as *const __m128i),
+        _mm_loadu_si128(lo as *const __m128i),
+    )
+}
+
+/// Activation bytes 4k..4k+4 at `ya` in every 32-bit lane.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn bc(ya: *const u8, k: usize) -> __m256i {
+    _mm256_set1_epi32((ya.add(4 * k) as *const i32).read_unaligned())
+}
+
 #[inline(always)]
 unsafe fn u16_at(p: *const u8) -> i16 {
     (p as *const i16).read_unaligned()
@@ -285,38 +369,92 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
             unsafe { prep::<FIVE>(act(j), dst) };
         }
         let pr = |j: usize| pre[j * nb..].as_ptr();
-        for r0 in (0..rows_held).step_by(8) {
-            let rp = row_ptrs(w, rb, r0, rows_held);
-            let nr = (rows_held - r0).min(8);
-            let mut j = 0;
-            while j + 4 <= t {
-                let four = [act(j), act(j + 1), act(j + 2), act(j + 3)];
-                let pres = [pr(j), pr(j + 1), pr(j + 2), pr(j + 3)];
-                // SAFETY: AVX2/FMA/F16C checked by dispatch; every row pointer
-                // is a held row (nb blocks), every act pointer a held act row,
-                // every pre pointer nb entries.
-                let v = unsafe { tile::<4, FIVE>(nb, &rp, &four, &pres, j == 0) };
-                for (i, vi) in v.iter().enumerate() {
-                    out[(j + i) * rows + r0..][..nr].copy_from_slice(&vi[..nr]);
+        // Runs `$tile::<A>` over activation rows 4, 2, 1 at a time and
+        // stores each group's eight row results.
+        macro_rules! groups {
+            ($r0:expr, $nr:expr, |$acts:ident, $pres:ident, $first:ident| $call:expr) => {{
+                let (r0, nr) = ($r0, $nr);
+                let mut j = 0;
+                while j + 4 <= t {
+                    let $acts = [act(j), act(j + 1), act(j + 2), act(j + 3)];
+                    let $pres = [pr(j), pr(j + 1), pr(j + 2), pr(j + 3)];
+                    let $first = j == 0;
+                    let v: [[f32; 8]; 4] = $call;
+                    for (i, vi) in v.iter().enumerate() {
+                        out[(j + i) * rows + r0..][..nr].copy_from_slice(&vi[..nr]);
+                    }
+                    j += 4;
                 }
-                j += 4;
-            }
-            if j + 2 <= t {
-                let two = [act(j), act(j + 1)];
-                // SAFETY: as above.
-                let v = unsafe { tile::<2, FIVE>(nb, &rp, &two, &[pr(j), pr(j + 1)], j == 0) };
-                for (i, vi) in v.iter().enumerate() {
-                    out[(j + i) * rows + r0..][..nr].copy_from_slice(&vi[..nr]);
+                if j + 2 <= t {
+                    let $acts = [act(j), act(j + 1)];
+                    let $pres = [pr(j), pr(j + 1)];
+                    let $first = j == 0;
+                    let v: [[f32; 8]; 2] = $call;
+                    for (i, vi) in v.iter().enumerate() {
+                        out[(j + i) * rows + r0..][..nr].copy_from_slice(&vi[..nr]);
+                    }
+                    j += 2;
                 }
-                j += 2;
+                if j < t {
+                    let $acts = [act(j)];
+                    let $pres = [pr(j)];
+                    let $first = j == 0;
+                    let [v]: [[f32; 8]; 1] = $call;
+                    out[j * rows + r0..][..nr].copy_from_slice(&v[..nr]);
+                }
+            }};
+        }
+        // SAFETY (every `tile`/`decode_tile`/`tile_dec` call below): AVX2,
+        // FMA and F16C are checked by dispatch; every row pointer is a held
+        // row (nb blocks), every act pointer a held act row, every pre
+        // pointer nb entries, and `dec` has nb entries.
+        if t < DECODE_ONCE_MIN {
+            for r0 in (0..rows_held).step_by(8) {
+                let rp = row_ptrs(w, rb, r0, rows_held);
+                let nr = (rows_held - r0).min(8);
+                groups!(r0, nr, |acts, pres, first| unsafe {
+                    tile::<_, FIVE>(nb, &rp, &acts, &pres, first)
+                });
             }
-            if j < t {
-                // SAFETY: as above.
-                let [v] = unsafe { tile::<1, FIVE>(nb, &rp, &[act(j)], &[pr(j)], j == 0) };
-                out[j * rows + r0..][..nr].copy_from_slice(&v[..nr]);
-            }
+        } else {
+            with_dec(nb, |dec| {
+                for r0 in (0..rows_held).step_by(8) {
+                    let rp = row_ptrs(w, rb, r0, rows_held);
+                    let nr = (rows_held - r0).min(8);
+                    unsafe { decode_tile::<FIVE>(&rp, true, dec) };
+                    groups!(r0, nr, |acts, pres, _first| unsafe {
+                        tile_dec::<_, FIVE>(dec, &acts, &pres)
+                    });
+                }
+            });
         }
     });
+}
+
+/// From this many activation rows on, `gemm` decodes each tile once into a
+/// buffer and dots every group of rows with it, rather than decoding it
+/// again for each group of four.
+const DECODE_ONCE_MIN: usize = 8;
+
+thread_local! {
+    /// Per-thread decoded tile for [`gemm`], grown once like [`PRE`].
+    static DEC: std::cell::RefCell<Vec<Dec>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a [`Dec`] slice of `len` entries (the thread's buffer, or
+/// a fresh one if that is already lent out).
+fn with_dec<R>(len: usize, f: impl FnOnce(&mut [Dec]) -> R) -> R {
+    // SAFETY: all-zero bits are a valid `Dec` (plain vectors).
+    let zero: Dec = unsafe { std::mem::zeroed() };
+    DEC.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, zero);
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![zero; len]),
+    })
 }
 
 /// Whole blocks both buffers hold, at most `n / 32`.
