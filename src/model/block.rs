@@ -127,7 +127,6 @@ fn run(model: &Model, layer: &Layer, mut rows: Rows, s: &mut Scratch, t: usize) 
         dt_in,
         dt,
         y,
-        y_t,
         out,
         act,
         tmp,
@@ -208,15 +207,8 @@ fn run(model: &Model, layer: &Layer, mut rows: Rows, s: &mut Scratch, t: usize) 
     // 7. selective scan, gated by silu(z): y [t][E]
     match &mut rows {
         Rows::Time(st) => {
-            scan(hp, layer, &mut st.ssm, xz, xc, xdbl, dt, y_t, t);
-            let y_t = &y_t[..];
-            each_row(y, e, t, |j, row| {
-                for (c, yv) in row.iter_mut().enumerate() {
-                    *yv = y_t[c * t + j];
-                }
-            });
+            scan(hp, layer, &mut st.ssm, xz, xc, xdbl, dt, y, t);
         }
-        // One token per sequence: its [E][1] channel-major output is its row.
         Rows::Seqs(states, li) => {
             for (j, st) in states.iter_mut().enumerate() {
                 let ls = layer_of(st, *li)?;
@@ -300,7 +292,7 @@ fn conv(hp: &Hparams, layer: &Layer, cs: &mut [f32], xz: &[f32], xc: &mut [f32],
 }
 
 /// The selective scan over `t` tokens for every channel, writing the gated
-/// output channel-major into `y_t` ([E][t]). Channels are independent, so
+/// output into `y` ([t][E]). Channels are independent, so
 /// channel ranges run in parallel, each walking all t tokens in order.
 #[allow(clippy::too_many_arguments)]
 fn scan(
@@ -311,7 +303,7 @@ fn scan(
     xc: &[f32],
     xdbl: &[f32],
     dt: &[f32],
-    y_t: &mut [f32],
+    y: &mut [f32],
     t: usize,
 ) {
     let (e, n, r) = (hp.d_inner, hp.d_state, hp.dt_rank);
@@ -327,19 +319,25 @@ fn scan(
         xdbl,
         dt,
     };
-    let work = |e0: usize, sc: &mut [f32], yc: &mut [f32]| scan_range(&args, e0, sc, yc);
-    let y_t = &mut y_t[..e * t];
+    let y = YOut(y[..t * e].as_mut_ptr());
+    let work = |e0: usize, sc: &mut [f32]| scan_range(&args, e0, sc, &y);
     let threads = rayon::current_num_threads();
     if threads <= 1 || e * n * t < SCAN_PAR_MIN {
-        work(0, ssm, y_t);
+        work(0, ssm);
     } else {
         let ce = e.div_ceil(threads * 2).max(32);
         ssm.par_chunks_mut(ce * n)
-            .zip(y_t.par_chunks_mut(ce * t))
             .enumerate()
-            .for_each(|(i, (sc, yc))| work(i * ce, sc, yc));
+            .for_each(|(i, sc)| work(i * ce, sc));
     }
 }
+
+/// The scan's output `y` ([t][E], `t * E` values). Tasks scan disjoint
+/// channel ranges and each writes only its own channels' column entries.
+struct YOut(*mut f32);
+// SAFETY: see the struct doc: writes from parallel tasks never overlap, and
+// `scan` borrows `y` mutably until they have all finished.
+unsafe impl Sync for YOut {}
 
 /// The read-only inputs of the scan over one chunk (shapes as at the top).
 struct ScanArgs<'a> {
@@ -358,32 +356,86 @@ struct ScanArgs<'a> {
 }
 
 /// Scan of channels `e0..e0 + sc.len() / N` over the chunk: `sc` their
-/// states [ne][N], `yc` their gated outputs channel-major [ne][t]. On
+/// states [ne][N]; their gated outputs go to column entries of `y`. On
 /// x86-64 with AVX2 and FMA the same code is compiled 8 lanes wide (the N
-/// states of a channel in registers, `exp_fused` inlined from quant::math).
+/// states of a channel in registers, `exp_nonpos` inlined from quant::math:
+/// dt > 0 and A < 0, so exp(dt A) <= 1).
 /// Every multiply-add is an explicit `mul_add`, which the other build
 /// computes with the same single rounding, so both give the same bits.
-fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], yc: &mut [f32]) {
+fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        unsafe { scan_range_avx2(p, e0, sc, yc) };
+        unsafe { scan_range_avx2(p, e0, sc, y) };
         return;
     }
-    scan_range_body(p, e0, sc, yc);
+    scan_range_body(p, e0, sc, y);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], yc: &mut [f32]) {
-    scan_range_body(p, e0, sc, yc);
+unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
+    if p.n == 16 {
+        scan_range_16(p, e0, sc, y);
+    } else {
+        scan_range_body(p, e0, sc, y);
+    }
+}
+
+/// [`scan_range_body`] for N = 16 (every Mamba-1 checkpoint) in explicit
+/// AVX2: a channel's 16 states stay in two registers for the whole chunk.
+/// The same operations in the same order as the body, so the same bits.
+///
+/// # Safety
+/// AVX2 and FMA; `p.n == 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scan_range_16(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
+    use quant::math::x86::exp_nonpos8;
+    use std::arch::x86_64::*;
+    let (e, r, t) = (p.e, p.r, p.t);
+    let xw = r + 32;
+    let ne = (sc.len() / 16).min(e.saturating_sub(e0));
+    for (i, srow) in sc.chunks_exact_mut(16).take(ne).enumerate() {
+        let ch = e0 + i;
+        let arow = &p.a[ch * 16..(ch + 1) * 16];
+        let (a0, a1) = (
+            _mm256_loadu_ps(arow.as_ptr()),
+            _mm256_loadu_ps(arow.as_ptr().add(8)),
+        );
+        let mut h0 = _mm256_loadu_ps(srow.as_ptr());
+        let mut h1 = _mm256_loadu_ps(srow.as_ptr().add(8));
+        for j in 0..t {
+            let bc = &p.xdbl[j * xw + r..(j + 1) * xw];
+            let (b, c) = (bc.as_ptr(), bc.as_ptr().add(16));
+            let dte = p.dt[j * e + ch];
+            let xe = p.xc[j * e + ch];
+            let (dtv, dtx) = (_mm256_set1_ps(dte), _mm256_set1_ps(dte * xe));
+            let e0v = exp_nonpos8(_mm256_mul_ps(dtv, a0));
+            h0 = _mm256_fmadd_ps(e0v, h0, _mm256_mul_ps(_mm256_loadu_ps(b), dtx));
+            let e1v = exp_nonpos8(_mm256_mul_ps(dtv, a1));
+            h1 = _mm256_fmadd_ps(e1v, h1, _mm256_mul_ps(_mm256_loadu_ps(b.add(8)), dtx));
+            let acc = _mm256_fmadd_ps(h0, _mm256_loadu_ps(c), _mm256_setzero_ps());
+            let acc = _mm256_fmadd_ps(h1, _mm256_loadu_ps(c.add(8)), acc);
+            // ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), as the body.
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            let ysum = _mm_cvtss_f32(s2) + _mm_cvtss_f32(_mm_shuffle_ps::<1>(s2, s2));
+            let gate = p.xz[j * 2 * e + e + ch]; // silu(z), see `run`
+            let v = (ysum + 0.0 + xe * p.d[ch]) * gate;
+            // SAFETY: as in `scan_range_body`.
+            *y.0.add(j * e + ch) = v;
+        }
+        _mm256_storeu_ps(srow.as_mut_ptr(), h0);
+        _mm256_storeu_ps(srow.as_mut_ptr().add(8), h1);
+    }
 }
 
 #[inline(always)]
-fn scan_range_body(p: &ScanArgs, e0: usize, sc: &mut [f32], yc: &mut [f32]) {
+fn scan_range_body(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
     let (e, n, r, t) = (p.e, p.n, p.r, p.t);
     let xw = r + 2 * n;
-    let ne = yc.len() / t;
+    let ne = (sc.len() / n).min(e.saturating_sub(e0));
     // Channel outer, token inner: a channel's N states stay in L1 for the
     // whole chunk and its outputs are written contiguously ([ne][t]); B and
     // C of the chunk (t x 2N) and the dt/x/z rows are shared by neighbouring
@@ -413,7 +465,7 @@ fn scan_range_body(p: &ScanArgs, e0: usize, sc: &mut [f32], yc: &mut [f32]) {
                     cq.try_into().expect("chunk of 8"),
                 );
                 for l in 0..8 {
-                    let h = quant::math::exp_fused(dte * av[l]).mul_add(sv[l], bq[l] * dtx);
+                    let h = quant::math::exp_nonpos(dte * av[l]).mul_add(sv[l], bq[l] * dtx);
                     sv[l] = h;
                     acc[l] = h.mul_add(cq[l], acc[l]);
                 }
@@ -421,13 +473,79 @@ fn scan_range_body(p: &ScanArgs, e0: usize, sc: &mut [f32], yc: &mut [f32]) {
             let rest = s8.into_remainder();
             let k0 = n - rest.len();
             for (k, h) in (k0..n).zip(rest) {
-                *h = quant::math::exp_fused(dte * arow[k]).mul_add(*h, bv[k] * dtx);
+                *h = quant::math::exp_nonpos(dte * arow[k]).mul_add(*h, bv[k] * dtx);
                 tail = h.mul_add(cv[k], tail);
             }
-            let y =
+            let ysum =
                 ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
             let gate = p.xz[j * 2 * e + e + ch]; // silu(z), see `run`
-            yc[i * t + j] = (y + tail + xe * p.d[ch]) * gate;
+            let v = (ysum + tail + xe * p.d[ch]) * gate;
+            // SAFETY: j < t and ch < e, so the index lies in y's t * E
+            // values; channel ch belongs to this task alone (see `YOut`).
+            unsafe { *y.0.add(j * e + ch) = v };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// The hand-written N = 16 scan is the generic body bit for bit: states
+    /// and outputs, over a chunk, for channel ranges not starting at 0.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_scan_for_16_states_is_the_body_bit_for_bit() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            eprintln!("note: CPU lacks AVX2/FMA; skipped");
+            return;
+        }
+        let (e, n, r, t) = (48, 16, 6, 9);
+        let mut rng = StdRng::seed_from_u64(16);
+        let mut v = |len: usize, lo: f32, hi: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.gen_range(lo..hi)).collect()
+        };
+        let a = v(e * n, -20.0, -0.01);
+        let d = v(e, -1.0, 1.0);
+        let xz = v(t * 2 * e, -3.0, 3.0);
+        let xc = v(t * e, -3.0, 3.0);
+        let xdbl = v(t * (r + 2 * n), -2.0, 2.0);
+        let mut dt = v(t * e, 0.0, 4.0);
+        dt[5] = 0.0;
+        dt[7] = 1e-30;
+        let state0 = v(e * n, -1.0, 1.0);
+        let args = ScanArgs {
+            e,
+            n,
+            r,
+            t,
+            a: &a,
+            d: &d,
+            xz: &xz,
+            xc: &xc,
+            xdbl: &xdbl,
+            dt: &dt,
+        };
+        let (e0, ne) = (8, 32);
+        let run = |fast: bool| {
+            let mut st = state0[e0 * n..(e0 + ne) * n].to_vec();
+            let mut y = vec![0f32; t * e];
+            let out = YOut(y.as_mut_ptr());
+            if fast {
+                // SAFETY: AVX2 and FMA checked above; n == 16.
+                unsafe { scan_range_16(&args, e0, &mut st, &out) };
+            } else {
+                scan_range_body(&args, e0, &mut st, &out);
+            }
+            (st, y)
+        };
+        let (want_st, want_y) = run(false);
+        let (got_st, got_y) = run(true);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got_st), bits(&want_st));
+        assert_eq!(bits(&got_y), bits(&want_y));
+        assert!(want_y.iter().any(|&v| v != 0.0));
     }
 }

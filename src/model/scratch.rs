@@ -24,8 +24,6 @@ pub struct Scratch {
     pub dt: Vec<f32>,
     /// [C][E] gated scan output, input of out_proj.
     pub y: Vec<f32>,
-    /// [E][C] scan output channel-major (per parallel channel range).
-    pub y_t: Vec<f32>,
     /// [C][d] out_proj output.
     pub out: Vec<f32>,
     /// [V] logits of the last position.
@@ -61,7 +59,6 @@ impl Scratch {
             dt_in: vec![0.0; c * r],
             dt: vec![0.0; c * e],
             y: vec![0.0; c * e],
-            y_t: vec![0.0; c * e],
             out: vec![0.0; c * d],
             logits: vec![0.0; hp.n_vocab],
             act: Vec::with_capacity(act),
@@ -79,7 +76,6 @@ impl Scratch {
             + self.dt_in.capacity()
             + self.dt.capacity()
             + self.y.capacity()
-            + self.y_t.capacity()
             + self.out.capacity()
             + self.logits.capacity()
             + self.tmp.capacity())

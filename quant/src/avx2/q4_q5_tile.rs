@@ -381,7 +381,7 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
                     let $first = j == 0;
                     let v: [[f32; 8]; 4] = $call;
                     for (i, vi) in v.iter().enumerate() {
-                        out[(j + i) * rows + r0..][..nr].copy_from_slice(&vi[..nr]);
+                        put(out, (j + i) * rows + r0, vi, nr);
                     }
                     j += 4;
                 }
@@ -391,7 +391,7 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
                     let $first = j == 0;
                     let v: [[f32; 8]; 2] = $call;
                     for (i, vi) in v.iter().enumerate() {
-                        out[(j + i) * rows + r0..][..nr].copy_from_slice(&vi[..nr]);
+                        put(out, (j + i) * rows + r0, vi, nr);
                     }
                     j += 2;
                 }
@@ -400,7 +400,7 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
                     let $pres = [pr(j)];
                     let $first = j == 0;
                     let [v]: [[f32; 8]; 1] = $call;
-                    out[j * rows + r0..][..nr].copy_from_slice(&v[..nr]);
+                    put(out, j * rows + r0, &v, nr);
                 }
             }};
         }
@@ -455,6 +455,17 @@ fn with_dec<R>(len: usize, f: impl FnOnce(&mut [Dec]) -> R) -> R {
         }
         Err(_) => f(&mut vec![zero; len]),
     })
+}
+
+/// Stores the first `nr` of a tile's eight results at `out[at..]`; a whole
+/// tile as a fixed-size copy (two vector stores, not a memmove call).
+#[inline(always)]
+fn put(out: &mut [f32], at: usize, v: &[f32; 8], nr: usize) {
+    if nr == 8 {
+        out[at..at + 8].copy_from_slice(v);
+    } else {
+        out[at..at + nr].copy_from_slice(&v[..nr]);
+    }
 }
 
 /// Whole blocks both buffers hold, at most `n / 32`.
