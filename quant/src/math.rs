@@ -345,7 +345,10 @@ mod tests {
         // Below the normal range: within 2^-126 of e^x, never negative.
         for x in [-87.4f32, -90.0, -103.0, -150.0, -1e30, f32::NEG_INFINITY] {
             let v = exp_nonpos(x);
-            assert!((0.0..=f32::MIN_POSITIVE * 1.01).contains(&v), "x = {x}: {v}");
+            assert!(
+                (0.0..=f32::MIN_POSITIVE * 1.01).contains(&v),
+                "x = {x}: {v}"
+            );
         }
         assert_eq!(exp_nonpos(0.0), 1.0);
         assert_eq!(exp_nonpos(-0.0), 1.0);

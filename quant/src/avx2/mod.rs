@@ -80,43 +80,61 @@ macro_rules! gemm_rows {
             }
             let t = t.min(a.len() / ab).min(out.len() / rows);
             let act = |j: usize| &a[j * ab..(j + 1) * ab];
-            for (r, row) in w.chunks_exact(rb).take(rows).enumerate() {
+            let row = |r: usize| &w[r * rb..(r + 1) * rb];
+            let held = rows.min(w.len() / rb);
+            // Blocks of GEMM_ROW_BLOCK weight rows (L2-resident) against one
+            // group of activation rows at a time (L1-resident across the
+            // block), rather than every group re-read from L2 per row.
+            for r0 in (0..held).step_by($crate::avx2::GEMM_ROW_BLOCK) {
+                let block = r0..(r0 + $crate::avx2::GEMM_ROW_BLOCK).min(held);
                 let mut j = 0;
                 while j + 8 <= t {
                     let eight: [&[u8]; 8] = std::array::from_fn(|i| act(j + i));
-                    // SAFETY: as in `wrappers`.
-                    let v = unsafe { $imp::<8>(n, row, eight) };
-                    for (i, vi) in v.into_iter().enumerate() {
-                        out[(j + i) * rows + r] = vi;
+                    for r in block.clone() {
+                        // SAFETY: as in `wrappers`.
+                        let v = unsafe { $imp::<8>(n, row(r), eight) };
+                        for (i, vi) in v.into_iter().enumerate() {
+                            out[(j + i) * rows + r] = vi;
+                        }
                     }
                     j += 8;
                 }
                 if j + 4 <= t {
                     let four: [&[u8]; 4] = std::array::from_fn(|i| act(j + i));
-                    // SAFETY: as above.
-                    let v = unsafe { $imp::<4>(n, row, four) };
-                    for (i, vi) in v.into_iter().enumerate() {
-                        out[(j + i) * rows + r] = vi;
+                    for r in block.clone() {
+                        // SAFETY: as above.
+                        let v = unsafe { $imp::<4>(n, row(r), four) };
+                        for (i, vi) in v.into_iter().enumerate() {
+                            out[(j + i) * rows + r] = vi;
+                        }
                     }
                     j += 4;
                 }
                 if j + 2 <= t {
-                    // SAFETY: as above.
-                    let v = unsafe { $imp::<2>(n, row, [act(j), act(j + 1)]) };
-                    out[j * rows + r] = v[0];
-                    out[(j + 1) * rows + r] = v[1];
+                    for r in block.clone() {
+                        // SAFETY: as above.
+                        let v = unsafe { $imp::<2>(n, row(r), [act(j), act(j + 1)]) };
+                        out[j * rows + r] = v[0];
+                        out[(j + 1) * rows + r] = v[1];
+                    }
                     j += 2;
                 }
                 if j < t {
-                    // SAFETY: as above.
-                    let [v] = unsafe { $imp::<1>(n, row, [act(j)]) };
-                    out[j * rows + r] = v;
+                    for r in block {
+                        // SAFETY: as above.
+                        let [v] = unsafe { $imp::<1>(n, row(r), [act(j)]) };
+                        out[j * rows + r] = v;
+                    }
                 }
             }
         }
     };
 }
 pub(crate) use gemm_rows;
+
+/// Weight rows per block in [`gemm_rows`]' loop: 32 rows of a 4096-wide
+/// K-quant matrix are 72-84 KB, well inside L2.
+pub(crate) const GEMM_ROW_BLOCK: usize = 32;
 
 /// Safe `DotFn`/`Dot4Fn` wrappers around a generic `#[target_feature]`
 /// kernel `$imp::<R>(n, w, [a; R]) -> [f32; R]`.
