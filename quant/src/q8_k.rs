@@ -10,7 +10,19 @@ pub const BLOCK_BYTES: usize = 292;
 /// ggml's quantize_row_q8_K_ref: iscale = -127 / (signed value of largest
 /// magnitude), q = min(127, nearest_int(iscale * x)), d = 1 / iscale.
 /// An all-zero block is written as zeros (ggml leaves its sums unwritten).
+/// On x86-64 with AVX2 an eight-lane version writes the same bytes.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { crate::avx2::quantize::quantize_q8_k(src, dst) };
+        return;
+    }
+    quantize_scalar(src, dst)
+}
+
+/// The scalar reference behind [`quantize`].
+pub fn quantize_scalar(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
         let mut max = 0f32;
         let mut amax = 0f32;

@@ -458,3 +458,43 @@ fn q8_0_quantize_is_the_scalar_reference_byte_for_byte() {
         }
     }
 }
+
+/// `q8_k::quantize` (AVX2 where the CPU has it) writes the scalar
+/// reference's bytes: random blocks at many scales, round-half-even ties
+/// (max = -127 gives iscale = 1), equal magnitudes of both signs (the first
+/// sets the sign), zero blocks, and blocks with NaN, infinities or a
+/// subnormal maximum.
+#[test]
+fn q8_k_quantize_is_the_scalar_reference_byte_for_byte() {
+    use quant::q8_k::{quantize as fast, quantize_scalar};
+    let mut rng = StdRng::seed_from_u64(0x08C);
+    let mut blocks: Vec<Vec<f32>> = Vec::new();
+    for scale in [1e-30f32, 1e-3, 1.0, 7.0, 1e5, 1e30] {
+        blocks.push(normals(&mut rng, 256 * 4, scale));
+    }
+    let mut ties: Vec<f32> = (0..256).map(|i| ((i % 200) as f32 - 100.0) + 0.5).collect();
+    ties[3] = -127.0;
+    blocks.push(ties.clone());
+    ties[3] = 127.0;
+    ties[1] = -127.0; // first of equal magnitudes is negative
+    blocks.push(ties);
+    let mut b = vec![0.0f32; 256 * 5];
+    b[256 + 9] = f32::NAN;
+    b[512 + 100] = f32::INFINITY;
+    b[768 + 255] = -1e-45; // subnormal max: iscale overflows
+    b[1024..1280]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = if i % 2 == 0 { 3.0 } else { -3.0 });
+    blocks.push(b);
+    for (i, x) in blocks.iter().enumerate() {
+        let nb = x.len() / 256;
+        let mut want = vec![0u8; nb * 292];
+        let mut got = vec![0u8; nb * 292];
+        quantize_scalar(x, &mut want);
+        fast(x, &mut got);
+        for (k, (w, g)) in want.chunks(292).zip(got.chunks(292)).enumerate() {
+            assert_eq!(w, g, "set {i} block {k}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
-//! Q8_0 activation quantization on AVX2: the same bytes as the scalar
-//! reference ([`crate::q8_0::quantize`], ggml's quantize_row_q8_0_ref),
-//! eight lanes at a time.
+//! Q8_0 and Q8_K activation quantization on AVX2: the same bytes as the
+//! scalar references ([`crate::q8_0::quantize`], ggml's
+//! quantize_row_q8_0_ref; [`crate::q8_k::quantize`] below), eight lanes at
+//! a time.
 //!
 //! Per block: amax = max |x| (order does not matter for a max), d = amax /
 //! 127 and id = 1 / d in scalar f32 as the reference does, then q = x * id
@@ -82,5 +83,87 @@ pub(crate) unsafe fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
         let (head, qs) = blk.split_at_mut(2);
         head.copy_from_slice(&f32_to_f16(d).to_le_bytes());
         _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, w);
+    }
+}
+
+/// Quantizes whole 256-value blocks of `src` into Q8_K `dst` (292 bytes
+/// each): the bytes of the scalar reference ([`crate::q8_k::quantize`],
+/// ggml's quantize_row_q8_K_ref). The signed value of the first element of
+/// largest magnitude sets iscale = -127 / max; `nearest_int` is
+/// round-half-even for |y| < 2^22, which `_mm256_round_ps` does (|y| <=
+/// 127 here); the 16 sums come from the same i32 quants. Blocks with an
+/// infinity or NaN, and all-zero blocks, go to the scalar code.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
+    use crate::q8_k::{BLOCK_BYTES as KB, QK as K};
+    let sign = _mm256_set1_ps(-0.0);
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let cap = _mm256_set1_epi32(127);
+    for (x, blk) in src.chunks_exact(K).zip(dst.chunks_exact_mut(KB)) {
+        let p = x.as_ptr();
+        let mut m = _mm256_setzero_ps();
+        let mut fin = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+        for k in 0..32 {
+            let a = _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k)));
+            m = _mm256_max_ps(m, a);
+            fin = _mm256_and_ps(fin, _mm256_cmp_ps::<_CMP_LT_OQ>(a, inf));
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)));
+        if _mm256_movemask_ps(fin) != 0xFF || amax == 0.0 {
+            crate::q8_k::quantize_scalar(x, blk);
+            continue;
+        }
+        // The first element whose magnitude is amax (the reference keeps the
+        // first on ties, with its sign).
+        let am = _mm256_set1_ps(amax);
+        let mut max = amax;
+        for k in 0..32 {
+            let a = _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k)));
+            let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, am));
+            if hit != 0 {
+                max = x[8 * k + hit.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        if !iscale.is_finite() {
+            // A subnormal max: the reference's integer tricks on inf/NaN.
+            crate::q8_k::quantize_scalar(x, blk);
+            continue;
+        }
+        let isv = _mm256_set1_ps(iscale);
+        let (head, rest) = blk.split_at_mut(4);
+        let (qs, bsums) = rest.split_at_mut(K);
+        let mut sums = [_mm256_setzero_si256(); 16];
+        for g in 0..8 {
+            // 32 values: four vectors of eight i32 quants.
+            let q: [__m256i; 4] = std::array::from_fn(|i| {
+                let y = _mm256_mul_ps(isv, _mm256_loadu_ps(p.add(32 * g + 8 * i)));
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+                _mm256_min_epi32(_mm256_cvtps_epi32(r), cap)
+            });
+            sums[2 * g] = _mm256_add_epi32(q[0], q[1]);
+            sums[2 * g + 1] = _mm256_add_epi32(q[2], q[3]);
+            let w = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let w = _mm256_permutevar8x32_epi32(w, order);
+            _mm256_storeu_si256(qs.as_mut_ptr().add(32 * g) as *mut __m256i, w);
+        }
+        for (k, s) in bsums.chunks_exact_mut(2).enumerate() {
+            let v = sums[k];
+            let h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let h = _mm_add_epi32(h, _mm_shuffle_epi32::<0b01_00_11_10>(h));
+            let h = _mm_add_epi32(h, _mm_shuffle_epi32::<0b10_11_00_01>(h));
+            s.copy_from_slice(&(_mm_cvtsi128_si32(h) as i16).to_le_bytes());
+        }
+        head.copy_from_slice(&(1.0 / iscale).to_le_bytes());
     }
 }
