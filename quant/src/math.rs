@@ -2,7 +2,11 @@
 //! runtime's selective scan (exp(dt * A), softplus of dt, SiLU gates).
 //! Pure compute, branch-free per element so LLVM vectorises the loops;
 //! on x86-64 with AVX2 the same code is also compiled 8 lanes wide and
-//! picked at run time. No FMA is used, so every path gives the same bits.
+//! picked at run time. `exp`, `softplus` and `silu` use no FMA, so every path
+//! gives the same bits.
+//! `exp_nonpos` (the scan's exp(dt A)) is written with `mul_add`, which
+//! rounds once in every build, so it too gives the same bits everywhere;
+//! `x86::exp_nonpos8` is its eight-lane form for hand-written loops.
 //!
 //! Accuracy against `f64` references (tests below): `exp` within 2 ULP
 //! over the whole f32 range, `softplus` and `silu` within 4 ULP; results
@@ -54,33 +58,12 @@ fn exp_scaled(x: f32, k: f32) -> f32 {
     p * pow2i(n1) * pow2i(n - n1)
 }
 
-/// e^x as [`exp`] computes it, with the range reduction and the polynomial
-/// in fused multiply-adds: about a third fewer operations, for loops
-/// compiled with FMA (the selective scan). Without hardware FMA,
-/// `mul_add` is libm's correctly rounded `fmaf`, so every build gives the
-/// same bits, only slower. Same accuracy bound as [`exp`] (tested).
-#[inline(always)]
-pub fn exp_fused(x: f32) -> f32 {
-    let xc = x.clamp(-150.0, 89.0);
-    let n = xc.mul_add(LOG2E, ROUND) - ROUND;
-    // n * LN2_HI is exact, so the first step is too.
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
-    let mut p = 1.0f32 / 5040.0;
-    p = p.mul_add(r, 1.0 / 720.0);
-    p = p.mul_add(r, 1.0 / 120.0);
-    p = p.mul_add(r, 1.0 / 24.0);
-    p = p.mul_add(r, 1.0 / 6.0);
-    p = p.mul_add(r, 0.5);
-    p = p.mul_add(r, 1.0);
-    p = p.mul_add(r, 1.0);
-    let n1 = (n * 0.5 + ROUND) - ROUND;
-    p * pow2i(n1) * pow2i(n - n1)
-}
-
-/// e^x for x <= 0, the scan's exp(dt * A) (dt > 0, A < 0), in fused
-/// multiply-adds like [`exp_fused`]. On this domain the result is at most 1
-/// and at least 2^-126 (x is clamped to [ln 2^-126, 0]), so one power of
-/// two finishes it: seven operations fewer than [`exp_fused`]. Within 2 ULP
+/// e^x for x <= 0, the scan's exp(dt * A) (dt > 0, A < 0): [`exp`]'s
+/// range reduction and polynomial in fused multiply-adds, and since the
+/// result lies in [2^-126, 1] (x is clamped to [ln 2^-126, 0]) one power
+/// of two finishes it: about half of [`exp`]'s operations. Without hardware
+/// FMA, `mul_add` is libm's correctly rounded `fmaf`, so every build gives
+/// the same bits, only slower. Within 2 ULP
 /// of e^x down to ln 2^-126; below, where e^x is subnormal, off by less than
 /// 2^-126 absolute; 1 for x > 0; NaN in, NaN out.
 #[inline(always)]
@@ -300,34 +283,9 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn exp_fused_fma(x: &mut [f32]) {
+    unsafe fn exp_nonpos_fma(x: &mut [f32]) {
         for v in x.iter_mut() {
-            *v = exp_fused(*v);
-        }
-    }
-
-    #[test]
-    fn exp_fused_within_2_ulp_and_the_same_bits_with_or_without_fma() {
-        let xs = inputs(-110.0, 90.0);
-        let y: Vec<f32> = xs.iter().map(|&x| exp_fused(x)).collect();
-        check("exp_fused", &xs, &y, f64::exp, 2);
-        for x in inputs(-1.0, 1.0) {
-            assert!(ulps(exp_fused(x), x.exp()) <= 2, "x = {x}");
-        }
-        let special = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, 88.8, -104.0];
-        let want = [1.0, 1.0, f32::INFINITY, 0.0, f32::INFINITY, 0.0];
-        for (&x, &w) in special.iter().zip(&want) {
-            assert_eq!(exp_fused(x), w, "x = {x}");
-        }
-        assert!(exp_fused(f32::NAN).is_nan());
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            let mut v = xs.clone();
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { exp_fused_fma(&mut v) };
-            for ((&x, &a), &b) in xs.iter().zip(&v).zip(&y) {
-                assert_eq!(a.to_bits(), b.to_bits(), "x = {x}");
-            }
+            *v = exp_nonpos(*v);
         }
     }
 
@@ -356,6 +314,13 @@ mod tests {
         assert!(exp_nonpos(f32::NAN).is_nan());
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // Compiled with FMA instructions: the same bits as this build.
+            let mut v = xs.clone();
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { exp_nonpos_fma(&mut v) };
+            for ((&x, &a), &b) in xs.iter().zip(&v).zip(&y) {
+                assert_eq!(a.to_bits(), b.to_bits(), "x = {x}");
+            }
             use std::arch::x86_64::*;
             let mut all = inputs(-120.0, 5.0);
             all.extend([
