@@ -13,9 +13,12 @@ const ACT_BSUMS: usize = 4 + 256;
 
 /// Matvec streams the rows of a matrix one after the other: fetch the
 /// lines `PREFETCH_AHEAD` bytes past this super-block into L1, as many as
-/// one super-block spans, so that DRAM latency hides behind ~7 super-blocks
-/// of work (the hardware prefetcher alone left the kernel stalled on its
-/// loads). Addresses past the matrix are harmless: prefetches never fault.
+/// one super-block spans, so that DRAM latency hides behind ~28 Q4_K
+/// super-blocks of work (the hardware prefetcher alone left the kernel
+/// stalled on its loads). Addresses past the matrix are harmless:
+/// prefetches never fault. 4 KiB measured better than 1 KiB on 2 threads:
+/// Q4_K_M decode 3.13/3.13 -> 3.40/3.44 tok/s (7B shape), +12% on average
+/// over 8 alternated runs at the 1.4B shape; 8 KiB was no better.
 #[inline(always)]
 unsafe fn prefetch_ahead(p: *const u8, bytes: usize) {
     let ahead = p.wrapping_add(PREFETCH_AHEAD);
@@ -26,7 +29,7 @@ unsafe fn prefetch_ahead(p: *const u8, bytes: usize) {
     }
 }
 
-const PREFETCH_AHEAD: usize = 1024;
+const PREFETCH_AHEAD: usize = 4096;
 
 #[inline]
 unsafe fn act_d(p: *const u8) -> f32 {
