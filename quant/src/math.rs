@@ -63,9 +63,9 @@ fn exp_scaled(x: f32, k: f32) -> f32 {
 /// result lies in [2^-126, 1] (x is clamped to [ln 2^-126, 0]) one power
 /// of two finishes it: about half of [`exp`]'s operations. Without hardware
 /// FMA, `mul_add` is libm's correctly rounded `fmaf`, so every build gives
-/// the same bits, only slower. Within 2 ULP
-/// of e^x down to ln 2^-126; below, where e^x is subnormal, off by less than
-/// 2^-126 absolute; 1 for x > 0; NaN in, NaN out.
+/// the same bits, only slower. Within 2 ULP of e^x down to ln 2^-126;
+/// below, where e^x is subnormal, off by less than 2^-126 absolute; 1 for
+/// x > 0; NaN in, NaN out.
 #[inline(always)]
 pub fn exp_nonpos(x: f32) -> f32 {
     let xc = x.clamp(LN_MIN_NORMAL, 0.0);

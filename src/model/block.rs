@@ -19,7 +19,8 @@
 
 use rayon::prelude::*;
 
-use super::{matmul::matmul, Hparams, Layer, Model, Scratch};
+use super::matmul::{matmul, SharedOut};
+use super::{Hparams, Layer, Model, Scratch};
 use crate::error::{ModelError, Result};
 use crate::state::{LayerState, State};
 
@@ -319,7 +320,8 @@ fn scan(
         xdbl,
         dt,
     };
-    let y = YOut(y[..t * e].as_mut_ptr());
+    // y is [t][E]; each task writes only its own channels' column entries.
+    let y = SharedOut(y[..t * e].as_mut_ptr());
     let work = |e0: usize, sc: &mut [f32]| scan_range(&args, e0, sc, &y);
     let threads = rayon::current_num_threads();
     if threads <= 1 || e * n * t < SCAN_PAR_MIN {
@@ -331,13 +333,6 @@ fn scan(
             .for_each(|(i, sc)| work(i * ce, sc));
     }
 }
-
-/// The scan's output `y` ([t][E], `t * E` values). Tasks scan disjoint
-/// channel ranges and each writes only its own channels' column entries.
-struct YOut(*mut f32);
-// SAFETY: see the struct doc: writes from parallel tasks never overlap, and
-// `scan` borrows `y` mutably until they have all finished.
-unsafe impl Sync for YOut {}
 
 /// The read-only inputs of the scan over one chunk (shapes as at the top).
 struct ScanArgs<'a> {
@@ -362,7 +357,7 @@ struct ScanArgs<'a> {
 /// dt > 0 and A < 0, so exp(dt A) <= 1).
 /// Every multiply-add is an explicit `mul_add`, which the other build
 /// computes with the same single rounding, so both give the same bits.
-fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
+fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
@@ -374,7 +369,7 @@ fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
+unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
     if p.n == 16 {
         scan_range_16(p, e0, sc, y);
     } else {
@@ -390,7 +385,7 @@ unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
 /// AVX2 and FMA; `p.n == 16`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scan_range_16(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
+unsafe fn scan_range_16(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
     use quant::math::x86::exp_nonpos8;
     use std::arch::x86_64::*;
     let (e, r, t) = (p.e, p.r, p.t);
@@ -432,15 +427,15 @@ unsafe fn scan_range_16(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
 }
 
 #[inline(always)]
-fn scan_range_body(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
+fn scan_range_body(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
     let (e, n, r, t) = (p.e, p.n, p.r, p.t);
     let xw = r + 2 * n;
     let ne = (sc.len() / n).min(e.saturating_sub(e0));
     // Channel outer, token inner: a channel's N states stay in L1 for the
-    // whole chunk and its outputs are written contiguously ([ne][t]); B and
-    // C of the chunk (t x 2N) and the dt/x/z rows are shared by neighbouring
-    // channels. (Token-outer order streamed every channel's state and a
-    // strided output column through L2 once per token.)
+    // whole chunk; B and C of the chunk (t x 2N) and the dt/x/z rows are
+    // shared by neighbouring channels, and neighbouring channels fill the
+    // same lines of y. (Token-outer order streamed every channel's state
+    // through L2 once per token.)
     for (i, srow) in sc.chunks_exact_mut(n).take(ne).enumerate() {
         let ch = e0 + i;
         let arow = &p.a[ch * n..(ch + 1) * n];
@@ -481,7 +476,7 @@ fn scan_range_body(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &YOut) {
             let gate = p.xz[j * 2 * e + e + ch]; // silu(z), see `run`
             let v = (ysum + tail + xe * p.d[ch]) * gate;
             // SAFETY: j < t and ch < e, so the index lies in y's t * E
-            // values; channel ch belongs to this task alone (see `YOut`).
+            // values; channel ch belongs to this task alone.
             unsafe { *y.0.add(j * e + ch) = v };
         }
     }
@@ -532,7 +527,7 @@ mod tests {
         let run = |fast: bool| {
             let mut st = state0[e0 * n..(e0 + ne) * n].to_vec();
             let mut y = vec![0f32; t * e];
-            let out = YOut(y.as_mut_ptr());
+            let out = SharedOut(y.as_mut_ptr());
             if fast {
                 // SAFETY: AVX2 and FMA checked above; n == 16.
                 unsafe { scan_range_16(&args, e0, &mut st, &out) };

@@ -58,10 +58,12 @@ fn quantize_acts(m: &Mat, x: &[f32], t: usize, act: &mut Vec<u8>) -> Result<usiz
     Ok(ab * t)
 }
 
-/// A pointer to `out` that parallel tasks write disjoint parts of.
-struct SharedOut(*mut f32);
-// SAFETY: only used to write disjoint ranges from tasks that the spawning
-// call waits for (see `matmul`).
+/// A pointer to an f32 buffer that parallel tasks write disjoint parts of
+/// (the matmul's output rows here, the scan's channel columns in `block`).
+/// Whoever makes one holds the buffer's `&mut` borrow until the tasks end.
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+// SAFETY: used only to write disjoint elements from tasks that the creating
+// call waits for, while it holds the buffer mutably borrowed.
 unsafe impl Sync for SharedOut {}
 
 /// `out[j][r] = dot(row r of m, x[j])` for `j < t`: `x` is `[t][n_in]`, `out`

@@ -297,14 +297,26 @@ thread_local! {
 /// Runs `f` with a [`Pre`] slice of `len` entries (the thread's buffer, or a
 /// fresh one if that is already lent out).
 fn with_pre<R>(len: usize, f: impl FnOnce(&mut [Pre]) -> R) -> R {
-    PRE.with(|cell| match cell.try_borrow_mut() {
+    with_buf(&PRE, len, Pre::default(), f)
+}
+
+/// Runs `f` with `len` entries of the thread's buffer `key`, grown with
+/// `fill` when short (or a fresh vector if the buffer is already lent out,
+/// as when a tile call nests in another).
+fn with_buf<T: Copy, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    len: usize,
+    fill: T,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => {
             if v.len() < len {
-                v.resize(len, Pre::default());
+                v.resize(len, fill);
             }
             f(&mut v[..len])
         }
-        Err(_) => f(&mut vec![Pre::default(); len]),
+        Err(_) => f(&mut vec![fill; len]),
     })
 }
 
@@ -441,20 +453,11 @@ thread_local! {
     static DEC: std::cell::RefCell<Vec<Dec>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with a [`Dec`] slice of `len` entries (the thread's buffer, or
-/// a fresh one if that is already lent out).
+/// Runs `f` with a [`Dec`] slice of `len` entries, as [`with_pre`].
 fn with_dec<R>(len: usize, f: impl FnOnce(&mut [Dec]) -> R) -> R {
     // SAFETY: all-zero bits are a valid `Dec` (plain vectors).
     let zero: Dec = unsafe { std::mem::zeroed() };
-    DEC.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => {
-            if v.len() < len {
-                v.resize(len, zero);
-            }
-            f(&mut v[..len])
-        }
-        Err(_) => f(&mut vec![zero; len]),
-    })
+    with_buf(&DEC, len, zero, f)
 }
 
 /// Stores the first `nr` of a tile's eight results at `out[at..]`; a whole
