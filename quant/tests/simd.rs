@@ -360,9 +360,10 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
     // the scalar's float expression per lane in the same order (Q4_0/Q5_0:
     // `sum += isum * (dw * da)`; K-quants: the super-block tail), so dot,
     // dot4 and gemm equal the scalar reference exactly, also for raw weight
-    // bytes and (Q8_0) raw activation bytes (quants of -128 included, which
+    // bytes and raw activation bytes (quants of -128 included, which
     // quantize_row never writes), over row counts around the tile of 8 and
-    // activation counts around the K-quants' 8 at a time.
+    // activation counts around the K-quants' 8 at a time (and Q4_K's tile
+    // from 8 on).
     let mut rng = StdRng::seed_from_u64(0x711E);
     let mut checked = 0;
     for ty in all_types() {
@@ -386,10 +387,19 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
                 for wcase in ["normal", "max", "bytes"] {
                     let w = weight_rows(ty, wcase, n, rows, &mut rng);
                     let mut a = act_rows(k.act, "max", n, t, &mut rng);
-                    if wcase == "bytes" && k.act == GgmlType::Q8_0 {
-                        // Raw quant bytes behind each activation scale.
+                    if wcase == "bytes" {
+                        // Raw quant bytes behind each activation scale (Q8_K:
+                        // with their block sums, which the AVX2 Q6_K reads).
+                        let head = if k.act == GgmlType::Q8_0 { 2 } else { 4 };
                         for blk in a.chunks_exact_mut(k.act.type_size()) {
-                            rng.fill(&mut blk[2..]);
+                            rng.fill(&mut blk[head..]);
+                            if k.act == GgmlType::Q8_K {
+                                let (qs, sums) = blk[4..].split_at_mut(256);
+                                for (s, run) in sums.chunks_exact_mut(2).zip(qs.chunks_exact(16)) {
+                                    let v: i32 = run.iter().map(|&q| q as i8 as i32).sum();
+                                    s.copy_from_slice(&(v as i16).to_le_bytes());
+                                }
+                            }
                         }
                     }
                     let mut out = vec![f32::NAN; t * rows];

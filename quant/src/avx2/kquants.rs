@@ -175,7 +175,17 @@ unsafe fn q4_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     k45::<R, false>(n, w, a)
 }
 wrappers!(q4_k_dot, q4_k_dot4, q4_k);
-gemm_rows!(q4_k_gemm, q4_k, 144, ACT, 256);
+gemm_rows!(q4_k_gemm_rows, q4_k, 144, ACT, 256);
+
+/// Q4_K matmul: from [`super::q4_k_tile::TILE_MIN`] activation rows on, the
+/// eight-row tile decoded once (same bits, fewer multiplies per value).
+pub(super) fn q4_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t >= super::q4_k_tile::TILE_MIN {
+        super::q4_k_tile::gemm(n, rows, w, t, a, out)
+    } else {
+        q4_k_gemm_rows(n, rows, w, t, a, out)
+    }
+}
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {

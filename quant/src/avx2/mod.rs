@@ -28,6 +28,7 @@ mod kquants;
 #[cfg(feature = "avx512")]
 pub(crate) use kquants::k4_header;
 mod legacy;
+mod q4_k_tile;
 mod q4_q5_tile;
 pub(crate) mod quantize;
 

@@ -303,7 +303,7 @@ fn with_pre<R>(len: usize, f: impl FnOnce(&mut [Pre]) -> R) -> R {
 /// Runs `f` with `len` entries of the thread's buffer `key`, grown with
 /// `fill` when short (or a fresh vector if the buffer is already lent out,
 /// as when a tile call nests in another).
-fn with_buf<T: Copy, R>(
+pub(super) fn with_buf<T: Copy, R>(
     key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
     len: usize,
     fill: T,
@@ -350,7 +350,7 @@ unsafe fn u32_at(p: *const u8) -> i32 {
 /// Row pointers of rows `r0..r0+8` of `w` (row stride `rb`), the last valid
 /// row repeated past `rows`.
 #[inline]
-fn row_ptrs(w: &[u8], rb: usize, r0: usize, rows: usize) -> [*const u8; 8] {
+pub(super) fn row_ptrs(w: &[u8], rb: usize, r0: usize, rows: usize) -> [*const u8; 8] {
     let base = w.as_ptr();
     std::array::from_fn(|i| {
         let r = (r0 + i).min(rows - 1);
@@ -463,7 +463,7 @@ fn with_dec<R>(len: usize, f: impl FnOnce(&mut [Dec]) -> R) -> R {
 /// Stores the first `nr` of a tile's eight results at `out[at..]`; a whole
 /// tile as a fixed-size copy (two vector stores, not a memmove call).
 #[inline(always)]
-fn put(out: &mut [f32], at: usize, v: &[f32; 8], nr: usize) {
+pub(super) fn put(out: &mut [f32], at: usize, v: &[f32; 8], nr: usize) {
     if nr == 8 {
         out[at..at + 8].copy_from_slice(v);
     } else {
