@@ -371,10 +371,126 @@ fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
     if p.n == 16 {
-        scan_range_16(p, e0, sc, y);
+        let done = if p.t >= SCAN_LANES_MIN_T {
+            scan_range_16x8(p, e0, sc, y)
+        } else {
+            0
+        };
+        scan_range_16(p, e0 + done, &mut sc[done * 16..], y);
     } else {
         scan_range_body(p, e0, sc, y);
     }
+}
+
+/// From this many tokens on, [`scan_range_16x8`] takes the channels in
+/// sixteens (its transposes of the states in and out cost more than a
+/// decode step's scan).
+#[cfg(target_arch = "x86_64")]
+const SCAN_LANES_MIN_T: usize = 4;
+
+/// [`scan_range_body`] for N = 16 with channels in the eight lanes, 16
+/// channels (two lane groups) at a time: per token, dt, x, the gate and y
+/// of the 16 channels are one whole cache line each. (With one channel at
+/// a time those four were scalars E floats apart from token to token, a
+/// multiple of 4 KiB: the chunk's lines all fell in one L1 set, were
+/// evicted before the next channel came back to them, and the stores to y
+/// stalled on L2.) The 16 states of a channel are held per lane, [16][8],
+/// transposed in and out of the [channel][16] state once per chunk.
+/// Per lane, the same operations in the same order as the body, and y's
+/// sum over states in the body's order, so the same bits. Returns how many
+/// channels it did: the largest multiple of 16 it holds.
+///
+/// # Safety
+/// AVX2 and FMA; `p.n == 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scan_range_16x8(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) -> usize {
+    use quant::math::x86::exp_nonpos8;
+    use std::arch::x86_64::*;
+    const G: usize = 2; // lane groups of 8 channels per block
+    let (e, r, t) = (p.e, p.r, p.t);
+    let xw = r + 32;
+    let ne = (sc.len() / 16).min(e.saturating_sub(e0));
+    let blocks = ne / (8 * G);
+    // [16][lane] from [lane][16] (states or A of eight channels).
+    let lanes = |m: &[f32]| -> [__m256; 16] {
+        std::array::from_fn(|k| {
+            _mm256_setr_ps(
+                m[k],
+                m[16 + k],
+                m[32 + k],
+                m[48 + k],
+                m[64 + k],
+                m[80 + k],
+                m[96 + k],
+                m[112 + k],
+            )
+        })
+    };
+    let zero = _mm256_setzero_ps();
+    for (b, st) in sc.chunks_exact_mut(128 * G).take(blocks).enumerate() {
+        let c0 = e0 + 8 * G * b;
+        let mut h: [[__m256; 16]; G] = std::array::from_fn(|g| lanes(&st[128 * g..]));
+        let a: [[__m256; 16]; G] =
+            std::array::from_fn(|g| lanes(&p.a[(c0 + 8 * g) * 16..(c0 + 8 * g + 8) * 16]));
+        for j in 0..t {
+            // Each token's lines are on pages of their own, where the
+            // hardware prefetchers do not follow: fetch token j + 2's
+            // (first and last channel, in case the 64 bytes straddle two
+            // lines), y's for writing.
+            let jp = j + 2;
+            if jp < t {
+                for cp in [c0, c0 + 8 * G - 1] {
+                    let f = |v: &[f32], i: usize| v.as_ptr().wrapping_add(i) as *const i8;
+                    _mm_prefetch::<_MM_HINT_T0>(f(p.dt, jp * e + cp));
+                    _mm_prefetch::<_MM_HINT_T0>(f(p.xc, jp * e + cp));
+                    _mm_prefetch::<_MM_HINT_T0>(f(p.xz, jp * 2 * e + e + cp));
+                    _mm_prefetch::<_MM_HINT_ET0>(y.0.wrapping_add(jp * e + cp) as *const i8);
+                }
+            }
+            let bc = &p.xdbl[j * xw + r..(j + 1) * xw];
+            for (g, (h, a)) in h.iter_mut().zip(&a).enumerate() {
+                let c = c0 + 8 * g;
+                let dt = _mm256_loadu_ps(p.dt[j * e + c..j * e + c + 8].as_ptr());
+                let x = _mm256_loadu_ps(p.xc[j * e + c..j * e + c + 8].as_ptr());
+                let dtx = _mm256_mul_ps(dt, x);
+                for k in 0..16 {
+                    let da = exp_nonpos8(_mm256_mul_ps(dt, a[k]));
+                    h[k] = _mm256_fmadd_ps(da, h[k], _mm256_mul_ps(_mm256_set1_ps(bc[k]), dtx));
+                }
+                // acc[l] = C[l+8] h[l+8] + C[l] h[l], the body's 8 partial sums.
+                let acc: [__m256; 8] = std::array::from_fn(|l| {
+                    let lo = _mm256_fmadd_ps(h[l], _mm256_set1_ps(bc[16 + l]), zero);
+                    _mm256_fmadd_ps(h[l + 8], _mm256_set1_ps(bc[24 + l]), lo)
+                });
+                let ysum = _mm256_add_ps(
+                    _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
+                    _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])),
+                );
+                let g0 = j * 2 * e + e + c; // silu(z), see `run`
+                let gate = _mm256_loadu_ps(p.xz[g0..g0 + 8].as_ptr());
+                let dv = _mm256_loadu_ps(p.d[c..c + 8].as_ptr());
+                let v = _mm256_mul_ps(
+                    _mm256_add_ps(_mm256_add_ps(ysum, zero), _mm256_mul_ps(x, dv)),
+                    gate,
+                );
+                // SAFETY: as in `scan_range_body`; c + 8 <= e.
+                _mm256_storeu_ps(y.0.add(j * e + c), v);
+            }
+        }
+        for (g, hg) in h.iter().enumerate() {
+            let mut out = [[0f32; 8]; 16];
+            for (o, v) in out.iter_mut().zip(hg) {
+                _mm256_storeu_ps(o.as_mut_ptr(), *v);
+            }
+            for (l, s) in st[128 * g..128 * (g + 1)].chunks_exact_mut(16).enumerate() {
+                for (k, v) in s.iter_mut().enumerate() {
+                    *v = out[k][l];
+                }
+            }
+        }
+    }
+    blocks * 8 * G
 }
 
 /// [`scan_range_body`] for N = 16 (every Mamba-1 checkpoint) in explicit
@@ -488,8 +604,10 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    /// The hand-written N = 16 scan is the generic body bit for bit: states
-    /// and outputs, over a chunk, for channel ranges not starting at 0.
+    /// The hand-written N = 16 scans (one channel at a time, and eight
+    /// channels in lanes) are the generic body bit for bit: states and
+    /// outputs, over a chunk, for channel ranges not starting at 0, with a
+    /// count (37) that leaves the lane path a remainder for the other.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_scan_for_16_states_is_the_body_bit_for_bit() {
@@ -510,6 +628,7 @@ mod tests {
         let mut dt = v(t * e, 0.0, 4.0);
         dt[5] = 0.0;
         dt[7] = 1e-30;
+        dt[e + 13] = 0.0;
         let state0 = v(e * n, -1.0, 1.0);
         let args = ScanArgs {
             e,
@@ -523,24 +642,31 @@ mod tests {
             xdbl: &xdbl,
             dt: &dt,
         };
-        let (e0, ne) = (8, 32);
-        let run = |fast: bool| {
+        let (e0, ne) = (5, 37);
+        let run = |path: &str| {
             let mut st = state0[e0 * n..(e0 + ne) * n].to_vec();
             let mut y = vec![0f32; t * e];
             let out = SharedOut(y.as_mut_ptr());
-            if fast {
-                // SAFETY: AVX2 and FMA checked above; n == 16.
-                unsafe { scan_range_16(&args, e0, &mut st, &out) };
-            } else {
-                scan_range_body(&args, e0, &mut st, &out);
+            // SAFETY (the unsafe calls): AVX2 and FMA checked above; n == 16.
+            match path {
+                "body" => scan_range_body(&args, e0, &mut st, &out),
+                "one" => unsafe { scan_range_16(&args, e0, &mut st, &out) },
+                "lanes" => {
+                    let done = unsafe { scan_range_16x8(&args, e0, &mut st, &out) };
+                    assert_eq!(done, 32);
+                    unsafe { scan_range_16(&args, e0 + done, &mut st[done * n..], &out) };
+                }
+                _ => unreachable!(),
             }
             (st, y)
         };
-        let (want_st, want_y) = run(false);
-        let (got_st, got_y) = run(true);
+        let (want_st, want_y) = run("body");
         let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got_st), bits(&want_st));
-        assert_eq!(bits(&got_y), bits(&want_y));
+        for path in ["one", "lanes"] {
+            let (got_st, got_y) = run(path);
+            assert_eq!(bits(&got_st), bits(&want_st), "{path}: states");
+            assert_eq!(bits(&got_y), bits(&want_y), "{path}: y");
+        }
         assert!(want_y.iter().any(|&v| v != 0.0));
     }
 }
