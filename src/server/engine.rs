@@ -37,7 +37,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::cache::PrefixCache;
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplerConfig};
-use crate::session::{BatchDecoder, Session};
+use crate::session::{BatchDecoder, Session, SERVE_CHUNK};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 /// A prompt as text plus the byte offsets (increasing, inside the text) where
@@ -624,7 +624,9 @@ impl<'a> Scheduler<'a> {
         Scheduler {
             shared,
             tok,
-            sessions: (0..slots).map(|_| Session::new(model)).collect(),
+            sessions: (0..slots)
+                .map(|_| Session::with_chunk(model, SERVE_CHUNK))
+                .collect(),
             jobs: (0..slots).map(|_| None).collect(),
             decoder: BatchDecoder::new(model, slots),
             next_prefill: 0,
