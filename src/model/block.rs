@@ -372,7 +372,7 @@ fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
 unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
     if p.n == 16 {
         let done = if p.t >= SCAN_LANES_MIN_T {
-            scan_range_16x8(p, e0, sc, y)
+            scan_range_16_lanes(p, e0, sc, y)
         } else {
             0
         };
@@ -382,7 +382,7 @@ unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut
     }
 }
 
-/// From this many tokens on, [`scan_range_16x8`] takes the channels in
+/// From this many tokens on, [`scan_range_16_lanes`] takes the channels in
 /// sixteens (its transposes of the states in and out cost more than a
 /// decode step's scan).
 #[cfg(target_arch = "x86_64")]
@@ -404,7 +404,7 @@ const SCAN_LANES_MIN_T: usize = 4;
 /// AVX2 and FMA; `p.n == 16`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scan_range_16x8(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) -> usize {
+unsafe fn scan_range_16_lanes(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) -> usize {
     use quant::math::x86::exp_nonpos8;
     use std::arch::x86_64::*;
     const G: usize = 2; // lane groups of 8 channels per block
@@ -604,7 +604,7 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    /// The hand-written N = 16 scans (one channel at a time, and eight
+    /// The hand-written N = 16 scans (one channel at a time, and sixteen
     /// channels in lanes) are the generic body bit for bit: states and
     /// outputs, over a chunk, for channel ranges not starting at 0, with a
     /// count (37) that leaves the lane path a remainder for the other.
@@ -652,7 +652,7 @@ mod tests {
                 "body" => scan_range_body(&args, e0, &mut st, &out),
                 "one" => unsafe { scan_range_16(&args, e0, &mut st, &out) },
                 "lanes" => {
-                    let done = unsafe { scan_range_16x8(&args, e0, &mut st, &out) };
+                    let done = unsafe { scan_range_16_lanes(&args, e0, &mut st, &out) };
                     assert_eq!(done, 32);
                     unsafe { scan_range_16(&args, e0 + done, &mut st[done * n..], &out) };
                 }
