@@ -20,6 +20,19 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// 1.5 * 2^23: adding and subtracting it rounds to the nearest integer.
 const ROUND: f32 = 12_582_912.0;
 
+/// e^r's degree-7 Taylor coefficients, highest first (Horner from 1/7!):
+/// shared by [`exp`], [`exp_nonpos`] and [`x86::exp_nonpos8`].
+const EXP_TAYLOR: [f32; 8] = [
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
 /// 2^k for integer-valued `k` in -126..=127, from its exponent bits: the
 /// low mantissa bits of k + 127 + 1.5 * 2^23 are k + 127 (no float to int
 /// conversion, which would keep the loops from vectorising).
@@ -42,14 +55,10 @@ fn exp_scaled(x: f32, k: f32) -> f32 {
     let xc = x.clamp(-150.0, 89.0);
     let n = (xc * LOG2E + ROUND) - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    let mut p = EXP_TAYLOR[0];
+    for c in &EXP_TAYLOR[1..] {
+        p = p * r + c;
+    }
     let n = n + k;
     let n1 = (n * 0.5 + ROUND) - ROUND; // n / 2 rounded, |n1| <= 108
                                         // A NaN x stays NaN through clamp and every step after it. (Selecting
@@ -71,21 +80,17 @@ pub fn exp_nonpos(x: f32) -> f32 {
     let xc = x.clamp(LN_MIN_NORMAL, 0.0);
     let n = xc.mul_add(LOG2E, ROUND) - ROUND;
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
-    let mut p = 1.0f32 / 5040.0;
-    p = p.mul_add(r, 1.0 / 720.0);
-    p = p.mul_add(r, 1.0 / 120.0);
-    p = p.mul_add(r, 1.0 / 24.0);
-    p = p.mul_add(r, 1.0 / 6.0);
-    p = p.mul_add(r, 0.5);
-    p = p.mul_add(r, 1.0);
-    p = p.mul_add(r, 1.0);
+    let mut p = EXP_TAYLOR[0];
+    for &c in &EXP_TAYLOR[1..] {
+        p = p.mul_add(r, c);
+    }
     p * pow2i(n)
 }
 
 /// Eight-lane forms for hand-written AVX2 loops.
 #[cfg(target_arch = "x86_64")]
 pub mod x86 {
-    use super::{LN2_HI, LN2_LO, LN_MIN_NORMAL, LOG2E, ROUND};
+    use super::{EXP_TAYLOR, LN2_HI, LN2_LO, LN_MIN_NORMAL, LOG2E, ROUND};
     use std::arch::x86_64::*;
 
     /// [`super::exp_nonpos`] of each lane, bit for bit (the same operations
@@ -105,16 +110,8 @@ pub mod x86 {
         let n = _mm256_sub_ps(_mm256_fmadd_ps(xc, _mm256_set1_ps(LOG2E), round), round);
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), xc);
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-        let mut p = _mm256_set1_ps(1.0 / 5040.0);
-        for c in [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ] {
+        let mut p = _mm256_set1_ps(EXP_TAYLOR[0]);
+        for &c in &EXP_TAYLOR[1..] {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
         let k = _mm256_add_ps(n, _mm256_set1_ps(127.0 + ROUND));

@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{matmul, SharedOut};
+use super::matmul::{matmul, SharedOut, PAR_MIN_ROWS};
 use super::{Hparams, Layer, Model, Scratch};
 use crate::error::{ModelError, Result};
 use crate::state::{LayerState, State};
@@ -28,15 +28,12 @@ use crate::state::{LayerState, State};
 /// calling thread.
 const SCAN_PAR_MIN: usize = 1 << 14;
 
-/// Below this many rows, the per-row steps of a block stay on the calling
-/// thread (decode); a prefill chunk spreads them over the pool.
-const PAR_ROWS: usize = 4;
-
 /// Calls `f(j, row j)` for the first `t` rows of width `w` of `buf`, in
-/// parallel when there are enough rows to pay for it.
+/// parallel from [`PAR_MIN_ROWS`] rows on (a prefill chunk; a decode step's
+/// rows stay on the calling thread).
 fn each_row(buf: &mut [f32], w: usize, t: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     let buf = &mut buf[..t * w];
-    if t >= PAR_ROWS && rayon::current_num_threads() > 1 {
+    if t >= PAR_MIN_ROWS && rayon::current_num_threads() > 1 {
         buf.par_chunks_exact_mut(w)
             .enumerate()
             .for_each(|(j, r)| f(j, r));
@@ -433,6 +430,8 @@ unsafe fn scan_range_16_lanes(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &Share
         let mut h: [[__m256; 16]; G] = std::array::from_fn(|g| lanes(&st[128 * g..]));
         let a: [[__m256; 16]; G] =
             std::array::from_fn(|g| lanes(&p.a[(c0 + 8 * g) * 16..(c0 + 8 * g + 8) * 16]));
+        let dv: [__m256; G] =
+            std::array::from_fn(|g| _mm256_loadu_ps(p.d[c0 + 8 * g..c0 + 8 * g + 8].as_ptr()));
         for j in 0..t {
             // Each token's lines are on pages of their own, where the
             // hardware prefetchers do not follow: fetch token j + 2's
@@ -449,7 +448,7 @@ unsafe fn scan_range_16_lanes(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &Share
                 }
             }
             let bc = &p.xdbl[j * xw + r..(j + 1) * xw];
-            for (g, (h, a)) in h.iter_mut().zip(&a).enumerate() {
+            for (g, ((h, a), &dv)) in h.iter_mut().zip(&a).zip(&dv).enumerate() {
                 let c = c0 + 8 * g;
                 let dt = _mm256_loadu_ps(p.dt[j * e + c..j * e + c + 8].as_ptr());
                 let x = _mm256_loadu_ps(p.xc[j * e + c..j * e + c + 8].as_ptr());
@@ -469,7 +468,6 @@ unsafe fn scan_range_16_lanes(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &Share
                 );
                 let g0 = j * 2 * e + e + c; // silu(z), see `run`
                 let gate = _mm256_loadu_ps(p.xz[g0..g0 + 8].as_ptr());
-                let dv = _mm256_loadu_ps(p.d[c..c + 8].as_ptr());
                 let v = _mm256_mul_ps(
                     _mm256_add_ps(_mm256_add_ps(ysum, zero), _mm256_mul_ps(x, dv)),
                     gate,

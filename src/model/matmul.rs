@@ -30,8 +30,10 @@ fn quant_err(m: &Mat, source: quant::QuantError) -> ModelError {
     }
 }
 
-/// Below this many activation rows they are quantized on the calling thread.
-const PAR_MIN_ROWS: usize = 4;
+/// Below this many rows (a decode step's one, a batched step's few), per-row
+/// work stays on the calling thread: activation quantization here, the
+/// block's row-wise steps in `block`.
+pub(crate) const PAR_MIN_ROWS: usize = 4;
 
 /// Quantize `t` rows of `m.n_in` values in `x` into the front of `act`
 /// (grown if short, never shrunk, so alternating sizes do not re-zero it);

@@ -33,7 +33,7 @@
 //! msum` in the same order (no FMA): bit for bit the scalar and row
 //! kernels' result.
 
-use super::q4_q5_tile::{put, row_ptrs, with_buf};
+use super::q4_q5_tile::{bc, put, row_ptrs, with_buf};
 use std::arch::x86_64::*;
 
 const WB: usize = 144; // Q4_K super-block bytes
@@ -186,12 +186,6 @@ unsafe fn decode_tile(rows: &[*const u8; 8], prefetch: bool, dst: &mut [DecK]) {
     }
 }
 
-/// Activation bytes 4k..4k+4 at `p` in every 32-bit lane.
-#[inline(always)]
-unsafe fn bc(p: *const u8) -> __m256i {
-    _mm256_set1_epi32((p as *const i32).read_unaligned())
-}
-
 /// `out[j][r] = dot(row r, act j)` for a decoded tile and `A` activation
 /// rows.
 ///
@@ -208,7 +202,7 @@ unsafe fn tile_dot<const A: usize>(dec: &[DecK], acts: &[*const u8; A]) -> [[f32
             for k in 0..8 {
                 let w = dk.q[s][k];
                 for j in 0..A {
-                    let y = bc(ab[j].add(AB_QS + 32 * s + 4 * k));
+                    let y = bc(ab[j].add(AB_QS + 32 * s), k);
                     s16[j] = _mm256_add_epi16(s16[j], _mm256_maddubs_epi16(w, y));
                 }
             }
@@ -220,7 +214,7 @@ unsafe fn tile_dot<const A: usize>(dec: &[DecK], acts: &[*const u8; A]) -> [[f32
             // bsum[2s], bsum[2s + 1] (i16) times (min, min): exact in i32.
             let mut msum = _mm256_setzero_si256();
             for s in 0..8 {
-                let bs = bc(ab[j].add(AB_BSUMS + 4 * s));
+                let bs = bc(ab[j].add(AB_BSUMS), s);
                 msum = _mm256_add_epi32(msum, _mm256_madd_epi16(bs, dk.mn[s]));
             }
             let da = _mm256_set1_ps((ab[j] as *const f32).read_unaligned());

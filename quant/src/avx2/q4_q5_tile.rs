@@ -333,7 +333,7 @@ unsafe fn pair(hi: *const u8, lo: *const u8) -> __m256i {
 /// Activation bytes 4k..4k+4 at `ya` in every 32-bit lane.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn bc(ya: *const u8, k: usize) -> __m256i {
+pub(super) unsafe fn bc(ya: *const u8, k: usize) -> __m256i {
     _mm256_set1_epi32((ya.add(4 * k) as *const i32).read_unaligned())
 }
 

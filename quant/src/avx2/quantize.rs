@@ -53,11 +53,10 @@ pub(crate) unsafe fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
             crate::q8_0::quantize_scalar(x, blk);
             continue;
         }
-        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
-        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let m = _mm_max_ss(m, _mm_shuffle_ps::<1>(m, m));
-        let amax = _mm_cvtss_f32(m);
+        let amax = hmax_ps(_mm256_max_ps(
+            _mm256_max_ps(a[0], a[1]),
+            _mm256_max_ps(a[2], a[3]),
+        ));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         if !id.is_finite() {
@@ -112,9 +111,7 @@ pub(crate) unsafe fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
             m = _mm256_max_ps(m, a);
             fin = _mm256_and_ps(fin, _mm256_cmp_ps::<_CMP_LT_OQ>(a, inf));
         }
-        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)));
+        let amax = hmax_ps(m);
         if _mm256_movemask_ps(fin) != 0xFF || amax == 0.0 {
             crate::q8_k::quantize_scalar(x, blk);
             continue;
@@ -157,13 +154,18 @@ pub(crate) unsafe fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
             let w = _mm256_permutevar8x32_epi32(w, order);
             _mm256_storeu_si256(qs.as_mut_ptr().add(32 * g) as *mut __m256i, w);
         }
-        for (k, s) in bsums.chunks_exact_mut(2).enumerate() {
-            let v = sums[k];
-            let h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            let h = _mm_add_epi32(h, _mm_shuffle_epi32::<0b01_00_11_10>(h));
-            let h = _mm_add_epi32(h, _mm_shuffle_epi32::<0b10_11_00_01>(h));
-            s.copy_from_slice(&(_mm_cvtsi128_si32(h) as i16).to_le_bytes());
+        for (s, &v) in bsums.chunks_exact_mut(2).zip(&sums) {
+            s.copy_from_slice(&(super::hsum_epi32(v) as i16).to_le_bytes());
         }
         head.copy_from_slice(&(1.0 / iscale).to_le_bytes());
     }
+}
+
+/// The largest of the eight lanes (of non-negative, non-NaN values here).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hmax_ps(v: __m256) -> f32 {
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2)))
 }
