@@ -3,7 +3,7 @@
 //! it implements; every other type falls back to the next slower path.
 //! Written today: AVX2 (+FMA, F16C) for every supported type except Q8_K
 //! weights; with the `avx512` cargo feature, AVX-512 for Q4_0, Q8_0, Q4_K
-//! and Q6_K.
+//! and Q6_K; NEON (aarch64) for every supported type except Q8_K weights.
 //!
 //! [`kernel`]/[`kernel_with`] only hand out a SIMD kernel after it has
 //! agreed with the scalar reference once on fixed data (see [`self_check`]):
@@ -82,6 +82,8 @@ fn simd_dot(ty: GgmlType, path: SimdPath) -> Option<(DotFn, Dot4Fn)> {
         SimdPath::Avx2 => crate::avx2::kernels(ty),
         #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
         SimdPath::Avx512 => crate::avx512::kernels(ty),
+        #[cfg(target_arch = "aarch64")]
+        SimdPath::Neon => crate::neon::kernels(ty),
         _ => {
             let _ = ty;
             None

@@ -50,7 +50,7 @@ pub fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
 
 /// Values decoded per step of the dots (into stack buffers, so the
 /// multiply-add loop is a plain f32 loop the compiler can vectorize).
-const CHUNK: usize = 64;
+pub(crate) const CHUNK: usize = 64;
 
 /// Dot of `n` weights (each `WSIZE` bytes, decoded by `dec`) with `n` f32
 /// activations, accumulated in LANES f32 partial sums. Short buffers
@@ -88,6 +88,43 @@ fn dot_with<const WSIZE: usize>(n: usize, w: &[u8], a: &[u8], dec: impl Fn(&[u8]
     let mut sum = 0f32;
     for s in acc {
         sum += s;
+    }
+    sum + tail
+}
+
+/// One weight of `WS` bytes (4: F32; 2: BF16 if `BF`, else F16) as f32.
+#[inline]
+pub(crate) fn decode<const WS: usize, const BF: bool>(b: &[u8]) -> f32 {
+    if WS == 4 {
+        f32_at(b)
+    } else if BF {
+        bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+    } else {
+        f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+    }
+}
+
+/// The scalar dots' last steps for a SIMD path that kept their eight
+/// partial sums in `lanes` over the whole chunks before `start`: the lanes
+/// added in order, then the sum of values `start..n`.
+#[inline]
+pub(crate) fn finish<const WS: usize, const BF: bool>(
+    lanes: [f32; LANES],
+    w: &[u8],
+    a: &[u8],
+    start: usize,
+    n: usize,
+) -> f32 {
+    let mut sum = 0f32;
+    for s in lanes {
+        sum += s;
+    }
+    let mut tail = 0f32;
+    for (wb, ab) in w[start * WS..n * WS]
+        .chunks_exact(WS)
+        .zip(a[start * 4..n * 4].chunks_exact(4))
+    {
+        tail += decode::<WS, BF>(wb) * f32_at(ab);
     }
     sum + tail
 }

@@ -46,6 +46,8 @@ pub mod fp16;
 mod kquant_scale_min;
 mod kquant_search;
 pub mod math;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
@@ -55,6 +57,8 @@ pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
 pub mod q8_k;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod simd_shared;
 pub mod types;
 
 pub use dispatch::{forced_path, kernel, kernel_for_path, kernel_with, self_check, SIMD_ENV};

@@ -5,10 +5,8 @@
 //! results are bit-identical.
 
 use super::wrappers;
-use crate::fp16::{bf16_to_f32, f16_to_f32};
+use crate::float::{finish, CHUNK};
 use std::arch::x86_64::*;
-
-const CHUNK: usize = 64;
 
 /// 8 weights at `p` as f32: `WS` = 4 (F32), 2 (F16, `BF` false) or 2 (BF16).
 #[inline]
@@ -21,17 +19,6 @@ unsafe fn load8<const WS: usize, const BF: bool>(p: *const u8) -> __m256 {
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
     } else {
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-    }
-}
-
-#[inline]
-fn decode<const WS: usize, const BF: bool>(b: &[u8]) -> f32 {
-    if WS == 4 {
-        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    } else if BF {
-        bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))
-    } else {
-        f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
     }
 }
 
@@ -63,19 +50,7 @@ unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
     for j in 0..R {
         let mut lanes = [0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), acc[j]);
-        let mut sum = 0f32;
-        for s in lanes {
-            sum += s;
-        }
-        let start = chunks * CHUNK;
-        let mut tail = 0f32;
-        for (wb, ab) in w[start * WS..n * WS]
-            .chunks_exact(WS)
-            .zip(a[j][start * 4..n * 4].chunks_exact(4))
-        {
-            tail += decode::<WS, BF>(wb) * f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-        }
-        out[j] = sum + tail;
+        out[j] = finish::<WS, BF>(lanes, w, a[j], chunks * CHUNK, n);
     }
     out
 }
