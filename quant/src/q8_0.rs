@@ -8,8 +8,8 @@ pub const QK: usize = 32;
 pub const BLOCK_BYTES: usize = 34;
 
 /// ggml's quantize_row_q8_0_ref: d = amax / 127, q = round-half-away(x / d).
-/// On x86-64 with AVX2 an eight-lane version writes the same bytes (so it
-/// also serves the converter's Q8_0 weights).
+/// On x86-64 with AVX2 an eight-lane version, on aarch64 a NEON one, writes
+/// the same bytes (so it also serves the converter's Q8_0 weights).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -17,6 +17,12 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         unsafe { crate::avx2::quantize::quantize_q8_0(src, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: NEON is part of every aarch64 CPU.
+        unsafe { crate::neon::quantize::quantize_q8_0(src, dst) };
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     quantize_scalar(src, dst)
 }
 

@@ -10,7 +10,8 @@ pub const BLOCK_BYTES: usize = 292;
 /// ggml's quantize_row_q8_K_ref: iscale = -127 / (signed value of largest
 /// magnitude), q = min(127, nearest_int(iscale * x)), d = 1 / iscale.
 /// An all-zero block is written as zeros (ggml leaves its sums unwritten).
-/// On x86-64 with AVX2 an eight-lane version writes the same bytes.
+/// On x86-64 with AVX2 an eight-lane version, on aarch64 a NEON one, writes
+/// the same bytes.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -18,6 +19,12 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         unsafe { crate::avx2::quantize::quantize_q8_k(src, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: NEON is part of every aarch64 CPU.
+        unsafe { crate::neon::quantize::quantize_q8_k(src, dst) };
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     quantize_scalar(src, dst)
 }
 

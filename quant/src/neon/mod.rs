@@ -27,6 +27,7 @@
 mod float;
 mod kquants;
 mod legacy;
+pub(crate) mod quantize;
 
 use crate::{Dot4Fn, DotFn, GgmlType};
 use std::arch::aarch64::*;
