@@ -92,6 +92,14 @@ fn dot_with<const WSIZE: usize>(n: usize, w: &[u8], a: &[u8], dec: impl Fn(&[u8]
     sum + tail
 }
 
+/// Values a SIMD float dot may read: at most `n`, and no more than the
+/// weight row (`WS` bytes a value) and every F32 activation row hold.
+#[inline]
+pub(crate) fn held<const WS: usize, const R: usize>(n: usize, w: &[u8], a: &[&[u8]; R]) -> usize {
+    a.iter()
+        .fold(n.min(w.len() / WS), |n, s| n.min(s.len() / 4))
+}
+
 /// One weight of `WS` bytes (4: F32; 2: BF16 if `BF`, else F16) as f32.
 #[inline]
 pub(crate) fn decode<const WS: usize, const BF: bool>(b: &[u8]) -> f32 {

@@ -5,7 +5,7 @@
 //! results are bit-identical.
 
 use super::wrappers;
-use crate::float::{finish, CHUNK};
+use crate::float::{finish, held, CHUNK};
 use std::arch::x86_64::*;
 
 /// 8 weights at `p` as f32: `WS` = 4 (F32), 2 (F16, `BF` false) or 2 (BF16).
@@ -29,10 +29,7 @@ unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
     w: &[u8],
     a: [&[u8]; R],
 ) -> [f32; R] {
-    let mut n = n.min(w.len() / WS);
-    for s in &a {
-        n = n.min(s.len() / 4);
-    }
+    let n = held::<WS, R>(n, w, &a);
     let chunks = n / CHUNK;
     let mut acc = [_mm256_setzero_ps(); R];
     let wp = w.as_ptr();

@@ -4,7 +4,7 @@
 //! fused multiply-add), and the remainder goes through the scalar's own
 //! steps, so results are bit-identical.
 
-use crate::float::{finish, CHUNK};
+use crate::float::{finish, held, CHUNK};
 use crate::simd_shared::wrappers;
 use std::arch::aarch64::*;
 
@@ -47,10 +47,7 @@ unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
     w: &[u8],
     a: [&[u8]; R],
 ) -> [f32; R] {
-    let mut n = n.min(w.len() / WS);
-    for s in &a {
-        n = n.min(s.len() / 4);
-    }
+    let n = held::<WS, R>(n, w, &a);
     let chunks = n / CHUNK;
     // acc[j].0 holds the scalar's partial sums 0..4, acc[j].1 sums 4..8.
     let mut acc = [(vdupq_n_f32(0.0), vdupq_n_f32(0.0)); R];
