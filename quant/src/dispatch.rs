@@ -96,6 +96,8 @@ fn simd_gemm(ty: GgmlType, path: SimdPath) -> Option<GemmFn> {
     match path {
         #[cfg(target_arch = "x86_64")]
         SimdPath::Avx2 => crate::avx2::gemm(ty),
+        #[cfg(target_arch = "aarch64")]
+        SimdPath::Neon => crate::neon::gemm(ty),
         _ => {
             let _ = ty;
             None

@@ -67,77 +67,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
     }
 }
 
-/// `GemmFn` over a generic row kernel `$imp::<R>(n, w, [a; R])`: each weight
-/// row against eight activation rows at a time (its super-blocks decoded
-/// once per eight), the rest in groups of 4, 2 and 1 (a batched decode step
-/// has few rows). The kernel does the same per
-/// activation for every `R`, so the results are the `R = 1` dot's.
-macro_rules! gemm_rows {
-    ($gemm:ident, $imp:ident, $wb:expr, $ab:expr, $qk:expr) => {
-        pub(super) fn $gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-            let (rb, ab) = ((n / $qk) * $wb, (n / $qk) * $ab);
-            if rb == 0 || ab == 0 || rows == 0 {
-                return;
-            }
-            let t = t.min(a.len() / ab).min(out.len() / rows);
-            let act = |j: usize| &a[j * ab..(j + 1) * ab];
-            let row = |r: usize| &w[r * rb..(r + 1) * rb];
-            let held = rows.min(w.len() / rb);
-            // Blocks of GEMM_ROW_BLOCK weight rows (L2-resident) against one
-            // group of activation rows at a time (L1-resident across the
-            // block), rather than every group re-read from L2 per row.
-            for r0 in (0..held).step_by($crate::avx2::GEMM_ROW_BLOCK) {
-                let block = r0..(r0 + $crate::avx2::GEMM_ROW_BLOCK).min(held);
-                let mut j = 0;
-                while j + 8 <= t {
-                    let eight: [&[u8]; 8] = std::array::from_fn(|i| act(j + i));
-                    for r in block.clone() {
-                        // SAFETY: as in `wrappers`.
-                        let v = unsafe { $imp::<8>(n, row(r), eight) };
-                        for (i, vi) in v.into_iter().enumerate() {
-                            out[(j + i) * rows + r] = vi;
-                        }
-                    }
-                    j += 8;
-                }
-                if j + 4 <= t {
-                    let four: [&[u8]; 4] = std::array::from_fn(|i| act(j + i));
-                    for r in block.clone() {
-                        // SAFETY: as above.
-                        let v = unsafe { $imp::<4>(n, row(r), four) };
-                        for (i, vi) in v.into_iter().enumerate() {
-                            out[(j + i) * rows + r] = vi;
-                        }
-                    }
-                    j += 4;
-                }
-                if j + 2 <= t {
-                    for r in block.clone() {
-                        // SAFETY: as above.
-                        let v = unsafe { $imp::<2>(n, row(r), [act(j), act(j + 1)]) };
-                        out[j * rows + r] = v[0];
-                        out[(j + 1) * rows + r] = v[1];
-                    }
-                    j += 2;
-                }
-                if j < t {
-                    for r in block {
-                        // SAFETY: as above.
-                        let [v] = unsafe { $imp::<1>(n, row(r), [act(j)]) };
-                        out[j * rows + r] = v;
-                    }
-                }
-            }
-        }
-    };
-}
-pub(crate) use gemm_rows;
-
-/// Weight rows per block in [`gemm_rows`]' loop: 32 rows of a 4096-wide
-/// K-quant matrix are 72-84 KB, well inside L2.
-pub(crate) const GEMM_ROW_BLOCK: usize = 32;
-
-pub(crate) use crate::simd_shared::{blocks, wrappers};
+pub(crate) use crate::simd_shared::{blocks, gemm_rows, wrappers};
 
 /// Little-endian fp16 at `p` as f32 (exact, as `crate::fp16::f16_le`).
 /// Written as `vmovd` + `vcvtph2ps` by hand: from the intrinsics LLVM

@@ -7,7 +7,7 @@
 use super::{idot16, nibbles};
 use crate::fp16::f16_le;
 use crate::kquant_search::get_scale_min_k4;
-use crate::simd_shared::{blocks, wrappers};
+use crate::simd_shared::{blocks, gemm_rows, wrappers};
 use std::arch::aarch64::*;
 
 /// Bytes of a Q8_K activation block: [f32 d][256 x i8][16 x i16 sums of 16].
@@ -184,3 +184,6 @@ unsafe fn q6_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
 wrappers!(q4_k_dot, q4_k_dot4, q4_k);
 wrappers!(q5_k_dot, q5_k_dot4, q5_k);
 wrappers!(q6_k_dot, q6_k_dot4, q6_k);
+gemm_rows!(q4_k_gemm, q4_k, 144, ACT, 256);
+gemm_rows!(q5_k_gemm, q5_k, 176, ACT, 256);
+gemm_rows!(q6_k_gemm, q6_k, 210, ACT, 256);

@@ -5,7 +5,7 @@
 
 use super::{bit4_of_16, idot16, nibbles};
 use crate::fp16::f16_le;
-use crate::simd_shared::{blocks, wrappers};
+use crate::simd_shared::{blocks, gemm_rows, wrappers};
 use std::arch::aarch64::*;
 
 /// Bytes of a Q8_0 activation block.
@@ -140,3 +140,8 @@ wrappers!(q4_1_dot, q4_1_dot4, q4_1);
 wrappers!(q5_0_dot, q5_0_dot4, q5_0);
 wrappers!(q5_1_dot, q5_1_dot4, q5_1);
 wrappers!(q8_0_dot, q8_0_dot4, q8_0);
+gemm_rows!(q4_0_gemm, q4_0, 18, ACT, 32);
+gemm_rows!(q4_1_gemm, q4_1, 20, ACT, 32);
+gemm_rows!(q5_0_gemm, q5_0, 22, ACT, 32);
+gemm_rows!(q5_1_gemm, q5_1, 24, ACT, 32);
+gemm_rows!(q8_0_gemm, q8_0, 34, ACT, 32);

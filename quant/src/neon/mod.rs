@@ -5,9 +5,9 @@
 //!
 //! As in the AVX2 path, every kernel is one function generic over `R`, the
 //! number of activation rows it dots one weight row with (`R = 1` the
-//! matvec dot, `R = 4` the prefill micro-kernel that decodes each weight
-//! block once for four activations), doing the same operations per
-//! activation for every `R`.
+//! matvec dot, `R = 4` and `R = 8` the prefill forms that decode each
+//! weight block once for four or eight activations), doing the same
+//! operations per activation for every `R`.
 //!
 //! Accuracy: bit-identical to the scalar reference for every type, also
 //! on raw weight and activation bytes (tests/simd.rs checks this where it
@@ -29,7 +29,7 @@ mod kquants;
 mod legacy;
 pub(crate) mod quantize;
 
-use crate::{Dot4Fn, DotFn, GgmlType};
+use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::aarch64::*;
 
 /// The (matvec dot, four-activation dot) pair for `ty`, if written.
@@ -47,6 +47,24 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::Q4_K => (kquants::q4_k_dot, kquants::q4_k_dot4),
         T::Q5_K => (kquants::q5_k_dot, kquants::q5_k_dot4),
         T::Q6_K => (kquants::q6_k_dot, kquants::q6_k_dot4),
+        _ => return None,
+    })
+}
+
+/// The matmul for `ty`: each weight row against eight activation rows at a
+/// time (each block decoded once per eight), in L2-sized row blocks; the
+/// same kernels as `kernels`, so the same bits.
+pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
+    use GgmlType as T;
+    Some(match ty {
+        T::Q4_0 => legacy::q4_0_gemm,
+        T::Q4_1 => legacy::q4_1_gemm,
+        T::Q5_0 => legacy::q5_0_gemm,
+        T::Q5_1 => legacy::q5_1_gemm,
+        T::Q8_0 => legacy::q8_0_gemm,
+        T::Q4_K => kquants::q4_k_gemm,
+        T::Q5_K => kquants::q5_k_gemm,
+        T::Q6_K => kquants::q6_k_gemm,
         _ => return None,
     })
 }
