@@ -92,14 +92,6 @@ fn dot_with<const WSIZE: usize>(n: usize, w: &[u8], a: &[u8], dec: impl Fn(&[u8]
     sum + tail
 }
 
-/// Values a SIMD float dot may read: at most `n`, and no more than the
-/// weight row (`WS` bytes a value) and every F32 activation row hold.
-#[inline]
-pub(crate) fn held<const WS: usize, const R: usize>(n: usize, w: &[u8], a: &[&[u8]; R]) -> usize {
-    a.iter()
-        .fold(n.min(w.len() / WS), |n, s| n.min(s.len() / 4))
-}
-
 /// One weight of `WS` bytes (4: F32; 2: BF16 if `BF`, else F16) as f32.
 #[inline]
 pub(crate) fn decode<const WS: usize, const BF: bool>(b: &[u8]) -> f32 {
@@ -144,10 +136,10 @@ pub fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 /// Scalar dot of an F16 weight row with F32 activations.
 pub fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot_with::<2>(n, w, a, |b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+    dot_with::<2>(n, w, a, decode::<2, false>)
 }
 
 /// Scalar dot of a BF16 weight row with F32 activations.
 pub fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot_with::<2>(n, w, a, |b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+    dot_with::<2>(n, w, a, decode::<2, true>)
 }

@@ -4,8 +4,8 @@
 //! its partial sums is one lane here (multiply then add, no FMA), so the
 //! results are bit-identical.
 
-use super::wrappers;
-use crate::float::{finish, held, CHUNK};
+use super::{blocks, wrappers};
+use crate::float::{finish, CHUNK};
 use std::arch::x86_64::*;
 
 /// 8 weights at `p` as f32: `WS` = 4 (F32), 2 (F16, `BF` false) or 2 (BF16).
@@ -29,7 +29,8 @@ unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
     w: &[u8],
     a: [&[u8]; R],
 ) -> [f32; R] {
-    let n = held::<WS, R>(n, w, &a);
+    // Values every buffer holds in full (blocks of one value).
+    let n = blocks(n, 1, w, WS, &a, 4);
     let chunks = n / CHUNK;
     let mut acc = [_mm256_setzero_ps(); R];
     let wp = w.as_ptr();

@@ -4,8 +4,8 @@
 //! fused multiply-add), and the remainder goes through the scalar's own
 //! steps, so results are bit-identical.
 
-use crate::float::{finish, held, CHUNK};
-use crate::simd_shared::wrappers;
+use crate::float::{finish, CHUNK};
+use crate::simd_shared::{blocks, wrappers};
 use std::arch::aarch64::*;
 
 /// Four weights at `p` as f32: `WS` = 4 (F32), 2 with `BF` (BF16) or 2
@@ -47,7 +47,8 @@ unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
     w: &[u8],
     a: [&[u8]; R],
 ) -> [f32; R] {
-    let n = held::<WS, R>(n, w, &a);
+    // Values every buffer holds in full (blocks of one value).
+    let n = blocks(n, 1, w, WS, &a, 4);
     let chunks = n / CHUNK;
     // acc[j].0 holds the scalar's partial sums 0..4, acc[j].1 sums 4..8.
     let mut acc = [(vdupq_n_f32(0.0), vdupq_n_f32(0.0)); R];
