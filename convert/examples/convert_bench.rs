@@ -21,6 +21,7 @@ fn main() {
         pure: false,
         force: true,
         threads: a.get(4).and_then(|t| t.parse().ok()),
+        arch: None,
     };
     let cancel = AtomicBool::new(false);
     let r = convert::convert(

@@ -34,6 +34,9 @@ pub struct HParams {
     /// Falcon's dt/B/C norm epsilon (`mixer_rms_eps`, default 1e-6).
     pub mixer_rms_eps: f32,
     pub tie_word_embeddings: bool,
+    /// `max_position_embeddings`, when config.json has it (Mamba has no
+    /// positions: advisory, the training context).
+    pub context_length: Option<u64>,
     pub pad_vocab_multiple: u64,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Vec<i64>,
@@ -106,7 +109,9 @@ pub fn id_list(v: Option<&Json>) -> Vec<i64> {
     }
 }
 
-/// Signals that a checkpoint is Falcon Mamba even if config.json says "mamba".
+/// What the folder says besides config.json. A tokenizer never decides the
+/// architecture (plain Mamba-1 checkpoints are trained with Falcon's
+/// tokenizer too); it can only add a warning.
 #[derive(Clone, Debug, Default)]
 pub struct FalconHints {
     /// tokenizer.json looks like Falcon's (>>TITLE<< ... special tokens or
@@ -114,13 +119,36 @@ pub struct FalconHints {
     pub falcon_tokenizer: bool,
 }
 
+impl Variant {
+    /// The `--arch` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::FalconMamba => "falcon-mamba",
+            Variant::Mamba => "mamba",
+        }
+    }
+
+    /// Parses an `--arch` value.
+    pub fn parse(s: &str) -> Option<Variant> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "falcon-mamba" | "falconmamba" => Some(Variant::FalconMamba),
+            "mamba" => Some(Variant::Mamba),
+            _ => None,
+        }
+    }
+}
+
 /// Parse config.json in `dir`.
 ///
-/// `warn` receives non-fatal findings (mismatches with models.toml).
+/// The architecture is what config.json says (`architectures`,
+/// `model_type`), except for a checkpoint models.toml lists as mislabelled
+/// (matched by folder name or `_name_or_path`), and `arch` (the user's
+/// `--arch`) overrides both. `warn` receives non-fatal findings.
 pub fn read_config(
     dir: &Path,
     known: &Models,
     hints: &FalconHints,
+    arch: Option<Variant>,
     warn: &mut dyn FnMut(String),
 ) -> Result<HParams> {
     let path = dir.join("config.json");
@@ -165,33 +193,69 @@ pub fn read_config(
         .iter()
         .any(|a| a == "MambaForCausalLM" || a == "MambaLMHeadModel")
         || model_type == "mamba";
-    if !is_falcon_arch && !is_mamba_arch {
+    if !is_falcon_arch && !is_mamba_arch && arch.is_none() {
         let what = if archs.is_empty() {
             format!(
-                "model_type \"{model_type}\" (expected FalconMambaForCausalLM or MambaForCausalLM)"
+                "model_type \"{model_type}\" (expected FalconMambaForCausalLM or MambaForCausalLM, or pass --arch)"
             )
         } else {
             format!(
-                "architectures {archs:?}, model_type \"{model_type}\" (expected FalconMambaForCausalLM or MambaForCausalLM)"
+                "architectures {archs:?}, model_type \"{model_type}\" (expected FalconMambaForCausalLM or MambaForCausalLM, or pass --arch)"
             )
         };
         return Err(ConvertError::Architecture { path, what });
     }
-    let variant = if is_falcon_arch || known_falcon == Some(true) || hints.falcon_tokenizer {
-        if !is_falcon_arch {
-            let why = if known_falcon == Some(true) {
-                "it is a known Falcon Mamba checkpoint"
-            } else {
-                "its tokenizer is Falcon's"
-            };
-            warn(format!(
-                "{}: says model_type \"{model_type}\" but {why}: converting as Falcon Mamba (keeping the dt/B/C RMS norm)",
-                path.display()
-            ));
-        }
+    let from_config = if is_falcon_arch {
         Variant::FalconMamba
     } else {
         Variant::Mamba
+    };
+    // A checkpoint models.toml knows to carry the wrong model_type.
+    let mislabel = k
+        .as_ref()
+        .filter(|m| m.mislabelled.as_deref() == Some(model_type) && !is_falcon_arch)
+        .and_then(|m| known.family_of(m).map(|f| (m.name.clone(), f.dt_b_c_rms)));
+    let variant = match (arch, &mislabel) {
+        (Some(v), _) => {
+            if v != from_config && (is_falcon_arch || is_mamba_arch) {
+                warn(format!(
+                    "{}: says model_type \"{model_type}\"; converting as {} because --arch says so",
+                    path.display(),
+                    v.name()
+                ));
+            }
+            v
+        }
+        (None, Some((name, falcon))) => {
+            let v = if *falcon {
+                Variant::FalconMamba
+            } else {
+                Variant::Mamba
+            };
+            warn(format!(
+                "{}: says model_type \"{model_type}\", which models.toml records as a mislabel of {name}: converting as {}",
+                path.display(),
+                v.name()
+            ));
+            v
+        }
+        (None, None) => {
+            if from_config == Variant::Mamba {
+                if known_falcon == Some(true) {
+                    warn(format!(
+                        "{}: says model_type \"{model_type}\" but models.toml lists {} as Falcon Mamba: converting as plain Mamba as config.json says (pass --arch falcon-mamba to keep the dt/B/C RMS norm)",
+                        path.display(),
+                        k.as_ref().map(|m| m.name.as_str()).unwrap_or("it")
+                    ));
+                } else if hints.falcon_tokenizer {
+                    warn(format!(
+                        "{}: says model_type \"{model_type}\" and uses Falcon's tokenizer: converting as plain Mamba as config.json says (pass --arch falcon-mamba if this is a Falcon Mamba checkpoint)",
+                        path.display()
+                    ));
+                }
+            }
+            from_config
+        }
     };
 
     let need = |keys: &[&str]| -> Result<u64> {
@@ -288,6 +352,7 @@ pub fn read_config(
         rms_eps,
         mixer_rms_eps,
         tie_word_embeddings,
+        context_length: get_u64(&cfg, &path, &["max_position_embeddings"])?.filter(|&c| c > 0),
         pad_vocab_multiple,
         bos_token_id: cfg.get("bos_token_id").and_then(|v| v.as_i64()),
         eos_token_id: id_list(cfg.get("eos_token_id")),
@@ -328,6 +393,18 @@ impl HParams {
             u64::from(self.tie_word_embeddings),
             u64::from(k.tie_word_embeddings),
         );
+        if let Some(e) = k.mixer_rms_eps {
+            if self.variant == Variant::FalconMamba
+                && (f64::from(self.mixer_rms_eps) - e).abs() > e * 1e-3
+            {
+                warn(format!(
+                    "{}: mixer_rms_eps is {:e}, but models.toml says {e:e} for {}",
+                    self.path.display(),
+                    self.mixer_rms_eps,
+                    k.name
+                ));
+            }
+        }
     }
 
     /// The token list length llama.cpp writes: vocab_size rounded up to a

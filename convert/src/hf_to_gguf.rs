@@ -9,7 +9,7 @@ use gguf::{GgmlType, GgufWriter, TensorSpec, Value};
 
 use crate::bnb;
 use crate::checkpoint::{to_f32, Checkpoint, TensorEntry};
-use crate::config::{read_config, FalconHints, HParams};
+use crate::config::{read_config, FalconHints, HParams, Variant};
 use crate::error::{ConvertError, Result};
 use crate::known::Models;
 use crate::layout::{plan, Planned, BNB_AUX};
@@ -28,6 +28,8 @@ pub struct ConvertOptions {
     pub force: bool,
     /// Worker threads (None: all cores).
     pub threads: Option<usize>,
+    /// `--arch`: convert as this variant whatever config.json says.
+    pub arch: Option<Variant>,
 }
 
 impl Default for ConvertOptions {
@@ -37,6 +39,7 @@ impl Default for ConvertOptions {
             pure: false,
             force: false,
             threads: None,
+            arch: None,
         }
     }
 }
@@ -174,7 +177,7 @@ pub fn convert(
         falcon_tokenizer: looks_like_falcon(dir),
     };
     let mut pending = Vec::new();
-    let mut hp = read_config(dir, &known, &hints, &mut |s| pending.push(s))?;
+    let mut hp = read_config(dir, &known, &hints, opts.arch, &mut |s| pending.push(s))?;
     let ck = Checkpoint::open(dir)?;
     resolve_dims(&mut hp, &ck)?;
     hp.check_known(&mut |s| pending.push(s));

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 pub const MODELS_TOML: &str = include_str!("../../models.toml");
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Family {
     pub architecture: String,
     pub dt_b_c_rms: bool,
@@ -15,6 +16,7 @@ pub struct Family {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KnownModel {
     pub name: String,
     pub repo: String,
@@ -31,9 +33,23 @@ pub struct KnownModel {
     pub stop_ids: Vec<u32>,
     #[serde(default)]
     pub chat_template: Option<String>,
+    /// Training context length, written to `mamba.context_length` when the
+    /// checkpoint's config.json has none (else the family's default).
+    #[serde(default)]
+    pub context_length: Option<u32>,
+    /// The wrong `model_type` this upload's config.json is known to carry
+    /// (the first revision of falcon-mamba-7b-instruct-4bit said "mamba").
+    /// Only then does the name override config.json.
+    #[serde(default)]
+    pub mislabelled: Option<String>,
+    /// Falcon's dt/B/C norm epsilon (`mixer_rms_eps`), checked against
+    /// config.json.
+    #[serde(default)]
+    pub mixer_rms_eps: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Models {
     pub family: BTreeMap<String, Family>,
     pub model: Vec<KnownModel>,

@@ -114,11 +114,18 @@ pub fn model_metadata(
     ft: FileType,
     n_params: u64,
 ) -> Vec<(String, Value)> {
+    // The checkpoint's own training context, else models.toml's for the
+    // known model, else its family's, else ours.
     let ctx = hp
-        .known
-        .as_ref()
-        .and_then(|k| known.family_of(k))
-        .map(|f| f.context_length)
+        .context_length
+        .map(|c| c.min(u64::from(u32::MAX)) as u32)
+        .or_else(|| hp.known.as_ref().and_then(|k| k.context_length))
+        .or_else(|| {
+            hp.known
+                .as_ref()
+                .and_then(|k| known.family_of(k))
+                .map(|f| f.context_length)
+        })
         .unwrap_or(DEFAULT_CONTEXT_LENGTH);
     let falcon = hp.variant == Variant::FalconMamba;
     let u32v = |x: u64| Value::U32(x.min(u64::from(u32::MAX)) as u32);

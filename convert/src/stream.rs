@@ -16,7 +16,7 @@ use std::time::Instant;
 use gguf::{GgmlType, GgufWriter};
 use rayon::prelude::*;
 
-use crate::checkpoint::{to_f32, Checkpoint, SrcDtype, TensorEntry};
+use crate::checkpoint::{to_f32, Checkpoint, TensorEntry};
 use crate::error::{ConvertError, Result};
 use crate::layout::Transform;
 
@@ -66,15 +66,17 @@ impl Source<'_> {
     }
 }
 
-/// `-exp(a)` as llama.cpp's converter computes it: in the source's precision
-/// (torch keeps an F16 tensor in F16), the result then widened to f32.
-fn neg_exp(a: f32, src: Option<SrcDtype>) -> f32 {
-    let e = -((f64::from(a)).exp() as f32);
-    if src == Some(SrcDtype::F16) {
-        quant::fp16::f16_to_f32(quant::fp16::f32_to_f16(e))
-    } else {
-        e
-    }
+/// `A = -exp(A_log)` in f32 from the source value, as transformers computes
+/// it (`-torch.exp(A_log.float())`) for every source dtype. The exponential
+/// is taken in f64 and rounded once, so it is the correctly rounded f32.
+///
+/// This is the one tensor where our file may differ from llama.cpp's: its
+/// converter takes torch's `exp` in the source dtype, so for an F16 source
+/// (and TII's bitsandbytes uploads, whose unquantized parts are F16) its A
+/// carries f16 rounding (up to 2^-11 relative), and for other sources it may
+/// differ in the last bit where torch's f32 `exp` is not correctly rounded.
+fn neg_exp(a: f32) -> f32 {
+    -((f64::from(a)).exp() as f32)
 }
 
 fn decode_rows(
@@ -105,7 +107,7 @@ fn decode_rows(
                     to_f32(entry.dtype, s, o);
                     if *transform == Transform::NegExp {
                         for v in o.iter_mut() {
-                            *v = neg_exp(*v, Some(entry.dtype));
+                            *v = neg_exp(*v);
                         }
                     }
                 });

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use common::*;
+use convert::config::Variant;
 use convert::{ConvertError, ConvertOptions, FileType};
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -271,6 +272,7 @@ fn existing_output_needs_force() {
         pure: false,
         force: true,
         threads: Some(1),
+        arch: None,
     };
     convert::convert(
         &hf("mamba-tiny-tied"),
@@ -297,33 +299,98 @@ fn cancelled_conversion_leaves_nothing() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
-#[test]
-fn falcon_checkpoint_labelled_mamba_keeps_its_norm() {
-    // One TII upload says model_type "mamba": the Falcon tokenizer gives it away.
-    let tmp = tempfile::tempdir().unwrap();
-    let d = copy_fixture("falcon-mamba-tiny", tmp.path());
-    edit_config(&d, |c| {
-        c["architectures"] = serde_json::json!(["MambaForCausalLM"]);
-        c["model_type"] = "mamba".into();
-        c.as_object_mut().unwrap().remove("mixer_rms_eps");
-    });
-    let out = tmp.path().join("out.gguf");
+/// Converts `dir` to F32 and returns the file and the warnings.
+fn convert_f32(dir: &Path, out: &Path, arch: Option<Variant>) -> (gguf::GgufFile, Vec<String>) {
     let mut warnings = Vec::new();
     let opts = ConvertOptions {
         file_type: FileType::F32,
+        arch,
         ..ConvertOptions::default()
     };
-    convert::convert(&d, &out, &opts, &AtomicBool::new(false), &mut |p| {
+    convert::convert(dir, out, &opts, &AtomicBool::new(false), &mut |p| {
         if let convert::Progress::Warning(w) = p {
             warnings.push(w)
         }
     })
     .unwrap();
-    let f = gguf::GgufFile::open(&out).unwrap();
+    (gguf::GgufFile::open(out).unwrap(), warnings)
+}
+
+/// falcon-mamba-tiny (Falcon's tokenizer) with a config.json that says plain
+/// Mamba, in a folder called `name`.
+fn falcon_tokenizer_labelled_mamba(tmp: &Path, name: &str) -> PathBuf {
+    let d0 = copy_fixture("falcon-mamba-tiny", tmp);
+    let d = tmp.join(name);
+    std::fs::rename(&d0, &d).unwrap();
+    edit_config(&d, |c| {
+        c["architectures"] = serde_json::json!(["MambaForCausalLM"]);
+        c["model_type"] = "mamba".into();
+        c.as_object_mut().unwrap().remove("mixer_rms_eps");
+    });
+    d
+}
+
+#[test]
+fn config_decides_the_architecture_not_the_tokenizer() {
+    // Plain Mamba-1 checkpoints are trained with Falcon's tokenizer too: the
+    // tokenizer only adds a warning, config.json says what the model is.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = falcon_tokenizer_labelled_mamba(tmp.path(), "some-mamba");
+    let (f, warnings) = convert_f32(&d, &tmp.path().join("out.gguf"), None);
+    assert!(!f.get_bool("mamba.ssm.dt_b_c_rms").unwrap());
+    assert!(f.get("mamba.ssm.dt_b_c_rms_eps").is_none());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("Falcon's tokenizer") && w.contains("--arch falcon-mamba")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn arch_option_overrides_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = falcon_tokenizer_labelled_mamba(tmp.path(), "some-mamba");
+    let (f, warnings) = convert_f32(&d, &tmp.path().join("out.gguf"), Some(Variant::FalconMamba));
+    assert!(f.get_bool("mamba.ssm.dt_b_c_rms").unwrap());
+    // transformers' default mixer_rms_eps when config.json has none.
+    assert_eq!(f.get_f32("mamba.ssm.dt_b_c_rms_eps").unwrap(), 1e-6);
+    assert!(
+        warnings.iter().any(|w| w.contains("--arch")),
+        "{warnings:?}"
+    );
+    // And the other way: a Falcon Mamba config converted as plain Mamba.
+    let (f, _) = convert_f32(
+        &hf("falcon-mamba-tiny"),
+        &tmp.path().join("plain.gguf"),
+        Some(Variant::Mamba),
+    );
+    assert!(!f.get_bool("mamba.ssm.dt_b_c_rms").unwrap());
+}
+
+#[test]
+fn the_known_mislabelled_upload_is_recognised_by_name() {
+    // The first revision of tiiuae/falcon-mamba-7b-instruct-4bit said
+    // model_type "mamba"; models.toml records that mislabel.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = falcon_tokenizer_labelled_mamba(tmp.path(), "falcon-mamba-7b-instruct-4bit");
+    let (f, warnings) = convert_f32(&d, &tmp.path().join("out.gguf"), None);
     assert!(f.get_bool("mamba.ssm.dt_b_c_rms").unwrap());
     assert_eq!(f.get_f32("mamba.ssm.dt_b_c_rms_eps").unwrap(), 1e-6);
     assert!(
-        warnings.iter().any(|w| w.contains("Falcon Mamba")),
+        warnings.iter().any(|w| w.contains("mislabel")),
+        "{warnings:?}"
+    );
+    // A known Falcon Mamba name without a recorded mislabel: config.json
+    // wins, with a warning that says how to override it.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = falcon_tokenizer_labelled_mamba(tmp.path(), "falcon-mamba-7b");
+    let (f, warnings) = convert_f32(&d, &tmp.path().join("out.gguf"), None);
+    assert!(!f.get_bool("mamba.ssm.dt_b_c_rms").unwrap());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("models.toml lists falcon-mamba-7b") && w.contains("--arch")),
         "{warnings:?}"
     );
 }

@@ -41,7 +41,8 @@ fn every_manifest_matches_our_conversion() {
         let out = tmp.path().join(format!("{fixture}.{ty}.gguf"));
         convert_to(&hf(fixture), &out, ft, pure).unwrap_or_else(|e| panic!("{fixture} {ty}: {e}"));
         let f = GgufFile::open(&out).unwrap();
-        let d = diff_manifest(&f, &manifest);
+        // mamba-tiny-tied is the F16 checkpoint.
+        let d = diff_manifest(&f, &manifest, fixture == "mamba-tiny-tied");
         if !d.is_empty() {
             failures.push(format!("{fixture} {ty}:\n  {}", d.join("\n  ")));
         }

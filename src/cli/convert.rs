@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
+use convert::config::Variant;
 use convert::{ConvertOptions, FileType, Progress, Summary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -32,6 +33,15 @@ pub struct Args {
     /// No progress bar or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Convert as this architecture whatever config.json says: falcon-mamba
+    /// (dt/B/C RMS norm) or mamba (plain Mamba-1).
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Variant>,
+}
+
+fn parse_arch(s: &str) -> std::result::Result<Variant, String> {
+    Variant::parse(s)
+        .ok_or_else(|| format!("unknown architecture '{s}' (expected falcon-mamba or mamba)"))
 }
 
 /// Parse a type name or list the valid ones.
@@ -134,6 +144,7 @@ pub fn run(args: Args) -> Result<()> {
         pure: args.pure,
         force: args.force,
         threads: args.threads,
+        arch: args.arch,
     };
     let cancel = cancel_flag();
     let mut bar = Bar::new(args.quiet);
