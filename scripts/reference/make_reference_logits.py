@@ -34,7 +34,14 @@ from tokenizers import Tokenizer  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ["falcon-mamba-tiny", "falcon-mamba-small-bf16", "mamba-tiny-tied"]
+FIXTURES = [
+    "falcon-mamba-tiny",
+    "falcon-mamba-small-bf16",
+    "mamba-tiny-tied",
+    "falcon-mamba-small-fp4",
+    "falcon-mamba-small-nf4",
+    "falcon-mamba-small-nf4-dq",
+]
 PROMPT = (
     "The quick brown fox jumps over the lazy dog. Mamba models keep a fixed-size "
     "state, so memory does not grow with the context."
@@ -44,10 +51,76 @@ EPS_ROWS = 4  # the eps=1e-5 variant keeps only the last rows, to keep the repo 
 GREEDY_STEPS = 32
 
 
+def bnb_f32_state(folder: Path):
+    """Every bitsandbytes-packed weight of `folder` dequantized exactly in
+    float32 by bitsandbytes' pure-PyTorch path (transformers' own
+    `dequantize()` goes through the fp16 compute dtype, which would round the
+    weights)."""
+    from safetensors.torch import load_file
+    from bitsandbytes.backends.default import ops as bops
+
+    sd = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        sd.update(load_file(str(f)))
+    out = {}
+    for key in sorted(sd):
+        qs_key = next((k for k in sd if k.startswith(key + ".quant_state.bitsandbytes__")), None)
+        if qs_key is None:
+            continue
+        qs = json.loads(bytes(sd[qs_key].numpy().tolist()).decode())
+        absmax = sd[key + ".absmax"]
+        if "nested_blocksize" in qs:
+            absmax = bops._dequantize_blockwise_compute(
+                absmax.reshape(-1),
+                sd[key + ".nested_absmax"].float(),
+                sd[key + ".nested_quant_map"].float(),
+                qs["nested_blocksize"],
+                torch.float32,
+            ) + float(qs["nested_offset"])
+        f = getattr(bops._dequantize_4bit_compute, "__wrapped__", bops._dequantize_4bit_compute)
+        out[key] = f(
+            sd[key].reshape(-1).view(torch.uint8),
+            absmax.float(),
+            sd[key + ".quant_map"].float(),
+            qs["blocksize"],
+            qs["shape"],
+            torch.float32,
+        ).contiguous()
+    return out
+
+
 def load(folder: Path, eps=None):
     cfg = AutoConfig.from_pretrained(folder)
     if eps is not None:
         cfg.mixer_rms_eps = eps
+    if getattr(cfg, "quantization_config", None) is not None:
+        # bitsandbytes 4-bit: the same architecture in float32 with the
+        # exactly dequantized weights; every other tensor (fp16 in the file)
+        # widened to float32.
+        from safetensors.torch import load_file
+
+        qcfg = cfg.quantization_config
+        cfg.quantization_config = None
+        del qcfg
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        sd = {}
+        for f in sorted(folder.glob("*.safetensors")):
+            sd.update(load_file(str(f)))
+        dense = bnb_f32_state(folder)
+        own = model.state_dict()
+        new = {}
+        for name in own:
+            if name in dense:
+                new[name] = dense[name]
+            elif name in sd:
+                new[name] = sd[name].float()
+            elif name == "lm_head.weight" and cfg.tie_word_embeddings:
+                continue
+            else:
+                raise SystemExit(f"{folder}: {name} missing")
+        model.load_state_dict(new, strict=False)
+        model.eval()
+        return model
     model = AutoModelForCausalLM.from_pretrained(folder, config=cfg, dtype=torch.float32)
     model.eval()
     return model
@@ -110,8 +183,15 @@ def main():
             "greedy_ids": toks,
             "greedy_margins": margins,
         }
+        bnb = (folder / "expected-dequant.json").exists()
+        if bnb:
+            meta["source"] = (
+                "bitsandbytes 4-bit checkpoint: transformers float32 forward on the weights "
+                "dequantized in float32 by bitsandbytes pure-PyTorch path"
+            )
         if cfg.model_type == "falcon_mamba":
             meta["mixer_rms_eps"] = float(getattr(cfg, "mixer_rms_eps", 1e-6))
+        if cfg.model_type == "falcon_mamba" and not bnb:  # llama.cpp cannot read bnb
             eps_model = load(folder, eps=1e-5)
             eps_logits = full_logits(eps_model, ids)
             first = max(0, len(ids) - EPS_ROWS)
