@@ -16,10 +16,12 @@ use mamba_gguf::sampler::argmax_logits;
 use mamba_gguf::{Model, Session};
 use runtime_common::*;
 
-const FIXTURES: [&str; 3] = [
+const FIXTURES: [&str; 4] = [
     "falcon-mamba-tiny",
     "falcon-mamba-small-bf16",
     "mamba-tiny-tied",
+    // Plain Mamba with Falcon's tokenizer: converted without the dt/B/C norm.
+    "mamba-falcon-tok",
 ];
 
 /// bitsandbytes 4-bit sources, converted to F32: referenced by transformers'
