@@ -1,9 +1,9 @@
 //! `mamba-gguf tokenize` on the vocab-only Falcon GGUF, checked against
-//! llama.cpp's tokenizer test data (shared/vocab/ggml-vocab-falcon.gguf.*).
+//! llama.cpp's tokenizer test data (tests/fixtures/vocab/ggml-vocab-falcon.gguf.*).
 
 use std::process::Command;
 
-const VOCAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vocab/");
+const VOCAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vocab/");
 
 fn vocab() -> String {
     format!("{VOCAB_DIR}ggml-vocab-falcon.gguf")

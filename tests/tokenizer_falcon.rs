@@ -1,11 +1,11 @@
 //! The tokenizer against llama.cpp's own tokenizer test data for the Falcon
-//! vocabulary (shared/vocab/ggml-vocab-falcon.gguf + .inp/.out, from the
+//! vocabulary (tests/fixtures/vocab/ggml-vocab-falcon.gguf + .inp/.out, from the
 //! llama.cpp repository): every case must give llama.cpp's ids, through the
 //! GGUF vocabulary and through the HF tokenizer.json of the same vocabulary.
 
 use mamba_gguf::tokenizer::Tokenizer;
 
-const VOCAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vocab/");
+const VOCAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vocab/");
 
 fn path(name: &str) -> String {
     format!("{VOCAB_DIR}{name}")
@@ -54,7 +54,11 @@ fn gguf_tokenizer() -> Tokenizer {
 }
 
 fn hf_tokenizer() -> Tokenizer {
-    let json = std::fs::read_to_string(path("falcon-tokenizer/tokenizer.json")).expect("read json");
+    let json = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hf/falcon-mamba-tiny/tokenizer.json"
+    ))
+    .expect("read json");
     Tokenizer::from_hf_json(&json).expect("tokenizer from tokenizer.json")
 }
 

@@ -1,12 +1,12 @@
 //! Building the tokenizer from GGUF keys: the HF JSON is preferred when
 //! present, the special-id keys are read and checked, and bad tokenizer
 //! metadata gives an error naming the key. Files are made from the real
-//! Falcon vocabulary (shared/vocab/ggml-vocab-falcon.gguf) with keys changed.
+//! Falcon vocabulary (tests/fixtures/vocab/ggml-vocab-falcon.gguf) with keys changed.
 
 use gguf::{Array, GgufFile, Value};
 use mamba_gguf::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
 
-const VOCAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vocab/");
+const VOCAB_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vocab/");
 
 fn base_metadata() -> Vec<(String, Value)> {
     let f = GgufFile::open(format!("{VOCAB_DIR}ggml-vocab-falcon.gguf")).expect("open vocab");

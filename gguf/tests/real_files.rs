@@ -4,18 +4,14 @@ use gguf::{GgufFile, Value};
 
 const FALCON_VOCAB: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/vocab/ggml-vocab-falcon.gguf"
+    "/../tests/fixtures/vocab/ggml-vocab-falcon.gguf"
 );
 
-/// llama.cpp's vocab-only Falcon GGUF (shipped beside the repo; skipped when
-/// absent). Expected values are from the Falcon tokenizer itself: 65024
+/// llama.cpp's vocab-only Falcon GGUF (committed under tests/fixtures/vocab).
+/// Expected values are from the Falcon tokenizer itself: 65024
 /// tokens, `<|endoftext|>` at 11, ids 0.. `>>TITLE<<`, `>>ABSTRACT<<`.
 #[test]
 fn reads_llama_cpp_falcon_vocab() {
-    if !std::path::Path::new(FALCON_VOCAB).exists() {
-        eprintln!("skipping: {FALCON_VOCAB} not present");
-        return;
-    }
     let f = GgufFile::open(FALCON_VOCAB).unwrap();
     assert_eq!(f.version(), 3);
     assert!(f.tensors().is_empty());
