@@ -261,3 +261,27 @@ fn damaged_or_missing_file_fails_naming_it() {
         "{err}"
     );
 }
+
+/// llama.cpp's own F32 file of the falcon-mamba-tiny fixture: Falcon Mamba by
+/// its `mamba.ssm.dt_b_c_rms` key, no checkpoint of models.toml, and its 2^20
+/// context placeholder is not a warning for an unknown model.
+#[test]
+fn names_the_family_of_a_llama_cpp_file() {
+    let f = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"
+    );
+    let out = stdout_ok(&inspect(&[f]));
+    assert!(
+        out.contains("family: falcon-mamba (from mamba.ssm.dt_b_c_rms)"),
+        "{out}"
+    );
+    assert!(out.contains("known model: none in models.toml"), "{out}");
+    let j: Json = serde_json::from_str(&stdout_ok(&inspect(&[f, "--json"]))).unwrap();
+    assert_eq!(j["model"]["family"], "falcon-mamba");
+    assert_eq!(j["model"]["family_from_key"], true);
+    assert!(j["model"]["known"].is_null());
+    // A vocab-only file of another architecture has no model section.
+    let j: Json = serde_json::from_str(&stdout_ok(&inspect(&[FALCON_VOCAB, "--json"]))).unwrap();
+    assert!(j["model"].is_null(), "{}", j["model"]);
+}

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod hf_to_gguf;
+pub mod identify;
 pub mod known;
 pub mod layout;
 pub mod metadata;

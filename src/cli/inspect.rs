@@ -6,6 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use convert::identify::identify;
+use convert::known::Models;
 use gguf::{Array, GgufFile, TensorInfo, Value};
 use serde_json::{json, Value as Json};
 
@@ -187,6 +189,26 @@ fn to_text(f: &GgufFile, args: &Args, limits: Limits) -> String {
     );
     if let Some(arch) = f.architecture() {
         let _ = writeln!(o, "architecture: {arch}");
+    }
+    let id = identify(f, &Models::builtin());
+    if let Some(fam) = id.family {
+        let how = if id.family_from_key {
+            "from mamba.ssm.dt_b_c_rms"
+        } else {
+            "no mamba.ssm.dt_b_c_rms key"
+        };
+        let _ = writeln!(o, "family: {fam} ({how})");
+        match (&id.known, id.matched_by) {
+            (Some(k), Some(by)) => {
+                let _ = writeln!(o, "known model: {} ({}, matched by {by})", k.name, k.repo);
+            }
+            _ => {
+                let _ = writeln!(o, "known model: none in models.toml");
+            }
+        }
+        for w in &id.warnings {
+            let _ = writeln!(o, "warning: {w}");
+        }
     }
 
     let _ = writeln!(o, "\nmetadata ({} keys):", f.metadata().len());
@@ -379,8 +401,19 @@ fn to_json(f: &GgufFile, args: &Args, limits: Limits) -> Json {
             )
         })
         .collect();
+    let id = identify(f, &Models::builtin());
+    let model = id.family.map(|fam| {
+        json!({
+            "family": fam,
+            "family_from_key": id.family_from_key,
+            "known": id.known.as_ref().map(|k| json!({"name": k.name, "repo": k.repo})),
+            "matched_by": id.matched_by,
+            "warnings": id.warnings,
+        })
+    });
     json!({
         "file": args.file.display().to_string(),
+        "model": model,
         "version": f.version(),
         "file_size": f.file_size(),
         "alignment": f.alignment(),

@@ -269,8 +269,14 @@ impl Model {
             return Err(l.meta(&eps_key, format!("{norm_eps} is not a usable epsilon")));
         }
         let rms_key = k("ssm.dt_b_c_rms");
+        // Files written before llama.cpp knew Falcon Mamba have no key: plain
+        // Mamba, unless models.toml knows the file (by name or shape) as
+        // Falcon Mamba, whose norm is then applied.
         let dt_b_c_rms = match file.get(&rms_key) {
-            None => false,
+            None => {
+                convert::identify::identify(&file, &convert::known::Models::builtin()).family
+                    == Some(convert::identify::FALCON_MAMBA)
+            }
             Some(_) => file.get_bool(&rms_key)?,
         };
         let rms_eps_key = k("ssm.dt_b_c_rms_eps");
