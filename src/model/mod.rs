@@ -121,13 +121,16 @@ fn dims_string(d: &[u64]) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
-/// Dims with trailing 1s dropped ({K, 1, E} is not {K, E}, but {E, 1} is {E}).
-fn trim_ones(d: &[u64]) -> &[u64] {
-    let mut n = d.len();
-    while n > 1 && d[n - 1] == 1 {
-        n -= 1;
+/// Dims with every 1 dropped: a size-1 dim never changes the order of the
+/// values, so {K, 1, E} (a 3-D `ssm_conv1d` as some converters keep it) is
+/// {K, E}, and {E, 1} is {E}.
+fn trim_ones(d: &[u64]) -> Vec<u64> {
+    let v: Vec<u64> = d.iter().copied().filter(|&x| x != 1).collect();
+    if v.is_empty() {
+        vec![1]
+    } else {
+        v
     }
-    &d[..n]
 }
 
 impl<'a> Loader<'a> {
