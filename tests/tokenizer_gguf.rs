@@ -31,8 +31,11 @@ fn build(md: &[(String, Value)]) -> (tempfile::TempDir, GgufFile) {
 }
 
 fn hf_json() -> String {
-    std::fs::read_to_string(format!("{VOCAB_DIR}falcon-tokenizer/tokenizer.json"))
-        .expect("read tokenizer.json")
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hf/falcon-mamba-tiny/tokenizer.json"
+    ))
+    .expect("read tokenizer.json")
 }
 
 fn err_text(md: &[(String, Value)]) -> String {
@@ -174,4 +177,43 @@ fn bad_metadata_names_the_key() {
     ));
     // The vocabulary path ignores the broken JSON.
     assert!(Tokenizer::from_gguf_vocab(&f).is_ok());
+}
+
+/// A file models.toml knows (by general.name) gets the known stop ids and
+/// chat template where it lacks them; an unknown one is left as it is.
+#[test]
+fn known_model_fills_in_stop_ids_and_template() {
+    let mut md = base_metadata();
+    set(
+        &mut md,
+        "general.architecture",
+        Value::String("mamba".into()),
+    );
+    remove(&mut md, "tokenizer.chat_template");
+    remove(&mut md, "tokenizer.ggml.eos_token_ids");
+    set(&mut md, "tokenizer.ggml.eos_token_id", Value::U32(11));
+    set(
+        &mut md,
+        "general.name",
+        Value::String("Falcon Mamba 7B Instruct".into()),
+    );
+    let (_d, f) = build(&md);
+    let plain = Tokenizer::from_gguf(&f).unwrap();
+    assert!(plain.eos_ids().contains(&11) && !plain.eos_ids().contains(&10));
+    assert!(plain.chat_template().is_none());
+    let tok = Tokenizer::from_model_file(&f).unwrap();
+    let mut want = plain.eos_ids().to_vec();
+    want.push(10);
+    assert_eq!(tok.eos_ids(), &want[..]);
+    assert!(tok.chat_template().unwrap().contains("<|im_start|>"));
+
+    set(
+        &mut md,
+        "general.name",
+        Value::String("Some Other Model".into()),
+    );
+    let (_d, f) = build(&md);
+    let tok = Tokenizer::from_model_file(&f).unwrap();
+    assert_eq!(tok.eos_ids(), plain.eos_ids());
+    assert!(tok.chat_template().is_none());
 }

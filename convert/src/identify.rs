@@ -82,6 +82,21 @@ impl Shape {
     }
 
     /// (field, ours, models.toml's) for every field that differs.
+    /// Whether every hyper-parameter is in the file (a shape to match by).
+    fn complete(&self) -> bool {
+        [
+            self.hidden_size,
+            self.num_hidden_layers,
+            self.intermediate_size,
+            self.state_size,
+            self.conv_kernel,
+            self.time_step_rank,
+            self.vocab_size,
+        ]
+        .iter()
+        .all(Option::is_some)
+    }
+
     fn diffs(&self, k: &KnownModel) -> Vec<(&'static str, String, String)> {
         let mut v = Vec::new();
         let mut cmp = |what: &'static str, ours: Option<u64>, theirs: u64| {
@@ -169,7 +184,7 @@ pub fn identify(f: &GgufFile, models: &Models) -> Identity {
     if let Some(k) = by_name.filter(|k| family_ok(k)) {
         id.known = Some(k.clone());
         id.matched_by = Some("general.name");
-    } else {
+    } else if shape.complete() {
         // By shape and family; the base model where several share it.
         let cands: Vec<&KnownModel> = models
             .model
@@ -290,7 +305,7 @@ pub fn identify(f: &GgufFile, models: &Models) -> Identity {
             .collect();
         if !missing.is_empty() && f.get("tokenizer.ggml.tokens").is_some() {
             w.push(format!(
-                "stop ids {missing:?} of {} are not among the file's end-of-turn ids {have:?}: generation will not stop on them",
+                "stop ids {missing:?} of {} are not among the file's end-of-turn ids {have:?} (mamba-gguf stops on them too, from models.toml; llama.cpp will not)",
                 k.name
             ));
         }
@@ -300,7 +315,7 @@ pub fn identify(f: &GgufFile, models: &Models) -> Identity {
         && f.get("tokenizer.ggml.tokens").is_some()
     {
         w.push(format!(
-            "no tokenizer.chat_template, while {} has one (chat falls back to ChatML)",
+            "no tokenizer.chat_template, while {} has one (mamba-gguf uses models.toml's)",
             k.name
         ));
     }

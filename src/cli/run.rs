@@ -94,9 +94,11 @@ pub fn load_model(path: &Path) -> Result<Model> {
     Model::load(path).with_context(|| format!("cannot load model {}", path.display()))
 }
 
-/// The model file's tokenizer.
+/// The model file's tokenizer, with the stop ids and chat template that
+/// models.toml knows for the model where the file lacks them (llama.cpp's
+/// files of the instruct model stop only on `<|endoftext|>`).
 pub fn load_tokenizer(model: &Model, path: &Path) -> Result<Tokenizer> {
-    Tokenizer::from_gguf(model.gguf())
+    Tokenizer::from_model_file(model.gguf())
         .with_context(|| format!("cannot read the tokenizer of {}", path.display()))
 }
 

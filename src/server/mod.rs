@@ -145,7 +145,7 @@ impl Drop for ServerHandle {
 
 /// Binds, starts the scheduler and serves on background threads.
 pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
-    let tok = Arc::new(Tokenizer::from_gguf(model.gguf())?);
+    let tok = Arc::new(Tokenizer::from_model_file(model.gguf())?);
     let template = ChatTemplate::from_tokenizer(&tok)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

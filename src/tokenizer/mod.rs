@@ -137,6 +137,19 @@ impl Tokenizer {
         }
     }
 
+    /// [`Tokenizer::from_gguf`], plus the stop ids and chat template that
+    /// models.toml knows for the model where the file lacks them
+    /// ([`Tokenizer::add_known`]): llama.cpp's files of Falcon Mamba 7B
+    /// Instruct stop only on `<|endoftext|>`, not on `<|im_end|>`.
+    pub fn from_model_file(file: &gguf::GgufFile) -> Result<Tokenizer, TokenizerError> {
+        let mut tok = Tokenizer::from_gguf(file)?;
+        let id = convert::identify::identify(file, &convert::known::Models::builtin());
+        if let Some(k) = id.known {
+            tok.add_known(&k.stop_ids, k.chat_template.as_deref());
+        }
+        Ok(tok)
+    }
+
     /// Always the `tokenizer.ggml.*` vocabulary, even if HF JSON is present.
     pub fn from_gguf_vocab(file: &gguf::GgufFile) -> Result<Tokenizer, TokenizerError> {
         let (parts, pre) = gguf_load::vocab_parts(file)?;
@@ -261,6 +274,21 @@ impl Tokenizer {
 
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
+    }
+
+    /// What models.toml knows of the model when the file lacks it: its stop
+    /// ids are added to the end-of-generation ids (ids outside the
+    /// vocabulary are ignored), and its chat template is used when the file
+    /// has none.
+    pub fn add_known(&mut self, stop_ids: &[u32], chat_template: Option<&str>) {
+        for &id in stop_ids {
+            if (id as usize) < self.vocab_size() && !self.eos.contains(&id) {
+                self.eos.push(id);
+            }
+        }
+        if self.chat_template.is_none() {
+            self.chat_template = chat_template.map(str::to_string);
+        }
     }
 
     /// Whether this runs the HF `tokenizer.json` (else the GGUF vocabulary).
