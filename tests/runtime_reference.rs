@@ -16,12 +16,15 @@ use mamba_gguf::sampler::argmax_logits;
 use mamba_gguf::{Model, Session};
 use runtime_common::*;
 
-const FIXTURES: [&str; 4] = [
+const FIXTURES: [&str; 6] = [
     "falcon-mamba-tiny",
     "falcon-mamba-small-bf16",
     "mamba-tiny-tied",
     // Plain Mamba with Falcon's tokenizer: converted without the dt/B/C norm.
     "mamba-falcon-tok",
+    // Falcon3-Mamba-7B's files (mixer_rms_eps 1e-5, eos 0 in config.json).
+    "falcon3-mamba-instruct-tiny",
+    "falcon3-mamba-base-tiny",
 ];
 
 /// bitsandbytes 4-bit sources, converted to F32: referenced by transformers'

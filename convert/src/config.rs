@@ -138,6 +138,17 @@ impl Variant {
     }
 }
 
+/// The repo id of a folder inside the Hugging Face hub cache
+/// (`.../models--tiiuae--Falcon3-Mamba-7B-Base/snapshots/<commit>`), whose
+/// own name is a commit hash.
+fn hub_cache_repo(dir: &Path) -> Option<String> {
+    dir.ancestors().find_map(|a| {
+        let name = a.file_name()?.to_str()?;
+        let rest = name.strip_prefix("models--")?;
+        Some(rest.replacen("--", "/", 1))
+    })
+}
+
 /// Parse config.json in `dir`.
 ///
 /// The architecture is what config.json says (`architectures`,
@@ -172,14 +183,21 @@ pub fn read_config(
         .filter(|s| !s.is_empty())
         .map(String::from);
 
-    // Which known checkpoint (by folder name, then _name_or_path)?
-    let dir_name = dir
-        .canonicalize()
-        .ok()
+    // Which known checkpoint (by folder name, the Hugging Face cache's repo
+    // folder, then _name_or_path)?
+    let canonical = dir.canonicalize().ok();
+    let dir_name = canonical
+        .as_deref()
         .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
     let k = known
         .find(&dir_name)
+        .or_else(|| {
+            canonical
+                .as_deref()
+                .and_then(hub_cache_repo)
+                .and_then(|r| known.find(&r))
+        })
         .or_else(|| name_or_path.as_deref().and_then(|n| known.find(n)))
         .cloned();
     let known_falcon = k
@@ -286,7 +304,10 @@ pub fn read_config(
     };
     let rms_eps =
         get_f64(&cfg, &path, &["layer_norm_epsilon", "rms_norm_eps"])?.unwrap_or(1e-5) as f32;
-    let mixer_rms_eps = get_f64(&cfg, &path, &["mixer_rms_eps"])?.unwrap_or(1e-6) as f32;
+    // config.json, else the known checkpoint's, else transformers' default.
+    let mixer_rms_eps = get_f64(&cfg, &path, &["mixer_rms_eps"])?
+        .or_else(|| k.as_ref().and_then(|m| m.mixer_rms_eps))
+        .unwrap_or(1e-6) as f32;
     let tie_word_embeddings = match cfg.get("tie_word_embeddings") {
         Some(Json::Bool(b)) => *b,
         None | Some(Json::Null) => true, // transformers' default

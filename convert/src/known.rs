@@ -112,6 +112,8 @@ mod tests {
             "mamba-790m-hf",
             "mamba-1.4b-hf",
             "mamba-2.8b-hf",
+            "falcon3-mamba-7b-base",
+            "falcon3-mamba-7b-instruct",
         ] {
             assert!(m.find(name).is_some(), "{name}");
         }
@@ -121,5 +123,9 @@ mod tests {
         assert!(m.family_of(k).unwrap().dt_b_c_rms);
         assert!(m.find("/some/path/Falcon-Mamba-7B").is_some());
         assert!(m.find("falcon-mamba-tiny").is_none());
+        let f3 = m.find("tiiuae/Falcon3-Mamba-7B-Instruct").unwrap();
+        assert_eq!(f3.stop_ids, vec![10, 11]);
+        assert_eq!(f3.context_length, Some(32768));
+        assert_eq!(f3.mixer_rms_eps, Some(1e-5));
     }
 }

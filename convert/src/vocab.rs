@@ -354,9 +354,27 @@ pub fn read_vocab(dir: &Path, hp: &HParams) -> Result<Vocab> {
     if eos_ids.is_empty() {
         eos_ids = hp.eos_token_id.clone();
     }
-    if let Some(&(_, e)) = special_ids.iter().find(|(k, _)| *k == "eos") {
-        if !eos_ids.contains(&i64::from(e)) {
-            eos_ids.insert(0, i64::from(e));
+    let tokenizer_eos = special_ids
+        .iter()
+        .find(|(k, _)| *k == "eos")
+        .map(|&(_, e)| i64::from(e));
+    if let Some(e) = tokenizer_eos {
+        if !eos_ids.contains(&e) {
+            eos_ids.insert(0, e);
+        }
+    }
+    // Falcon3-Mamba's config.json (and its Base generation_config.json) say
+    // eos 0, which is the padding token `>>TITLE<<`, not an end of text: an
+    // id that is the padding id is never a stop id unless the tokenizer
+    // itself names it its eos token (state-spaces Mamba: eos = pad = 0 =
+    // `<|endoftext|>`).
+    let pad = special_ids
+        .iter()
+        .find(|(k, _)| *k == "pad")
+        .map(|&(_, p)| i64::from(p));
+    if let Some(p) = pad {
+        if tokenizer_eos != Some(p) && eos_ids.len() > 1 {
+            eos_ids.retain(|&e| e != p);
         }
     }
     let mut eos_token_ids: Vec<u32> = Vec::new();

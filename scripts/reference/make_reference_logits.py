@@ -41,6 +41,9 @@ FIXTURES = [
     "falcon-mamba-small-fp4",
     "falcon-mamba-small-nf4",
     "falcon-mamba-small-nf4-dq",
+    "mamba-falcon-tok",
+    "falcon3-mamba-instruct-tiny",
+    "falcon3-mamba-base-tiny",
 ]
 PROMPT = (
     "The quick brown fox jumps over the lazy dog. Mamba models keep a fixed-size "
@@ -191,7 +194,9 @@ def main():
             )
         if cfg.model_type == "falcon_mamba":
             meta["mixer_rms_eps"] = float(getattr(cfg, "mixer_rms_eps", 1e-6))
-        if cfg.model_type == "falcon_mamba" and not bnb:  # llama.cpp cannot read bnb
+        # llama.cpp cannot read bnb; a mixer eps of 1e-5 is already what llama.cpp computes.
+        same_eps = abs(float(getattr(cfg, "mixer_rms_eps", 1e-6)) - 1e-5) < 1e-12
+        if cfg.model_type == "falcon_mamba" and not bnb and not same_eps:
             eps_model = load(folder, eps=1e-5)
             eps_logits = full_logits(eps_model, ids)
             first = max(0, len(ids) - EPS_ROWS)
