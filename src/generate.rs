@@ -28,7 +28,7 @@
 //! // Snapshots are cheap copies of the state: branch and come back.
 //! let mut s = Session::new(&model);
 //! s.feed(&prompt)?;
-//! let snap = s.snapshot();
+//! let snap = s.snapshot()?;
 //! let first: Vec<f32> = s.feed(&[ids[0]])?.to_vec();
 //! s.restore(&snap)?;
 //! assert_eq!(s.feed(&[ids[0]])?, &first[..]);

@@ -1,5 +1,6 @@
 //! mamba-gguf: the runtime library (model, state, tokenizer, sampler, session).
 
+pub mod backend;
 pub mod chat_template;
 pub mod error;
 pub mod generate;

@@ -260,7 +260,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
     let mut s = Session::with_chunk(model, a.prefill_chunk);
     let mut out = Vec::new();
     let mut fed = 0usize; // tokens really in the depth state
-    let mut base: Snapshot = s.snapshot();
+    let mut base: Snapshot = s.snapshot()?;
     for &d in &depths {
         // Bring the depth state forward (untimed).
         let target = d.min(a.real_depth_max);
@@ -269,7 +269,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
             let ids = random_ids(&mut rng, target - fed, vocab);
             s.feed(&ids).context("prefill to depth")?;
             fed = target;
-            base = s.snapshot();
+            base = s.snapshot()?;
         }
         if a.n_prompt > 0 {
             let ids = random_ids(&mut rng, a.n_prompt, vocab);

@@ -88,15 +88,16 @@ fn event_msg(e: Event) -> anyhow::Error {
 }
 
 impl<'m> Chat<'m> {
-    fn reset(&mut self) {
+    fn reset(&mut self) -> Result<()> {
         self.messages.clear();
         if let Some(s) = &self.system {
             self.messages.push(Message::new("system", s.clone()));
         }
-        self.session.reset();
+        self.session.reset()?;
         self.cache = Mutex::new(PrefixCache::new(self.cache_bytes));
         self.text.clear();
         self.tokens.clear();
+        Ok(())
     }
 
     fn turn(&mut self, user: &str, args: &Args, out: &mut impl Write) -> Result<()> {
@@ -179,7 +180,7 @@ impl<'m> Chat<'m> {
         self.text = format!("{}{}", prompt.text, reply);
         self.tokens = tokens.clone();
         self.tokens.extend_from_slice(&generated);
-        lock(&self.cache).insert(&self.text, &self.tokens, &self.session);
+        lock(&self.cache).insert(&self.text, &self.tokens, &self.session)?;
         self.messages.push(Message::new("assistant", reply));
         if args.verbose {
             let dt = t1.elapsed().as_secs_f64();
@@ -213,7 +214,7 @@ impl<'m> Chat<'m> {
     }
 
     fn load(&mut self, path: &str) -> Result<()> {
-        let before = self.session.snapshot();
+        let before = self.session.snapshot()?;
         let note = state_file::load_with_note(path, &mut self.session)?;
         let t: Transcript = match serde_json::from_str(&note) {
             Ok(t) => t,
@@ -233,7 +234,7 @@ impl<'m> Chat<'m> {
             ));
         }
         self.cache = Mutex::new(PrefixCache::new(self.cache_bytes));
-        lock(&self.cache).insert(&t.text, &t.tokens, &self.session);
+        lock(&self.cache).insert(&t.text, &t.tokens, &self.session)?;
         self.messages = t.messages;
         self.text = t.text;
         self.tokens = t.tokens;
@@ -273,7 +274,7 @@ pub fn run(args: Args) -> Result<()> {
         tokens: Vec::new(),
         system: args.system.clone(),
     };
-    chat.reset();
+    chat.reset()?;
     eprintln!(
         "chatting with {} (/reset, /save FILE, /load FILE, /quit; Ctrl-C stops a reply)",
         args.model.display()
@@ -296,9 +297,7 @@ pub fn run(args: Args) -> Result<()> {
         let res = if cmd == "/quit" || cmd == "/exit" {
             break;
         } else if cmd == "/reset" {
-            chat.reset();
-            eprintln!("(conversation cleared)");
-            Ok(())
+            chat.reset().map(|_| eprintln!("(conversation cleared)"))
         } else if let Some(p) = cmd.strip_prefix("/save ") {
             chat.save(p.trim())
                 .map(|_| eprintln!("(saved to {})", p.trim()))

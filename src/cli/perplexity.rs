@@ -126,9 +126,9 @@ pub fn run(args: Args) -> Result<()> {
         seq.clear();
         seq.extend(bos);
         seq.extend_from_slice(&tokens[c * body..(c + 1) * body]);
-        ours.reset();
+        ours.reset()?;
         if let Some(t) = theirs.as_mut() {
-            t.reset();
+            t.reset()?;
         }
         let mut pos = 0;
         for sub in seq.chunks(args.prefill_chunk) {

@@ -303,7 +303,7 @@ impl PrefillRun {
         tok: &Tokenizer,
         prompt: &Prompt,
         max_prompt: usize,
-    ) -> PrefillRun {
+    ) -> Result<PrefillRun, Event> {
         let text = prompt.text.as_str();
         let hit = lock(cache).restore_longest(text, max_prompt, session);
         let (pos, tokens, cached) = match hit {
@@ -312,7 +312,9 @@ impl PrefillRun {
                 (h.text_len, h.tokens, n)
             }
             None => {
-                session.reset();
+                session
+                    .reset()
+                    .map_err(|e| err(500, "server_error", e.to_string()))?;
                 let bos = if tok.add_bos() { tok.bos_id() } else { None };
                 (0, bos.into_iter().collect::<Vec<u32>>(), 0)
             }
@@ -326,14 +328,14 @@ impl PrefillRun {
         if pos < text.len() || tokens.len() > cached {
             ends.push_back(text.len());
         }
-        PrefillRun {
+        Ok(PrefillRun {
             fed: cached,
             tokens,
             cached,
             pos,
             piece_end: None,
             ends,
-        }
+        })
     }
 
     /// Feeds at most one chunk; true once the whole prompt is in.
@@ -358,7 +360,9 @@ impl PrefillRun {
             if let Some(end) = self.piece_end.take() {
                 self.pos = end;
                 if self.fed > 0 {
-                    lock(cache).insert(&text[..end], &self.tokens, session);
+                    lock(cache)
+                        .insert(&text[..end], &self.tokens, session)
+                        .map_err(|e| err(500, "server_error", e.to_string()))?;
                 }
             }
             let Some(end) = self.ends.pop_front() else {
@@ -423,7 +427,7 @@ pub fn prefill(
     max_prompt: usize,
     mut check: impl FnMut() -> Option<Event>,
 ) -> Result<(Vec<u32>, usize), Event> {
-    let mut run = PrefillRun::start(cache, session, tok, prompt, max_prompt);
+    let mut run = PrefillRun::start(cache, session, tok, prompt, max_prompt)?;
     loop {
         if let Some(e) = check() {
             return Err(e);
@@ -583,7 +587,9 @@ impl GenRun {
             let mut all = self.tokens.clone();
             all.extend_from_slice(&self.generated);
             let key = format!("{}{}", job.prompt.text, self.out);
-            lock(&shared.cache).insert(&key, &all, session);
+            lock(&shared.cache)
+                .insert(&key, &all, session)
+                .map_err(|e| err(500, "server_error", e.to_string()))?;
         }
         let _ = job.tx.send(Event::Done {
             finish_reason: finish,
@@ -659,14 +665,22 @@ impl<'a> Scheduler<'a> {
                 Some(job) => {
                     sh.busy.fetch_add(1, Ordering::SeqCst);
                     let session = &mut self.sessions[free];
-                    let phase = Phase::Prefill(PrefillRun::start(
+                    match PrefillRun::start(
                         &sh.cache,
                         session,
                         self.tok,
                         &job.prompt,
                         sh.cfg.max_prompt_tokens,
-                    ));
-                    self.jobs[free] = Some(Active { job, phase });
+                    ) {
+                        Ok(run) => {
+                            let phase = Phase::Prefill(run);
+                            self.jobs[free] = Some(Active { job, phase });
+                        }
+                        Err(ev) => {
+                            let _ = job.tx.send(ev);
+                            sh.busy.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
                 }
                 None if self.jobs.iter().all(|j| j.is_none()) => {
                     q = sh.cv.wait(q).unwrap_or_else(|p| p.into_inner());
