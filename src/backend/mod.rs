@@ -222,7 +222,8 @@ impl Backend {
         }
     }
 
-    /// The device it runs on, for logs (e.g. "cpu (avx2)").
+    /// The device it runs on, for logs (e.g. "CPU (AVX2)": the SIMD path of
+    /// the CPU kernels).
     pub fn device(&self) -> String {
         match self {
             Backend::Cpu(b) => b.device(),

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::session::{Snapshot, DEFAULT_CHUNK};
 use mamba_gguf::{procmem, Model, Session};
 use rand::{Rng, SeedableRng};
@@ -57,6 +58,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
     /// Timed repetitions per test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     pub reps: usize,
@@ -88,6 +92,10 @@ pub struct Record {
     pub n_batch: usize,
     pub n_ubatch: usize,
     pub n_threads: usize,
+    /// The backend, as llama-bench names it ("CPU").
+    pub backends: String,
+    /// The device it ran on ("CPU (AVX2)").
+    pub devices: String,
     pub n_prompt: usize,
     pub n_gen: usize,
     pub n_depth: usize,
@@ -202,6 +210,8 @@ struct Ctx<'a> {
     model_size: u64,
     n_params: u64,
     threads: usize,
+    backends: String,
+    devices: String,
 }
 
 impl Ctx<'_> {
@@ -229,6 +239,8 @@ impl Ctx<'_> {
             n_batch: self.args.prefill_chunk,
             n_ubatch: self.args.prefill_chunk,
             n_threads: self.threads,
+            backends: self.backends.clone(),
+            devices: self.devices.clone(),
             n_prompt,
             n_gen,
             n_depth: depth,
@@ -325,7 +337,7 @@ fn table_header() -> String {
 
 fn table_row(r: &Record) -> String {
     format!(
-        "| {:<30} | {:>10} | {:>10} | CPU     | {:>7} | {:>14} | {:>20} | {:>12.1} |",
+        "| {:<30} | {:>10} | {:>10} | {:<7} | {:>7} | {:>14} | {:>20} | {:>12.1} |",
         r.model_type,
         if r.model_size >= 1 << 30 {
             format!("{:.2} GiB", r.model_size as f64 / (1u64 << 30) as f64)
@@ -337,6 +349,7 @@ fn table_row(r: &Record) -> String {
         } else {
             format!("{:.2} M", r.model_n_params as f64 / 1e6)
         },
+        r.backends,
         r.n_threads,
         r.test_name(),
         format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts),
@@ -527,7 +540,7 @@ pub fn run(args: Args) -> Result<()> {
         .build()
         .context("cannot start the thread pool")?;
 
-    let model = Model::load(&args.model)
+    let model = Model::load_on(&args.model, args.device)
         .with_context(|| format!("cannot load model {}", args.model.display()))?;
     let tensors = model.gguf().tensors();
     let n_params: u64 = tensors.iter().map(|t| t.n_elements).sum();
@@ -539,6 +552,8 @@ pub fn run(args: Args) -> Result<()> {
         model_size,
         n_params,
         threads,
+        backends: model.backend().name().to_string(),
+        devices: model.backend().device(),
     };
 
     // Write errors (a closed pipe) end the run with an error, not a panic.

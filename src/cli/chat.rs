@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
+use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::chat_template::{ChatTemplate, Message};
 use mamba_gguf::generate::{Finish, Generate};
 use mamba_gguf::server::cache::PrefixCache;
@@ -50,6 +51,9 @@ pub struct Args {
     /// Rayon threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
     /// Print prompt/cache/speed figures after each reply.
     #[arg(long)]
     pub verbose: bool,
@@ -248,7 +252,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub fn run(args: Args) -> Result<()> {
     init_threads(args.threads)?;
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.device)?;
     let tok = load_tokenizer(&model, &args.model)?;
     if tok.chat_template().is_none() {
         eprintln!("note: the model has no tokenizer.chat_template; using ChatML");
@@ -276,8 +280,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     chat.reset()?;
     eprintln!(
-        "chatting with {} (/reset, /save FILE, /load FILE, /quit; Ctrl-C stops a reply)",
-        args.model.display()
+        "chatting with {} on {} (/reset, /save FILE, /load FILE, /quit; Ctrl-C stops a reply)",
+        args.model.display(),
+        model.backend().device()
     );
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();

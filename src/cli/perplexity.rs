@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::session::DEFAULT_CHUNK;
 use mamba_gguf::Session;
 use serde_json::json;
@@ -36,6 +37,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -66,11 +70,11 @@ pub fn run(args: Args) -> Result<()> {
     if text.is_empty() {
         bail!("{} is empty", args.file.display());
     }
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.device)?;
     let tok = load_tokenizer(&model, &args.model)?;
     let base = match &args.kl_base {
         Some(p) => {
-            let b = load_model(p)?;
+            let b = load_model(p, args.device)?;
             if b.hp.n_vocab != model.hp.n_vocab {
                 bail!(
                     "--kl-base {} has a vocabulary of {}, the model {}",

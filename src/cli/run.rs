@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::sampler::{Sampler, SamplerConfig};
 use mamba_gguf::session::DEFAULT_CHUNK;
 use mamba_gguf::tokenizer::{StreamDecoder, Tokenizer};
@@ -57,6 +58,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
     /// Prompt tokens per forward during prefill.
     #[arg(long = "prefill-chunk", default_value_t = DEFAULT_CHUNK)]
     pub prefill_chunk: usize,
@@ -89,9 +93,15 @@ pub fn init_threads(threads: Option<usize>) -> Result<usize> {
     Ok(rayon::current_num_threads())
 }
 
-/// Loads and validates a model; errors name the file.
-pub fn load_model(path: &Path) -> Result<Model> {
-    Model::load(path).with_context(|| format!("cannot load model {}", path.display()))
+/// `--device`'s parser: the library's names, and its error listing them.
+pub fn parse_device(s: &str) -> Result<DeviceRequest, String> {
+    s.parse().map_err(|e: mamba_gguf::ModelError| e.to_string())
+}
+
+/// Loads and validates a model onto the backend `device` asks for; errors
+/// name the file.
+pub fn load_model(path: &Path, device: DeviceRequest) -> Result<Model> {
+    Model::load_on(path, device).with_context(|| format!("cannot load model {}", path.display()))
 }
 
 /// The model file's tokenizer.
@@ -148,7 +158,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let text = read_text(args.prompt.as_deref(), args.file.as_deref())?;
     let t0 = Instant::now();
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.device)?;
     let tok = load_tokenizer(&model, &args.model)?;
     let load_s = t0.elapsed().as_secs_f64();
     let prompt_ids = encode_prompt(&tok, &text)?;
@@ -230,6 +240,8 @@ pub fn run(args: Args) -> Result<()> {
         "stop": stop,
         "seed": seed,
         "threads": threads,
+        "backend": model.backend().name(),
+        "device": model.backend().device(),
         "prefill_chunk": args.prefill_chunk,
         "peak_rss_kib": peak,
         "state_and_scratch_bytes": session.bytes(),
@@ -251,10 +263,11 @@ pub fn run(args: Args) -> Result<()> {
             decode_s
         );
         eprintln!(
-            "peak RSS {} MiB; load {:.3} s; seed {seed}; threads {threads}; weights {}",
+            "peak RSS {} MiB; load {:.3} s; seed {seed}; threads {threads}; device {}; weights {}",
             peak.map(|k| format!("{:.1}", k as f64 / 1024.0))
                 .unwrap_or_else(|| "?".into()),
             load_s,
+            model.backend().device(),
             model
                 .weight_types()
                 .iter()

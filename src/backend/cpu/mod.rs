@@ -166,7 +166,8 @@ impl CpuBackend {
     }
 
     pub(crate) fn device(&self) -> String {
-        format!("cpu ({:?})", self.output.kernel.path).to_ascii_lowercase()
+        let path = format!("{:?}", self.output.kernel.path).to_ascii_uppercase();
+        format!("CPU ({path})")
     }
 
     /// A weight's bytes in the mapped file (length checked at load).
