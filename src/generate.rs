@@ -110,12 +110,19 @@ impl<'s, 'm> Generate<'s, 'm> {
         Ok(())
     }
 
-    fn step(&mut self) -> Result<Option<String>> {
+    /// Feeds the prompt now (otherwise the first `next` does), e.g. to time
+    /// prefill apart from decode. Does nothing the second time.
+    pub fn prefill(&mut self) -> Result<()> {
         if let Some(p) = self.prompt.take() {
             if !p.is_empty() {
                 self.session.feed(&p)?;
             }
         }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<String>> {
+        self.prefill()?;
         loop {
             if self.finish.is_some() {
                 return Ok(None);
@@ -128,7 +135,9 @@ impl<'s, 'm> Generate<'s, 'm> {
             if let Some(id) = self.pending.take() {
                 self.session.feed(&[id])?;
             }
-            let id = self.sampler.sample(self.session.logits(), &self.history);
+            let id = self
+                .sampler
+                .try_sample(self.session.logits(), &self.history)?;
             if self.tok.eos_ids().contains(&id) {
                 self.finish = Some(Finish::Eos);
                 let rest = self.decoder.flush();

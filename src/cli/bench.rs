@@ -31,6 +31,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use mamba_gguf::backend::DeviceRequest;
+use mamba_gguf::sampler::argmax;
 use mamba_gguf::session::{Snapshot, DEFAULT_CHUNK};
 use mamba_gguf::{procmem, Model, Session};
 use rand::{Rng, SeedableRng};
@@ -175,16 +176,6 @@ fn model_type(model: &Model, n_params: u64) -> String {
     format!("{arch} {} {ft}", size_label(n_params))
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = (0usize, f32::NEG_INFINITY);
-    for (i, &x) in v.iter().enumerate() {
-        if x > best.1 {
-            best = (i, x);
-        }
-    }
-    best.0 as u32
-}
-
 /// Mean and sample standard deviation (0 for one sample).
 fn mean_sd(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
@@ -303,7 +294,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
             let first = if fed == 0 {
                 rng.gen_range(0..vocab as u32)
             } else {
-                argmax(s.logits())
+                argmax(s.logits())?
             };
             s.feed(&[first])?; // warm-up
             let mut ns = Vec::with_capacity(a.reps);
@@ -313,7 +304,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
                 let t = Instant::now();
                 for _ in 0..a.n_gen {
                     let logits = s.feed(&[tok])?;
-                    tok = argmax(logits);
+                    tok = argmax(logits)?;
                 }
                 ns.push(t.elapsed().as_nanos() as u64);
             }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use mamba_gguf::backend::DeviceRequest;
+use mamba_gguf::sampler::argmax;
 use mamba_gguf::session::DEFAULT_CHUNK;
 use mamba_gguf::Session;
 use serde_json::json;
@@ -52,10 +53,6 @@ fn log_softmax(x: &[f32], out: &mut [f64]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = v as f64 - lse;
     }
-}
-
-fn argmax(x: &[f32]) -> usize {
-    mamba_gguf::sampler::argmax_logits(x) as usize
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -159,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
                         .zip(&lp_a)
                         .map(|(&b, &a)| b.exp() * (b - a))
                         .sum::<f64>();
-                    agree += (argmax(row_a) == argmax(row_b)) as usize;
+                    agree += (argmax(row_a)? == argmax(row_b)?) as usize;
                 }
                 scored += 1;
             }

@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use mamba_gguf::backend::DeviceRequest;
+use mamba_gguf::generate::{Finish, Generate};
 use mamba_gguf::sampler::{Sampler, SamplerConfig};
 use mamba_gguf::session::DEFAULT_CHUNK;
-use mamba_gguf::tokenizer::{StreamDecoder, Tokenizer};
+use mamba_gguf::tokenizer::Tokenizer;
 use mamba_gguf::{procmem, state_file, Model, Session};
 use serde_json::json;
 
@@ -168,7 +169,7 @@ pub fn run(args: Args) -> Result<()> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     });
-    let mut sampler = Sampler::new(SamplerConfig {
+    let sampler = Sampler::new(SamplerConfig {
         temp: args.temp,
         top_k: args.top_k,
         top_p: args.top_p,
@@ -177,57 +178,46 @@ pub fn run(args: Args) -> Result<()> {
         repeat_last_n: args.repeat_last_n,
         seed,
     });
-    let eos = tok.eos_ids().to_vec();
     let mut session = Session::with_chunk(&model, args.prefill_chunk);
     if let Some(path) = &args.load_state {
         state_file::load(path, &mut session)
             .with_context(|| format!("cannot load the state {}", path.display()))?;
     }
 
+    // The one decode loop (`Generate`): sample, stop at EOS or n, stream.
+    let mut gen = Generate::new(&mut session, &tok, sampler, &prompt_ids, args.n_predict);
     let t1 = Instant::now();
-    session.feed(&prompt_ids)?;
+    gen.prefill()?;
     let prefill_s = t1.elapsed().as_secs_f64();
 
-    let mut history = prompt_ids.clone();
-    let mut ids = Vec::with_capacity(args.n_predict);
     let mut text_out = String::new();
-    let mut dec = StreamDecoder::new();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut stop = "length";
     let t2 = Instant::now();
-    for i in 0..args.n_predict {
-        let next = sampler.sample(session.logits(), &history);
-        if eos.contains(&next) {
-            stop = "eos";
-            break;
-        }
-        ids.push(next);
-        history.push(next);
-        let piece = dec.push(&tok, next);
+    for piece in gen.by_ref() {
+        let piece = piece?;
         if !args.json {
             out.write_all(piece.as_bytes())?;
             out.flush()?;
         }
         text_out.push_str(&piece);
-        if i + 1 < args.n_predict {
-            session.feed(&[next])?;
-        }
     }
     let decode_s = t2.elapsed().as_secs_f64();
+    let stop = match gen.finish() {
+        Some(Finish::Eos) => "eos",
+        _ => "length",
+    };
+    let ids = gen.tokens().to_vec();
     if let Some(path) = &args.save_state {
-        // The loop does not feed the last token it sampled when it ran out of
-        // length; the saved context must hold it.
-        if stop == "length" {
-            if let Some(&last) = ids.last() {
-                session.feed(&[last])?;
-            }
-        }
+        // Generation stops at n without feeding the last token it sampled;
+        // the saved context must hold it.
+        gen.sync()?;
+        drop(gen);
         state_file::save(path, &session)
             .with_context(|| format!("cannot save the state to {}", path.display()))?;
+    } else {
+        drop(gen);
     }
-    let tail = dec.flush();
-    text_out.push_str(&tail);
     let peak = procmem::peak_rss_kib();
     let stats = json!({
         "prompt_tokens": prompt_ids.len(),
@@ -250,7 +240,6 @@ pub fn run(args: Args) -> Result<()> {
         let obj = json!({"prompt_ids": prompt_ids, "ids": ids, "text": text_out, "stats": stats});
         writeln!(out, "{obj}")?;
     } else {
-        out.write_all(tail.as_bytes())?;
         writeln!(out)?;
         out.flush()?;
         eprintln!(

@@ -491,7 +491,10 @@ impl GenRun {
             return Ok(Some("length"));
         }
         let logits = session.logits();
-        let id = self.sampler.sample(logits, &self.history);
+        let id = self
+            .sampler
+            .try_sample(logits, &self.history)
+            .map_err(|e| err(500, "server_error", e.to_string()))?;
         if !p.ignore_eos && tok.eos_ids().contains(&id) {
             return Ok(Some("stop"));
         }
