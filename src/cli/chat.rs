@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context, Result};
 use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::chat_template::{ChatTemplate, Message};
 use mamba_gguf::generate::{Finish, Generate};
-use mamba_gguf::server::cache::PrefixCache;
+use mamba_gguf::prefix_cache::PrefixCache;
 use mamba_gguf::server::engine::{prefill, Event, Prompt};
 use mamba_gguf::tokenizer::Tokenizer;
 use mamba_gguf::{state_file, Sampler, SamplerConfig, Session};

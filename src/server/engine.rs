@@ -34,8 +34,8 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::cache::PrefixCache;
 use crate::model::Model;
+use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::session::{BatchDecoder, Session, SERVE_CHUNK};
 use crate::tokenizer::{StreamDecoder, Tokenizer};

@@ -22,7 +22,8 @@
 //! ```
 
 pub mod api;
-pub mod cache;
+/// The prompt cache (moved to the library root: `chat` uses it too).
+pub use crate::prefix_cache as cache;
 pub mod engine;
 
 use std::net::SocketAddr;
