@@ -72,18 +72,27 @@ fn scan_range(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
     scan_range_body(p, e0, sc, y);
 }
 
+/// The AVX2 dispatch of [`scan_range`]: the lane and one-channel N = 16
+/// scans, else the body compiled with AVX2 and FMA.
+///
+/// # Safety
+/// AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn scan_range_avx2(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
-    if p.n == 16 {
-        let done = if p.t >= SCAN_LANES_MIN_T {
-            scan_range_16_lanes(p, e0, sc, y)
+    // SAFETY: the caller guarantees AVX2 and FMA (this function's contract); the
+    // callees' contracts hold: n == 16 is checked here.
+    unsafe {
+        if p.n == 16 {
+            let done = if p.t >= SCAN_LANES_MIN_T {
+                scan_range_16_lanes(p, e0, sc, y)
+            } else {
+                0
+            };
+            scan_range_16(p, e0 + done, &mut sc[done * 16..], y);
         } else {
-            0
-        };
-        scan_range_16(p, e0 + done, &mut sc[done * 16..], y);
-    } else {
-        scan_range_body(p, e0, sc, y);
+            scan_range_body(p, e0, sc, y);
+        }
     }
 }
 
@@ -110,93 +119,98 @@ const SCAN_LANES_MIN_T: usize = 4;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn scan_range_16_lanes(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) -> usize {
-    use quant::math::x86::exp_nonpos8;
-    use std::arch::x86_64::*;
-    const G: usize = 2; // lane groups of 8 channels per block
-    let (e, r, t) = (p.e, p.r, p.t);
-    let xw = r + 32;
-    let ne = (sc.len() / 16).min(e.saturating_sub(e0));
-    let blocks = ne / (8 * G);
-    // [16][lane] from [lane][16] (states or A of eight channels).
-    let lanes = |m: &[f32]| -> [__m256; 16] {
-        std::array::from_fn(|k| {
-            _mm256_setr_ps(
-                m[k],
-                m[16 + k],
-                m[32 + k],
-                m[48 + k],
-                m[64 + k],
-                m[80 + k],
-                m[96 + k],
-                m[112 + k],
-            )
-        })
-    };
-    let zero = _mm256_setzero_ps();
-    for (b, st) in sc.chunks_exact_mut(128 * G).take(blocks).enumerate() {
-        let c0 = e0 + 8 * G * b;
-        let mut h: [[__m256; 16]; G] = std::array::from_fn(|g| lanes(&st[128 * g..]));
-        let a: [[__m256; 16]; G] =
-            std::array::from_fn(|g| lanes(&p.a[(c0 + 8 * g) * 16..(c0 + 8 * g + 8) * 16]));
-        let dv: [__m256; G] =
-            std::array::from_fn(|g| _mm256_loadu_ps(p.d[c0 + 8 * g..c0 + 8 * g + 8].as_ptr()));
-        for j in 0..t {
-            // Each token's lines are on pages of their own, where the
-            // hardware prefetchers do not follow: fetch token j + 2's
-            // (first and last channel, in case the 64 bytes straddle two
-            // lines), y's for writing.
-            let jp = j + 2;
-            if jp < t {
-                for cp in [c0, c0 + 8 * G - 1] {
-                    let f = |v: &[f32], i: usize| v.as_ptr().wrapping_add(i) as *const i8;
-                    _mm_prefetch::<_MM_HINT_T0>(f(p.dt, jp * e + cp));
-                    _mm_prefetch::<_MM_HINT_T0>(f(p.xc, jp * e + cp));
-                    _mm_prefetch::<_MM_HINT_T0>(f(p.xz, jp * 2 * e + e + cp));
-                    _mm_prefetch::<_MM_HINT_ET0>(y.0.wrapping_add(jp * e + cp) as *const i8);
+    // SAFETY: the caller guarantees AVX2, FMA and n == 16 (the
+    // contract above); loads stay inside the slices they index (c + 8 <= e for
+    // a whole block of 16 channels), stores are argued at each.
+    unsafe {
+        use quant::math::x86::exp_nonpos8;
+        use std::arch::x86_64::*;
+        const G: usize = 2; // lane groups of 8 channels per block
+        let (e, r, t) = (p.e, p.r, p.t);
+        let xw = r + 32;
+        let ne = (sc.len() / 16).min(e.saturating_sub(e0));
+        let blocks = ne / (8 * G);
+        // [16][lane] from [lane][16] (states or A of eight channels).
+        let lanes = |m: &[f32]| -> [__m256; 16] {
+            std::array::from_fn(|k| {
+                _mm256_setr_ps(
+                    m[k],
+                    m[16 + k],
+                    m[32 + k],
+                    m[48 + k],
+                    m[64 + k],
+                    m[80 + k],
+                    m[96 + k],
+                    m[112 + k],
+                )
+            })
+        };
+        let zero = _mm256_setzero_ps();
+        for (b, st) in sc.chunks_exact_mut(128 * G).take(blocks).enumerate() {
+            let c0 = e0 + 8 * G * b;
+            let mut h: [[__m256; 16]; G] = std::array::from_fn(|g| lanes(&st[128 * g..]));
+            let a: [[__m256; 16]; G] =
+                std::array::from_fn(|g| lanes(&p.a[(c0 + 8 * g) * 16..(c0 + 8 * g + 8) * 16]));
+            let dv: [__m256; G] =
+                std::array::from_fn(|g| _mm256_loadu_ps(p.d[c0 + 8 * g..c0 + 8 * g + 8].as_ptr()));
+            for j in 0..t {
+                // Each token's lines are on pages of their own, where the
+                // hardware prefetchers do not follow: fetch token j + 2's
+                // (first and last channel, in case the 64 bytes straddle two
+                // lines), y's for writing.
+                let jp = j + 2;
+                if jp < t {
+                    for cp in [c0, c0 + 8 * G - 1] {
+                        let f = |v: &[f32], i: usize| v.as_ptr().wrapping_add(i) as *const i8;
+                        _mm_prefetch::<_MM_HINT_T0>(f(p.dt, jp * e + cp));
+                        _mm_prefetch::<_MM_HINT_T0>(f(p.xc, jp * e + cp));
+                        _mm_prefetch::<_MM_HINT_T0>(f(p.xz, jp * 2 * e + e + cp));
+                        _mm_prefetch::<_MM_HINT_ET0>(y.0.wrapping_add(jp * e + cp) as *const i8);
+                    }
+                }
+                let bc = &p.xdbl[j * xw + r..(j + 1) * xw];
+                for (g, ((h, a), &dv)) in h.iter_mut().zip(&a).zip(&dv).enumerate() {
+                    let c = c0 + 8 * g;
+                    let dt = _mm256_loadu_ps(p.dt[j * e + c..j * e + c + 8].as_ptr());
+                    let x = _mm256_loadu_ps(p.xc[j * e + c..j * e + c + 8].as_ptr());
+                    let dtx = _mm256_mul_ps(dt, x);
+                    for k in 0..16 {
+                        let da = exp_nonpos8(_mm256_mul_ps(dt, a[k]));
+                        h[k] = _mm256_fmadd_ps(da, h[k], _mm256_mul_ps(_mm256_set1_ps(bc[k]), dtx));
+                    }
+                    // acc[l] = C[l+8] h[l+8] + C[l] h[l], the body's 8 partial sums.
+                    let acc: [__m256; 8] = std::array::from_fn(|l| {
+                        let lo = _mm256_fmadd_ps(h[l], _mm256_set1_ps(bc[16 + l]), zero);
+                        _mm256_fmadd_ps(h[l + 8], _mm256_set1_ps(bc[24 + l]), lo)
+                    });
+                    let ysum = _mm256_add_ps(
+                        _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
+                        _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])),
+                    );
+                    let g0 = j * 2 * e + e + c; // silu(z), see `CpuBackend::silu_gate`
+                    let gate = _mm256_loadu_ps(p.xz[g0..g0 + 8].as_ptr());
+                    let v = _mm256_mul_ps(
+                        _mm256_add_ps(_mm256_add_ps(ysum, zero), _mm256_mul_ps(x, dv)),
+                        gate,
+                    );
+                    // SAFETY: as in `scan_range_body`; c + 8 <= e.
+                    _mm256_storeu_ps(y.0.add(j * e + c), v);
                 }
             }
-            let bc = &p.xdbl[j * xw + r..(j + 1) * xw];
-            for (g, ((h, a), &dv)) in h.iter_mut().zip(&a).zip(&dv).enumerate() {
-                let c = c0 + 8 * g;
-                let dt = _mm256_loadu_ps(p.dt[j * e + c..j * e + c + 8].as_ptr());
-                let x = _mm256_loadu_ps(p.xc[j * e + c..j * e + c + 8].as_ptr());
-                let dtx = _mm256_mul_ps(dt, x);
-                for k in 0..16 {
-                    let da = exp_nonpos8(_mm256_mul_ps(dt, a[k]));
-                    h[k] = _mm256_fmadd_ps(da, h[k], _mm256_mul_ps(_mm256_set1_ps(bc[k]), dtx));
+            for (g, hg) in h.iter().enumerate() {
+                let mut out = [[0f32; 8]; 16];
+                for (o, v) in out.iter_mut().zip(hg) {
+                    _mm256_storeu_ps(o.as_mut_ptr(), *v);
                 }
-                // acc[l] = C[l+8] h[l+8] + C[l] h[l], the body's 8 partial sums.
-                let acc: [__m256; 8] = std::array::from_fn(|l| {
-                    let lo = _mm256_fmadd_ps(h[l], _mm256_set1_ps(bc[16 + l]), zero);
-                    _mm256_fmadd_ps(h[l + 8], _mm256_set1_ps(bc[24 + l]), lo)
-                });
-                let ysum = _mm256_add_ps(
-                    _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
-                    _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])),
-                );
-                let g0 = j * 2 * e + e + c; // silu(z), see `CpuBackend::silu_gate`
-                let gate = _mm256_loadu_ps(p.xz[g0..g0 + 8].as_ptr());
-                let v = _mm256_mul_ps(
-                    _mm256_add_ps(_mm256_add_ps(ysum, zero), _mm256_mul_ps(x, dv)),
-                    gate,
-                );
-                // SAFETY: as in `scan_range_body`; c + 8 <= e.
-                _mm256_storeu_ps(y.0.add(j * e + c), v);
+                for (l, s) in st[128 * g..128 * (g + 1)].chunks_exact_mut(16).enumerate() {
+                    for (k, v) in s.iter_mut().enumerate() {
+                        *v = out[k][l];
+                    }
+                }
             }
         }
-        for (g, hg) in h.iter().enumerate() {
-            let mut out = [[0f32; 8]; 16];
-            for (o, v) in out.iter_mut().zip(hg) {
-                _mm256_storeu_ps(o.as_mut_ptr(), *v);
-            }
-            for (l, s) in st[128 * g..128 * (g + 1)].chunks_exact_mut(16).enumerate() {
-                for (k, v) in s.iter_mut().enumerate() {
-                    *v = out[k][l];
-                }
-            }
-        }
+        blocks * 8 * G
     }
-    blocks * 8 * G
 }
 
 /// [`scan_range_body`] for N = 16 (every Mamba-1 checkpoint) in explicit
@@ -208,43 +222,48 @@ unsafe fn scan_range_16_lanes(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &Share
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn scan_range_16(p: &ScanArgs, e0: usize, sc: &mut [f32], y: &SharedOut) {
-    use quant::math::x86::exp_nonpos8;
-    use std::arch::x86_64::*;
-    let (e, r, t) = (p.e, p.r, p.t);
-    let xw = r + 32;
-    let ne = (sc.len() / 16).min(e.saturating_sub(e0));
-    for (i, srow) in sc.chunks_exact_mut(16).take(ne).enumerate() {
-        let ch = e0 + i;
-        let arow = &p.a[ch * 16..(ch + 1) * 16];
-        let (a0, a1) = (
-            _mm256_loadu_ps(arow.as_ptr()),
-            _mm256_loadu_ps(arow.as_ptr().add(8)),
-        );
-        let mut h0 = _mm256_loadu_ps(srow.as_ptr());
-        let mut h1 = _mm256_loadu_ps(srow.as_ptr().add(8));
-        for j in 0..t {
-            let bc = &p.xdbl[j * xw + r..(j + 1) * xw];
-            let (b, c) = (bc.as_ptr(), bc.as_ptr().add(16));
-            let dte = p.dt[j * e + ch];
-            let xe = p.xc[j * e + ch];
-            let (dtv, dtx) = (_mm256_set1_ps(dte), _mm256_set1_ps(dte * xe));
-            let e0v = exp_nonpos8(_mm256_mul_ps(dtv, a0));
-            h0 = _mm256_fmadd_ps(e0v, h0, _mm256_mul_ps(_mm256_loadu_ps(b), dtx));
-            let e1v = exp_nonpos8(_mm256_mul_ps(dtv, a1));
-            h1 = _mm256_fmadd_ps(e1v, h1, _mm256_mul_ps(_mm256_loadu_ps(b.add(8)), dtx));
-            let acc = _mm256_fmadd_ps(h0, _mm256_loadu_ps(c), _mm256_setzero_ps());
-            let acc = _mm256_fmadd_ps(h1, _mm256_loadu_ps(c.add(8)), acc);
-            // ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), as the body.
-            let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
-            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            let ysum = _mm_cvtss_f32(s2) + _mm_cvtss_f32(_mm_shuffle_ps::<1>(s2, s2));
-            let gate = p.xz[j * 2 * e + e + ch]; // silu(z), see `CpuBackend::silu_gate`
-            let v = (ysum + 0.0 + xe * p.d[ch]) * gate;
-            // SAFETY: as in `scan_range_body`.
-            *y.0.add(j * e + ch) = v;
+    // SAFETY: the caller guarantees AVX2, FMA and n == 16 (the
+    // contract above); a row of 16 states, A, B and C are each two loads of 8
+    // inside their slices; the store to y is argued at it.
+    unsafe {
+        use quant::math::x86::exp_nonpos8;
+        use std::arch::x86_64::*;
+        let (e, r, t) = (p.e, p.r, p.t);
+        let xw = r + 32;
+        let ne = (sc.len() / 16).min(e.saturating_sub(e0));
+        for (i, srow) in sc.chunks_exact_mut(16).take(ne).enumerate() {
+            let ch = e0 + i;
+            let arow = &p.a[ch * 16..(ch + 1) * 16];
+            let (a0, a1) = (
+                _mm256_loadu_ps(arow.as_ptr()),
+                _mm256_loadu_ps(arow.as_ptr().add(8)),
+            );
+            let mut h0 = _mm256_loadu_ps(srow.as_ptr());
+            let mut h1 = _mm256_loadu_ps(srow.as_ptr().add(8));
+            for j in 0..t {
+                let bc = &p.xdbl[j * xw + r..(j + 1) * xw];
+                let (b, c) = (bc.as_ptr(), bc.as_ptr().add(16));
+                let dte = p.dt[j * e + ch];
+                let xe = p.xc[j * e + ch];
+                let (dtv, dtx) = (_mm256_set1_ps(dte), _mm256_set1_ps(dte * xe));
+                let e0v = exp_nonpos8(_mm256_mul_ps(dtv, a0));
+                h0 = _mm256_fmadd_ps(e0v, h0, _mm256_mul_ps(_mm256_loadu_ps(b), dtx));
+                let e1v = exp_nonpos8(_mm256_mul_ps(dtv, a1));
+                h1 = _mm256_fmadd_ps(e1v, h1, _mm256_mul_ps(_mm256_loadu_ps(b.add(8)), dtx));
+                let acc = _mm256_fmadd_ps(h0, _mm256_loadu_ps(c), _mm256_setzero_ps());
+                let acc = _mm256_fmadd_ps(h1, _mm256_loadu_ps(c.add(8)), acc);
+                // ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), as the body.
+                let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+                let ysum = _mm_cvtss_f32(s2) + _mm_cvtss_f32(_mm_shuffle_ps::<1>(s2, s2));
+                let gate = p.xz[j * 2 * e + e + ch]; // silu(z), see `CpuBackend::silu_gate`
+                let v = (ysum + 0.0 + xe * p.d[ch]) * gate;
+                // SAFETY: as in `scan_range_body`.
+                *y.0.add(j * e + ch) = v;
+            }
+            _mm256_storeu_ps(srow.as_mut_ptr(), h0);
+            _mm256_storeu_ps(srow.as_mut_ptr().add(8), h1);
         }
-        _mm256_storeu_ps(srow.as_mut_ptr(), h0);
-        _mm256_storeu_ps(srow.as_mut_ptr().add(8), h1);
     }
 }
 
@@ -353,13 +372,15 @@ mod tests {
             let mut st = state0[e0 * n..(e0 + ne) * n].to_vec();
             let mut y = vec![0f32; t * e];
             let out = SharedOut(y.as_mut_ptr());
-            // SAFETY (the unsafe calls): AVX2 and FMA checked above; n == 16.
             match path {
                 "body" => scan_range_body(&args, e0, &mut st, &out),
+                // SAFETY: AVX2 and FMA checked above; n == 16.
                 "one" => unsafe { scan_range_16(&args, e0, &mut st, &out) },
                 "lanes" => {
+                    // SAFETY: as for "one".
                     let done = unsafe { scan_range_16_lanes(&args, e0, &mut st, &out) };
                     assert_eq!(done, 32);
+                    // SAFETY: as for "one".
                     unsafe { scan_range_16(&args, e0 + done, &mut st[done * n..], &out) };
                 }
                 _ => unreachable!(),
