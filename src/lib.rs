@@ -9,6 +9,7 @@ pub mod chat_template;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod prefill;
 pub mod prefix_cache;
 pub mod procmem;
 pub mod sampler;

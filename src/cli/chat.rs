@@ -13,8 +13,8 @@ use anyhow::{anyhow, Context, Result};
 use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::chat_template::{ChatTemplate, Message};
 use mamba_gguf::generate::{Finish, Generate};
+use mamba_gguf::prefill::{prefill, PrefillError, Prompt};
 use mamba_gguf::prefix_cache::PrefixCache;
-use mamba_gguf::server::engine::{prefill, Event, Prompt};
 use mamba_gguf::tokenizer::Tokenizer;
 use mamba_gguf::{state_file, Sampler, SamplerConfig, Session};
 
@@ -84,13 +84,6 @@ struct Chat<'m> {
     system: Option<String>,
 }
 
-fn event_msg(e: Event) -> anyhow::Error {
-    match e {
-        Event::Error { message, .. } => anyhow!(message),
-        other => anyhow!("{other:?}"),
-    }
-}
-
 impl<'m> Chat<'m> {
     fn reset(&mut self) -> Result<()> {
         self.messages.clear();
@@ -121,12 +114,12 @@ impl<'m> Chat<'m> {
             &self.tok,
             &prompt,
             usize::MAX,
-            || None,
+            || None::<PrefillError>,
         ) {
             Ok(r) => r,
             Err(e) => {
                 self.messages.pop();
-                return Err(event_msg(e));
+                return Err(e.into());
             }
         };
         let t_prompt = t0.elapsed();

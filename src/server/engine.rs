@@ -35,18 +35,12 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::model::Model;
+use crate::prefill::PrefillError;
+pub use crate::prefill::{prefill, PrefillRun, Prompt};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::session::{BatchDecoder, Session, SERVE_CHUNK};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
-
-/// A prompt as text plus the byte offsets (increasing, inside the text) where
-/// the state is worth caching (the end of each chat message).
-#[derive(Clone, Debug)]
-pub struct Prompt {
-    pub text: String,
-    pub bounds: Vec<usize>,
-}
 
 /// Generation settings of one request.
 #[derive(Clone, Debug)]
@@ -235,6 +229,16 @@ impl Drop for Engine {
     }
 }
 
+impl From<PrefillError> for Event {
+    fn from(e: PrefillError) -> Event {
+        if e.is_request_error() {
+            err(400, "invalid_request_error", e.to_string())
+        } else {
+            err(500, "server_error", e.to_string())
+        }
+    }
+}
+
 fn err(status: u16, kind: &'static str, message: impl Into<String>) -> Event {
     Event::Error {
         status,
@@ -273,169 +277,6 @@ fn partial_stop(s: &str, stops: &[String]) -> usize {
         }
     }
     keep
-}
-
-/// An incremental prompt prefill: [`PrefillRun::start`] restores the longest
-/// cached prefix, each [`PrefillRun::step`] feeds at most one chunk (and
-/// tokenizes the next piece between the prompt's boundaries, and caches the
-/// state at each boundary, when it gets there).
-pub struct PrefillRun {
-    /// The prompt's tokens known so far (restored, then piece by piece).
-    tokens: Vec<u32>,
-    /// How many of them the cache supplied.
-    cached: usize,
-    /// Tokens fed (or restored).
-    fed: usize,
-    /// Bytes of the prompt text `tokens` cover once the current piece is in.
-    pos: usize,
-    /// The boundary the current piece ends at, cached once it is fed.
-    piece_end: Option<usize>,
-    /// Boundaries still to tokenize up to.
-    ends: VecDeque<usize>,
-}
-
-impl PrefillRun {
-    /// Restores the longest cached prefix of `prompt` into `session` (or
-    /// resets it and starts with BOS when the tokenizer adds one).
-    pub fn start(
-        cache: &Mutex<PrefixCache>,
-        session: &mut Session,
-        tok: &Tokenizer,
-        prompt: &Prompt,
-        max_prompt: usize,
-    ) -> Result<PrefillRun, Event> {
-        let text = prompt.text.as_str();
-        let hit = lock(cache).restore_longest(text, max_prompt, session);
-        let (pos, tokens, cached) = match hit {
-            Some(h) => {
-                let n = h.tokens.len();
-                (h.text_len, h.tokens, n)
-            }
-            None => {
-                session
-                    .reset()
-                    .map_err(|e| err(500, "server_error", e.to_string()))?;
-                let bos = if tok.add_bos() { tok.bos_id() } else { None };
-                (0, bos.into_iter().collect::<Vec<u32>>(), 0)
-            }
-        };
-        let mut ends: VecDeque<usize> = prompt
-            .bounds
-            .iter()
-            .copied()
-            .filter(|&b| b > pos && b < text.len())
-            .collect();
-        if pos < text.len() || tokens.len() > cached {
-            ends.push_back(text.len());
-        }
-        Ok(PrefillRun {
-            fed: cached,
-            tokens,
-            cached,
-            pos,
-            piece_end: None,
-            ends,
-        })
-    }
-
-    /// Feeds at most one chunk; true once the whole prompt is in.
-    pub fn step(
-        &mut self,
-        cache: &Mutex<PrefixCache>,
-        session: &mut Session,
-        tok: &Tokenizer,
-        prompt: &Prompt,
-        max_prompt: usize,
-    ) -> Result<bool, Event> {
-        let text = prompt.text.as_str();
-        loop {
-            if let Some(rest) = self.tokens.get(self.fed..).filter(|r| !r.is_empty()) {
-                let n = rest.len().min(session.chunk().max(1));
-                session
-                    .feed(&rest[..n])
-                    .map_err(|e| err(500, "server_error", e.to_string()))?;
-                self.fed += n;
-                return Ok(false);
-            }
-            if let Some(end) = self.piece_end.take() {
-                self.pos = end;
-                if self.fed > 0 {
-                    lock(cache)
-                        .insert(&text[..end], &self.tokens, session)
-                        .map_err(|e| err(500, "server_error", e.to_string()))?;
-                }
-            }
-            let Some(end) = self.ends.pop_front() else {
-                return Ok(true);
-            };
-            let Some(piece) = text.get(self.pos..end) else {
-                return Err(err(
-                    500,
-                    "server_error",
-                    "prompt boundary inside a character",
-                ));
-            };
-            let ids = tok
-                .encode(piece, false)
-                .map_err(|e| err(400, "invalid_request_error", e.to_string()))?;
-            self.tokens.extend_from_slice(&ids);
-            if self.tokens.len() > max_prompt {
-                return Err(err(
-                    400,
-                    "invalid_request_error",
-                    format!(
-                        "the prompt is {}+ tokens, more than the limit of {max_prompt}",
-                        self.tokens.len()
-                    ),
-                ));
-            }
-            self.piece_end = Some(end);
-        }
-    }
-
-    fn empty() -> PrefillRun {
-        PrefillRun {
-            tokens: Vec::new(),
-            cached: 0,
-            fed: 0,
-            pos: 0,
-            piece_end: None,
-            ends: VecDeque::new(),
-        }
-    }
-
-    /// The prompt's tokens and how many the cache supplied (after `step`
-    /// returned true).
-    pub fn finish(self) -> Result<(Vec<u32>, usize), Event> {
-        if self.tokens.is_empty() {
-            return Err(err(400, "invalid_request_error", "the prompt is empty"));
-        }
-        Ok((self.tokens, self.cached))
-    }
-}
-
-/// Brings `session` to the state after `prompt`: restores the longest cached
-/// prefix, then tokenizes and feeds the rest piece by piece between the
-/// prompt's boundaries, caching the state at each boundary and at the end.
-/// `check` is called before each chunk; an event it returns aborts.
-/// Returns the prompt's tokens and how many of them the cache supplied.
-pub fn prefill(
-    cache: &Mutex<PrefixCache>,
-    session: &mut Session,
-    tok: &Tokenizer,
-    prompt: &Prompt,
-    max_prompt: usize,
-    mut check: impl FnMut() -> Option<Event>,
-) -> Result<(Vec<u32>, usize), Event> {
-    let mut run = PrefillRun::start(cache, session, tok, prompt, max_prompt)?;
-    loop {
-        if let Some(e) = check() {
-            return Err(e);
-        }
-        if run.step(cache, session, tok, prompt, max_prompt)? {
-            return run.finish();
-        }
-    }
 }
 
 /// A request's generation after its prompt.
@@ -679,8 +520,8 @@ impl<'a> Scheduler<'a> {
                             let phase = Phase::Prefill(run);
                             self.jobs[free] = Some(Active { job, phase });
                         }
-                        Err(ev) => {
-                            let _ = job.tx.send(ev);
+                        Err(e) => {
+                            let _ = job.tx.send(Event::from(e));
                             sh.busy.fetch_sub(1, Ordering::SeqCst);
                         }
                     }
@@ -809,14 +650,17 @@ impl<'a> Scheduler<'a> {
             Ok(false) => return,
             Ok(true) => {
                 let run = std::mem::replace(run, PrefillRun::empty());
-                run.finish().and_then(|(tokens, cached)| {
-                    let mut g = Box::new(GenRun::new(tokens, cached, a.job.params.sampler.clone()));
-                    let r = g.advance(sh, session, tok, &a.job);
-                    a.phase = Phase::Gen(g);
-                    r
-                })
+                run.finish()
+                    .map_err(Event::from)
+                    .and_then(|(tokens, cached)| {
+                        let mut g =
+                            Box::new(GenRun::new(tokens, cached, a.job.params.sampler.clone()));
+                        let r = g.advance(sh, session, tok, &a.job);
+                        a.phase = Phase::Gen(g);
+                        r
+                    })
             }
-            Err(ev) => Err(ev),
+            Err(e) => Err(Event::from(e)),
         };
         match r {
             Ok(true) => {}
