@@ -34,13 +34,14 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::generate::{Next, Sampling};
 use crate::model::Model;
 use crate::prefill::PrefillError;
 pub use crate::prefill::{prefill, PrefillRun, Prompt};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::session::{BatchDecoder, Session, SERVE_CHUNK};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::tokenizer::Tokenizer;
 
 /// Generation settings of one request.
 #[derive(Clone, Debug)]
@@ -284,11 +285,9 @@ struct GenRun {
     /// The prompt's tokens and how many came from the cache.
     tokens: Vec<u32>,
     cached: usize,
-    sampler: Sampler,
-    /// Prompt and generated tokens (for the repetition penalty).
-    history: Vec<u32>,
-    generated: Vec<u32>,
-    decoder: StreamDecoder,
+    /// Sampling, EOS, the penalty's history, text decoding: shared with
+    /// `Generate`.
+    core: Sampling,
     /// Text generated so far, and how much of it was sent.
     out: String,
     sent: usize,
@@ -303,12 +302,9 @@ struct GenRun {
 impl GenRun {
     fn new(tokens: Vec<u32>, cached: usize, cfg: SamplerConfig) -> GenRun {
         GenRun {
-            history: tokens.clone(),
+            core: Sampling::new(Sampler::new(cfg), &tokens),
             tokens,
             cached,
-            sampler: Sampler::new(cfg),
-            generated: Vec::new(),
-            decoder: StreamDecoder::new(),
             out: String::new(),
             sent: 0,
             pending: None,
@@ -328,26 +324,24 @@ impl GenRun {
         job: &Job,
     ) -> Result<Option<&'static str>, Event> {
         let p = &job.params;
-        if self.generated.len() >= p.max_tokens {
+        if self.core.tokens().len() >= p.max_tokens {
             return Ok(Some("length"));
         }
         let logits = session.logits();
-        let id = self
-            .sampler
-            .try_sample(logits, &self.history)
+        let next = self
+            .core
+            .next(logits, tok, p.ignore_eos)
             .map_err(|e| err(500, "server_error", e.to_string()))?;
-        if !p.ignore_eos && tok.eos_ids().contains(&id) {
+        let Next::Token { id, piece } = next else {
             return Ok(Some("stop"));
-        }
+        };
         let logprob = if p.logprobs {
             log_softmax_at(logits, id)
         } else {
             None
         };
-        self.history.push(id);
-        self.generated.push(id);
         self.pending = Some(id);
-        self.out.push_str(&self.decoder.push(tok, id));
+        self.out.push_str(&piece);
         // Stop strings: cut at the first, hold back a possible start of one.
         let mut visible = self.out.len();
         if !p.stop.is_empty() {
@@ -379,12 +373,12 @@ impl GenRun {
         if self.stopped_by_string {
             return Ok(Some("stop"));
         }
-        Ok((self.generated.len() >= p.max_tokens).then_some("length"))
+        Ok((self.core.tokens().len() >= p.max_tokens).then_some("length"))
     }
 
     /// Whether the state after the reply goes into the prompt cache.
     fn caches_reply(&self, shared: &Shared) -> bool {
-        !self.stopped_by_string && !self.generated.is_empty() && shared.cfg.cache_bytes > 0
+        !self.stopped_by_string && !self.core.tokens().is_empty() && shared.cfg.cache_bytes > 0
     }
 
     /// Moves the job on after its session has seen every token so far
@@ -404,7 +398,7 @@ impl GenRun {
                     return Ok(true);
                 };
                 if !self.stopped_by_string {
-                    let rest = self.decoder.flush();
+                    let rest = self.core.flush();
                     self.out.push_str(&rest);
                     if self.sent < self.out.len() {
                         let _ = job.tx.send(Event::Token {
@@ -429,7 +423,7 @@ impl GenRun {
         self.pending = None;
         if self.caches_reply(shared) {
             let mut all = self.tokens.clone();
-            all.extend_from_slice(&self.generated);
+            all.extend_from_slice(self.core.tokens());
             let key = format!("{}{}", job.prompt.text, self.out);
             lock(&shared.cache)
                 .insert(&key, &all, session)
@@ -439,7 +433,7 @@ impl GenRun {
             finish_reason: finish,
             usage: Usage {
                 prompt_tokens: self.tokens.len(),
-                completion_tokens: self.generated.len(),
+                completion_tokens: self.core.tokens().len(),
                 cached_tokens: self.cached,
             },
         });
