@@ -63,6 +63,44 @@ pub enum ModelError {
     #[error("no tokens to process (empty prompt)")]
     Empty,
 
+    /// More tokens (or sequences) than a scratch was made for.
+    #[error("{n} {what} exceed the scratch chunk {chunk}")]
+    TooMany {
+        n: usize,
+        what: &'static str,
+        chunk: usize,
+    },
+
+    /// A state, snapshot, slot or session of another model (or shape).
+    #[error("{what} belongs to another model")]
+    ForeignState { what: String },
+
+    /// A batch whose parts do not fit together.
+    #[error("bad batch: {what}")]
+    Batch { what: String },
+
+    /// A caller's output buffer too small.
+    #[error("{what} buffer of {have} values, {need} needed")]
+    Buffer {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
+
+    /// NaN logits: the model's output is broken, no token can be chosen.
+    #[error("the logits contain NaN (at id {id}); no token can be chosen")]
+    NanLogits { id: u32 },
+
+    /// `--device` named no backend this build has.
+    #[error("unknown device '{requested}' (choices: {choices})")]
+    Device { requested: String, choices: String },
+
+    /// A backend refused an op (a slot outside its pool, a workspace of
+    /// another backend): a bug in the caller of the backend, or a device
+    /// failure.
+    #[error("backend: {what}")]
+    Backend { what: String },
+
     /// A quant-crate refusal (should not happen once a model validated).
     #[error("tensor '{name}': {source}")]
     Quant {

@@ -28,7 +28,7 @@
 //! // Snapshots are cheap copies of the state: branch and come back.
 //! let mut s = Session::new(&model);
 //! s.feed(&prompt)?;
-//! let snap = s.snapshot();
+//! let snap = s.snapshot()?;
 //! let first: Vec<f32> = s.feed(&[ids[0]])?.to_vec();
 //! s.restore(&snap)?;
 //! assert_eq!(s.feed(&[ids[0]])?, &first[..]);
@@ -49,18 +49,73 @@ pub enum Finish {
     Length,
 }
 
+/// What [`Sampling::next`] chose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// An end-of-sequence id (not recorded, not shown).
+    Eos,
+    /// A token, recorded, with the text it completes (may be empty).
+    Token { id: u32, piece: String },
+}
+
+/// The per-token core of every decode loop ([`Generate`] here, the
+/// server's slots): sample with the one sampler (NaN logits are an error),
+/// stop at end of sequence, record the token for the repetition penalty,
+/// decode its text. The loops differ only in how they feed the session
+/// (alone or batched) and when they stop.
+pub struct Sampling {
+    sampler: Sampler,
+    /// Prompt and generated tokens, for the repetition penalty.
+    history: Vec<u32>,
+    generated: Vec<u32>,
+    decoder: StreamDecoder,
+}
+
+impl Sampling {
+    /// Sampling after `prompt` (the tokens the penalty looks back on).
+    pub fn new(sampler: Sampler, prompt: &[u32]) -> Sampling {
+        Sampling {
+            sampler,
+            history: prompt.to_vec(),
+            generated: Vec::new(),
+            decoder: StreamDecoder::new(),
+        }
+    }
+
+    /// The next token for `logits`; an end-of-sequence id ends generation
+    /// unless `ignore_eos`.
+    pub fn next(&mut self, logits: &[f32], tok: &Tokenizer, ignore_eos: bool) -> Result<Next> {
+        let id = self.sampler.try_sample(logits, &self.history)?;
+        if !ignore_eos && tok.eos_ids().contains(&id) {
+            return Ok(Next::Eos);
+        }
+        self.history.push(id);
+        self.generated.push(id);
+        Ok(Next::Token {
+            id,
+            piece: self.decoder.push(tok, id),
+        })
+    }
+
+    /// Text held back by the decoder (the end of a multi-byte character).
+    pub fn flush(&mut self) -> String {
+        self.decoder.flush()
+    }
+
+    /// The tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.generated
+    }
+}
+
 /// An iterator of generated text pieces over a session. See the module docs.
 pub struct Generate<'s, 'm> {
     session: &'s mut Session<'m>,
     tok: &'s Tokenizer,
-    sampler: Sampler,
     prompt: Option<Vec<u32>>,
-    /// Prompt (as fed here) and generated tokens, for the repetition penalty.
-    history: Vec<u32>,
-    generated: Vec<u32>,
+    core: Sampling,
     /// A sampled token not yet fed to the session.
     pending: Option<u32>,
-    decoder: StreamDecoder,
     max_tokens: usize,
     finish: Option<Finish>,
 }
@@ -78,12 +133,9 @@ impl<'s, 'm> Generate<'s, 'm> {
         Generate {
             session,
             tok,
-            sampler,
             prompt: Some(prompt.to_vec()),
-            history: prompt.to_vec(),
-            generated: Vec::new(),
+            core: Sampling::new(sampler, prompt),
             pending: None,
-            decoder: StreamDecoder::new(),
             max_tokens,
             finish: None,
         }
@@ -91,7 +143,7 @@ impl<'s, 'm> Generate<'s, 'm> {
 
     /// The tokens generated so far (without a final end-of-sequence token).
     pub fn tokens(&self) -> &[u32] {
-        &self.generated
+        self.core.tokens()
     }
 
     /// Why generation ended (None while it goes on).
@@ -110,36 +162,43 @@ impl<'s, 'm> Generate<'s, 'm> {
         Ok(())
     }
 
-    fn step(&mut self) -> Result<Option<String>> {
+    /// Feeds the prompt now (otherwise the first `next` does), e.g. to time
+    /// prefill apart from decode. Does nothing the second time.
+    pub fn prefill(&mut self) -> Result<()> {
         if let Some(p) = self.prompt.take() {
             if !p.is_empty() {
                 self.session.feed(&p)?;
             }
         }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<String>> {
+        self.prefill()?;
         loop {
             if self.finish.is_some() {
                 return Ok(None);
             }
-            if self.generated.len() >= self.max_tokens {
+            if self.core.tokens().len() >= self.max_tokens {
                 self.finish = Some(Finish::Length);
-                let rest = self.decoder.flush();
+                let rest = self.core.flush();
                 return Ok((!rest.is_empty()).then_some(rest));
             }
             if let Some(id) = self.pending.take() {
                 self.session.feed(&[id])?;
             }
-            let id = self.sampler.sample(self.session.logits(), &self.history);
-            if self.tok.eos_ids().contains(&id) {
-                self.finish = Some(Finish::Eos);
-                let rest = self.decoder.flush();
-                return Ok((!rest.is_empty()).then_some(rest));
-            }
-            self.history.push(id);
-            self.generated.push(id);
-            self.pending = Some(id);
-            let piece = self.decoder.push(self.tok, id);
-            if !piece.is_empty() {
-                return Ok(Some(piece));
+            match self.core.next(self.session.logits(), self.tok, false)? {
+                Next::Eos => {
+                    self.finish = Some(Finish::Eos);
+                    let rest = self.core.flush();
+                    return Ok((!rest.is_empty()).then_some(rest));
+                }
+                Next::Token { id, piece } => {
+                    self.pending = Some(id);
+                    if !piece.is_empty() {
+                        return Ok(Some(piece));
+                    }
+                }
             }
         }
     }

@@ -1,11 +1,19 @@
 //! mamba-gguf: the runtime library (model, state, tokenizer, sampler, session).
+//!
+//! The `server` feature (on by default) adds the HTTP server and the chat
+//! templates; without it the crate builds without axum, tokio and minijinja.
 
+pub mod backend;
+#[cfg(feature = "server")]
 pub mod chat_template;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod prefill;
+pub mod prefix_cache;
 pub mod procmem;
 pub mod sampler;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod session;
 pub mod state;

@@ -5,6 +5,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::error::ModelError;
+
 /// Sampling settings. A filter is off at its neutral value (top_k 0,
 /// top_p 1, min_p 0, repeat_penalty 1).
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +58,14 @@ impl Sampler {
         &self.cfg
     }
 
+    /// [`Sampler::sample`] for a decode loop: NaN logits are an error (the
+    /// model's output is broken), not a token. Every loop that generates
+    /// (`Generate`, the server's slots) samples through this.
+    pub fn try_sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32, ModelError> {
+        check_nan(logits)?;
+        Ok(self.sample(logits, history))
+    }
+
     /// The next token for `logits`, given the tokens so far (`history`, for the
     /// repetition penalty). NaN logits are never chosen over finite ones.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
@@ -83,7 +93,7 @@ impl Sampler {
             }
         }
         if cfg.temp <= 0.0 || self.cand.len() <= 1 {
-            return argmax(&self.cand);
+            return first_max(self.cand.iter().copied());
         }
         // Descending by logit, ties by id.
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
@@ -128,20 +138,37 @@ impl Sampler {
     }
 }
 
-/// Index of the largest logit; the lowest id on ties (as numpy's argmax).
-pub fn argmax_logits(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] || logits[best].is_nan() && !l.is_nan() {
-            best = i;
-        }
+fn check_nan(logits: &[f32]) -> Result<(), ModelError> {
+    match logits.iter().position(|l| l.is_nan()) {
+        Some(i) => Err(ModelError::NanLogits { id: i as u32 }),
+        None => Ok(()),
     }
-    best as u32
 }
 
-fn argmax(c: &[(u32, f32)]) -> u32 {
+/// THE argmax: the index of the largest logit, the lowest id on ties (as
+/// numpy's); NaN logits are an error. Greedy sampling, bench's decode and
+/// perplexity's top-1 all use it.
+pub fn argmax(logits: &[f32]) -> Result<u32, ModelError> {
+    check_nan(logits)?;
+    Ok(first_max(
+        logits.iter().enumerate().map(|(i, &l)| (i as u32, l)),
+    ))
+}
+
+/// [`argmax`] for measurements that must not stop: NaN counts as -inf.
+pub fn argmax_logits(logits: &[f32]) -> u32 {
+    first_max(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, if l.is_nan() { f32::NEG_INFINITY } else { l })),
+    )
+}
+
+/// The id of the first largest value (NaN-free input; 0 when empty).
+fn first_max(c: impl Iterator<Item = (u32, f32)>) -> u32 {
     let mut best: Option<(u32, f32)> = None;
-    for &x in c {
+    for x in c {
         match best {
             Some(b) if x.1 <= b.1 => {}
             _ => best = Some(x),
@@ -173,6 +200,19 @@ mod tests {
         assert_eq!(s.sample(&[1.0, 5.0, 5.0], &[]), 1);
         assert_eq!(s.sample(&[f32::NAN, 0.5, 0.2], &[]), 1);
         assert_eq!(argmax_logits(&[0.0, 2.0, 2.0, 1.0]), 1);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_on_ties_and_refuses_nan() {
+        assert_eq!(argmax(&[0.0, 2.0, 2.0, 1.0]).ok(), Some(1));
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 3]).ok(), Some(0));
+        assert!(matches!(
+            argmax(&[0.0, f32::NAN, 1.0]),
+            Err(ModelError::NanLogits { id: 1 })
+        ));
+        let mut s = Sampler::new(cfg(0.0));
+        assert!(s.try_sample(&[f32::NAN, 0.5], &[]).is_err());
+        assert_eq!(s.try_sample(&[0.1, 0.5, 0.5], &[]).ok(), Some(1));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! A session: one sequence's recurrent state plus the scratch buffers to run
-//! the model over it. Prefill goes in chunks of `chunk` tokens (projections as
+//! A session: one sequence's recurrent state (a slot of the backend's state
+//! pool) plus the scratch buffers to run the model over it. Prefill goes in chunks of `chunk` tokens (projections as
 //! matrix-matrix products over the chunk, conv and scan sequential inside it),
 //! so memory is O(chunk) whatever the prompt length, and the state never grows.
 //!
@@ -9,7 +9,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::model::{Model, Scratch};
-use crate::state::State;
+use crate::state::{State, StateSlot};
 
 /// Default prefill chunk (tokens per forward). Measured (pp512, 1.4B shape,
 /// 2 threads, `bench --prefill-chunk C`): Q4_0 32/64/128/256 gave 57.8 /
@@ -27,25 +27,43 @@ pub const SERVE_CHUNK: usize = 64;
 /// A model's running sequence.
 pub struct Session<'m> {
     model: &'m Model,
-    state: State,
+    slot: StateSlot,
     scratch: Scratch,
+    /// [V] the logits after the last fed token (host).
+    logits: Vec<f32>,
     n_past: u64,
 }
 
 impl<'m> Session<'m> {
     /// A fresh sequence with the default prefill chunk.
+    ///
+    /// # Panics
+    /// If the backend cannot allocate a state slot (the CPU backend always
+    /// can); [`Session::try_with_chunk`] returns that error instead.
     pub fn new(model: &'m Model) -> Session<'m> {
         Session::with_chunk(model, DEFAULT_CHUNK)
     }
 
     /// A fresh sequence prefilling `chunk` tokens per forward (at least 1).
+    ///
+    /// # Panics
+    /// As [`Session::new`].
     pub fn with_chunk(model: &'m Model, chunk: usize) -> Session<'m> {
-        Session {
-            model,
-            state: State::new(&model.hp),
-            scratch: Scratch::new(model, chunk),
-            n_past: 0,
+        match Session::try_with_chunk(model, chunk) {
+            Ok(s) => s,
+            Err(e) => panic!("cannot allocate a session: {e}"),
         }
+    }
+
+    /// [`Session::with_chunk`], or the backend's error.
+    pub fn try_with_chunk(model: &'m Model, chunk: usize) -> Result<Session<'m>> {
+        Ok(Session {
+            model,
+            slot: model.new_slot()?,
+            scratch: Scratch::new(model, chunk),
+            logits: vec![0.0; model.hp.n_vocab],
+            n_past: 0,
+        })
     }
 
     pub fn model(&self) -> &'m Model {
@@ -59,25 +77,33 @@ impl<'m> Session<'m> {
 
     /// The prefill chunk size.
     pub fn chunk(&self) -> usize {
-        self.scratch.chunk
+        self.scratch.chunk()
+    }
+
+    /// The state slot this session holds in the backend's pool.
+    pub fn slot(&self) -> &StateSlot {
+        &self.slot
     }
 
     /// Feeds tokens (any number, at least one) and returns the logits after the
-    /// last one.
+    /// last one. Every id is checked first: on error the session is unchanged
+    /// (short of a backend failure midway).
     pub fn feed(&mut self, ids: &[u32]) -> Result<&[f32]> {
         if ids.is_empty() {
             return Err(ModelError::Empty);
         }
-        for c in ids.chunks(self.scratch.chunk) {
+        self.model.check_ids(ids)?;
+        for c in ids.chunks(self.scratch.chunk()) {
             self.model
-                .forward_chunk(c, &mut self.state, &mut self.scratch, None)?;
+                .forward_chunk(c, &self.slot, &mut self.scratch, &mut self.logits, None)?;
             self.n_past += c.len() as u64;
         }
-        Ok(&self.scratch.logits)
+        Ok(&self.logits)
     }
 
     /// Feeds tokens and calls `each(position_in_ids, logits)` for every
     /// position, in order. Uses a [chunk][V] buffer allocated on first call.
+    /// Ids are checked first, as in [`Session::feed`].
     pub fn feed_each(
         &mut self,
         ids: &[u32],
@@ -87,12 +113,18 @@ impl<'m> Session<'m> {
         if ids.is_empty() {
             return Err(ModelError::Empty);
         }
+        self.model.check_ids(ids)?;
         let v = self.model.hp.n_vocab;
-        all.resize(self.scratch.chunk * v, 0.0);
+        all.resize(self.scratch.chunk() * v, 0.0);
         let mut pos = 0;
-        for c in ids.chunks(self.scratch.chunk) {
-            self.model
-                .forward_chunk(c, &mut self.state, &mut self.scratch, Some(all))?;
+        for c in ids.chunks(self.scratch.chunk()) {
+            self.model.forward_chunk(
+                c,
+                &self.slot,
+                &mut self.scratch,
+                &mut self.logits,
+                Some(all),
+            )?;
             for (j, row) in all.chunks_exact(v).take(c.len()).enumerate() {
                 each(pos + j, row);
             }
@@ -104,51 +136,72 @@ impl<'m> Session<'m> {
 
     /// The logits after the last fed token (zeros before any).
     pub fn logits(&self) -> &[f32] {
-        &self.scratch.logits
+        &self.logits
     }
 
     /// Back to an empty sequence.
-    pub fn reset(&mut self) {
-        self.state.reset();
+    pub fn reset(&mut self) -> Result<()> {
+        self.model.reset_state(&self.slot)?;
         self.n_past = 0;
-        self.scratch.logits.fill(0.0);
+        self.logits.fill(0.0);
+        Ok(())
     }
 
-    /// The recurrent state.
-    pub fn state(&self) -> &State {
-        &self.state
+    /// The recurrent state, copied to the host.
+    pub fn state(&self) -> Result<State> {
+        self.model.read_state(&self.slot)
     }
 
-    /// A copy of the state and position, to come back to with [`Session::restore`].
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            state: self.state.clone(),
-            logits: self.scratch.logits.clone(),
+    /// A host copy of the state and position, to come back to with
+    /// [`Session::restore`] (or to save: `state_file`).
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            state: self.state()?,
+            logits: self.logits.clone(),
             n_past: self.n_past,
-        }
+        })
     }
 
-    /// Returns to a snapshot taken from a session of the same model.
+    /// Returns to a snapshot taken from a session of the same model (any
+    /// backend). On error the session is unchanged.
     pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
-        if !self.state.copy_from(&snap.state) || snap.logits.len() != self.scratch.logits.len() {
-            return Err(ModelError::Metadata {
-                file: "<session>".into(),
-                key: "snapshot".into(),
-                what: "snapshot belongs to a model of another shape".into(),
+        if snap.logits.len() != self.logits.len() {
+            return Err(ModelError::ForeignState {
+                what: "the snapshot".into(),
             });
         }
-        self.scratch.logits.copy_from_slice(&snap.logits);
+        self.model
+            .write_state(&self.slot, &snap.state)
+            .map_err(|e| match e {
+                ModelError::ForeignState { .. } => ModelError::ForeignState {
+                    what: "the snapshot".into(),
+                },
+                e => e,
+            })?;
+        self.logits.copy_from_slice(&snap.logits);
         self.n_past = snap.n_past;
         Ok(())
     }
 
-    /// Bytes of state plus scratch.
+    /// A second session at this one's position: a new slot, the state
+    /// copied on the device (no host round trip).
+    pub fn fork(&self) -> Result<Session<'m>> {
+        let s = Session::try_with_chunk(self.model, self.chunk())?;
+        self.model.copy_state(&self.slot, &s.slot)?;
+        Ok(Session {
+            logits: self.logits.clone(),
+            n_past: self.n_past,
+            ..s
+        })
+    }
+
+    /// Bytes of state plus scratch plus logits.
     pub fn bytes(&self) -> usize {
-        self.state.bytes() + self.scratch.bytes()
+        self.model.backend().slot_bytes() + self.scratch.bytes() + self.logits.capacity() * 4
     }
 }
 
-/// A saved session position.
+/// A saved session position, in host form.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub state: State,
@@ -158,7 +211,7 @@ pub struct Snapshot {
 
 /// Decodes one token for each of several sessions of one model at once: the
 /// projections and the LM head are one matmul over all of them (each weight
-/// row read once per step), the conv and scan use each session's own state.
+/// row read once per step), the conv and scan use each session's own slot.
 pub struct BatchDecoder<'m> {
     model: &'m Model,
     scratch: Scratch,
@@ -179,7 +232,7 @@ impl<'m> BatchDecoder<'m> {
 
     /// The most sessions one step takes.
     pub fn max_batch(&self) -> usize {
-        self.scratch.chunk
+        self.scratch.chunk()
     }
 
     /// Feeds `ids[j]` to `sessions[j]` for every `j` (same lengths, at most
@@ -188,18 +241,16 @@ impl<'m> BatchDecoder<'m> {
     /// [`Session::n_past`] are what `feed(&[ids[j]])` would have left.
     pub fn step(&mut self, sessions: &mut [&mut Session<'m>], ids: &[u32]) -> Result<()> {
         if sessions.iter().any(|s| !std::ptr::eq(s.model, self.model)) {
-            return Err(ModelError::Metadata {
-                file: "<session>".into(),
-                key: "batch".into(),
-                what: "a session of another model".into(),
+            return Err(ModelError::ForeignState {
+                what: "a session of the batch".into(),
             });
         }
-        let mut states: Vec<&mut State> = sessions.iter_mut().map(|s| &mut s.state).collect();
+        let slots: Vec<&StateSlot> = sessions.iter().map(|s| &s.slot).collect();
         self.model
-            .forward_batch(ids, &mut states, &mut self.scratch, &mut self.logits)?;
+            .forward_batch(ids, &slots, &mut self.scratch, &mut self.logits)?;
         let v = self.model.hp.n_vocab;
         for (s, row) in sessions.iter_mut().zip(self.logits.chunks_exact(v)) {
-            s.scratch.logits.copy_from_slice(row);
+            s.logits.copy_from_slice(row);
             s.n_past += 1;
         }
         Ok(())

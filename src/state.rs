@@ -1,8 +1,70 @@
 //! The recurrent state of a Mamba model: per layer a conv state and an SSM
 //! state, fp32. Its size is fixed by the hyper-parameters, independent of how
 //! many tokens have been seen.
+//!
+//! States live in the backend, in a slot-indexed pool (see
+//! [`crate::backend`]); a sequence holds a [`StateSlot`]. [`State`] is the
+//! host form of one slot: what state files and the prefix cache keep, and
+//! what moves a state between backends.
+
+use std::sync::{Arc, Mutex};
 
 use crate::model::Hparams;
+
+/// Which slots of one model's state pool are taken.
+#[derive(Debug, Default)]
+pub(crate) struct SlotTable {
+    used: Mutex<Vec<bool>>,
+}
+
+impl SlotTable {
+    /// Takes the lowest free slot (growing the table by one if none is).
+    pub(crate) fn take(self: &Arc<Self>) -> StateSlot {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let index = match used.iter().position(|u| !u) {
+            Some(i) => i,
+            None => {
+                used.push(false);
+                used.len() - 1
+            }
+        };
+        used[index] = true;
+        StateSlot {
+            index,
+            table: self.clone(),
+        }
+    }
+}
+
+/// One slot of a model's state pool, held by one sequence (a
+/// [`Session`](crate::Session)); given back to the pool when dropped. Not
+/// `Clone`: a slot has one owner.
+#[derive(Debug)]
+pub struct StateSlot {
+    index: usize,
+    table: Arc<SlotTable>,
+}
+
+impl StateSlot {
+    /// The slot's index in the backend's pool.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Whether the slot is from this table (this model's pool).
+    pub(crate) fn is_of(&self, table: &Arc<SlotTable>) -> bool {
+        Arc::ptr_eq(&self.table, table)
+    }
+}
+
+impl Drop for StateSlot {
+    fn drop(&mut self) {
+        let mut used = self.table.used.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = used.get_mut(self.index) {
+            *u = false;
+        }
+    }
+}
 
 /// One layer's state.
 #[derive(Clone, Debug, PartialEq)]

@@ -46,6 +46,13 @@ const HEADER: usize = 8 + 4 + 32 + 8 + 4 + 8 + 8 + 8;
 /// Why a state file could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {
+    /// The backend could not read the session's state.
+    #[error("{path}: {source}")]
+    Model {
+        path: String,
+        #[source]
+        source: crate::error::ModelError,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -250,7 +257,11 @@ pub fn save_with_note(
     note: &str,
 ) -> Result<(), StateFileError> {
     let path = path.as_ref();
-    let bytes = encode(session.model(), &session.snapshot(), note);
+    let snap = session.snapshot().map_err(|source| StateFileError::Model {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let bytes = encode(session.model(), &snap, note);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

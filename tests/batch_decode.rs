@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use mamba_gguf::error::ModelError;
 use mamba_gguf::model::Scratch;
 use mamba_gguf::session::BatchDecoder;
-use mamba_gguf::state::State;
+use mamba_gguf::state::{State, StateSlot};
 use mamba_gguf::{Model, Session};
 use runtime_common::{ours_gguf, root};
 
@@ -119,13 +119,13 @@ fn check_model(model: &Model, label: &str) {
         }
     }
     // forward_batch itself, into a [B][V] buffer, from fresh states.
-    let mut states: Vec<State> = (0..3).map(|_| State::new(&model.hp)).collect();
-    let mut refs: Vec<&mut State> = states.iter_mut().collect();
+    let states: Vec<StateSlot> = (0..3).map(|_| model.new_slot().expect("slot")).collect();
+    let refs: Vec<&StateSlot> = states.iter().collect();
     let mut s = Scratch::new(model, 4);
     let mut logits = vec![0f32; 3 * v];
     let toks = [5u32, 6, 5];
     model
-        .forward_batch(&toks, &mut refs, &mut s, &mut logits)
+        .forward_batch(&toks, &refs, &mut s, &mut logits)
         .expect("forward_batch");
     for (j, &t) in toks.iter().enumerate() {
         let mut alone = Session::new(model);
@@ -180,40 +180,36 @@ fn bad_batches_are_errors() {
     let v = model.hp.n_vocab;
     let mut s = Scratch::new(&model, 2);
     let mut logits = vec![0f32; 3 * v];
-    let mut a = State::new(&model.hp);
-    let mut b = State::new(&model.hp);
-    let mut c = State::new(&model.hp);
+    let a = model.new_slot().expect("slot");
+    let b = model.new_slot().expect("slot");
+    let c = model.new_slot().expect("slot");
 
     // Empty.
-    let r = model.forward_batch(&[], &mut [], &mut s, &mut logits);
+    let r = model.forward_batch(&[], &[], &mut s, &mut logits);
     assert!(matches!(r, Err(ModelError::Empty)), "{r:?}");
     // Two tokens, one state.
-    let r = model.forward_batch(&[1, 2], &mut [&mut a], &mut s, &mut logits);
+    let r = model.forward_batch(&[1, 2], &[&a], &mut s, &mut logits);
     assert!(r.is_err_and(|e| e.to_string().contains("2 tokens but 1 states")));
     // More sequences than the scratch holds.
-    let r = model.forward_batch(
-        &[1, 2, 3],
-        &mut [&mut a, &mut b, &mut c],
-        &mut s,
-        &mut logits,
-    );
+    let r = model.forward_batch(&[1, 2, 3], &[&a, &b, &c], &mut s, &mut logits);
     assert!(r.is_err_and(|e| e.to_string().contains("exceed the scratch chunk 2")));
     // Logits buffer for one sequence only.
-    let r = model.forward_batch(&[1, 2], &mut [&mut a, &mut b], &mut s, &mut logits[..v]);
+    let r = model.forward_batch(&[1, 2], &[&a, &b], &mut s, &mut logits[..v]);
     assert!(r.is_err_and(|e| e.to_string().contains("logits buffer")));
     // A state of another model (other d_inner).
-    let mut foreign = State::new(&other.hp);
-    let r = model.forward_batch(&[1, 2], &mut [&mut a, &mut foreign], &mut s, &mut logits);
+    let foreign = other.new_slot().expect("slot");
+    let r = model.forward_batch(&[1, 2], &[&a, &foreign], &mut s, &mut logits);
     assert!(r.is_err_and(|e| e.to_string().contains("state 1 belongs to another model")));
     // A token outside the vocabulary.
-    let r = model.forward_batch(&[1, v as u32], &mut [&mut a, &mut b], &mut s, &mut logits);
+    let r = model.forward_batch(&[1, v as u32], &[&a, &b], &mut s, &mut logits);
     assert!(
         matches!(r, Err(ModelError::Token { id, .. }) if id == v as u32),
         "{r:?}"
     );
     // None of the failures touched the states.
     let fresh = State::new(&model.hp);
-    assert!(a == fresh && b == fresh && c == fresh);
+    let read = |x: &StateSlot| model.read_state(x).expect("reads");
+    assert!(read(&a) == fresh && read(&b) == fresh && read(&c) == fresh);
 
     // BatchDecoder: a session of another model, too many sessions.
     let mut dec = BatchDecoder::new(&model, 2);

@@ -94,6 +94,10 @@ fn json_records_have_llama_bench_fields() {
     let recs = v.as_array().expect("a JSON array");
     assert_eq!(recs.len(), 2, "one pp and one tg record: {v}");
     let (pp, tg) = (&recs[0], &recs[1]);
+    for r in [pp, tg] {
+        assert_eq!(r["backends"], "CPU", "{r}");
+        assert!(r["devices"].as_str().is_some_and(|d| d.starts_with("CPU")));
+    }
     assert_eq!(
         (num(pp, "n_prompt"), num(pp, "n_gen"), num(pp, "n_depth")),
         (8.0, 0.0, 0.0)

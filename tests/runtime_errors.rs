@@ -197,3 +197,26 @@ fn a_prompt_file_that_is_not_utf8_is_refused() {
     ]);
     assert!(err.contains("/nonexistent/prompt.txt"), "{err}");
 }
+
+#[test]
+fn an_unknown_device_is_refused_with_the_choices() {
+    let m = tiny();
+    let m = m.to_str().unwrap();
+    for cmd in ["run", "logits", "perplexity", "chat", "serve", "bench"] {
+        let out = bin()
+            .args([cmd, "-m", m, "--device", "tpu"])
+            .output()
+            .expect("spawn");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd}: {err}");
+        assert!(
+            err.contains("unknown device 'tpu'") && err.contains("auto, cpu"),
+            "{cmd}: {err}"
+        );
+    }
+    // And the library refuses it the same way.
+    let e = "tpu"
+        .parse::<mamba_gguf::backend::DeviceRequest>()
+        .expect_err("refused");
+    assert!(matches!(e, ModelError::Device { .. }), "{e}");
+}

@@ -103,7 +103,7 @@ fn hundred_thousand_tokens_finite_logits_and_flat_memory() {
     write_model(&path);
     let model = Model::load(&path).expect("load");
     let mut s = Session::new(&model);
-    let state_bytes = s.state().bytes();
+    let state_bytes = s.state().expect("state").bytes();
     assert_eq!(state_bytes, LAYERS * ((K - 1) * E + E * N) * 4);
     let mut rng = StdRng::seed_from_u64(1);
     let mut ids = vec![0u32; 1000];
@@ -127,6 +127,7 @@ fn hundred_thousand_tokens_finite_logits_and_flat_memory() {
         }
         assert!(s
             .state()
+            .expect("state")
             .layers
             .iter()
             .all(|l| l.ssm.iter().all(|v| v.is_finite())));
@@ -135,7 +136,7 @@ fn hundred_thousand_tokens_finite_logits_and_flat_memory() {
         }
     }
     assert_eq!(s.n_past(), 100 * 1008);
-    assert_eq!(s.state().bytes(), state_bytes);
+    assert_eq!(s.state().expect("state").bytes(), state_bytes);
     let rss_end = procmem::rss_kib().expect("VmRSS");
     eprintln!(
         "{} tokens: VmRSS {rss_after_warmup} KiB after 10k, {rss_end} KiB at the end; max |logit| {max_abs}",

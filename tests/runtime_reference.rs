@@ -166,13 +166,13 @@ fn reset_and_snapshot_restore_reproduce_logits() {
     let m = Model::load(&src).expect("load");
     let mut s = Session::with_chunk(&m, 5);
     let first = s.feed(&r.prompt_ids).expect("feed").to_vec();
-    let snap = s.snapshot();
+    let snap = s.snapshot().expect("snapshot");
     let next = s.feed(&[42, 43]).expect("feed").to_vec();
     assert_ne!(first, next);
     s.restore(&snap).expect("restore");
     assert_eq!(s.logits(), &first[..]);
     assert_eq!(s.feed(&[42, 43]).expect("feed"), &next[..]);
-    s.reset();
+    s.reset().expect("reset");
     assert_eq!(s.n_past(), 0);
     assert_eq!(s.feed(&r.prompt_ids).expect("feed"), &first[..]);
 }

@@ -499,6 +499,8 @@ fn tokenize_models_health() {
         .json()
         .expect("json");
     assert_eq!(hl["status"], "ok");
+    assert_eq!(hl["backend"], "CPU");
+    assert!(hl["device"].as_str().is_some_and(|d| d.starts_with("CPU")));
 }
 
 fn health(h: &ServerHandle) -> Value {

@@ -41,7 +41,7 @@ fn reloaded_state_continues_exactly() {
         let l = b.feed(&[t]).expect("feeds");
         assert!(l == &uninterrupted[i][..], "logits differ after token {i}");
     }
-    assert_eq!(a.state(), b.state());
+    assert_eq!(a.state().expect("state"), b.state().expect("state"));
     // Only the file itself is left (the temporary was renamed).
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .expect("lists")

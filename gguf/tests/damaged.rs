@@ -10,17 +10,22 @@ use gguf::{write_file, Array, GgmlType, GgufFile, TensorSpec, Value};
 struct Recording;
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
+// SAFETY: every method forwards to the system allocator with the caller's
+// own arguments, so Recording keeps System's guarantees; it only records sizes.
 unsafe impl GlobalAlloc for Recording {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LARGEST.fetch_max(l.size(), Ordering::Relaxed);
-        System.alloc(l)
+        // SAFETY: the caller's contract for `alloc`, passed on unchanged.
+        unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
+        // SAFETY: `p` came from `alloc`/`realloc` above, i.e. from System.
+        unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         LARGEST.fetch_max(new, Ordering::Relaxed);
-        System.realloc(p, l, new)
+        // SAFETY: as in `dealloc`, and the caller's contract for `realloc`.
+        unsafe { System.realloc(p, l, new) }
     }
 }
 

@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use mamba_gguf::backend::DeviceRequest;
+use mamba_gguf::sampler::argmax;
 use mamba_gguf::session::{Snapshot, DEFAULT_CHUNK};
 use mamba_gguf::{procmem, Model, Session};
 use rand::{Rng, SeedableRng};
@@ -57,6 +59,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
     /// Timed repetitions per test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     pub reps: usize,
@@ -88,6 +93,10 @@ pub struct Record {
     pub n_batch: usize,
     pub n_ubatch: usize,
     pub n_threads: usize,
+    /// The backend, as llama-bench names it ("CPU").
+    pub backends: String,
+    /// The device it ran on ("CPU (AVX2)").
+    pub devices: String,
     pub n_prompt: usize,
     pub n_gen: usize,
     pub n_depth: usize,
@@ -167,16 +176,6 @@ fn model_type(model: &Model, n_params: u64) -> String {
     format!("{arch} {} {ft}", size_label(n_params))
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = (0usize, f32::NEG_INFINITY);
-    for (i, &x) in v.iter().enumerate() {
-        if x > best.1 {
-            best = (i, x);
-        }
-    }
-    best.0 as u32
-}
-
 /// Mean and sample standard deviation (0 for one sample).
 fn mean_sd(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
@@ -202,6 +201,8 @@ struct Ctx<'a> {
     model_size: u64,
     n_params: u64,
     threads: usize,
+    backends: String,
+    devices: String,
 }
 
 impl Ctx<'_> {
@@ -229,6 +230,8 @@ impl Ctx<'_> {
             n_batch: self.args.prefill_chunk,
             n_ubatch: self.args.prefill_chunk,
             n_threads: self.threads,
+            backends: self.backends.clone(),
+            devices: self.devices.clone(),
             n_prompt,
             n_gen,
             n_depth: depth,
@@ -260,7 +263,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
     let mut s = Session::with_chunk(model, a.prefill_chunk);
     let mut out = Vec::new();
     let mut fed = 0usize; // tokens really in the depth state
-    let mut base: Snapshot = s.snapshot();
+    let mut base: Snapshot = s.snapshot()?;
     for &d in &depths {
         // Bring the depth state forward (untimed).
         let target = d.min(a.real_depth_max);
@@ -269,7 +272,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
             let ids = random_ids(&mut rng, target - fed, vocab);
             s.feed(&ids).context("prefill to depth")?;
             fed = target;
-            base = s.snapshot();
+            base = s.snapshot()?;
         }
         if a.n_prompt > 0 {
             let ids = random_ids(&mut rng, a.n_prompt, vocab);
@@ -291,7 +294,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
             let first = if fed == 0 {
                 rng.gen_range(0..vocab as u32)
             } else {
-                argmax(s.logits())
+                argmax(s.logits())?
             };
             s.feed(&[first])?; // warm-up
             let mut ns = Vec::with_capacity(a.reps);
@@ -301,7 +304,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
                 let t = Instant::now();
                 for _ in 0..a.n_gen {
                     let logits = s.feed(&[tok])?;
-                    tok = argmax(logits);
+                    tok = argmax(logits)?;
                 }
                 ns.push(t.elapsed().as_nanos() as u64);
             }
@@ -325,7 +328,7 @@ fn table_header() -> String {
 
 fn table_row(r: &Record) -> String {
     format!(
-        "| {:<30} | {:>10} | {:>10} | CPU     | {:>7} | {:>14} | {:>20} | {:>12.1} |",
+        "| {:<30} | {:>10} | {:>10} | {:<7} | {:>7} | {:>14} | {:>20} | {:>12.1} |",
         r.model_type,
         if r.model_size >= 1 << 30 {
             format!("{:.2} GiB", r.model_size as f64 / (1u64 << 30) as f64)
@@ -337,6 +340,7 @@ fn table_row(r: &Record) -> String {
         } else {
             format!("{:.2} M", r.model_n_params as f64 / 1e6)
         },
+        r.backends,
         r.n_threads,
         r.test_name(),
         format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts),
@@ -527,7 +531,7 @@ pub fn run(args: Args) -> Result<()> {
         .build()
         .context("cannot start the thread pool")?;
 
-    let model = Model::load(&args.model)
+    let model = Model::load_on(&args.model, args.device)
         .with_context(|| format!("cannot load model {}", args.model.display()))?;
     let tensors = model.gguf().tensors();
     let n_params: u64 = tensors.iter().map(|t| t.n_elements).sum();
@@ -539,6 +543,8 @@ pub fn run(args: Args) -> Result<()> {
         model_size,
         n_params,
         threads,
+        backends: model.backend().name().to_string(),
+        devices: model.backend().device(),
     };
 
     // Write errors (a closed pipe) end the run with an error, not a panic.

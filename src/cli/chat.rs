@@ -10,10 +10,11 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
+use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::chat_template::{ChatTemplate, Message};
 use mamba_gguf::generate::{Finish, Generate};
-use mamba_gguf::server::cache::PrefixCache;
-use mamba_gguf::server::engine::{prefill, Event, Prompt};
+use mamba_gguf::prefill::{prefill, PrefillError, Prompt};
+use mamba_gguf::prefix_cache::PrefixCache;
 use mamba_gguf::tokenizer::Tokenizer;
 use mamba_gguf::{state_file, Sampler, SamplerConfig, Session};
 
@@ -50,6 +51,9 @@ pub struct Args {
     /// Rayon threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
     /// Print prompt/cache/speed figures after each reply.
     #[arg(long)]
     pub verbose: bool,
@@ -80,23 +84,17 @@ struct Chat<'m> {
     system: Option<String>,
 }
 
-fn event_msg(e: Event) -> anyhow::Error {
-    match e {
-        Event::Error { message, .. } => anyhow!(message),
-        other => anyhow!("{other:?}"),
-    }
-}
-
 impl<'m> Chat<'m> {
-    fn reset(&mut self) {
+    fn reset(&mut self) -> Result<()> {
         self.messages.clear();
         if let Some(s) = &self.system {
             self.messages.push(Message::new("system", s.clone()));
         }
-        self.session.reset();
+        self.session.reset()?;
         self.cache = Mutex::new(PrefixCache::new(self.cache_bytes));
         self.text.clear();
         self.tokens.clear();
+        Ok(())
     }
 
     fn turn(&mut self, user: &str, args: &Args, out: &mut impl Write) -> Result<()> {
@@ -116,12 +114,12 @@ impl<'m> Chat<'m> {
             &self.tok,
             &prompt,
             usize::MAX,
-            || None,
+            || None::<PrefillError>,
         ) {
             Ok(r) => r,
             Err(e) => {
                 self.messages.pop();
-                return Err(event_msg(e));
+                return Err(e.into());
             }
         };
         let t_prompt = t0.elapsed();
@@ -179,7 +177,7 @@ impl<'m> Chat<'m> {
         self.text = format!("{}{}", prompt.text, reply);
         self.tokens = tokens.clone();
         self.tokens.extend_from_slice(&generated);
-        lock(&self.cache).insert(&self.text, &self.tokens, &self.session);
+        lock(&self.cache).insert(&self.text, &self.tokens, &self.session)?;
         self.messages.push(Message::new("assistant", reply));
         if args.verbose {
             let dt = t1.elapsed().as_secs_f64();
@@ -213,7 +211,7 @@ impl<'m> Chat<'m> {
     }
 
     fn load(&mut self, path: &str) -> Result<()> {
-        let before = self.session.snapshot();
+        let before = self.session.snapshot()?;
         let note = state_file::load_with_note(path, &mut self.session)?;
         let t: Transcript = match serde_json::from_str(&note) {
             Ok(t) => t,
@@ -233,7 +231,7 @@ impl<'m> Chat<'m> {
             ));
         }
         self.cache = Mutex::new(PrefixCache::new(self.cache_bytes));
-        lock(&self.cache).insert(&t.text, &t.tokens, &self.session);
+        lock(&self.cache).insert(&t.text, &t.tokens, &self.session)?;
         self.messages = t.messages;
         self.text = t.text;
         self.tokens = t.tokens;
@@ -247,7 +245,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub fn run(args: Args) -> Result<()> {
     init_threads(args.threads)?;
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.device)?;
     let tok = load_tokenizer(&model, &args.model)?;
     if tok.chat_template().is_none() {
         eprintln!("note: the model has no tokenizer.chat_template; using ChatML");
@@ -273,10 +271,11 @@ pub fn run(args: Args) -> Result<()> {
         tokens: Vec::new(),
         system: args.system.clone(),
     };
-    chat.reset();
+    chat.reset()?;
     eprintln!(
-        "chatting with {} (/reset, /save FILE, /load FILE, /quit; Ctrl-C stops a reply)",
-        args.model.display()
+        "chatting with {} on {} (/reset, /save FILE, /load FILE, /quit; Ctrl-C stops a reply)",
+        args.model.display(),
+        model.backend().device()
     );
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
@@ -296,9 +295,7 @@ pub fn run(args: Args) -> Result<()> {
         let res = if cmd == "/quit" || cmd == "/exit" {
             break;
         } else if cmd == "/reset" {
-            chat.reset();
-            eprintln!("(conversation cleared)");
-            Ok(())
+            chat.reset().map(|_| eprintln!("(conversation cleared)"))
         } else if let Some(p) = cmd.strip_prefix("/save ") {
             chat.save(p.trim())
                 .map(|_| eprintln!("(saved to {})", p.trim()))

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::session::DEFAULT_CHUNK;
 use mamba_gguf::Session;
 
@@ -36,6 +37,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -59,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.prefill_chunk == 0 {
         bail!("--prefill-chunk must be at least 1");
     }
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.device)?;
     let ids = match (&args.ids, &args.prompt) {
         (Some(s), _) => parse_ids(s)?,
         (None, Some(p)) => encode_prompt(&load_tokenizer(&model, &args.model)?, p)?,

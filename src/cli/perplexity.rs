@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use mamba_gguf::backend::DeviceRequest;
+use mamba_gguf::sampler::argmax;
 use mamba_gguf::session::DEFAULT_CHUNK;
 use mamba_gguf::Session;
 use serde_json::json;
@@ -36,6 +38,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -50,10 +55,6 @@ fn log_softmax(x: &[f32], out: &mut [f64]) {
     }
 }
 
-fn argmax(x: &[f32]) -> usize {
-    mamba_gguf::sampler::argmax_logits(x) as usize
-}
-
 pub fn run(args: Args) -> Result<()> {
     init_threads(args.threads)?;
     if args.ctx < 2 {
@@ -66,11 +67,11 @@ pub fn run(args: Args) -> Result<()> {
     if text.is_empty() {
         bail!("{} is empty", args.file.display());
     }
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.device)?;
     let tok = load_tokenizer(&model, &args.model)?;
     let base = match &args.kl_base {
         Some(p) => {
-            let b = load_model(p)?;
+            let b = load_model(p, args.device)?;
             if b.hp.n_vocab != model.hp.n_vocab {
                 bail!(
                     "--kl-base {} has a vocabulary of {}, the model {}",
@@ -126,9 +127,9 @@ pub fn run(args: Args) -> Result<()> {
         seq.clear();
         seq.extend(bos);
         seq.extend_from_slice(&tokens[c * body..(c + 1) * body]);
-        ours.reset();
+        ours.reset()?;
         if let Some(t) = theirs.as_mut() {
-            t.reset();
+            t.reset()?;
         }
         let mut pos = 0;
         for sub in seq.chunks(args.prefill_chunk) {
@@ -155,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
                         .zip(&lp_a)
                         .map(|(&b, &a)| b.exp() * (b - a))
                         .sum::<f64>();
-                    agree += (argmax(row_a) == argmax(row_b)) as usize;
+                    agree += (argmax(row_a)? == argmax(row_b)?) as usize;
                 }
                 scored += 1;
             }

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use mamba_gguf::backend::DeviceRequest;
+use mamba_gguf::generate::{Finish, Generate};
 use mamba_gguf::sampler::{Sampler, SamplerConfig};
 use mamba_gguf::session::DEFAULT_CHUNK;
-use mamba_gguf::tokenizer::{StreamDecoder, Tokenizer};
+use mamba_gguf::tokenizer::Tokenizer;
 use mamba_gguf::{procmem, state_file, Model, Session};
 use serde_json::json;
 
@@ -57,6 +59,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
     /// Prompt tokens per forward during prefill.
     #[arg(long = "prefill-chunk", default_value_t = DEFAULT_CHUNK)]
     pub prefill_chunk: usize,
@@ -89,9 +94,15 @@ pub fn init_threads(threads: Option<usize>) -> Result<usize> {
     Ok(rayon::current_num_threads())
 }
 
-/// Loads and validates a model; errors name the file.
-pub fn load_model(path: &Path) -> Result<Model> {
-    Model::load(path).with_context(|| format!("cannot load model {}", path.display()))
+/// `--device`'s parser: the library's names, and its error listing them.
+pub fn parse_device(s: &str) -> Result<DeviceRequest, String> {
+    s.parse().map_err(|e: mamba_gguf::ModelError| e.to_string())
+}
+
+/// Loads and validates a model onto the backend `device` asks for; errors
+/// name the file.
+pub fn load_model(path: &Path, device: DeviceRequest) -> Result<Model> {
+    Model::load_on(path, device).with_context(|| format!("cannot load model {}", path.display()))
 }
 
 /// The model file's tokenizer, with the stop ids and chat template that
@@ -150,7 +161,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let text = read_text(args.prompt.as_deref(), args.file.as_deref())?;
     let t0 = Instant::now();
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.device)?;
     let tok = load_tokenizer(&model, &args.model)?;
     let load_s = t0.elapsed().as_secs_f64();
     let prompt_ids = encode_prompt(&tok, &text)?;
@@ -160,7 +171,7 @@ pub fn run(args: Args) -> Result<()> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     });
-    let mut sampler = Sampler::new(SamplerConfig {
+    let sampler = Sampler::new(SamplerConfig {
         temp: args.temp,
         top_k: args.top_k,
         top_p: args.top_p,
@@ -169,57 +180,46 @@ pub fn run(args: Args) -> Result<()> {
         repeat_last_n: args.repeat_last_n,
         seed,
     });
-    let eos = tok.eos_ids().to_vec();
     let mut session = Session::with_chunk(&model, args.prefill_chunk);
     if let Some(path) = &args.load_state {
         state_file::load(path, &mut session)
             .with_context(|| format!("cannot load the state {}", path.display()))?;
     }
 
+    // The one decode loop (`Generate`): sample, stop at EOS or n, stream.
+    let mut gen = Generate::new(&mut session, &tok, sampler, &prompt_ids, args.n_predict);
     let t1 = Instant::now();
-    session.feed(&prompt_ids)?;
+    gen.prefill()?;
     let prefill_s = t1.elapsed().as_secs_f64();
 
-    let mut history = prompt_ids.clone();
-    let mut ids = Vec::with_capacity(args.n_predict);
     let mut text_out = String::new();
-    let mut dec = StreamDecoder::new();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut stop = "length";
     let t2 = Instant::now();
-    for i in 0..args.n_predict {
-        let next = sampler.sample(session.logits(), &history);
-        if eos.contains(&next) {
-            stop = "eos";
-            break;
-        }
-        ids.push(next);
-        history.push(next);
-        let piece = dec.push(&tok, next);
+    for piece in gen.by_ref() {
+        let piece = piece?;
         if !args.json {
             out.write_all(piece.as_bytes())?;
             out.flush()?;
         }
         text_out.push_str(&piece);
-        if i + 1 < args.n_predict {
-            session.feed(&[next])?;
-        }
     }
     let decode_s = t2.elapsed().as_secs_f64();
+    let stop = match gen.finish() {
+        Some(Finish::Eos) => "eos",
+        _ => "length",
+    };
+    let ids = gen.tokens().to_vec();
     if let Some(path) = &args.save_state {
-        // The loop does not feed the last token it sampled when it ran out of
-        // length; the saved context must hold it.
-        if stop == "length" {
-            if let Some(&last) = ids.last() {
-                session.feed(&[last])?;
-            }
-        }
+        // Generation stops at n without feeding the last token it sampled;
+        // the saved context must hold it.
+        gen.sync()?;
+        drop(gen);
         state_file::save(path, &session)
             .with_context(|| format!("cannot save the state to {}", path.display()))?;
+    } else {
+        drop(gen);
     }
-    let tail = dec.flush();
-    text_out.push_str(&tail);
     let peak = procmem::peak_rss_kib();
     let stats = json!({
         "prompt_tokens": prompt_ids.len(),
@@ -232,6 +232,8 @@ pub fn run(args: Args) -> Result<()> {
         "stop": stop,
         "seed": seed,
         "threads": threads,
+        "backend": model.backend().name(),
+        "device": model.backend().device(),
         "prefill_chunk": args.prefill_chunk,
         "peak_rss_kib": peak,
         "state_and_scratch_bytes": session.bytes(),
@@ -240,7 +242,6 @@ pub fn run(args: Args) -> Result<()> {
         let obj = json!({"prompt_ids": prompt_ids, "ids": ids, "text": text_out, "stats": stats});
         writeln!(out, "{obj}")?;
     } else {
-        out.write_all(tail.as_bytes())?;
         writeln!(out)?;
         out.flush()?;
         eprintln!(
@@ -253,10 +254,11 @@ pub fn run(args: Args) -> Result<()> {
             decode_s
         );
         eprintln!(
-            "peak RSS {} MiB; load {:.3} s; seed {seed}; threads {threads}; weights {}",
+            "peak RSS {} MiB; load {:.3} s; seed {seed}; threads {threads}; device {}; weights {}",
             peak.map(|k| format!("{:.1}", k as f64 / 1024.0))
                 .unwrap_or_else(|| "?".into()),
             load_s,
+            model.backend().device(),
             model
                 .weight_types()
                 .iter()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::server::{self, ServerConfig};
 
 use super::run::{init_threads, load_model};
@@ -42,11 +43,14 @@ pub struct Args {
     /// Rayon threads for the matmuls (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
+    pub device: DeviceRequest,
 }
 
 pub fn run(args: Args) -> Result<()> {
     init_threads(args.threads)?;
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.device)?;
     let name = args
         .model
         .file_stem()
@@ -66,9 +70,10 @@ pub fn run(args: Args) -> Result<()> {
         model_name: name,
     };
     let parallel = cfg.parallel;
+    let device = model.backend().device();
     let handle = server::spawn(Arc::new(model), cfg)?;
     eprintln!(
-        "serving {} on http://{} ({} slot{})",
+        "serving {} on http://{} ({} slot{}, {device})",
         args.model.display(),
         handle.addr,
         parallel,

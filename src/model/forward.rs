@@ -1,105 +1,197 @@
-//! The whole-model forward over one chunk: embedding lookup, the blocks, the
-//! final norm and the LM head (for the last position, or for every position
-//! when asked).
+//! The whole-model forward, device-independent: embedding lookup, the blocks,
+//! the final norm and the LM head, over a chunk of one sequence
+//! ([`Model::forward_chunk`]) or one token of each of several sequences
+//! ([`Model::forward_batch`]); and the model's state slots.
+//!
+//! Batched decode: the rows of the workspace are sequences instead of time
+//! steps. The embedding, the norms, every projection and the LM head run over
+//! all B rows at once (one matmul each, so each weight row is read once per
+//! step for all sequences), while the conv and the scan run on each row's own
+//! state slot. A matmul over t rows gives per row bit for bit the matvec of
+//! that row, and conv and scan are per row, so each sequence's logits equal,
+//! bit for bit, stepping that sequence alone.
+//!
+//! Every caller mistake is checked before any state changes: a failed call
+//! changes nothing.
 
-use super::{block, matmul::matmul, Model, Scratch};
+use super::{block, Model, Scratch};
+use crate::backend::Rows;
 use crate::error::{ModelError, Result};
-use crate::state::State;
+use crate::state::{State, StateSlot};
 
 impl Model {
-    /// Embedding lookup: row `j` of `x` ([len][d]) = token_embd row
-    /// `ids[j]` (token_embd {d, V}), dequantized.
-    pub(crate) fn embed(&self, ids: &[u32], x: &mut [f32]) -> Result<()> {
-        let (d, v) = (self.hp.n_embd, self.hp.n_vocab);
-        let emb = self.data(&self.tok_embd);
-        let rb = self.tok_embd.row_bytes;
-        for (&id, xr) in ids.iter().zip(x.chunks_exact_mut(d)) {
-            let i = id as usize;
-            let row = emb
-                .get(i * rb..(i + 1) * rb)
-                .filter(|_| i < v)
-                .ok_or(ModelError::Token { id, vocab: v })?;
-            quant::dequantize_row(self.tok_embd.kernel.weight, row, xr).map_err(|source| {
-                ModelError::Quant {
-                    name: self.tok_embd.name.clone(),
-                    source,
-                }
-            })?;
+    /// Refuses any id outside the vocabulary (before anything runs).
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let v = self.hp.n_vocab;
+        match ids.iter().find(|&&id| id as usize >= v) {
+            Some(&id) => Err(ModelError::Token { id, vocab: v }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Runs `ids` (1..=s.chunk tokens) through the model, carrying `state`.
-    /// The last position's logits land in `s.logits`; with `all`, every
-    /// position's logits are written to it as [t][V].
+    fn check_slot(&self, slot: &StateSlot, what: impl FnOnce() -> String) -> Result<()> {
+        if slot.is_of(&self.slots) {
+            Ok(())
+        } else {
+            Err(ModelError::ForeignState { what: what() })
+        }
+    }
+
+    /// Runs `ids` (1..=`s.chunk()` tokens) through the model, carrying the
+    /// state in `slot`. The last position's logits land in `logits` (`[V]`);
+    /// with `all`, every position's logits are written to it as `[t][V]`.
     pub fn forward_chunk(
         &self,
         ids: &[u32],
-        state: &mut State,
+        slot: &StateSlot,
         s: &mut Scratch,
+        logits: &mut [f32],
         all: Option<&mut [f32]>,
     ) -> Result<()> {
         let t = ids.len();
         if t == 0 {
             return Err(ModelError::Empty);
         }
-        let (d, v) = (self.hp.n_embd, self.hp.n_vocab);
-        if t > s.chunk {
-            return Err(ModelError::Metadata {
-                file: "<session>".into(),
-                key: "chunk".into(),
-                what: format!("{t} tokens exceed the scratch chunk {}", s.chunk),
+        let v = self.hp.n_vocab;
+        if t > s.chunk() {
+            return Err(ModelError::TooMany {
+                n: t,
+                what: "tokens",
+                chunk: s.chunk(),
             });
         }
-        self.embed(ids, &mut s.x)?;
-        if state.layers.len() != self.layers.len() {
-            return Err(ModelError::Metadata {
-                file: "<session>".into(),
-                key: "state".into(),
-                what: "state belongs to another model".into(),
-            });
+        self.check_slot(slot, || "the state".into())?;
+        self.check_ids(ids)?;
+        let have = logits.len();
+        let logits = logits.get_mut(..v).ok_or(ModelError::Buffer {
+            what: "logits",
+            need: v,
+            have,
+        })?;
+        let all = match all {
+            Some(dst) => {
+                let have = dst.len();
+                Some(dst.get_mut(..t * v).ok_or(ModelError::Buffer {
+                    what: "all-logits",
+                    need: t * v,
+                    have,
+                })?)
+            }
+            None => None,
+        };
+        let (be, ws) = (&self.backend, s.ws());
+        be.embed(ws, ids)?;
+        let rows = Rows::Chunk {
+            slot: slot.index(),
+            t,
+        };
+        for l in 0..self.hp.n_layer {
+            block::forward(be, &self.hp, ws, l, rows)?;
         }
-        for (layer, st) in self.layers.iter().zip(state.layers.iter_mut()) {
-            block::forward(self, layer, st, s, t)?;
-        }
-        let out = self.data(&self.output);
         match all {
             Some(dst) => {
-                for j in 0..t {
-                    block::rms_norm(
-                        &s.x[j * d..(j + 1) * d],
-                        Some(&self.output_norm),
-                        self.hp.norm_eps,
-                        &mut s.h[j * d..(j + 1) * d],
-                    );
-                }
-                let dst = dst.get_mut(..t * v).ok_or(ModelError::Metadata {
-                    file: "<session>".into(),
-                    key: "logits".into(),
-                    what: "all-logits buffer too small".into(),
-                })?;
-                matmul(&self.output, out, &s.h, t, dst, &mut s.act, &mut s.tmp)?;
-                s.logits.copy_from_slice(&dst[(t - 1) * v..t * v]);
+                be.head(ws, 0..t, dst)?;
+                logits.copy_from_slice(&dst[(t - 1) * v..t * v]);
             }
-            None => {
-                let last = &s.x[(t - 1) * d..t * d];
-                block::rms_norm(
-                    last,
-                    Some(&self.output_norm),
-                    self.hp.norm_eps,
-                    &mut s.h[..d],
-                );
-                matmul(
-                    &self.output,
-                    out,
-                    &s.h[..d],
-                    1,
-                    &mut s.logits,
-                    &mut s.act,
-                    &mut s.tmp,
-                )?;
-            }
+            None => be.head(ws, t - 1..t, logits)?,
         }
         Ok(())
+    }
+
+    /// Feeds `ids[j]` to the sequence in `slots[j]`, for every `j`, and
+    /// writes its logits to `logits[j*V..(j+1)*V]`. `ids` and `slots` have
+    /// the same length B, 1 <= B <= `s.chunk()`; `logits` holds at least B*V
+    /// values; the slots are distinct and of this model.
+    pub fn forward_batch(
+        &self,
+        ids: &[u32],
+        slots: &[&StateSlot],
+        s: &mut Scratch,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let b = ids.len();
+        if b == 0 {
+            return Err(ModelError::Empty);
+        }
+        let v = self.hp.n_vocab;
+        if slots.len() != b {
+            return Err(ModelError::Batch {
+                what: format!(
+                    "{b} tokens but {} states (one token per sequence)",
+                    slots.len()
+                ),
+            });
+        }
+        if b > s.chunk() {
+            return Err(ModelError::TooMany {
+                n: b,
+                what: "sequences",
+                chunk: s.chunk(),
+            });
+        }
+        let have = logits.len();
+        let out = logits.get_mut(..b * v).ok_or(ModelError::Buffer {
+            what: "logits",
+            need: b * v,
+            have,
+        })?;
+        let mut idx = Vec::with_capacity(b);
+        for (j, slot) in slots.iter().enumerate() {
+            self.check_slot(slot, || format!("state {j}"))?;
+            if idx.contains(&slot.index()) {
+                return Err(ModelError::Batch {
+                    what: format!("state {j} is in the batch twice"),
+                });
+            }
+            idx.push(slot.index());
+        }
+        self.check_ids(ids)?;
+        let (be, ws) = (&self.backend, s.ws());
+        // Embedding: one row per sequence.
+        be.embed(ws, ids)?;
+        for l in 0..self.hp.n_layer {
+            block::forward(be, &self.hp, ws, l, Rows::Seqs(&idx))?;
+        }
+        // Final norm per row, then the LM head over all rows: [B][V].
+        be.head(ws, 0..b, out)
+    }
+
+    /// A state slot for a new sequence, zeroed.
+    pub fn new_slot(&self) -> Result<StateSlot> {
+        let slot = self.slots.take();
+        self.backend.reserve_slots(slot.index() + 1)?;
+        self.backend.zero_slot(slot.index())?;
+        Ok(slot)
+    }
+
+    /// Allocates the state pool for `n` sequences at once (a server's
+    /// `--parallel`); later slots beyond it grow the pool.
+    pub fn reserve_slots(&self, n: usize) -> Result<()> {
+        self.backend.reserve_slots(n)
+    }
+
+    /// The slot's state, in host form.
+    pub fn read_state(&self, slot: &StateSlot) -> Result<State> {
+        self.check_slot(slot, || "the state".into())?;
+        self.backend.read_slot(slot.index())
+    }
+
+    /// Sets the slot's state from its host form (of this model's shape).
+    pub fn write_state(&self, slot: &StateSlot, state: &State) -> Result<()> {
+        self.check_slot(slot, || "the state".into())?;
+        self.backend.write_slot(slot.index(), state)
+    }
+
+    /// Slot `to` = slot `from`, on the device.
+    pub fn copy_state(&self, from: &StateSlot, to: &StateSlot) -> Result<()> {
+        self.check_slot(from, || "the source state".into())?;
+        self.check_slot(to, || "the target state".into())?;
+        self.backend.copy_slot(from.index(), to.index())
+    }
+
+    /// The slot back to the start of a sequence.
+    pub fn reset_state(&self, slot: &StateSlot) -> Result<()> {
+        self.check_slot(slot, || "the state".into())?;
+        self.backend.zero_slot(slot.index())
     }
 }

@@ -1,23 +1,24 @@
 //! A Mamba-1 / Falcon Mamba model read from a GGUF file: hyper-parameters from
-//! the metadata, every tensor checked for presence, type and shape, weights left
-//! memory-mapped and quantized (matmuls dequantize on the fly).
+//! the metadata, every tensor checked for presence, type and shape, then the
+//! weights handed to a [`Backend`] (the CPU backend leaves them memory-mapped
+//! and quantized; its matmuls dequantize on the fly).
 //!
 //! Shapes below are GGUF dims, innermost first (a PyTorch `[rows, cols]` matrix
 //! is `{cols, rows}`), with d = embedding, E = d_inner, N = state size,
 //! R = dt rank, K = conv kernel, V = vocabulary.
 
-mod batch;
 pub mod block;
 mod forward;
-pub mod matmul;
 pub mod scratch;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use gguf::{GgmlType, GgufFile, TensorInfo};
-use quant::Kernel;
 
+use crate::backend::{Backend, DeviceRequest};
 use crate::error::{ModelError, Result};
+use crate::state::SlotTable;
 
 pub use scratch::Scratch;
 
@@ -52,17 +53,17 @@ pub struct Hparams {
     pub tied: bool,
 }
 
-/// A weight matrix used by a matmul: `n_out` rows of `n_in` values of the
-/// kernel's weight type, contiguous in the mapped file.
+/// A weight matrix used by a matmul: `n_out` rows of `n_in` values of type
+/// `ty`, contiguous in the mapped file (where `info` says).
 #[derive(Clone, Debug)]
 pub struct Mat {
     pub name: String,
-    pub kernel: Kernel,
+    pub ty: GgmlType,
     pub n_in: usize,
     pub n_out: usize,
     /// Bytes of one row.
     pub row_bytes: usize,
-    info: TensorInfo,
+    pub(crate) info: TensorInfo,
 }
 
 /// One Mamba block's parameters.
@@ -91,9 +92,12 @@ pub struct Layer {
     pub ssm_out: Mat,
 }
 
-/// A loaded model. Holds the mapped file; tensors are read from it in place.
-pub struct Model {
-    file: GgufFile,
+/// A validated model's weights as the file holds them: what a backend is
+/// built from ([`Backend::new`]).
+#[derive(Debug)]
+pub struct Weights {
+    /// The mapped file the matrices point into.
+    pub file: Arc<GgufFile>,
     pub hp: Hparams,
     /// `token_embd.weight` {d, V}: one row per token, dequantized on lookup.
     pub tok_embd: Mat,
@@ -104,9 +108,23 @@ pub struct Model {
     pub output: Mat,
 }
 
+/// A loaded model: its hyper-parameters and metadata (the mapped file), and
+/// the backend that holds its weights and its states.
+pub struct Model {
+    file: Arc<GgufFile>,
+    pub hp: Hparams,
+    backend: Backend,
+    /// Which state slots of the backend's pool are taken.
+    pub(crate) slots: Arc<SlotTable>,
+    weight_types: Vec<GgmlType>,
+}
+
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("hp", &self.hp).finish()
+        f.debug_struct("Model")
+            .field("hp", &self.hp)
+            .field("backend", &self.backend.name())
+            .finish()
     }
 }
 
@@ -217,6 +235,7 @@ impl<'a> Loader<'a> {
         let info = self.info(name, &[n_in, n_out])?;
         let kernel = quant::kernel(info.ty)
             .ok_or_else(|| self.ty_err(name, info.ty, "has no matmul kernel"))?;
+        // The CPU's kernel table is also the list of types a matmul can take.
         if kernel.act.row_bytes(n_in).is_none() {
             return Err(self.ty_err(
                 name,
@@ -230,7 +249,7 @@ impl<'a> Loader<'a> {
         let row_bytes = info.ty.row_bytes(n_in).unwrap_or(0);
         Ok(Mat {
             name: name.to_string(),
-            kernel,
+            ty: info.ty,
             n_in,
             n_out,
             row_bytes,
@@ -240,13 +259,24 @@ impl<'a> Loader<'a> {
 }
 
 impl Model {
-    /// Opens (memory-maps) and validates a GGUF model.
+    /// Opens (memory-maps) and validates a GGUF model, on the best backend
+    /// found (`--device auto`).
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
-        Model::from_gguf(GgufFile::open(path)?)
+        Model::load_on(path, DeviceRequest::Auto)
     }
 
-    /// Validates an opened GGUF and builds the model over it.
+    /// [`Model::load`] on the backend `device` asks for.
+    pub fn load_on(path: impl AsRef<Path>, device: DeviceRequest) -> Result<Model> {
+        Model::from_gguf_on(GgufFile::open(path)?, device)
+    }
+
+    /// Validates an opened GGUF and builds the model over it (`auto` backend).
     pub fn from_gguf(file: GgufFile) -> Result<Model> {
+        Model::from_gguf_on(file, DeviceRequest::Auto)
+    }
+
+    /// [`Model::from_gguf`] on the backend `device` asks for.
+    pub fn from_gguf_on(file: GgufFile, device: DeviceRequest) -> Result<Model> {
         let fname = file
             .path()
             .map(|p| p.display().to_string())
@@ -361,13 +391,32 @@ impl Model {
             dt_b_c_eps,
             tied,
         };
+        let mut weight_types = vec![tok_embd.ty, output.ty];
+        for l in &layers {
+            for m in [&l.ssm_in, &l.ssm_x, &l.ssm_dt, &l.ssm_out] {
+                weight_types.push(m.ty);
+            }
+        }
+        weight_types.sort_by_key(|t| t.id());
+        weight_types.dedup();
+        let file = Arc::new(file);
+        let backend = Backend::new(
+            device,
+            Weights {
+                file: file.clone(),
+                hp: hp.clone(),
+                tok_embd,
+                layers,
+                output_norm,
+                output,
+            },
+        )?;
         Ok(Model {
             file,
             hp,
-            tok_embd,
-            layers,
-            output_norm,
-            output,
+            backend,
+            slots: Arc::default(),
+            weight_types,
         })
     }
 
@@ -376,21 +425,13 @@ impl Model {
         &self.file
     }
 
-    /// A weight's bytes in the mapped file (length checked at load).
-    pub fn data(&self, m: &Mat) -> &[u8] {
-        self.file.tensor_data(&m.info)
+    /// The backend that holds the weights and states and runs the ops.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// The distinct weight types of the matmul tensors, for display.
     pub fn weight_types(&self) -> Vec<GgmlType> {
-        let mut v = vec![self.tok_embd.kernel.weight, self.output.kernel.weight];
-        for l in &self.layers {
-            for m in [&l.ssm_in, &l.ssm_x, &l.ssm_dt, &l.ssm_out] {
-                v.push(m.kernel.weight);
-            }
-        }
-        v.sort_by_key(|t| t.id());
-        v.dedup();
-        v
+        self.weight_types.clone()
     }
 }

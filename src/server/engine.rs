@@ -34,19 +34,14 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::cache::PrefixCache;
+use crate::generate::{Next, Sampling};
 use crate::model::Model;
+use crate::prefill::PrefillError;
+pub use crate::prefill::{prefill, PrefillRun, Prompt};
+use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::session::{BatchDecoder, Session, SERVE_CHUNK};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
-
-/// A prompt as text plus the byte offsets (increasing, inside the text) where
-/// the state is worth caching (the end of each chat message).
-#[derive(Clone, Debug)]
-pub struct Prompt {
-    pub text: String,
-    pub bounds: Vec<usize>,
-}
+use crate::tokenizer::Tokenizer;
 
 /// Generation settings of one request.
 #[derive(Clone, Debug)]
@@ -235,6 +230,16 @@ impl Drop for Engine {
     }
 }
 
+impl From<PrefillError> for Event {
+    fn from(e: PrefillError) -> Event {
+        if e.is_request_error() {
+            err(400, "invalid_request_error", e.to_string())
+        } else {
+            err(500, "server_error", e.to_string())
+        }
+    }
+}
+
 fn err(status: u16, kind: &'static str, message: impl Into<String>) -> Event {
     Event::Error {
         status,
@@ -275,175 +280,14 @@ fn partial_stop(s: &str, stops: &[String]) -> usize {
     keep
 }
 
-/// An incremental prompt prefill: [`PrefillRun::start`] restores the longest
-/// cached prefix, each [`PrefillRun::step`] feeds at most one chunk (and
-/// tokenizes the next piece between the prompt's boundaries, and caches the
-/// state at each boundary, when it gets there).
-pub struct PrefillRun {
-    /// The prompt's tokens known so far (restored, then piece by piece).
-    tokens: Vec<u32>,
-    /// How many of them the cache supplied.
-    cached: usize,
-    /// Tokens fed (or restored).
-    fed: usize,
-    /// Bytes of the prompt text `tokens` cover once the current piece is in.
-    pos: usize,
-    /// The boundary the current piece ends at, cached once it is fed.
-    piece_end: Option<usize>,
-    /// Boundaries still to tokenize up to.
-    ends: VecDeque<usize>,
-}
-
-impl PrefillRun {
-    /// Restores the longest cached prefix of `prompt` into `session` (or
-    /// resets it and starts with BOS when the tokenizer adds one).
-    pub fn start(
-        cache: &Mutex<PrefixCache>,
-        session: &mut Session,
-        tok: &Tokenizer,
-        prompt: &Prompt,
-        max_prompt: usize,
-    ) -> PrefillRun {
-        let text = prompt.text.as_str();
-        let hit = lock(cache).restore_longest(text, max_prompt, session);
-        let (pos, tokens, cached) = match hit {
-            Some(h) => {
-                let n = h.tokens.len();
-                (h.text_len, h.tokens, n)
-            }
-            None => {
-                session.reset();
-                let bos = if tok.add_bos() { tok.bos_id() } else { None };
-                (0, bos.into_iter().collect::<Vec<u32>>(), 0)
-            }
-        };
-        let mut ends: VecDeque<usize> = prompt
-            .bounds
-            .iter()
-            .copied()
-            .filter(|&b| b > pos && b < text.len())
-            .collect();
-        if pos < text.len() || tokens.len() > cached {
-            ends.push_back(text.len());
-        }
-        PrefillRun {
-            fed: cached,
-            tokens,
-            cached,
-            pos,
-            piece_end: None,
-            ends,
-        }
-    }
-
-    /// Feeds at most one chunk; true once the whole prompt is in.
-    pub fn step(
-        &mut self,
-        cache: &Mutex<PrefixCache>,
-        session: &mut Session,
-        tok: &Tokenizer,
-        prompt: &Prompt,
-        max_prompt: usize,
-    ) -> Result<bool, Event> {
-        let text = prompt.text.as_str();
-        loop {
-            if let Some(rest) = self.tokens.get(self.fed..).filter(|r| !r.is_empty()) {
-                let n = rest.len().min(session.chunk().max(1));
-                session
-                    .feed(&rest[..n])
-                    .map_err(|e| err(500, "server_error", e.to_string()))?;
-                self.fed += n;
-                return Ok(false);
-            }
-            if let Some(end) = self.piece_end.take() {
-                self.pos = end;
-                if self.fed > 0 {
-                    lock(cache).insert(&text[..end], &self.tokens, session);
-                }
-            }
-            let Some(end) = self.ends.pop_front() else {
-                return Ok(true);
-            };
-            let Some(piece) = text.get(self.pos..end) else {
-                return Err(err(
-                    500,
-                    "server_error",
-                    "prompt boundary inside a character",
-                ));
-            };
-            let ids = tok
-                .encode(piece, false)
-                .map_err(|e| err(400, "invalid_request_error", e.to_string()))?;
-            self.tokens.extend_from_slice(&ids);
-            if self.tokens.len() > max_prompt {
-                return Err(err(
-                    400,
-                    "invalid_request_error",
-                    format!(
-                        "the prompt is {}+ tokens, more than the limit of {max_prompt}",
-                        self.tokens.len()
-                    ),
-                ));
-            }
-            self.piece_end = Some(end);
-        }
-    }
-
-    fn empty() -> PrefillRun {
-        PrefillRun {
-            tokens: Vec::new(),
-            cached: 0,
-            fed: 0,
-            pos: 0,
-            piece_end: None,
-            ends: VecDeque::new(),
-        }
-    }
-
-    /// The prompt's tokens and how many the cache supplied (after `step`
-    /// returned true).
-    pub fn finish(self) -> Result<(Vec<u32>, usize), Event> {
-        if self.tokens.is_empty() {
-            return Err(err(400, "invalid_request_error", "the prompt is empty"));
-        }
-        Ok((self.tokens, self.cached))
-    }
-}
-
-/// Brings `session` to the state after `prompt`: restores the longest cached
-/// prefix, then tokenizes and feeds the rest piece by piece between the
-/// prompt's boundaries, caching the state at each boundary and at the end.
-/// `check` is called before each chunk; an event it returns aborts.
-/// Returns the prompt's tokens and how many of them the cache supplied.
-pub fn prefill(
-    cache: &Mutex<PrefixCache>,
-    session: &mut Session,
-    tok: &Tokenizer,
-    prompt: &Prompt,
-    max_prompt: usize,
-    mut check: impl FnMut() -> Option<Event>,
-) -> Result<(Vec<u32>, usize), Event> {
-    let mut run = PrefillRun::start(cache, session, tok, prompt, max_prompt);
-    loop {
-        if let Some(e) = check() {
-            return Err(e);
-        }
-        if run.step(cache, session, tok, prompt, max_prompt)? {
-            return run.finish();
-        }
-    }
-}
-
 /// A request's generation after its prompt.
 struct GenRun {
     /// The prompt's tokens and how many came from the cache.
     tokens: Vec<u32>,
     cached: usize,
-    sampler: Sampler,
-    /// Prompt and generated tokens (for the repetition penalty).
-    history: Vec<u32>,
-    generated: Vec<u32>,
-    decoder: StreamDecoder,
+    /// Sampling, EOS, the penalty's history, text decoding: shared with
+    /// `Generate`.
+    core: Sampling,
     /// Text generated so far, and how much of it was sent.
     out: String,
     sent: usize,
@@ -458,12 +302,9 @@ struct GenRun {
 impl GenRun {
     fn new(tokens: Vec<u32>, cached: usize, cfg: SamplerConfig) -> GenRun {
         GenRun {
-            history: tokens.clone(),
+            core: Sampling::new(Sampler::new(cfg), &tokens),
             tokens,
             cached,
-            sampler: Sampler::new(cfg),
-            generated: Vec::new(),
-            decoder: StreamDecoder::new(),
             out: String::new(),
             sent: 0,
             pending: None,
@@ -483,23 +324,24 @@ impl GenRun {
         job: &Job,
     ) -> Result<Option<&'static str>, Event> {
         let p = &job.params;
-        if self.generated.len() >= p.max_tokens {
+        if self.core.tokens().len() >= p.max_tokens {
             return Ok(Some("length"));
         }
         let logits = session.logits();
-        let id = self.sampler.sample(logits, &self.history);
-        if !p.ignore_eos && tok.eos_ids().contains(&id) {
+        let next = self
+            .core
+            .next(logits, tok, p.ignore_eos)
+            .map_err(|e| err(500, "server_error", e.to_string()))?;
+        let Next::Token { id, piece } = next else {
             return Ok(Some("stop"));
-        }
+        };
         let logprob = if p.logprobs {
             log_softmax_at(logits, id)
         } else {
             None
         };
-        self.history.push(id);
-        self.generated.push(id);
         self.pending = Some(id);
-        self.out.push_str(&self.decoder.push(tok, id));
+        self.out.push_str(&piece);
         // Stop strings: cut at the first, hold back a possible start of one.
         let mut visible = self.out.len();
         if !p.stop.is_empty() {
@@ -531,12 +373,12 @@ impl GenRun {
         if self.stopped_by_string {
             return Ok(Some("stop"));
         }
-        Ok((self.generated.len() >= p.max_tokens).then_some("length"))
+        Ok((self.core.tokens().len() >= p.max_tokens).then_some("length"))
     }
 
     /// Whether the state after the reply goes into the prompt cache.
     fn caches_reply(&self, shared: &Shared) -> bool {
-        !self.stopped_by_string && !self.generated.is_empty() && shared.cfg.cache_bytes > 0
+        !self.stopped_by_string && !self.core.tokens().is_empty() && shared.cfg.cache_bytes > 0
     }
 
     /// Moves the job on after its session has seen every token so far
@@ -556,7 +398,7 @@ impl GenRun {
                     return Ok(true);
                 };
                 if !self.stopped_by_string {
-                    let rest = self.decoder.flush();
+                    let rest = self.core.flush();
                     self.out.push_str(&rest);
                     if self.sent < self.out.len() {
                         let _ = job.tx.send(Event::Token {
@@ -581,15 +423,17 @@ impl GenRun {
         self.pending = None;
         if self.caches_reply(shared) {
             let mut all = self.tokens.clone();
-            all.extend_from_slice(&self.generated);
+            all.extend_from_slice(self.core.tokens());
             let key = format!("{}{}", job.prompt.text, self.out);
-            lock(&shared.cache).insert(&key, &all, session);
+            lock(&shared.cache)
+                .insert(&key, &all, session)
+                .map_err(|e| err(500, "server_error", e.to_string()))?;
         }
         let _ = job.tx.send(Event::Done {
             finish_reason: finish,
             usage: Usage {
                 prompt_tokens: self.tokens.len(),
-                completion_tokens: self.generated.len(),
+                completion_tokens: self.core.tokens().len(),
                 cached_tokens: self.cached,
             },
         });
@@ -659,14 +503,22 @@ impl<'a> Scheduler<'a> {
                 Some(job) => {
                     sh.busy.fetch_add(1, Ordering::SeqCst);
                     let session = &mut self.sessions[free];
-                    let phase = Phase::Prefill(PrefillRun::start(
+                    match PrefillRun::start(
                         &sh.cache,
                         session,
                         self.tok,
                         &job.prompt,
                         sh.cfg.max_prompt_tokens,
-                    ));
-                    self.jobs[free] = Some(Active { job, phase });
+                    ) {
+                        Ok(run) => {
+                            let phase = Phase::Prefill(run);
+                            self.jobs[free] = Some(Active { job, phase });
+                        }
+                        Err(e) => {
+                            let _ = job.tx.send(Event::from(e));
+                            sh.busy.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
                 }
                 None if self.jobs.iter().all(|j| j.is_none()) => {
                     q = sh.cv.wait(q).unwrap_or_else(|p| p.into_inner());
@@ -792,14 +644,17 @@ impl<'a> Scheduler<'a> {
             Ok(false) => return,
             Ok(true) => {
                 let run = std::mem::replace(run, PrefillRun::empty());
-                run.finish().and_then(|(tokens, cached)| {
-                    let mut g = Box::new(GenRun::new(tokens, cached, a.job.params.sampler.clone()));
-                    let r = g.advance(sh, session, tok, &a.job);
-                    a.phase = Phase::Gen(g);
-                    r
-                })
+                run.finish()
+                    .map_err(Event::from)
+                    .and_then(|(tokens, cached)| {
+                        let mut g =
+                            Box::new(GenRun::new(tokens, cached, a.job.params.sampler.clone()));
+                        let r = g.advance(sh, session, tok, &a.job);
+                        a.phase = Phase::Gen(g);
+                        r
+                    })
             }
-            Err(ev) => Err(ev),
+            Err(e) => Err(Event::from(e)),
         };
         match r {
             Ok(true) => {}

@@ -22,7 +22,8 @@
 //! ```
 
 pub mod api;
-pub mod cache;
+/// The prompt cache (moved to the library root: `chat` uses it too).
+pub use crate::prefix_cache as cache;
 pub mod engine;
 
 use std::net::SocketAddr;
@@ -114,6 +115,9 @@ struct AppState {
     cfg: ServerConfig,
     limits: Limits,
     next_id: AtomicU64,
+    /// The backend and device the model runs on, for `/health`.
+    backend: &'static str,
+    device: String,
 }
 
 /// A server running on its own threads; dropping the handle stops it.
@@ -163,6 +167,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         addr: addr_s,
         source,
     })?;
+    let (backend, device) = (model.backend().name(), model.backend().device());
     let engine = Engine::start(
         model,
         tok.clone(),
@@ -183,6 +188,8 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         },
         cfg,
         next_id: AtomicU64::new(1),
+        backend,
+        device,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -249,6 +256,8 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     let s = st.engine.stats();
     Json(json!({
         "status": "ok",
+        "backend": st.backend,
+        "device": st.device,
         "slots": st.cfg.parallel,
         "running": s.running,
         "waiting": s.waiting,

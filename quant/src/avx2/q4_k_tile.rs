@@ -259,12 +259,13 @@ pub(super) fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mu
         for r0 in (0..held).step_by(8) {
             let rp = row_ptrs(w, rb, r0, held);
             let nr = (held - r0).min(8);
-            // SAFETY (here and below): AVX2, FMA and F16C are checked by
+            // SAFETY: here and below, AVX2, FMA and F16C are checked by
             // dispatch; every row pointer is a held row of nb super-blocks,
             // every act pointer a held activation row, and dec has nb.
             unsafe { decode_tile(&rp, true, dec) };
             let mut j = 0;
             while j + 4 <= t {
+                // SAFETY: as above; j + 3 < t.
                 let v =
                     unsafe { tile_dot::<4>(dec, &[act(j), act(j + 1), act(j + 2), act(j + 3)]) };
                 for (i, vi) in v.iter().enumerate() {
@@ -273,6 +274,7 @@ pub(super) fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mu
                 j += 4;
             }
             while j < t {
+                // SAFETY: as above; j < t.
                 let [v] = unsafe { tile_dot::<1>(dec, &[act(j)]) };
                 put(out, j * rows + r0, &v, nr);
                 j += 1;

@@ -417,6 +417,7 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
             }};
         }
         // SAFETY (every `tile`/`decode_tile`/`tile_dec` call below): AVX2,
+        // SAFETY (each unsafe block below): AVX2,
         // FMA and F16C are checked by dispatch; every row pointer is a held
         // row (nb blocks), every act pointer a held act row, every pre
         // pointer nb entries, and `dec` has nb entries.
@@ -424,6 +425,7 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
             for r0 in (0..rows_held).step_by(8) {
                 let rp = row_ptrs(w, rb, r0, rows_held);
                 let nr = (rows_held - r0).min(8);
+                // SAFETY: as above.
                 groups!(r0, nr, |acts, pres, first| unsafe {
                     tile::<_, FIVE>(nb, &rp, &acts, &pres, first)
                 });
@@ -433,7 +435,9 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
                 for r0 in (0..rows_held).step_by(8) {
                     let rp = row_ptrs(w, rb, r0, rows_held);
                     let nr = (rows_held - r0).min(8);
+                    // SAFETY: as above.
                     unsafe { decode_tile::<FIVE>(&rp, true, dec) };
+                    // SAFETY: as above.
                     groups!(r0, nr, |acts, pres, _first| unsafe {
                         tile_dec::<_, FIVE>(dec, &acts, &pres)
                     });

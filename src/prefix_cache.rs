@@ -9,6 +9,7 @@
 //! the model generated, as an uninterrupted session would (re-tokenizing the
 //! reply's text could give other tokens).
 
+use crate::error::Result;
 use crate::session::{Session, Snapshot};
 
 struct Entry {
@@ -103,17 +104,18 @@ impl PrefixCache {
         })
     }
 
-    /// Stores the session's state as the one after `text` / `tokens`.
-    pub fn insert(&mut self, text: &str, tokens: &[u32], session: &Session) {
+    /// Stores the session's state (its host form) as the one after `text` /
+    /// `tokens`. Errs only when the backend cannot read the state.
+    pub fn insert(&mut self, text: &str, tokens: &[u32], session: &Session) -> Result<()> {
         self.clock += 1;
         if let Some(e) = self.entries.iter_mut().find(|e| e.text == text) {
             e.last_used = self.clock;
-            return;
+            return Ok(());
         }
-        let snap = session.snapshot();
+        let snap = session.snapshot()?;
         let bytes = snap_bytes(&snap) + text.len() + tokens.len() * 4;
         if bytes > self.cap {
-            return;
+            return Ok(());
         }
         while self.used + bytes > self.cap {
             let Some(i) = self
@@ -136,5 +138,6 @@ impl PrefixCache {
             bytes,
             last_used: self.clock,
         });
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::Mat;
+use super::CpuMat as Mat;
 use crate::error::{ModelError, Result};
 
 /// Below this many weight values a matmul runs on the calling thread.

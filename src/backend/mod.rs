@@ -1,0 +1,354 @@
+//! The backend seam: everything a device must implement to run the model.
+//!
+//! The forward pass is written once, device-independent, in
+//! [`crate::model::block`] (one Mamba block) and `model/forward.rs` (embedding,
+//! blocks, head). It calls the ops below on a [`Backend`], an enum over the
+//! backends that exist (as candle's `QStorage` is), so nothing generic spreads
+//! through `Session`, `Generate` or the server. A new device (CUDA, Metal,
+//! Vulkan) is a new variant of [`Backend`] and of [`Workspace`] plus one
+//! arm in each method here; this file is the whole contract.
+//!
+//! What a backend owns:
+//! * **the weights**, in its own memory, uploaded once at load (the CPU
+//!   backend keeps them quantized in the memory-mapped file);
+//! * **the state pool**: per layer one conv pool `[slots][K-1][E]` and one
+//!   SSM pool `[slots][E][N]`, fp32, indexed by slot (as ggml's `ssm_scan`
+//!   takes `ids`). A [`crate::Session`] holds one slot;
+//! * **workspaces** ([`Workspace`]): the activation buffers of one forward
+//!   over up to `rows` tokens, in backend memory. Ops read and write them
+//!   by name ([`Act`]); nothing comes back to the host between ops. Only
+//!   logits (and host reads of a state slot) cross to the host.
+//!
+//! Shapes (row-major; t = rows of this forward, d = embedding, E = d_inner,
+//! N = state size, R = dt rank, K = conv kernel, V = vocabulary):
+//!
+//! | op | reads | writes | what |
+//! |---|---|---|---|
+//! | [`embed`](Backend::embed) | ids `[t]` | X `[t][d]` | token_embd rows, dequantized |
+//! | [`rms_norm`](Backend::rms_norm) | X `[t][d]` | H `[t][d]` | `x / sqrt(mean(x^2) + eps) * norm` of block `l` |
+//! | [`matmul`](Backend::matmul) | src `[t][n_in]` | dst `[t][n_out]` | `dst[j] = W src[j]`, W quantized as in the file |
+//! | [`silu_gate`](Backend::silu_gate) | Xz `[t][2E]` | Xz | `z <- silu(z)` on the second half of each row |
+//! | [`conv`](Backend::conv) | Xz `[t][2E]`, conv slots | Xc `[t][E]`, conv slots | causal depthwise conv over x_in + bias, then SiLU |
+//! | [`dt_b_c_rms`](Backend::dt_b_c_rms) | Xdbl `[t][R+2N]` | Xdbl | Falcon: weightless RMS norm of dt, B, C each |
+//! | [`split_dt`](Backend::split_dt) | Xdbl `[t][R+2N]` | DtIn `[t][R]` | the dt columns, contiguous for dt_proj |
+//! | [`dt_softplus`](Backend::dt_softplus) | Dt `[t][E]` | Dt | `softplus(dt + dt_bias)` of block `l` |
+//! | [`scan`](Backend::scan) | Xz, Xc, Xdbl, Dt, ssm slots | Y `[t][E]`, ssm slots | selective scan, `+ x D`, times the gate |
+//! | [`residual`](Backend::residual) | Out `[t][d]` | X `[t][d]` | `x += out` |
+//! | [`head`](Backend::head) | X rows `a..b` | host logits `[b-a][V]` | final RMS norm, LM head |
+//!
+//! Rows of X..Out are either `t` consecutive tokens of one sequence
+//! ([`Rows::Chunk`]: conv and scan walk them in order on that sequence's
+//! slot) or one token of each of `t` sequences ([`Rows::Seqs`]: row `j`'s
+//! conv and scan use slot `slots[j]`). Every other op is row-wise or a
+//! matmul, so it does not care which.
+//!
+//! State pool ops: [`reserve_slots`](Backend::reserve_slots),
+//! [`zero_slot`](Backend::zero_slot), [`copy_slot`](Backend::copy_slot)
+//! (fork, device to device), [`read_slot`](Backend::read_slot) and
+//! [`write_slot`](Backend::write_slot) (the host form, [`State`], which the
+//! state files and the prefix cache use, so a state saved from one backend
+//! restores on another).
+//!
+//! Which slots are free is not the backend's business: [`crate::Model`]
+//! hands out [`crate::state::StateSlot`]s and checks them before any op.
+
+pub mod cpu;
+
+use std::str::FromStr;
+
+use crate::error::{ModelError, Result};
+use crate::state::State;
+
+pub use cpu::CpuBackend;
+
+/// The backends `--device` accepts, `auto` first.
+pub const DEVICE_CHOICES: &[&str] = &["auto", "cpu"];
+
+/// Which backend to run on (`--device`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// The best backend found (today: the CPU).
+    #[default]
+    Auto,
+    /// The CPU backend.
+    Cpu,
+}
+
+impl FromStr for DeviceRequest {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(DeviceRequest::Auto),
+            "cpu" => Ok(DeviceRequest::Cpu),
+            _ => Err(ModelError::Device {
+                requested: s.to_string(),
+                choices: DEVICE_CHOICES.join(", "),
+            }),
+        }
+    }
+}
+
+/// An activation buffer of a [`Workspace`] (shapes in the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// `[t][d]` the residual stream.
+    X,
+    /// `[t][d]` RMS-normed input of a block (or of the head).
+    H,
+    /// `[t][2E]` in_proj output: x_in, then the gate z (silu(z) once gated).
+    Xz,
+    /// `[t][E]` conv output after SiLU.
+    Xc,
+    /// `[t][R+2N]` x_proj output: dt_in, B, C.
+    Xdbl,
+    /// `[t][R]` the dt_in columns of Xdbl, contiguous.
+    DtIn,
+    /// `[t][E]` dt_proj output, then softplus(dt + bias).
+    Dt,
+    /// `[t][E]` the gated scan output.
+    Y,
+    /// `[t][d]` out_proj output.
+    Out,
+}
+
+impl Act {
+    /// Every buffer, in declaration order.
+    pub const ALL: [Act; 9] = [
+        Act::X,
+        Act::H,
+        Act::Xz,
+        Act::Xc,
+        Act::Xdbl,
+        Act::DtIn,
+        Act::Dt,
+        Act::Y,
+        Act::Out,
+    ];
+}
+
+/// A matrix of the model, as a matmul's weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weight {
+    /// Block `l`'s in_proj `{d, 2E}`.
+    In(usize),
+    /// Block `l`'s x_proj `{E, R+2N}`.
+    X(usize),
+    /// Block `l`'s dt_proj `{R, E}`.
+    Dt(usize),
+    /// Block `l`'s out_proj `{E, d}`.
+    Out(usize),
+    /// The LM head `{d, V}` (the token embedding when tied).
+    Head,
+}
+
+/// What the rows of a forward are (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub enum Rows<'a> {
+    /// `t` consecutive tokens of the sequence in state slot `slot`.
+    Chunk { slot: usize, t: usize },
+    /// One token of each sequence: row `j` is the sequence in `slots[j]`
+    /// (distinct slots).
+    Seqs(&'a [usize]),
+}
+
+impl Rows<'_> {
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Rows::Chunk { t, .. } => *t,
+            Rows::Seqs(s) => s.len(),
+        }
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A backend: the weights, the state pool, and the ops.
+#[derive(Debug)]
+pub enum Backend {
+    Cpu(CpuBackend),
+}
+
+/// The activation buffers of one forward over up to `rows` tokens, in the
+/// memory of the backend that made it ([`Backend::workspace`]).
+#[derive(Debug)]
+pub enum Workspace {
+    Cpu(cpu::Scratch),
+}
+
+impl Workspace {
+    /// The most rows one forward may have.
+    pub fn rows(&self) -> usize {
+        match self {
+            Workspace::Cpu(s) => s.rows(),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Workspace::Cpu(s) => s.bytes(),
+        }
+    }
+}
+
+// Each op: one arm per backend. With a second backend, a workspace of the
+// other kind is an error (`ModelError::Backend`), caught by the first arm
+// that does not match.
+macro_rules! dispatch {
+    ($self:ident, $ws:ident, |$b:ident, $w:ident| $body:expr) => {
+        match ($self, $ws) {
+            (Backend::Cpu($b), Workspace::Cpu($w)) => $body,
+        }
+    };
+}
+
+impl Backend {
+    /// The backend `req` asks for, over a validated model's weights.
+    pub fn new(req: DeviceRequest, weights: crate::model::Weights) -> Result<Backend> {
+        match req {
+            DeviceRequest::Auto | DeviceRequest::Cpu => Ok(Backend::Cpu(CpuBackend::new(weights)?)),
+        }
+    }
+
+    /// The backend's name as llama-bench writes it ("CPU", "CUDA").
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Cpu(_) => "CPU",
+        }
+    }
+
+    /// The device it runs on, for logs (e.g. "CPU (AVX2)": the SIMD path of
+    /// the CPU kernels).
+    pub fn device(&self) -> String {
+        match self {
+            Backend::Cpu(b) => b.device(),
+        }
+    }
+
+    /// A workspace for forwards of up to `rows` tokens (at least 1).
+    pub fn workspace(&self, rows: usize) -> Workspace {
+        match self {
+            Backend::Cpu(b) => Workspace::Cpu(b.scratch(rows)),
+        }
+    }
+
+    // ---- the forward's ops (shapes in the module table) ----
+
+    /// X[j] = token_embd row `ids[j]` (ids checked by the caller).
+    pub fn embed(&self, ws: &mut Workspace, ids: &[u32]) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.embed(w, ids))
+    }
+
+    /// H = rmsnorm(X) * block `l`'s norm weight, first `t` rows.
+    pub fn rms_norm(&self, ws: &mut Workspace, l: usize, t: usize) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.rms_norm(w, l, t))
+    }
+
+    /// dst[j] = W src[j] for the first `t` rows.
+    pub fn matmul(
+        &self,
+        ws: &mut Workspace,
+        wt: Weight,
+        src: Act,
+        dst: Act,
+        t: usize,
+    ) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.matmul(w, wt, src, dst, t))
+    }
+
+    /// The gate half of Xz: z <- silu(z).
+    pub fn silu_gate(&self, ws: &mut Workspace, t: usize) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.silu_gate(w, t))
+    }
+
+    /// Xc = silu(conv1d(x_in) + bias) of block `l`, with the rows' conv states.
+    pub fn conv(&self, ws: &mut Workspace, l: usize, rows: Rows) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.conv(w, l, rows))
+    }
+
+    /// Falcon Mamba: weightless RMS norm of dt_in, B and C in each Xdbl row.
+    pub fn dt_b_c_rms(&self, ws: &mut Workspace, t: usize) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.dt_b_c_rms(w, t))
+    }
+
+    /// DtIn = the first R columns of Xdbl.
+    pub fn split_dt(&self, ws: &mut Workspace, t: usize) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.split_dt(w, t))
+    }
+
+    /// Dt = softplus(Dt + block `l`'s dt bias).
+    pub fn dt_softplus(&self, ws: &mut Workspace, l: usize, t: usize) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.dt_softplus(w, l, t))
+    }
+
+    /// Y = (selective scan + x D) * silu(z) of block `l`, with the rows' SSM
+    /// states.
+    pub fn scan(&self, ws: &mut Workspace, l: usize, rows: Rows) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.scan(w, l, rows))
+    }
+
+    /// X += Out, first `t` rows.
+    pub fn residual(&self, ws: &mut Workspace, t: usize) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.residual(w, t))
+    }
+
+    /// Final RMS norm of X rows `rows`, then the LM head: `logits` (host)
+    /// gets `[rows.len()][V]`.
+    pub fn head(
+        &self,
+        ws: &mut Workspace,
+        rows: std::ops::Range<usize>,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.head(w, rows, logits))
+    }
+
+    // ---- the state pool ----
+
+    /// Makes room for slots `0..n` (allocated once; never shrinks).
+    pub fn reserve_slots(&self, n: usize) -> Result<()> {
+        match self {
+            Backend::Cpu(b) => b.reserve_slots(n),
+        }
+    }
+
+    /// Slot `slot` back to the start of a sequence (zeros).
+    pub fn zero_slot(&self, slot: usize) -> Result<()> {
+        match self {
+            Backend::Cpu(b) => b.zero_slot(slot),
+        }
+    }
+
+    /// Slot `to` = slot `from`, on the device (fork).
+    pub fn copy_slot(&self, from: usize, to: usize) -> Result<()> {
+        match self {
+            Backend::Cpu(b) => b.copy_slot(from, to),
+        }
+    }
+
+    /// The host form of slot `slot`.
+    pub fn read_slot(&self, slot: usize) -> Result<State> {
+        match self {
+            Backend::Cpu(b) => b.read_slot(slot),
+        }
+    }
+
+    /// Slot `slot` = `state` (shapes checked).
+    pub fn write_slot(&self, slot: usize, state: &State) -> Result<()> {
+        match self {
+            Backend::Cpu(b) => b.write_slot(slot, state),
+        }
+    }
+
+    /// Bytes of one slot's state.
+    pub fn slot_bytes(&self) -> usize {
+        match self {
+            Backend::Cpu(b) => b.slot_bytes(),
+        }
+    }
+}
