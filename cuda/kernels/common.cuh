@@ -46,8 +46,18 @@ static __device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
     return (u32)q[0] | ((u32)q[1] << 16);
 }
 
-// Four signed byte products added to c (sm_61+ on the device).
-static __device__ __forceinline__ int dot4(int a, int b, int c) { return __dp4a(a, b, c); }
+// Four signed byte products added to c (sm_61+ on the device). NVRTC has no
+// __dp4a without the toolkit's headers, so the device form is the PTX
+// instruction itself; the emulator's __dp4a is its definition in C++.
+static __device__ __forceinline__ int dot4(int a, int b, int c) {
+#ifdef MAMBA_EMU
+    return __dp4a(a, b, c);
+#else
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#endif
+}
 
 // Bytewise x - k for bytes x < 0x80 and k <= 0x80, no borrow across bytes.
 static __device__ __forceinline__ u32 bytes_sub(u32 x, u32 k) {

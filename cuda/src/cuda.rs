@@ -10,7 +10,14 @@ use std::sync::Mutex;
 
 /// The PTX modules (kernels/<name>.cu compiled by scripts/cuda/build_ptx.py
 /// for compute_80; the driver JITs them for the card at hand).
-pub const PTX: &[(&str, &str)] = &[];
+/// `--check` in CI keeps them equal to a fresh compile of the sources.
+pub const PTX: &[(&str, &str)] = &[
+    ("elementwise", include_str!("../ptx/elementwise.ptx")),
+    ("matvec", include_str!("../ptx/matvec.ptx")),
+    ("norm", include_str!("../ptx/norm.ptx")),
+    ("quantize", include_str!("../ptx/quantize.ptx")),
+    ("ssm", include_str!("../ptx/ssm.ptx")),
+];
 
 /// Compute capability the shipped PTX targets.
 pub const MIN_CC: (i32, i32) = (8, 0);
