@@ -156,6 +156,20 @@ static bool run_block(Block& b) {
 
 }  // namespace emu
 
+// Deliberately wrong kernels, only in the emulator, proving it reports the
+// faults it claims to detect (tests/emu_kernels.rs).
+struct SelftestArgs {
+    int* out;
+};
+static void emu_selftest_divergent_sync(const SelftestArgs a) {
+    if (threadIdx.x < 16) __syncthreads();
+    a.out[threadIdx.x] = 1;
+}
+static void emu_selftest_shuffle_exited_lane(const SelftestArgs a) {
+    if (threadIdx.x == 3) return;
+    a.out[threadIdx.x] = __shfl_xor_sync(FULL_MASK, (int)threadIdx.x, 1);
+}
+
 struct Entry {
     const char* name;
     size_t params;
@@ -167,6 +181,8 @@ struct Entry {
 #define REG_MV(name) REG_MV1(name, 1) REG_MV1(name, 2) REG_MV1(name, 3) REG_MV1(name, 4) REG_MV1(name, 5) REG_MV1(name, 6) REG_MV1(name, 7) REG_MV1(name, 8)
 
 static const Entry TABLE[] = {
+    REG(emu_selftest_divergent_sync, SelftestArgs)
+    REG(emu_selftest_shuffle_exited_lane, SelftestArgs)
     REG(rms_norm, RmsNormArgs)
     REG(add_f32, AddArgs)
     REG(argmax_f32, ArgmaxArgs)

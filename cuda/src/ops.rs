@@ -426,3 +426,19 @@ pub fn selective_scan(
     // SAFETY: views checked against the shape.
     unsafe { dev.launch("selective_scan_n16", sh.grid()?, (128, 1, 1), &p) }
 }
+
+/// Launches one of the emulator's deliberately faulty self-test kernels
+/// (`emu_selftest_divergent_sync`, `emu_selftest_shuffle_exited_lane`) on
+/// one block of 64 threads writing to `out` (64 ints); emulator only.
+#[doc(hidden)]
+pub fn emu_selftest(dev: &Device, kernel: &str, out: &View) -> Result<()> {
+    if !dev.is_emu() || !kernel.starts_with("emu_selftest_") {
+        return Err(CudaError::Emu(format!(
+            "{kernel}: emulator self-tests only"
+        )));
+    }
+    need("selftest out", out, 64)?;
+    let p = Params::default().ptr(dev.check_view(out)?).done();
+    // SAFETY: the view holds the 64 ints the one block writes.
+    unsafe { dev.launch(kernel, (1, 1, 1), (64, 1, 1), &p) }
+}

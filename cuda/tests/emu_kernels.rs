@@ -518,3 +518,14 @@ fn shape_errors_are_errors_not_panics() {
     ));
     assert!(dev.view(&small, 5, 6).is_err());
 }
+
+#[test]
+fn emulator_reports_divergent_barriers() {
+    let dev = Device::emu();
+    let out: Buffer<i32> = dev.alloc(64).unwrap();
+    let e = ops::emu_selftest(&dev, "emu_selftest_divergent_sync", &view(&dev, &out)).unwrap_err();
+    assert!(e.to_string().contains("divergent __syncthreads"), "{e}");
+    let e =
+        ops::emu_selftest(&dev, "emu_selftest_shuffle_exited_lane", &view(&dev, &out)).unwrap_err();
+    assert!(e.to_string().contains("warp shuffle"), "{e}");
+}
