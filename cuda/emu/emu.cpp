@@ -13,6 +13,7 @@
 #include "cuda_emu.h"
 
 #include "elementwise.cu"
+#include "embed.cu"
 #include "matvec.cu"
 #include "norm.cu"
 #include "quantize.cu"
@@ -180,6 +181,9 @@ struct Entry {
 #define REG_MV1(name, NC) REG(matvec_##name##_##NC, MatvecArgs)
 #define REG_MV(name) REG_MV1(name, 1) REG_MV1(name, 2) REG_MV1(name, 3) REG_MV1(name, 4) REG_MV1(name, 5) REG_MV1(name, 6) REG_MV1(name, 7) REG_MV1(name, 8)
 
+#define REG_MVF1(name, NC) REG(matvec_##name##_##NC, MatvecFArgs)
+#define REG_MVF(name) REG_MVF1(name, 1) REG_MVF1(name, 2) REG_MVF1(name, 3) REG_MVF1(name, 4) REG_MVF1(name, 5) REG_MVF1(name, 6) REG_MVF1(name, 7) REG_MVF1(name, 8)
+
 static const Entry TABLE[] = {
     REG(emu_selftest_divergent_sync, SelftestArgs)
     REG(emu_selftest_shuffle_exited_lane, SelftestArgs)
@@ -189,6 +193,8 @@ static const Entry TABLE[] = {
     REG(quantize_q8a, QuantizeArgs)
     REG(conv1d_silu_k4, ConvArgs)
     REG(selective_scan_n16, ScanArgs)
+    REG(embed_rows, EmbedArgs)
+    REG_MVF(f32) REG_MVF(f16) REG_MVF(bf16)
     REG_MV(q4_0) REG_MV(q4_1) REG_MV(q5_0) REG_MV(q5_1) REG_MV(q8_0) REG_MV(q4_k) REG_MV(q5_k) REG_MV(q6_k)
 };
 

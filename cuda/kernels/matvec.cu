@@ -167,3 +167,55 @@ MV(q8_0, T_Q8_0)
 MV(q4_k, T_Q4_K)
 MV(q5_k, T_Q5_K)
 MV(q6_k, T_Q6_K)
+
+// Float weights (F32, F16, BF16) against f32 activations, as the CPU pairs
+// them: out[c][r] = sum_k w[r][k] * x[c][k] for any n (no block size). One
+// warp per row; lane l takes k = l, l + 32, ... so each warp load is contiguous.
+struct MatvecFArgs {
+    const u8* w;
+    const float* x;  // [NC][n]
+    float* out;      // [NC][rows]
+    int n;
+    int rows;
+};
+
+#define T_F32 0
+#define T_F16 1
+#define T_BF16 30
+
+template <int T>
+static __device__ __forceinline__ float load_wf(const u8* row, int k) {
+    if (T == T_F32) return ((const float*)row)[k];
+    u32 h = ((const u16*)row)[k];
+    return T == T_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+template <int T, int NC>
+static __device__ __forceinline__ void matvec_f_impl(const MatvecFArgs& a) {
+    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
+    if (row >= a.rows) return;  // warp-uniform
+    const int lane = threadIdx.x % WARP;
+    const u8* w = a.w + (long long)row * a.n * (T == T_F32 ? 4 : 2);
+    float acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = 0.0f;
+    for (int k = lane; k < a.n; k += WARP) {
+        float wv = load_wf<T>(w, k);
+#pragma unroll
+        for (int c = 0; c < NC; c++) acc[c] += wv * a.x[(long long)c * a.n + k];
+    }
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        float v = warp_sum(acc[c]);
+        if (lane == 0) a.out[(long long)c * a.rows + row] = v;
+    }
+}
+
+#define MVF1(name, T, NC) \
+    extern "C" __global__ void matvec_##name##_##NC(const MatvecFArgs a) { matvec_f_impl<T, NC>(a); }
+#define MVF(name, T) \
+    MVF1(name, T, 1) MVF1(name, T, 2) MVF1(name, T, 3) MVF1(name, T, 4) MVF1(name, T, 5) MVF1(name, T, 6) MVF1(name, T, 7) MVF1(name, T, 8)
+
+MVF(f32, T_F32)
+MVF(f16, T_F16)
+MVF(bf16, T_BF16)

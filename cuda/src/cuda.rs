@@ -13,6 +13,7 @@ use std::sync::Mutex;
 /// `--check` in CI keeps them equal to a fresh compile of the sources.
 pub const PTX: &[(&str, &str)] = &[
     ("elementwise", include_str!("../ptx/elementwise.ptx")),
+    ("embed", include_str!("../ptx/embed.ptx")),
     ("matvec", include_str!("../ptx/matvec.ptx")),
     ("norm", include_str!("../ptx/norm.ptx")),
     ("quantize", include_str!("../ptx/quantize.ptx")),
@@ -26,6 +27,8 @@ pub const MIN_CC: (i32, i32) = (8, 0);
 pub fn module_of(kernel: &str) -> &'static str {
     if kernel.starts_with("matvec_") {
         "matvec"
+    } else if kernel.starts_with("embed_") {
+        "embed"
     } else if kernel.starts_with("quantize_") {
         "quantize"
     } else if kernel.starts_with("rms_norm") {

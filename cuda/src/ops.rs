@@ -442,3 +442,111 @@ pub fn emu_selftest(dev: &Device, kernel: &str, out: &View) -> Result<()> {
     // SAFETY: the view holds the 64 ints the one block writes.
     unsafe { dev.launch(kernel, (1, 1, 1), (64, 1, 1), &p) }
 }
+
+/// The kernel-name stem of a float weight type (paired with f32 activations).
+pub fn matvec_float_stem(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::F32 => "f32",
+        GgmlType::F16 => "f16",
+        GgmlType::BF16 => "bf16",
+        _ => return None,
+    })
+}
+
+/// Float weights (F32/F16/BF16, any n) against `ncols` (1..=8) f32
+/// activation rows `x` ([ncols][n]): out[c][r] = dot(w row r, x row c).
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_float(
+    dev: &Device,
+    ty: GgmlType,
+    w: &View,
+    n: usize,
+    rows: usize,
+    x: &View,
+    ncols: usize,
+    out: &View,
+) -> Result<()> {
+    let stem = matvec_float_stem(ty).ok_or(CudaError::Unsupported { ty })?;
+    if !(1..=8).contains(&ncols) {
+        return Err(CudaError::Shape {
+            what: "ncols",
+            value: ncols,
+            why: "1 to 8 activation rows",
+        });
+    }
+    if rows == 0 || n == 0 {
+        return Err(CudaError::Shape {
+            what: "matvec n/rows",
+            value: 0,
+            why: "must be positive",
+        });
+    }
+    need(
+        "matvec weights",
+        w,
+        mul("weights", mul("weights", rows, n)?, ty.type_size())?,
+    )?;
+    need("matvec x", x, mul("x", ncols, n)?)?;
+    need("matvec out", out, mul("out", ncols, rows)?)?;
+    let p = Params::default()
+        .ptr(dev.check_view(w)?)
+        .ptr(dev.check_view(x)?)
+        .ptr(dev.check_view(out)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("rows", rows)?)
+        .done();
+    let name = format!("matvec_{stem}_{ncols}");
+    // SAFETY: weights, activations and outputs were checked against the shapes.
+    unsafe { dev.launch(&name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
+}
+
+/// Embedding lookup: `out[t]` = row `ids[t]` of `table` (`vocab` rows of `n`
+/// values of `ty`, as stored), dequantized. `ids` must be read back by the
+/// caller to be trusted; an id outside 0..vocab yields a NaN row, never an
+/// out-of-bounds read.
+#[allow(clippy::too_many_arguments)]
+pub fn embed(
+    dev: &Device,
+    ty: GgmlType,
+    table: &View,
+    n: usize,
+    vocab: usize,
+    ids: &View,
+    tokens: usize,
+    out: &View,
+) -> Result<()> {
+    if matvec_stem(ty).is_none() && matvec_float_stem(ty).is_none() {
+        return Err(CudaError::Unsupported { ty });
+    }
+    if n == 0 || n % ty.block_size() != 0 || tokens == 0 {
+        return Err(CudaError::Shape {
+            what: "embed n",
+            value: n,
+            why: "whole blocks, positive",
+        });
+    }
+    let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
+    need("embed table", table, mul("table", vocab, rb)?)?;
+    need("embed ids", ids, tokens)?;
+    need("embed out", out, mul("out", tokens, n)?)?;
+    let p = Params::default()
+        .ptr(dev.check_view(table)?)
+        .ptr(dev.check_view(ids)?)
+        .ptr(dev.check_view(out)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("row bytes", rb)?)
+        .i32(i32_of("vocab", vocab)?)
+        .i32(ty as i32)
+        .done();
+    let grid = (
+        u32::try_from(tokens).map_err(|_| CudaError::Shape {
+            what: "tokens",
+            value: tokens,
+            why: "too many",
+        })?,
+        1,
+        1,
+    );
+    // SAFETY: table, ids and output checked; ids are bounds-checked in the kernel.
+    unsafe { dev.launch("embed_rows", grid, (128, 1, 1), &p) }
+}

@@ -529,3 +529,92 @@ fn emulator_reports_divergent_barriers() {
         ops::emu_selftest(&dev, "emu_selftest_shuffle_exited_lane", &view(&dev, &out)).unwrap_err();
     assert!(e.to_string().contains("warp shuffle"), "{e}");
 }
+
+#[test]
+fn matvec_float_weights_any_length() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(9);
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+        for (n, rows) in [(1000, 5), (7, 3), (64, 9)] {
+            let w = rand_vec(&mut rng, n * rows, 1.0);
+            let wq = quantize_rows(ty, &w, n);
+            let mut wf = vec![0f32; n * rows];
+            quant::dequantize_row(ty, &wq, &mut wf).unwrap();
+            for ncols in [1, 4, 8] {
+                let x = rand_vec(&mut rng, n * ncols, 2.0);
+                let (wb, xb) = (dev.upload(&wq).unwrap(), dev.upload(&x).unwrap());
+                let out: Buffer<f32> = dev.alloc(ncols * rows).unwrap();
+                ops::matvec_float(
+                    &dev,
+                    ty,
+                    &view(&dev, &wb),
+                    n,
+                    rows,
+                    &view(&dev, &xb),
+                    ncols,
+                    &view(&dev, &out),
+                )
+                .unwrap();
+                let got = dev.read(&out).unwrap();
+                for c in 0..ncols {
+                    for r in 0..rows {
+                        let terms = (0..n).map(|k| wf[r * n + k] as f64 * x[c * n + k] as f64);
+                        let (e, mag) = terms.fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()));
+                        let g = got[c * rows + r] as f64;
+                        assert!(
+                            (g - e).abs() <= 1e-5 * mag + 1e-30,
+                            "{ty:?} n {n}: {g} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn embedding_rows_are_bit_exact_for_every_type() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut types = QTYPES.to_vec();
+    types.extend([GgmlType::F32, GgmlType::F16, GgmlType::BF16]);
+    for ty in types {
+        let (n, vocab) = (512, 6);
+        let mut w = rand_vec(&mut rng, n * vocab, 2.0);
+        w[n..2 * n].fill(0.5); // an all-equal row
+        let wq = quantize_rows(ty, &w, n);
+        let ids: Vec<i32> = vec![3, 1, 0, 5, 3, -1, 6];
+        let (tb, ib) = (dev.upload(&wq).unwrap(), dev.upload(&ids).unwrap());
+        let out: Buffer<f32> = dev.alloc(ids.len() * n).unwrap();
+        ops::embed(
+            &dev,
+            ty,
+            &view(&dev, &tb),
+            n,
+            vocab,
+            &view(&dev, &ib),
+            ids.len(),
+            &view(&dev, &out),
+        )
+        .unwrap();
+        let got = dev.read(&out).unwrap();
+        let rb = ty.row_bytes(n).unwrap();
+        for (t, &id) in ids.iter().enumerate() {
+            let g = &got[t * n..(t + 1) * n];
+            if !(0..vocab as i32).contains(&id) {
+                assert!(g.iter().all(|v| v.is_nan()), "{ty:?}: bad id gives NaN");
+                continue;
+            }
+            let mut want = vec![0f32; n];
+            let id = id as usize;
+            quant::dequantize_row(ty, &wq[id * rb..(id + 1) * rb], &mut want).unwrap();
+            for (k, (a, b)) in g.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{ty:?} token {t} value {k}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
