@@ -1,0 +1,254 @@
+// The emulator's scheduler and the kernel table Rust launches through.
+#include <ucontext.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#define MAMBA_EMU 1
+#include "cuda_emu.h"
+
+#include "elementwise.cu"
+#include "embed.cu"
+#include "matvec.cu"
+#include "norm.cu"
+#include "quantize.cu"
+#include "ssm.cu"
+
+namespace emu {
+
+enum State { RUNNABLE, AT_SYNCTHREADS, AT_WARP, DONE };
+
+struct Thread {
+    ucontext_t ctx;
+    dim3 tid;
+    int lane, warp;
+    State st;
+    unsigned mask;
+    int phase;
+};
+
+struct Block {
+    dim3 bid, bdim, gdim;
+    std::vector<Thread> threads;
+    std::vector<char> stacks;
+    std::vector<uint64_t> xbuf;  // [warp][2][32]
+    ucontext_t sched;
+    void (*fn)(const void*);
+    const void* params;
+    std::string error;
+};
+
+thread_local Thread* cur_thread;
+thread_local Block* cur_block;
+
+const dim3& thread_idx() { return cur_thread->tid; }
+const dim3& block_idx() { return cur_block->bid; }
+const dim3& block_dim() { return cur_block->bdim; }
+const dim3& grid_dim() { return cur_block->gdim; }
+int lane_id() { return cur_thread->lane; }
+
+static void yield_to_scheduler() { swapcontext(&cur_thread->ctx, &cur_block->sched); }
+
+void syncthreads() {
+    cur_thread->st = AT_SYNCTHREADS;
+    yield_to_scheduler();
+}
+
+uint64_t warp_exchange(unsigned mask, uint64_t v, int src) {
+    Thread* t = cur_thread;
+    Block* b = cur_block;
+    if (!(mask >> t->lane & 1u) || !(mask >> (src & 31) & 1u) || src < 0 || src > 31) {
+        char m[160];
+        snprintf(m, sizeof m, "warp shuffle: lane %d (mask %08x) reads lane %d outside the mask", t->lane, mask, src);
+        if (b->error.empty()) b->error = m;
+    }
+    uint64_t* slot = &b->xbuf[((size_t)t->warp * 2 + t->phase) * 32];
+    slot[t->lane] = v;
+    t->mask = mask;
+    t->st = AT_WARP;
+    yield_to_scheduler();
+    uint64_t r = slot[src & 31];
+    t->phase ^= 1;
+    return r;
+}
+
+static void entry() {
+    cur_block->fn(cur_block->params);
+    cur_thread->st = DONE;
+}
+
+static const size_t STACK = 64 * 1024;
+
+// Runs one block to completion; false with b.error set on a barrier fault.
+static bool run_block(Block& b) {
+    size_t nt = (size_t)b.bdim.x * b.bdim.y * b.bdim.z;
+    size_t nw = (nt + 31) / 32;
+    b.threads.assign(nt, Thread{});
+    if (b.stacks.size() < nt * STACK) b.stacks.resize(nt * STACK);
+    b.xbuf.assign(nw * 64, 0);
+    for (size_t i = 0; i < nt; i++) {
+        Thread& t = b.threads[i];
+        t.tid = dim3{(unsigned)(i % b.bdim.x), (unsigned)(i / b.bdim.x % b.bdim.y), (unsigned)(i / ((size_t)b.bdim.x * b.bdim.y))};
+        t.lane = (int)(i % 32);
+        t.warp = (int)(i / 32);
+        t.st = RUNNABLE;
+        t.phase = 0;
+        getcontext(&t.ctx);
+        t.ctx.uc_stack.ss_sp = &b.stacks[i * STACK];
+        t.ctx.uc_stack.ss_size = STACK;
+        t.ctx.uc_link = &b.sched;
+        makecontext(&t.ctx, entry, 0);
+    }
+    cur_block = &b;
+    for (;;) {
+        for (size_t i = 0; i < nt; i++) {
+            if (b.threads[i].st != RUNNABLE) continue;
+            cur_thread = &b.threads[i];
+            swapcontext(&b.sched, &cur_thread->ctx);
+            if (!b.error.empty()) return false;
+        }
+        size_t done = 0, at_sync = 0, at_warp = 0;
+        for (auto& t : b.threads) {
+            done += t.st == DONE;
+            at_sync += t.st == AT_SYNCTHREADS;
+            at_warp += t.st == AT_WARP;
+        }
+        if (done == nt) return true;
+        bool released = false;
+        // A warp shuffle completes when every lane of its mask waits on one with that mask.
+        for (size_t w = 0; w < nw; w++) {
+            for (size_t l = 0; l < 32 && w * 32 + l < nt; l++) {
+                Thread& t = b.threads[w * 32 + l];
+                if (t.st != AT_WARP) continue;
+                bool all = true;
+                for (int k = 0; k < 32; k++) {
+                    if (!(t.mask >> k & 1u)) continue;
+                    size_t j = w * 32 + k;
+                    if (j >= nt || b.threads[j].st != AT_WARP || b.threads[j].mask != t.mask) all = false;
+                }
+                if (all) {
+                    for (int k = 0; k < 32; k++)
+                        if (t.mask >> k & 1u) b.threads[w * 32 + k].st = RUNNABLE;
+                    released = true;
+                }
+            }
+        }
+        if (released) continue;
+        if (at_sync == nt) {
+            for (auto& t : b.threads) t.st = RUNNABLE;
+            continue;
+        }
+        char m[200];
+        if (at_sync > 0)
+            snprintf(m, sizeof m, "divergent __syncthreads in block (%u,%u,%u): %zu of %zu threads reached it, %zu exited, %zu wait on a warp shuffle",
+                     b.bid.x, b.bid.y, b.bid.z, at_sync, nt, done, at_warp);
+        else
+            snprintf(m, sizeof m, "warp shuffle deadlock in block (%u,%u,%u): %zu threads wait on a shuffle whose mask names exited lanes",
+                     b.bid.x, b.bid.y, b.bid.z, at_warp);
+        b.error = m;
+        return false;
+    }
+}
+
+}  // namespace emu
+
+// Deliberately wrong kernels, only in the emulator, proving it reports the
+// faults it claims to detect (tests/emu_kernels.rs).
+struct SelftestArgs {
+    int* out;
+};
+static void emu_selftest_divergent_sync(const SelftestArgs a) {
+    if (threadIdx.x < 16) __syncthreads();
+    a.out[threadIdx.x] = 1;
+}
+static void emu_selftest_shuffle_exited_lane(const SelftestArgs a) {
+    if (threadIdx.x == 3) return;
+    a.out[threadIdx.x] = __shfl_xor_sync(FULL_MASK, (int)threadIdx.x, 1);
+}
+
+struct Entry {
+    const char* name;
+    size_t params;
+    void (*fn)(const void*);
+};
+
+#define REG(k, P) {#k, sizeof(P), [](const void* p) { k(*(const P*)p); }},
+#define REG_MV1(name, NC) REG(matvec_##name##_##NC, MatvecArgs)
+#define REG_MV(name) REG_MV1(name, 1) REG_MV1(name, 2) REG_MV1(name, 3) REG_MV1(name, 4) REG_MV1(name, 5) REG_MV1(name, 6) REG_MV1(name, 7) REG_MV1(name, 8)
+
+#define REG_MVF1(name, NC) REG(matvec_##name##_##NC, MatvecFArgs)
+#define REG_MVF(name) REG_MVF1(name, 1) REG_MVF1(name, 2) REG_MVF1(name, 3) REG_MVF1(name, 4) REG_MVF1(name, 5) REG_MVF1(name, 6) REG_MVF1(name, 7) REG_MVF1(name, 8)
+
+static const Entry TABLE[] = {
+    REG(emu_selftest_divergent_sync, SelftestArgs)
+    REG(emu_selftest_shuffle_exited_lane, SelftestArgs)
+    REG(rms_norm, RmsNormArgs)
+    REG(add_f32, AddArgs)
+    REG(argmax_f32, ArgmaxArgs)
+    REG(quantize_q8a, QuantizeArgs)
+    REG(conv1d_silu_k4, ConvArgs)
+    REG(selective_scan_n16, ScanArgs)
+    REG(embed_rows, EmbedArgs)
+    REG_MVF(f32) REG_MVF(f16) REG_MVF(bf16)
+    REG_MV(q4_0) REG_MV(q4_1) REG_MV(q5_0) REG_MV(q5_1) REG_MV(q8_0) REG_MV(q4_k) REG_MV(q5_k) REG_MV(q6_k)
+};
+
+struct EmuDim {
+    unsigned x, y, z;
+};
+
+// 0 on success; otherwise an error message is written into err.
+extern "C" int mamba_emu_launch(const char* name, EmuDim grid, EmuDim block, unsigned shared_bytes,
+                                const void* params, size_t params_size, char* err, size_t err_len) {
+    auto fail = [&](const std::string& m) {
+        snprintf(err, err_len, "%s", m.c_str());
+        return 1;
+    };
+    const Entry* e = nullptr;
+    for (const Entry& t : TABLE)
+        if (strcmp(t.name, name) == 0) e = &t;
+    if (!e) return fail(std::string("no kernel named ") + name);
+    if (e->params != params_size)
+        return fail(std::string("parameter block size mismatch for ") + name + ": kernel " + std::to_string(e->params) +
+                    ", host " + std::to_string(params_size));
+    if (shared_bytes != 0) return fail("dynamic shared memory is not used by these kernels");
+    size_t nt = (size_t)block.x * block.y * block.z;
+    if (nt == 0 || nt > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0)
+        return fail("invalid launch configuration");
+    size_t nblocks = (size_t)grid.x * grid.y * grid.z;
+    unsigned hw = std::thread::hardware_concurrency();
+    size_t workers = std::min<size_t>(nblocks, hw == 0 ? 2 : std::min(hw, 4u));
+    std::atomic<size_t> next{0};
+    std::mutex mu;
+    std::string first_error;
+    auto work = [&]() {
+        emu::Block b;
+        b.bdim = dim3{block.x, block.y, block.z};
+        b.gdim = dim3{grid.x, grid.y, grid.z};
+        b.fn = e->fn;
+        b.params = params;
+        for (;;) {
+            size_t i = next.fetch_add(1);
+            if (i >= nblocks) return;
+            b.bid = dim3{(unsigned)(i % grid.x), (unsigned)(i / grid.x % grid.y), (unsigned)(i / ((size_t)grid.x * grid.y))};
+            b.error.clear();
+            if (!emu::run_block(b)) {
+                std::lock_guard<std::mutex> g(mu);
+                if (first_error.empty()) first_error = std::string(name) + ": " + b.error;
+                next.store(nblocks);
+                return;
+            }
+        }
+    };
+    std::vector<std::thread> pool;
+    for (size_t i = 1; i < workers; i++) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    if (!first_error.empty()) return fail(first_error);
+    return 0;
+}

@@ -1,0 +1,96 @@
+// Shared helpers for the mamba-gguf CUDA kernels. Self-contained: no toolkit
+// headers. Under MAMBA_EMU the same source is compiled as C++ by the host
+// compiler against emu/cuda_emu.h (see cuda/README.md).
+#ifndef MAMBA_COMMON_CUH
+#define MAMBA_COMMON_CUH
+
+#ifdef MAMBA_EMU
+#include "cuda_emu.h"
+#endif
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+#define WARP 32
+#define FULL_MASK 0xffffffffu
+
+// fp16 bits -> f32, exact (subnormals, inf and NaN included).
+static __device__ __forceinline__ float f16_to_f32(u32 h) {
+    u32 sign = (h & 0x8000u) << 16;
+    u32 exp = (h >> 10) & 0x1fu;
+    u32 man = h & 0x3ffu;
+    u32 bits;
+    if (exp == 0x1fu) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    } else if (man == 0) {
+        bits = sign;
+    } else {
+        // subnormal: value = man * 2^-24, exact in f32
+        float v = (float)man * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    return __uint_as_float(bits);
+}
+
+static __device__ __forceinline__ float bf16_to_f32(u32 h) { return __uint_as_float((h & 0xffffu) << 16); }
+
+// Little-endian loads from byte pointers. `a2`: the address is 2-byte aligned
+// (every ggml block size is even); two 16-bit loads make one word.
+static __device__ __forceinline__ u32 ld_u16(const u8* p) { return *(const u16*)p; }
+static __device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
+    const u16* q = (const u16*)p;
+    return (u32)q[0] | ((u32)q[1] << 16);
+}
+
+// Four signed byte products added to c (sm_61+ on the device). NVRTC has no
+// __dp4a without the toolkit's headers, so the device form is the PTX
+// instruction itself; the emulator's __dp4a is its definition in C++.
+static __device__ __forceinline__ int dot4(int a, int b, int c) {
+#ifdef MAMBA_EMU
+    return __dp4a(a, b, c);
+#else
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#endif
+}
+
+// Bytewise x - k for bytes x < 0x80 and k <= 0x80, no borrow across bytes.
+static __device__ __forceinline__ u32 bytes_sub(u32 x, u32 k) {
+    return ((x | 0x80808080u) - k) ^ 0x80808080u;
+}
+
+// Product without fused multiply-add contraction (bit-exact with the CPU).
+static __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+static __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+
+static __device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(FULL_MASK, v, m);
+    return v;
+}
+static __device__ __forceinline__ int warp_sum_i(int v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(FULL_MASK, v, m);
+    return v;
+}
+// Max of |values| where a NaN wins (so a NaN in the input is never lost).
+static __device__ __forceinline__ float nan_max(float a, float b) { return (b > a || b != b) ? b : a; }
+static __device__ __forceinline__ float warp_absmax(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v = nan_max(v, __shfl_xor_sync(FULL_MASK, v, m));
+    return v;
+}
+
+// Overflow-free forms (the CPU's quant::math uses the same algebra).
+static __device__ __forceinline__ float silu(float x) {
+    float t = expf(-fabsf(x));
+    return x >= 0.0f ? x / (1.0f + t) : x * t / (1.0f + t);
+}
+static __device__ __forceinline__ float softplus(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }
+
+#endif

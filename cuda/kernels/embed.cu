@@ -1,0 +1,75 @@
+// Embedding lookup: out[t] = dequantize(row ids[t] of the table), for every
+// weight type the CPU runs, bit-exact with quant's dequantizers (products and
+// sums are unfused, as on the CPU). An id outside the vocabulary gives a row
+// of NaN (the host checks ids first; this only keeps reads in bounds).
+#include "common.cuh"
+
+struct EmbedArgs {
+    const u8* table;
+    const int* ids;
+    float* out;  // [tokens][n]
+    int n;
+    int row_bytes;
+    int vocab;
+    int ty;  // ggml type id
+};
+
+static __device__ float dequant_value(int ty, const u8* row, int k) {
+    switch (ty) {
+    case 0: return ((const float*)row)[k];
+    case 1: return f16_to_f32(((const u16*)row)[k]);
+    case 30: return bf16_to_f32(((const u16*)row)[k]);
+    case 2: case 3: case 6: case 7: case 8: {
+        const int bb = ty == 2 ? 18 : ty == 3 ? 20 : ty == 6 ? 22 : ty == 7 ? 24 : 34;
+        const u8* b = row + (long long)(k / 32) * bb;
+        const int j = k % 32;
+        float d = f16_to_f32(ld_u16(b));
+        if (ty == 8) return mul_rn((float)(i8)b[2 + j], d);
+        const int hoff = (ty == 3 || ty == 7) ? 4 : 2;
+        const u8* qs = b + hoff + ((ty == 6 || ty == 7) ? 4 : 0);
+        int q = j < 16 ? (qs[j] & 0xf) : (qs[j - 16] >> 4);
+        if (ty == 6 || ty == 7) q |= ((ld_u32_a2(b + hoff) >> j) & 1) << 4;
+        if (ty == 2) return mul_rn((float)(q - 8), d);
+        if (ty == 6) return mul_rn((float)(q - 16), d);
+        return add_rn(mul_rn((float)q, d), f16_to_f32(ld_u16(b + 2)));
+    }
+    case 12: case 13: {
+        const u8* b = row + (long long)(k / 256) * (ty == 12 ? 144 : 176);
+        const int i = k % 256, j = i / 32, l = i % 32, g = j / 2;
+        const u8* sc = b + 4;
+        int s, m;
+        if (j < 4) {
+            s = sc[j] & 63;
+            m = sc[j + 4] & 63;
+        } else {
+            s = (sc[j + 4] & 0xf) | ((sc[j - 4] >> 6) << 4);
+            m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        }
+        const u8* qs = b + (ty == 12 ? 16 : 48) + 32 * g;
+        int q = (qs[l] >> (4 * (j & 1))) & 0xf;
+        if (ty == 13) q |= ((b[16 + l] >> j) & 1) << 4;
+        float d1 = mul_rn(f16_to_f32(ld_u16(b)), (float)s);
+        float m1 = mul_rn(f16_to_f32(ld_u16(b + 2)), (float)m);
+        return add_rn(mul_rn(d1, (float)q), -m1);
+    }
+    case 14: {
+        const u8* b = row + (long long)(k / 256) * 210;
+        const int i = k % 256, h = i / 128, kk = (i % 128) / 32, l = i % 32;
+        int q = (b[64 * h + l + 32 * (kk & 1)] >> (4 * (kk >> 1))) & 0xf;
+        q |= ((b[128 + 32 * h + l] >> (2 * kk)) & 3) << 4;
+        float ds = mul_rn(f16_to_f32(ld_u16(b + 208)), (float)(i8)b[192 + i / 16]);
+        return mul_rn(ds, (float)(q - 32));
+    }
+    default: return __int_as_float(0x7fc00000);
+    }
+}
+
+// grid.x = tokens, 128 threads per block.
+extern "C" __global__ void embed_rows(const EmbedArgs a) {
+    int id = a.ids[blockIdx.x];
+    float* out = a.out + (long long)blockIdx.x * a.n;
+    bool ok = id >= 0 && id < a.vocab;
+    const u8* row = a.table + (long long)(ok ? id : 0) * a.row_bytes;
+    for (int k = threadIdx.x; k < a.n; k += blockDim.x)
+        out[k] = ok ? dequant_value(a.ty, row, k) : __int_as_float(0x7fc00000);
+}

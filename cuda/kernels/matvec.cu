@@ -1,0 +1,221 @@
+// Decode matvec: out[c][r] = dot(weight row r, activation row c) for
+// c < NC (1..8 rows at once), weights in ggml's block layout as stored in
+// the GGUF, activations in Q8A (see quantize.cu). Every weight type is read
+// in units of 32 values; unit u pairs with activation block u, so one lane
+// decodes a unit once and dots it with all NC activation rows via dp4a.
+// One warp per weight row, MATVEC_WARPS rows per block (grid.x = ceil(rows / MATVEC_WARPS)).
+#include "common.cuh"
+
+#define MATVEC_WARPS 4
+
+struct MatvecArgs {
+    const u8* w;
+    const i8* q;
+    const float* d;
+    const int* s;
+    float* out;  // [NC][rows]
+    int n;
+    int rows;
+    int row_bytes;
+};
+
+// One decoded unit: 32 int8 values (8 words), contribution for an activation
+// block (da, sa, dot) = da * (dw * isum + mw * sa) with
+// isum = lo * dot(q[0..4]) + hi * dot(q[4..8]) + off * sa.
+struct Unit {
+    int q[8];
+    float dw, mw;
+    int off, lo, hi;
+};
+
+// Spread 4 bits into bit 4 of four bytes.
+static __device__ __forceinline__ u32 spread4(u32 x) {
+    return ((x & 1u) << 4) | ((x & 2u) << 11) | ((x & 4u) << 18) | ((x & 8u) << 25);
+}
+
+#define T_Q4_0 2
+#define T_Q4_1 3
+#define T_Q5_0 6
+#define T_Q5_1 7
+#define T_Q8_0 8
+#define T_Q4_K 12
+#define T_Q5_K 13
+#define T_Q6_K 14
+
+template <int T>
+static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) {
+    o.mw = 0.0f;
+    o.off = 0;
+    o.lo = 1;
+    o.hi = 1;
+    if (T == T_Q4_0 || T == T_Q4_1) {
+        const int bb = T == T_Q4_0 ? 18 : 20;
+        const u8* b = row + (long long)u * bb;
+        const u8* qs = b + (T == T_Q4_0 ? 2 : 4);
+        o.dw = f16_to_f32(ld_u16(b));
+        if (T == T_Q4_1) o.mw = f16_to_f32(ld_u16(b + 2));
+        else o.off = -8;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            u32 w = ld_u32_a2(qs + 4 * i);
+            o.q[i] = (int)(w & 0x0f0f0f0fu);
+            o.q[4 + i] = (int)((w >> 4) & 0x0f0f0f0fu);
+        }
+    } else if (T == T_Q5_0 || T == T_Q5_1) {
+        const int bb = T == T_Q5_0 ? 22 : 24;
+        const u8* b = row + (long long)u * bb;
+        const int hoff = T == T_Q5_0 ? 2 : 4;
+        o.dw = f16_to_f32(ld_u16(b));
+        if (T == T_Q5_1) o.mw = f16_to_f32(ld_u16(b + 2));
+        else o.off = -16;
+        u32 qh = ld_u32_a2(b + hoff);
+        const u8* qs = b + hoff + 4;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            u32 w = ld_u32_a2(qs + 4 * i);
+            o.q[i] = (int)((w & 0x0f0f0f0fu) | spread4(qh >> (4 * i)));
+            o.q[4 + i] = (int)(((w >> 4) & 0x0f0f0f0fu) | spread4(qh >> (16 + 4 * i)));
+        }
+    } else if (T == T_Q8_0) {
+        const u8* b = row + (long long)u * 34;
+        o.dw = f16_to_f32(ld_u16(b));
+#pragma unroll
+        for (int i = 0; i < 8; i++) o.q[i] = (int)ld_u32_a2(b + 2 + 4 * i);
+    } else if (T == T_Q4_K || T == T_Q5_K) {
+        const int bb = T == T_Q4_K ? 144 : 176;
+        const u8* b = row + (long long)(u / 8) * bb;
+        const int j = u % 8, g = j / 2, sh = 4 * (j & 1);
+        const u8* sc = b + 4;
+        int s, m;
+        if (j < 4) {
+            s = sc[j] & 63;
+            m = sc[j + 4] & 63;
+        } else {
+            s = (sc[j + 4] & 0xf) | ((sc[j - 4] >> 6) << 4);
+            m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        }
+        o.dw = mul_rn(f16_to_f32(ld_u16(b)), (float)s);
+        o.mw = -mul_rn(f16_to_f32(ld_u16(b + 2)), (float)m);
+        const u8* qs = b + (T == T_Q4_K ? 16 : 48) + 32 * g;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            u32 w = (ld_u32_a2(qs + 4 * i) >> sh) & 0x0f0f0f0fu;
+            if (T == T_Q5_K) w |= ((ld_u32_a2(b + 16 + 4 * i) >> j) & 0x01010101u) << 4;
+            o.q[i] = (int)w;
+        }
+    } else if (T == T_Q6_K) {
+        const u8* b = row + (long long)(u / 8) * 210;
+        const int j = u % 8, h = j / 4, k = j % 4;
+        o.dw = f16_to_f32(ld_u16(b + 208));
+        o.lo = (int)(i8)b[192 + 8 * h + 2 * k];
+        o.hi = (int)(i8)b[192 + 8 * h + 2 * k + 1];
+        const u8* ql = b + 64 * h + 32 * (k & 1);
+        const u8* qh = b + 128 + 32 * h;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            u32 w = (ld_u32_a2(ql + 4 * i) >> (4 * (k >> 1))) & 0x0f0f0f0fu;
+            w |= ((ld_u32_a2(qh + 4 * i) >> (2 * k)) & 0x03030303u) << 4;
+            o.q[i] = (int)bytes_sub(w, 0x20202020u);
+        }
+    }
+}
+
+template <int T, int NC>
+static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
+    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
+    if (row >= a.rows) return;  // warp-uniform
+    const int lane = threadIdx.x % WARP;
+    const int nb = a.n / WARP;
+    const u8* w = a.w + (long long)row * a.row_bytes;
+    float acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = 0.0f;
+    for (int u = lane; u < nb; u += WARP) {
+        Unit un;
+        load_unit<T>(w, u, un);
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            const int* aq = (const int*)(a.q + (long long)c * a.n + 32 * u);
+            int sa = a.s[(long long)c * nb + u];
+            float da = a.d[(long long)c * nb + u];
+            int lo = 0, hi = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) lo = dot4(un.q[i], aq[i], lo);
+#pragma unroll
+            for (int i = 4; i < 8; i++) hi = dot4(un.q[i], aq[i], hi);
+            int isum = un.lo * lo + un.hi * hi + un.off * sa;
+            acc[c] += da * (un.dw * (float)isum + un.mw * (float)sa);
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        float v = warp_sum(acc[c]);
+        if (lane == 0) a.out[(long long)c * a.rows + row] = v;
+    }
+}
+
+#define MV1(name, T, NC) \
+    extern "C" __global__ void matvec_##name##_##NC(const MatvecArgs a) { matvec_impl<T, NC>(a); }
+#define MV(name, T) \
+    MV1(name, T, 1) MV1(name, T, 2) MV1(name, T, 3) MV1(name, T, 4) MV1(name, T, 5) MV1(name, T, 6) MV1(name, T, 7) MV1(name, T, 8)
+
+MV(q4_0, T_Q4_0)
+MV(q4_1, T_Q4_1)
+MV(q5_0, T_Q5_0)
+MV(q5_1, T_Q5_1)
+MV(q8_0, T_Q8_0)
+MV(q4_k, T_Q4_K)
+MV(q5_k, T_Q5_K)
+MV(q6_k, T_Q6_K)
+
+// Float weights (F32, F16, BF16) against f32 activations, as the CPU pairs
+// them: out[c][r] = sum_k w[r][k] * x[c][k] for any n (no block size). One
+// warp per row; lane l takes k = l, l + 32, ... so each warp load is contiguous.
+struct MatvecFArgs {
+    const u8* w;
+    const float* x;  // [NC][n]
+    float* out;      // [NC][rows]
+    int n;
+    int rows;
+};
+
+#define T_F32 0
+#define T_F16 1
+#define T_BF16 30
+
+template <int T>
+static __device__ __forceinline__ float load_wf(const u8* row, int k) {
+    if (T == T_F32) return ((const float*)row)[k];
+    u32 h = ((const u16*)row)[k];
+    return T == T_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+template <int T, int NC>
+static __device__ __forceinline__ void matvec_f_impl(const MatvecFArgs& a) {
+    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
+    if (row >= a.rows) return;  // warp-uniform
+    const int lane = threadIdx.x % WARP;
+    const u8* w = a.w + (long long)row * a.n * (T == T_F32 ? 4 : 2);
+    float acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = 0.0f;
+    for (int k = lane; k < a.n; k += WARP) {
+        float wv = load_wf<T>(w, k);
+#pragma unroll
+        for (int c = 0; c < NC; c++) acc[c] += wv * a.x[(long long)c * a.n + k];
+    }
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        float v = warp_sum(acc[c]);
+        if (lane == 0) a.out[(long long)c * a.rows + row] = v;
+    }
+}
+
+#define MVF1(name, T, NC) \
+    extern "C" __global__ void matvec_##name##_##NC(const MatvecFArgs a) { matvec_f_impl<T, NC>(a); }
+#define MVF(name, T) \
+    MVF1(name, T, 1) MVF1(name, T, 2) MVF1(name, T, 3) MVF1(name, T, 4) MVF1(name, T, 5) MVF1(name, T, 6) MVF1(name, T, 7) MVF1(name, T, 8)
+
+MVF(f32, T_F32)
+MVF(f16, T_F16)
+MVF(bf16, T_BF16)

@@ -1,0 +1,41 @@
+// Activation quantization to Q8A, the device's int8 activation format.
+// Per row of n values (n % 32 == 0), nb = n / 32 blocks:
+//   q: i8[rows][n], d: f32[rows][nb], s: i32[rows][nb]
+// Block exact math (documented in README.md, mirrored by the tests):
+//   amax = max |x| (a NaN wins), d = amax / 127,
+//   id = d != 0 ? 1 / d : 0, q = clamp(round_half_away(x * id), -127, 127)
+//   (a NaN product gives 0), s = sum of the 32 q.
+// A non-finite block yields d = inf or NaN, so every dot touching it is NaN.
+#include "common.cuh"
+
+#define QUANT_THREADS 256
+
+struct QuantizeArgs {
+    const float* x;  // rows x n, row stride `stride`
+    i8* q;
+    float* d;
+    int* s;
+    int n;
+    int stride;
+};
+
+// grid = (ceil(nb / 8), rows), block = 256: one warp per 32-value block.
+extern "C" __global__ void quantize_q8a(const QuantizeArgs a) {
+    int nb = a.n / WARP;
+    int b = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    if (b >= nb) return;  // warp-uniform
+    int lane = threadIdx.x % WARP;
+    int row = blockIdx.y;
+    float x = a.x[(long long)row * a.stride + b * WARP + lane];
+    float amax = warp_absmax(fabsf(x));
+    float d = amax / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float r = roundf(x * id);
+    int q = r != r ? 0 : (int)fminf(fmaxf(r, -127.0f), 127.0f);
+    a.q[(long long)row * a.n + b * WARP + lane] = (i8)q;
+    int s = warp_sum_i(q);
+    if (lane == 0) {
+        a.d[(long long)row * nb + b] = d;
+        a.s[(long long)row * nb + b] = s;
+    }
+}

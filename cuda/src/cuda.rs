@@ -1,0 +1,228 @@
+//! The real-GPU backend: cudarc's driver API, loaded at run time. Minimal on
+//! purpose (probe, device checks, primary context, PTX modules, launch); it
+//! has not yet run on a GPU (none here or in CI).
+
+use crate::error::{CudaError, Result};
+use cudarc::driver::{result, sys};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::Mutex;
+
+/// The PTX modules (kernels/<name>.cu compiled by scripts/cuda/build_ptx.py
+/// for compute_80; the driver JITs them for the card at hand).
+/// `--check` in CI keeps them equal to a fresh compile of the sources.
+pub const PTX: &[(&str, &str)] = &[
+    ("elementwise", include_str!("../ptx/elementwise.ptx")),
+    ("embed", include_str!("../ptx/embed.ptx")),
+    ("matvec", include_str!("../ptx/matvec.ptx")),
+    ("norm", include_str!("../ptx/norm.ptx")),
+    ("quantize", include_str!("../ptx/quantize.ptx")),
+    ("ssm", include_str!("../ptx/ssm.ptx")),
+];
+
+/// Compute capability the shipped PTX targets.
+pub const MIN_CC: (i32, i32) = (8, 0);
+
+/// The module (kernels/<module>.cu) that defines `kernel`.
+pub fn module_of(kernel: &str) -> &'static str {
+    if kernel.starts_with("matvec_") {
+        "matvec"
+    } else if kernel.starts_with("embed_") {
+        "embed"
+    } else if kernel.starts_with("quantize_") {
+        "quantize"
+    } else if kernel.starts_with("rms_norm") {
+        "norm"
+    } else if kernel.starts_with("conv1d_") || kernel.starts_with("selective_scan") {
+        "ssm"
+    } else {
+        "elementwise"
+    }
+}
+
+fn drv(call: &'static str) -> impl Fn(result::DriverError) -> CudaError {
+    move |e| CudaError::Driver {
+        call,
+        msg: format!("{e:?}"),
+    }
+}
+
+/// Names the driver library is looked up by (as cudarc does).
+pub fn driver_library_names() -> Vec<String> {
+    ["cuda", "nvcuda"]
+        .iter()
+        .flat_map(|l| cudarc::get_lib_name_candidates(l))
+        .collect()
+}
+
+/// Whether the NVIDIA driver library can be loaded.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the candidate names; calls nothing in them.
+    unsafe { sys::is_culib_present() }
+}
+
+pub(crate) struct CudaCtx {
+    ctx: sys::CUcontext,
+    dev: sys::CUdevice,
+    modules: Mutex<HashMap<&'static str, sys::CUmodule>>,
+}
+
+// SAFETY: a CUDA context may be used from any thread once made current there;
+// every entry point below makes it current first.
+unsafe impl Send for CudaCtx {}
+// SAFETY: as above; the module cache is behind a mutex.
+unsafe impl Sync for CudaCtx {}
+
+impl CudaCtx {
+    pub(crate) fn new(ordinal: usize) -> Result<CudaCtx> {
+        if !driver_present() {
+            return Err(CudaError::NoDriver {
+                tried: driver_library_names().join(", "),
+            });
+        }
+        result::init().map_err(drv("cuInit"))?;
+        let count = result::device::get_count().map_err(drv("cuDeviceGetCount"))?;
+        let count = usize::try_from(count).unwrap_or(0);
+        if ordinal >= count {
+            return Err(CudaError::NoDevice { ordinal, count });
+        }
+        let dev = result::device::get(ordinal as i32).map_err(drv("cuDeviceGet"))?;
+        let name = result::device::get_name(dev).map_err(drv("cuDeviceGetName"))?;
+        use sys::CUdevice_attribute::*;
+        // SAFETY: `dev` is a valid device handle from cuDeviceGet.
+        let major = unsafe {
+            result::device::get_attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        }
+        .map_err(drv("cuDeviceGetAttribute"))?;
+        // SAFETY: as above.
+        let minor = unsafe {
+            result::device::get_attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+        }
+        .map_err(drv("cuDeviceGetAttribute"))?;
+        if (major, minor) < MIN_CC {
+            return Err(CudaError::ComputeCapability {
+                name,
+                major,
+                minor,
+                need_major: MIN_CC.0,
+                need_minor: MIN_CC.1,
+            });
+        }
+        // SAFETY: `dev` is valid; the primary context is released in Drop.
+        let ctx =
+            unsafe { result::primary_ctx::retain(dev) }.map_err(drv("cuDevicePrimaryCtxRetain"))?;
+        let me = CudaCtx {
+            ctx,
+            dev,
+            modules: Mutex::new(HashMap::new()),
+        };
+        me.bind()?;
+        Ok(me)
+    }
+
+    fn bind(&self) -> Result<()> {
+        // SAFETY: `ctx` is a live primary context retained in `new`.
+        unsafe { result::ctx::set_current(self.ctx) }.map_err(drv("cuCtxSetCurrent"))
+    }
+
+    /// Free device memory in bytes.
+    pub(crate) fn free_memory(&self) -> Result<usize> {
+        self.bind()?;
+        Ok(result::mem_get_info().map_err(drv("cuMemGetInfo"))?.0)
+    }
+
+    pub(crate) fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
+        let free = self.free_memory()?;
+        if bytes > free {
+            return Err(CudaError::OutOfMemory { need: bytes, free });
+        }
+        // SAFETY: context current; the pointer is freed by `free`.
+        let p = unsafe { result::malloc_sync(bytes.max(1)) }.map_err(drv("cuMemAlloc"))?;
+        // SAFETY: `p` addresses at least `bytes` bytes just allocated.
+        unsafe { result::memset_d8_sync(p, 0, bytes) }.map_err(drv("cuMemsetD8"))?;
+        Ok(p)
+    }
+
+    pub(crate) fn free(&self, p: u64) {
+        if self.bind().is_ok() {
+            // SAFETY: `p` came from `alloc_zeroed` and is freed once (Drop).
+            let _ = unsafe { result::free_sync(p) };
+        }
+    }
+
+    pub(crate) fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: `dst` addresses an allocation of at least src.len() bytes (checked by the caller).
+        unsafe { result::memcpy_htod_sync(dst, src) }.map_err(drv("cuMemcpyHtoD"))
+    }
+
+    pub(crate) fn dtoh(&self, dst: &mut [u8], src: u64) -> Result<()> {
+        self.bind()?;
+        // SAFETY: `src` addresses an allocation of at least dst.len() bytes (checked by the caller).
+        unsafe { result::memcpy_dtoh_sync(dst, src) }.map_err(drv("cuMemcpyDtoH"))
+    }
+
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.bind()?;
+        result::ctx::synchronize().map_err(drv("cuCtxSynchronize"))
+    }
+
+    fn function(&self, kernel: &str) -> Result<sys::CUfunction> {
+        let module = module_of(kernel);
+        let mut mods = self.modules.lock().map_err(|_| CudaError::Driver {
+            call: "module cache",
+            msg: "poisoned".into(),
+        })?;
+        let m = match mods.get(module) {
+            Some(&m) => m,
+            None => {
+                let (name, ptx) = PTX.iter().find(|(n, _)| *n == module).ok_or_else(|| {
+                    CudaError::MissingModule {
+                        kernel: kernel.to_string(),
+                    }
+                })?;
+                let image = CString::new(*ptx).map_err(|_| CudaError::MissingModule {
+                    kernel: kernel.to_string(),
+                })?;
+                // SAFETY: context current; `image` is NUL-terminated PTX text.
+                let m = unsafe { result::module::load_data(image.as_ptr().cast()) }
+                    .map_err(drv("cuModuleLoadData"))?;
+                mods.insert(name, m);
+                m
+            }
+        };
+        let cname = CString::new(kernel).map_err(|_| CudaError::MissingModule {
+            kernel: kernel.to_string(),
+        })?;
+        // SAFETY: `m` is a loaded module of this context.
+        unsafe { result::module::get_function(m, cname) }.map_err(drv("cuModuleGetFunction"))
+    }
+
+    /// # Safety
+    /// As [`crate::device::Device::launch`].
+    pub(crate) unsafe fn launch(
+        &self,
+        kernel: &str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        params: &[u8],
+    ) -> Result<()> {
+        self.bind()?;
+        let f = self.function(kernel)?;
+        // The kernel's one argument is the parameter struct: the driver copies
+        // its bytes from this pointer.
+        let mut args = [params.as_ptr() as *mut c_void];
+        // SAFETY: `f` is a function of this context; the caller vouches for
+        // the addresses inside `params`, which outlives the (synchronous) launch.
+        unsafe { result::launch_kernel(f, grid, block, 0, std::ptr::null_mut(), &mut args) }
+            .map_err(drv("cuLaunchKernel"))?;
+        self.synchronize()
+    }
+}
+
+impl Drop for CudaCtx {
+    fn drop(&mut self) {
+        // SAFETY: releases the reference retained in `new`.
+        let _ = unsafe { result::primary_ctx::release(self.dev) };
+    }
+}

@@ -1,0 +1,552 @@
+//! Typed kernel launches: shapes checked against the views, then the same
+//! launch configuration for the emulator and the GPU.
+
+use crate::device::{Device, Params, View};
+use crate::error::{CudaError, Result};
+use quant::GgmlType;
+
+fn i32_of(what: &'static str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| CudaError::Shape {
+        what,
+        value: v,
+        why: "exceeds i32",
+    })
+}
+
+fn need(what: &'static str, v: &View, n: usize) -> Result<()> {
+    if v.len < n {
+        return Err(CudaError::Size {
+            what,
+            expected: n,
+            got: v.len,
+        });
+    }
+    Ok(())
+}
+
+fn mul(what: &'static str, a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or(CudaError::Shape {
+        what,
+        value: a,
+        why: "size overflows",
+    })
+}
+
+fn blocks(n: usize, per: usize) -> Result<u32> {
+    u32::try_from(n.div_ceil(per)).map_err(|_| CudaError::Shape {
+        what: "grid",
+        value: n,
+        why: "too many blocks",
+    })
+}
+
+/// Row stride and length of a strided row set: `rows` rows of `n` values, `stride` apart.
+fn span(rows: usize, n: usize, stride: usize) -> Result<usize> {
+    if rows == 0 {
+        return Ok(0);
+    }
+    Ok(mul("rows", rows - 1, stride)? + n)
+}
+
+/// RMS norm of `rows` rows of `n` values: y = x / sqrt(mean(x^2) + eps) * w
+/// (no `w`: Falcon's weightless dt/B/C norm). `x` may be `y`'s memory.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm(
+    dev: &Device,
+    x: &View,
+    w: Option<&View>,
+    y: &View,
+    rows: usize,
+    n: usize,
+    stride_x: usize,
+    stride_y: usize,
+    eps: f32,
+) -> Result<()> {
+    if n == 0 || rows == 0 {
+        return Err(CudaError::Shape {
+            what: "rms_norm rows/n",
+            value: 0,
+            why: "must be positive",
+        });
+    }
+    need("rms_norm x", x, span(rows, n, stride_x)?)?;
+    need("rms_norm y", y, span(rows, n, stride_y)?)?;
+    let wa = match w {
+        Some(w) => {
+            need("rms_norm w", w, n)?;
+            dev.check_view(w)?
+        }
+        None => 0,
+    };
+    let p = Params::default()
+        .ptr(dev.check_view(x)?)
+        .ptr(wa)
+        .ptr(dev.check_view(y)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("stride_x", stride_x)?)
+        .i32(i32_of("stride_y", stride_y)?)
+        .f32(eps)
+        .done();
+    let grid = (
+        u32::try_from(rows).map_err(|_| CudaError::Shape {
+            what: "rows",
+            value: rows,
+            why: "too many",
+        })?,
+        1,
+        1,
+    );
+    // SAFETY: every view was checked to cover what the kernel touches.
+    unsafe { dev.launch("rms_norm", grid, (256, 1, 1), &p) }
+}
+
+/// Activations quantized to Q8A (see README): views for q (i8), d (f32), s (i32).
+pub struct QActs<'a> {
+    pub q: &'a View,
+    pub d: &'a View,
+    pub s: &'a View,
+}
+
+/// Quantizes `rows` rows of `n` values (row stride `stride`) to Q8A.
+pub fn quantize_q8a(
+    dev: &Device,
+    x: &View,
+    rows: usize,
+    n: usize,
+    stride: usize,
+    out: &QActs,
+) -> Result<()> {
+    if n == 0 || n % 32 != 0 || rows == 0 {
+        return Err(CudaError::Shape {
+            what: "quantize n",
+            value: n,
+            why: "must be a positive multiple of 32",
+        });
+    }
+    let nb = n / 32;
+    need("quantize x", x, span(rows, n, stride)?)?;
+    need("quantize q", out.q, mul("q", rows, n)?)?;
+    need("quantize d", out.d, mul("d", rows, nb)?)?;
+    need("quantize s", out.s, mul("s", rows, nb)?)?;
+    let p = Params::default()
+        .ptr(dev.check_view(x)?)
+        .ptr(dev.check_view(out.q)?)
+        .ptr(dev.check_view(out.d)?)
+        .ptr(dev.check_view(out.s)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("stride", stride)?)
+        .done();
+    let grid = (
+        blocks(nb, 8)?,
+        u32::try_from(rows).map_err(|_| CudaError::Shape {
+            what: "rows",
+            value: rows,
+            why: "too many",
+        })?,
+        1,
+    );
+    // SAFETY: the views cover rows x n inputs and the Q8A outputs.
+    unsafe { dev.launch("quantize_q8a", grid, (256, 1, 1), &p) }
+}
+
+/// The kernel-name stem of a quantized weight type.
+pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => "q4_0",
+        GgmlType::Q4_1 => "q4_1",
+        GgmlType::Q5_0 => "q5_0",
+        GgmlType::Q5_1 => "q5_1",
+        GgmlType::Q8_0 => "q8_0",
+        GgmlType::Q4_K => "q4_k",
+        GgmlType::Q5_K => "q5_k",
+        GgmlType::Q6_K => "q6_k",
+        _ => return None,
+    })
+}
+
+/// out[c][r] = dot(weight row r, activation row c) for c < ncols (1..=8):
+/// `w` holds `rows` rows of `n` values of `ty` as stored in the GGUF.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec(
+    dev: &Device,
+    ty: GgmlType,
+    w: &View,
+    n: usize,
+    rows: usize,
+    acts: &QActs,
+    ncols: usize,
+    out: &View,
+) -> Result<()> {
+    let stem = matvec_stem(ty).ok_or(CudaError::Unsupported { ty })?;
+    if !(1..=8).contains(&ncols) {
+        return Err(CudaError::Shape {
+            what: "ncols",
+            value: ncols,
+            why: "1 to 8 activation rows",
+        });
+    }
+    if rows == 0 || n == 0 || n % ty.block_size() != 0 {
+        return Err(CudaError::Shape {
+            what: "matvec n",
+            value: n,
+            why: "whole blocks, positive",
+        });
+    }
+    let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
+    let nb = n / 32;
+    need("matvec weights", w, mul("weights", rows, rb)?)?;
+    need("matvec q", acts.q, mul("q", ncols, n)?)?;
+    need("matvec d", acts.d, mul("d", ncols, nb)?)?;
+    need("matvec s", acts.s, mul("s", ncols, nb)?)?;
+    need("matvec out", out, mul("out", ncols, rows)?)?;
+    let p = Params::default()
+        .ptr(dev.check_view(w)?)
+        .ptr(dev.check_view(acts.q)?)
+        .ptr(dev.check_view(acts.d)?)
+        .ptr(dev.check_view(acts.s)?)
+        .ptr(dev.check_view(out)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("rows", rows)?)
+        .i32(i32_of("row bytes", rb)?)
+        .done();
+    let name = format!("matvec_{stem}_{ncols}");
+    // SAFETY: weights, activations and outputs were checked against the shapes.
+    unsafe { dev.launch(&name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
+}
+
+/// out = a + b over `n` values (out may alias a or b).
+pub fn add(dev: &Device, a: &View, b: &View, out: &View, n: usize) -> Result<()> {
+    need("add a", a, n)?;
+    need("add b", b, n)?;
+    need("add out", out, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let p = Params::default()
+        .ptr(dev.check_view(a)?)
+        .ptr(dev.check_view(b)?)
+        .ptr(dev.check_view(out)?)
+        .i32(i32_of("n", n)?)
+        .done();
+    // SAFETY: all three views hold n values.
+    unsafe { dev.launch("add_f32", (blocks(n, 256)?, 1, 1), (256, 1, 1), &p) }
+}
+
+/// Greedy argmax of `rows` rows of `n` logits into `out` (2 ints per row:
+/// index, first NaN index or -1). See [`argmax_result`].
+pub fn argmax(dev: &Device, x: &View, rows: usize, n: usize, out: &View) -> Result<()> {
+    if n == 0 || rows == 0 {
+        return Err(CudaError::Shape {
+            what: "argmax n",
+            value: n,
+            why: "must be positive",
+        });
+    }
+    need("argmax x", x, mul("x", rows, n)?)?;
+    need("argmax out", out, mul("out", rows, 2)?)?;
+    let p = Params::default()
+        .ptr(dev.check_view(x)?)
+        .ptr(dev.check_view(out)?)
+        .i32(i32_of("n", n)?)
+        .done();
+    let grid = (
+        u32::try_from(rows).map_err(|_| CudaError::Shape {
+            what: "rows",
+            value: rows,
+            why: "too many",
+        })?,
+        1,
+        1,
+    );
+    // SAFETY: the views hold the rows and their results.
+    unsafe { dev.launch("argmax_f32", grid, (256, 1, 1), &p) }
+}
+
+/// Token ids from [`argmax`]'s output, an error naming the first NaN.
+pub fn argmax_result(out: &[i32]) -> Result<Vec<usize>> {
+    out.chunks_exact(2)
+        .enumerate()
+        .map(|(row, p)| {
+            if p[1] >= 0 {
+                Err(CudaError::NanLogits {
+                    row,
+                    index: p[1] as usize,
+                })
+            } else {
+                Ok(p[0].max(0) as usize)
+            }
+        })
+        .collect()
+}
+
+/// Shapes of the mixer kernels: `e` channels, `t` tokens per sequence, `seqs` sequences.
+#[derive(Clone, Copy, Debug)]
+pub struct MixerShape {
+    pub e: usize,
+    pub t: usize,
+    pub seqs: usize,
+}
+
+impl MixerShape {
+    fn rows(&self) -> Result<usize> {
+        mul("tokens", self.t, self.seqs)
+    }
+    fn grid(&self) -> Result<(u32, u32, u32)> {
+        let s = u32::try_from(self.seqs).map_err(|_| CudaError::Shape {
+            what: "seqs",
+            value: self.seqs,
+            why: "too many",
+        })?;
+        Ok((blocks(self.e, 128)?, s, 1))
+    }
+    fn check(&self) -> Result<()> {
+        if self.e == 0 || self.t == 0 || self.seqs == 0 {
+            return Err(CudaError::Shape {
+                what: "mixer shape",
+                value: 0,
+                why: "must be positive",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Causal depthwise conv (kernel 4) + SiLU over `t` tokens per sequence,
+/// updating `state` ([seqs][e][3]).
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d_silu(
+    dev: &Device,
+    sh: MixerShape,
+    x: &View,
+    x_stride: usize,
+    w: &View,
+    b: &View,
+    state: &View,
+    y: &View,
+    y_stride: usize,
+) -> Result<()> {
+    sh.check()?;
+    let rows = sh.rows()?;
+    need("conv x", x, span(rows, sh.e, x_stride)?)?;
+    need("conv y", y, span(rows, sh.e, y_stride)?)?;
+    need("conv w", w, mul("w", sh.e, 4)?)?;
+    need("conv b", b, sh.e)?;
+    need(
+        "conv state",
+        state,
+        mul("state", mul("state", sh.seqs, sh.e)?, 3)?,
+    )?;
+    let p = Params::default()
+        .ptr(dev.check_view(x)?)
+        .ptr(dev.check_view(w)?)
+        .ptr(dev.check_view(b)?)
+        .ptr(dev.check_view(state)?)
+        .ptr(dev.check_view(y)?)
+        .i32(i32_of("e", sh.e)?)
+        .i32(i32_of("t", sh.t)?)
+        .i32(i32_of("x_stride", x_stride)?)
+        .i32(i32_of("y_stride", y_stride)?)
+        .done();
+    // SAFETY: views checked against the shape.
+    unsafe { dev.launch("conv1d_silu_k4", sh.grid()?, (128, 1, 1), &p) }
+}
+
+/// Inputs of the selective scan (d_state 16), rows per token.
+pub struct ScanInputs<'a> {
+    /// conv output, stride e
+    pub x: &'a View,
+    /// dt_proj output before the bias, stride e
+    pub dt: &'a View,
+    /// gate, stride `z_stride`
+    pub z: &'a View,
+    pub z_stride: usize,
+    /// x_proj output rows (stride `bc_stride`), B at `b_off`, C at `b_off + 16`
+    pub bc: &'a View,
+    pub bc_stride: usize,
+    pub b_off: usize,
+    /// [e][16], -exp(A_log)
+    pub a: &'a View,
+    pub d: &'a View,
+    pub dt_bias: &'a View,
+}
+
+/// The selective scan with softplus, D and the SiLU(z) gate fused; `state`
+/// is [seqs][e][16], `y` rows of stride e.
+pub fn selective_scan(
+    dev: &Device,
+    sh: MixerShape,
+    i: &ScanInputs,
+    state: &View,
+    y: &View,
+) -> Result<()> {
+    sh.check()?;
+    let rows = sh.rows()?;
+    let re = mul("rows", rows, sh.e)?;
+    need("scan x", i.x, re)?;
+    need("scan dt", i.dt, re)?;
+    need("scan y", y, re)?;
+    need("scan z", i.z, span(rows, sh.e, i.z_stride)?)?;
+    let bc_end = i.b_off.checked_add(32).ok_or(CudaError::Shape {
+        what: "b_off",
+        value: i.b_off,
+        why: "overflows",
+    })?;
+    if bc_end > i.bc_stride {
+        return Err(CudaError::Shape {
+            what: "b_off",
+            value: i.b_off,
+            why: "B and C must fit in a row",
+        });
+    }
+    need("scan bc", i.bc, span(rows, bc_end, i.bc_stride)?)?;
+    need("scan A", i.a, mul("A", sh.e, 16)?)?;
+    need("scan D", i.d, sh.e)?;
+    need("scan dt_bias", i.dt_bias, sh.e)?;
+    need(
+        "scan state",
+        state,
+        mul("state", mul("state", sh.seqs, sh.e)?, 16)?,
+    )?;
+    let p = Params::default()
+        .ptr(dev.check_view(i.x)?)
+        .ptr(dev.check_view(i.dt)?)
+        .ptr(dev.check_view(i.z)?)
+        .ptr(dev.check_view(i.bc)?)
+        .ptr(dev.check_view(i.a)?)
+        .ptr(dev.check_view(i.d)?)
+        .ptr(dev.check_view(i.dt_bias)?)
+        .ptr(dev.check_view(state)?)
+        .ptr(dev.check_view(y)?)
+        .i32(i32_of("e", sh.e)?)
+        .i32(i32_of("t", sh.t)?)
+        .i32(i32_of("z_stride", i.z_stride)?)
+        .i32(i32_of("bc_stride", i.bc_stride)?)
+        .i32(i32_of("b_off", i.b_off)?)
+        .done();
+    // SAFETY: views checked against the shape.
+    unsafe { dev.launch("selective_scan_n16", sh.grid()?, (128, 1, 1), &p) }
+}
+
+/// Launches one of the emulator's deliberately faulty self-test kernels
+/// (`emu_selftest_divergent_sync`, `emu_selftest_shuffle_exited_lane`) on
+/// one block of 64 threads writing to `out` (64 ints); emulator only.
+#[doc(hidden)]
+pub fn emu_selftest(dev: &Device, kernel: &str, out: &View) -> Result<()> {
+    if !dev.is_emu() || !kernel.starts_with("emu_selftest_") {
+        return Err(CudaError::Emu(format!(
+            "{kernel}: emulator self-tests only"
+        )));
+    }
+    need("selftest out", out, 64)?;
+    let p = Params::default().ptr(dev.check_view(out)?).done();
+    // SAFETY: the view holds the 64 ints the one block writes.
+    unsafe { dev.launch(kernel, (1, 1, 1), (64, 1, 1), &p) }
+}
+
+/// The kernel-name stem of a float weight type (paired with f32 activations).
+pub fn matvec_float_stem(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::F32 => "f32",
+        GgmlType::F16 => "f16",
+        GgmlType::BF16 => "bf16",
+        _ => return None,
+    })
+}
+
+/// Float weights (F32/F16/BF16, any n) against `ncols` (1..=8) f32
+/// activation rows `x` ([ncols][n]): out[c][r] = dot(w row r, x row c).
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_float(
+    dev: &Device,
+    ty: GgmlType,
+    w: &View,
+    n: usize,
+    rows: usize,
+    x: &View,
+    ncols: usize,
+    out: &View,
+) -> Result<()> {
+    let stem = matvec_float_stem(ty).ok_or(CudaError::Unsupported { ty })?;
+    if !(1..=8).contains(&ncols) {
+        return Err(CudaError::Shape {
+            what: "ncols",
+            value: ncols,
+            why: "1 to 8 activation rows",
+        });
+    }
+    if rows == 0 || n == 0 {
+        return Err(CudaError::Shape {
+            what: "matvec n/rows",
+            value: 0,
+            why: "must be positive",
+        });
+    }
+    need(
+        "matvec weights",
+        w,
+        mul("weights", mul("weights", rows, n)?, ty.type_size())?,
+    )?;
+    need("matvec x", x, mul("x", ncols, n)?)?;
+    need("matvec out", out, mul("out", ncols, rows)?)?;
+    let p = Params::default()
+        .ptr(dev.check_view(w)?)
+        .ptr(dev.check_view(x)?)
+        .ptr(dev.check_view(out)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("rows", rows)?)
+        .done();
+    let name = format!("matvec_{stem}_{ncols}");
+    // SAFETY: weights, activations and outputs were checked against the shapes.
+    unsafe { dev.launch(&name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
+}
+
+/// Embedding lookup: `out[t]` = row `ids[t]` of `table` (`vocab` rows of `n`
+/// values of `ty`, as stored), dequantized. `ids` must be read back by the
+/// caller to be trusted; an id outside 0..vocab yields a NaN row, never an
+/// out-of-bounds read.
+#[allow(clippy::too_many_arguments)]
+pub fn embed(
+    dev: &Device,
+    ty: GgmlType,
+    table: &View,
+    n: usize,
+    vocab: usize,
+    ids: &View,
+    tokens: usize,
+    out: &View,
+) -> Result<()> {
+    if matvec_stem(ty).is_none() && matvec_float_stem(ty).is_none() {
+        return Err(CudaError::Unsupported { ty });
+    }
+    if n == 0 || n % ty.block_size() != 0 || tokens == 0 {
+        return Err(CudaError::Shape {
+            what: "embed n",
+            value: n,
+            why: "whole blocks, positive",
+        });
+    }
+    let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
+    need("embed table", table, mul("table", vocab, rb)?)?;
+    need("embed ids", ids, tokens)?;
+    need("embed out", out, mul("out", tokens, n)?)?;
+    let p = Params::default()
+        .ptr(dev.check_view(table)?)
+        .ptr(dev.check_view(ids)?)
+        .ptr(dev.check_view(out)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("row bytes", rb)?)
+        .i32(i32_of("vocab", vocab)?)
+        .i32(ty as i32)
+        .done();
+    let grid = (
+        u32::try_from(tokens).map_err(|_| CudaError::Shape {
+            what: "tokens",
+            value: tokens,
+            why: "too many",
+        })?,
+        1,
+        1,
+    );
+    // SAFETY: table, ids and output checked; ids are bounds-checked in the kernel.
+    unsafe { dev.launch("embed_rows", grid, (128, 1, 1), &p) }
+}

@@ -1,0 +1,620 @@
+//! Every kernel through the emulator against a scalar reference: the quant
+//! crate's dequantizers for the weights, plain f32/f64 loops for the rest.
+//!
+//! Tolerances: the Q8A quantizer is compared byte for byte (its math is
+//! exact and order-free). Dots and norms differ from the f64 reference only
+//! by fp32 rounding in a different order (per-lane partial sums, warp
+//! butterfly, factored scales), bounded by a few n * 2^-24 * sum |terms|; we
+//! allow 1e-5 * sum |terms| (n <= 2048). The scan and conv use expf/log1pf
+//! whose results may differ from Rust's in the last ulps: 1e-5 relative.
+
+use mamba_cuda::ops::{self, MixerShape, QActs, ScanInputs};
+use mamba_cuda::{Buffer, Device};
+use quant::GgmlType;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn view<T: mamba_cuda::Elem>(dev: &Device, b: &Buffer<T>) -> mamba_cuda::View {
+    dev.view(b, 0, b.len()).unwrap()
+}
+
+/// The Q8A reference: per 32 values d = amax / 127, q = round(x / d).
+fn q8a_ref(x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+    let (mut q, mut d, mut s) = (vec![], vec![], vec![]);
+    for blk in x.chunks(32) {
+        let mut amax = 0f32;
+        for &v in blk {
+            let a = v.abs();
+            if a > amax || a.is_nan() {
+                amax = a;
+            }
+        }
+        let db = amax / 127.0;
+        let id = if db != 0.0 { 1.0 / db } else { 0.0 };
+        let mut sum = 0;
+        for &v in blk {
+            let r = (v * id).round();
+            let qi = if r.is_nan() {
+                0
+            } else {
+                r.clamp(-127.0, 127.0) as i32
+            };
+            q.push(qi as i8);
+            sum += qi;
+        }
+        d.push(db);
+        s.push(sum);
+    }
+    (q, d, s)
+}
+
+fn rand_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-scale..scale)).collect()
+}
+
+#[test]
+fn quantize_q8a_is_byte_exact() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(1);
+    let (rows, n) = (3, 320);
+    let mut x = rand_vec(&mut rng, rows * n, 3.0);
+    // edge blocks: all equal, all zero, a NaN, an inf, halves (x*id = k + 0.5)
+    x[32..64].fill(0.75);
+    x[64..96].fill(0.0);
+    x[100] = f32::NAN;
+    x[130] = f32::INFINITY;
+    for (i, v) in x[160..192].iter_mut().enumerate() {
+        *v = if i == 0 { 127.0 } else { i as f32 + 0.5 };
+    }
+    let xb = dev.upload(&x).unwrap();
+    let q: Buffer<i8> = dev.alloc(rows * n).unwrap();
+    let d: Buffer<f32> = dev.alloc(rows * n / 32).unwrap();
+    let s: Buffer<i32> = dev.alloc(rows * n / 32).unwrap();
+    let acts = QActs {
+        q: &view(&dev, &q),
+        d: &view(&dev, &d),
+        s: &view(&dev, &s),
+    };
+    ops::quantize_q8a(&dev, &view(&dev, &xb), rows, n, n, &acts).unwrap();
+    let (rq, rd, rs) = q8a_ref(&x);
+    assert_eq!(dev.read(&q).unwrap(), rq);
+    assert_eq!(dev.read(&s).unwrap(), rs);
+    let gd = dev.read(&d).unwrap();
+    for (a, b) in gd.iter().zip(&rd) {
+        assert!(a.to_bits() == b.to_bits(), "{a} vs {b}");
+    }
+}
+
+fn quantize_rows(ty: GgmlType, w: &[f32], n: usize) -> Vec<u8> {
+    let rb = ty.row_bytes(n).unwrap();
+    let mut out = vec![0u8; rb * (w.len() / n)];
+    for (src, dst) in w.chunks(n).zip(out.chunks_mut(rb)) {
+        quant::quantize_row(ty, src, dst).unwrap();
+    }
+    out
+}
+
+fn check_matvec(ty: GgmlType, n: usize, rows: usize, ncols: usize, wbytes: &[u8], x: &[f32]) {
+    let dev = Device::emu();
+    let rb = ty.row_bytes(n).unwrap();
+    let mut wf = vec![0f32; n * rows];
+    for (src, dst) in wbytes.chunks(rb).zip(wf.chunks_mut(n)) {
+        quant::dequantize_row(ty, src, dst).unwrap();
+    }
+    let (q, d, s) = q8a_ref(x);
+    let qb = dev.upload(&q).unwrap();
+    let db = dev.upload(&d).unwrap();
+    let sb = dev.upload(&s).unwrap();
+    let wb = dev.upload(wbytes).unwrap();
+    let out: Buffer<f32> = dev.alloc(ncols * rows).unwrap();
+    let acts = QActs {
+        q: &view(&dev, &qb),
+        d: &view(&dev, &db),
+        s: &view(&dev, &sb),
+    };
+    ops::matvec(
+        &dev,
+        ty,
+        &view(&dev, &wb),
+        n,
+        rows,
+        &acts,
+        ncols,
+        &view(&dev, &out),
+    )
+    .unwrap();
+    let got = dev.read(&out).unwrap();
+    for c in 0..ncols {
+        for r in 0..rows {
+            let (mut exact, mut mag) = (0f64, 0f64);
+            for k in 0..n {
+                let a = d[c * n / 32 + k / 32] as f64 * q[c * n + k] as f64;
+                let t = wf[r * n + k] as f64 * a;
+                exact += t;
+                mag += t.abs();
+            }
+            let g = got[c * rows + r] as f64;
+            assert!(
+                (g - exact).abs() <= 1e-5 * mag + 1e-30,
+                "{ty:?} n {n} col {c} row {r}: got {g}, want {exact} (mag {mag})"
+            );
+        }
+    }
+}
+
+const QTYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+#[test]
+fn matvec_every_type_and_width_matches_dequantized_reference() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for ty in QTYPES {
+        // 2304 = 9 K-blocks: 72 units, not a multiple of the 32 lanes; 7 rows: a partial block of warps.
+        let (n, rows) = (2304, 7);
+        let w = rand_vec(&mut rng, n * rows, 1.0);
+        let wq = quantize_rows(ty, &w, n);
+        for ncols in [1, 2, 3, 5, 8] {
+            let x = rand_vec(&mut rng, n * ncols, 2.0);
+            check_matvec(ty, n, rows, ncols, &wq, &x);
+        }
+    }
+}
+
+#[test]
+fn matvec_random_bytes_cover_every_bit_pattern() {
+    // Raw random blocks (any nibble, -128 in Q8_0, any K scale) with finite
+    // f16 scales: the decoders see every level and scale.
+    let mut rng = StdRng::seed_from_u64(3);
+    for ty in QTYPES {
+        let (n, rows) = (512, 5);
+        let rb = ty.row_bytes(n).unwrap();
+        let mut w: Vec<u8> = (0..rb * rows).map(|_| rng.gen()).collect();
+        let bs = ty.type_size();
+        let scale_offs: &[usize] = match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::Q6_K => &[208],
+            _ => &[0, 2],
+        };
+        for blk in w.chunks_mut(bs) {
+            for &o in scale_offs {
+                let h = half_bits(rng.gen_range(-0.05f32..0.05));
+                blk[o..o + 2].copy_from_slice(&h.to_le_bytes());
+            }
+        }
+        if ty == GgmlType::Q8_0 {
+            w[2] = 0x80; // -128
+        }
+        let x = rand_vec(&mut rng, n * 4, 1.0);
+        check_matvec(ty, n, rows, 4, &w, &x);
+    }
+}
+
+fn half_bits(v: f32) -> u16 {
+    quant::fp16::f32_to_f16(v)
+}
+
+#[test]
+fn matvec_nan_activation_poisons_only_its_column() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(4);
+    let (n, rows, ty) = (256, 3, GgmlType::Q4_K);
+    let wq = quantize_rows(ty, &rand_vec(&mut rng, n * rows, 1.0), n);
+    let mut x = rand_vec(&mut rng, n * 2, 1.0);
+    x[n + 5] = f32::NAN;
+    let xb = dev.upload(&x).unwrap();
+    let q: Buffer<i8> = dev.alloc(2 * n).unwrap();
+    let d: Buffer<f32> = dev.alloc(2 * n / 32).unwrap();
+    let s: Buffer<i32> = dev.alloc(2 * n / 32).unwrap();
+    let acts = QActs {
+        q: &view(&dev, &q),
+        d: &view(&dev, &d),
+        s: &view(&dev, &s),
+    };
+    ops::quantize_q8a(&dev, &view(&dev, &xb), 2, n, n, &acts).unwrap();
+    let wb = dev.upload(&wq).unwrap();
+    let out: Buffer<f32> = dev.alloc(2 * rows).unwrap();
+    ops::matvec(
+        &dev,
+        ty,
+        &view(&dev, &wb),
+        n,
+        rows,
+        &acts,
+        2,
+        &view(&dev, &out),
+    )
+    .unwrap();
+    let o = dev.read(&out).unwrap();
+    assert!(o[..rows].iter().all(|v| v.is_finite()));
+    assert!(o[rows..].iter().all(|v| v.is_nan()));
+}
+
+fn rms_ref(x: &[f32], w: Option<&[f32]>, eps: f32) -> Vec<f32> {
+    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64;
+    let sc = 1.0 / (ss + eps as f64).sqrt();
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| (v as f64 * sc * w.map_or(1.0, |w| w[i] as f64)) as f32)
+        .collect()
+}
+
+#[test]
+fn rms_norm_weighted_and_weightless() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(5);
+    for (n, rows) in [(4096, 2), (33, 3), (1, 1)] {
+        let x = rand_vec(&mut rng, n * rows, 4.0);
+        let w = rand_vec(&mut rng, n, 1.5);
+        let xb = dev.upload(&x).unwrap();
+        let wb = dev.upload(&w).unwrap();
+        let yb: Buffer<f32> = dev.alloc(n * rows).unwrap();
+        for weighted in [true, false] {
+            let wv = view(&dev, &wb);
+            ops::rms_norm(
+                &dev,
+                &view(&dev, &xb),
+                weighted.then_some(&wv),
+                &view(&dev, &yb),
+                rows,
+                n,
+                n,
+                n,
+                1e-5,
+            )
+            .unwrap();
+            let y = dev.read(&yb).unwrap();
+            for r in 0..rows {
+                let want = rms_ref(&x[r * n..(r + 1) * n], weighted.then_some(&w[..]), 1e-5);
+                for (g, e) in y[r * n..(r + 1) * n].iter().zip(&want) {
+                    assert!(
+                        (g - e).abs() <= 1e-5 * e.abs().max(1e-3),
+                        "n {n}: {g} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+    // Falcon's dt/B/C norm: a segment of strided rows, in place.
+    let (r_, nst, stride, rows) = (8, 16, 8 + 32, 3);
+    let x = rand_vec(&mut rng, stride * rows, 2.0);
+    let xb = dev.upload(&x).unwrap();
+    let seg = dev.view(&xb, r_, stride * rows - r_).unwrap();
+    ops::rms_norm(&dev, &seg, None, &seg, rows, nst, stride, stride, 1e-6).unwrap();
+    let y = dev.read(&xb).unwrap();
+    for r in 0..rows {
+        let base = r * stride;
+        assert_eq!(
+            &y[base..base + r_],
+            &x[base..base + r_],
+            "dt part untouched"
+        );
+        let want = rms_ref(&x[base + r_..base + r_ + nst], None, 1e-6);
+        for (g, e) in y[base + r_..base + r_ + nst].iter().zip(&want) {
+            assert!((g - e).abs() <= 1e-5 * e.abs().max(1e-3));
+        }
+        assert_eq!(
+            &y[base + r_ + nst..base + stride],
+            &x[base + r_ + nst..base + stride],
+            "C part untouched"
+        );
+    }
+}
+
+#[test]
+fn add_and_argmax() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(6);
+    let n = 1000;
+    let a = rand_vec(&mut rng, n, 1.0);
+    let b = rand_vec(&mut rng, n, 1.0);
+    let ab = dev.upload(&a).unwrap();
+    let bb = dev.upload(&b).unwrap();
+    ops::add(
+        &dev,
+        &view(&dev, &ab),
+        &view(&dev, &bb),
+        &view(&dev, &ab),
+        n,
+    )
+    .unwrap();
+    let s = dev.read(&ab).unwrap();
+    for i in 0..n {
+        assert_eq!(s[i], a[i] + b[i]);
+    }
+    // rows: random; ties (first wins); all -inf; a NaN; max in the tail
+    let n = 777;
+    let mut x = rand_vec(&mut rng, n * 5, 10.0);
+    x[n + 300] = 50.0;
+    x[n + 20] = 50.0;
+    x[2 * n..3 * n].fill(f32::NEG_INFINITY);
+    x[3 * n + 400] = f32::NAN;
+    x[3 * n + 10] = f32::NAN;
+    x[5 * n - 1] = 99.0;
+    let xb = dev.upload(&x).unwrap();
+    let ob: Buffer<i32> = dev.alloc(10).unwrap();
+    ops::argmax(&dev, &view(&dev, &xb), 5, n, &view(&dev, &ob)).unwrap();
+    let o = dev.read(&ob).unwrap();
+    let first_max = |r: &[f32]| {
+        let mut bi = 0;
+        for (i, &v) in r.iter().enumerate() {
+            if v > r[bi] {
+                bi = i;
+            }
+        }
+        bi as i32
+    };
+    assert_eq!(o[0..2], [first_max(&x[..n]), -1]);
+    assert_eq!(o[2..4], [20, -1]);
+    assert_eq!(o[4..6], [0, -1]);
+    assert_eq!(o[7], 10);
+    assert_eq!(o[8..10], [n as i32 - 1, -1]);
+    assert!(matches!(
+        ops::argmax_result(&o),
+        Err(mamba_cuda::CudaError::NanLogits { row: 3, index: 10 })
+    ));
+}
+
+fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+#[test]
+fn conv1d_silu_chunk_then_decode_matches_reference() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(7);
+    let (e, t, seqs, xs) = (200, 5, 2, 2 * 200);
+    let x = rand_vec(&mut rng, seqs * t * xs, 1.0);
+    let w = rand_vec(&mut rng, e * 4, 1.0);
+    let b = rand_vec(&mut rng, e, 0.5);
+    let st0 = rand_vec(&mut rng, seqs * e * 3, 1.0);
+    let (xb, wb, bb, sb) = (
+        dev.upload(&x).unwrap(),
+        dev.upload(&w).unwrap(),
+        dev.upload(&b).unwrap(),
+        dev.upload(&st0).unwrap(),
+    );
+    let yb: Buffer<f32> = dev.alloc(seqs * t * e).unwrap();
+    let sh = MixerShape { e, t, seqs };
+    ops::conv1d_silu(
+        &dev,
+        sh,
+        &view(&dev, &xb),
+        xs,
+        &view(&dev, &wb),
+        &view(&dev, &bb),
+        &view(&dev, &sb),
+        &view(&dev, &yb),
+        e,
+    )
+    .unwrap();
+    let y = dev.read(&yb).unwrap();
+    let st = dev.read(&sb).unwrap();
+    for s in 0..seqs {
+        for c in 0..e {
+            let mut win: Vec<f64> = st0[(s * e + c) * 3..(s * e + c) * 3 + 3]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            for tt in 0..t {
+                win.push(x[(s * t + tt) * xs + c] as f64);
+                let acc: f64 = b[c] as f64
+                    + (0..4)
+                        .map(|k| w[c * 4 + k] as f64 * win[win.len() - 4 + k])
+                        .sum::<f64>();
+                let want = silu(acc);
+                let got = y[(s * t + tt) * e + c] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{got} vs {want}"
+                );
+            }
+            let tail = &win[win.len() - 3..];
+            for k in 0..3 {
+                assert_eq!(st[(s * e + c) * 3 + k] as f64, tail[k]);
+            }
+        }
+    }
+}
+
+#[test]
+fn selective_scan_matches_mamba_recurrence() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(8);
+    let (e, t, seqs, n) = (150, 6, 2, 16);
+    let (bcs, boff) = (4 + 2 * n, 4);
+    let rows = t * seqs;
+    let x = rand_vec(&mut rng, rows * e, 1.0);
+    let mut dt = rand_vec(&mut rng, rows * e, 3.0);
+    dt[0] = 40.0; // softplus's linear branch
+    dt[1] = -40.0;
+    let z = rand_vec(&mut rng, rows * 2 * e, 3.0);
+    let bc = rand_vec(&mut rng, rows * bcs, 1.0);
+    let a: Vec<f32> = (0..e * n).map(|_| -rng.gen_range(0.01f32..8.0)).collect();
+    let d = rand_vec(&mut rng, e, 1.0);
+    let bias = rand_vec(&mut rng, e, 1.0);
+    let s0 = rand_vec(&mut rng, seqs * e * n, 1.0);
+    let up = |v: &Vec<f32>| dev.upload(v).unwrap();
+    let (xb, dtb, zb, bcb, ab, db, biasb, sb) = (
+        up(&x),
+        up(&dt),
+        up(&z),
+        up(&bc),
+        up(&a),
+        up(&d),
+        up(&bias),
+        up(&s0),
+    );
+    let yb: Buffer<f32> = dev.alloc(rows * e).unwrap();
+    let v = |b: &Buffer<f32>| view(&dev, b);
+    let (vx, vdt, vz, vbc, va, vd, vbias) =
+        (v(&xb), v(&dtb), v(&zb), v(&bcb), v(&ab), v(&db), v(&biasb));
+    let inp = ScanInputs {
+        x: &vx,
+        dt: &vdt,
+        z: &vz,
+        z_stride: 2 * e,
+        bc: &vbc,
+        bc_stride: bcs,
+        b_off: boff,
+        a: &va,
+        d: &vd,
+        dt_bias: &vbias,
+    };
+    ops::selective_scan(&dev, MixerShape { e, t, seqs }, &inp, &v(&sb), &v(&yb)).unwrap();
+    let y = dev.read(&yb).unwrap();
+    let st = dev.read(&sb).unwrap();
+    for sq in 0..seqs {
+        for c in 0..e {
+            let mut s: Vec<f64> = s0[(sq * e + c) * n..(sq * e + c + 1) * n]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            for tt in 0..t {
+                let r = sq * t + tt;
+                let xv = x[r * e + c] as f64;
+                let raw = dt[r * e + c] as f64 + bias[c] as f64;
+                let dtv = if raw > 20.0 { raw } else { raw.exp().ln_1p() };
+                let mut yv = 0.0;
+                for k in 0..n {
+                    let bk = bc[r * bcs + boff + k] as f64;
+                    let ck = bc[r * bcs + boff + n + k] as f64;
+                    s[k] = (dtv * a[c * n + k] as f64).exp() * s[k] + dtv * bk * xv;
+                    yv += s[k] * ck;
+                }
+                yv = (yv + d[c] as f64 * xv) * silu(z[r * 2 * e + c] as f64);
+                let got = y[r * e + c] as f64;
+                assert!(
+                    (got - yv).abs() <= 1e-4 * (1.0 + yv.abs()),
+                    "seq {sq} ch {c} t {tt}: {got} vs {yv}"
+                );
+            }
+            for k in 0..n {
+                let g = st[(sq * e + c) * n + k] as f64;
+                assert!((g - s[k]).abs() <= 1e-4 * (1.0 + s[k].abs()));
+            }
+        }
+    }
+}
+
+#[test]
+fn shape_errors_are_errors_not_panics() {
+    let dev = Device::emu();
+    let small: Buffer<f32> = dev.alloc(10).unwrap();
+    let v = view(&dev, &small);
+    assert!(ops::add(&dev, &v, &v, &v, 11).is_err());
+    assert!(ops::rms_norm(&dev, &v, None, &v, 2, 8, 8, 8, 1e-5).is_err());
+    let other = Device::emu();
+    let ob: Buffer<f32> = other.alloc(10).unwrap();
+    assert!(matches!(
+        dev.view(&ob, 0, 10),
+        Err(mamba_cuda::CudaError::ForeignBuffer)
+    ));
+    assert!(dev.view(&small, 5, 6).is_err());
+}
+
+#[test]
+fn emulator_reports_divergent_barriers() {
+    let dev = Device::emu();
+    let out: Buffer<i32> = dev.alloc(64).unwrap();
+    let e = ops::emu_selftest(&dev, "emu_selftest_divergent_sync", &view(&dev, &out)).unwrap_err();
+    assert!(e.to_string().contains("divergent __syncthreads"), "{e}");
+    let e =
+        ops::emu_selftest(&dev, "emu_selftest_shuffle_exited_lane", &view(&dev, &out)).unwrap_err();
+    assert!(e.to_string().contains("warp shuffle"), "{e}");
+}
+
+#[test]
+fn matvec_float_weights_any_length() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(9);
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+        for (n, rows) in [(1000, 5), (7, 3), (64, 9)] {
+            let w = rand_vec(&mut rng, n * rows, 1.0);
+            let wq = quantize_rows(ty, &w, n);
+            let mut wf = vec![0f32; n * rows];
+            quant::dequantize_row(ty, &wq, &mut wf).unwrap();
+            for ncols in [1, 4, 8] {
+                let x = rand_vec(&mut rng, n * ncols, 2.0);
+                let (wb, xb) = (dev.upload(&wq).unwrap(), dev.upload(&x).unwrap());
+                let out: Buffer<f32> = dev.alloc(ncols * rows).unwrap();
+                ops::matvec_float(
+                    &dev,
+                    ty,
+                    &view(&dev, &wb),
+                    n,
+                    rows,
+                    &view(&dev, &xb),
+                    ncols,
+                    &view(&dev, &out),
+                )
+                .unwrap();
+                let got = dev.read(&out).unwrap();
+                for c in 0..ncols {
+                    for r in 0..rows {
+                        let terms = (0..n).map(|k| wf[r * n + k] as f64 * x[c * n + k] as f64);
+                        let (e, mag) = terms.fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()));
+                        let g = got[c * rows + r] as f64;
+                        assert!(
+                            (g - e).abs() <= 1e-5 * mag + 1e-30,
+                            "{ty:?} n {n}: {g} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn embedding_rows_are_bit_exact_for_every_type() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut types = QTYPES.to_vec();
+    types.extend([GgmlType::F32, GgmlType::F16, GgmlType::BF16]);
+    for ty in types {
+        let (n, vocab) = (512, 6);
+        let mut w = rand_vec(&mut rng, n * vocab, 2.0);
+        w[n..2 * n].fill(0.5); // an all-equal row
+        let wq = quantize_rows(ty, &w, n);
+        let ids: Vec<i32> = vec![3, 1, 0, 5, 3, -1, 6];
+        let (tb, ib) = (dev.upload(&wq).unwrap(), dev.upload(&ids).unwrap());
+        let out: Buffer<f32> = dev.alloc(ids.len() * n).unwrap();
+        ops::embed(
+            &dev,
+            ty,
+            &view(&dev, &tb),
+            n,
+            vocab,
+            &view(&dev, &ib),
+            ids.len(),
+            &view(&dev, &out),
+        )
+        .unwrap();
+        let got = dev.read(&out).unwrap();
+        let rb = ty.row_bytes(n).unwrap();
+        for (t, &id) in ids.iter().enumerate() {
+            let g = &got[t * n..(t + 1) * n];
+            if !(0..vocab as i32).contains(&id) {
+                assert!(g.iter().all(|v| v.is_nan()), "{ty:?}: bad id gives NaN");
+                continue;
+            }
+            let mut want = vec![0f32; n];
+            let id = id as usize;
+            quant::dequantize_row(ty, &wq[id * rb..(id + 1) * rb], &mut want).unwrap();
+            for (k, (a, b)) in g.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{ty:?} token {t} value {k}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
