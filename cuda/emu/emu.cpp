@@ -189,6 +189,7 @@ static const Entry TABLE[] = {
     REG(emu_selftest_shuffle_exited_lane, SelftestArgs)
     REG(rms_norm, RmsNormArgs)
     REG(add_f32, AddArgs)
+    REG(copy_rows_f32, CopyRowsArgs)
     REG(argmax_f32, ArgmaxArgs)
     REG(quantize_q8a, QuantizeArgs)
     REG(conv1d_silu_k4, ConvArgs)

@@ -1,4 +1,4 @@
-// Residual add and greedy argmax.
+// Residual add, strided row copy and greedy argmax.
 #include "common.cuh"
 
 struct AddArgs {
@@ -12,6 +12,21 @@ struct AddArgs {
 extern "C" __global__ void add_f32(const AddArgs p) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < p.n) p.out[i] = p.a[i] + p.b[i];
+}
+
+struct CopyRowsArgs {
+    const float* src;  // rows, stride src_stride
+    float* dst;        // rows, stride dst_stride
+    int n;             // values per row
+    int src_stride;
+    int dst_stride;
+};
+
+// dst row r = src row r (n values); grid.y = row. Rows must not overlap.
+extern "C" __global__ void copy_rows_f32(const CopyRowsArgs p) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    long long r = blockIdx.y;
+    if (i < p.n) p.dst[r * p.dst_stride + i] = p.src[r * p.src_stride + i];
 }
 
 #define ARGMAX_THREADS 256

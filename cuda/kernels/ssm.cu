@@ -1,6 +1,7 @@
 // Mamba mixer kernels: causal depthwise conv1d + SiLU with its state, and the
 // selective scan. One thread per channel, grid.y = sequence; a sequence's T
-// tokens are rows seq * T .. seq * T + T - 1 of the inputs.
+// tokens are rows seq * T .. seq * T + T - 1 of the inputs. Its state is
+// entry slots[seq] of the state pool, or entry seq when slots is null.
 #include "common.cuh"
 
 #define SSM_THREADS 128
@@ -11,7 +12,8 @@ struct ConvArgs {
     const float* x;  // token rows, stride x_stride (in_proj's x half)
     const float* w;  // [E][K]
     const float* b;  // [E]
-    float* state;    // [seq][E][K - 1], oldest input first
+    float* state;    // [slot][E][K - 1], oldest input first
+    const int* slots;  // [seqs] state entry of each sequence, or null (entry = seq)
     float* y;        // token rows, stride y_stride
     int E;
     int T;
@@ -24,7 +26,8 @@ extern "C" __global__ void conv1d_silu_k4(const ConvArgs a) {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= a.E) return;
     int seq = blockIdx.y;
-    float* st = a.state + ((long long)seq * a.E + e) * (CONV_K - 1);
+    int slot = a.slots ? a.slots[seq] : seq;
+    float* st = a.state + ((long long)slot * a.E + e) * (CONV_K - 1);
     float win[CONV_K], w[CONV_K];
 #pragma unroll
     for (int k = 0; k < CONV_K; k++) w[k] = a.w[(long long)e * CONV_K + k];
@@ -53,7 +56,8 @@ struct ScanArgs {
     const float* A;    // [E][N], already -exp(A_log)
     const float* D;    // [E]
     const float* dt_bias;  // [E]
-    float* state;      // [seq][E][N]
+    float* state;      // [slot][E][N]
+    const int* slots;  // [seqs] state entry of each sequence, or null (entry = seq)
     float* y;          // rows, stride E
     int E;
     int T;
@@ -67,7 +71,8 @@ extern "C" __global__ void selective_scan_n16(const ScanArgs a) {
     int e = blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= a.E) return;
     int seq = blockIdx.y;
-    float* st = a.state + ((long long)seq * a.E + e) * SCAN_N;
+    int slot = a.slots ? a.slots[seq] : seq;
+    float* st = a.state + ((long long)slot * a.E + e) * SCAN_N;
     float s[SCAN_N], A[SCAN_N];
 #pragma unroll
     for (int n = 0; n < SCAN_N; n++) {

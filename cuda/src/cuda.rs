@@ -162,6 +162,18 @@ impl CudaCtx {
         unsafe { result::memcpy_dtoh_sync(dst, src) }.map_err(drv("cuMemcpyDtoH"))
     }
 
+    pub(crate) fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: both ranges lie in live allocations (checked by the caller).
+        unsafe { result::memcpy_dtod_sync(dst, src, bytes) }.map_err(drv("cuMemcpyDtoD"))
+    }
+
+    pub(crate) fn zero(&self, dst: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the range lies in a live allocation (checked by the caller).
+        unsafe { result::memset_d8_sync(dst, 0, bytes) }.map_err(drv("cuMemsetD8"))
+    }
+
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.bind()?;
         result::ctx::synchronize().map_err(drv("cuCtxSynchronize"))

@@ -58,6 +58,12 @@ enum Mem {
     Cuda { ptr: u64, ctx: Arc<CudaCtx> },
 }
 
+// SAFETY: `Host` is an allocation owned by this value alone (freed in Drop),
+// `Cuda` a device address plus a Send + Sync context; moving either to
+// another thread moves that ownership. Not `Sync`: kernels write through
+// views of a shared `&Buffer`, so buffers are never shared across threads.
+unsafe impl Send for Mem {}
+
 impl Drop for Mem {
     fn drop(&mut self) {
         match self {
@@ -206,6 +212,102 @@ impl Device {
             Mem::Cuda { ptr, ctx } => ctx.dtoh(dst, *ptr)?,
         }
         Ok(out)
+    }
+
+    /// Checks that `off .. off + len` lies in a buffer of `have` elements,
+    /// and gives its byte range.
+    fn range<T: Elem>(&self, have: usize, off: usize, len: usize) -> Result<(usize, usize)> {
+        let end = off.checked_add(len).ok_or(CudaError::Shape {
+            what: "range end",
+            value: off,
+            why: "overflows",
+        })?;
+        if end > have {
+            return Err(CudaError::Size {
+                what: "buffer elements for range",
+                expected: end,
+                got: have,
+            });
+        }
+        let sz = std::mem::size_of::<T>();
+        Ok((off * sz, len * sz))
+    }
+
+    /// Writes `data` into `buf` from element `off`.
+    pub fn write_at<T: Elem>(&self, buf: &mut Buffer<T>, off: usize, data: &[T]) -> Result<()> {
+        self.own(buf.device)?;
+        let (at, n) = self.range::<T>(buf.len, off, data.len())?;
+        let src = as_bytes(data);
+        match &buf.mem {
+            Mem::Host { ptr, .. } => {
+                // SAFETY: `at + n` bytes lie inside the allocation (checked);
+                // no kernel runs (emulated launches are synchronous).
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), ptr.add(at), n) }
+                Ok(())
+            }
+            Mem::Cuda { ptr, ctx } => ctx.htod(*ptr + at as u64, src),
+        }
+    }
+
+    /// Reads elements `off .. off + out.len()` of `buf` into `out`.
+    pub fn read_at<T: Elem>(&self, buf: &Buffer<T>, off: usize, out: &mut [T]) -> Result<()> {
+        self.own(buf.device)?;
+        let (at, n) = self.range::<T>(buf.len, off, out.len())?;
+        let dst = as_bytes_mut(out);
+        match &buf.mem {
+            Mem::Host { ptr, .. } => {
+                // SAFETY: `at + n` bytes lie inside the allocation (checked).
+                unsafe { std::ptr::copy_nonoverlapping(ptr.add(at), dst.as_mut_ptr(), n) }
+                Ok(())
+            }
+            Mem::Cuda { ptr, ctx } => ctx.dtoh(dst, *ptr + at as u64),
+        }
+    }
+
+    /// Copies elements `from .. from + len` of `buf` to `to .. to + len`,
+    /// on the device (the ranges may overlap only if equal).
+    pub fn copy_within<T: Elem>(
+        &self,
+        buf: &mut Buffer<T>,
+        from: usize,
+        to: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.own(buf.device)?;
+        let (src, n) = self.range::<T>(buf.len, from, len)?;
+        let (dst, _) = self.range::<T>(buf.len, to, len)?;
+        if src == dst || n == 0 {
+            return Ok(());
+        }
+        if src.abs_diff(dst) < n {
+            return Err(CudaError::Shape {
+                what: "copy_within ranges",
+                value: len,
+                why: "overlap",
+            });
+        }
+        match &buf.mem {
+            Mem::Host { ptr, .. } => {
+                // SAFETY: both ranges lie inside the allocation and do not overlap.
+                unsafe { std::ptr::copy_nonoverlapping(ptr.add(src), ptr.add(dst), n) }
+                Ok(())
+            }
+            Mem::Cuda { ptr, ctx } => ctx.dtod(*ptr + dst as u64, *ptr + src as u64, n),
+        }
+    }
+
+    /// Zeroes elements `off .. off + len` of `buf`.
+    pub fn zero_at<T: Elem>(&self, buf: &mut Buffer<T>, off: usize, len: usize) -> Result<()> {
+        self.own(buf.device)?;
+        let (at, n) = self.range::<T>(buf.len, off, len)?;
+        match &buf.mem {
+            Mem::Host { ptr, .. } => {
+                // SAFETY: the range lies inside the allocation.
+                unsafe { std::ptr::write_bytes(ptr.add(at), 0, n) }
+                Ok(())
+            }
+            Mem::Cuda { ptr, ctx } => ctx.zero(*ptr + at as u64, n),
+        }
     }
 
     /// Elements `off .. off + len` of `buf` as a kernel argument.

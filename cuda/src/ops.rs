@@ -1,7 +1,7 @@
 //! Typed kernel launches: shapes checked against the views, then the same
 //! launch configuration for the emulator and the GPU.
 
-use crate::device::{Device, Params, View};
+use crate::device::{Buffer, Device, Params, View};
 use crate::error::{CudaError, Result};
 use quant::GgmlType;
 
@@ -232,6 +232,42 @@ pub fn add(dev: &Device, a: &View, b: &View, out: &View, n: usize) -> Result<()>
     unsafe { dev.launch("add_f32", (blocks(n, 256)?, 1, 1), (256, 1, 1), &p) }
 }
 
+/// dst row r = src row r (`n` values) for `rows` rows, each with its own
+/// stride; the two row sets must not overlap.
+pub fn copy_rows(
+    dev: &Device,
+    src: &View,
+    src_stride: usize,
+    dst: &View,
+    dst_stride: usize,
+    rows: usize,
+    n: usize,
+) -> Result<()> {
+    if n == 0 || rows == 0 {
+        return Ok(());
+    }
+    need("copy src", src, span(rows, n, src_stride)?)?;
+    need("copy dst", dst, span(rows, n, dst_stride)?)?;
+    let p = Params::default()
+        .ptr(dev.check_view(src)?)
+        .ptr(dev.check_view(dst)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("src_stride", src_stride)?)
+        .i32(i32_of("dst_stride", dst_stride)?)
+        .done();
+    let grid = (
+        blocks(n, 256)?,
+        u32::try_from(rows).map_err(|_| CudaError::Shape {
+            what: "rows",
+            value: rows,
+            why: "too many",
+        })?,
+        1,
+    );
+    // SAFETY: both views cover their rows.
+    unsafe { dev.launch("copy_rows_f32", grid, (256, 1, 1), &p) }
+}
+
 /// Greedy argmax of `rows` rows of `n` logits into `out` (2 ints per row:
 /// index, first NaN index or -1). See [`argmax_result`].
 pub fn argmax(dev: &Device, x: &View, rows: usize, n: usize, out: &View) -> Result<()> {
@@ -311,8 +347,60 @@ impl MixerShape {
     }
 }
 
+/// Which entry of a state pool each sequence of a mixer launch uses.
+pub enum StateSlots<'a> {
+    /// Sequence `j` uses entry `j` of the state view.
+    Consecutive,
+    /// Sequence `j` uses entry `ids[j]`. The ids are checked against the
+    /// pool's size and written into `buf` (the kernel's device copy, at least
+    /// `ids.len()` long) before the launch.
+    Indexed {
+        ids: &'a [i32],
+        buf: &'a mut Buffer<i32>,
+    },
+}
+
+/// Checks the state view and the slot ids of a mixer launch whose state
+/// entries are `per` values each, and gives the device address of the ids
+/// (0 for consecutive entries).
+fn state_slots(
+    dev: &Device,
+    sh: &MixerShape,
+    what: &'static str,
+    state: &View,
+    per: usize,
+    slots: StateSlots,
+) -> Result<u64> {
+    let entry = mul(what, sh.e, per)?;
+    match slots {
+        StateSlots::Consecutive => {
+            need(what, state, mul(what, sh.seqs, entry)?)?;
+            Ok(0)
+        }
+        StateSlots::Indexed { ids, buf } => {
+            if ids.len() != sh.seqs {
+                return Err(CudaError::Size {
+                    what: "state slot ids",
+                    expected: sh.seqs,
+                    got: ids.len(),
+                });
+            }
+            let pool = state.len / entry;
+            if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as usize >= pool) {
+                return Err(CudaError::Shape {
+                    what: "state slot",
+                    value: bad.max(0) as usize,
+                    why: "outside the state pool",
+                });
+            }
+            dev.write_at(buf, 0, ids)?;
+            dev.check_view(&dev.view(buf, 0, ids.len())?)
+        }
+    }
+}
+
 /// Causal depthwise conv (kernel 4) + SiLU over `t` tokens per sequence,
-/// updating `state` ([seqs][e][3]).
+/// updating each sequence's entry of `state` ([slot][e][3]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv1d_silu(
     dev: &Device,
@@ -322,6 +410,7 @@ pub fn conv1d_silu(
     w: &View,
     b: &View,
     state: &View,
+    slots: StateSlots,
     y: &View,
     y_stride: usize,
 ) -> Result<()> {
@@ -331,16 +420,13 @@ pub fn conv1d_silu(
     need("conv y", y, span(rows, sh.e, y_stride)?)?;
     need("conv w", w, mul("w", sh.e, 4)?)?;
     need("conv b", b, sh.e)?;
-    need(
-        "conv state",
-        state,
-        mul("state", mul("state", sh.seqs, sh.e)?, 3)?,
-    )?;
+    let slots = state_slots(dev, &sh, "conv state", state, 3, slots)?;
     let p = Params::default()
         .ptr(dev.check_view(x)?)
         .ptr(dev.check_view(w)?)
         .ptr(dev.check_view(b)?)
         .ptr(dev.check_view(state)?)
+        .ptr(slots)
         .ptr(dev.check_view(y)?)
         .i32(i32_of("e", sh.e)?)
         .i32(i32_of("t", sh.t)?)
@@ -371,12 +457,13 @@ pub struct ScanInputs<'a> {
 }
 
 /// The selective scan with softplus, D and the SiLU(z) gate fused; `state`
-/// is [seqs][e][16], `y` rows of stride e.
+/// is [slot][e][16], `y` rows of stride e.
 pub fn selective_scan(
     dev: &Device,
     sh: MixerShape,
     i: &ScanInputs,
     state: &View,
+    slots: StateSlots,
     y: &View,
 ) -> Result<()> {
     sh.check()?;
@@ -402,11 +489,7 @@ pub fn selective_scan(
     need("scan A", i.a, mul("A", sh.e, 16)?)?;
     need("scan D", i.d, sh.e)?;
     need("scan dt_bias", i.dt_bias, sh.e)?;
-    need(
-        "scan state",
-        state,
-        mul("state", mul("state", sh.seqs, sh.e)?, 16)?,
-    )?;
+    let slots = state_slots(dev, &sh, "scan state", state, 16, slots)?;
     let p = Params::default()
         .ptr(dev.check_view(i.x)?)
         .ptr(dev.check_view(i.dt)?)
@@ -416,6 +499,7 @@ pub fn selective_scan(
         .ptr(dev.check_view(i.d)?)
         .ptr(dev.check_view(i.dt_bias)?)
         .ptr(dev.check_view(state)?)
+        .ptr(slots)
         .ptr(dev.check_view(y)?)
         .i32(i32_of("e", sh.e)?)
         .i32(i32_of("t", sh.t)?)

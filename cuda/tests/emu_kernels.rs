@@ -8,7 +8,7 @@
 //! allow 1e-5 * sum |terms| (n <= 2048). The scan and conv use expf/log1pf
 //! whose results may differ from Rust's in the last ulps: 1e-5 relative.
 
-use mamba_cuda::ops::{self, MixerShape, QActs, ScanInputs};
+use mamba_cuda::ops::{self, MixerShape, QActs, ScanInputs, StateSlots};
 use mamba_cuda::{Buffer, Device};
 use quant::GgmlType;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -390,6 +390,7 @@ fn conv1d_silu_chunk_then_decode_matches_reference() {
         &view(&dev, &wb),
         &view(&dev, &bb),
         &view(&dev, &sb),
+        StateSlots::Consecutive,
         &view(&dev, &yb),
         e,
     )
@@ -467,7 +468,15 @@ fn selective_scan_matches_mamba_recurrence() {
         d: &vd,
         dt_bias: &vbias,
     };
-    ops::selective_scan(&dev, MixerShape { e, t, seqs }, &inp, &v(&sb), &v(&yb)).unwrap();
+    ops::selective_scan(
+        &dev,
+        MixerShape { e, t, seqs },
+        &inp,
+        &v(&sb),
+        StateSlots::Consecutive,
+        &v(&yb),
+    )
+    .unwrap();
     let y = dev.read(&yb).unwrap();
     let st = dev.read(&sb).unwrap();
     for sq in 0..seqs {
@@ -617,4 +626,184 @@ fn embedding_rows_are_bit_exact_for_every_type() {
             }
         }
     }
+}
+
+fn slots_of<'a>(ids: Option<&'a [i32]>, buf: &'a mut Buffer<i32>) -> StateSlots<'a> {
+    match ids {
+        Some(ids) => StateSlots::Indexed { ids, buf },
+        None => StateSlots::Consecutive,
+    }
+}
+
+/// Indexed state slots: one token of each of 3 sequences whose states sit at
+/// entries 4, 0 and 2 of a pool of 5 give what consecutive entries give, and
+/// leave the other entries untouched; a slot outside the pool is an error
+/// before anything runs.
+#[test]
+fn mixer_kernels_use_the_indexed_state_slots() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(9);
+    let (e, n, seqs, pool) = (40, 16, 3, 5);
+    let ids = [4i32, 0, 2];
+    let x = rand_vec(&mut rng, seqs * 2 * e, 1.0);
+    let w = rand_vec(&mut rng, e * 4, 1.0);
+    let b = rand_vec(&mut rng, e, 0.5);
+    let conv_pool = rand_vec(&mut rng, pool * e * 3, 1.0);
+    let scan_pool = rand_vec(&mut rng, pool * e * n, 1.0);
+    let dt = rand_vec(&mut rng, seqs * e, 1.0);
+    let bc = rand_vec(&mut rng, seqs * 2 * n, 1.0);
+    let a: Vec<f32> = (0..e * n).map(|_| -rng.gen_range(0.01f32..4.0)).collect();
+    let d = rand_vec(&mut rng, e, 1.0);
+    let bias = rand_vec(&mut rng, e, 1.0);
+    let gather = |p: &[f32], per: usize| -> Vec<f32> {
+        ids.iter()
+            .flat_map(|&i| p[i as usize * per..(i as usize + 1) * per].to_vec())
+            .collect()
+    };
+    let sh = MixerShape { e, t: 1, seqs };
+    let up = |v: &[f32]| dev.upload(v).unwrap();
+    let (xb, wb, bb, dtb, bcb, ab, db, biasb) = (
+        up(&x),
+        up(&w),
+        up(&b),
+        up(&dt),
+        up(&bc),
+        up(&a),
+        up(&d),
+        up(&bias),
+    );
+    // Run conv then scan, either on the pools through `ids` or on gathered copies.
+    let run = |conv_state: &Buffer<f32>, scan_state: &Buffer<f32>, ids: Option<&[i32]>| {
+        let mut idb: Buffer<i32> = dev.alloc(8).unwrap();
+        let xc: Buffer<f32> = dev.alloc(seqs * e).unwrap();
+        let y: Buffer<f32> = dev.alloc(seqs * e).unwrap();
+        ops::conv1d_silu(
+            &dev,
+            sh,
+            &view(&dev, &xb),
+            2 * e,
+            &view(&dev, &wb),
+            &view(&dev, &bb),
+            &view(&dev, conv_state),
+            slots_of(ids, &mut idb),
+            &view(&dev, &xc),
+            e,
+        )
+        .unwrap();
+        let (vxc, vdt, vx, vbc, va, vd, vbias) = (
+            view(&dev, &xc),
+            view(&dev, &dtb),
+            dev.view(&xb, e, seqs * 2 * e - e).unwrap(),
+            view(&dev, &bcb),
+            view(&dev, &ab),
+            view(&dev, &db),
+            view(&dev, &biasb),
+        );
+        let inp = ScanInputs {
+            x: &vxc,
+            dt: &vdt,
+            z: &vx,
+            z_stride: 2 * e,
+            bc: &vbc,
+            bc_stride: 2 * n,
+            b_off: 0,
+            a: &va,
+            d: &vd,
+            dt_bias: &vbias,
+        };
+        ops::selective_scan(
+            &dev,
+            sh,
+            &inp,
+            &view(&dev, scan_state),
+            slots_of(ids, &mut idb),
+            &view(&dev, &y),
+        )
+        .unwrap();
+        dev.read(&y).unwrap()
+    };
+    let (cp, sp) = (up(&conv_pool), up(&scan_pool));
+    let y_indexed = run(&cp, &sp, Some(&ids));
+    let (cg, sg) = (
+        up(&gather(&conv_pool, e * 3)),
+        up(&gather(&scan_pool, e * n)),
+    );
+    let y_gathered = run(&cg, &sg, None);
+    assert_eq!(y_indexed, y_gathered);
+    let (cp_after, sp_after) = (dev.read(&cp).unwrap(), dev.read(&sp).unwrap());
+    assert_eq!(gather(&cp_after, e * 3), dev.read(&cg).unwrap());
+    assert_eq!(gather(&sp_after, e * n), dev.read(&sg).unwrap());
+    for untouched in [1usize, 3] {
+        let r = untouched * e * n..(untouched + 1) * e * n;
+        assert_eq!(sp_after[r.clone()], scan_pool[r]);
+        let r = untouched * e * 3..(untouched + 1) * e * 3;
+        assert_eq!(cp_after[r.clone()], conv_pool[r]);
+    }
+    // A slot outside the pool of 5.
+    let mut idb: Buffer<i32> = dev.alloc(8).unwrap();
+    let xc: Buffer<f32> = dev.alloc(seqs * e).unwrap();
+    let err = ops::conv1d_silu(
+        &dev,
+        sh,
+        &view(&dev, &xb),
+        2 * e,
+        &view(&dev, &wb),
+        &view(&dev, &bb),
+        &view(&dev, &cp),
+        StateSlots::Indexed {
+            ids: &[4, 5, 0],
+            buf: &mut idb,
+        },
+        &view(&dev, &xc),
+        e,
+    );
+    assert!(
+        matches!(
+            err,
+            Err(mamba_cuda::CudaError::Shape {
+                what: "state slot",
+                value: 5,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn copy_rows_and_partial_transfers() {
+    let dev = Device::emu();
+    let src: Vec<f32> = (0..5 * 12).map(|i| i as f32).collect();
+    let sb = dev.upload(&src).unwrap();
+    let mut db: Buffer<f32> = dev.alloc(5 * 4 + 3).unwrap();
+    ops::copy_rows(
+        &dev,
+        &view(&dev, &sb),
+        12,
+        &dev.view(&db, 3, 20).unwrap(),
+        4,
+        5,
+        4,
+    )
+    .unwrap();
+    let got = dev.read(&db).unwrap();
+    for r in 0..5 {
+        assert_eq!(got[3 + r * 4..3 + r * 4 + 4], src[r * 12..r * 12 + 4]);
+    }
+    dev.write_at(&mut db, 1, &[7.0, 8.0]).unwrap();
+    let mut two = [0.0f32; 2];
+    dev.read_at(&db, 1, &mut two).unwrap();
+    assert_eq!(two, [7.0, 8.0]);
+    let before = dev.read(&db).unwrap();
+    dev.copy_within(&mut db, 3, 15, 8).unwrap();
+    let got = dev.read(&db).unwrap();
+    assert_eq!(got[15..23], before[3..11]);
+    assert_eq!(got[..15], before[..15]);
+    dev.zero_at(&mut db, 0, 5).unwrap();
+    assert_eq!(dev.read(&db).unwrap()[..5], [0.0; 5]);
+    assert!(dev.write_at(&mut db, 22, &[1.0, 2.0]).is_err());
+    assert!(
+        dev.copy_within(&mut db, 0, 4, 8).is_err(),
+        "overlapping ranges"
+    );
 }
