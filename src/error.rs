@@ -101,6 +101,12 @@ pub enum ModelError {
     #[error("backend: {what}")]
     Backend { what: String },
 
+    /// The CUDA backend: no driver, no device, too old a GPU, out of
+    /// device memory, or a failed launch (each named by the message).
+    #[cfg(feature = "cuda")]
+    #[error("CUDA: {0}")]
+    Cuda(mamba_cuda::CudaError),
+
     /// A quant-crate refusal (should not happen once a model validated).
     #[error("tensor '{name}': {source}")]
     Quant {

@@ -61,9 +61,16 @@ pub fn driver_present() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
+fn sync_each_launch() -> bool {
+    static SYNC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SYNC.get_or_init(|| std::env::var("MAMBA_GGUF_CUDA_SYNC").is_ok_and(|v| v == "1"))
+}
+
 pub(crate) struct CudaCtx {
     ctx: sys::CUcontext,
     dev: sys::CUdevice,
+    /// "NVIDIA H100 80GB HBM3 (sm_90)".
+    pub(crate) name: String,
     modules: Mutex<HashMap<&'static str, sys::CUmodule>>,
 }
 
@@ -114,6 +121,7 @@ impl CudaCtx {
         let me = CudaCtx {
             ctx,
             dev,
+            name: format!("{name} (sm_{major}{minor})"),
             modules: Mutex::new(HashMap::new()),
         };
         me.bind()?;
@@ -225,10 +233,20 @@ impl CudaCtx {
         // its bytes from this pointer.
         let mut args = [params.as_ptr() as *mut c_void];
         // SAFETY: `f` is a function of this context; the caller vouches for
-        // the addresses inside `params`, which outlives the (synchronous) launch.
+        // the addresses inside `params`, whose bytes the driver copies at the
+        // launch. Buffers outlive the work that reads them: cuMemFree and the
+        // synchronous copies wait for the default stream's earlier work.
         unsafe { result::launch_kernel(f, grid, block, 0, std::ptr::null_mut(), &mut args) }
             .map_err(drv("cuLaunchKernel"))?;
-        self.synchronize()
+        // Launches go to the legacy default stream, which orders them with
+        // each other and with the synchronous copies that read results back,
+        // so no wait is needed here (a wait per launch would cost more than
+        // the small decode kernels). MAMBA_GGUF_CUDA_SYNC=1 waits after each
+        // launch, so that a failing kernel is named by its own error.
+        if sync_each_launch() {
+            self.synchronize()?;
+        }
+        Ok(())
     }
 }
 

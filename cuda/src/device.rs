@@ -129,6 +129,24 @@ impl Device {
         matches!(self.kind, Kind::Emu)
     }
 
+    /// What it is, for logs: the GPU's name and compute capability, or
+    /// "CUDA emulator (CPU)".
+    pub fn name(&self) -> String {
+        match &self.kind {
+            Kind::Emu => "CUDA emulator (CPU)".into(),
+            Kind::Cuda(ctx) => ctx.name.clone(),
+        }
+    }
+
+    /// Free device memory in bytes (`None` on the emulator, which allocates
+    /// host memory).
+    pub fn free_memory(&self) -> Result<Option<usize>> {
+        match &self.kind {
+            Kind::Emu => Ok(None),
+            Kind::Cuda(ctx) => ctx.free_memory().map(Some),
+        }
+    }
+
     /// A zeroed buffer of `len` elements.
     pub fn alloc<T: Elem>(&self, len: usize) -> Result<Buffer<T>> {
         let bytes = len

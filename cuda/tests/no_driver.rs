@@ -30,12 +30,14 @@ fn every_launched_kernel_is_in_the_shipped_ptx() {
         "argmax_f32",
         "conv1d_silu_k4",
         "selective_scan_n16",
+        "copy_rows_f32",
+        "embed_rows",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     for stem in [
-        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k",
+        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "f32", "f16", "bf16",
     ] {
         for c in 1..=8 {
             names.push(format!("matvec_{stem}_{c}"));

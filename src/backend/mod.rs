@@ -6,7 +6,9 @@
 //! backends that exist (as candle's `QStorage` is), so nothing generic spreads
 //! through `Session`, `Generate` or the server. A new device (CUDA, Metal,
 //! Vulkan) is a new variant of [`Backend`] and of [`Workspace`] plus one
-//! arm in each method here; this file is the whole contract.
+//! arm in each method here; this file is the whole contract. Two exist: the
+//! CPU ([`cpu`]) and CUDA ([`cuda`], on a GPU or on the CPU emulator of the
+//! CUDA execution model).
 //!
 //! What a backend owns:
 //! * **the weights**, in its own memory, uploaded once at load (the CPU
@@ -42,6 +44,11 @@
 //! conv and scan use slot `slots[j]`). Every other op is row-wise or a
 //! matmul, so it does not care which.
 //!
+//! A backend may fuse an op into the one op that reads its output, as long
+//! as what the forward computes is unchanged: the CUDA backend applies
+//! `silu_gate` and `dt_softplus` inside its scan kernel (both are no-ops
+//! there, so Xz's gate half and Dt hold the values before those steps).
+//!
 //! State pool ops: [`reserve_slots`](Backend::reserve_slots),
 //! [`zero_slot`](Backend::zero_slot), [`copy_slot`](Backend::copy_slot)
 //! (fork, device to device), [`read_slot`](Backend::read_slot) and
@@ -53,6 +60,8 @@
 //! hands out [`crate::state::StateSlot`]s and checks them before any op.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use std::str::FromStr;
 
@@ -60,32 +69,69 @@ use crate::error::{ModelError, Result};
 use crate::state::State;
 
 pub use cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaDevice};
 
 /// The backends `--device` accepts, `auto` first.
+#[cfg(feature = "cuda")]
+pub const DEVICE_CHOICES: &[&str] = &["auto", "cpu", "cuda", "cuda:N", "cuda-emu"];
+/// The backends `--device` accepts, `auto` first.
+#[cfg(not(feature = "cuda"))]
 pub const DEVICE_CHOICES: &[&str] = &["auto", "cpu"];
+
+/// Whether the NVIDIA driver library can be loaded here (no driver call is
+/// made; false in a build without the `cuda` feature).
+pub fn cuda_driver_present() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        mamba_cuda::cuda::driver_present()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        false
+    }
+}
 
 /// Which backend to run on (`--device`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceRequest {
-    /// The best backend found (today: the CPU).
+    /// The best backend found: the first CUDA GPU when the driver, a device
+    /// and the memory for the weights are there, else the CPU.
     #[default]
     Auto,
     /// The CPU backend.
     Cpu,
+    /// CUDA GPU `n` (`cuda` is `cuda:0`); an error if unusable.
+    #[cfg(feature = "cuda")]
+    Cuda(usize),
+    /// The CUDA backend on the CPU emulator of the CUDA execution model
+    /// (slow; for testing the GPU path without a GPU).
+    #[cfg(feature = "cuda")]
+    CudaEmu,
 }
 
 impl FromStr for DeviceRequest {
     type Err = ModelError;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(DeviceRequest::Auto),
-            "cpu" => Ok(DeviceRequest::Cpu),
-            _ => Err(ModelError::Device {
-                requested: s.to_string(),
-                choices: DEVICE_CHOICES.join(", "),
-            }),
+        let want = s.trim().to_ascii_lowercase();
+        match want.as_str() {
+            "auto" => return Ok(DeviceRequest::Auto),
+            "cpu" => return Ok(DeviceRequest::Cpu),
+            #[cfg(feature = "cuda")]
+            "cuda" => return Ok(DeviceRequest::Cuda(0)),
+            #[cfg(feature = "cuda")]
+            "cuda-emu" => return Ok(DeviceRequest::CudaEmu),
+            _ => {}
         }
+        #[cfg(feature = "cuda")]
+        if let Some(n) = want.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            return Ok(DeviceRequest::Cuda(n));
+        }
+        Err(ModelError::Device {
+            requested: s.to_string(),
+            choices: DEVICE_CHOICES.join(", "),
+        })
     }
 }
 
@@ -171,6 +217,8 @@ impl Rows<'_> {
 #[derive(Debug)]
 pub enum Backend {
     Cpu(CpuBackend),
+    #[cfg(feature = "cuda")]
+    Cuda(CudaBackend),
 }
 
 /// The activation buffers of one forward over up to `rows` tokens, in the
@@ -178,6 +226,8 @@ pub enum Backend {
 #[derive(Debug)]
 pub enum Workspace {
     Cpu(cpu::Scratch),
+    #[cfg(feature = "cuda")]
+    Cuda(cuda::CudaScratch),
 }
 
 impl Workspace {
@@ -185,24 +235,44 @@ impl Workspace {
     pub fn rows(&self) -> usize {
         match self {
             Workspace::Cpu(s) => s.rows(),
+            #[cfg(feature = "cuda")]
+            Workspace::Cuda(s) => s.rows(),
         }
     }
 
-    /// Bytes held.
+    /// Bytes held (device bytes for a device backend).
     pub fn bytes(&self) -> usize {
         match self {
             Workspace::Cpu(s) => s.bytes(),
+            #[cfg(feature = "cuda")]
+            Workspace::Cuda(s) => s.bytes(),
         }
     }
 }
 
-// Each op: one arm per backend. With a second backend, a workspace of the
-// other kind is an error (`ModelError::Backend`), caught by the first arm
-// that does not match.
+// Each op: one arm per backend; a workspace of another backend is an error
+// (`ModelError::Backend`).
 macro_rules! dispatch {
     ($self:ident, $ws:ident, |$b:ident, $w:ident| $body:expr) => {
         match ($self, $ws) {
             (Backend::Cpu($b), Workspace::Cpu($w)) => $body,
+            #[cfg(feature = "cuda")]
+            (Backend::Cuda($b), Workspace::Cuda($w)) => $body,
+            #[allow(unreachable_patterns)]
+            _ => Err(ModelError::Backend {
+                what: "a workspace of another backend".into(),
+            }),
+        }
+    };
+}
+
+// State-pool ops: one arm per backend.
+macro_rules! each {
+    ($self:ident, |$b:ident| $body:expr) => {
+        match $self {
+            Backend::Cpu($b) => $body,
+            #[cfg(feature = "cuda")]
+            Backend::Cuda($b) => $body,
         }
     };
 }
@@ -211,7 +281,30 @@ impl Backend {
     /// The backend `req` asks for, over a validated model's weights.
     pub fn new(req: DeviceRequest, weights: crate::model::Weights) -> Result<Backend> {
         match req {
-            DeviceRequest::Auto | DeviceRequest::Cpu => Ok(Backend::Cpu(CpuBackend::new(weights)?)),
+            DeviceRequest::Cpu => Ok(Backend::Cpu(CpuBackend::new(weights)?)),
+            #[cfg(feature = "cuda")]
+            DeviceRequest::Auto => {
+                // A GPU when one is usable for this model; any reason it is
+                // not (no driver, no device, no room) means the CPU.
+                if mamba_cuda::cuda::driver_present() {
+                    if let Ok(b) = CudaBackend::new(CudaDevice::Gpu(0), &weights) {
+                        return Ok(Backend::Cuda(b));
+                    }
+                }
+                Ok(Backend::Cpu(CpuBackend::new(weights)?))
+            }
+            #[cfg(not(feature = "cuda"))]
+            DeviceRequest::Auto => Ok(Backend::Cpu(CpuBackend::new(weights)?)),
+            #[cfg(feature = "cuda")]
+            DeviceRequest::Cuda(n) => Ok(Backend::Cuda(CudaBackend::new(
+                CudaDevice::Gpu(n),
+                &weights,
+            )?)),
+            #[cfg(feature = "cuda")]
+            DeviceRequest::CudaEmu => Ok(Backend::Cuda(CudaBackend::new(
+                CudaDevice::Emulator,
+                &weights,
+            )?)),
         }
     }
 
@@ -219,21 +312,23 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Cpu(_) => "CPU",
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => "CUDA",
         }
     }
 
     /// The device it runs on, for logs (e.g. "CPU (AVX2)": the SIMD path of
-    /// the CPU kernels).
+    /// the CPU kernels; the GPU's name and compute capability).
     pub fn device(&self) -> String {
-        match self {
-            Backend::Cpu(b) => b.device(),
-        }
+        each!(self, |b| b.device())
     }
 
     /// A workspace for forwards of up to `rows` tokens (at least 1).
     pub fn workspace(&self, rows: usize) -> Workspace {
         match self {
             Backend::Cpu(b) => Workspace::Cpu(b.scratch(rows)),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(b) => Workspace::Cuda(b.scratch(rows)),
         }
     }
 
@@ -312,43 +407,31 @@ impl Backend {
 
     /// Makes room for slots `0..n` (allocated once; never shrinks).
     pub fn reserve_slots(&self, n: usize) -> Result<()> {
-        match self {
-            Backend::Cpu(b) => b.reserve_slots(n),
-        }
+        each!(self, |b| b.reserve_slots(n))
     }
 
     /// Slot `slot` back to the start of a sequence (zeros).
     pub fn zero_slot(&self, slot: usize) -> Result<()> {
-        match self {
-            Backend::Cpu(b) => b.zero_slot(slot),
-        }
+        each!(self, |b| b.zero_slot(slot))
     }
 
     /// Slot `to` = slot `from`, on the device (fork).
     pub fn copy_slot(&self, from: usize, to: usize) -> Result<()> {
-        match self {
-            Backend::Cpu(b) => b.copy_slot(from, to),
-        }
+        each!(self, |b| b.copy_slot(from, to))
     }
 
     /// The host form of slot `slot`.
     pub fn read_slot(&self, slot: usize) -> Result<State> {
-        match self {
-            Backend::Cpu(b) => b.read_slot(slot),
-        }
+        each!(self, |b| b.read_slot(slot))
     }
 
     /// Slot `slot` = `state` (shapes checked).
     pub fn write_slot(&self, slot: usize, state: &State) -> Result<()> {
-        match self {
-            Backend::Cpu(b) => b.write_slot(slot, state),
-        }
+        each!(self, |b| b.write_slot(slot, state))
     }
 
     /// Bytes of one slot's state.
     pub fn slot_bytes(&self) -> usize {
-        match self {
-            Backend::Cpu(b) => b.slot_bytes(),
-        }
+        each!(self, |b| b.slot_bytes())
     }
 }

@@ -43,7 +43,7 @@ pub struct Args {
     /// Rayon threads for the matmuls (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
-    /// Backend to run on: auto (the best found; today the CPU) or cpu.
+    /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
     #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
     pub device: DeviceRequest,
 }

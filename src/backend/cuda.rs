@@ -1,0 +1,898 @@
+//! The CUDA backend: the weights uploaded once, quantized as the file holds
+//! them; the state pool and the workspaces in device memory; every op one or
+//! a few launches of the `mamba-cuda` crate's kernels (`cuda/kernels/`, their
+//! contracts in `cuda/README.md`). The same code runs on a GPU
+//! ([`mamba_cuda::Device::cuda`]) or on the crate's CPU emulator of the CUDA
+//! execution model (`--device cuda-emu`), which is how the whole path is
+//! tested on machines without a GPU.
+//!
+//! Two ops of the seam are fused into the scan kernel, their only reader:
+//! `silu_gate` (the kernel takes the raw gate z and applies SiLU) and
+//! `dt_softplus` (the kernel adds the dt bias and applies softplus). Here
+//! both are no-ops, so `Act::Xz`'s gate half and `Act::Dt` hold the values
+//! before those steps.
+//!
+//! Matmuls: quantized weights take activations quantized once per matmul to
+//! Q8A (int8 per 32 values with a float scale, dp4a dots); F32/F16/BF16
+//! weights take the f32 rows. Each launch handles up to 8 activation rows,
+//! so a chunk of t tokens reads each weight row ceil(t/8) times (a tiled
+//! prefill matmul is still to come).
+//!
+//! Thread safety: the weights and the state pool sit behind one mutex, held
+//! for the whole of each op, so launches from several sessions never
+//! interleave; a workspace belongs to one session.
+
+use std::sync::{Mutex, MutexGuard};
+
+use mamba_cuda::ops::{self, MixerShape, QActs, ScanInputs, StateSlots};
+use mamba_cuda::{Buffer, CudaError, Device, View};
+use quant::GgmlType;
+
+use super::{Act, Rows, Weight};
+use crate::error::{ModelError, Result};
+use crate::model::{Hparams, Mat, Weights};
+use crate::state::{LayerState, State};
+
+/// The conv kernel width and state size the kernels are built for (every
+/// published Mamba-1 and Falcon Mamba checkpoint).
+const CONV_K: usize = 4;
+const STATE_N: usize = 16;
+/// Activation rows per matvec launch.
+const COLS: usize = 8;
+
+/// Which device a CUDA backend runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CudaDevice {
+    /// GPU `ordinal`.
+    Gpu(usize),
+    /// The CPU emulator of the CUDA execution model.
+    Emulator,
+}
+
+impl From<CudaError> for ModelError {
+    fn from(e: CudaError) -> Self {
+        ModelError::Cuda(e)
+    }
+}
+
+/// A weight matrix in device memory, as stored in the file:
+/// `n_out` rows of `n_in` values of `ty`.
+struct GpuMat {
+    name: String,
+    ty: GgmlType,
+    n_in: usize,
+    n_out: usize,
+    w: Buffer<u8>,
+}
+
+/// One block's parameters in device memory.
+struct GpuLayer {
+    /// [d]
+    norm: Buffer<f32>,
+    /// {d, 2E}
+    ssm_in: GpuMat,
+    /// [E][K], channel-major (the CPU keeps [K][E]).
+    conv_w: Buffer<f32>,
+    /// [E]
+    conv_b: Buffer<f32>,
+    /// {E, R+2N}
+    ssm_x: GpuMat,
+    /// {R, E}
+    ssm_dt: GpuMat,
+    /// [E]
+    dt_b: Buffer<f32>,
+    /// [E][N], A = -exp(A_log)
+    a: Buffer<f32>,
+    /// [E]
+    d: Buffer<f32>,
+    /// {E, d}
+    ssm_out: GpuMat,
+}
+
+/// Everything in device memory that ops share.
+struct Inner {
+    tok_embd: GpuMat,
+    layers: Vec<GpuLayer>,
+    /// [d]
+    output_norm: Buffer<f32>,
+    /// {d, V}
+    output: GpuMat,
+    /// Slots in the pool.
+    slots: usize,
+    /// Per layer `[slot][E][K-1]`, oldest input first.
+    conv: Vec<Buffer<f32>>,
+    /// Per layer `[slot][E][N]`.
+    ssm: Vec<Buffer<f32>>,
+}
+
+/// The CUDA backend (see the module docs).
+pub struct CudaBackend {
+    dev: Device,
+    hp: Hparams,
+    weight_bytes: usize,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("device", &self.dev.name())
+            .field("weight_bytes", &self.weight_bytes)
+            .finish()
+    }
+}
+
+/// The device buffers of one forward over up to `rows` tokens; allocated on
+/// the first op, so that running out of device memory is an error of that op
+/// rather than a panic where the workspace is made.
+pub struct CudaScratch {
+    rows: usize,
+    /// [`Act`] widths.
+    widths: [usize; 9],
+    /// Widest matmul input (for the Q8A buffers).
+    max_in: usize,
+    vocab: usize,
+    bufs: Option<Bufs>,
+}
+
+impl std::fmt::Debug for CudaScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaScratch")
+            .field("rows", &self.rows)
+            .field("allocated", &self.bufs.is_some())
+            .finish()
+    }
+}
+
+struct Bufs {
+    /// Indexed by `Act as usize`, `[rows][width]` each.
+    act: Vec<Buffer<f32>>,
+    /// Q8A activations of one matmul: q `[rows][max_in]`, d and s
+    /// `[rows][max_in / 32]`.
+    q: Buffer<i8>,
+    qd: Buffer<f32>,
+    qs: Buffer<i32>,
+    /// Token ids of a forward `[rows]`.
+    ids: Buffer<i32>,
+    /// State slot of each row of a batch `[rows]`.
+    slot_ids: Buffer<i32>,
+    /// Logits of up to 8 rows `[8][V]`.
+    logits: Buffer<f32>,
+}
+
+impl CudaScratch {
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        let acts: usize = self.widths.iter().map(|w| w * self.rows).sum();
+        let q = self.rows * self.max_in;
+        4 * acts + q + 8 * (q / 32) + 8 * self.rows + 4 * COLS * self.vocab
+    }
+
+    fn bufs(&mut self, dev: &Device) -> Result<&mut Bufs> {
+        if self.bufs.is_none() {
+            let r = self.rows;
+            let act = self
+                .widths
+                .iter()
+                .map(|w| dev.alloc::<f32>(r * w))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let q = r * self.max_in;
+            self.bufs = Some(Bufs {
+                act,
+                q: dev.alloc(q)?,
+                qd: dev.alloc(q / 32)?,
+                qs: dev.alloc(q / 32)?,
+                ids: dev.alloc(r)?,
+                slot_ids: dev.alloc(r)?,
+                logits: dev.alloc(COLS * self.vocab)?,
+            });
+        }
+        self.bufs.as_mut().ok_or_else(|| ModelError::Backend {
+            what: "CUDA workspace not allocated".into(),
+        })
+    }
+}
+
+fn bad_slot(slot: usize, slots: usize) -> ModelError {
+    ModelError::Backend {
+        what: format!("state slot {slot} outside the pool of {slots}"),
+    }
+}
+
+fn unsupported(m: &Mat, what: &str) -> ModelError {
+    ModelError::TensorType {
+        file: String::new(),
+        name: m.name.clone(),
+        ty: m.ty,
+        what: format!("has no CUDA kernel{what} (use --device cpu)"),
+    }
+}
+
+/// Whether the CUDA matvec takes `ty` (quantized with a Q8A dot, or float).
+fn has_matvec(ty: GgmlType) -> bool {
+    ops::matvec_stem(ty).is_some() || ops::matvec_float_stem(ty).is_some()
+}
+
+impl CudaBackend {
+    /// Opens `which` and uploads the weights (checked against free device
+    /// memory first, so a model that does not fit gets the sizes).
+    pub(crate) fn new(which: CudaDevice, w: &Weights) -> Result<CudaBackend> {
+        let hp = w.hp.clone();
+        if hp.d_state != STATE_N || hp.d_conv != CONV_K {
+            return Err(ModelError::Backend {
+                what: format!(
+                    "the CUDA kernels need d_state {STATE_N} and d_conv {CONV_K}; this model has {} and {} (use --device cpu)",
+                    hp.d_state, hp.d_conv
+                ),
+            });
+        }
+        let mats = std::iter::once(&w.tok_embd)
+            .chain(std::iter::once(&w.output))
+            .chain(
+                w.layers
+                    .iter()
+                    .flat_map(|l| [&l.ssm_in, &l.ssm_x, &l.ssm_dt, &l.ssm_out]),
+            );
+        let mut weight_bytes = 0usize;
+        for m in mats {
+            if !has_matvec(m.ty) {
+                return Err(unsupported(m, ""));
+            }
+            if ops::matvec_stem(m.ty).is_some() && m.n_in % 32 != 0 {
+                return Err(unsupported(m, " for rows not a multiple of 32"));
+            }
+            weight_bytes += w.file.tensor_data(&m.info).len();
+        }
+        let (e, d) = (hp.d_inner, hp.n_embd);
+        weight_bytes += 4 * (hp.n_layer * (d + e * (CONV_K + 4 + STATE_N)) + d);
+        let dev = match which {
+            CudaDevice::Gpu(i) => Device::cuda(i)?,
+            CudaDevice::Emulator => Device::emu(),
+        };
+        if let Some(free) = dev.free_memory()? {
+            if weight_bytes > free {
+                return Err(ModelError::Backend {
+                    what: format!(
+                        "the weights need {:.2} GiB of device memory, {} has {:.2} GiB free (use a smaller quantization or --device cpu)",
+                        gib(weight_bytes),
+                        dev.name(),
+                        gib(free)
+                    ),
+                });
+            }
+        }
+        let mat = |m: &Mat| -> Result<GpuMat> {
+            Ok(GpuMat {
+                name: m.name.clone(),
+                ty: m.ty,
+                n_in: m.n_in,
+                n_out: m.n_out,
+                w: dev.upload(w.file.tensor_data(&m.info))?,
+            })
+        };
+        let layers = w
+            .layers
+            .iter()
+            .map(|l| {
+                // [K][E] -> [E][K]
+                let mut conv_w = vec![0.0f32; e * CONV_K];
+                for k in 0..CONV_K {
+                    for c in 0..e {
+                        conv_w[c * CONV_K + k] = l.conv_w[k * e + c];
+                    }
+                }
+                Ok(GpuLayer {
+                    norm: dev.upload(&l.norm)?,
+                    ssm_in: mat(&l.ssm_in)?,
+                    conv_w: dev.upload(&conv_w)?,
+                    conv_b: dev.upload(&l.conv_b)?,
+                    ssm_x: mat(&l.ssm_x)?,
+                    ssm_dt: mat(&l.ssm_dt)?,
+                    dt_b: dev.upload(&l.dt_b)?,
+                    a: dev.upload(&l.a)?,
+                    d: dev.upload(&l.d)?,
+                    ssm_out: mat(&l.ssm_out)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let inner = Inner {
+            tok_embd: mat(&w.tok_embd)?,
+            output_norm: dev.upload(&w.output_norm)?,
+            output: mat(&w.output)?,
+            slots: 0,
+            conv: Vec::new(),
+            ssm: Vec::new(),
+            layers,
+        };
+        Ok(CudaBackend {
+            dev,
+            hp,
+            weight_bytes,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    pub(crate) fn device(&self) -> String {
+        self.dev.name()
+    }
+
+    /// Whether this runs on the emulator.
+    pub fn is_emulator(&self) -> bool {
+        self.dev.is_emu()
+    }
+
+    /// Bytes of weights in device memory.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Widths of the [`Act`] buffers.
+    fn widths(&self) -> [usize; 9] {
+        let hp = &self.hp;
+        let (d, e, r, n) = (hp.n_embd, hp.d_inner, hp.dt_rank, hp.d_state);
+        [d, d, 2 * e, e, r + 2 * n, r, e, e, d]
+    }
+
+    pub(crate) fn scratch(&self, rows: usize) -> CudaScratch {
+        let hp = &self.hp;
+        let max_in = [hp.n_embd, hp.d_inner, hp.dt_rank]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            .next_multiple_of(32);
+        CudaScratch {
+            rows: rows.max(1),
+            widths: self.widths(),
+            max_in,
+            vocab: hp.n_vocab,
+            bufs: None,
+        }
+    }
+
+    fn view<T: mamba_cuda::Elem>(&self, b: &Buffer<T>, off: usize) -> Result<View> {
+        let len = b.len().checked_sub(off).ok_or(ModelError::Backend {
+            what: format!("view from {off} past a buffer of {}", b.len()),
+        })?;
+        Ok(self.dev.view(b, off, len)?)
+    }
+
+    fn check_rows(&self, ws: &CudaScratch, t: usize) -> Result<()> {
+        if t == 0 || t > ws.rows {
+            return Err(ModelError::TooMany {
+                n: t,
+                what: "rows",
+                chunk: ws.rows,
+            });
+        }
+        Ok(())
+    }
+
+    /// out rows `0..t` (stride `m.n_out`) = W x rows `0..t` (stride
+    /// `m.n_in`), up to [`COLS`] rows per launch.
+    fn gemm(
+        &self,
+        b: &Bufs,
+        m: &GpuMat,
+        x: &Buffer<f32>,
+        t: usize,
+        out: &Buffer<f32>,
+    ) -> Result<()> {
+        let (n, dev) = (m.n_in, &self.dev);
+        let w = self.view(&m.w, 0)?;
+        if ops::matvec_stem(m.ty).is_some() {
+            let (q, qd, qs) = (
+                self.view(&b.q, 0)?,
+                self.view(&b.qd, 0)?,
+                self.view(&b.qs, 0)?,
+            );
+            ops::quantize_q8a(
+                dev,
+                &self.view(x, 0)?,
+                t,
+                n,
+                n,
+                &QActs {
+                    q: &q,
+                    d: &qd,
+                    s: &qs,
+                },
+            )?;
+            for c0 in (0..t).step_by(COLS) {
+                let nc = COLS.min(t - c0);
+                let (q, qd, qs) = (
+                    self.view(&b.q, c0 * n)?,
+                    self.view(&b.qd, c0 * n / 32)?,
+                    self.view(&b.qs, c0 * n / 32)?,
+                );
+                let acts = QActs {
+                    q: &q,
+                    d: &qd,
+                    s: &qs,
+                };
+                let o = self.view(out, c0 * m.n_out)?;
+                ops::matvec(dev, m.ty, &w, n, m.n_out, &acts, nc, &o)?;
+            }
+        } else {
+            for c0 in (0..t).step_by(COLS) {
+                let nc = COLS.min(t - c0);
+                let xs = self.view(x, c0 * n)?;
+                let o = self.view(out, c0 * m.n_out)?;
+                ops::matvec_float(dev, m.ty, &w, n, m.n_out, &xs, nc, &o)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- ops ----
+
+    pub(crate) fn embed(&self, ws: &mut CudaScratch, ids: &[u32]) -> Result<()> {
+        let t = ids.len();
+        self.check_rows(ws, t)?;
+        let inner = self.inner();
+        let b = ws.bufs(&self.dev)?;
+        let ids32: Vec<i32> = ids
+            .iter()
+            .map(|&i| i32::try_from(i).unwrap_or(i32::MAX))
+            .collect();
+        self.dev.write_at(&mut b.ids, 0, &ids32)?;
+        let m = &inner.tok_embd;
+        ops::embed(
+            &self.dev,
+            m.ty,
+            &self.view(&m.w, 0)?,
+            self.hp.n_embd,
+            self.hp.n_vocab,
+            &self.view(&b.ids, 0)?,
+            t,
+            &self.view(&b.act[Act::X as usize], 0)?,
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn rms_norm(&self, ws: &mut CudaScratch, l: usize, t: usize) -> Result<()> {
+        self.check_rows(ws, t)?;
+        let inner = self.inner();
+        let layer = layer(&inner, l)?;
+        let b = ws.bufs(&self.dev)?;
+        let d = self.hp.n_embd;
+        ops::rms_norm(
+            &self.dev,
+            &self.view(&b.act[Act::X as usize], 0)?,
+            Some(&self.view(&layer.norm, 0)?),
+            &self.view(&b.act[Act::H as usize], 0)?,
+            t,
+            d,
+            d,
+            d,
+            self.hp.norm_eps,
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn matmul(
+        &self,
+        ws: &mut CudaScratch,
+        wt: Weight,
+        src: Act,
+        dst: Act,
+        t: usize,
+    ) -> Result<()> {
+        self.check_rows(ws, t)?;
+        let inner = self.inner();
+        let m = match wt {
+            Weight::In(l) => &layer(&inner, l)?.ssm_in,
+            Weight::X(l) => &layer(&inner, l)?.ssm_x,
+            Weight::Dt(l) => &layer(&inner, l)?.ssm_dt,
+            Weight::Out(l) => &layer(&inner, l)?.ssm_out,
+            Weight::Head => &inner.output,
+        };
+        if src == dst {
+            return Err(ModelError::Backend {
+                what: format!("matmul {} from {src:?} into itself", m.name),
+            });
+        }
+        let widths = ws.widths;
+        if widths[src as usize] != m.n_in || widths[dst as usize] != m.n_out {
+            return Err(ModelError::Backend {
+                what: format!("matmul {} from {src:?} into {dst:?}: widths differ", m.name),
+            });
+        }
+        let b = ws.bufs(&self.dev)?;
+        self.gemm(b, m, &b.act[src as usize], t, &b.act[dst as usize])
+    }
+
+    /// Fused into [`scan`](Self::scan) (see the module docs).
+    pub(crate) fn silu_gate(&self, ws: &mut CudaScratch, t: usize) -> Result<()> {
+        self.check_rows(ws, t)
+    }
+
+    pub(crate) fn conv(&self, ws: &mut CudaScratch, l: usize, rows: Rows) -> Result<()> {
+        self.check_rows(ws, rows.len())?;
+        let inner = self.inner();
+        let layer = layer(&inner, l)?;
+        let e = self.hp.d_inner;
+        let pool = inner.conv.get(l).ok_or_else(|| bad_slot(0, 0))?;
+        let b = ws.bufs(&self.dev)?;
+        let (x, y) = (
+            self.view(&b.act[Act::Xz as usize], 0)?,
+            self.view(&b.act[Act::Xc as usize], 0)?,
+        );
+        let (w, bias) = (self.view(&layer.conv_w, 0)?, self.view(&layer.conv_b, 0)?);
+        let per = e * (CONV_K - 1);
+        match rows {
+            Rows::Chunk { slot, t } => {
+                if slot >= inner.slots {
+                    return Err(bad_slot(slot, inner.slots));
+                }
+                let st = self.dev.view(pool, slot * per, per)?;
+                let sh = MixerShape { e, t, seqs: 1 };
+                ops::conv1d_silu(
+                    &self.dev,
+                    sh,
+                    &x,
+                    2 * e,
+                    &w,
+                    &bias,
+                    &st,
+                    StateSlots::Consecutive,
+                    &y,
+                    e,
+                )?;
+            }
+            Rows::Seqs(ss) => {
+                let ids = slot_ids(ss, inner.slots)?;
+                let sh = MixerShape {
+                    e,
+                    t: 1,
+                    seqs: ss.len(),
+                };
+                let st = self.view(pool, 0)?;
+                ops::conv1d_silu(
+                    &self.dev,
+                    sh,
+                    &x,
+                    2 * e,
+                    &w,
+                    &bias,
+                    &st,
+                    StateSlots::Indexed {
+                        ids: &ids,
+                        buf: &mut b.slot_ids,
+                    },
+                    &y,
+                    e,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dt_b_c_rms(&self, ws: &mut CudaScratch, t: usize) -> Result<()> {
+        self.check_rows(ws, t)?;
+        let _inner = self.inner();
+        let (r, n) = (self.hp.dt_rank, self.hp.d_state);
+        let stride = r + 2 * n;
+        let b = ws.bufs(&self.dev)?;
+        let xdbl = &b.act[Act::Xdbl as usize];
+        for (off, width) in [(0, r), (r, n), (r + n, n)] {
+            let v = self.view(xdbl, off)?;
+            ops::rms_norm(
+                &self.dev,
+                &v,
+                None,
+                &v,
+                t,
+                width,
+                stride,
+                stride,
+                self.hp.dt_b_c_eps,
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn split_dt(&self, ws: &mut CudaScratch, t: usize) -> Result<()> {
+        self.check_rows(ws, t)?;
+        let _inner = self.inner();
+        let (r, n) = (self.hp.dt_rank, self.hp.d_state);
+        let b = ws.bufs(&self.dev)?;
+        ops::copy_rows(
+            &self.dev,
+            &self.view(&b.act[Act::Xdbl as usize], 0)?,
+            r + 2 * n,
+            &self.view(&b.act[Act::DtIn as usize], 0)?,
+            r,
+            t,
+            r,
+        )?;
+        Ok(())
+    }
+
+    /// Fused into [`scan`](Self::scan) (see the module docs).
+    pub(crate) fn dt_softplus(&self, ws: &mut CudaScratch, _l: usize, t: usize) -> Result<()> {
+        self.check_rows(ws, t)
+    }
+
+    pub(crate) fn scan(&self, ws: &mut CudaScratch, l: usize, rows: Rows) -> Result<()> {
+        self.check_rows(ws, rows.len())?;
+        let inner = self.inner();
+        let layer = layer(&inner, l)?;
+        let hp = &self.hp;
+        let (e, n, r) = (hp.d_inner, hp.d_state, hp.dt_rank);
+        let pool = inner.ssm.get(l).ok_or_else(|| bad_slot(0, 0))?;
+        let b = ws.bufs(&self.dev)?;
+        let (x, dt, z, bc, y) = (
+            self.view(&b.act[Act::Xc as usize], 0)?,
+            self.view(&b.act[Act::Dt as usize], 0)?,
+            self.view(&b.act[Act::Xz as usize], e)?,
+            self.view(&b.act[Act::Xdbl as usize], 0)?,
+            self.view(&b.act[Act::Y as usize], 0)?,
+        );
+        let (a, d, dt_bias) = (
+            self.view(&layer.a, 0)?,
+            self.view(&layer.d, 0)?,
+            self.view(&layer.dt_b, 0)?,
+        );
+        let inp = ScanInputs {
+            x: &x,
+            dt: &dt,
+            z: &z,
+            z_stride: 2 * e,
+            bc: &bc,
+            bc_stride: r + 2 * n,
+            b_off: r,
+            a: &a,
+            d: &d,
+            dt_bias: &dt_bias,
+        };
+        let per = e * n;
+        match rows {
+            Rows::Chunk { slot, t } => {
+                if slot >= inner.slots {
+                    return Err(bad_slot(slot, inner.slots));
+                }
+                let st = self.dev.view(pool, slot * per, per)?;
+                let sh = MixerShape { e, t, seqs: 1 };
+                ops::selective_scan(&self.dev, sh, &inp, &st, StateSlots::Consecutive, &y)?;
+            }
+            Rows::Seqs(ss) => {
+                let ids = slot_ids(ss, inner.slots)?;
+                let sh = MixerShape {
+                    e,
+                    t: 1,
+                    seqs: ss.len(),
+                };
+                let st = self.view(pool, 0)?;
+                ops::selective_scan(
+                    &self.dev,
+                    sh,
+                    &inp,
+                    &st,
+                    StateSlots::Indexed {
+                        ids: &ids,
+                        buf: &mut b.slot_ids,
+                    },
+                    &y,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn residual(&self, ws: &mut CudaScratch, t: usize) -> Result<()> {
+        self.check_rows(ws, t)?;
+        let _inner = self.inner();
+        let d = self.hp.n_embd;
+        let b = ws.bufs(&self.dev)?;
+        let (x, out) = (
+            self.view(&b.act[Act::X as usize], 0)?,
+            self.view(&b.act[Act::Out as usize], 0)?,
+        );
+        ops::add(&self.dev, &x, &out, &x, t * d)?;
+        Ok(())
+    }
+
+    pub(crate) fn head(
+        &self,
+        ws: &mut CudaScratch,
+        rows: std::ops::Range<usize>,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let (d, v) = (self.hp.n_embd, self.hp.n_vocab);
+        if rows.end > ws.rows || rows.is_empty() {
+            return Err(ModelError::TooMany {
+                n: rows.end,
+                what: "rows",
+                chunk: ws.rows,
+            });
+        }
+        let need = rows.len() * v;
+        let have = logits.len();
+        let logits = logits.get_mut(..need).ok_or(ModelError::Buffer {
+            what: "logits",
+            need,
+            have,
+        })?;
+        let inner = self.inner();
+        let b = ws.bufs(&self.dev)?;
+        let h = self.view(&b.act[Act::H as usize], 0)?;
+        for (g, r0) in rows.clone().step_by(COLS).enumerate() {
+            let nc = COLS.min(rows.end - r0);
+            ops::rms_norm(
+                &self.dev,
+                &self.view(&b.act[Act::X as usize], r0 * d)?,
+                Some(&self.view(&inner.output_norm, 0)?),
+                &h,
+                nc,
+                d,
+                d,
+                d,
+                self.hp.norm_eps,
+            )?;
+            self.gemm(b, &inner.output, &b.act[Act::H as usize], nc, &b.logits)?;
+            let dst = &mut logits[g * COLS * v..(g * COLS + nc) * v];
+            self.dev.read_at(&b.logits, 0, dst)?;
+        }
+        Ok(())
+    }
+
+    // ---- the state pool ----
+
+    fn state_widths(&self) -> (usize, usize) {
+        let hp = &self.hp;
+        ((hp.d_conv - 1) * hp.d_inner, hp.d_inner * hp.d_state)
+    }
+
+    pub(crate) fn reserve_slots(&self, n: usize) -> Result<()> {
+        let (cw, sw) = self.state_widths();
+        let mut inner = self.inner();
+        if n <= inner.slots {
+            return Ok(());
+        }
+        let old = inner.slots;
+        let mut conv = Vec::with_capacity(self.hp.n_layer);
+        let mut ssm = Vec::with_capacity(self.hp.n_layer);
+        for l in 0..self.hp.n_layer {
+            let mut c = self.dev.alloc::<f32>(n * cw)?;
+            let mut s = self.dev.alloc::<f32>(n * sw)?;
+            if old > 0 {
+                // Growing is rare (a new slot past --parallel): through the host.
+                let (oc, os) = (&inner.conv[l], &inner.ssm[l]);
+                self.dev.write_at(&mut c, 0, &self.dev.read(oc)?)?;
+                self.dev.write_at(&mut s, 0, &self.dev.read(os)?)?;
+            }
+            conv.push(c);
+            ssm.push(s);
+        }
+        inner.conv = conv;
+        inner.ssm = ssm;
+        inner.slots = n;
+        Ok(())
+    }
+
+    pub(crate) fn zero_slot(&self, slot: usize) -> Result<()> {
+        let (cw, sw) = self.state_widths();
+        let mut inner = self.inner();
+        if slot >= inner.slots {
+            return Err(bad_slot(slot, inner.slots));
+        }
+        let Inner { conv, ssm, .. } = &mut *inner;
+        for c in conv.iter_mut() {
+            self.dev.zero_at(c, slot * cw, cw)?;
+        }
+        for s in ssm.iter_mut() {
+            self.dev.zero_at(s, slot * sw, sw)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn copy_slot(&self, from: usize, to: usize) -> Result<()> {
+        let (cw, sw) = self.state_widths();
+        let mut inner = self.inner();
+        for i in [from, to] {
+            if i >= inner.slots {
+                return Err(bad_slot(i, inner.slots));
+            }
+        }
+        let Inner { conv, ssm, .. } = &mut *inner;
+        for c in conv.iter_mut() {
+            self.dev.copy_within(c, from * cw, to * cw, cw)?;
+        }
+        for s in ssm.iter_mut() {
+            self.dev.copy_within(s, from * sw, to * sw, sw)?;
+        }
+        Ok(())
+    }
+
+    /// The host form: conv `[K-1][E]` (the device keeps `[E][K-1]`), SSM
+    /// `[E][N]` as on the device.
+    pub(crate) fn read_slot(&self, slot: usize) -> Result<State> {
+        let (cw, sw) = self.state_widths();
+        let (e, k1) = (self.hp.d_inner, self.hp.d_conv - 1);
+        let inner = self.inner();
+        if slot >= inner.slots {
+            return Err(bad_slot(slot, inner.slots));
+        }
+        let mut layers = Vec::with_capacity(self.hp.n_layer);
+        let mut dc = vec![0.0f32; cw];
+        for (c, s) in inner.conv.iter().zip(&inner.ssm) {
+            self.dev.read_at(c, slot * cw, &mut dc)?;
+            let mut conv = vec![0.0f32; cw];
+            for ch in 0..e {
+                for k in 0..k1 {
+                    conv[k * e + ch] = dc[ch * k1 + k];
+                }
+            }
+            let mut ssm = vec![0.0f32; sw];
+            self.dev.read_at(s, slot * sw, &mut ssm)?;
+            layers.push(LayerState { conv, ssm });
+        }
+        Ok(State { layers })
+    }
+
+    pub(crate) fn write_slot(&self, slot: usize, st: &State) -> Result<()> {
+        let (cw, sw) = self.state_widths();
+        let (e, k1) = (self.hp.d_inner, self.hp.d_conv - 1);
+        let fits = st.layers.len() == self.hp.n_layer
+            && st
+                .layers
+                .iter()
+                .all(|l| l.conv.len() == cw && l.ssm.len() == sw);
+        if !fits {
+            return Err(ModelError::ForeignState {
+                what: "the state".into(),
+            });
+        }
+        let mut inner = self.inner();
+        if slot >= inner.slots {
+            return Err(bad_slot(slot, inner.slots));
+        }
+        let Inner { conv, ssm, .. } = &mut *inner;
+        let mut dc = vec![0.0f32; cw];
+        for ((c, s), ls) in conv.iter_mut().zip(ssm.iter_mut()).zip(&st.layers) {
+            for ch in 0..e {
+                for k in 0..k1 {
+                    dc[ch * k1 + k] = ls.conv[k * e + ch];
+                }
+            }
+            self.dev.write_at(c, slot * cw, &dc)?;
+            self.dev.write_at(s, slot * sw, &ls.ssm)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn slot_bytes(&self) -> usize {
+        let (cw, sw) = self.state_widths();
+        4 * self.hp.n_layer * (cw + sw)
+    }
+}
+
+fn layer(inner: &Inner, l: usize) -> Result<&GpuLayer> {
+    inner.layers.get(l).ok_or_else(|| ModelError::Backend {
+        what: format!("no block {l} (the model has {})", inner.layers.len()),
+    })
+}
+
+/// A batch's slots as the kernels' ids, each checked against the pool.
+fn slot_ids(ss: &[usize], slots: usize) -> Result<Vec<i32>> {
+    ss.iter()
+        .map(|&s| {
+            if s < slots {
+                i32::try_from(s).map_err(|_| bad_slot(s, slots))
+            } else {
+                Err(bad_slot(s, slots))
+            }
+        })
+        .collect()
+}
+
+fn gib(b: usize) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}

@@ -1,0 +1,314 @@
+//! The CUDA backend, run whole on the CPU emulator of the CUDA execution
+//! model (`--device cuda-emu`, the same kernel sources the PTX is built from):
+//! logits against transformers (float weights) and against the CPU backend
+//! (every quantized type), chunked prefill, batched decode on slots out of
+//! order, fork, and states moving between the CPU and the emulated GPU.
+//! Kernel-by-kernel tests against scalar references are in
+//! `cuda/tests/emu_kernels.rs`.
+#![cfg(feature = "cuda")]
+
+mod runtime_common;
+
+use gguf::GgmlType;
+use mamba_gguf::backend::DeviceRequest;
+use mamba_gguf::session::BatchDecoder;
+use mamba_gguf::{Model, Session};
+use runtime_common::*;
+
+/// The CUDA backend under test: the emulator, or a real GPU when
+/// `MAMBA_GGUF_TEST_DEVICE=cuda` (how `scripts/cuda/gpu_check.sh` runs these
+/// same tests on a machine with one).
+fn emu(path: &std::path::Path) -> Model {
+    let dev = match std::env::var("MAMBA_GGUF_TEST_DEVICE").as_deref() {
+        Ok("cuda") => DeviceRequest::Cuda(0),
+        _ => DeviceRequest::CudaEmu,
+    };
+    let m = Model::load_on(path, dev).unwrap_or_else(|e| panic!("load on {dev:?}: {e}"));
+    assert_eq!(m.backend().name(), "CUDA");
+    m
+}
+
+fn cpu(path: &std::path::Path) -> Model {
+    Model::load_on(path, DeviceRequest::Cpu).expect("load on cpu")
+}
+
+/// fp32 in another order of summation (as runtime_reference's bound).
+const F32_BOUND: f64 = 1e-4;
+
+#[test]
+fn float_weights_match_transformers_on_the_emulated_gpu() {
+    // Falcon Mamba (dt/B/C norm), plain Mamba with a tied head from an f16
+    // source, and Falcon3-Mamba's layout (mixer eps 1e-5, width 8).
+    for fx in [
+        "falcon-mamba-small-bf16",
+        "mamba-tiny-tied",
+        "falcon3-mamba-instruct-tiny",
+    ] {
+        let r = reference(fx);
+        let m = emu(&ours_gguf(fx, convert::FileType::F32));
+        // 16 prompt tokens in one chunk: two launches of 8 rows per matmul.
+        let ours = all_logits(&m, &r.prompt_ids, 64);
+        let rel = rel_max_diff(&ours, &r.logits, r.std);
+        eprintln!("{fx} on cuda-emu: rel {rel:.3e}");
+        assert!(rel <= F32_BOUND, "{fx}: rel {rel:e}");
+    }
+}
+
+/// Mean over positions of KL(a || b).
+fn mean_kl(a: &[f32], b: &[f32], v: usize) -> f64 {
+    let n = a.len() / v;
+    (0..n)
+        .map(|i| kl(&a[i * v..(i + 1) * v], &b[i * v..(i + 1) * v]))
+        .sum::<f64>()
+        / n as f64
+}
+
+#[test]
+fn every_weight_type_runs_on_the_emulated_gpu_as_on_the_cpu() {
+    let fx = "falcon-mamba-small-bf16";
+    let r = reference(fx);
+    let src = ours_gguf(fx, convert::FileType::F32);
+    let dir = tempdir();
+    let v = r.vocab;
+    // (matrices, LM head): the K types with llama.cpp's Q6_K head, every
+    // 32-value type, the float types. The embedding gets the same type, so
+    // the lookup kernel runs on each too.
+    let cases = [
+        (GgmlType::Q4_0, GgmlType::Q4_0),
+        (GgmlType::Q4_1, GgmlType::Q4_1),
+        (GgmlType::Q5_0, GgmlType::Q5_0),
+        (GgmlType::Q5_1, GgmlType::Q5_1),
+        (GgmlType::Q8_0, GgmlType::Q8_0),
+        (GgmlType::Q4_K, GgmlType::Q6_K),
+        (GgmlType::Q5_K, GgmlType::Q5_K),
+        (GgmlType::Q6_K, GgmlType::Q6_K),
+        (GgmlType::F16, GgmlType::F16),
+        (GgmlType::BF16, GgmlType::BF16),
+    ];
+    for (ty, head) in cases {
+        let p = dir.path().join(format!("{ty:?}.gguf"));
+        requantize(&src, &p, ty, head, GgmlType::Q8_0);
+        // The same weights dequantized to F32: what an exact product with
+        // the quantized weights gives (activations unquantized).
+        let exact = dir.path().join(format!("{ty:?}-dequantized.gguf"));
+        requantize(&p, &exact, GgmlType::F32, GgmlType::F32, GgmlType::F32);
+        let ids = &r.prompt_ids;
+        let on_cpu = all_logits(&cpu(&p), ids, 64);
+        let on_gpu = all_logits(&emu(&p), ids, 64);
+        let want = all_logits(&cpu(&exact), ids, 64);
+        let rel = rel_max_diff(&on_gpu, &on_cpu, r.std);
+        let kl_cpu = mean_kl(&want, &on_cpu, v);
+        let kl_gpu = mean_kl(&want, &on_gpu, v);
+        let kl_between = mean_kl(&on_cpu, &on_gpu, v);
+        eprintln!(
+            "{ty:?}/{head:?}: gpu vs cpu rel {rel:.3e}, KL(cpu||gpu) {kl_between:.2e}; KL from the dequantized model: cpu {kl_cpu:.2e}, gpu {kl_gpu:.2e}"
+        );
+        if matches!(ty, GgmlType::F16 | GgmlType::BF16) {
+            // Float weights, f32 activations on both: only the order of sums differs.
+            assert!(rel <= F32_BOUND, "{ty:?}: rel {rel:e}");
+            let rel = rel_max_diff(&on_gpu, &want, r.std);
+            assert!(
+                rel <= F32_BOUND,
+                "{ty:?}: against the dequantized model, rel {rel:e}"
+            );
+        } else {
+            // Both quantize the activations: the GPU per 32 values (Q8A),
+            // the CPU per block of its Q8_0 / Q8_K. Close to each other, and
+            // the GPU no further from the exact product than the CPU.
+            assert!(kl_between <= 0.05, "{ty:?}: KL(cpu||gpu) {kl_between}");
+            assert!(
+                kl_gpu <= kl_cpu * 1.25 + 1e-4,
+                "{ty:?}: KL from the dequantized model {kl_gpu} (cpu {kl_cpu})"
+            );
+        }
+    }
+}
+
+#[test]
+fn chunked_prefill_on_the_emulated_gpu_equals_token_by_token() {
+    let r = reference("falcon-mamba-small-bf16");
+    let m = emu(&ours_gguf(
+        "falcon-mamba-small-bf16",
+        convert::FileType::F32,
+    ));
+    let whole = all_logits(&m, &r.prompt_ids, 64);
+    for chunk in [1, 5] {
+        let got = all_logits(&m, &r.prompt_ids, chunk);
+        let rel = rel_max_diff(&got, &whole, r.std);
+        assert!(rel <= 1e-5, "chunk {chunk}: rel {rel:e}");
+    }
+}
+
+#[test]
+fn batched_decode_on_slots_out_of_order_equals_stepping_alone() {
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let dir = tempdir();
+    let q = dir.path().join("q4_k.gguf");
+    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    for path in [p.as_path(), q.as_path()] {
+        let m = emu(path);
+        let v = m.hp.n_vocab;
+        // Take slots 0..5 and free 1 and 3, so the batch's sessions sit on
+        // slots in no order (4, 0, 2 after the batch is formed below).
+        let mut pad: Vec<Session> = (0..5).map(|_| Session::new(&m)).collect();
+        drop(pad.remove(3));
+        drop(pad.remove(1));
+        let prompts: [&[u32]; 3] = [
+            &[5, 9, 100, 7],
+            &[42],
+            &[300, 301, 302, 303, 304, 305, 306, 307, 308],
+        ];
+        let mut batch: Vec<Session> = Vec::new();
+        let mut alone: Vec<Session> = Vec::new();
+        for pr in prompts {
+            let mut s = Session::new(&m);
+            s.feed(pr).expect("prefill");
+            let mut a = Session::new(&m);
+            a.feed(pr).expect("prefill");
+            batch.push(s);
+            alone.push(a);
+        }
+        // Reverse, so rows and slots do not line up.
+        batch.reverse();
+        alone.reverse();
+        let mut dec = BatchDecoder::new(&m, 4);
+        for step in 0..3u32 {
+            let ids: Vec<u32> = (0..3).map(|j| (17 + 31 * j + step) % v as u32).collect();
+            {
+                let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
+                dec.step(&mut refs, &ids).expect("batch step");
+            }
+            for (j, a) in alone.iter_mut().enumerate() {
+                let want = a.feed(&[ids[j]]).expect("step").to_vec();
+                let got = batch[j].logits();
+                let std = std_of(&want);
+                let rel = rel_max_diff(got, &want, std);
+                assert!(
+                    rel <= 1e-5,
+                    "{}: step {step} row {j}: rel {rel:e}",
+                    path.display()
+                );
+            }
+        }
+        drop(pad);
+    }
+}
+
+#[test]
+fn states_move_between_the_cpu_and_the_emulated_gpu() {
+    let r = reference("falcon-mamba-small-bf16");
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let (mc, mg) = (cpu(&p), emu(&p));
+    let (head, tail) = r.prompt_ids.split_at(9);
+    let v = r.vocab;
+    // The reference rows for the tail positions.
+    let want = &r.logits[head.len() * v..];
+    // CPU prefill, then the GPU goes on from the CPU's state, and back.
+    let mut c = Session::new(&mc);
+    c.feed(head).expect("cpu prefill");
+    let snap = c.snapshot().expect("snapshot");
+    let mut g = Session::new(&mg);
+    g.restore(&snap).expect("restore on the gpu");
+    let mut got = Vec::new();
+    for &id in tail {
+        got.extend_from_slice(g.feed(&[id]).expect("gpu step"));
+    }
+    let rel = rel_max_diff(&got, want, r.std);
+    assert!(rel <= F32_BOUND, "cpu -> gpu: rel {rel:e}");
+    // GPU prefill, CPU goes on.
+    let mut g = Session::new(&mg);
+    g.feed(head).expect("gpu prefill");
+    let snap = g.snapshot().expect("snapshot on the gpu");
+    let mut c = Session::new(&mc);
+    c.restore(&snap).expect("restore on the cpu");
+    let mut got = Vec::new();
+    for &id in tail {
+        got.extend_from_slice(c.feed(&[id]).expect("cpu step"));
+    }
+    let rel = rel_max_diff(&got, want, r.std);
+    assert!(rel <= F32_BOUND, "gpu -> cpu: rel {rel:e}");
+    // A fork on the device continues exactly as its parent.
+    let mut f = g.fork().expect("fork");
+    let a = g.feed(&tail[..2]).expect("parent").to_vec();
+    let b = f.feed(&tail[..2]).expect("fork").to_vec();
+    assert_eq!(a, b);
+    // And a reset slot starts over.
+    f.reset().expect("reset");
+    let first = f.feed(&r.prompt_ids[..1]).expect("after reset").to_vec();
+    let rel = rel_max_diff(&first, &r.logits[..v], r.std);
+    assert!(rel <= F32_BOUND, "after reset: rel {rel:e}");
+}
+
+#[test]
+fn a_model_the_kernels_cannot_run_is_refused_with_the_reason() {
+    // mamba-falcon-tok has d_state 8; the scan kernel is built for 16.
+    let p = ours_gguf("mamba-falcon-tok", convert::FileType::F32);
+    let err = Model::load_on(&p, DeviceRequest::CudaEmu)
+        .expect_err("d_state 8 on the CUDA backend")
+        .to_string();
+    assert!(
+        err.contains("d_state 16") && err.contains("--device cpu"),
+        "{err}"
+    );
+    // auto never fails for want of a GPU: the CPU takes it.
+    let m = Model::load_on(&p, DeviceRequest::Auto).expect("auto");
+    if !mamba_gguf::backend::cuda_driver_present() {
+        assert_eq!(m.backend().name(), "CPU");
+    }
+}
+
+/// `run --device cuda-emu` generates what the CPU generates (greedy, F32)
+/// and says where it ran; `--device cuda` without the NVIDIA driver is an
+/// error naming the library, not a panic; `--device auto` falls back to the
+/// CPU.
+#[test]
+fn the_cli_runs_on_the_emulated_gpu_and_explains_a_missing_driver() {
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let run = |device: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mamba-gguf"))
+            .args(["run", "-m"])
+            .arg(&p)
+            .args([
+                "-p",
+                "the cat and the dog",
+                "-n",
+                "8",
+                "--temp",
+                "0",
+                "--device",
+                device,
+            ])
+            .output()
+            .expect("spawn")
+    };
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).to_string();
+    let log = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).to_string();
+    let on_cpu = run("cpu");
+    let on_emu = run("cuda-emu");
+    assert!(
+        on_cpu.status.success() && on_emu.status.success(),
+        "{}",
+        log(&on_emu)
+    );
+    assert_eq!(text(&on_cpu), text(&on_emu));
+    assert!(
+        log(&on_emu).contains("device CUDA emulator"),
+        "{}",
+        log(&on_emu)
+    );
+    if mamba_gguf::backend::cuda_driver_present() {
+        eprintln!(
+            "SKIPPED part: a CUDA driver is present here, so the no-driver error is not exercised"
+        );
+        return;
+    }
+    let no_gpu = run("cuda");
+    assert_eq!(no_gpu.status.code(), Some(1), "{}", log(&no_gpu));
+    let e = log(&no_gpu);
+    assert!(e.contains("libcuda.so") && e.contains("--device"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let auto = run("auto");
+    assert!(auto.status.success());
+    assert!(log(&auto).contains("device CPU"), "{}", log(&auto));
+    assert_eq!(text(&auto), text(&on_cpu));
+}
