@@ -62,6 +62,11 @@ pub struct Args {
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
     #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
     pub device: DeviceRequest,
+    /// Map the model file instead of reading it into memory. Read (the
+    /// default on the CPU) it sits in huge pages: decode 10-15% faster here.
+    /// A GPU backend maps it anyway (its weights live on the device).
+    #[arg(long = "mmap")]
+    pub mmap: bool,
     /// Timed repetitions per test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     pub reps: usize,
@@ -531,8 +536,7 @@ pub fn run(args: Args) -> Result<()> {
         .build()
         .context("cannot start the thread pool")?;
 
-    let model = Model::load_on(&args.model, args.device)
-        .with_context(|| format!("cannot load model {}", args.model.display()))?;
+    let model = super::run::load_model(&args.model, args.device, args.mmap)?;
     let tensors = model.gguf().tensors();
     let n_params: u64 = tensors.iter().map(|t| t.n_elements).sum();
     let model_size: u64 = tensors.iter().map(|t| t.n_bytes as u64).sum();

@@ -54,6 +54,11 @@ pub struct Args {
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
     #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
     pub device: DeviceRequest,
+    /// Map the model file instead of reading it into memory. Read (the
+    /// default on the CPU) it sits in huge pages: decode 10-15% faster here.
+    /// A GPU backend maps it anyway (its weights live on the device).
+    #[arg(long = "mmap")]
+    pub mmap: bool,
     /// Print prompt/cache/speed figures after each reply.
     #[arg(long)]
     pub verbose: bool,
@@ -245,7 +250,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub fn run(args: Args) -> Result<()> {
     init_threads(args.threads)?;
-    let model = load_model(&args.model, args.device)?;
+    let model = load_model(&args.model, args.device, args.mmap)?;
     let tok = load_tokenizer(&model, &args.model)?;
     if tok.chat_template().is_none() {
         eprintln!("note: the model has no tokenizer.chat_template; using ChatML");

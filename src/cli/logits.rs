@@ -40,6 +40,11 @@ pub struct Args {
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
     #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
     pub device: DeviceRequest,
+    /// Map the model file instead of reading it into memory. Read (the
+    /// default on the CPU) it sits in huge pages: decode 10-15% faster here.
+    /// A GPU backend maps it anyway (its weights live on the device).
+    #[arg(long = "mmap")]
+    pub mmap: bool,
 }
 
 fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -63,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.prefill_chunk == 0 {
         bail!("--prefill-chunk must be at least 1");
     }
-    let model = load_model(&args.model, args.device)?;
+    let model = load_model(&args.model, args.device, args.mmap)?;
     let ids = match (&args.ids, &args.prompt) {
         (Some(s), _) => parse_ids(s)?,
         (None, Some(p)) => encode_prompt(&load_tokenizer(&model, &args.model)?, p)?,

@@ -41,6 +41,11 @@ pub struct Args {
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
     #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
     pub device: DeviceRequest,
+    /// Map the model file instead of reading it into memory. Read (the
+    /// default on the CPU) it sits in huge pages: decode 10-15% faster here.
+    /// A GPU backend maps it anyway (its weights live on the device).
+    #[arg(long = "mmap")]
+    pub mmap: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -67,11 +72,11 @@ pub fn run(args: Args) -> Result<()> {
     if text.is_empty() {
         bail!("{} is empty", args.file.display());
     }
-    let model = load_model(&args.model, args.device)?;
+    let model = load_model(&args.model, args.device, args.mmap)?;
     let tok = load_tokenizer(&model, &args.model)?;
     let base = match &args.kl_base {
         Some(p) => {
-            let b = load_model(p, args.device)?;
+            let b = load_model(p, args.device, args.mmap)?;
             if b.hp.n_vocab != model.hp.n_vocab {
                 bail!(
                     "--kl-base {} has a vocabulary of {}, the model {}",

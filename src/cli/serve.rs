@@ -46,11 +46,16 @@ pub struct Args {
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
     #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
     pub device: DeviceRequest,
+    /// Map the model file instead of reading it into memory. Read (the
+    /// default on the CPU) it sits in huge pages: decode 10-15% faster here.
+    /// A GPU backend maps it anyway (its weights live on the device).
+    #[arg(long = "mmap")]
+    pub mmap: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     init_threads(args.threads)?;
-    let model = load_model(&args.model, args.device)?;
+    let model = load_model(&args.model, args.device, args.mmap)?;
     let name = args
         .model
         .file_stem()

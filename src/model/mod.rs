@@ -270,6 +270,21 @@ impl Model {
         Model::from_gguf_on(GgufFile::open(path)?, device)
     }
 
+    /// [`Model::load_on`] with the file read into memory (`no_mmap`, see
+    /// [`GgufFile::open_in_memory`]) or mapped.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        device: DeviceRequest,
+        no_mmap: bool,
+    ) -> Result<Model> {
+        let file = if no_mmap {
+            GgufFile::open_in_memory(path)?
+        } else {
+            GgufFile::open(path)?
+        };
+        Model::from_gguf_on(file, device)
+    }
+
     /// Validates an opened GGUF and builds the model over it (`auto` backend).
     pub fn from_gguf(file: GgufFile) -> Result<Model> {
         Model::from_gguf_on(file, DeviceRequest::Auto)
