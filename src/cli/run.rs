@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long = "device", default_value = "auto", value_parser = super::run::parse_device)]
     pub device: DeviceRequest,
     /// Map the model file instead of reading it into memory. Read (the
-    /// default on the CPU) it sits in huge pages: decode 10-15% faster here.
+    /// default on the CPU) it sits in huge pages: decode 5-12% faster here.
     /// A GPU backend maps it anyway (its weights live on the device).
     #[arg(long = "mmap")]
     pub mmap: bool,
