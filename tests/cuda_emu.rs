@@ -239,6 +239,57 @@ fn states_move_between_the_cpu_and_the_emulated_gpu() {
     assert!(rel <= F32_BOUND, "after reset: rel {rel:e}");
 }
 
+/// The reference's greedy continuation (a full forward per step) against
+/// prefill then one token at a time on the emulated GPU, up to the first
+/// near-tie (as runtime_reference does for the CPU).
+#[test]
+fn greedy_continuation_on_the_emulated_gpu_matches_transformers() {
+    for fx in ["falcon-mamba-small-bf16", "mamba-tiny-tied"] {
+        let r = reference(fx);
+        let m = emu(&ours_gguf(fx, convert::FileType::F32));
+        let mut s = Session::new(&m);
+        let mut logits = s.feed(&r.prompt_ids).expect("prefill").to_vec();
+        let mut compared = 0;
+        for (step, (&want, &margin)) in r.greedy_ids.iter().zip(&r.greedy_margins).enumerate() {
+            if (margin as f64) < 1e-3 * r.std {
+                break;
+            }
+            let got = mamba_gguf::sampler::argmax_logits(&logits);
+            assert_eq!(got, want, "{fx}: greedy step {step}");
+            compared += 1;
+            logits = s.feed(&[got]).expect("decode").to_vec();
+        }
+        eprintln!(
+            "{fx}: {compared}/{} greedy tokens identical",
+            r.greedy_ids.len()
+        );
+        assert!(compared >= 16, "{fx}: only {compared} steps compared");
+    }
+}
+
+/// A state file written from the emulated GPU loads on the CPU and goes on
+/// as the CPU would have (the file holds the host form of the state).
+#[test]
+fn state_files_cross_backends() {
+    let r = reference("falcon-mamba-small-bf16");
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let (mc, mg) = (cpu(&p), emu(&p));
+    let dir = tempdir();
+    let f = dir.path().join("gpu.state");
+    let (head, tail) = r.prompt_ids.split_at(10);
+    let mut g = Session::new(&mg);
+    g.feed(head).expect("gpu prefill");
+    mamba_gguf::state_file::save(&f, &g).expect("save from the gpu");
+    let mut c = Session::new(&mc);
+    mamba_gguf::state_file::load(&f, &mut c).expect("load on the cpu");
+    assert_eq!(c.n_past(), head.len() as u64);
+    let got = c.feed(tail).expect("cpu goes on").to_vec();
+    let v = r.vocab;
+    let want = &r.logits[(r.prompt_ids.len() - 1) * v..];
+    let rel = rel_max_diff(&got, want, r.std);
+    assert!(rel <= F32_BOUND, "rel {rel:e}");
+}
+
 #[test]
 fn a_model_the_kernels_cannot_run_is_refused_with_the_reason() {
     // mamba-falcon-tok has d_state 8; the scan kernel is built for 16.
@@ -263,7 +314,8 @@ fn a_model_the_kernels_cannot_run_is_refused_with_the_reason() {
 /// CPU.
 #[test]
 fn the_cli_runs_on_the_emulated_gpu_and_explains_a_missing_driver() {
-    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    // The tiny fixture with the real Falcon vocabulary, as llama.cpp made it.
+    let p = root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf");
     let run = |device: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_mamba-gguf"))
             .args(["run", "-m"])
