@@ -18,8 +18,18 @@ pub struct SamplerConfig {
     pub min_p: f32,
     /// llama.cpp's: a seen token's positive logit is divided by it, a negative one multiplied.
     pub repeat_penalty: f32,
-    /// How many of the latest tokens the penalty looks at.
+    /// How many of the latest tokens the penalties look at (prompt and
+    /// generated, as llama.cpp's `penalty_last_n`).
     pub repeat_last_n: usize,
+    /// OpenAI's: `count * frequency_penalty + (count > 0) * presence_penalty`
+    /// is subtracted from a token's logit, count = its occurrences in the
+    /// window. 0 is off.
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// Added to the logits before anything else (OpenAI's `logit_bias`;
+    /// -100 all but bans a token). Ids outside the vocabulary are ignored
+    /// here; the server refuses them.
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: u64,
 }
 
@@ -32,6 +42,9 @@ impl Default for SamplerConfig {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 0,
         }
     }
@@ -77,8 +90,24 @@ impl Sampler {
                 .enumerate()
                 .map(|(i, &l)| (i as u32, if l.is_nan() { f32::NEG_INFINITY } else { l })),
         );
+        for &(id, bias) in &cfg.logit_bias {
+            if let Some(c) = self.cand.get_mut(id as usize) {
+                c.1 += bias;
+            }
+        }
+        let tail = &history[history.len().saturating_sub(cfg.repeat_last_n)..];
+        if cfg.frequency_penalty != 0.0 || cfg.presence_penalty != 0.0 {
+            for (i, &id) in tail.iter().enumerate() {
+                if tail[..i].contains(&id) {
+                    continue;
+                }
+                let count = tail[i..].iter().filter(|&&t| t == id).count() as f32;
+                if let Some(c) = self.cand.get_mut(id as usize) {
+                    c.1 -= count * cfg.frequency_penalty + cfg.presence_penalty;
+                }
+            }
+        }
         if cfg.repeat_penalty != 1.0 && cfg.repeat_penalty > 0.0 {
-            let tail = &history[history.len().saturating_sub(cfg.repeat_last_n)..];
             for (i, &id) in tail.iter().enumerate() {
                 if tail[..i].contains(&id) {
                     continue;
@@ -189,8 +218,56 @@ mod tests {
             min_p: 0.0,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 42,
         }
+    }
+
+    #[test]
+    fn logit_bias_and_openai_penalties_move_the_greedy_choice() {
+        // Token 1 leads by 1.0.
+        let logits = [0.0, 3.0, 2.0, -1.0];
+        let mut s = Sampler::new(SamplerConfig {
+            logit_bias: vec![(1, -100.0)],
+            ..cfg(0.0)
+        });
+        assert_eq!(s.sample(&logits, &[]), 2);
+        let mut s = Sampler::new(SamplerConfig {
+            logit_bias: vec![(3, 5.0), (99, 100.0)],
+            ..cfg(0.0)
+        });
+        assert_eq!(
+            s.sample(&logits, &[]),
+            3,
+            "an id past the vocabulary is ignored"
+        );
+        // Token 1 seen twice: 2 * 0.6 = 1.2 > its lead of 1.0.
+        let mut s = Sampler::new(SamplerConfig {
+            frequency_penalty: 0.6,
+            ..cfg(0.0)
+        });
+        assert_eq!(s.sample(&logits, &[1, 1]), 2);
+        assert_eq!(s.sample(&logits, &[1]), 1, "once: 0.6 < 1.0");
+        let mut s = Sampler::new(SamplerConfig {
+            presence_penalty: 1.5,
+            ..cfg(0.0)
+        });
+        assert_eq!(s.sample(&logits, &[1]), 2);
+        // Negative values encourage repeats (0 + 3.5 > 3).
+        let mut s = Sampler::new(SamplerConfig {
+            presence_penalty: -3.5,
+            ..cfg(0.0)
+        });
+        assert_eq!(s.sample(&logits, &[0]), 0);
+        // Only the window counts.
+        let mut s = Sampler::new(SamplerConfig {
+            presence_penalty: 1.5,
+            repeat_last_n: 1,
+            ..cfg(0.0)
+        });
+        assert_eq!(s.sample(&logits, &[1, 3]), 1);
     }
 
     #[test]

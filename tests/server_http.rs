@@ -709,3 +709,162 @@ fn a_long_prefill_is_interleaved_with_decoding() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Every field is applied or refused: unimplemented ones get a 400 naming
+/// them; `logit_bias`, `frequency_penalty` and `presence_penalty` change
+/// the answer exactly as the library's sampler does with them; a request
+/// without a seed gets a fresh one, reported, that replays the answer.
+#[test]
+fn every_request_field_is_applied_or_refused() {
+    let model = model();
+    let tok = Tokenizer::from_model_file(model.gguf()).expect("tokenizer");
+    let h = start(model.clone(), |_| {});
+    for (path, body, param) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}),
+            "tools",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "auto"}),
+            "tool_choice",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3, "logprobs": true}),
+            "top_logprobs",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "mirostat": 2}),
+            "mirostat",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "echo": true}),
+            "echo",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "best_of": 3}),
+            "best_of",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "messages": []}),
+            "messages",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "logit_bias": {"99999999": 5}}),
+            "logit_bias.99999999",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "logit_bias": {"5": 101}}),
+            "logit_bias.5",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "presence_penalty": 3}),
+            "presence_penalty",
+        ),
+    ] {
+        let (status, v) = post(&h, path, &body);
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{body}: {v}");
+    }
+    // Accepted no-ops and neutral values.
+    let (status, v) = post(
+        &h,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "user": "u1",
+                "response_format": {"type": "text"}, "top_logprobs": 0}),
+    );
+    assert_eq!(status, 200, "{v}");
+
+    // Repetitive, so that the penalties (which count the window's tokens) bite.
+    let prompt = " the the the the the the the the";
+    let ids = tok.encode(prompt, tok.add_bos()).expect("encode");
+    let n = 8;
+    // The library's sampler with the same settings over the same logits.
+    let library = |cfg: SamplerConfig| -> Vec<u32> {
+        let mut s = Session::new(&model);
+        let mut logits = s.feed(&ids).expect("prefill").to_vec();
+        let mut sampler = Sampler::new(cfg);
+        let mut hist = ids.clone();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let id = sampler.sample(&logits, &hist);
+            out.push(id);
+            hist.push(id);
+            logits = s.feed(&[id]).expect("step").to_vec();
+        }
+        out
+    };
+    let served = |extra: Value| -> (Vec<u32>, Value) {
+        let mut body =
+            json!({"prompt": prompt, "max_tokens": n, "ignore_eos": true, "return_tokens": true});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let (status, v) = post(&h, "/v1/completions", &body);
+        assert_eq!(status, 200, "{v}");
+        let toks = v["choices"][0]["token_ids"]
+            .as_array()
+            .expect("token_ids")
+            .iter()
+            .map(|t| t.as_u64().expect("id") as u32)
+            .collect();
+        (toks, v)
+    };
+    let greedy = SamplerConfig {
+        temp: 0.0,
+        ..SamplerConfig::default()
+    };
+    let plain = library(greedy.clone());
+    // A bias of 100 on a token the greedy answer does not start with.
+    let forced = (plain[0] + 1) % model.hp.n_vocab as u32;
+    let (got, _) = served(json!({"temperature": 0, "logit_bias": {forced.to_string(): 100}}));
+    assert_eq!(got, vec![forced; n]);
+    assert_eq!(
+        got,
+        library(SamplerConfig {
+            logit_bias: vec![(forced, 100.0)],
+            ..greedy.clone()
+        })
+    );
+    // The penalties, as the library applies them; and they do change the
+    // answer (else this would not tell applied from ignored).
+    let mut changed = 0;
+    for (f, p) in [(2.0f32, 2.0f32), (-2.0, -2.0), (0.0, -2.0)] {
+        let (got, _) =
+            served(json!({"temperature": 0, "frequency_penalty": f, "presence_penalty": p}));
+        let want = library(SamplerConfig {
+            frequency_penalty: f,
+            presence_penalty: p,
+            ..greedy.clone()
+        });
+        assert_eq!(got, want, "frequency {f} presence {p}");
+        changed += usize::from(got != plain);
+    }
+    assert!(changed >= 1, "the penalties changed none of the answers");
+    // No seed: a fresh one each time, reported; replaying it replays the answer.
+    let (a, va) = served(json!({"temperature": 1.0}));
+    let (_, vb) = served(json!({"temperature": 1.0}));
+    let seed = va["seed"].as_u64().expect("seed reported");
+    assert_ne!(Some(seed), vb["seed"].as_u64(), "two requests, one seed");
+    let (again, vc) = served(json!({"temperature": 1.0, "seed": seed}));
+    assert_eq!(again, a);
+    assert_eq!(vc["seed"].as_u64(), Some(seed));
+    assert!(va["system_fingerprint"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("mamba-gguf-")));
+    drop(h);
+}

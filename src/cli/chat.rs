@@ -135,6 +135,9 @@ impl<'m> Chat<'m> {
             min_p: args.min_p,
             repeat_penalty: args.repeat_penalty,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: args.seed.wrapping_add(self.messages.len() as u64),
         };
         let t1 = Instant::now();

@@ -192,6 +192,9 @@ pub fn run(args: Args) -> Result<()> {
         min_p: args.min_p,
         repeat_penalty: args.repeat_penalty,
         repeat_last_n: args.repeat_last_n,
+        frequency_penalty: 0.0,
+        presence_penalty: 0.0,
+        logit_bias: Vec::new(),
         seed,
     });
     let mut session = Session::with_chunk(&model, args.prefill_chunk);

@@ -55,6 +55,134 @@ pub struct Limits {
     pub max_tokens: usize,
     /// `max_tokens` when the request gives none.
     pub default_max_tokens: usize,
+    /// The model's vocabulary size (`logit_bias` ids must be below it).
+    pub vocab: usize,
+}
+
+/// Every field a request may carry. Each takes effect, or is a no-op by its
+/// own definition (`user`, `store`, `metadata`, `service_tier`: bookkeeping
+/// for OpenAI's side); any other field is refused with a 400 naming it, so a
+/// client never believes it got what this server does not do.
+const COMMON_FIELDS: &[&str] = &[
+    "model",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "temperature",
+    "top_p",
+    "min_p",
+    "top_k",
+    "repeat_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "logprobs",
+    "ignore_eos",
+    "return_tokens",
+    "user",
+    "store",
+    "metadata",
+    "service_tier",
+];
+/// Chat only: `top_logprobs` 0 and `response_format` `{"type": "text"}` are
+/// accepted (they ask for nothing more).
+const CHAT_FIELDS: &[&str] = &["messages", "top_logprobs", "response_format"];
+/// Completions only: `echo` false, `best_of` 1 and an empty `suffix` ask
+/// for nothing more.
+const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "best_of", "suffix"];
+
+/// Refuses every field this server does not implement (see
+/// [`COMMON_FIELDS`]), and the values of accepted ones that would ask for
+/// something it does not do.
+pub fn check_fields(m: &Map<String, Value>, chat: bool) -> Result<(), ApiError> {
+    let own = if chat { CHAT_FIELDS } else { COMPLETION_FIELDS };
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    for k in keys {
+        if !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str()) {
+            let why = match k.as_str() {
+                "tools" | "tool_choice" | "functions" | "function_call" | "parallel_tool_calls" => {
+                    "tool and function calling is not implemented"
+                }
+                "audio" | "modalities" => "this model reads and writes text only",
+                "grammar" | "json_schema" => "constrained decoding is not implemented",
+                _ => "this server does not implement it",
+            };
+            return Err(ApiError::bad(
+                k,
+                format!("unsupported parameter '{k}': {why}"),
+            ));
+        }
+    }
+    let nonzero = |k: &str| opt(m, k).is_some_and(|v| v.as_u64() != Some(0));
+    if chat && nonzero("top_logprobs") {
+        return Err(ApiError::bad(
+            "top_logprobs",
+            "'top_logprobs' above 0 is not implemented (the chosen token's logprob is, with logprobs: true)",
+        ));
+    }
+    if let Some(rf) = opt(m, "response_format") {
+        if rf.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(ApiError::bad(
+                "response_format",
+                "only response_format {\"type\": \"text\"} is supported (structured output is not implemented)",
+            ));
+        }
+    }
+    if get_bool(m, "echo")? == Some(true) {
+        return Err(ApiError::bad("echo", "'echo' is not implemented"));
+    }
+    if opt(m, "best_of").is_some_and(|v| v.as_u64() != Some(1)) {
+        return Err(ApiError::bad("best_of", "only best_of = 1 is supported"));
+    }
+    if opt(m, "suffix").is_some_and(|v| v.as_str() != Some("")) {
+        return Err(ApiError::bad(
+            "suffix",
+            "'suffix' (insertion) is not implemented",
+        ));
+    }
+    Ok(())
+}
+
+/// OpenAI's `logit_bias`: `{"<token id>": bias}`, bias in [-100, 100].
+fn logit_bias(m: &Map<String, Value>, vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    let obj = match opt(m, "logit_bias") {
+        None => return Ok(Vec::new()),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "logit_bias",
+                "'logit_bias' must be an object of token id to bias",
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(obj.len());
+    for (k, v) in obj {
+        let p = format!("logit_bias.{k}");
+        let id = k
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&i| (i as usize) < vocab)
+            .ok_or_else(|| {
+                ApiError::bad(
+                    &p,
+                    format!(
+                        "logit_bias key '{k}' is not a token id below the vocabulary size {vocab}"
+                    ),
+                )
+            })?;
+        let b = v
+            .as_f64()
+            .filter(|b| (-100.0..=100.0).contains(b))
+            .ok_or_else(|| ApiError::bad(&p, format!("{p} must be a number from -100 to 100")))?;
+        out.push((id, b as f32));
+    }
+    Ok(out)
 }
 
 /// Parses a JSON body into an object.
@@ -136,10 +264,13 @@ pub fn gen_params(
     let min_p = get_f32(m, "min_p", 0.0, 1.0)?.unwrap_or(0.0);
     let top_k = get_uint(m, "top_k")?.unwrap_or(0) as usize;
     let repeat_penalty = get_f32(m, "repeat_penalty", 0.0, 10.0)?.unwrap_or(1.0);
-    get_f32(m, "frequency_penalty", -2.0, 2.0)?;
-    get_f32(m, "presence_penalty", -2.0, 2.0)?;
+    let frequency_penalty = get_f32(m, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+    let presence_penalty = get_f32(m, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+    let logit_bias = logit_bias(m, limits.vocab)?;
+    // No seed: a fresh one, reported in the response so the answer can be
+    // reproduced.
     let seed = match opt(m, "seed") {
-        None => 0,
+        None => rand::random::<u64>() >> 1,
         Some(v) => match (v.as_u64(), v.as_i64()) {
             (Some(u), _) => u,
             (None, Some(i)) => i as u64,
@@ -179,6 +310,9 @@ pub fn gen_params(
             min_p,
             repeat_penalty,
             repeat_last_n: 64,
+            frequency_penalty,
+            presence_penalty,
+            logit_bias,
             seed,
         },
         stop,

@@ -168,6 +168,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         source,
     })?;
     let (backend, device) = (model.backend().name(), model.backend().device());
+    let vocab = model.hp.n_vocab;
     let engine = Engine::start(
         model,
         tok.clone(),
@@ -185,6 +186,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         limits: Limits {
             max_tokens: cfg.max_tokens,
             default_max_tokens: cfg.default_max_tokens.min(cfg.max_tokens),
+            vocab,
         },
         cfg,
         next_id: AtomicU64::new(1),
@@ -371,6 +373,7 @@ fn parse_request(
         Some(_) => return Err(ApiError::bad("model", "'model' must be a string")),
     };
     let chat = matches!(kind, Kind::Chat);
+    api::check_fields(&m, chat)?;
     let prompt = if chat {
         let msgs = api::messages(&m)?;
         let (text, bounds) = st
@@ -463,6 +466,8 @@ struct Meta {
     created: u64,
     model: String,
     kind: Kind,
+    /// The sampler's seed (the request's, or the fresh one it got).
+    seed: u64,
 }
 
 impl Meta {
@@ -480,6 +485,8 @@ impl Meta {
             "object": self.object(chunk),
             "created": self.created,
             "model": self.model,
+            "system_fingerprint": concat!("mamba-gguf-", env!("CARGO_PKG_VERSION")),
+            "seed": self.seed,
             "choices": if choice.is_null() { json!([]) } else { json!([choice]) },
         });
         if let Some(u) = usage {
@@ -524,6 +531,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
         created: now_secs(),
         model: req.model.clone(),
         kind,
+        seed: req.params.sampler.seed,
     };
     let timeout = tokio::time::Instant::from_std(deadline);
     if !req.stream {
