@@ -662,7 +662,7 @@ fn a_long_prefill_is_interleaved_with_decoding() {
             ..SamplerConfig::default()
         },
         stop: Vec::new(),
-        logprobs: false,
+        logprobs: None,
         ignore_eos: true,
     };
     // Both jobs send into one channel, so the events arrive in the order the
@@ -737,7 +737,12 @@ fn every_request_field_is_applied_or_refused() {
         ),
         (
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3, "logprobs": true}),
+            json!({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 21, "logprobs": true}),
+            "top_logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}),
             "top_logprobs",
         ),
         (
@@ -866,5 +871,72 @@ fn every_request_field_is_applied_or_refused() {
     assert!(va["system_fingerprint"]
         .as_str()
         .is_some_and(|s| s.starts_with("mamba-gguf-")));
+    drop(h);
+}
+
+/// `top_logprobs` (chat) and `logprobs: k` (completions) give the real k most
+/// likely tokens of each step's distribution: best first, the greedy choice
+/// first of them, its logprob the one reported for the token, and the same
+/// values the library computes from the same logits.
+#[test]
+fn top_logprobs_are_the_distributions_best() {
+    let model = model();
+    let tok = Tokenizer::from_model_file(model.gguf()).expect("tokenizer");
+    let h = start(model.clone(), |_| {});
+    let n = 4;
+    let (status, v) = post(
+        &h,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": n, "temperature": 0,
+                "ignore_eos": true, "logprobs": true, "top_logprobs": 5}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .expect("content");
+    assert_eq!(content.len(), n);
+    for c in content {
+        let top = c["top_logprobs"].as_array().expect("top_logprobs");
+        assert_eq!(top.len(), 5, "{c}");
+        let lps: Vec<f64> = top
+            .iter()
+            .map(|t| t["logprob"].as_f64().expect("lp"))
+            .collect();
+        assert!(lps.windows(2).all(|w| w[0] >= w[1]), "{lps:?}");
+        assert!(lps.iter().map(|l| l.exp()).sum::<f64>() <= 1.0 + 1e-6);
+        // Greedy: the chosen token is the best one.
+        assert_eq!(top[0]["token"], c["token"], "{c}");
+        assert!((lps[0] - c["logprob"].as_f64().expect("lp")).abs() < 1e-6);
+    }
+    // Completions: logprobs k, against the library's distribution.
+    let prompt = "The falcon";
+    let ids = tok.encode(prompt, tok.add_bos()).expect("encode");
+    let (status, v) = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 1, "temperature": 0, "ignore_eos": true, "logprobs": 3}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let top = v["choices"][0]["logprobs"]["top_logprobs"][0]
+        .as_object()
+        .expect("one object per token")
+        .clone();
+    let mut s = Session::new(&model);
+    let logits = s.feed(&ids).expect("prefill").to_vec();
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max as f64
+        + logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    assert_eq!(top.len(), 3);
+    for &i in &order[..3] {
+        let want = logits[i] as f64 - lse;
+        let got = top[&tok.token_piece(i as u32)].as_f64().expect("lp");
+        assert!((got - want).abs() < 1e-4, "{i}: {got} vs {want}");
+    }
     drop(h);
 }

@@ -88,8 +88,8 @@ const COMMON_FIELDS: &[&str] = &[
     "metadata",
     "service_tier",
 ];
-/// Chat only: `top_logprobs` 0 and `response_format` `{"type": "text"}` are
-/// accepted (they ask for nothing more).
+/// Chat only (`response_format` only as `{"type": "text"}`, which asks for
+/// nothing more).
 const CHAT_FIELDS: &[&str] = &["messages", "top_logprobs", "response_format"];
 /// Completions only: `echo` false, `best_of` 1 and an empty `suffix` ask
 /// for nothing more.
@@ -117,13 +117,6 @@ pub fn check_fields(m: &Map<String, Value>, chat: bool) -> Result<(), ApiError> 
                 format!("unsupported parameter '{k}': {why}"),
             ));
         }
-    }
-    let nonzero = |k: &str| opt(m, k).is_some_and(|v| v.as_u64() != Some(0));
-    if chat && nonzero("top_logprobs") {
-        return Err(ApiError::bad(
-            "top_logprobs",
-            "'top_logprobs' above 0 is not implemented (the chosen token's logprob is, with logprobs: true)",
-        ));
     }
     if let Some(rf) = opt(m, "response_format") {
         if rf.get("type").and_then(Value::as_str) != Some("text") {
@@ -235,7 +228,7 @@ fn get_uint(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> 
 pub fn gen_params(
     m: &Map<String, Value>,
     limits: &Limits,
-    logprobs: bool,
+    logprobs: Option<usize>,
 ) -> Result<GenParams, ApiError> {
     let max = match get_uint(m, "max_completion_tokens")? {
         Some(v) => Some(v),
@@ -405,14 +398,29 @@ pub fn stream(m: &Map<String, Value>) -> Result<(bool, bool), ApiError> {
     Ok((stream, include_usage))
 }
 
-/// Chat `logprobs` (a boolean) or completion `logprobs` (an integer, 0..=5).
-pub fn logprobs(m: &Map<String, Value>, chat: bool) -> Result<bool, ApiError> {
+/// Log-probabilities asked for: `None`, or `Some(k)`: the chosen token's
+/// and the `k` most likely alternatives'. Chat: `logprobs` (a boolean) and
+/// `top_logprobs` (0..=20, only with `logprobs: true`); completions:
+/// `logprobs` (an integer 0..=5, which is k).
+pub fn logprobs(m: &Map<String, Value>, chat: bool) -> Result<Option<usize>, ApiError> {
     if chat {
-        Ok(get_bool(m, "logprobs")?.unwrap_or(false))
+        let on = get_bool(m, "logprobs")?.unwrap_or(false);
+        match (on, get_uint(m, "top_logprobs")?) {
+            (_, Some(k)) if k > 20 => Err(ApiError::bad(
+                "top_logprobs",
+                "'top_logprobs' must be at most 20",
+            )),
+            (false, Some(k)) if k > 0 => Err(ApiError::bad(
+                "top_logprobs",
+                "'top_logprobs' needs 'logprobs': true",
+            )),
+            (false, _) => Ok(None),
+            (true, k) => Ok(Some(k.unwrap_or(0) as usize)),
+        }
     } else {
         match get_uint(m, "logprobs")? {
-            None => Ok(false),
-            Some(n) if n <= 5 => Ok(true),
+            None => Ok(None),
+            Some(n) if n <= 5 => Ok(Some(n as usize)),
             Some(_) => Err(ApiError::bad("logprobs", "'logprobs' must be at most 5")),
         }
     }

@@ -49,7 +49,9 @@ pub struct GenParams {
     pub max_tokens: usize,
     pub sampler: SamplerConfig,
     pub stop: Vec<String>,
-    pub logprobs: bool,
+    /// Log-probabilities to report: `Some(k)`, the chosen token's and the
+    /// `k` most likely tokens' (of the model's distribution at that step).
+    pub logprobs: Option<usize>,
     /// Keep generating past end-of-sequence ids (llama.cpp's `ignore_eos`).
     pub ignore_eos: bool,
 }
@@ -63,6 +65,9 @@ pub enum Event {
         id: Option<u32>,
         text: String,
         logprob: Option<f32>,
+        /// The most likely tokens and their log-probabilities, best first
+        /// (as many as asked for).
+        top: Vec<(u32, f32)>,
     },
     /// Generation ended.
     Done {
@@ -259,11 +264,29 @@ fn gone_or_late(job: &Job) -> Option<Event> {
     None
 }
 
-fn log_softmax_at(logits: &[f32], id: u32) -> Option<f32> {
-    let x = *logits.get(id as usize)?;
+/// log-softmax of `logits` at `id`, and the `k` largest entries' (best
+/// first, lower id first on ties).
+fn log_probs(logits: &[f32], id: u32, k: usize) -> (Option<f32>, Vec<(u32, f32)>) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    Some((x - max) - sum.ln() as f32)
+    let lse = max
+        + logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln() as f32;
+    let chosen = logits.get(id as usize).map(|&x| x - lse);
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() == k && top.last().is_some_and(|t| l <= t.1) {
+                continue;
+            }
+            let at = top.partition_point(|t| t.1 >= l);
+            top.insert(at, (i as u32, l));
+            top.truncate(k);
+        }
+    }
+    (chosen, top.into_iter().map(|(i, l)| (i, l - lse)).collect())
 }
 
 /// Bytes of `s` that could be the start of one of `stops` (held back).
@@ -335,10 +358,9 @@ impl GenRun {
         let Next::Token { id, piece } = next else {
             return Ok(Some("stop"));
         };
-        let logprob = if p.logprobs {
-            log_softmax_at(logits, id)
-        } else {
-            None
+        let (logprob, top) = match p.logprobs {
+            Some(k) => log_probs(logits, id, k),
+            None => (None, Vec::new()),
         };
         self.pending = Some(id);
         self.out.push_str(&piece);
@@ -365,6 +387,7 @@ impl GenRun {
                 id: Some(id),
                 text: piece,
                 logprob,
+                top,
             })
             .is_err()
         {
@@ -405,6 +428,7 @@ impl GenRun {
                             id: None,
                             text: self.out[self.sent..].to_string(),
                             logprob: None,
+                            top: Vec::new(),
                         });
                         self.sent = self.out.len();
                     }
@@ -666,7 +690,20 @@ impl<'a> Scheduler<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::partial_stop;
+    use super::{log_probs, partial_stop};
+
+    #[test]
+    fn top_log_probs_are_the_largest_best_first() {
+        let logits = [1.0f32, 3.0, 3.0, -2.0, 0.5];
+        let (chosen, top) = log_probs(&logits, 4, 3);
+        let lse = logits.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln() as f32;
+        assert!((chosen.unwrap() - (0.5 - lse)).abs() < 1e-6);
+        let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, vec![1, 2, 0], "ties: lower id first");
+        assert!((top[0].1 - (3.0 - lse)).abs() < 1e-6);
+        assert!(log_probs(&logits, 0, 0).1.is_empty());
+        assert_eq!(log_probs(&logits, 0, 9).1.len(), 5);
+    }
 
     #[test]
     fn held_back_stop_prefixes() {

@@ -39,7 +39,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use crate::chat_template::ChatTemplate;
@@ -435,6 +435,7 @@ struct Tok {
     id: Option<u32>,
     text: String,
     logprob: Option<f32>,
+    top: Vec<(u32, f32)>,
 }
 
 fn logprobs_json(kind: Kind, tok: &Tokenizer, toks: &[Tok]) -> Value {
@@ -442,7 +443,10 @@ fn logprobs_json(kind: Kind, tok: &Tokenizer, toks: &[Tok]) -> Value {
     match kind {
         Kind::Chat => json!({"content": real.iter().map(|t| {
             let id = t.id.unwrap_or(0);
-            json!({"token": tok.token_piece(id), "logprob": t.logprob, "bytes": tok.token_bytes(id), "top_logprobs": []})
+            let top: Vec<Value> = t.top.iter().map(|&(i, lp)| {
+                json!({"token": tok.token_piece(i), "logprob": lp, "bytes": tok.token_bytes(i)})
+            }).collect();
+            json!({"token": tok.token_piece(id), "logprob": t.logprob, "bytes": tok.token_bytes(id), "top_logprobs": top})
         }).collect::<Vec<_>>()}),
         Kind::Completion => {
             let mut off = 0usize;
@@ -454,7 +458,19 @@ fn logprobs_json(kind: Kind, tok: &Tokenizer, toks: &[Tok]) -> Value {
             json!({
                 "tokens": real.iter().map(|t| tok.token_piece(t.id.unwrap_or(0))).collect::<Vec<_>>(),
                 "token_logprobs": real.iter().map(|t| t.logprob).collect::<Vec<_>>(),
-                "top_logprobs": Value::Null,
+                "top_logprobs": if real.iter().all(|t| t.top.is_empty()) {
+                    Value::Null
+                } else {
+                    // One {piece: logprob} object per token (pieces that
+                    // repeat keep the best, as OpenAI's format can hold one).
+                    json!(real.iter().map(|t| {
+                        let mut o = Map::new();
+                        for &(i, lp) in &t.top {
+                            o.entry(tok.token_piece(i)).or_insert(json!(lp));
+                        }
+                        Value::Object(o)
+                    }).collect::<Vec<_>>())
+                },
                 "text_offset": offsets,
             })
         }
@@ -551,7 +567,17 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                 }
             };
             match ev {
-                Event::Token { id, text, logprob } => toks.push(Tok { id, text, logprob }),
+                Event::Token {
+                    id,
+                    text,
+                    logprob,
+                    top,
+                } => toks.push(Tok {
+                    id,
+                    text,
+                    logprob,
+                    top,
+                }),
                 Event::Error {
                     status,
                     kind,
@@ -562,7 +588,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                     usage,
                 } => {
                     let text: String = toks.iter().map(|t| t.text.as_str()).collect();
-                    let lp = if req.params.logprobs {
+                    let lp = if req.params.logprobs.is_some() {
                         logprobs_json(kind, &st.tok, &toks)
                     } else {
                         Value::Null
@@ -593,8 +619,11 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
     // the slot.
     let (stx, srx) = mpsc::channel::<Result<SseEvent, std::convert::Infallible>>(64);
     let tok = st.tok.clone();
-    let (return_tokens, logprobs, include_usage) =
-        (req.return_tokens, req.params.logprobs, req.include_usage);
+    let (return_tokens, logprobs, include_usage) = (
+        req.return_tokens,
+        req.params.logprobs.is_some(),
+        req.include_usage,
+    );
     tokio::spawn(async move {
         let send = |v: Value| {
             let stx = stx.clone();
@@ -624,11 +653,21 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                 }
             };
             match ev {
-                Event::Token { id, text, logprob } => {
+                Event::Token {
+                    id,
+                    text,
+                    logprob,
+                    top,
+                } => {
                     if text.is_empty() && !(return_tokens || logprobs) {
                         continue;
                     }
-                    let t = Tok { id, text, logprob };
+                    let t = Tok {
+                        id,
+                        text,
+                        logprob,
+                        top,
+                    };
                     let lp = if logprobs {
                         logprobs_json(kind, &tok, std::slice::from_ref(&t))
                     } else {
