@@ -940,3 +940,78 @@ fn top_logprobs_are_the_distributions_best() {
     }
     drop(h);
 }
+
+/// `GET /metrics` (Prometheus text) counts what the requests report, and
+/// every answer carries llama.cpp's `timings`.
+#[test]
+fn metrics_and_timings_count_what_happened() {
+    let h = start(model(), |_| {});
+    let (mut prompt, mut generated, mut cached) = (0, 0, 0);
+    for (i, text) in ["The falcon", "The falcon flies over the sea", "The falcon"]
+        .iter()
+        .enumerate()
+    {
+        let (status, v) = post(
+            &h,
+            "/v1/completions",
+            &json!({"prompt": text, "max_tokens": 3 + i, "temperature": 0, "ignore_eos": true}),
+        );
+        assert_eq!(status, 200, "{v}");
+        let u = &v["usage"];
+        let (p, g, c) = (
+            u["prompt_tokens"].as_u64().unwrap(),
+            u["completion_tokens"].as_u64().unwrap(),
+            u["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap(),
+        );
+        let t = &v["timings"];
+        assert_eq!(t["predicted_n"].as_u64(), Some(g), "{v}");
+        assert_eq!(t["prompt_n"].as_u64(), Some(p - c), "{v}");
+        assert!(t["predicted_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
+        prompt += p;
+        generated += g;
+        cached += c;
+    }
+    // One refused by the parser (not a scheduler request) changes nothing.
+    let (status, _) = post(&h, "/v1/completions", &json!({"prompt": "x", "tools": []}));
+    assert_eq!(status, 400);
+    let r = client()
+        .get(format!("http://{}/metrics", h.addr))
+        .send()
+        .expect("metrics");
+    assert!(r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/plain; version=0.0.4")));
+    let text = r.text().expect("text");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .parse()
+            .expect("number")
+    };
+    assert_eq!(value("mamba_gguf_prompt_tokens_total"), prompt as f64);
+    assert_eq!(value("mamba_gguf_generated_tokens_total"), generated as f64);
+    assert_eq!(
+        value("mamba_gguf_prompt_tokens_cached_total"),
+        cached as f64
+    );
+    assert_eq!(value("mamba_gguf_requests_total{outcome=\"length\"}"), 3.0);
+    assert_eq!(value("mamba_gguf_requests_total{outcome=\"error\"}"), 0.0);
+    assert_eq!(value("mamba_gguf_request_duration_seconds_count"), 3.0);
+    assert_eq!(
+        value("mamba_gguf_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        3.0
+    );
+    assert!(value("mamba_gguf_decode_seconds_total") > 0.0);
+    assert_eq!(value("mamba_gguf_slots_busy"), 0.0);
+    assert!(
+        value("mamba_gguf_cache_hits_total") >= 1.0,
+        "the repeated prompt hits"
+    );
+    assert!(cached > 0);
+    drop(h);
+}

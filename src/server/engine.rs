@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::metrics::{Finished, Metrics};
 use crate::generate::{Next, Sampling};
 use crate::model::Model;
 use crate::prefill::PrefillError;
@@ -73,6 +74,7 @@ pub enum Event {
     Done {
         finish_reason: &'static str,
         usage: Usage,
+        timings: Timings,
     },
     /// The job failed; `status` is an HTTP status.
     Error {
@@ -89,6 +91,16 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Prompt tokens whose state came from the cache.
     pub cached_tokens: usize,
+}
+
+/// Where a request's time went (llama.cpp's `timings`): prompt tokens
+/// read (cached ones not counted) and generated, and the time for each.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    pub prompt_n: usize,
+    pub prompt_ms: f64,
+    pub predicted_n: usize,
+    pub predicted_ms: f64,
 }
 
 /// One request for the scheduler.
@@ -109,7 +121,8 @@ pub struct EngineConfig {
 }
 
 struct Shared {
-    queue: Mutex<VecDeque<Job>>,
+    /// Jobs and when they arrived.
+    queue: Mutex<VecDeque<(Job, Instant)>>,
     cv: Condvar,
     cache: Mutex<PrefixCache>,
     shutdown: AtomicBool,
@@ -119,6 +132,7 @@ struct Shared {
     steps: AtomicU64,
     step_tokens: AtomicU64,
     max_batch: AtomicUsize,
+    metrics: Metrics,
     cfg: EngineConfig,
 }
 
@@ -169,6 +183,7 @@ impl Engine {
             steps: AtomicU64::new(0),
             step_tokens: AtomicU64::new(0),
             max_batch: AtomicUsize::new(0),
+            metrics: Metrics::default(),
             cfg: cfg.clone(),
         });
         let sh = shared.clone();
@@ -186,19 +201,30 @@ impl Engine {
     /// Queues a job, or refuses it when `queue` jobs already wait beyond the
     /// free slots.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
+        let rejected = || {
+            let f = Finished::default();
+            self.shared.metrics.request("rejected", &f);
+            Err(Busy)
+        };
         if self.thread.is_none() {
-            return Err(Busy);
+            return rejected();
         }
         let mut q = lock(&self.shared.queue);
-        q.retain(|j| !j.tx.is_closed());
+        q.retain(|(j, _)| !j.tx.is_closed());
         let idle = self.slots - self.shared.busy.load(Ordering::SeqCst).min(self.slots);
         if q.len() >= self.shared.cfg.queue + idle {
-            return Err(Busy);
+            drop(q);
+            return rejected();
         }
-        q.push_back(job);
+        q.push_back((job, Instant::now()));
         drop(q);
         self.shared.cv.notify_one();
         Ok(())
+    }
+
+    /// The request counters (for `/metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// The engine's counters now.
@@ -320,11 +346,23 @@ struct GenRun {
     /// Generation ended with this reason; the pending token is fed only to
     /// cache the state after the reply, then the job is done.
     finishing: Option<&'static str>,
+    /// When the job arrived, got its slot, and finished its prompt.
+    received: Instant,
+    admitted: Instant,
+    gen_start: Instant,
 }
 
 impl GenRun {
-    fn new(tokens: Vec<u32>, cached: usize, cfg: SamplerConfig) -> GenRun {
+    fn new(
+        tokens: Vec<u32>,
+        cached: usize,
+        cfg: SamplerConfig,
+        (received, admitted): (Instant, Instant),
+    ) -> GenRun {
         GenRun {
+            received,
+            admitted,
+            gen_start: Instant::now(),
             core: Sampling::new(Sampler::new(cfg), &tokens),
             tokens,
             cached,
@@ -453,12 +491,29 @@ impl GenRun {
                 .insert(&key, &all, session)
                 .map_err(|e| err(500, "server_error", e.to_string()))?;
         }
+        let now = Instant::now();
+        let f = Finished {
+            prompt_tokens: self.tokens.len(),
+            cached_tokens: self.cached,
+            generated_tokens: self.core.tokens().len(),
+            prefill: self.gen_start - self.admitted,
+            decode: now - self.gen_start,
+            total: now - self.received,
+        };
+        shared.metrics.request(finish, &f);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let _ = job.tx.send(Event::Done {
             finish_reason: finish,
             usage: Usage {
                 prompt_tokens: self.tokens.len(),
                 completion_tokens: self.core.tokens().len(),
                 cached_tokens: self.cached,
+            },
+            timings: Timings {
+                prompt_n: self.tokens.len() - self.cached.min(self.tokens.len()),
+                prompt_ms: ms(f.prefill),
+                predicted_n: f.generated_tokens,
+                predicted_ms: ms(f.decode),
             },
         });
         Ok(false)
@@ -474,6 +529,9 @@ enum Phase {
 struct Active {
     job: Job,
     phase: Phase,
+    /// When the job arrived and when it got its slot.
+    received: Instant,
+    admitted: Instant,
 }
 
 /// The scheduler thread's state: the slots' sessions and jobs.
@@ -504,6 +562,18 @@ impl<'a> Scheduler<'a> {
     fn free(&mut self, i: usize, ev: Option<Event>) {
         if let Some(a) = self.jobs.get_mut(i).and_then(|j| j.take()) {
             if let Some(ev) = ev {
+                if let Event::Error { status, .. } = &ev {
+                    let outcome = match status {
+                        499 => "client_closed",
+                        504 => "timeout",
+                        _ => "error",
+                    };
+                    let f = Finished {
+                        total: a.received.elapsed(),
+                        ..Finished::default()
+                    };
+                    self.shared.metrics.request(outcome, &f);
+                }
                 let _ = a.job.tx.send(ev);
             }
             self.shared.busy.fetch_sub(1, Ordering::SeqCst);
@@ -523,8 +593,9 @@ impl<'a> Scheduler<'a> {
                 return true;
             };
             match q.pop_front() {
-                Some(j) if j.tx.is_closed() => continue,
-                Some(job) => {
+                Some((j, _)) if j.tx.is_closed() => continue,
+                Some((job, received)) => {
+                    let admitted = Instant::now();
                     sh.busy.fetch_add(1, Ordering::SeqCst);
                     let session = &mut self.sessions[free];
                     match PrefillRun::start(
@@ -536,10 +607,20 @@ impl<'a> Scheduler<'a> {
                     ) {
                         Ok(run) => {
                             let phase = Phase::Prefill(run);
-                            self.jobs[free] = Some(Active { job, phase });
+                            self.jobs[free] = Some(Active {
+                                job,
+                                phase,
+                                received,
+                                admitted,
+                            });
                         }
                         Err(e) => {
                             let _ = job.tx.send(Event::from(e));
+                            let f = Finished {
+                                total: received.elapsed(),
+                                ..Finished::default()
+                            };
+                            sh.metrics.request("error", &f);
                             sh.busy.fetch_sub(1, Ordering::SeqCst);
                         }
                     }
@@ -620,6 +701,7 @@ impl<'a> Scheduler<'a> {
                 Some(Active {
                     job,
                     phase: Phase::Gen(g),
+                    ..
                 }) => {
                     g.pending = None;
                     g.advance(sh, &self.sessions[i], self.tok, job)
@@ -671,8 +753,12 @@ impl<'a> Scheduler<'a> {
                 run.finish()
                     .map_err(Event::from)
                     .and_then(|(tokens, cached)| {
-                        let mut g =
-                            Box::new(GenRun::new(tokens, cached, a.job.params.sampler.clone()));
+                        let mut g = Box::new(GenRun::new(
+                            tokens,
+                            cached,
+                            a.job.params.sampler.clone(),
+                            (a.received, a.admitted),
+                        ));
                         let r = g.advance(sh, session, tok, &a.job);
                         a.phase = Phase::Gen(g);
                         r

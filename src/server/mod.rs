@@ -25,6 +25,7 @@ pub mod api;
 /// The prompt cache (moved to the library root: `chat` uses it too).
 pub use crate::prefix_cache as cache;
 pub mod engine;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -218,6 +219,7 @@ fn router(state: Arc<AppState>) -> Router {
     let limit = state.cfg.max_body;
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
@@ -267,6 +269,21 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         "decode": {"steps": s.decode_steps, "tokens": s.decode_tokens, "max_batch": s.max_batch},
     }))
     .into_response()
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let text = st
+        .engine
+        .metrics()
+        .render(&st.engine.stats(), st.cfg.parallel.max(1));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn models(State(st): State<Arc<AppState>>) -> Response {
@@ -430,6 +447,29 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
+/// llama.cpp's `timings` object.
+fn timings_json(t: &engine::Timings) -> Value {
+    let per = |n: usize, ms: f64| {
+        if n > 0 {
+            (ms / n as f64, 1e3 * n as f64 / ms.max(1e-9))
+        } else {
+            (0.0, 0.0)
+        }
+    };
+    let (p_tok, p_sec) = per(t.prompt_n, t.prompt_ms);
+    let (g_tok, g_sec) = per(t.predicted_n, t.predicted_ms);
+    json!({
+        "prompt_n": t.prompt_n,
+        "prompt_ms": t.prompt_ms,
+        "prompt_per_token_ms": p_tok,
+        "prompt_per_second": p_sec,
+        "predicted_n": t.predicted_n,
+        "predicted_ms": t.predicted_ms,
+        "predicted_per_token_ms": g_tok,
+        "predicted_per_second": g_sec,
+    })
+}
+
 /// One generated token as the response reports it.
 struct Tok {
     id: Option<u32>,
@@ -586,6 +626,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                 Event::Done {
                     finish_reason,
                     usage,
+                    timings,
                 } => {
                     let text: String = toks.iter().map(|t| t.text.as_str()).collect();
                     let lp = if req.params.logprobs.is_some() {
@@ -608,8 +649,9 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                         choice["token_ids"] =
                             json!(toks.iter().filter_map(|t| t.id).collect::<Vec<_>>());
                     }
-                    return Json(meta.wrap(false, choice, Some(usage_json(&usage))))
-                        .into_response();
+                    let mut body = meta.wrap(false, choice, Some(usage_json(&usage)));
+                    body["timings"] = timings_json(&timings);
+                    return Json(body).into_response();
                 }
             }
         }
@@ -699,6 +741,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                 Event::Done {
                     finish_reason,
                     usage,
+                    timings,
                 } => {
                     let c = match kind {
                         Kind::Chat => {
@@ -711,7 +754,9 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                     // The usage also rides on the last choice chunk (as
                     // llama.cpp does); with include_usage, OpenAI's extra
                     // chunk with no choices follows.
-                    if !send(meta.wrap(true, c, Some(usage_json(&usage)))).await {
+                    let mut last = meta.wrap(true, c, Some(usage_json(&usage)));
+                    last["timings"] = timings_json(&timings);
+                    if !send(last).await {
                         return;
                     }
                     if include_usage
