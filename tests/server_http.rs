@@ -1015,3 +1015,65 @@ fn metrics_and_timings_count_what_happened() {
     assert!(cached > 0);
     drop(h);
 }
+
+/// `--api-key`: every endpoint but /health needs the Bearer key (401
+/// otherwise); `--cors-origin`: preflights from a listed origin are
+/// answered, other origins get no CORS headers.
+#[test]
+fn api_key_and_cors() {
+    let h = start(model(), |c| {
+        c.api_key = Some("sekret-1".into());
+        c.cors_origins = vec!["http://app.example".into()];
+    });
+    let c = client();
+    let url = |p: &str| format!("http://{}{p}", h.addr);
+    let body = json!({"prompt": "x", "max_tokens": 1});
+    let r = c.post(url("/v1/completions")).json(&body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["error"]["type"], "authentication_error", "{v}");
+    for bad in ["Bearer sekret-2", "Bearer sekret-1x", "sekret-1", "Bearer "] {
+        let r = c
+            .post(url("/v1/completions"))
+            .header("authorization", bad)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{bad}");
+    }
+    let r = c
+        .post(url("/v1/completions"))
+        .bearer_auth("sekret-1")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(c.get(url("/health")).send().unwrap().status().as_u16(), 200);
+    assert_eq!(
+        c.get(url("/metrics")).send().unwrap().status().as_u16(),
+        401
+    );
+    // CORS.
+    let pre = c
+        .request(reqwest::Method::OPTIONS, url("/v1/chat/completions"))
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    assert_eq!(
+        pre.headers().get("access-control-allow-origin").unwrap(),
+        "http://app.example"
+    );
+    let other = c
+        .get(url("/health"))
+        .header("origin", "http://evil.example")
+        .send()
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    drop(h);
+}

@@ -51,6 +51,13 @@ pub struct Args {
     /// A GPU backend maps it anyway (its weights live on the device).
     #[arg(long = "mmap")]
     pub mmap: bool,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health
+    /// (also from MAMBA_GGUF_API_KEY).
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// An origin browsers may call from (CORS); repeat for several, `*` for any.
+    #[arg(long = "cors-origin")]
+    pub cors_origin: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -73,6 +80,11 @@ pub fn run(args: Args) -> Result<()> {
         default_max_tokens: 256.min(args.max_tokens),
         timeout: Duration::from_secs(args.timeout.max(1)),
         model_name: name,
+        api_key: args
+            .api_key
+            .or_else(|| std::env::var("MAMBA_GGUF_API_KEY").ok())
+            .filter(|k| !k.is_empty()),
+        cors_origins: args.cors_origin,
     };
     let parallel = cfg.parallel;
     let device = model.backend().device();

@@ -72,6 +72,12 @@ pub struct ServerConfig {
     pub timeout: Duration,
     /// The id `/v1/models` lists (requests may name any model).
     pub model_name: String,
+    /// When set, every endpoint but `/health` needs
+    /// `Authorization: Bearer <key>` (else 401).
+    pub api_key: Option<String>,
+    /// Origins browsers may call from (CORS); `*` for any. Empty: no CORS
+    /// headers, so browsers on other origins are refused.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +94,8 @@ impl Default for ServerConfig {
             default_max_tokens: 256,
             timeout: Duration::from_secs(600),
             model_name: "mamba-gguf".into(),
+            api_key: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -217,7 +225,8 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
 
 fn router(state: Arc<AppState>) -> Router {
     let limit = state.cfg.max_body;
-    Router::new()
+    let cors = cors_layer(&state.cfg.cors_origins);
+    let router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
@@ -229,7 +238,74 @@ fn router(state: Arc<AppState>) -> Router {
             error_response(&ApiError::new(404, "not_found_error", "no such endpoint"))
         })
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+        .with_state(state);
+    match cors {
+        Some(c) => router.layer(c),
+        None => router,
+    }
+}
+
+/// `--api-key`: a Bearer token on every request but `/health` (and CORS
+/// preflights, which browsers send without credentials).
+async fn authorize(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(key) = st.cfg.api_key.as_deref() else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/health" || req.method() == axum::http::Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compared in constant time, so the answer's timing says nothing of the key.
+    let ok = given.is_some_and(|g| {
+        g.len() == key.len()
+            && g.bytes()
+                .zip(key.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        error_response(&ApiError {
+            status: 401,
+            message: "missing or wrong API key (Authorization: Bearer <key>)".into(),
+            kind: "authentication_error",
+            param: None,
+            code: Some("invalid_api_key"),
+        })
+    }
+}
+
+/// `--cors-origin`: the origins allowed, `*` for any.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
+    )
 }
 
 fn error_response(e: &ApiError) -> Response {
