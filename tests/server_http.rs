@@ -1077,3 +1077,129 @@ fn api_key_and_cors() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
     drop(h);
 }
+
+/// Ollama's API: version, tags, show, and generate / chat (NDJSON streamed
+/// by default, or one object) giving the same text as the OpenAI endpoints
+/// with the same settings; unsupported options and fields refused.
+#[test]
+fn ollama_api_answers_as_the_openai_one() {
+    let model = model();
+    let size = model.gguf().file_size();
+    let h = start(model, |_| {});
+    let c = client();
+    let url = |p: &str| format!("http://{}{p}", h.addr);
+    let v: Value = c.get(url("/api/version")).send().unwrap().json().unwrap();
+    assert!(v["version"].as_str().is_some(), "{v}");
+    let v: Value = c.get(url("/api/tags")).send().unwrap().json().unwrap();
+    assert_eq!(v["models"][0]["details"]["format"], "gguf", "{v}");
+    assert_eq!(v["models"][0]["size"].as_u64(), Some(size));
+    let (status, v) = post(&h, "/api/show", &json!({"model": "mamba-gguf"}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model_info"]["general.architecture"], "mamba", "{v}");
+
+    let opts = json!({"temperature": 0, "num_predict": 6, "repeat_penalty": 1.0});
+    // generate, raw, one object.
+    let (status, g) = post(
+        &h,
+        "/api/generate",
+        &json!({"model": "x", "prompt": "The falcon", "raw": true, "stream": false, "options": opts}),
+    );
+    assert_eq!(status, 200, "{g}");
+    let (_, o) = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "The falcon", "max_tokens": 6, "temperature": 0}),
+    );
+    assert_eq!(g["response"], o["choices"][0]["text"], "{g} vs {o}");
+    assert_eq!(g["done"], true);
+    assert_eq!(
+        g["eval_count"].as_u64(),
+        o["usage"]["completion_tokens"].as_u64()
+    );
+    assert!(
+        g["created_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 20),
+        "{g}"
+    );
+    // generate, streamed (the default): NDJSON lines adding up to the same text.
+    let r = c
+        .post(url("/api/generate"))
+        .json(&json!({"prompt": "The falcon", "raw": true, "options": opts}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers().get("content-type").unwrap(),
+        "application/x-ndjson"
+    );
+    let lines: Vec<Value> = r
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert!(lines.len() >= 2);
+    let text: String = lines
+        .iter()
+        .filter_map(|l| l["response"].as_str())
+        .collect();
+    assert_eq!(text, g["response"].as_str().unwrap());
+    assert_eq!(lines.last().unwrap()["done"], true);
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["done"] == false));
+    // chat, one object, as /v1/chat/completions.
+    let msgs =
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]);
+    let (status, oc) = post(
+        &h,
+        "/api/chat",
+        &json!({"messages": msgs, "stream": false, "options": opts}),
+    );
+    assert_eq!(status, 200, "{oc}");
+    let (_, ac) = post(
+        &h,
+        "/v1/chat/completions",
+        &json!({"messages": msgs, "max_tokens": 6, "temperature": 0}),
+    );
+    assert_eq!(
+        oc["message"]["content"],
+        ac["choices"][0]["message"]["content"]
+    );
+    assert_eq!(oc["message"]["role"], "assistant");
+    // Refused.
+    for (path, body, needle) in [
+        (
+            "/api/generate",
+            json!({"prompt": "x", "options": {"mirostat": 1}}),
+            "mirostat",
+        ),
+        (
+            "/api/generate",
+            json!({"prompt": "x", "format": "json"}),
+            "format",
+        ),
+        (
+            "/api/generate",
+            json!({"prompt": "x", "images": ["aGk="]}),
+            "images",
+        ),
+        (
+            "/api/chat",
+            json!({"messages": msgs, "tools": [{"type": "function"}]}),
+            "tools",
+        ),
+        ("/api/chat", json!({"messages": msgs, "bogus": 1}), "bogus"),
+        (
+            "/api/generate",
+            json!({"prompt": "x", "options": {"top_p": 3}}),
+            "top_p",
+        ),
+    ] {
+        let (status, v) = post(&h, path, &body);
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(needle)),
+            "{v}"
+        );
+    }
+    drop(h);
+}

@@ -26,6 +26,7 @@ pub mod api;
 pub use crate::prefix_cache as cache;
 pub mod engine;
 pub mod metrics;
+mod ollama;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,6 +128,8 @@ struct AppState {
     /// The backend and device the model runs on, for `/health`.
     backend: &'static str,
     device: String,
+    /// What Ollama's `/api/tags` and `/api/show` report.
+    ollama: ollama::ModelInfo,
 }
 
 /// A server running on its own threads; dropping the handle stops it.
@@ -178,6 +181,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
     })?;
     let (backend, device) = (model.backend().name(), model.backend().device());
     let vocab = model.hp.n_vocab;
+    let ollama = ollama::ModelInfo::of(&model);
     let engine = Engine::start(
         model,
         tok.clone(),
@@ -201,6 +205,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         next_id: AtomicU64::new(1),
         backend,
         device,
+        ollama,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -234,6 +239,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/api/version", get(ollama::version))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/chat", post(ollama::chat))
         .fallback(|| async {
             error_response(&ApiError::new(404, "not_found_error", "no such endpoint"))
         })
