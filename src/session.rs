@@ -183,6 +183,22 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
+    /// This session to `other`'s position (same model): the state copied
+    /// slot to slot on the device, the logits and position with it. A
+    /// server's `n > 1` forks one prefilled prompt into several slots this
+    /// way.
+    pub fn copy_from(&mut self, other: &Session<'m>) -> Result<()> {
+        if !std::ptr::eq(self.model, other.model) {
+            return Err(ModelError::ForeignState {
+                what: "the session to copy".into(),
+            });
+        }
+        self.model.copy_state(&other.slot, &self.slot)?;
+        self.logits.copy_from_slice(&other.logits);
+        self.n_past = other.n_past;
+        Ok(())
+    }
+
     /// A second session at this one's position: a new slot, the state
     /// copied on the device (no host round trip).
     pub fn fork(&self) -> Result<Session<'m>> {

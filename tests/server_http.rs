@@ -664,6 +664,7 @@ fn a_long_prefill_is_interleaved_with_decoding() {
         stop: Vec::new(),
         logprobs: None,
         ignore_eos: true,
+        n: 1,
     };
     // Both jobs send into one channel, so the events arrive in the order the
     // scheduler sent them, whatever this thread's timing.
@@ -1201,5 +1202,102 @@ fn ollama_api_answers_as_the_openai_one() {
             "{v}"
         );
     }
+    drop(h);
+}
+
+/// `n > 1`: the prompt is read once and forked into n slots decoding in the
+/// same batched steps; choice i samples with seed + i, so each equals a
+/// single request with that seed; greedy choices are all the greedy answer.
+#[test]
+fn n_choices_fork_one_prefill() {
+    let h = start(model(), |c| c.parallel = 4);
+    let base = json!({"prompt": "The falcon flies", "max_tokens": 6, "ignore_eos": true});
+    let with = |extra: Value| {
+        let mut b = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (status, v) = post(&h, "/v1/completions", &b);
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    let one = with(json!({"temperature": 0}));
+    let three = with(json!({"temperature": 0, "n": 3}));
+    let choices = three["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"].as_u64(), Some(i as u64));
+        assert_eq!(c["text"], one["choices"][0]["text"]);
+    }
+    assert_eq!(
+        three["usage"]["prompt_tokens"],
+        one["usage"]["prompt_tokens"]
+    );
+    assert_eq!(
+        three["usage"]["completion_tokens"].as_u64(),
+        one["usage"]["completion_tokens"].as_u64().map(|c| 3 * c)
+    );
+    // Sampled: choice i is the single answer with seed + i.
+    let many = with(json!({"temperature": 1.0, "seed": 40, "n": 3}));
+    let mut texts = Vec::new();
+    for i in 0..3u64 {
+        let single = with(json!({"temperature": 1.0, "seed": 40 + i}));
+        assert_eq!(
+            many["choices"][i as usize]["text"], single["choices"][0]["text"],
+            "choice {i}"
+        );
+        texts.push(single["choices"][0]["text"].as_str().unwrap().to_string());
+    }
+    texts.dedup();
+    assert!(texts.len() > 1, "three seeds, one text: {texts:?}");
+    // The choices were decoded in shared steps.
+    let health: Value = client()
+        .get(format!("http://{}/health", h.addr))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        health["decode"]["max_batch"].as_u64().unwrap() >= 3,
+        "{health}"
+    );
+    // Streamed: each index's pieces add up to its text.
+    let mut b = base.clone();
+    b["temperature"] = json!(1.0);
+    b["seed"] = json!(40);
+    b["n"] = json!(3);
+    b["stream"] = json!(true);
+    let body = client()
+        .post(format!("http://{}/v1/completions", h.addr))
+        .json(&b)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let mut got = [String::new(), String::new(), String::new()];
+    let mut finished = 0;
+    for line in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(line).unwrap();
+        for c in v["choices"].as_array().unwrap() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            got[i].push_str(c["text"].as_str().unwrap_or(""));
+            finished += usize::from(!c["finish_reason"].is_null());
+        }
+    }
+    assert_eq!(finished, 3);
+    for i in 0..3 {
+        assert_eq!(
+            got[i],
+            many["choices"][i]["text"].as_str().unwrap(),
+            "stream {i}"
+        );
+    }
+    // More choices than slots.
+    let (status, v) = post(&h, "/v1/completions", &json!({"prompt": "x", "n": 5}));
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["param"], "n");
     drop(h);
 }

@@ -57,6 +57,8 @@ pub struct Limits {
     pub default_max_tokens: usize,
     /// The model's vocabulary size (`logit_bias` ids must be below it).
     pub vocab: usize,
+    /// The most choices (`n`) one request may ask for: the slots.
+    pub max_n: usize,
 }
 
 /// Every field a request may carry. Each takes effect, or is a no-op by its
@@ -247,11 +249,19 @@ pub fn gen_params(
             ))
         }
     };
-    if let Some(n) = get_uint(m, "n")? {
-        if n != 1 {
-            return Err(ApiError::bad("n", "only n = 1 is supported"));
+    let n = match get_uint(m, "n")? {
+        None => 1,
+        Some(n) if n >= 1 && n as usize <= limits.max_n => n as usize,
+        Some(n) => {
+            return Err(ApiError::bad(
+                "n",
+                format!(
+                    "n is {n}; this server runs from 1 to {} choices at once (its --parallel)",
+                    limits.max_n
+                ),
+            ))
         }
-    }
+    };
     let temp = get_f32(m, "temperature", 0.0, 2.0)?.unwrap_or(1.0);
     let top_p = get_f32(m, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
     let min_p = get_f32(m, "min_p", 0.0, 1.0)?.unwrap_or(0.0);
@@ -311,6 +321,7 @@ pub fn gen_params(
         stop,
         logprobs,
         ignore_eos: get_bool(m, "ignore_eos")?.unwrap_or(false),
+        n,
     })
 }
 

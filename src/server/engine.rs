@@ -55,13 +55,20 @@ pub struct GenParams {
     pub logprobs: Option<usize>,
     /// Keep generating past end-of-sequence ids (llama.cpp's `ignore_eos`).
     pub ignore_eos: bool,
+    /// Continuations of the one prompt (OpenAI's `n`, at most the slots):
+    /// the prompt is prefilled once and its state forked into `n` slots
+    /// that decode in the same batched steps, choice `i` sampling with
+    /// seed + i.
+    pub n: usize,
 }
 
 /// What the scheduler reports about a job.
 #[derive(Clone, Debug)]
 pub enum Event {
-    /// A generated token and the text it completes (may be empty).
+    /// A generated token of choice `index` and the text it completes (may
+    /// be empty).
     Token {
+        index: usize,
         /// None for text held back by the decoder and flushed at the end.
         id: Option<u32>,
         text: String,
@@ -70,8 +77,10 @@ pub enum Event {
         /// (as many as asked for).
         top: Vec<(u32, f32)>,
     },
-    /// Generation ended.
+    /// Choice `index`'s generation ended (the job's, when every choice's
+    /// has).
     Done {
+        index: usize,
         finish_reason: &'static str,
         usage: Usage,
         timings: Timings,
@@ -346,6 +355,8 @@ struct GenRun {
     /// Generation ended with this reason; the pending token is fed only to
     /// cache the state after the reply, then the job is done.
     finishing: Option<&'static str>,
+    /// Which of the job's `n` choices this is.
+    index: usize,
     /// When the job arrived, got its slot, and finished its prompt.
     received: Instant,
     admitted: Instant,
@@ -356,10 +367,13 @@ impl GenRun {
     fn new(
         tokens: Vec<u32>,
         cached: usize,
-        cfg: SamplerConfig,
+        mut cfg: SamplerConfig,
+        index: usize,
         (received, admitted): (Instant, Instant),
     ) -> GenRun {
+        cfg.seed = cfg.seed.wrapping_add(index as u64);
         GenRun {
+            index,
             received,
             admitted,
             gen_start: Instant::now(),
@@ -422,6 +436,7 @@ impl GenRun {
         if job
             .tx
             .send(Event::Token {
+                index: self.index,
                 id: Some(id),
                 text: piece,
                 logprob,
@@ -463,6 +478,7 @@ impl GenRun {
                     self.out.push_str(&rest);
                     if self.sent < self.out.len() {
                         let _ = job.tx.send(Event::Token {
+                            index: self.index,
                             id: None,
                             text: self.out[self.sent..].to_string(),
                             logprob: None,
@@ -492,9 +508,11 @@ impl GenRun {
                 .map_err(|e| err(500, "server_error", e.to_string()))?;
         }
         let now = Instant::now();
+        // The prompt is counted with choice 0 only (it was read once).
+        let first = self.index == 0;
         let f = Finished {
-            prompt_tokens: self.tokens.len(),
-            cached_tokens: self.cached,
+            prompt_tokens: if first { self.tokens.len() } else { 0 },
+            cached_tokens: if first { self.cached } else { 0 },
             generated_tokens: self.core.tokens().len(),
             prefill: self.gen_start - self.admitted,
             decode: now - self.gen_start,
@@ -503,6 +521,7 @@ impl GenRun {
         shared.metrics.request(finish, &f);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let _ = job.tx.send(Event::Done {
+            index: self.index,
             finish_reason: finish,
             usage: Usage {
                 prompt_tokens: self.tokens.len(),
@@ -524,11 +543,19 @@ impl GenRun {
 enum Phase {
     Prefill(PrefillRun),
     Gen(Box<GenRun>),
+    /// A slot held for choice `index` of an `n > 1` job whose prompt
+    /// another slot is reading; it gets that slot's state when done.
+    Waiting {
+        index: usize,
+    },
 }
 
 struct Active {
     job: Job,
     phase: Phase,
+    /// The slots holding this job's other choices (on the slot that reads
+    /// the prompt; empty elsewhere and for n = 1).
+    siblings: Vec<usize>,
     /// When the job arrived and when it got its slot.
     received: Instant,
     admitted: Instant,
@@ -589,9 +616,20 @@ impl<'a> Scheduler<'a> {
             if sh.shutdown.load(Ordering::SeqCst) {
                 return false;
             }
-            let Some(free) = self.jobs.iter().position(|j| j.is_none()) else {
+            let free_slots: Vec<usize> = (0..self.jobs.len())
+                .filter(|&i| self.jobs[i].is_none())
+                .collect();
+            let Some(&free) = free_slots.first() else {
                 return true;
             };
+            // A job of n choices waits for n free slots (n <= slots, checked
+            // when it was parsed).
+            let want = q
+                .front()
+                .map_or(1, |(j, _)| j.params.n.clamp(1, self.jobs.len()));
+            if free_slots.len() < want && q.front().is_some_and(|(j, _)| !j.tx.is_closed()) {
+                return true;
+            }
             match q.pop_front() {
                 Some((j, _)) if j.tx.is_closed() => continue,
                 Some((job, received)) => {
@@ -606,10 +644,28 @@ impl<'a> Scheduler<'a> {
                         sh.cfg.max_prompt_tokens,
                     ) {
                         Ok(run) => {
+                            let n = job.params.n.clamp(1, self.jobs.len());
+                            let siblings: Vec<usize> = free_slots[1..n].to_vec();
+                            for (k, &j) in siblings.iter().enumerate() {
+                                sh.busy.fetch_add(1, Ordering::SeqCst);
+                                self.jobs[j] = Some(Active {
+                                    job: Job {
+                                        prompt: job.prompt.clone(),
+                                        params: job.params.clone(),
+                                        tx: job.tx.clone(),
+                                        deadline: job.deadline,
+                                    },
+                                    phase: Phase::Waiting { index: k + 1 },
+                                    siblings: Vec::new(),
+                                    received,
+                                    admitted,
+                                });
+                            }
                             let phase = Phase::Prefill(run);
                             self.jobs[free] = Some(Active {
                                 job,
                                 phase,
+                                siblings,
                                 received,
                                 admitted,
                             });
@@ -750,26 +806,63 @@ impl<'a> Scheduler<'a> {
             Ok(false) => return,
             Ok(true) => {
                 let run = std::mem::replace(run, PrefillRun::empty());
-                run.finish()
-                    .map_err(Event::from)
-                    .and_then(|(tokens, cached)| {
-                        let mut g = Box::new(GenRun::new(
-                            tokens,
-                            cached,
-                            a.job.params.sampler.clone(),
-                            (a.received, a.admitted),
-                        ));
-                        let r = g.advance(sh, session, tok, &a.job);
-                        a.phase = Phase::Gen(g);
-                        r
-                    })
+                run.finish().map_err(Event::from)
             }
             Err(e) => Err(Event::from(e)),
         };
-        match r {
-            Ok(true) => {}
-            Ok(false) => self.free(i, None),
-            Err(ev) => self.free(i, Some(ev)),
+        let siblings = std::mem::take(&mut a.siblings);
+        let (tokens, cached) = match r {
+            Ok(t) => t,
+            Err(ev) => {
+                for j in siblings {
+                    self.free(j, None);
+                }
+                self.free(i, Some(ev));
+                return;
+            }
+        };
+        // Every choice starts from the prompt's state: forked slot to slot.
+        let times = (a.received, a.admitted);
+        let mut starts = vec![(i, 0usize)];
+        for &j in &siblings {
+            if let Some(Active {
+                phase: Phase::Waiting { index },
+                ..
+            }) = &self.jobs[j]
+            {
+                starts.push((j, *index));
+            }
+        }
+        for &(j, index) in &starts {
+            if j != i {
+                let (lo, hi) = self.sessions.split_at_mut(i.max(j));
+                let (dst, src) = if j < i {
+                    (&mut lo[j], &hi[0])
+                } else {
+                    (&mut hi[0], &lo[i])
+                };
+                if let Err(e) = dst.copy_from(src) {
+                    self.free(j, Some(err(500, "server_error", e.to_string())));
+                    continue;
+                }
+            }
+            let Some(a) = self.jobs[j].as_mut() else {
+                continue;
+            };
+            let mut g = Box::new(GenRun::new(
+                tokens.clone(),
+                cached,
+                a.job.params.sampler.clone(),
+                index,
+                times,
+            ));
+            let r = g.advance(sh, &self.sessions[j], tok, &a.job);
+            a.phase = Phase::Gen(g);
+            match r {
+                Ok(true) => {}
+                Ok(false) => self.free(j, None),
+                Err(ev) => self.free(j, Some(ev)),
+            }
         }
     }
 }

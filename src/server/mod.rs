@@ -200,6 +200,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
             max_tokens: cfg.max_tokens,
             default_max_tokens: cfg.default_max_tokens.min(cfg.max_tokens),
             vocab,
+            max_n: cfg.parallel.max(1),
         },
         cfg,
         next_id: AtomicU64::new(1),
@@ -629,7 +630,11 @@ impl Meta {
             "model": self.model,
             "system_fingerprint": concat!("mamba-gguf-", env!("CARGO_PKG_VERSION")),
             "seed": self.seed,
-            "choices": if choice.is_null() { json!([]) } else { json!([choice]) },
+            "choices": match choice {
+                Value::Null => json!([]),
+                Value::Array(a) => Value::Array(a),
+                c => json!([c]),
+            },
         });
         if let Some(u) = usage {
             v["usage"] = u;
@@ -676,8 +681,10 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
         seed: req.params.sampler.seed,
     };
     let timeout = tokio::time::Instant::from_std(deadline);
+    let n_choices = req.params.n.max(1);
     if !req.stream {
-        let mut toks = Vec::new();
+        let mut toks: Vec<Vec<Tok>> = (0..n_choices).map(|_| Vec::new()).collect();
+        let mut done: Vec<Option<(&'static str, Usage, engine::Timings)>> = vec![None; n_choices];
         loop {
             let ev = match tokio::time::timeout_at(timeout, rx.recv()).await {
                 Ok(Some(ev)) => ev,
@@ -694,49 +701,77 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
             };
             match ev {
                 Event::Token {
+                    index,
                     id,
                     text,
                     logprob,
                     top,
-                } => toks.push(Tok {
-                    id,
-                    text,
-                    logprob,
-                    top,
-                }),
+                } => {
+                    if let Some(t) = toks.get_mut(index) {
+                        t.push(Tok {
+                            id,
+                            text,
+                            logprob,
+                            top,
+                        })
+                    }
+                }
                 Event::Error {
                     status,
                     kind,
                     message,
                 } => return error_response(&api_from_event(status, kind, message)),
                 Event::Done {
+                    index,
                     finish_reason,
                     usage,
                     timings,
                 } => {
-                    let text: String = toks.iter().map(|t| t.text.as_str()).collect();
-                    let lp = if req.params.logprobs.is_some() {
-                        logprobs_json(kind, &st.tok, &toks)
-                    } else {
-                        Value::Null
-                    };
-                    let mut choice = match kind {
-                        Kind::Chat => json!({
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "logprobs": lp,
-                            "finish_reason": finish_reason,
-                        }),
-                        Kind::Completion => json!({
-                            "index": 0, "text": text, "logprobs": lp, "finish_reason": finish_reason,
-                        }),
-                    };
-                    if req.return_tokens {
-                        choice["token_ids"] =
-                            json!(toks.iter().filter_map(|t| t.id).collect::<Vec<_>>());
+                    if let Some(d) = done.get_mut(index) {
+                        *d = Some((finish_reason, usage, timings));
                     }
-                    let mut body = meta.wrap(false, choice, Some(usage_json(&usage)));
-                    body["timings"] = timings_json(&timings);
+                    if done.iter().any(Option::is_none) {
+                        continue;
+                    }
+                    let mut choices = Vec::with_capacity(n_choices);
+                    let mut total = Usage::default();
+                    for (index, (toks, d)) in toks.iter().zip(&done).enumerate() {
+                        let Some((finish_reason, usage, _)) = d else {
+                            continue;
+                        };
+                        if index == 0 {
+                            total.prompt_tokens = usage.prompt_tokens;
+                            total.cached_tokens = usage.cached_tokens;
+                        }
+                        total.completion_tokens += usage.completion_tokens;
+                        let text: String = toks.iter().map(|t| t.text.as_str()).collect();
+                        let lp = if req.params.logprobs.is_some() {
+                            logprobs_json(kind, &st.tok, toks)
+                        } else {
+                            Value::Null
+                        };
+                        let mut choice = match kind {
+                            Kind::Chat => json!({
+                                "index": index,
+                                "message": {"role": "assistant", "content": text},
+                                "logprobs": lp,
+                                "finish_reason": finish_reason,
+                            }),
+                            Kind::Completion => json!({
+                                "index": index, "text": text, "logprobs": lp, "finish_reason": finish_reason,
+                            }),
+                        };
+                        if req.return_tokens {
+                            choice["token_ids"] =
+                                json!(toks.iter().filter_map(|t| t.id).collect::<Vec<_>>());
+                        }
+                        choices.push(choice);
+                    }
+                    let mut body =
+                        meta.wrap(false, Value::Array(choices), Some(usage_json(&total)));
+                    if let Some((_, _, t)) = &done[0] {
+                        body["timings"] = timings_json(t);
+                    }
                     return Json(body).into_response();
                 }
             }
@@ -762,11 +797,15 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
             }
         };
         if matches!(kind, Kind::Chat) {
-            let c = json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": Value::Null, "finish_reason": Value::Null});
-            if !send(meta.wrap(true, c, None)).await {
-                return;
+            for index in 0..n_choices {
+                let c = json!({"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": Value::Null, "finish_reason": Value::Null});
+                if !send(meta.wrap(true, c, None)).await {
+                    return;
+                }
             }
         }
+        let mut open = n_choices;
+        let mut total = Usage::default();
         loop {
             let next = tokio::select! {
                 r = tokio::time::timeout_at(timeout, rx.recv()) => r,
@@ -782,6 +821,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
             };
             match ev {
                 Event::Token {
+                    index,
                     id,
                     text,
                     logprob,
@@ -803,10 +843,10 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                     };
                     let mut c = match kind {
                         Kind::Chat => {
-                            json!({"index": 0, "delta": {"content": t.text}, "logprobs": lp, "finish_reason": Value::Null})
+                            json!({"index": index, "delta": {"content": t.text}, "logprobs": lp, "finish_reason": Value::Null})
                         }
                         Kind::Completion => {
-                            json!({"index": 0, "text": t.text, "logprobs": lp, "finish_reason": Value::Null})
+                            json!({"index": index, "text": t.text, "logprobs": lp, "finish_reason": Value::Null})
                         }
                     };
                     if return_tokens {
@@ -825,18 +865,32 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                     return;
                 }
                 Event::Done {
+                    index,
                     finish_reason,
                     usage,
                     timings,
                 } => {
                     let c = match kind {
                         Kind::Chat => {
-                            json!({"index": 0, "delta": {}, "logprobs": Value::Null, "finish_reason": finish_reason})
+                            json!({"index": index, "delta": {}, "logprobs": Value::Null, "finish_reason": finish_reason})
                         }
                         Kind::Completion => {
-                            json!({"index": 0, "text": "", "logprobs": Value::Null, "finish_reason": finish_reason})
+                            json!({"index": index, "text": "", "logprobs": Value::Null, "finish_reason": finish_reason})
                         }
                     };
+                    if index == 0 {
+                        total.prompt_tokens = usage.prompt_tokens;
+                        total.cached_tokens = usage.cached_tokens;
+                    }
+                    total.completion_tokens += usage.completion_tokens;
+                    open = open.saturating_sub(1);
+                    if open > 0 {
+                        if !send(meta.wrap(true, c, None)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    let usage = total;
                     // The usage also rides on the last choice chunk (as
                     // llama.cpp does); with include_usage, OpenAI's extra
                     // chunk with no choices follows.

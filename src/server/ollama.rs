@@ -263,6 +263,7 @@ fn options(m: &Map<String, Value>, st: &AppState) -> Result<GenParams, String> {
         stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
         logprobs: None,
         ignore_eos: false,
+        n: 1,
     })
 }
 
@@ -469,6 +470,7 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -
                     finish_reason,
                     usage,
                     timings,
+                    ..
                 })) => {
                     let v = last(&model, &text, finish_reason, usage.prompt_tokens, &timings);
                     return Json(v).into_response();
@@ -501,6 +503,7 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -
                     finish_reason,
                     usage,
                     timings,
+                    ..
                 })) => {
                     let _ = send(last(
                         &model,
