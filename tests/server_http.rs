@@ -1301,3 +1301,74 @@ fn n_choices_fork_one_prefill() {
     assert_eq!(v["error"]["param"], "n");
     drop(h);
 }
+
+/// `--cache-dir`: a restarted server answers a conversation's next turn from
+/// the state it cached on disk (the same answer as computing it afresh); a
+/// damaged file is dropped, never served.
+#[test]
+fn prompt_cache_on_disk_outlives_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model();
+    let with_dir = |c: &mut ServerConfig| {
+        c.cache_dir = Some(dir.path().to_path_buf());
+    };
+    let turn1 =
+        json!([{"role": "user", "content": "Tell me about falcons and the sea and the sky."}]);
+    let ask = |h: &ServerHandle, msgs: &Value| {
+        let (status, v) = post(
+            h,
+            "/v1/chat/completions",
+            &json!({"messages": msgs, "max_tokens": 5, "temperature": 0, "ignore_eos": true}),
+        );
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    let h = start(model.clone(), with_dir);
+    let a1 = ask(&h, &turn1);
+    drop(h);
+    let files = |d: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "mgstate"))
+            .collect()
+    };
+    assert!(!files(dir.path()).is_empty(), "states written to disk");
+    let reply = a1["choices"][0]["message"]["content"].as_str().unwrap();
+    let mut turn2 = turn1.as_array().unwrap().clone();
+    turn2.push(json!({"role": "assistant", "content": reply}));
+    turn2.push(json!({"role": "user", "content": "And owls?"}));
+    let turn2 = Value::Array(turn2);
+    // A fresh server with the same directory: the cached turn is reused.
+    let h = start(model.clone(), with_dir);
+    let warm = ask(&h, &turn2);
+    drop(h);
+    let cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(cached > 0, "{warm}");
+    // The same answer as a server with no cache at all.
+    let h = start(model.clone(), |c| c.cache_mb = 0);
+    let cold = ask(&h, &turn2);
+    drop(h);
+    assert_eq!(cold["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(warm["choices"][0]["message"], cold["choices"][0]["message"]);
+    // Damage every file: none is served, each is removed, answers stay right.
+    for f in files(dir.path()) {
+        let mut b = std::fs::read(&f).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x55;
+        std::fs::write(&f, b).unwrap();
+    }
+    let h = start(model, with_dir);
+    let again = ask(&h, &turn2);
+    drop(h);
+    assert_eq!(
+        again["usage"]["prompt_tokens_details"]["cached_tokens"], 0,
+        "{again}"
+    );
+    assert_eq!(
+        again["choices"][0]["message"],
+        cold["choices"][0]["message"]
+    );
+}

@@ -58,6 +58,13 @@ pub struct Args {
     /// An origin browsers may call from (CORS); repeat for several, `*` for any.
     #[arg(long = "cors-origin")]
     pub cors_origin: Vec<String>,
+    /// Keep prompt-cache states in this directory too, so a restarted server
+    /// still has them (checksummed; a damaged file is dropped, never served).
+    #[arg(long = "cache-dir")]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Disk budget of --cache-dir in MiB (least recently used removed first).
+    #[arg(long = "cache-disk-mb", default_value_t = 4096)]
+    pub cache_disk_mb: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -85,6 +92,8 @@ pub fn run(args: Args) -> Result<()> {
             .or_else(|| std::env::var("MAMBA_GGUF_API_KEY").ok())
             .filter(|k| !k.is_empty()),
         cors_origins: args.cors_origin,
+        cache_dir: args.cache_dir,
+        cache_disk_mb: args.cache_disk_mb,
     };
     let parallel = cfg.parallel;
     let device = model.backend().device();

@@ -231,6 +231,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Replaces the (empty) prompt cache, e.g. by one with a disk tier
+    /// ([`PrefixCache::with_disk`]).
+    pub fn set_cache(&self, cache: PrefixCache) {
+        *lock(&self.shared.cache) = cache;
+    }
+
     /// The request counters (for `/metrics`).
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics

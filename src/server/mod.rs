@@ -79,6 +79,10 @@ pub struct ServerConfig {
     /// Origins browsers may call from (CORS); `*` for any. Empty: no CORS
     /// headers, so browsers on other origins are refused.
     pub cors_origins: Vec<String>,
+    /// A directory keeping prefix states on disk across restarts, and its
+    /// budget in MiB.
+    pub cache_dir: Option<std::path::PathBuf>,
+    pub cache_disk_mb: u64,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +101,8 @@ impl Default for ServerConfig {
             model_name: "mamba-gguf".into(),
             api_key: None,
             cors_origins: Vec::new(),
+            cache_dir: None,
+            cache_disk_mb: 4096,
         }
     }
 }
@@ -116,6 +122,12 @@ pub enum ServerError {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(transparent)]
     Template(#[from] crate::chat_template::TemplateError),
+    #[error("cache directory {dir}: {source}")]
+    CacheDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 struct AppState {
@@ -181,6 +193,22 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
     })?;
     let (backend, device) = (model.backend().name(), model.backend().device());
     let vocab = model.hp.n_vocab;
+    let cache_bytes = cfg.cache_mb.saturating_mul(1 << 20);
+    let disk_cache = match &cfg.cache_dir {
+        Some(dir) => Some(
+            crate::prefix_cache::PrefixCache::with_disk(
+                cache_bytes,
+                dir,
+                cfg.cache_disk_mb.saturating_mul(1 << 20),
+                &model,
+            )
+            .map_err(|source| ServerError::CacheDir {
+                dir: dir.display().to_string(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let ollama = ollama::ModelInfo::of(&model);
     let engine = Engine::start(
         model,
@@ -192,6 +220,9 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
             max_prompt_tokens: cfg.max_prompt_tokens,
         },
     );
+    if let Some(c) = disk_cache {
+        engine.set_cache(c);
+    }
     let state = Arc::new(AppState {
         engine,
         tok,
