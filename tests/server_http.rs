@@ -1372,3 +1372,28 @@ fn prompt_cache_on_disk_outlives_the_server() {
         cold["choices"][0]["message"]
     );
 }
+
+/// `--warm`: the system prompt is in the prompt cache before the first
+/// request, whose answer is the one a cold server gives.
+#[test]
+fn warm_system_prompt_is_cached_before_the_first_request() {
+    let system = "You are a falcon expert. Answer in one short sentence about birds of prey.";
+    let msgs = json!([{"role": "system", "content": system}, {"role": "user", "content": "Hi"}]);
+    let body = json!({"messages": msgs, "max_tokens": 4, "temperature": 0, "ignore_eos": true});
+    let h = start(model(), |c| c.warm = Some(system.into()));
+    let (status, warm) = post(&h, "/v1/chat/completions", &body);
+    drop(h);
+    assert_eq!(status, 200, "{warm}");
+    assert!(
+        warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{warm}"
+    );
+    let h = start(model(), |_| {});
+    let (_, cold) = post(&h, "/v1/chat/completions", &body);
+    drop(h);
+    assert_eq!(cold["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(warm["choices"][0]["message"], cold["choices"][0]["message"]);
+}

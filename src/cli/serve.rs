@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::server::{self, ServerConfig};
 
@@ -65,6 +65,9 @@ pub struct Args {
     /// Disk budget of --cache-dir in MiB (least recently used removed first).
     #[arg(long = "cache-disk-mb", default_value_t = 4096)]
     pub cache_disk_mb: u64,
+    /// A system prompt (a text file) to read into the prompt cache at start.
+    #[arg(long = "warm")]
+    pub warm: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -75,26 +78,33 @@ pub fn run(args: Args) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let cfg = ServerConfig {
-        host: args.host,
-        port: args.port,
-        parallel: args.parallel.max(1),
-        queue: args.queue,
-        cache_mb: args.cache_mb,
-        max_body: args.max_body,
-        max_prompt_tokens: args.max_prompt_tokens,
-        max_tokens: args.max_tokens,
-        default_max_tokens: 256.min(args.max_tokens),
-        timeout: Duration::from_secs(args.timeout.max(1)),
-        model_name: name,
-        api_key: args
-            .api_key
-            .or_else(|| std::env::var("MAMBA_GGUF_API_KEY").ok())
-            .filter(|k| !k.is_empty()),
-        cors_origins: args.cors_origin,
-        cache_dir: args.cache_dir,
-        cache_disk_mb: args.cache_disk_mb,
-    };
+    let cfg =
+        ServerConfig {
+            host: args.host,
+            port: args.port,
+            parallel: args.parallel.max(1),
+            queue: args.queue,
+            cache_mb: args.cache_mb,
+            max_body: args.max_body,
+            max_prompt_tokens: args.max_prompt_tokens,
+            max_tokens: args.max_tokens,
+            default_max_tokens: 256.min(args.max_tokens),
+            timeout: Duration::from_secs(args.timeout.max(1)),
+            model_name: name,
+            api_key: args
+                .api_key
+                .or_else(|| std::env::var("MAMBA_GGUF_API_KEY").ok())
+                .filter(|k| !k.is_empty()),
+            cors_origins: args.cors_origin,
+            cache_dir: args.cache_dir,
+            cache_disk_mb: args.cache_disk_mb,
+            warm: match &args.warm {
+                Some(f) => Some(std::fs::read_to_string(f).with_context(|| {
+                    format!("--warm: cannot read {} as UTF-8 text", f.display())
+                })?),
+                None => None,
+            },
+        };
     let parallel = cfg.parallel;
     let device = model.backend().device();
     let handle = server::spawn(Arc::new(model), cfg)?;

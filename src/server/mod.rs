@@ -83,6 +83,9 @@ pub struct ServerConfig {
     /// budget in MiB.
     pub cache_dir: Option<std::path::PathBuf>,
     pub cache_disk_mb: u64,
+    /// A system prompt read into the prompt cache before the first request
+    /// (`--warm FILE`), so the first chat that starts with it skips it.
+    pub warm: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             cache_dir: None,
             cache_disk_mb: 4096,
+            warm: None,
         }
     }
 }
@@ -122,6 +126,8 @@ pub enum ServerError {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(transparent)]
     Template(#[from] crate::chat_template::TemplateError),
+    #[error("--warm: {0}")]
+    Warm(String),
     #[error("cache directory {dir}: {source}")]
     CacheDir {
         dir: String,
@@ -223,6 +229,9 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
     if let Some(c) = disk_cache {
         engine.set_cache(c);
     }
+    if let Some(system) = &cfg.warm {
+        warm(&engine, &template, system, cfg.timeout)?;
+    }
     let state = Arc::new(AppState {
         engine,
         tok,
@@ -258,6 +267,45 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         shutdown: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// Reads `system` (as a chat's system message when the model has a
+/// template) into the prompt cache: a job that generates nothing, whose
+/// prefill caches the state at the message's end.
+fn warm(
+    engine: &Engine,
+    template: &ChatTemplate,
+    system: &str,
+    timeout: Duration,
+) -> Result<(), ServerError> {
+    let (text, bounds) = template
+        .render_with_boundaries(&[crate::chat_template::Message::new("system", system)])
+        .map_err(|e| ServerError::Warm(e.to_string()))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let job = Job {
+        prompt: Prompt { text, bounds },
+        params: engine::GenParams {
+            max_tokens: 0,
+            sampler: crate::sampler::SamplerConfig::default(),
+            stop: Vec::new(),
+            logprobs: None,
+            ignore_eos: false,
+            n: 1,
+        },
+        tx,
+        deadline: Instant::now() + timeout,
+    };
+    engine
+        .submit(job)
+        .map_err(|_| ServerError::Warm("the scheduler did not take the job".into()))?;
+    loop {
+        match rx.blocking_recv() {
+            Some(Event::Done { .. }) => return Ok(()),
+            Some(Event::Error { message, .. }) => return Err(ServerError::Warm(message)),
+            Some(Event::Token { .. }) => {}
+            None => return Err(ServerError::Warm("the scheduler stopped".into())),
+        }
+    }
 }
 
 fn router(state: Arc<AppState>) -> Router {
