@@ -96,6 +96,17 @@ impl State {
         }
     }
 
+    /// Whether it has `hp`'s shape (layers, conv and SSM sizes).
+    pub fn fits(&self, hp: &Hparams) -> bool {
+        let conv = hp.d_conv.saturating_sub(1) * hp.d_inner;
+        let ssm = hp.d_inner * hp.d_state;
+        self.layers.len() == hp.n_layer
+            && self
+                .layers
+                .iter()
+                .all(|l| l.conv.len() == conv && l.ssm.len() == ssm)
+    }
+
     /// Back to the start of a sequence.
     pub fn reset(&mut self) {
         for l in &mut self.layers {

@@ -525,53 +525,41 @@ impl CudaBackend {
             self.view(&b.act[Act::Xc as usize], 0)?,
         );
         let (w, bias) = (self.view(&layer.conv_w, 0)?, self.view(&layer.conv_b, 0)?);
-        let per = e * (CONV_K - 1);
+        let (sh, st, ids) = self.mixer_rows(pool, e * (CONV_K - 1), rows, inner.slots)?;
+        let slots = state_slots(ids.as_deref(), &mut b.slot_ids);
+        ops::conv1d_silu(&self.dev, sh, &x, 2 * e, &w, &bias, &st, slots, &y, e)?;
+        Ok(())
+    }
+
+    /// A mixer launch's shape and state view for `rows`, each entry `per`
+    /// values: one slot's entry for a chunk, the whole pool and the slot ids
+    /// for a batch of sequences.
+    fn mixer_rows(
+        &self,
+        pool: &Buffer<f32>,
+        per: usize,
+        rows: Rows,
+        slots: usize,
+    ) -> Result<(MixerShape, View, Option<Vec<i32>>)> {
+        let e = self.hp.d_inner;
         match rows {
             Rows::Chunk { slot, t } => {
-                if slot >= inner.slots {
-                    return Err(bad_slot(slot, inner.slots));
+                if slot >= slots {
+                    return Err(bad_slot(slot, slots));
                 }
                 let st = self.dev.view(pool, slot * per, per)?;
-                let sh = MixerShape { e, t, seqs: 1 };
-                ops::conv1d_silu(
-                    &self.dev,
-                    sh,
-                    &x,
-                    2 * e,
-                    &w,
-                    &bias,
-                    &st,
-                    StateSlots::Consecutive,
-                    &y,
-                    e,
-                )?;
+                Ok((MixerShape { e, t, seqs: 1 }, st, None))
             }
             Rows::Seqs(ss) => {
-                let ids = slot_ids(ss, inner.slots)?;
+                let ids = slot_ids(ss, slots)?;
                 let sh = MixerShape {
                     e,
                     t: 1,
                     seqs: ss.len(),
                 };
-                let st = self.view(pool, 0)?;
-                ops::conv1d_silu(
-                    &self.dev,
-                    sh,
-                    &x,
-                    2 * e,
-                    &w,
-                    &bias,
-                    &st,
-                    StateSlots::Indexed {
-                        ids: &ids,
-                        buf: &mut b.slot_ids,
-                    },
-                    &y,
-                    e,
-                )?;
+                Ok((sh, self.view(pool, 0)?, Some(ids)))
             }
         }
-        Ok(())
     }
 
     pub(crate) fn dt_b_c_rms(&self, ws: &mut CudaScratch, t: usize) -> Result<()> {
@@ -652,37 +640,9 @@ impl CudaBackend {
             d: &d,
             dt_bias: &dt_bias,
         };
-        let per = e * n;
-        match rows {
-            Rows::Chunk { slot, t } => {
-                if slot >= inner.slots {
-                    return Err(bad_slot(slot, inner.slots));
-                }
-                let st = self.dev.view(pool, slot * per, per)?;
-                let sh = MixerShape { e, t, seqs: 1 };
-                ops::selective_scan(&self.dev, sh, &inp, &st, StateSlots::Consecutive, &y)?;
-            }
-            Rows::Seqs(ss) => {
-                let ids = slot_ids(ss, inner.slots)?;
-                let sh = MixerShape {
-                    e,
-                    t: 1,
-                    seqs: ss.len(),
-                };
-                let st = self.view(pool, 0)?;
-                ops::selective_scan(
-                    &self.dev,
-                    sh,
-                    &inp,
-                    &st,
-                    StateSlots::Indexed {
-                        ids: &ids,
-                        buf: &mut b.slot_ids,
-                    },
-                    &y,
-                )?;
-            }
-        }
+        let (sh, st, ids) = self.mixer_rows(pool, e * n, rows, inner.slots)?;
+        let slots = state_slots(ids.as_deref(), &mut b.slot_ids);
+        ops::selective_scan(&self.dev, sh, &inp, &st, slots, &y)?;
         Ok(())
     }
 
@@ -840,12 +800,7 @@ impl CudaBackend {
     pub(crate) fn write_slot(&self, slot: usize, st: &State) -> Result<()> {
         let (cw, sw) = self.state_widths();
         let (e, k1) = (self.hp.d_inner, self.hp.d_conv - 1);
-        let fits = st.layers.len() == self.hp.n_layer
-            && st
-                .layers
-                .iter()
-                .all(|l| l.conv.len() == cw && l.ssm.len() == sw);
-        if !fits {
+        if !st.fits(&self.hp) {
             return Err(ModelError::ForeignState {
                 what: "the state".into(),
             });
@@ -878,6 +833,15 @@ fn layer(inner: &Inner, l: usize) -> Result<&GpuLayer> {
     inner.layers.get(l).ok_or_else(|| ModelError::Backend {
         what: format!("no block {l} (the model has {})", inner.layers.len()),
     })
+}
+
+/// The kernels' state-slot argument: consecutive (one chunk's slot view) or
+/// the batch's ids, uploaded through `buf`.
+fn state_slots<'a>(ids: Option<&'a [i32]>, buf: &'a mut Buffer<i32>) -> StateSlots<'a> {
+    match ids {
+        Some(ids) => StateSlots::Indexed { ids, buf },
+        None => StateSlots::Consecutive,
+    }
 }
 
 /// A batch's slots as the kernels' ids, each checked against the pool.

@@ -536,12 +536,7 @@ impl CpuBackend {
 
     pub(crate) fn write_slot(&self, slot: usize, st: &State) -> Result<()> {
         let (cw, sw) = self.state_widths();
-        let fits = st.layers.len() == self.layers.len()
-            && st
-                .layers
-                .iter()
-                .all(|l| l.conv.len() == cw && l.ssm.len() == sw);
-        if !fits {
+        if !st.fits(&self.hp) {
             return Err(ModelError::ForeignState {
                 what: "the state".into(),
             });
