@@ -6,6 +6,8 @@
 pub mod backend;
 #[cfg(feature = "server")]
 pub mod chat_template;
+#[cfg(feature = "server")]
+pub mod constrain;
 pub mod error;
 pub mod generate;
 pub mod model;

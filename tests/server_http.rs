@@ -665,6 +665,7 @@ fn a_long_prefill_is_interleaved_with_decoding() {
         logprobs: None,
         ignore_eos: true,
         n: 1,
+        constraint: None,
     };
     // Both jobs send into one channel, so the events arrive in the order the
     // scheduler sent them, whatever this thread's timing.
@@ -733,7 +734,7 @@ fn every_request_field_is_applied_or_refused() {
         ),
         (
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
+            json!({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}),
             "response_format",
         ),
         (
@@ -1166,6 +1167,17 @@ fn ollama_api_answers_as_the_openai_one() {
         ac["choices"][0]["message"]["content"]
     );
     assert_eq!(oc["message"]["role"], "assistant");
+    // format: a schema constrains the output.
+    let (status, f) = post(
+        &h,
+        "/api/chat",
+        &json!({"messages": msgs, "stream": false, "options": {"num_predict": 40},
+                "format": {"type": "object", "properties": {"ok": {"type": "boolean"}},
+                           "required": ["ok"], "additionalProperties": false}}),
+    );
+    assert_eq!(status, 200, "{f}");
+    let parsed: Value = serde_json::from_str(f["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(parsed["ok"].is_boolean(), "{f}");
     // Refused.
     for (path, body, needle) in [
         (
@@ -1175,7 +1187,7 @@ fn ollama_api_answers_as_the_openai_one() {
         ),
         (
             "/api/generate",
-            json!({"prompt": "x", "format": "json"}),
+            json!({"prompt": "x", "format": "yaml"}),
             "format",
         ),
         (
@@ -1396,4 +1408,69 @@ fn warm_system_prompt_is_cached_before_the_first_request() {
     drop(h);
     assert_eq!(cold["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
     assert_eq!(warm["choices"][0]["message"], cold["choices"][0]["message"]);
+}
+
+/// Structured output through llguidance: a JSON schema, any JSON object, or
+/// a Lark grammar; whatever the (random-weight) model prefers, the output
+/// follows it; a schema or grammar that does not compile is a 400.
+#[test]
+fn structured_output_cannot_leave_the_grammar() {
+    let h = start(model(), |_| {});
+    let chat = |extra: Value| {
+        let mut b = json!({"messages": [{"role": "user", "content": "Answer with JSON."}],
+                           "max_tokens": 48, "temperature": 0.9, "seed": 3});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        post(&h, "/v1/chat/completions", &b)
+    };
+    let schema = json!({"type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}, "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["answer", "n"], "additionalProperties": false});
+    for seed in 0..4 {
+        let (status, v) = chat(json!({"seed": seed, "response_format":
+            {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}}));
+        assert_eq!(status, 200, "{v}");
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+        let parsed: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert!(
+            ["yes", "no"].contains(&parsed["answer"].as_str().unwrap()),
+            "{text}"
+        );
+        assert!(parsed["n"].as_u64().is_some_and(|n| n <= 9), "{text}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    }
+    // A Lark grammar, on the completions endpoint.
+    let (status, v) = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "Is it?", "max_tokens": 8, "grammar": "start: \"yes\" | \"no\" | \"maybe\""}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    assert!(["yes", "no", "maybe"].contains(&text), "{text:?}");
+    // Any JSON object (a bounded one: the model may ramble inside strings).
+    let (status, v) = chat(json!({"response_format": {"type": "json_object"}, "max_tokens": 200}));
+    assert_eq!(status, 200, "{v}");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    if v["choices"][0]["finish_reason"] == "stop" {
+        let parsed: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert!(parsed.is_object());
+    } else {
+        assert!(text.starts_with('{'), "{text:?}");
+    }
+    // Refused.
+    let (status, v) = chat(
+        json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "no-such-type"}}}}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "response_format");
+    let (status, v) = post(
+        &h,
+        "/v1/completions",
+        &json!({"prompt": "x", "grammar": "start: ("}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "grammar");
+    drop(h);
 }

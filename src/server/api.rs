@@ -85,13 +85,13 @@ const COMMON_FIELDS: &[&str] = &[
     "logprobs",
     "ignore_eos",
     "return_tokens",
+    "grammar",
     "user",
     "store",
     "metadata",
     "service_tier",
 ];
-/// Chat only (`response_format` only as `{"type": "text"}`, which asks for
-/// nothing more).
+/// Chat only.
 const CHAT_FIELDS: &[&str] = &["messages", "top_logprobs", "response_format"];
 /// Completions only: `echo` false, `best_of` 1 and an empty `suffix` ask
 /// for nothing more.
@@ -111,20 +111,14 @@ pub fn check_fields(m: &Map<String, Value>, chat: bool) -> Result<(), ApiError> 
                     "tool and function calling is not implemented"
                 }
                 "audio" | "modalities" => "this model reads and writes text only",
-                "grammar" | "json_schema" => "constrained decoding is not implemented",
+                "json_schema" => {
+                    "give a schema as response_format {\"type\": \"json_schema\", ...}"
+                }
                 _ => "this server does not implement it",
             };
             return Err(ApiError::bad(
                 k,
                 format!("unsupported parameter '{k}': {why}"),
-            ));
-        }
-    }
-    if let Some(rf) = opt(m, "response_format") {
-        if rf.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::bad(
-                "response_format",
-                "only response_format {\"type\": \"text\"} is supported (structured output is not implemented)",
             ));
         }
     }
@@ -141,6 +135,55 @@ pub fn check_fields(m: &Map<String, Value>, chat: bool) -> Result<(), ApiError> 
         ));
     }
     Ok(())
+}
+
+/// What the output must follow: `response_format` (`text`, `json_object`,
+/// `json_schema` with its `schema`) or a Lark `grammar`, not both.
+pub fn output_spec(m: &Map<String, Value>) -> Result<Option<crate::constrain::Spec>, ApiError> {
+    use crate::constrain::Spec;
+    let rf = match opt(m, "response_format") {
+        None => None,
+        Some(rf) => match rf.get("type").and_then(Value::as_str) {
+            Some("text") => None,
+            Some("json_object") => Some(Spec::JsonObject),
+            Some("json_schema") => {
+                let schema = rf
+                    .get("json_schema")
+                    .and_then(|j| j.get("schema"))
+                    .filter(|s| s.is_object())
+                    .ok_or_else(|| {
+                        ApiError::bad(
+                            "response_format",
+                            "json_schema needs {\"json_schema\": {\"schema\": {...}}}",
+                        )
+                    })?;
+                Some(Spec::JsonSchema(schema.clone()))
+            }
+            _ => {
+                return Err(ApiError::bad(
+                    "response_format",
+                    "response_format type must be text, json_object or json_schema",
+                ))
+            }
+        },
+    };
+    let grammar = match opt(m, "grammar") {
+        None => None,
+        Some(Value::String(g)) => Some(Spec::Lark(g.clone())),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "grammar",
+                "'grammar' must be a Lark grammar string",
+            ))
+        }
+    };
+    match (rf, grammar) {
+        (Some(_), Some(_)) => Err(ApiError::bad(
+            "grammar",
+            "give response_format or grammar, not both",
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 /// OpenAI's `logit_bias`: `{"<token id>": bias}`, bias in [-100, 100].
@@ -322,6 +365,7 @@ pub fn gen_params(
         logprobs,
         ignore_eos: get_bool(m, "ignore_eos")?.unwrap_or(false),
         n,
+        constraint: None,
     })
 }
 

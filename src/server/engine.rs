@@ -35,6 +35,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::metrics::{Finished, Metrics};
+use crate::constrain::Constraint;
 use crate::generate::{Next, Sampling};
 use crate::model::Model;
 use crate::prefill::PrefillError;
@@ -60,6 +61,8 @@ pub struct GenParams {
     /// that decode in the same batched steps, choice `i` sampling with
     /// seed + i.
     pub n: usize,
+    /// The grammar the output must follow (`response_format`, `grammar`).
+    pub constraint: Option<Constraint>,
 }
 
 /// What the scheduler reports about a job.
@@ -363,6 +366,9 @@ struct GenRun {
     finishing: Option<&'static str>,
     /// Which of the job's `n` choices this is.
     index: usize,
+    /// The grammar's state (this choice's own), and the logits it masks.
+    constraint: Option<Constraint>,
+    masked: Vec<f32>,
     /// When the job arrived, got its slot, and finished its prompt.
     received: Instant,
     admitted: Instant,
@@ -374,12 +380,14 @@ impl GenRun {
         tokens: Vec<u32>,
         cached: usize,
         mut cfg: SamplerConfig,
-        index: usize,
+        (index, constraint): (usize, Option<Constraint>),
         (received, admitted): (Instant, Instant),
     ) -> GenRun {
         cfg.seed = cfg.seed.wrapping_add(index as u64);
         GenRun {
             index,
+            constraint,
+            masked: Vec::new(),
             received,
             admitted,
             gen_start: Instant::now(),
@@ -409,13 +417,29 @@ impl GenRun {
             return Ok(Some("length"));
         }
         let logits = session.logits();
-        let next = self
-            .core
-            .next(logits, tok, p.ignore_eos)
-            .map_err(|e| err(500, "server_error", e.to_string()))?;
+        // A grammar: sample from the logits it allows (the reported
+        // logprobs stay the model's own distribution).
+        let next = match self.constraint.as_mut() {
+            Some(c) => {
+                if c.is_stopped() {
+                    return Ok(Some("stop"));
+                }
+                self.masked.clear();
+                self.masked.extend_from_slice(logits);
+                c.mask(&mut self.masked)
+                    .map_err(|e| err(500, "server_error", format!("grammar: {e}")))?;
+                self.core.next(&self.masked, tok, p.ignore_eos)
+            }
+            None => self.core.next(logits, tok, p.ignore_eos),
+        }
+        .map_err(|e| err(500, "server_error", e.to_string()))?;
         let Next::Token { id, piece } = next else {
             return Ok(Some("stop"));
         };
+        if let Some(c) = self.constraint.as_mut() {
+            c.consume(id)
+                .map_err(|e| err(500, "server_error", format!("grammar: {e}")))?;
+        }
         let (logprob, top) = match p.logprobs {
             Some(k) => log_probs(logits, id, k),
             None => (None, Vec::new()),
@@ -859,7 +883,7 @@ impl<'a> Scheduler<'a> {
                 tokens.clone(),
                 cached,
                 a.job.params.sampler.clone(),
-                index,
+                (index, a.job.params.constraint.clone()),
                 times,
             ));
             let r = g.advance(sh, &self.sessions[j], tok, &a.job);

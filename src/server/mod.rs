@@ -148,6 +148,8 @@ struct AppState {
     device: String,
     /// What Ollama's `/api/tags` and `/api/show` report.
     ollama: ollama::ModelInfo,
+    /// The vocabulary indexed for constrained decoding (or why it could not be).
+    grammars: Result<crate::constrain::Grammars, String>,
 }
 
 /// A server running on its own threads; dropping the handle stops it.
@@ -216,6 +218,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         None => None,
     };
     let ollama = ollama::ModelInfo::of(&model);
+    let grammars = crate::constrain::Grammars::new(&tok);
     let engine = Engine::start(
         model,
         tok.clone(),
@@ -247,6 +250,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         backend,
         device,
         ollama,
+        grammars,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -291,6 +295,7 @@ fn warm(
             logprobs: None,
             ignore_eos: false,
             n: 1,
+            constraint: None,
         },
         tx,
         deadline: Instant::now() + timeout,
@@ -577,7 +582,22 @@ fn parse_request(
         ));
     }
     let logprobs = api::logprobs(&m, chat)?;
-    let params = api::gen_params(&m, &st.limits, logprobs)?;
+    let mut params = api::gen_params(&m, &st.limits, logprobs)?;
+    if let Some(spec) = api::output_spec(&m)? {
+        let param = if matches!(spec, crate::constrain::Spec::Lark(_)) {
+            "grammar"
+        } else {
+            "response_format"
+        };
+        let grammars = st.grammars.as_ref().map_err(|e| {
+            ApiError::bad(param, format!("constrained decoding is unavailable: {e}"))
+        })?;
+        params.constraint = Some(
+            grammars
+                .compile(&spec)
+                .map_err(|e| ApiError::bad(param, format!("cannot compile the {param}: {e}")))?,
+        );
+    }
     let (stream, include_usage) = api::stream(&m)?;
     let return_tokens = api::get_bool(&m, "return_tokens")?.unwrap_or(false);
     Ok(Request {

@@ -264,6 +264,7 @@ fn options(m: &Map<String, Value>, st: &AppState) -> Result<GenParams, String> {
         logprobs: None,
         ignore_eos: false,
         n: 1,
+        constraint: None,
     })
 }
 
@@ -273,9 +274,7 @@ fn check_fields(m: &Map<String, Value>, accepted: &[&str]) -> Result<(), String>
     if let Some(bad) = m.keys().find(|k| !accepted.contains(&k.as_str())) {
         return Err(format!("unsupported field '{bad}'"));
     }
-    for k in [
-        "images", "format", "template", "context", "suffix", "tools", "think",
-    ] {
+    for k in ["images", "template", "context", "suffix", "tools", "think"] {
         let set = match m.get(k) {
             None | Some(Value::Null) | Some(Value::Bool(false)) => false,
             Some(Value::String(s)) => !s.is_empty(),
@@ -407,10 +406,29 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -
     };
     let parsed =
         check_fields(&m, accepted).and_then(|()| Ok((prompt_of(&st, &m, api)?, options(&m, &st)?)));
-    let (prompt, params) = match parsed {
+    let (prompt, mut params) = match parsed {
         Ok(p) => p,
         Err(e) => return error(400, e),
     };
+    // `format`: "json" or a JSON schema, through the same grammar engine.
+    let spec = match m.get("format") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) if f.is_empty() => None,
+        Some(Value::String(f)) if f == "json" => Some(crate::constrain::Spec::JsonObject),
+        Some(s @ Value::Object(_)) => Some(crate::constrain::Spec::JsonSchema(s.clone())),
+        Some(_) => return error(400, "'format' must be \"json\" or a JSON schema"),
+    };
+    if let Some(spec) = spec {
+        let compiled = st
+            .grammars
+            .as_ref()
+            .map_err(|e| e.clone())
+            .and_then(|g| g.compile(&spec));
+        match compiled {
+            Ok(c) => params.constraint = Some(c),
+            Err(e) => return error(400, format!("cannot compile the format: {e}")),
+        }
+    }
     if prompt.text.is_empty() && !st.tok.add_bos() {
         return error(400, "the prompt is empty");
     }

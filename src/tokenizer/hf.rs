@@ -63,6 +63,14 @@ impl HfBackend {
         self.bytes.len()
     }
 
+    /// Whether `id` is an added token marked special.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.tk
+            .get_added_tokens_decoder()
+            .get(&id)
+            .is_some_and(|t| t.special)
+    }
+
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
         let enc = self
             .tk

@@ -235,6 +235,15 @@ impl Tokenizer {
         out
     }
 
+    /// Whether `id` is a control token (`<|endoftext|>`, `>>TITLE<<`, ...):
+    /// never text a grammar may produce.
+    pub fn is_special(&self, id: u32) -> bool {
+        match &self.backend {
+            Backend::Vocab(v) => matches!(v.token_type(id), Some(bpe::TokenType::Control)),
+            Backend::Hf(h) => h.is_special(id),
+        }
+    }
+
     /// A display form: the token's bytes as text, invalid UTF-8 (a piece of a
     /// multi-byte character) shown as `<0xAB>` escapes.
     pub fn token_piece(&self, id: u32) -> String {
