@@ -54,6 +54,14 @@ pub enum TemplateError {
     Render(minijinja::Error),
 }
 
+/// The most minijinja instructions one render may run. A template comes from
+/// the model file, so a hostile one (nested loops over `range(100000)`)
+/// would otherwise hang the server; this ends such a render with an error
+/// well under a second. ChatML takes about a dozen instructions a message, so
+/// real conversations stay far below it. Recursion (macros, nesting) is
+/// bounded by minijinja's own limit of 500 levels.
+pub const RENDER_FUEL: u64 = 5_000_000;
+
 /// A compiled chat template with its special-token strings.
 pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
@@ -126,6 +134,7 @@ impl ChatTemplate {
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -228,5 +237,41 @@ mod tests {
             .expect_err("refused");
         assert!(err.to_string().contains("Only user and assistant"), "{err}");
         assert!(ChatTemplate::new("{% if %}", "", "").is_err());
+    }
+
+    /// Hostile templates end with an error, soon: a loop of 10^10 steps runs
+    /// out of fuel, unbounded recursion hits the recursion limit.
+    #[test]
+    fn hostile_templates_are_bounded() {
+        let msgs = [Message::new("user", "hi")];
+        let t0 = std::time::Instant::now();
+        let loops = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .expect("compiles");
+        let err = loops.render(&msgs, true).expect_err("runs out of fuel");
+        assert!(err.to_string().contains("fuel"), "{err}");
+        let rec = ChatTemplate::new(
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "",
+            "",
+        )
+        .expect("compiles");
+        let err = rec.render(&msgs, true).expect_err("recursion is bounded");
+        assert!(err.to_string().contains("recursion"), "{err}");
+        assert!(t0.elapsed().as_secs() < 20, "took {:?}", t0.elapsed());
+    }
+
+    /// The fuel still renders long real conversations.
+    #[test]
+    fn fuel_is_enough_for_long_conversations() {
+        let t = ChatTemplate::new(CHATML, "", "").expect("compiles");
+        let msgs: Vec<Message> = (0..20_000)
+            .map(|i| Message::new(if i % 2 == 0 { "user" } else { "assistant" }, "text"))
+            .collect();
+        let text = t.render(&msgs, true).expect("renders within the fuel");
+        assert_eq!(text.matches("<|im_start|>").count(), 20_001);
     }
 }

@@ -47,6 +47,8 @@ pub enum Finish {
     Eos,
     /// `max_tokens` were generated.
     Length,
+    /// An error ended generation (the iterator yielded it as `Err`).
+    Error,
 }
 
 /// What [`Sampling::next`] chose.
@@ -212,7 +214,7 @@ impl Iterator for Generate<'_, '_> {
             Ok(Some(s)) => Some(Ok(s)),
             Ok(None) => None,
             Err(e) => {
-                self.finish = Some(Finish::Length);
+                self.finish = Some(Finish::Error);
                 Some(Err(e))
             }
         }

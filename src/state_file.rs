@@ -30,7 +30,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::io::Write;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -245,7 +244,7 @@ fn io_err(path: &Path, source: std::io::Error) -> StateFileError {
 }
 
 /// Writes the session's state to `path` (a temporary file beside it, then
-/// renamed).
+/// renamed: a crash never leaves a partial file at `path`).
 pub fn save(path: impl AsRef<Path>, session: &Session) -> Result<(), StateFileError> {
     save_with_note(path, session, "")
 }
@@ -262,25 +261,9 @@ pub fn save_with_note(
         source,
     })?;
     let bytes = encode(session.model(), &snap, note);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
-    })
+    // Temp file `.NAME.tmp-<pid>-<random>` beside it, renamed when whole;
+    // orphans of killed runs are removed first (gguf::tmpfile).
+    gguf::tmpfile::write_atomic(path, &bytes).map_err(|e| io_err(path, e))
 }
 
 /// Reads a state file into `session` (which must be of the same model). On

@@ -220,3 +220,29 @@ fn an_unknown_device_is_refused_with_the_choices() {
         .expect_err("refused");
     assert!(matches!(e, ModelError::Device { .. }), "{e}");
 }
+
+/// An error during generation ends it with `Finish::Error`, never with
+/// `Finish::Length` (which would read as "max tokens reached"): here the
+/// prompt holds a token outside the vocabulary, so prefill fails.
+#[test]
+fn a_generation_error_finishes_as_an_error() {
+    use mamba_gguf::generate::{Finish, Generate};
+    use mamba_gguf::tokenizer::Tokenizer;
+    use mamba_gguf::{Sampler, SamplerConfig, Session};
+    let model = Model::load(tiny()).expect("fixture loads");
+    let tok = Tokenizer::from_gguf(model.gguf()).expect("tokenizer");
+    let bad = u32::try_from(model.hp.n_vocab).expect("vocab fits u32") + 5;
+    let mut session = Session::new(&model);
+    let greedy = SamplerConfig {
+        temp: 0.0,
+        ..SamplerConfig::default()
+    };
+    let mut gen = Generate::new(&mut session, &tok, Sampler::new(greedy), &[1, bad], 8);
+    assert!(
+        matches!(gen.next(), Some(Err(_))),
+        "the bad prompt is an error"
+    );
+    assert_eq!(gen.finish(), Some(Finish::Error));
+    assert!(gen.next().is_none(), "nothing after the error");
+    assert_eq!(gen.finish(), Some(Finish::Error));
+}

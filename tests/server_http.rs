@@ -654,7 +654,8 @@ fn a_long_prefill_is_interleaved_with_decoding() {
             cache_bytes: 0,
             max_prompt_tokens: 100_000,
         },
-    );
+    )
+    .expect("scheduler starts");
     let params = |n: usize| GenParams {
         max_tokens: n,
         sampler: SamplerConfig {

@@ -1,6 +1,10 @@
 //! The official `openai` Python client against the server
-//! (scripts/openai_client/check.py). Skipped, with a notice, when `python3`
-//! cannot import `openai` (set MAMBA_GGUF_PYTHON to use another interpreter).
+//! (scripts/openai_client/check.py). When `python3` cannot import `openai`
+//! (set MAMBA_GGUF_PYTHON to use another interpreter) it prints `SKIPPED:`,
+//! and fails under CI=true (CI installs openai).
+
+#[path = "support/skip.rs"]
+mod skip;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,7 +23,10 @@ fn official_openai_client() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("SKIP: {py} cannot import openai (pip install openai to run this check)");
+        skip::skip_or_fail(
+            "official_openai_client",
+            &format!("{py} cannot import openai (pip install openai to run this check)"),
+        );
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -1,9 +1,11 @@
 //! An independent reader: the `gguf` Python package (gguf-py) reads our files
-//! and dequantizes every tensor; its values must equal ours. Skipped with a
-//! notice when no Python with `gguf` and `numpy` is found ($MAMBA_GGUF_PYTHON,
-//! then python3, then /work/venv/bin/python).
+//! and dequantizes every tensor; its values must equal ours. When no Python
+//! with `gguf` and `numpy` is found ($MAMBA_GGUF_PYTHON, then python3) it
+//! prints `SKIPPED:`, and fails under CI=true (CI installs both).
 
 mod common;
+#[path = "../../tests/support/skip.rs"]
+mod skip;
 
 use std::process::Command;
 
@@ -17,7 +19,6 @@ fn python() -> Option<String> {
         cands.push(p);
     }
     cands.push("python3".into());
-    cands.push("/work/venv/bin/python".into());
     cands.into_iter().find(|p| {
         Command::new(p)
             .args(["-c", "import gguf, numpy"])
@@ -30,7 +31,10 @@ fn python() -> Option<String> {
 #[test]
 fn gguf_py_reads_and_dequantizes_our_files_like_we_do() {
     let Some(py) = python() else {
-        eprintln!("NOTICE: skipped: no python with `gguf` and `numpy` (pip install gguf numpy)");
+        skip::skip_or_fail(
+            "gguf_py_reads_and_dequantizes_our_files_like_we_do",
+            "no python with `gguf` and `numpy` (pip install gguf numpy, or set MAMBA_GGUF_PYTHON)",
+        );
         return;
     };
     let script = root().join("convert/tests/py/gguf_dequant.py");

@@ -28,6 +28,7 @@
 pub mod error;
 pub mod reader;
 pub mod tensor;
+pub mod tmpfile;
 pub mod value;
 pub mod writer;
 

@@ -3,7 +3,7 @@
 //! folder that is renamed over the target only when complete.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -87,7 +87,8 @@ fn array_depth(a: &Array) -> usize {
 
 impl GgufWriter {
     /// Validates the metadata and tensor list, computes every tensor's offset
-    /// and writes the header to `<dir>/.<file name>.tmp-<pid>`.
+    /// and writes the header to a new temp file `<dir>/.<file name>.tmp-<pid>-<random>`
+    /// (removing those of processes that died mid-write).
     pub fn create(
         path: impl AsRef<Path>,
         metadata: &[(String, Value)],
@@ -174,28 +175,19 @@ impl GgufWriter {
         head.extend_from_slice(&infos);
         pad(&mut head, alignment);
 
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| bad("the output path has no file name".into()))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp_path = dir.join(format!(
-            ".{}.tmp-{}",
-            file_name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
-            .map_err(|e| GgufError::Io {
-                path: tmp_path.clone(),
-                op: "cannot create the temp file".into(),
-                source: e,
-            })?;
+        if path.file_name().is_none() {
+            return Err(bad("the output path has no file name".into()));
+        }
+        // A temp file `.NAME.tmp-<pid>-<random>` beside the target; orphans
+        // of killed runs are removed first (see crate::tmpfile).
+        let (tmp_path, file) = crate::tmpfile::create_temp(&path).map_err(|e| GgufError::Io {
+            path: crate::tmpfile::parent_dir(&path),
+            op: format!(
+                "cannot create a temp file for {}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            source: e,
+        })?;
         let mut w = GgufWriter {
             path,
             tmp_path,
@@ -359,12 +351,7 @@ impl GgufWriter {
             source: e,
         })?;
         self.finished = true;
-        // Make the rename durable; some filesystems cannot sync a directory.
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        crate::tmpfile::sync_dir(&self.path);
         Ok(self.written)
     }
 }

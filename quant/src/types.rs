@@ -49,65 +49,101 @@ pub enum GgmlType {
     Q2_0 = 42,
 }
 
-/// (type, name, values per block, bytes per block)
-const TABLE: &[(GgmlType, &str, usize, usize)] = &[
-    (GgmlType::F32, "F32", 1, 4),
-    (GgmlType::F16, "F16", 1, 2),
-    (GgmlType::Q4_0, "Q4_0", 32, 18),
-    (GgmlType::Q4_1, "Q4_1", 32, 20),
-    (GgmlType::Q5_0, "Q5_0", 32, 22),
-    (GgmlType::Q5_1, "Q5_1", 32, 24),
-    (GgmlType::Q8_0, "Q8_0", 32, 34),
-    (GgmlType::Q8_1, "Q8_1", 32, 36),
-    (GgmlType::Q2_K, "Q2_K", 256, 84),
-    (GgmlType::Q3_K, "Q3_K", 256, 110),
-    (GgmlType::Q4_K, "Q4_K", 256, 144),
-    (GgmlType::Q5_K, "Q5_K", 256, 176),
-    (GgmlType::Q6_K, "Q6_K", 256, 210),
-    (GgmlType::Q8_K, "Q8_K", 256, 292),
-    (GgmlType::IQ2_XXS, "IQ2_XXS", 256, 66),
-    (GgmlType::IQ2_XS, "IQ2_XS", 256, 74),
-    (GgmlType::IQ3_XXS, "IQ3_XXS", 256, 98),
-    (GgmlType::IQ1_S, "IQ1_S", 256, 50),
-    (GgmlType::IQ4_NL, "IQ4_NL", 32, 18),
-    (GgmlType::IQ3_S, "IQ3_S", 256, 110),
-    (GgmlType::IQ2_S, "IQ2_S", 256, 82),
-    (GgmlType::IQ4_XS, "IQ4_XS", 256, 136),
-    (GgmlType::I8, "I8", 1, 1),
-    (GgmlType::I16, "I16", 1, 2),
-    (GgmlType::I32, "I32", 1, 4),
-    (GgmlType::I64, "I64", 1, 8),
-    (GgmlType::F64, "F64", 1, 8),
-    (GgmlType::IQ1_M, "IQ1_M", 256, 56),
-    (GgmlType::BF16, "BF16", 1, 2),
-    (GgmlType::TQ1_0, "TQ1_0", 256, 54),
-    (GgmlType::TQ2_0, "TQ2_0", 256, 66),
-    (GgmlType::MXFP4, "MXFP4", 32, 17),
-    // ggml 0c1e570 (ggml-common.h): 4 E4M3 sub-block scales + 32 nibble
-    // bytes; fp16 d + 1 bit per value; fp16 d + 2 bits per value.
-    (GgmlType::NVFP4, "NVFP4", 64, 36),
-    (GgmlType::Q1_0, "Q1_0", 128, 18),
-    (GgmlType::Q2_0, "Q2_0", 64, 18),
+/// Every known type, in id order (for id and name look-ups and `all`).
+const ALL: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q8_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_K,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ1_S,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ3_S,
+    GgmlType::IQ2_S,
+    GgmlType::IQ4_XS,
+    GgmlType::I8,
+    GgmlType::I16,
+    GgmlType::I32,
+    GgmlType::I64,
+    GgmlType::F64,
+    GgmlType::IQ1_M,
+    GgmlType::BF16,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
+    GgmlType::MXFP4,
+    GgmlType::NVFP4,
+    GgmlType::Q1_0,
+    GgmlType::Q2_0,
 ];
 
 impl GgmlType {
     /// The type for a ggml type id, or `None` for an id ggml never assigned
     /// (or retired, such as 4, 5 and 31-33).
     pub fn from_id(id: u32) -> Option<Self> {
-        TABLE.iter().find(|e| e.0 as u32 == id).map(|e| e.0)
+        ALL.iter().copied().find(|t| t.id() == id)
     }
 
     /// Parse a type name as ggml prints it ("Q4_K", "f16", case-insensitive).
     pub fn from_name(name: &str) -> Option<Self> {
-        TABLE
-            .iter()
-            .find(|e| e.1.eq_ignore_ascii_case(name))
-            .map(|e| e.0)
+        ALL.iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
-    fn entry(self) -> &'static (GgmlType, &'static str, usize, usize) {
-        // Every variant is in TABLE (checked by a test).
-        TABLE.iter().find(|e| e.0 == self).unwrap_or(&TABLE[0])
+    /// (name, values per block, bytes per block). An exhaustive match: a new
+    /// variant without its sizes does not compile (no silent fallback).
+    /// ggml 0c1e570 for NVFP4 (4 E4M3 sub-block scales + 32 nibble bytes),
+    /// Q1_0 (fp16 d + 1 bit per value) and Q2_0 (fp16 d + 2 bits per value).
+    const fn entry(self) -> (&'static str, usize, usize) {
+        match self {
+            GgmlType::F32 => ("F32", 1, 4),
+            GgmlType::F16 => ("F16", 1, 2),
+            GgmlType::Q4_0 => ("Q4_0", 32, 18),
+            GgmlType::Q4_1 => ("Q4_1", 32, 20),
+            GgmlType::Q5_0 => ("Q5_0", 32, 22),
+            GgmlType::Q5_1 => ("Q5_1", 32, 24),
+            GgmlType::Q8_0 => ("Q8_0", 32, 34),
+            GgmlType::Q8_1 => ("Q8_1", 32, 36),
+            GgmlType::Q2_K => ("Q2_K", 256, 84),
+            GgmlType::Q3_K => ("Q3_K", 256, 110),
+            GgmlType::Q4_K => ("Q4_K", 256, 144),
+            GgmlType::Q5_K => ("Q5_K", 256, 176),
+            GgmlType::Q6_K => ("Q6_K", 256, 210),
+            GgmlType::Q8_K => ("Q8_K", 256, 292),
+            GgmlType::IQ2_XXS => ("IQ2_XXS", 256, 66),
+            GgmlType::IQ2_XS => ("IQ2_XS", 256, 74),
+            GgmlType::IQ3_XXS => ("IQ3_XXS", 256, 98),
+            GgmlType::IQ1_S => ("IQ1_S", 256, 50),
+            GgmlType::IQ4_NL => ("IQ4_NL", 32, 18),
+            GgmlType::IQ3_S => ("IQ3_S", 256, 110),
+            GgmlType::IQ2_S => ("IQ2_S", 256, 82),
+            GgmlType::IQ4_XS => ("IQ4_XS", 256, 136),
+            GgmlType::I8 => ("I8", 1, 1),
+            GgmlType::I16 => ("I16", 1, 2),
+            GgmlType::I32 => ("I32", 1, 4),
+            GgmlType::I64 => ("I64", 1, 8),
+            GgmlType::F64 => ("F64", 1, 8),
+            GgmlType::IQ1_M => ("IQ1_M", 256, 56),
+            GgmlType::BF16 => ("BF16", 1, 2),
+            GgmlType::TQ1_0 => ("TQ1_0", 256, 54),
+            GgmlType::TQ2_0 => ("TQ2_0", 256, 66),
+            GgmlType::MXFP4 => ("MXFP4", 32, 17),
+            GgmlType::NVFP4 => ("NVFP4", 64, 36),
+            GgmlType::Q1_0 => ("Q1_0", 128, 18),
+            GgmlType::Q2_0 => ("Q2_0", 64, 18),
+        }
     }
 
     /// ggml's numeric type id.
@@ -117,17 +153,17 @@ impl GgmlType {
 
     /// ggml's name for the type ("Q4_K").
     pub fn name(self) -> &'static str {
-        self.entry().1
+        self.entry().0
     }
 
     /// Values per block (1 for plain float/int types).
     pub fn block_size(self) -> usize {
-        self.entry().2
+        self.entry().1
     }
 
     /// Bytes per block.
     pub fn type_size(self) -> usize {
-        self.entry().3
+        self.entry().2
     }
 
     /// Bytes taken by a row of `n` values, or `None` when `n` is not a
@@ -160,7 +196,7 @@ impl GgmlType {
 
     /// Every known type, in id order.
     pub fn all() -> impl Iterator<Item = GgmlType> {
-        TABLE.iter().map(|e| e.0)
+        ALL.iter().copied()
     }
 }
 
@@ -185,5 +221,30 @@ mod tests {
         assert_eq!(GgmlType::Q4_K.row_bytes(4096), Some(16 * 144));
         assert_eq!(GgmlType::Q4_0.row_bytes(33), None);
         assert_eq!(GgmlType::BF16.id(), 30);
+    }
+
+    /// Each type has its own name and sizes, never another type's (the old
+    /// table look-up fell back to F32's row for a type missing from it), and
+    /// every id in ggml's range that maps to a type maps back to itself.
+    #[test]
+    fn every_type_has_its_own_entry() {
+        let all: Vec<GgmlType> = GgmlType::all().collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a.name(), b.name(), "{a:?} and {b:?} share a name");
+            }
+            if *a != GgmlType::F32 {
+                assert_ne!(a.name(), "F32", "{a:?}");
+            }
+        }
+        for id in 0..=64 {
+            if let Some(t) = GgmlType::from_id(id) {
+                assert_eq!(t.id(), id);
+            }
+        }
+        assert_eq!(all.len(), 35);
+        assert_eq!(GgmlType::Q2_0.block_size(), 64);
+        assert_eq!(GgmlType::Q2_0.type_size(), 18);
+        assert_eq!(GgmlType::I64.type_size(), 8);
     }
 }

@@ -2,7 +2,7 @@
 """Load GGUF files with ggml's own C reader (gguf_init_from_file in
 libggml-base, e.g. from a llama.cpp build) through ctypes, and print one JSON
 line per file: whether ggml accepts it and, if so, what it sees.
-gguf/tests/python_interop.rs runs this when $GGML_BASE_LIB names the library.
+gguf/tests/ggml_interop.rs runs this (scripts/gguf_fixtures/ggml_check.sh).
 
 Usage: python3 read_with_ggml.py /path/to/libggml-base.so FILE.gguf [FILE.gguf ...]
 Line: {"file", "ok", "version", "alignment", "data_offset",

@@ -201,6 +201,7 @@ impl<'m> Chat<'m> {
                 match finish {
                     Some(Finish::Eos) => "",
                     Some(Finish::Length) => ", max tokens reached",
+                    Some(Finish::Error) => ", stopped by an error",
                     None => ", interrupted",
                 }
             );

@@ -58,7 +58,8 @@ pub fn cancel_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     // A second handler cannot be installed; then Ctrl-C simply kills us, and
-    // the writer's temp file is left (named .<out>.tmp-<pid>).
+    // the writer's temp file is left (named .<out>.tmp-<pid>-<random>), and
+    // the next write of the same output removes it.
     let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
     flag
 }

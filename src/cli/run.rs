@@ -224,7 +224,8 @@ pub fn run(args: Args) -> Result<()> {
     let decode_s = t2.elapsed().as_secs_f64();
     let stop = match gen.finish() {
         Some(Finish::Eos) => "eos",
-        _ => "length",
+        Some(Finish::Error) => "error",
+        Some(Finish::Length) | None => "length",
     };
     let ids = gen.tokens().to_vec();
     if let Some(path) = &args.save_state {

@@ -184,7 +184,28 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn start(model: Arc<Model>, tok: Arc<Tokenizer>, cfg: EngineConfig) -> Engine {
+    /// Starts the scheduler thread. An error when the thread cannot be
+    /// started (the OS refused it), so the caller says so and stops rather
+    /// than serving requests that no scheduler would ever run.
+    pub fn start(
+        model: Arc<Model>,
+        tok: Arc<Tokenizer>,
+        cfg: EngineConfig,
+    ) -> std::io::Result<Engine> {
+        Self::start_on(
+            std::thread::Builder::new().name("scheduler".into()),
+            model,
+            tok,
+            cfg,
+        )
+    }
+
+    fn start_on(
+        builder: std::thread::Builder,
+        model: Arc<Model>,
+        tok: Arc<Tokenizer>,
+        cfg: EngineConfig,
+    ) -> std::io::Result<Engine> {
         let slots = cfg.parallel.max(1);
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
@@ -199,15 +220,12 @@ impl Engine {
             cfg: cfg.clone(),
         });
         let sh = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("scheduler".into())
-            .spawn(move || Scheduler::new(&sh, &model, &tok, slots).run())
-            .ok();
-        Engine {
+        let thread = builder.spawn(move || Scheduler::new(&sh, &model, &tok, slots).run())?;
+        Ok(Engine {
             shared,
             slots,
-            thread,
-        }
+            thread: Some(thread),
+        })
     }
 
     /// Queues a job, or refuses it when `queue` jobs already wait beyond the
@@ -218,9 +236,6 @@ impl Engine {
             self.shared.metrics.request("rejected", &f);
             Err(Busy)
         };
-        if self.thread.is_none() {
-            return rejected();
-        }
         let mut q = lock(&self.shared.queue);
         q.retain(|(j, _)| !j.tx.is_closed());
         let idle = self.slots - self.shared.busy.load(Ordering::SeqCst).min(self.slots);
@@ -899,7 +914,30 @@ impl<'a> Scheduler<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::{log_probs, partial_stop};
+    use super::*;
+
+    /// A scheduler thread that cannot start is an error from `start`, not an
+    /// engine that answers every job with `Busy` (which the server turned
+    /// into a misleading 429).
+    #[test]
+    fn a_scheduler_that_cannot_start_is_an_error() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"
+        );
+        let model = Arc::new(Model::load(path).expect("fixture model loads"));
+        let tok = Arc::new(Tokenizer::from_gguf(model.gguf()).expect("tokenizer"));
+        let cfg = EngineConfig {
+            parallel: 1,
+            queue: 1,
+            cache_bytes: 0,
+            max_prompt_tokens: 1000,
+        };
+        // A stack no machine can map: the OS refuses the thread.
+        let refused = std::thread::Builder::new().stack_size(1 << 46);
+        assert!(Engine::start_on(refused, model.clone(), tok.clone(), cfg.clone()).is_err());
+        assert!(Engine::start(model, tok, cfg).is_ok());
+    }
 
     #[test]
     fn top_log_probs_are_the_largest_best_first() {

@@ -122,6 +122,8 @@ pub enum ServerError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot start the scheduler thread: {0}")]
+    Scheduler(std::io::Error),
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(transparent)]
@@ -228,7 +230,8 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
             cache_bytes: cfg.cache_mb.saturating_mul(1 << 20),
             max_prompt_tokens: cfg.max_prompt_tokens,
         },
-    );
+    )
+    .map_err(ServerError::Scheduler)?;
     if let Some(c) = disk_cache {
         engine.set_cache(c);
     }
