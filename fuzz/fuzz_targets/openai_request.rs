@@ -12,15 +12,21 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_tokens: 4096,
         default_max_tokens: 128,
+        vocab: 65024,
+        max_n: 4,
     };
     for chat in [false, true] {
+        let _ = api::check_fields(&m, chat);
         if let Ok(lp) = api::logprobs(&m, chat) {
             if let Ok(p) = api::gen_params(&m, &limits, lp) {
                 assert!(p.max_tokens <= limits.max_tokens);
+                assert!((1..=limits.max_n).contains(&p.n));
+                assert!(p.sampler.logit_bias.iter().all(|&(id, _)| (id as usize) < limits.vocab));
             }
         }
     }
     let _ = api::stream(&m);
+    let _ = api::output_spec(&m);
     let _ = api::get_bool(&m, "return_tokens");
     let _ = api::prompt(&m);
     if let Ok(msgs) = api::messages(&m) {
