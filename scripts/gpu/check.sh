@@ -87,11 +87,6 @@ echo "rc=$?" >> "$OUT/quant-avx512.txt"
 
 step "7B random model"
 big=/tmp/big && mkdir -p "$big"
-# make_big_random.py reads the Falcon tokenizer from /work/shared; the
-# fixture carries the same files.
-tok=/work/shared/vocab/falcon-tokenizer
-mkdir -p "$tok" && cp tests/fixtures/hf/falcon-mamba-tiny/tokenizer*.json \
-  tests/fixtures/hf/falcon-mamba-tiny/special_tokens_map.json "$tok/" 2>/dev/null
 timeout 300 python3 scripts/fixtures/make_big_random.py 7b "$big" > "$OUT/make-7b.txt" 2>&1
 src="$big/falcon-mamba-7b-random"
 timeout 300 "$BIN/mamba-gguf" convert "$src" -o "$big/7b-q4_k_m.gguf" --type q4_k_m --force \
