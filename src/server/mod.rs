@@ -627,6 +627,16 @@ async fn chat_completions(
     generate(st, body, Kind::Chat).await
 }
 
+/// Adds choice `index`'s counts to a request's: the prompt was read once
+/// (choice 0 reports it), every choice's tokens count.
+fn add_choice_usage(total: &mut Usage, index: usize, u: &Usage) {
+    if index == 0 {
+        total.prompt_tokens = u.prompt_tokens;
+        total.cached_tokens = u.cached_tokens;
+    }
+    total.completion_tokens += u.completion_tokens;
+}
+
 fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.prompt_tokens,
@@ -841,11 +851,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                         let Some((finish_reason, usage, _)) = d else {
                             continue;
                         };
-                        if index == 0 {
-                            total.prompt_tokens = usage.prompt_tokens;
-                            total.cached_tokens = usage.cached_tokens;
-                        }
-                        total.completion_tokens += usage.completion_tokens;
+                        add_choice_usage(&mut total, index, usage);
                         let text: String = toks.iter().map(|t| t.text.as_str()).collect();
                         let lp = if req.params.logprobs.is_some() {
                             logprobs_json(kind, &st.tok, toks)
@@ -980,11 +986,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                             json!({"index": index, "text": "", "logprobs": Value::Null, "finish_reason": finish_reason})
                         }
                     };
-                    if index == 0 {
-                        total.prompt_tokens = usage.prompt_tokens;
-                        total.cached_tokens = usage.cached_tokens;
-                    }
-                    total.completion_tokens += usage.completion_tokens;
+                    add_choice_usage(&mut total, index, &usage);
                     open = open.saturating_sub(1);
                     if open > 0 {
                         if !send(meta.wrap(true, c, None)).await {
