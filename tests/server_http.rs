@@ -653,6 +653,7 @@ fn a_long_prefill_is_interleaved_with_decoding() {
             queue: 4,
             cache_bytes: 0,
             max_prompt_tokens: 100_000,
+            keep_slots: false,
         },
     )
     .expect("scheduler starts");
@@ -1474,4 +1475,163 @@ fn structured_output_cannot_leave_the_grammar() {
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "grammar");
     drop(h);
+}
+
+/// llama.cpp's slot API: a slot's state after a chat turn is saved to
+/// `--slot-save-path`, a fresh server restores it and answers the next turn
+/// from it (cached_tokens = the saved tokens) with the answer a cold server
+/// gives; erase clears the slot; every misuse is a 4xx or 501 naming it.
+#[test]
+fn slot_api_saves_restores_and_erases() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model();
+    let with_dir = |c: &mut ServerConfig| c.slot_save_path = Some(dir.path().to_path_buf());
+    let get = |h: &ServerHandle, path: &str| -> Value {
+        client()
+            .get(format!("http://{}{path}", h.addr))
+            .send()
+            .expect("request")
+            .json()
+            .expect("JSON answer")
+    };
+    let ask = |h: &ServerHandle, msgs: &Value, extra: Value| {
+        let mut body =
+            json!({"messages": msgs, "max_tokens": 5, "temperature": 0, "ignore_eos": true});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, v) = post(h, "/v1/chat/completions", &body);
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    let save =
+        |h: &ServerHandle, name: &str| post(h, "/slots/0?action=save", &json!({"filename": name}));
+    let restore = |h: &ServerHandle, name: &str| {
+        post(h, "/slots/0?action=restore", &json!({"filename": name}))
+    };
+    let turn1 = json!([{"role": "user", "content": "Tell me about falcons and the sea."}]);
+
+    let h = start(model.clone(), with_dir);
+    // Nothing served yet: nothing to save.
+    let (status, v) = save(&h, "conv.bin");
+    assert_eq!(status, 409, "{v}");
+    let a1 = ask(&h, &turn1, json!({}));
+    let n = a1["usage"]["prompt_tokens"].as_u64().unwrap()
+        + a1["usage"]["completion_tokens"].as_u64().unwrap();
+    let slots = get(&h, "/slots");
+    assert_eq!(slots[0]["id"], 0);
+    assert_eq!(slots[0]["is_processing"], false);
+    assert_eq!(slots[0]["n_past"], n, "{slots}");
+    let (status, v) = save(&h, "conv.bin");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["id_slot"], 0);
+    assert_eq!(v["filename"], "conv.bin");
+    assert_eq!(v["n_saved"], n);
+    let file = dir.path().join("conv.bin");
+    assert_eq!(v["n_written"], std::fs::metadata(&file).unwrap().len());
+    assert!(v["timings"]["save_ms"].as_f64().unwrap() >= 0.0);
+    // Misuse.
+    for (path, body, want) in [
+        (
+            "/slots/0?action=save",
+            json!({"filename": "../escape"}),
+            400,
+        ),
+        ("/slots/0?action=save", json!({"filename": ".hidden"}), 400),
+        ("/slots/0?action=save", json!({"filename": 7}), 400),
+        ("/slots/0?action=save", json!({}), 400),
+        (
+            "/slots/0?action=save",
+            json!({"filename": "x", "n_keep": 1}),
+            400,
+        ),
+        ("/slots/9?action=save", json!({"filename": "x"}), 400),
+        ("/slots/zero?action=save", json!({"filename": "x"}), 400),
+        ("/slots/0?action=bogus", json!({"filename": "x"}), 400),
+        ("/slots/0", json!({"filename": "x"}), 400),
+        (
+            "/slots/0?action=restore",
+            json!({"filename": "missing.bin"}),
+            404,
+        ),
+    ] {
+        let (status, v) = post(&h, path, &body);
+        assert_eq!(status, want, "{path} {body}: {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    assert!(
+        !dir.path().join("escape").exists()
+            && !dir.path().parent().unwrap().join("escape").exists()
+    );
+    // A request ended by a stop string leaves a state the text does not
+    // show: not saveable.
+    let reply1 = a1["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stop = reply1
+        .trim()
+        .chars()
+        .next()
+        .expect("a non-blank reply")
+        .to_string();
+    let v = ask(&h, &turn1, json!({"stop": [stop]}));
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    let (status, v) = save(&h, "cut.bin");
+    assert_eq!(status, 409, "{v}");
+    drop(h);
+
+    // The next turn, on a fresh server after restoring the saved slot.
+    let mut turn2 = turn1.as_array().unwrap().clone();
+    turn2.push(json!({"role": "assistant", "content": reply1}));
+    turn2.push(json!({"role": "user", "content": "And owls?"}));
+    let turn2 = Value::Array(turn2);
+    let h = start(model.clone(), with_dir);
+    let (status, v) = restore(&h, "conv.bin");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["n_restored"], n);
+    assert_eq!(v["n_read"], std::fs::metadata(&file).unwrap().len());
+    assert_eq!(get(&h, "/slots")[0]["n_past"], n);
+    let warm = ask(&h, &turn2, json!({}));
+    assert_eq!(
+        warm["usage"]["prompt_tokens_details"]["cached_tokens"], n,
+        "{warm}"
+    );
+    let (status, v) = post(&h, "/slots/0?action=erase", &json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["id_slot"], 0);
+    assert!(
+        v["n_erased"].as_u64().unwrap() > n,
+        "the slot held turn 2: {v}"
+    );
+    assert_eq!(get(&h, "/slots")[0]["n_past"], Value::Null);
+    // A damaged file is refused, never restored.
+    let mut b = std::fs::read(&file).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(dir.path().join("bad.bin"), b).unwrap();
+    let (status, v) = restore(&h, "bad.bin");
+    assert_eq!(status, 400, "{v}");
+    drop(h);
+    let h = start(model.clone(), |c| c.cache_mb = 0);
+    let cold = ask(&h, &turn2, json!({}));
+    // Without --slot-save-path: 501.
+    let (status, v) = restore(&h, "conv.bin");
+    assert_eq!(status, 501, "{v}");
+    drop(h);
+    assert_eq!(warm["choices"][0]["message"], cold["choices"][0]["message"]);
+    // Restoring needs the prompt cache (that is how a request reuses it).
+    let h = start(model, |c| {
+        with_dir(c);
+        c.cache_mb = 0;
+    });
+    let (status, v) = restore(&h, "conv.bin");
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--cache-mb"),
+        "{v}"
+    );
 }

@@ -68,6 +68,10 @@ pub struct Args {
     /// A system prompt (a text file) to read into the prompt cache at start.
     #[arg(long = "warm")]
     pub warm: Option<std::path::PathBuf>,
+    /// Enable llama.cpp's slot API (`POST /slots/{id}?action=save|restore`)
+    /// with its state files in this directory (created when missing).
+    #[arg(long = "slot-save-path")]
+    pub slot_save_path: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -104,6 +108,7 @@ pub fn run(args: Args) -> Result<()> {
                 })?),
                 None => None,
             },
+            slot_save_path: args.slot_save_path,
         };
     let parallel = cfg.parallel;
     let device = model.backend().device();

@@ -130,6 +130,71 @@ pub struct EngineConfig {
     pub queue: usize,
     pub cache_bytes: usize,
     pub max_prompt_tokens: usize,
+    /// Keep each slot's state after a request in a form the slot API can
+    /// save (llama.cpp's `--slot-save-path`): a reply's last token is fed
+    /// even when the prompt cache is off.
+    pub keep_slots: bool,
+}
+
+/// What a slot's state has seen after its last request: the text and the
+/// tokens (prompt and reply), as a prompt-cache entry would hold them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotHeld {
+    pub text: String,
+    pub tokens: Vec<u32>,
+}
+
+/// An operation of llama.cpp's slot API (`POST /slots/{id}?action=...`).
+/// It waits until the slot has no request.
+pub enum SlotOp {
+    /// The slot's state and what it has seen.
+    Save,
+    /// Put a state into the slot and into the prompt cache, so a request
+    /// whose prompt starts with `held.text` continues from it.
+    Restore {
+        held: SlotHeld,
+        snap: crate::session::Snapshot,
+    },
+    /// Reset the slot's state.
+    Erase,
+}
+
+/// What a slot operation did.
+pub enum SlotReply {
+    Saved {
+        held: SlotHeld,
+        snap: crate::session::Snapshot,
+    },
+    Restored {
+        tokens: usize,
+    },
+    Erased {
+        tokens: usize,
+    },
+}
+
+/// Why a slot operation failed (an HTTP status and a message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotError {
+    pub status: u16,
+    pub message: String,
+}
+
+/// A slot operation waiting for the scheduler.
+struct Control {
+    slot: usize,
+    op: SlotOp,
+    reply: tokio::sync::oneshot::Sender<Result<SlotReply, SlotError>>,
+}
+
+/// One slot as `GET /slots` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotInfo {
+    pub id: usize,
+    pub is_processing: bool,
+    /// Tokens the slot's state has seen after its last request, when it is
+    /// one the slot API can save.
+    pub n_held: Option<usize>,
 }
 
 struct Shared {
@@ -137,6 +202,11 @@ struct Shared {
     queue: Mutex<VecDeque<(Job, Instant)>>,
     cv: Condvar,
     cache: Mutex<PrefixCache>,
+    /// Slot operations waiting for their slot (pushed, then the scheduler
+    /// woken under the queue lock, so the wake-up is never missed).
+    controls: Mutex<Vec<Control>>,
+    /// Per slot, what `GET /slots` reports (kept by the scheduler).
+    slot_info: Mutex<Vec<SlotInfo>>,
     shutdown: AtomicBool,
     /// Slots holding a job.
     busy: AtomicUsize,
@@ -211,6 +281,15 @@ impl Engine {
             queue: Mutex::new(VecDeque::new()),
             cv: Condvar::new(),
             cache: Mutex::new(PrefixCache::new(cfg.cache_bytes)),
+            controls: Mutex::new(Vec::new()),
+            slot_info: Mutex::new(
+                (0..slots)
+                    .map(|id| SlotInfo {
+                        id,
+                        ..SlotInfo::default()
+                    })
+                    .collect(),
+            ),
             shutdown: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
             steps: AtomicU64::new(0),
@@ -247,6 +326,38 @@ impl Engine {
         drop(q);
         self.shared.cv.notify_one();
         Ok(())
+    }
+
+    /// Runs a slot operation once slot `slot` has no request (a request
+    /// queued meanwhile goes to another slot or waits). The answer comes
+    /// through the returned receiver; an unknown slot is an error at once.
+    pub fn slot_op(
+        &self,
+        slot: usize,
+        op: SlotOp,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<SlotReply, SlotError>>, SlotError> {
+        if slot >= self.slots {
+            return Err(SlotError {
+                status: 400,
+                message: format!(
+                    "no slot {slot}: this server has {} (ids 0 to {})",
+                    self.slots,
+                    self.slots - 1
+                ),
+            });
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        lock(&self.shared.controls).push(Control { slot, op, reply });
+        // Under the queue lock: the scheduler checks the controls and waits
+        // while holding it, so it sees this one or is woken for it.
+        let _q = lock(&self.shared.queue);
+        self.shared.cv.notify_all();
+        Ok(rx)
+    }
+
+    /// Every slot as `GET /slots` shows it.
+    pub fn slots(&self) -> Vec<SlotInfo> {
+        lock(&self.shared.slot_info).clone()
     }
 
     /// Replaces the (empty) prompt cache, e.g. by one with a disk tier
@@ -384,6 +495,9 @@ struct GenRun {
     /// The grammar's state (this choice's own), and the logits it masks.
     constraint: Option<Constraint>,
     masked: Vec<f32>,
+    /// What the session has seen when the job ended cleanly (every token
+    /// fed, no stop string cut the text): the slot API can save it.
+    held: Option<SlotHeld>,
     /// When the job arrived, got its slot, and finished its prompt.
     received: Instant,
     admitted: Instant,
@@ -403,6 +517,7 @@ impl GenRun {
             index,
             constraint,
             masked: Vec::new(),
+            held: None,
             received,
             admitted,
             gen_start: Instant::now(),
@@ -497,9 +612,12 @@ impl GenRun {
         Ok((self.core.tokens().len() >= p.max_tokens).then_some("length"))
     }
 
-    /// Whether the state after the reply goes into the prompt cache.
-    fn caches_reply(&self, shared: &Shared) -> bool {
-        !self.stopped_by_string && !self.core.tokens().is_empty() && shared.cfg.cache_bytes > 0
+    /// Whether the reply's last token is fed after generation ends, so the
+    /// state covers the whole reply: for the prompt cache or the slot API.
+    fn keeps_reply(&self, shared: &Shared) -> bool {
+        !self.stopped_by_string
+            && !self.core.tokens().is_empty()
+            && (shared.cfg.cache_bytes > 0 || shared.cfg.keep_slots)
     }
 
     /// Moves the job on after its session has seen every token so far
@@ -536,22 +654,30 @@ impl GenRun {
                 // which repeats it, starts there) before the final event, so
                 // that a follow-up sent at once finds it. A length-limited
                 // reply's last token is fed first, by the next step.
-                if self.caches_reply(shared) && self.pending.is_some() {
+                if self.keeps_reply(shared) && self.pending.is_some() {
                     self.finishing = Some(f);
                     return Ok(true);
                 }
                 f
             }
         };
-        self.pending = None;
-        if self.caches_reply(shared) {
+        // Every token fed (none pending) and the text not cut by a stop
+        // string: the state is that of the prompt text plus the reply.
+        if !self.stopped_by_string && self.pending.is_none() {
             let mut all = self.tokens.clone();
             all.extend_from_slice(self.core.tokens());
-            let key = format!("{}{}", job.prompt.text, self.out);
-            lock(&shared.cache)
-                .insert(&key, &all, session)
-                .map_err(|e| err(500, "server_error", e.to_string()))?;
+            let held = SlotHeld {
+                text: format!("{}{}", job.prompt.text, self.out),
+                tokens: all,
+            };
+            if shared.cfg.cache_bytes > 0 && !self.core.tokens().is_empty() {
+                lock(&shared.cache)
+                    .insert(&held.text, &held.tokens, session)
+                    .map_err(|e| err(500, "server_error", e.to_string()))?;
+            }
+            self.held = Some(held);
         }
+        self.pending = None;
         let now = Instant::now();
         // The prompt is counted with choice 0 only (it was read once).
         let first = self.index == 0;
@@ -615,6 +741,9 @@ struct Scheduler<'a> {
     decoder: BatchDecoder<'a>,
     /// The slot whose prefill goes next (round robin).
     next_prefill: usize,
+    /// Per slot, what its state has seen after its last request, when the
+    /// slot API can save it.
+    held: Vec<Option<SlotHeld>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -628,11 +757,86 @@ impl<'a> Scheduler<'a> {
             jobs: (0..slots).map(|_| None).collect(),
             decoder: BatchDecoder::new(model, slots),
             next_prefill: 0,
+            held: vec![None; slots],
+        }
+    }
+
+    /// Publishes slot `i`'s state for `GET /slots`.
+    fn publish(&self, i: usize) {
+        if let Some(info) = lock(&self.shared.slot_info).get_mut(i) {
+            info.is_processing = self.jobs[i].is_some();
+            info.n_held = self.held[i].as_ref().map(|h| h.tokens.len());
+        }
+    }
+
+    /// Runs the slot operations whose slot has no request; the others wait.
+    fn run_controls(&mut self) {
+        let ready: Vec<Control> = {
+            let mut c = lock(&self.shared.controls);
+            let (ready, wait) = std::mem::take(&mut *c)
+                .into_iter()
+                .partition(|c| self.jobs.get(c.slot).is_some_and(|j| j.is_none()));
+            *c = wait;
+            ready
+        };
+        for c in ready {
+            let r = self.slot_op(c.slot, c.op);
+            self.publish(c.slot);
+            let _ = c.reply.send(r);
+        }
+    }
+
+    fn slot_op(&mut self, i: usize, op: SlotOp) -> Result<SlotReply, SlotError> {
+        let internal = |e: crate::ModelError| SlotError {
+            status: 500,
+            message: e.to_string(),
+        };
+        let session = &mut self.sessions[i];
+        match op {
+            SlotOp::Save => {
+                let Some(held) = self.held[i].clone() else {
+                    return Err(SlotError {
+                        status: 409,
+                        message: format!(
+                            "slot {i} holds no state to save: it has served no request, or its \
+                             last one ended on a stop string, an error or a disconnect (its \
+                             state then covers text the reply does not show)"
+                        ),
+                    });
+                };
+                let snap = session.snapshot().map_err(internal)?;
+                Ok(SlotReply::Saved { held, snap })
+            }
+            SlotOp::Restore { held, snap } => {
+                session.restore(&snap).map_err(|e| SlotError {
+                    status: 400,
+                    message: format!("the state does not fit this model: {e}"),
+                })?;
+                if self.shared.cfg.cache_bytes > 0 {
+                    lock(&self.shared.cache)
+                        .insert(&held.text, &held.tokens, session)
+                        .map_err(internal)?;
+                }
+                let tokens = held.tokens.len();
+                self.held[i] = Some(held);
+                Ok(SlotReply::Restored { tokens })
+            }
+            SlotOp::Erase => {
+                let tokens = self.held[i]
+                    .take()
+                    .map_or(session.n_past() as usize, |h| h.tokens.len());
+                session.reset().map_err(internal)?;
+                Ok(SlotReply::Erased { tokens })
+            }
         }
     }
 
     fn free(&mut self, i: usize, ev: Option<Event>) {
         if let Some(a) = self.jobs.get_mut(i).and_then(|j| j.take()) {
+            self.held[i] = match &a.phase {
+                Phase::Gen(g) if ev.is_none() => g.held.clone(),
+                _ => None,
+            };
             if let Some(ev) = ev {
                 if let Event::Error { status, .. } = &ev {
                     let outcome = match status {
@@ -649,6 +853,7 @@ impl<'a> Scheduler<'a> {
                 let _ = a.job.tx.send(ev);
             }
             self.shared.busy.fetch_sub(1, Ordering::SeqCst);
+            self.publish(i);
         }
     }
 
@@ -661,8 +866,11 @@ impl<'a> Scheduler<'a> {
             if sh.shutdown.load(Ordering::SeqCst) {
                 return false;
             }
+            self.run_controls();
+            // A slot an operation waits for takes no new job.
+            let awaited: Vec<usize> = lock(&sh.controls).iter().map(|c| c.slot).collect();
             let free_slots: Vec<usize> = (0..self.jobs.len())
-                .filter(|&i| self.jobs[i].is_none())
+                .filter(|&i| self.jobs[i].is_none() && !awaited.contains(&i))
                 .collect();
             let Some(&free) = free_slots.first() else {
                 return true;
@@ -680,6 +888,8 @@ impl<'a> Scheduler<'a> {
                 Some((job, received)) => {
                     let admitted = Instant::now();
                     sh.busy.fetch_add(1, Ordering::SeqCst);
+                    // The slot's state is about to change.
+                    self.held[free] = None;
                     let session = &mut self.sessions[free];
                     match PrefillRun::start(
                         &sh.cache,
@@ -693,6 +903,7 @@ impl<'a> Scheduler<'a> {
                             let siblings: Vec<usize> = free_slots[1..n].to_vec();
                             for (k, &j) in siblings.iter().enumerate() {
                                 sh.busy.fetch_add(1, Ordering::SeqCst);
+                                self.held[j] = None;
                                 self.jobs[j] = Some(Active {
                                     job: Job {
                                         prompt: job.prompt.clone(),
@@ -710,10 +921,13 @@ impl<'a> Scheduler<'a> {
                             self.jobs[free] = Some(Active {
                                 job,
                                 phase,
-                                siblings,
+                                siblings: siblings.clone(),
                                 received,
                                 admitted,
                             });
+                            for s in std::iter::once(free).chain(siblings) {
+                                self.publish(s);
+                            }
                         }
                         Err(e) => {
                             let _ = job.tx.send(Event::from(e));
@@ -723,6 +937,7 @@ impl<'a> Scheduler<'a> {
                             };
                             sh.metrics.request("error", &f);
                             sh.busy.fetch_sub(1, Ordering::SeqCst);
+                            self.publish(free);
                         }
                     }
                 }
@@ -932,6 +1147,7 @@ mod tests {
             queue: 1,
             cache_bytes: 0,
             max_prompt_tokens: 1000,
+            keep_slots: false,
         };
         // A stack no machine can map: the OS refuses the thread.
         let refused = std::thread::Builder::new().stack_size(1 << 46);

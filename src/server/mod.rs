@@ -27,6 +27,7 @@ pub use crate::prefix_cache as cache;
 pub mod engine;
 pub mod metrics;
 mod ollama;
+mod slots;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +87,10 @@ pub struct ServerConfig {
     /// A system prompt read into the prompt cache before the first request
     /// (`--warm FILE`), so the first chat that starts with it skips it.
     pub warm: Option<String>,
+    /// Where the slot API (`POST /slots/{id}?action=save|restore`) keeps
+    /// its files (llama.cpp's `--slot-save-path`); None refuses save and
+    /// restore with 501.
+    pub slot_save_path: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +112,7 @@ impl Default for ServerConfig {
             cache_dir: None,
             cache_disk_mb: 4096,
             warm: None,
+            slot_save_path: None,
         }
     }
 }
@@ -130,6 +136,12 @@ pub enum ServerError {
     Template(#[from] crate::chat_template::TemplateError),
     #[error("--warm: {0}")]
     Warm(String),
+    #[error("--slot-save-path {dir}: {source}")]
+    SlotDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cache directory {dir}: {source}")]
     CacheDir {
         dir: String,
@@ -140,6 +152,8 @@ pub enum ServerError {
 
 struct AppState {
     engine: Engine,
+    /// For the slot API's state files (they name the model they belong to).
+    model: Arc<Model>,
     tok: Arc<Tokenizer>,
     template: ChatTemplate,
     cfg: ServerConfig,
@@ -221,14 +235,21 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
     };
     let ollama = ollama::ModelInfo::of(&model);
     let grammars = crate::constrain::Grammars::new(&tok);
+    if let Some(dir) = &cfg.slot_save_path {
+        std::fs::create_dir_all(dir).map_err(|source| ServerError::SlotDir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+    }
     let engine = Engine::start(
-        model,
+        model.clone(),
         tok.clone(),
         EngineConfig {
             parallel: cfg.parallel.max(1),
             queue: cfg.queue,
             cache_bytes: cfg.cache_mb.saturating_mul(1 << 20),
             max_prompt_tokens: cfg.max_prompt_tokens,
+            keep_slots: cfg.slot_save_path.is_some(),
         },
     )
     .map_err(ServerError::Scheduler)?;
@@ -240,6 +261,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
     }
     let state = Arc::new(AppState {
         engine,
+        model,
         tok,
         template,
         limits: Limits {
@@ -327,6 +349,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/slots", get(slots::list))
+        .route("/slots/{id}", post(slots::action))
         .route("/api/version", get(ollama::version))
         .route("/api/tags", get(ollama::tags))
         .route("/api/show", post(ollama::show))
