@@ -10,7 +10,7 @@
 mod runtime_common;
 
 use gguf::GgmlType;
-use mamba_gguf::backend::DeviceRequest;
+use mamba_gguf::backend::{Backend, DeviceRequest};
 use mamba_gguf::session::BatchDecoder;
 use mamba_gguf::{Model, Session};
 use runtime_common::*;
@@ -174,11 +174,31 @@ fn batched_decode_on_slots_out_of_order_equals_stepping_alone() {
         batch.reverse();
         alone.reverse();
         let mut dec = BatchDecoder::new(&m, 4);
+        let Backend::Cuda(gpu) = m.backend() else {
+            panic!("the emulated GPU backend");
+        };
         for step in 0..3u32 {
             let ids: Vec<u32> = (0..3).map(|j| (17 + 31 * j + step) % v as u32).collect();
             {
                 let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
+                let before = gpu.counts();
                 dec.step(&mut refs, &ids).expect("batch step");
+                let after = gpu.counts();
+                // What a step costs the driver (the quantized file: every
+                // matmul's activation quantization, fused where it can be).
+                // Per block: norm+quantize, in, conv, x (quantize +
+                // matvec), dt/B/C norm, dt (one float matvec: this
+                // fixture's dt rank 16 cannot be quantized; the 7B's 256
+                // takes two), scan, out+residual (2); then the embedding,
+                // the head's norm+quantize and its matvec. Uploads: the
+                // token ids, and the slot ids once (the first step; the
+                // batch's workspace keeps them for the later ones).
+                if path == q.as_path() {
+                    let l = m.hp.n_layer as u64;
+                    assert_eq!(after.launches - before.launches, 10 * l + 3);
+                    let want = if step == 0 { 2 } else { 1 };
+                    assert_eq!(after.uploads - before.uploads, want, "step {step}");
+                }
             }
             for (j, a) in alone.iter_mut().enumerate() {
                 let want = a.feed(&[ids[j]]).expect("step").to_vec();

@@ -188,6 +188,8 @@ static const Entry TABLE[] = {
     REG(emu_selftest_divergent_sync, SelftestArgs)
     REG(emu_selftest_shuffle_exited_lane, SelftestArgs)
     REG(rms_norm, RmsNormArgs)
+    REG(rms_norm_q8a, RmsNormQ8aArgs)
+    REG(rms_norm3, RmsNorm3Args)
     REG(add_f32, AddArgs)
     REG(copy_rows_f32, CopyRowsArgs)
     REG(argmax_f32, ArgmaxArgs)

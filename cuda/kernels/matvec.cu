@@ -4,6 +4,8 @@
 // in units of 32 values; unit u pairs with activation block u, so one lane
 // decodes a unit once and dots it with all NC activation rows via dp4a.
 // One warp per weight row, MATVEC_WARPS rows per block (grid.x = ceil(rows / MATVEC_WARPS)).
+// With `add` set, out = add + dot instead (add may be out itself: the
+// residual X += W y in one launch; each element is read and written by one lane).
 #include "common.cuh"
 
 #define MATVEC_WARPS 4
@@ -17,6 +19,7 @@ struct MatvecArgs {
     int n;
     int rows;
     int row_bytes;
+    const float* add;  // null, or [NC][rows] added to the dots
 };
 
 // One decoded unit: 32 int8 values (8 words), contribution for an activation
@@ -150,7 +153,8 @@ static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
 #pragma unroll
     for (int c = 0; c < NC; c++) {
         float v = warp_sum(acc[c]);
-        if (lane == 0) a.out[(long long)c * a.rows + row] = v;
+        long long o = (long long)c * a.rows + row;
+        if (lane == 0) a.out[o] = a.add ? a.add[o] + v : v;
     }
 }
 
@@ -173,10 +177,12 @@ MV(q6_k, T_Q6_K)
 // warp per row; lane l takes k = l, l + 32, ... so each warp load is contiguous.
 struct MatvecFArgs {
     const u8* w;
-    const float* x;  // [NC][n]
+    const float* x;  // [NC] rows of n, `x_stride` apart
     float* out;      // [NC][rows]
     int n;
     int rows;
+    int x_stride;
+    const float* add;  // as MatvecArgs::add
 };
 
 #define T_F32 0
@@ -202,12 +208,13 @@ static __device__ __forceinline__ void matvec_f_impl(const MatvecFArgs& a) {
     for (int k = lane; k < a.n; k += WARP) {
         float wv = load_wf<T>(w, k);
 #pragma unroll
-        for (int c = 0; c < NC; c++) acc[c] += wv * a.x[(long long)c * a.n + k];
+        for (int c = 0; c < NC; c++) acc[c] += wv * a.x[(long long)c * a.x_stride + k];
     }
 #pragma unroll
     for (int c = 0; c < NC; c++) {
         float v = warp_sum(acc[c]);
-        if (lane == 0) a.out[(long long)c * a.rows + row] = v;
+        long long o = (long long)c * a.rows + row;
+        if (lane == 0) a.out[o] = a.add ? a.add[o] + v : v;
     }
 }
 

@@ -1,5 +1,10 @@
-// RMS norm per row: y = x / sqrt(mean(x^2) + eps) * (w ? w : 1).
-// One block of RMS_THREADS threads per row (grid.x = rows). In place is fine.
+// RMS norms, one block of RMS_THREADS threads per row (grid.x = rows):
+//   rms_norm      y = x / sqrt(mean(x^2) + eps) * (w ? w : 1); in place is fine.
+//   rms_norm_q8a  the same, and y also quantized to Q8A (quantize.cu's exact
+//                 math, row stride n), for the matmul that reads y next: one
+//                 launch instead of two, bit for bit the same outputs.
+//   rms_norm3     Falcon's weightless dt/B/C norm: in place, three segments
+//                 of each row (grid.y = segment), one launch instead of three.
 #include "common.cuh"
 
 #define RMS_THREADS 256
@@ -14,21 +19,79 @@ struct RmsNormArgs {
     float eps;
 };
 
-extern "C" __global__ void rms_norm(const RmsNormArgs a) {
+// 1 / sqrt(mean(x^2) + eps) of one row of n values, for the whole block.
+static __device__ __forceinline__ float rms_scale(const float* x, int n, float eps) {
     __shared__ float part[RMS_THREADS / WARP];
-    const float* x = a.x + (long long)blockIdx.x * a.stride_x;
-    float* y = a.y + (long long)blockIdx.x * a.stride_y;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < a.n; i += blockDim.x) ss += x[i] * x[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
     ss = warp_sum(ss);
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     if (lane == 0) part[warp] = ss;
     __syncthreads();
     float tot = 0.0f;
     for (int k = 0; k < (int)(blockDim.x / WARP); k++) tot += part[k];
-    float scale = 1.0f / sqrtf(tot / (float)a.n + a.eps);
+    return 1.0f / sqrtf(tot / (float)n + eps);
+}
+
+extern "C" __global__ void rms_norm(const RmsNormArgs a) {
+    const float* x = a.x + (long long)blockIdx.x * a.stride_x;
+    float* y = a.y + (long long)blockIdx.x * a.stride_y;
+    float scale = rms_scale(x, a.n, a.eps);
     for (int i = threadIdx.x; i < a.n; i += blockDim.x) {
         float v = x[i] * scale;
         y[i] = a.w ? v * a.w[i] : v;
     }
+}
+
+struct RmsNormQ8aArgs {
+    RmsNormArgs r;  // y must not overlap x
+    i8* q;          // [rows][n]
+    float* d;       // [rows][n / 32]
+    int* s;         // [rows][n / 32]
+};
+
+// n % 32 == 0. Each warp takes 32-value blocks: lane l the block's value l.
+extern "C" __global__ void rms_norm_q8a(const RmsNormQ8aArgs a) {
+    const RmsNormArgs& r = a.r;
+    long long row = blockIdx.x;
+    const float* x = r.x + row * r.stride_x;
+    float* y = r.y + row * r.stride_y;
+    float scale = rms_scale(x, r.n, r.eps);
+    int nb = r.n / WARP, lane = threadIdx.x % WARP;
+    for (int b = threadIdx.x / WARP; b < nb; b += blockDim.x / WARP) {  // warp-uniform
+        int i = b * WARP + lane;
+        float v = x[i] * scale;
+        v = r.w ? v * r.w[i] : v;
+        y[i] = v;
+        // quantize_q8a's block math on v, as it would read it back from y.
+        float amax = warp_absmax(fabsf(v));
+        float dd = amax / 127.0f;
+        float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+        float rr = roundf(v * id);
+        int q = rr != rr ? 0 : (int)fminf(fmaxf(rr, -127.0f), 127.0f);
+        a.q[row * r.n + i] = (i8)q;
+        int s = warp_sum_i(q);
+        if (lane == 0) {
+            a.d[row * nb + b] = dd;
+            a.s[row * nb + b] = s;
+        }
+    }
+}
+
+struct RmsNorm3Args {
+    float* x;  // rows, stride `stride`; normed in place
+    int stride;
+    int off0, off1, off2;  // segment starts within a row
+    int n0, n1, n2;        // segment lengths
+    float eps;
+};
+
+extern "C" __global__ void rms_norm3(const RmsNorm3Args a) {
+    // Selected, not indexed: an indexed parameter array would go to local memory.
+    int seg = blockIdx.y;
+    int off = seg == 0 ? a.off0 : seg == 1 ? a.off1 : a.off2;
+    int n = seg == 0 ? a.n0 : seg == 1 ? a.n1 : a.n2;
+    float* x = a.x + (long long)blockIdx.x * a.stride + off;
+    float scale = rms_scale(x, n, a.eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = x[i] * scale;
 }

@@ -49,6 +49,18 @@ enum Kind {
 pub struct Device {
     kind: Kind,
     id: u64,
+    /// Kernel launches and host-to-device copies so far ([`Device::counts`]).
+    launches: AtomicU64,
+    uploads: AtomicU64,
+}
+
+/// What a [`Device`] has been asked to do so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Kernel launches.
+    pub launches: u64,
+    /// Host-to-device copies (`upload`, `write_at`).
+    pub uploads: u64,
 }
 
 const HOST_ALIGN: usize = 256; // as cuMemAlloc guarantees
@@ -112,6 +124,8 @@ impl Device {
         Device {
             kind: Kind::Emu,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            launches: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
         }
     }
 
@@ -122,7 +136,18 @@ impl Device {
         Ok(Device {
             kind: Kind::Cuda(Arc::new(ctx)),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            launches: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
         })
+    }
+
+    /// Launches and uploads so far: what a forward costs in driver calls
+    /// (a decode step on a fast GPU is bound by them, not by bandwidth).
+    pub fn counts(&self) -> Counts {
+        Counts {
+            launches: self.launches.load(Ordering::Relaxed),
+            uploads: self.uploads.load(Ordering::Relaxed),
+        }
     }
 
     pub fn is_emu(&self) -> bool {
@@ -198,6 +223,7 @@ impl Device {
     /// Overwrites the whole buffer with `data`.
     pub fn write<T: Elem>(&self, buf: &mut Buffer<T>, data: &[T]) -> Result<()> {
         self.own(buf.device)?;
+        self.uploads.fetch_add(1, Ordering::Relaxed);
         if data.len() != buf.len {
             return Err(CudaError::Size {
                 what: "write length",
@@ -254,6 +280,7 @@ impl Device {
     /// Writes `data` into `buf` from element `off`.
     pub fn write_at<T: Elem>(&self, buf: &mut Buffer<T>, off: usize, data: &[T]) -> Result<()> {
         self.own(buf.device)?;
+        self.uploads.fetch_add(1, Ordering::Relaxed);
         let (at, n) = self.range::<T>(buf.len, off, data.len())?;
         let src = as_bytes(data);
         match &buf.mem {
@@ -376,6 +403,7 @@ impl Device {
         block: (u32, u32, u32),
         params: &Params,
     ) -> Result<()> {
+        self.launches.fetch_add(1, Ordering::Relaxed);
         match &self.kind {
             // SAFETY: forwarded from the caller.
             Kind::Emu => unsafe { crate::emu::launch(kernel, grid, block, &params.bytes) },

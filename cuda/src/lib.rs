@@ -12,5 +12,5 @@ mod emu;
 pub mod error;
 pub mod ops;
 
-pub use device::{Buffer, Device, Elem, View};
+pub use device::{Buffer, Counts, Device, Elem, View};
 pub use error::{CudaError, Result};

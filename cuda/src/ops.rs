@@ -100,6 +100,119 @@ pub fn rms_norm(
     unsafe { dev.launch("rms_norm", grid, (256, 1, 1), &p) }
 }
 
+/// [`rms_norm`] whose output `y` (rows of `n`, stride `n`, not overlapping
+/// `x`) is also quantized to Q8A into `out`, byte for byte what
+/// [`quantize_q8a`] of `y` gives: one launch for the norm and the next
+/// matmul's activation quantization.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_q8a(
+    dev: &Device,
+    x: &View,
+    w: Option<&View>,
+    y: &View,
+    rows: usize,
+    n: usize,
+    stride_x: usize,
+    eps: f32,
+    out: &QActs,
+) -> Result<()> {
+    if n == 0 || n % 32 != 0 || rows == 0 {
+        return Err(CudaError::Shape {
+            what: "rms_norm_q8a n",
+            value: n,
+            why: "must be a positive multiple of 32",
+        });
+    }
+    let nb = n / 32;
+    need("rms_norm x", x, span(rows, n, stride_x)?)?;
+    need("rms_norm y", y, mul("y", rows, n)?)?;
+    need("quantize q", out.q, mul("q", rows, n)?)?;
+    need("quantize d", out.d, mul("d", rows, nb)?)?;
+    need("quantize s", out.s, mul("s", rows, nb)?)?;
+    let wa = match w {
+        Some(w) => {
+            need("rms_norm w", w, n)?;
+            dev.check_view(w)?
+        }
+        None => 0,
+    };
+    let p = Params::default()
+        .ptr(dev.check_view(x)?)
+        .ptr(wa)
+        .ptr(dev.check_view(y)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("stride_x", stride_x)?)
+        .i32(i32_of("stride_y", n)?)
+        .f32(eps)
+        .ptr(dev.check_view(out.q)?)
+        .ptr(dev.check_view(out.d)?)
+        .ptr(dev.check_view(out.s)?)
+        .done();
+    let grid = (
+        u32::try_from(rows).map_err(|_| CudaError::Shape {
+            what: "rows",
+            value: rows,
+            why: "too many",
+        })?,
+        1,
+        1,
+    );
+    // SAFETY: the views cover the rows, their norms and their Q8A blocks.
+    unsafe { dev.launch("rms_norm_q8a", grid, (256, 1, 1), &p) }
+}
+
+/// Weightless RMS norm, in place, of three segments of each of `rows`
+/// rows (`stride` apart): segment k is `n[k]` values from `off[k]` (Falcon
+/// Mamba's dt/B/C norm, one launch).
+pub fn rms_norm3(
+    dev: &Device,
+    x: &View,
+    rows: usize,
+    stride: usize,
+    off: [usize; 3],
+    n: [usize; 3],
+    eps: f32,
+) -> Result<()> {
+    if rows == 0 || n.contains(&0) {
+        return Err(CudaError::Shape {
+            what: "rms_norm3 rows/n",
+            value: 0,
+            why: "must be positive",
+        });
+    }
+    for k in 0..3 {
+        if off[k] + n[k] > stride {
+            return Err(CudaError::Shape {
+                what: "rms_norm3 segment",
+                value: off[k] + n[k],
+                why: "past the row stride",
+            });
+        }
+    }
+    need("rms_norm3 x", x, span(rows, stride, stride)?)?;
+    let mut p = Params::default()
+        .ptr(dev.check_view(x)?)
+        .i32(i32_of("stride", stride)?);
+    for o in off {
+        p = p.i32(i32_of("off", o)?);
+    }
+    for k in n {
+        p = p.i32(i32_of("n", k)?);
+    }
+    let p = p.f32(eps).done();
+    let grid = (
+        u32::try_from(rows).map_err(|_| CudaError::Shape {
+            what: "rows",
+            value: rows,
+            why: "too many",
+        })?,
+        3,
+        1,
+    );
+    // SAFETY: every segment lies within its row and the view covers the rows.
+    unsafe { dev.launch("rms_norm3", grid, (256, 1, 1), &p) }
+}
+
 /// Activations quantized to Q8A (see README): views for q (i8), d (f32), s (i32).
 pub struct QActs<'a> {
     pub q: &'a View,
@@ -164,8 +277,36 @@ pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// out[c][r] = dot(weight row r, activation row c) for c < ncols (1..=8):
-/// `w` holds `rows` rows of `n` values of `ty` as stored in the GGUF.
+/// Where a matvec writes: `out[c][r]` = the dot, or with `add`,
+/// `add[c][r]` + the dot (`add` may be `out` itself: X += W y).
+pub struct MvOut<'a> {
+    pub out: &'a View,
+    pub add: Option<&'a View>,
+}
+
+impl<'a> MvOut<'a> {
+    /// Plain output.
+    pub fn to(out: &'a View) -> MvOut<'a> {
+        MvOut { out, add: None }
+    }
+
+    fn check(&self, dev: &Device, ncols: usize, rows: usize) -> Result<(u64, u64)> {
+        let n = mul("out", ncols, rows)?;
+        need("matvec out", self.out, n)?;
+        let add = match self.add {
+            Some(a) => {
+                need("matvec add", a, n)?;
+                dev.check_view(a)?
+            }
+            None => 0,
+        };
+        Ok((dev.check_view(self.out)?, add))
+    }
+}
+
+/// out[c][r] = dot(weight row r, activation row c) for c < ncols (1..=8)
+/// (plus `add[c][r]`, see [`MvOut`]): `w` holds `rows` rows of `n` values
+/// of `ty` as stored in the GGUF.
 #[allow(clippy::too_many_arguments)]
 pub fn matvec(
     dev: &Device,
@@ -175,7 +316,7 @@ pub fn matvec(
     rows: usize,
     acts: &QActs,
     ncols: usize,
-    out: &View,
+    out: &MvOut,
 ) -> Result<()> {
     let stem = matvec_stem(ty).ok_or(CudaError::Unsupported { ty })?;
     if !(1..=8).contains(&ncols) {
@@ -198,16 +339,17 @@ pub fn matvec(
     need("matvec q", acts.q, mul("q", ncols, n)?)?;
     need("matvec d", acts.d, mul("d", ncols, nb)?)?;
     need("matvec s", acts.s, mul("s", ncols, nb)?)?;
-    need("matvec out", out, mul("out", ncols, rows)?)?;
+    let (out, add) = out.check(dev, ncols, rows)?;
     let p = Params::default()
         .ptr(dev.check_view(w)?)
         .ptr(dev.check_view(acts.q)?)
         .ptr(dev.check_view(acts.d)?)
         .ptr(dev.check_view(acts.s)?)
-        .ptr(dev.check_view(out)?)
+        .ptr(out)
         .i32(i32_of("n", n)?)
         .i32(i32_of("rows", rows)?)
         .i32(i32_of("row bytes", rb)?)
+        .ptr(add)
         .done();
     let name = format!("matvec_{stem}_{ncols}");
     // SAFETY: weights, activations and outputs were checked against the shapes.
@@ -358,6 +500,13 @@ pub enum StateSlots<'a> {
         ids: &'a [i32],
         buf: &'a mut Buffer<i32>,
     },
+    /// As `Indexed`, but `buf` already holds `ids` (written by an earlier
+    /// launch's `Indexed`): checked against the pool, not written again, so
+    /// the layers of one batched step upload their slot ids once.
+    Resident {
+        ids: &'a [i32],
+        buf: &'a Buffer<i32>,
+    },
 }
 
 /// Checks the state view and the slot ids of a mixer launch whose state
@@ -372,28 +521,36 @@ fn state_slots(
     slots: StateSlots,
 ) -> Result<u64> {
     let entry = mul(what, sh.e, per)?;
+    let check_ids = |ids: &[i32]| {
+        if ids.len() != sh.seqs {
+            return Err(CudaError::Size {
+                what: "state slot ids",
+                expected: sh.seqs,
+                got: ids.len(),
+            });
+        }
+        let pool = state.len / entry;
+        if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as usize >= pool) {
+            return Err(CudaError::Shape {
+                what: "state slot",
+                value: bad.max(0) as usize,
+                why: "outside the state pool",
+            });
+        }
+        Ok(())
+    };
     match slots {
         StateSlots::Consecutive => {
             need(what, state, mul(what, sh.seqs, entry)?)?;
             Ok(0)
         }
         StateSlots::Indexed { ids, buf } => {
-            if ids.len() != sh.seqs {
-                return Err(CudaError::Size {
-                    what: "state slot ids",
-                    expected: sh.seqs,
-                    got: ids.len(),
-                });
-            }
-            let pool = state.len / entry;
-            if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as usize >= pool) {
-                return Err(CudaError::Shape {
-                    what: "state slot",
-                    value: bad.max(0) as usize,
-                    why: "outside the state pool",
-                });
-            }
+            check_ids(ids)?;
             dev.write_at(buf, 0, ids)?;
+            dev.check_view(&dev.view(buf, 0, ids.len())?)
+        }
+        StateSlots::Resident { ids, buf } => {
+            check_ids(ids)?;
             dev.check_view(&dev.view(buf, 0, ids.len())?)
         }
     }
@@ -538,7 +695,8 @@ pub fn matvec_float_stem(ty: GgmlType) -> Option<&'static str> {
 }
 
 /// Float weights (F32/F16/BF16, any n) against `ncols` (1..=8) f32
-/// activation rows `x` ([ncols][n]): out[c][r] = dot(w row r, x row c).
+/// activation rows `x` (rows of `n` values, `x_stride` apart):
+/// out[c][r] = dot(w row r, x row c) (plus `add[c][r]`, see [`MvOut`]).
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_float(
     dev: &Device,
@@ -547,8 +705,9 @@ pub fn matvec_float(
     n: usize,
     rows: usize,
     x: &View,
+    x_stride: usize,
     ncols: usize,
-    out: &View,
+    out: &MvOut,
 ) -> Result<()> {
     let stem = matvec_float_stem(ty).ok_or(CudaError::Unsupported { ty })?;
     if !(1..=8).contains(&ncols) {
@@ -570,14 +729,23 @@ pub fn matvec_float(
         w,
         mul("weights", mul("weights", rows, n)?, ty.type_size())?,
     )?;
-    need("matvec x", x, mul("x", ncols, n)?)?;
-    need("matvec out", out, mul("out", ncols, rows)?)?;
+    if x_stride < n {
+        return Err(CudaError::Shape {
+            what: "matvec x_stride",
+            value: x_stride,
+            why: "shorter than a row",
+        });
+    }
+    need("matvec x", x, span(ncols, n, x_stride)?)?;
+    let (out, add) = out.check(dev, ncols, rows)?;
     let p = Params::default()
         .ptr(dev.check_view(w)?)
         .ptr(dev.check_view(x)?)
-        .ptr(dev.check_view(out)?)
+        .ptr(out)
         .i32(i32_of("n", n)?)
         .i32(i32_of("rows", rows)?)
+        .i32(i32_of("x_stride", x_stride)?)
+        .ptr(add)
         .done();
     let name = format!("matvec_{stem}_{ncols}");
     // SAFETY: weights, activations and outputs were checked against the shapes.

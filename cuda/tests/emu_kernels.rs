@@ -8,7 +8,7 @@
 //! allow 1e-5 * sum |terms| (n <= 2048). The scan and conv use expf/log1pf
 //! whose results may differ from Rust's in the last ulps: 1e-5 relative.
 
-use mamba_cuda::ops::{self, MixerShape, QActs, ScanInputs, StateSlots};
+use mamba_cuda::ops::{self, MixerShape, MvOut, QActs, ScanInputs, StateSlots};
 use mamba_cuda::{Buffer, Device};
 use quant::GgmlType;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -119,7 +119,7 @@ fn check_matvec(ty: GgmlType, n: usize, rows: usize, ncols: usize, wbytes: &[u8]
         rows,
         &acts,
         ncols,
-        &view(&dev, &out),
+        &MvOut::to(&view(&dev, &out)),
     )
     .unwrap();
     let got = dev.read(&out).unwrap();
@@ -228,7 +228,7 @@ fn matvec_nan_activation_poisons_only_its_column() {
         rows,
         &acts,
         2,
-        &view(&dev, &out),
+        &MvOut::to(&view(&dev, &out)),
     )
     .unwrap();
     let o = dev.read(&out).unwrap();
@@ -560,8 +560,9 @@ fn matvec_float_weights_any_length() {
                     n,
                     rows,
                     &view(&dev, &xb),
+                    n,
                     ncols,
-                    &view(&dev, &out),
+                    &MvOut::to(&view(&dev, &out)),
                 )
                 .unwrap();
                 let got = dev.read(&out).unwrap();
@@ -711,12 +712,17 @@ fn mixer_kernels_use_the_indexed_state_slots() {
             d: &vd,
             dt_bias: &vbias,
         };
+        // The conv uploaded the ids: the scan reuses them (Resident).
+        let slots = match ids {
+            Some(ids) => StateSlots::Resident { ids, buf: &idb },
+            None => StateSlots::Consecutive,
+        };
         ops::selective_scan(
             &dev,
             sh,
             &inp,
             &view(&dev, scan_state),
-            slots_of(ids, &mut idb),
+            slots,
             &view(&dev, &y),
         )
         .unwrap();
@@ -806,4 +812,230 @@ fn copy_rows_and_partial_transfers() {
         dev.copy_within(&mut db, 0, 4, 8).is_err(),
         "overlapping ranges"
     );
+}
+
+/// The fused launches give, bit for bit, what the launches they replace
+/// give: rms_norm_q8a = rms_norm then quantize_q8a; rms_norm3 = three
+/// strided weightless rms_norms; a matvec with `add` (aliasing its output,
+/// as X += W y does) = the matvec then add_f32; a float matvec over strided
+/// rows = over a contiguous copy.
+#[test]
+fn fused_launches_equal_the_launches_they_replace() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(12);
+    let acts_of = |rows: usize, n: usize| {
+        let q: Buffer<i8> = dev.alloc(rows * n).unwrap();
+        let d: Buffer<f32> = dev.alloc(rows * n / 32).unwrap();
+        let s: Buffer<i32> = dev.alloc(rows * n / 32).unwrap();
+        (q, d, s)
+    };
+    for (n, rows) in [(4096, 3), (96, 2), (32, 1)] {
+        let mut x = rand_vec(&mut rng, n * rows, 3.0);
+        if rows > 1 {
+            x[n + 7] = f32::NAN; // a NaN row: its blocks must match too
+        }
+        let w = rand_vec(&mut rng, n, 1.5);
+        let (xb, wb) = (dev.upload(&x).unwrap(), dev.upload(&w).unwrap());
+        for weighted in [true, false] {
+            let wv = view(&dev, &wb);
+            let wo = weighted.then_some(&wv);
+            // Unfused.
+            let y1: Buffer<f32> = dev.alloc(n * rows).unwrap();
+            let (q1, d1, s1) = acts_of(rows, n);
+            ops::rms_norm(
+                &dev,
+                &view(&dev, &xb),
+                wo,
+                &view(&dev, &y1),
+                rows,
+                n,
+                n,
+                n,
+                1e-5,
+            )
+            .unwrap();
+            let a1 = QActs {
+                q: &view(&dev, &q1),
+                d: &view(&dev, &d1),
+                s: &view(&dev, &s1),
+            };
+            ops::quantize_q8a(&dev, &view(&dev, &y1), rows, n, n, &a1).unwrap();
+            // Fused.
+            let y2: Buffer<f32> = dev.alloc(n * rows).unwrap();
+            let (q2, d2, s2) = acts_of(rows, n);
+            let a2 = QActs {
+                q: &view(&dev, &q2),
+                d: &view(&dev, &d2),
+                s: &view(&dev, &s2),
+            };
+            ops::rms_norm_q8a(
+                &dev,
+                &view(&dev, &xb),
+                wo,
+                &view(&dev, &y2),
+                rows,
+                n,
+                n,
+                1e-5,
+                &a2,
+            )
+            .unwrap();
+            let bits = |b: &Buffer<f32>| -> Vec<u32> {
+                dev.read(b).unwrap().iter().map(|v| v.to_bits()).collect()
+            };
+            assert_eq!(bits(&y1), bits(&y2), "n {n}: norms");
+            assert_eq!(dev.read(&q1).unwrap(), dev.read(&q2).unwrap(), "n {n}: q");
+            assert_eq!(bits(&d1), bits(&d2), "n {n}: d");
+            assert_eq!(dev.read(&s1).unwrap(), dev.read(&s2).unwrap(), "n {n}: s");
+        }
+    }
+    assert!(
+        ops::rms_norm_q8a(
+            &dev,
+            &view(&dev, &dev.upload(&[0f32; 40]).unwrap()),
+            None,
+            &view(&dev, &dev.alloc::<f32>(40).unwrap()),
+            1,
+            40,
+            40,
+            1e-5,
+            &QActs {
+                q: &view(&dev, &dev.alloc::<i8>(40).unwrap()),
+                d: &view(&dev, &dev.alloc::<f32>(2).unwrap()),
+                s: &view(&dev, &dev.alloc::<i32>(2).unwrap()),
+            },
+        )
+        .is_err(),
+        "n not a multiple of 32"
+    );
+
+    // Falcon's dt/B/C norm: R = 8, N = 16, rows of R + 2N (+ 3 unused).
+    let (r, nst, stride, rows) = (8, 16, 8 + 32 + 3, 4);
+    let x = rand_vec(&mut rng, stride * rows, 2.0);
+    let (a, b) = (dev.upload(&x).unwrap(), dev.upload(&x).unwrap());
+    for (off, len) in [(0, r), (r, nst), (r + nst, nst)] {
+        let v = dev.view(&a, off, stride * rows - off).unwrap();
+        ops::rms_norm(&dev, &v, None, &v, rows, len, stride, stride, 1e-6).unwrap();
+    }
+    ops::rms_norm3(
+        &dev,
+        &view(&dev, &b),
+        rows,
+        stride,
+        [0, r, r + nst],
+        [r, nst, nst],
+        1e-6,
+    )
+    .unwrap();
+    let (ya, yb) = (dev.read(&a).unwrap(), dev.read(&b).unwrap());
+    assert!(ya.iter().zip(&yb).all(|(p, q)| p.to_bits() == q.to_bits()));
+    for row in 0..rows {
+        let tail = row * stride + r + 2 * nst..(row + 1) * stride;
+        assert_eq!(yb[tail.clone()], x[tail], "past the segments: untouched");
+    }
+    assert!(ops::rms_norm3(
+        &dev,
+        &view(&dev, &b),
+        rows,
+        stride,
+        [0, r, 30],
+        [r, nst, nst],
+        1e-6
+    )
+    .is_err());
+
+    // X += W y: a quantized and a float matvec with `add` aliasing the output.
+    let (n, rows, ncols) = (256, 9, 3);
+    let y = rand_vec(&mut rng, n * ncols, 1.0);
+    let x0 = rand_vec(&mut rng, rows * ncols, 2.0);
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
+        let wq = quantize_rows(ty, &rand_vec(&mut rng, n * rows, 1.0), n);
+        let wb = dev.upload(&wq).unwrap();
+        let (q, d, s) = acts_of(ncols, n);
+        let acts = QActs {
+            q: &view(&dev, &q),
+            d: &view(&dev, &d),
+            s: &view(&dev, &s),
+        };
+        let yb = dev.upload(&y).unwrap();
+        ops::quantize_q8a(&dev, &view(&dev, &yb), ncols, n, n, &acts).unwrap();
+        let mv = |out: &MvOut| {
+            if ty == GgmlType::F16 {
+                ops::matvec_float(
+                    &dev,
+                    ty,
+                    &view(&dev, &wb),
+                    n,
+                    rows,
+                    &view(&dev, &yb),
+                    n,
+                    ncols,
+                    out,
+                )
+            } else {
+                ops::matvec(&dev, ty, &view(&dev, &wb), n, rows, &acts, ncols, out)
+            }
+            .unwrap()
+        };
+        let plain: Buffer<f32> = dev.alloc(rows * ncols).unwrap();
+        mv(&MvOut::to(&view(&dev, &plain)));
+        let xa = dev.upload(&x0).unwrap();
+        ops::add(
+            &dev,
+            &view(&dev, &xa),
+            &view(&dev, &plain),
+            &view(&dev, &xa),
+            rows * ncols,
+        )
+        .unwrap();
+        let xf = dev.upload(&x0).unwrap();
+        let xv = view(&dev, &xf);
+        mv(&MvOut {
+            out: &xv,
+            add: Some(&xv),
+        });
+        let (ga, gf) = (dev.read(&xa).unwrap(), dev.read(&xf).unwrap());
+        assert!(
+            ga.iter().zip(&gf).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{ty:?}: fused residual differs"
+        );
+    }
+
+    // Float weights over strided activation rows (dt_in inside x_proj's rows).
+    let (n, rows, ncols, stride) = (8, 5, 3, 8 + 32);
+    let w = rand_vec(&mut rng, n * rows, 1.0);
+    let wb = dev.upload(&quantize_rows(GgmlType::F32, &w, n)).unwrap();
+    let xs = rand_vec(&mut rng, stride * ncols, 1.0);
+    let packed: Vec<f32> = xs.chunks(stride).flat_map(|c| c[..n].to_vec()).collect();
+    let (sb, pb) = (dev.upload(&xs).unwrap(), dev.upload(&packed).unwrap());
+    let (o1, o2): (Buffer<f32>, Buffer<f32>) = (
+        dev.alloc(rows * ncols).unwrap(),
+        dev.alloc(rows * ncols).unwrap(),
+    );
+    let wv = view(&dev, &wb);
+    ops::matvec_float(
+        &dev,
+        GgmlType::F32,
+        &wv,
+        n,
+        rows,
+        &view(&dev, &sb),
+        stride,
+        ncols,
+        &MvOut::to(&view(&dev, &o1)),
+    )
+    .unwrap();
+    ops::matvec_float(
+        &dev,
+        GgmlType::F32,
+        &wv,
+        n,
+        rows,
+        &view(&dev, &pb),
+        n,
+        ncols,
+        &MvOut::to(&view(&dev, &o2)),
+    )
+    .unwrap();
+    assert_eq!(dev.read(&o1).unwrap(), dev.read(&o2).unwrap());
 }

@@ -25,6 +25,8 @@ fn cuda_without_driver_is_a_clear_error() {
 fn every_launched_kernel_is_in_the_shipped_ptx() {
     let mut names: Vec<String> = [
         "rms_norm",
+        "rms_norm_q8a",
+        "rms_norm3",
         "quantize_q8a",
         "add_f32",
         "argmax_f32",

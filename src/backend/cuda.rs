@@ -6,11 +6,29 @@
 //! execution model (`--device cuda-emu`), which is how the whole path is
 //! tested on machines without a GPU.
 //!
-//! Two ops of the seam are fused into the scan kernel, their only reader:
-//! `silu_gate` (the kernel takes the raw gate z and applies SiLU) and
-//! `dt_softplus` (the kernel adds the dt bias and applies softplus). Here
-//! both are no-ops, so `Act::Xz`'s gate half and `Act::Dt` hold the values
-//! before those steps.
+//! Fewer launches per block (a decode step is launch-bound on a fast GPU):
+//! some ops of the seam are fused into the launch of the op that reads their
+//! result, their only reader, so the seam's buffers then hold other values
+//! between those two ops than the CPU's do:
+//! - `silu_gate` and `dt_softplus` into the scan kernel (it takes the raw
+//!   gate z and applies SiLU, adds the dt bias and applies softplus): both
+//!   no-ops here, `Act::Xz`'s gate half and `Act::Dt` hold the values before
+//!   those steps;
+//! - `split_dt` into the dt matmul, which reads dt_in in place from `Xdbl`'s
+//!   rows (`Act::DtIn` is never written);
+//! - `residual` into the out-projection matvec, which adds its dots to X
+//!   (X += W y in one launch; `Act::Out` is never written, `residual` checks
+//!   that the matvec did it);
+//! - the block's RMS norm quantizes its output for the in-projection in the
+//!   same launch (`rms_norm_q8a`), as the head's norm does for the LM head;
+//!   the matmul then skips its own quantization;
+//! - the dt/B/C norm is one launch for the three segments (`rms_norm3`);
+//! - a batched step uploads its slot ids once, for every layer's conv and
+//!   scan (`StateSlots::Resident`).
+//!
+//! Each fused kernel is tested bit for bit against the launches it replaces
+//! (`cuda/tests/emu_kernels.rs`). A decode step is 11 launches per block
+//! (was 16).
 //!
 //! Matmuls: quantized weights take activations quantized once per matmul to
 //! Q8A (int8 per 32 values with a float scale, dp4a dots); F32/F16/BF16
@@ -24,7 +42,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use mamba_cuda::ops::{self, MixerShape, QActs, ScanInputs, StateSlots};
+use mamba_cuda::ops::{self, MixerShape, MvOut, QActs, ScanInputs, StateSlots};
 use mamba_cuda::{Buffer, CudaError, Device, View};
 use quant::GgmlType;
 
@@ -158,6 +176,14 @@ struct Bufs {
     slot_ids: Buffer<i32>,
     /// Logits of up to 8 rows `[8][V]`.
     logits: Buffer<f32>,
+    /// What the Q8A buffers hold, when a fused norm wrote them: the
+    /// quantization of rows `0..t` of this buffer (taken by the next matmul).
+    q8a_of: Option<(Act, usize)>,
+    /// The out-projection added its output to X (taken by `residual`).
+    out_in_x: bool,
+    /// The ids `slot_ids` holds (uploaded by a conv, reused by the scan and
+    /// the other layers of the step).
+    slot_ids_held: Vec<i32>,
 }
 
 impl CudaScratch {
@@ -188,6 +214,9 @@ impl CudaScratch {
                 ids: dev.alloc(r)?,
                 slot_ids: dev.alloc(r)?,
                 logits: dev.alloc(COLS * self.vocab)?,
+                q8a_of: None,
+                out_in_x: false,
+                slot_ids_held: Vec::new(),
             });
         }
         self.bufs.as_mut().ok_or_else(|| ModelError::Backend {
@@ -324,6 +353,12 @@ impl CudaBackend {
         self.dev.is_emu()
     }
 
+    /// Kernel launches and host-to-device copies so far (see the module
+    /// docs for what one decode step costs).
+    pub fn counts(&self) -> mamba_cuda::Counts {
+        self.dev.counts()
+    }
+
     /// Bytes of weights in device memory.
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
@@ -374,36 +409,43 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// out rows `0..t` (stride `m.n_out`) = W x rows `0..t` (stride
-    /// `m.n_in`), up to [`COLS`] rows per launch.
+    /// out rows `0..t` (stride `m.n_out`) = W x rows `0..t` (`x_stride`
+    /// apart), up to [`COLS`] rows per launch; with `accumulate`, out +=
+    /// instead. `quantized`: the Q8A buffers already hold x's rows (a fused
+    /// norm wrote them).
+    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         b: &Bufs,
         m: &GpuMat,
-        x: &Buffer<f32>,
+        (x, x_stride): (&Buffer<f32>, usize),
         t: usize,
         out: &Buffer<f32>,
+        accumulate: bool,
+        quantized: bool,
     ) -> Result<()> {
         let (n, dev) = (m.n_in, &self.dev);
         let w = self.view(&m.w, 0)?;
         if ops::matvec_stem(m.ty).is_some() {
-            let (q, qd, qs) = (
-                self.view(&b.q, 0)?,
-                self.view(&b.qd, 0)?,
-                self.view(&b.qs, 0)?,
-            );
-            ops::quantize_q8a(
-                dev,
-                &self.view(x, 0)?,
-                t,
-                n,
-                n,
-                &QActs {
-                    q: &q,
-                    d: &qd,
-                    s: &qs,
-                },
-            )?;
+            if !quantized {
+                let (q, qd, qs) = (
+                    self.view(&b.q, 0)?,
+                    self.view(&b.qd, 0)?,
+                    self.view(&b.qs, 0)?,
+                );
+                ops::quantize_q8a(
+                    dev,
+                    &self.view(x, 0)?,
+                    t,
+                    n,
+                    x_stride,
+                    &QActs {
+                        q: &q,
+                        d: &qd,
+                        s: &qs,
+                    },
+                )?;
+            }
             for c0 in (0..t).step_by(COLS) {
                 let nc = COLS.min(t - c0);
                 let (q, qd, qs) = (
@@ -417,14 +459,22 @@ impl CudaBackend {
                     s: &qs,
                 };
                 let o = self.view(out, c0 * m.n_out)?;
-                ops::matvec(dev, m.ty, &w, n, m.n_out, &acts, nc, &o)?;
+                let dst = MvOut {
+                    out: &o,
+                    add: accumulate.then_some(&o),
+                };
+                ops::matvec(dev, m.ty, &w, n, m.n_out, &acts, nc, &dst)?;
             }
         } else {
             for c0 in (0..t).step_by(COLS) {
                 let nc = COLS.min(t - c0);
-                let xs = self.view(x, c0 * n)?;
+                let xs = self.view(x, c0 * x_stride)?;
                 let o = self.view(out, c0 * m.n_out)?;
-                ops::matvec_float(dev, m.ty, &w, n, m.n_out, &xs, nc, &o)?;
+                let dst = MvOut {
+                    out: &o,
+                    add: accumulate.then_some(&o),
+                };
+                ops::matvec_float(dev, m.ty, &w, n, m.n_out, &xs, x_stride, nc, &dst)?;
             }
         }
         Ok(())
@@ -462,17 +512,39 @@ impl CudaBackend {
         let layer = layer(&inner, l)?;
         let b = ws.bufs(&self.dev)?;
         let d = self.hp.n_embd;
-        ops::rms_norm(
-            &self.dev,
-            &self.view(&b.act[Act::X as usize], 0)?,
-            Some(&self.view(&layer.norm, 0)?),
-            &self.view(&b.act[Act::H as usize], 0)?,
-            t,
-            d,
-            d,
-            d,
-            self.hp.norm_eps,
-        )?;
+        let (x, w, h) = (
+            self.view(&b.act[Act::X as usize], 0)?,
+            self.view(&layer.norm, 0)?,
+            self.view(&b.act[Act::H as usize], 0)?,
+        );
+        // The in-projection's activations quantized in the same launch.
+        b.q8a_of = None;
+        if ops::matvec_stem(layer.ssm_in.ty).is_some() {
+            let (q, qd, qs) = (
+                self.view(&b.q, 0)?,
+                self.view(&b.qd, 0)?,
+                self.view(&b.qs, 0)?,
+            );
+            let acts = QActs {
+                q: &q,
+                d: &qd,
+                s: &qs,
+            };
+            ops::rms_norm_q8a(
+                &self.dev,
+                &x,
+                Some(&w),
+                &h,
+                t,
+                d,
+                d,
+                self.hp.norm_eps,
+                &acts,
+            )?;
+            b.q8a_of = Some((Act::H, t));
+        } else {
+            ops::rms_norm(&self.dev, &x, Some(&w), &h, t, d, d, d, self.hp.norm_eps)?;
+        }
         Ok(())
     }
 
@@ -505,7 +577,26 @@ impl CudaBackend {
             });
         }
         let b = ws.bufs(&self.dev)?;
-        self.gemm(b, m, &b.act[src as usize], t, &b.act[dst as usize])
+        let quantized = b.q8a_of.take() == Some((src, t));
+        match (wt, src, dst) {
+            // split_dt fused: dt_in read in place from x_proj's rows.
+            (Weight::Dt(_), Act::DtIn, _) => {
+                let stride = self.hp.dt_rank + 2 * self.hp.d_state;
+                let x = (&b.act[Act::Xdbl as usize], stride);
+                self.gemm(b, m, x, t, &b.act[dst as usize], false, quantized)
+            }
+            // residual fused: X += W y.
+            (Weight::Out(_), _, Act::Out) => {
+                let x = (&b.act[src as usize], m.n_in);
+                self.gemm(b, m, x, t, &b.act[Act::X as usize], true, quantized)?;
+                b.out_in_x = true;
+                Ok(())
+            }
+            _ => {
+                let x = (&b.act[src as usize], m.n_in);
+                self.gemm(b, m, x, t, &b.act[dst as usize], false, quantized)
+            }
+        }
     }
 
     /// Fused into [`scan`](Self::scan) (see the module docs).
@@ -526,9 +617,10 @@ impl CudaBackend {
         );
         let (w, bias) = (self.view(&layer.conv_w, 0)?, self.view(&layer.conv_b, 0)?);
         let (sh, st, ids) = self.mixer_rows(pool, e * (CONV_K - 1), rows, inner.slots)?;
-        let slots = state_slots(ids.as_deref(), &mut b.slot_ids);
-        ops::conv1d_silu(&self.dev, sh, &x, 2 * e, &w, &bias, &st, slots, &y, e)?;
-        Ok(())
+        let slots = state_slots(ids.as_deref(), &mut b.slot_ids, &b.slot_ids_held);
+        let r = ops::conv1d_silu(&self.dev, sh, &x, 2 * e, &w, &bias, &st, slots, &y, e);
+        held_ids(&mut b.slot_ids_held, ids, r.is_ok());
+        Ok(r?)
     }
 
     /// A mixer launch's shape and state view for `rows`, each entry `per`
@@ -566,41 +658,22 @@ impl CudaBackend {
         self.check_rows(ws, t)?;
         let _inner = self.inner();
         let (r, n) = (self.hp.dt_rank, self.hp.d_state);
-        let stride = r + 2 * n;
         let b = ws.bufs(&self.dev)?;
-        let xdbl = &b.act[Act::Xdbl as usize];
-        for (off, width) in [(0, r), (r, n), (r + n, n)] {
-            let v = self.view(xdbl, off)?;
-            ops::rms_norm(
-                &self.dev,
-                &v,
-                None,
-                &v,
-                t,
-                width,
-                stride,
-                stride,
-                self.hp.dt_b_c_eps,
-            )?;
-        }
+        ops::rms_norm3(
+            &self.dev,
+            &self.view(&b.act[Act::Xdbl as usize], 0)?,
+            t,
+            r + 2 * n,
+            [0, r, r + n],
+            [r, n, n],
+            self.hp.dt_b_c_eps,
+        )?;
         Ok(())
     }
 
+    /// Fused into the dt matmul (see the module docs).
     pub(crate) fn split_dt(&self, ws: &mut CudaScratch, t: usize) -> Result<()> {
-        self.check_rows(ws, t)?;
-        let _inner = self.inner();
-        let (r, n) = (self.hp.dt_rank, self.hp.d_state);
-        let b = ws.bufs(&self.dev)?;
-        ops::copy_rows(
-            &self.dev,
-            &self.view(&b.act[Act::Xdbl as usize], 0)?,
-            r + 2 * n,
-            &self.view(&b.act[Act::DtIn as usize], 0)?,
-            r,
-            t,
-            r,
-        )?;
-        Ok(())
+        self.check_rows(ws, t)
     }
 
     /// Fused into [`scan`](Self::scan) (see the module docs).
@@ -641,16 +714,22 @@ impl CudaBackend {
             dt_bias: &dt_bias,
         };
         let (sh, st, ids) = self.mixer_rows(pool, e * n, rows, inner.slots)?;
-        let slots = state_slots(ids.as_deref(), &mut b.slot_ids);
-        ops::selective_scan(&self.dev, sh, &inp, &st, slots, &y)?;
-        Ok(())
+        let slots = state_slots(ids.as_deref(), &mut b.slot_ids, &b.slot_ids_held);
+        let r = ops::selective_scan(&self.dev, sh, &inp, &st, slots, &y);
+        held_ids(&mut b.slot_ids_held, ids, r.is_ok());
+        Ok(r?)
     }
 
+    /// Fused into the out-projection (see the module docs); a plain add
+    /// when that did not run.
     pub(crate) fn residual(&self, ws: &mut CudaScratch, t: usize) -> Result<()> {
         self.check_rows(ws, t)?;
         let _inner = self.inner();
         let d = self.hp.n_embd;
         let b = ws.bufs(&self.dev)?;
+        if std::mem::take(&mut b.out_in_x) {
+            return Ok(());
+        }
         let (x, out) = (
             self.view(&b.act[Act::X as usize], 0)?,
             self.view(&b.act[Act::Out as usize], 0)?,
@@ -682,21 +761,43 @@ impl CudaBackend {
         })?;
         let inner = self.inner();
         let b = ws.bufs(&self.dev)?;
+        b.q8a_of = None;
         let h = self.view(&b.act[Act::H as usize], 0)?;
+        let fuse = ops::matvec_stem(inner.output.ty).is_some();
         for (g, r0) in rows.clone().step_by(COLS).enumerate() {
             let nc = COLS.min(rows.end - r0);
-            ops::rms_norm(
-                &self.dev,
-                &self.view(&b.act[Act::X as usize], r0 * d)?,
-                Some(&self.view(&inner.output_norm, 0)?),
-                &h,
-                nc,
-                d,
-                d,
-                d,
-                self.hp.norm_eps,
-            )?;
-            self.gemm(b, &inner.output, &b.act[Act::H as usize], nc, &b.logits)?;
+            let (x, w) = (
+                self.view(&b.act[Act::X as usize], r0 * d)?,
+                self.view(&inner.output_norm, 0)?,
+            );
+            if fuse {
+                // The head's activations quantized in the norm's launch.
+                let (q, qd, qs) = (
+                    self.view(&b.q, 0)?,
+                    self.view(&b.qd, 0)?,
+                    self.view(&b.qs, 0)?,
+                );
+                let acts = QActs {
+                    q: &q,
+                    d: &qd,
+                    s: &qs,
+                };
+                ops::rms_norm_q8a(
+                    &self.dev,
+                    &x,
+                    Some(&w),
+                    &h,
+                    nc,
+                    d,
+                    d,
+                    self.hp.norm_eps,
+                    &acts,
+                )?;
+            } else {
+                ops::rms_norm(&self.dev, &x, Some(&w), &h, nc, d, d, d, self.hp.norm_eps)?;
+            }
+            let hb = (&b.act[Act::H as usize], d);
+            self.gemm(b, &inner.output, hb, nc, &b.logits, false, fuse)?;
             let dst = &mut logits[g * COLS * v..(g * COLS + nc) * v];
             self.dev.read_at(&b.logits, 0, dst)?;
         }
@@ -835,12 +936,28 @@ fn layer(inner: &Inner, l: usize) -> Result<&GpuLayer> {
     })
 }
 
-/// The kernels' state-slot argument: consecutive (one chunk's slot view) or
-/// the batch's ids, uploaded through `buf`.
-fn state_slots<'a>(ids: Option<&'a [i32]>, buf: &'a mut Buffer<i32>) -> StateSlots<'a> {
+/// The kernels' state-slot argument: consecutive (one chunk's slot view), or
+/// the batch's ids, uploaded through `buf` unless it already holds them
+/// (`held`: an earlier launch of the step uploaded the same ids).
+fn state_slots<'a>(
+    ids: Option<&'a [i32]>,
+    buf: &'a mut Buffer<i32>,
+    held: &[i32],
+) -> StateSlots<'a> {
     match ids {
+        Some(ids) if held == ids => StateSlots::Resident { ids, buf },
         Some(ids) => StateSlots::Indexed { ids, buf },
         None => StateSlots::Consecutive,
+    }
+}
+
+/// What the slot-id buffer holds after a launch with `ids`: them when it
+/// ran, nothing known when it failed (it may have failed before the upload).
+fn held_ids(held: &mut Vec<i32>, ids: Option<Vec<i32>>, ok: bool) {
+    match (ids, ok) {
+        (Some(ids), true) => *held = ids,
+        (Some(_), false) => held.clear(),
+        (None, _) => {}
     }
 }
 
