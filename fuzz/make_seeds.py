@@ -99,6 +99,22 @@ def main():
         "a": ("F16", [2, 2], np.ones(4, dtype=np.float16).tobytes()),
     }))
 
+    # bnb_quant_state: [rows-1] [cols-1] [flags] + the quant_state JSON, as
+    # bitsandbytes writes it (the fixtures' form), for shapes that match.
+    def qs(kind, rows, cols, nested):
+        st = {"quant_type": kind, "blocksize": 64, "dtype": "float16", "shape": [rows, cols]}
+        if nested:
+            st.update({"nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 0.246})
+        return json.dumps(st).encode()
+    for kind, flag in [("fp4", 0), ("nf4", 8)]:
+        for rows, cols in [(4, 64), (3, 5), (16, 64)]:
+            for nested in [False, True]:
+                flags = flag | (1 if nested else 0)
+                put("bnb_quant_state", f"{kind}-{rows}x{cols}{'-dq' if nested else ''}",
+                    bytes([rows - 1, cols - 1, flags]) + qs(kind, rows, cols, nested))
+    put("bnb_quant_state", "huge-shape",
+        bytes([0, 0, 16]) + qs("nf4", 1 << 40, 1 << 40, False))
+
     chatml = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
               "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
               "{{ '<|im_start|>assistant\\n' }}{% endif %}")

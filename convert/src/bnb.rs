@@ -70,7 +70,11 @@ pub fn dequantize(ck: &Checkpoint, name: &str, shape: &[u64]) -> Result<Vec<f32>
             format!("quant_state shape {st_shape:?}, but config.json implies {shape:?}"),
         ));
     }
-    let n: usize = shape.iter().product::<u64>() as usize;
+    let n = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| bad(st, format!("shape {shape:?} has more elements than memory")))?;
     let nblocks = n.div_ceil(blocksize);
 
     let w = ck.get(name).ok_or_else(|| missing(""))?;

@@ -75,3 +75,42 @@ fn nf4() {
 fn nf4_double_quant() {
     check("falcon-mamba-small-nf4-dq", "nf4", true);
 }
+
+/// A quant_state whose shape (matching the config's) has more elements than
+/// any memory: an error naming the tensor, not an overflow panic (found by
+/// the `bnb_quant_state` fuzz target's seeds).
+#[test]
+fn a_shape_that_overflows_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = br#"{"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [1099511627776, 1099511627776]}"#;
+    let tensors: [(&str, &str, usize, Vec<u8>); 4] = [
+        ("w.weight", "U8", 2, vec![0x12, 0x34]),
+        ("w.weight.quant_map", "F32", 16, vec![0; 64]),
+        ("w.weight.absmax", "F32", 1, vec![0; 4]),
+        (
+            "w.weight.quant_state.bitsandbytes__nf4",
+            "U8",
+            state.len(),
+            state.to_vec(),
+        ),
+    ];
+    let (mut header, mut data) = (serde_json::Map::new(), Vec::new());
+    for (name, dtype, n, raw) in tensors {
+        header.insert(
+            name.into(),
+            serde_json::json!({"dtype": dtype, "shape": [n],
+                               "data_offsets": [data.len(), data.len() + raw.len()]}),
+        );
+        data.extend_from_slice(&raw);
+    }
+    let h = serde_json::Value::Object(header).to_string();
+    let mut file = (h.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(h.as_bytes());
+    file.extend_from_slice(&data);
+    std::fs::write(tmp.path().join("model.safetensors"), file).unwrap();
+    let ck = convert::checkpoint::Checkpoint::open(tmp.path()).unwrap();
+    let err = convert::bnb::dequantize(&ck, "w.weight", &[1 << 40, 1 << 40])
+        .expect_err("no tensor has 2^80 elements");
+    let msg = err.to_string();
+    assert!(msg.contains("quant_state") && msg.contains("more elements"), "{msg}");
+}

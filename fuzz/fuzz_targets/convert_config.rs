@@ -35,17 +35,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (cfg_dir, tok_dir) = dirs();
-    let known = Models::builtin();
+    // Parsed once: models.toml is ours, not input.
+    static KNOWN: OnceLock<Models> = OnceLock::new();
+    let known = KNOWN.get_or_init(Models::builtin);
     let hints = FalconHints::default();
     if sel % 2 == 0 {
         std::fs::write(cfg_dir.join("config.json"), text).expect("scratch write");
-        if let Ok(hp) = read_config(cfg_dir, &known, &hints, None, &mut |_| {}) {
+        if let Ok(hp) = read_config(cfg_dir, known, &hints, None, &mut |_| {}) {
             hp.check_known(&mut |_| {});
             let _ = hp.padded_vocab();
         }
     } else {
         std::fs::write(tok_dir.join("tokenizer_config.json"), text).expect("scratch write");
-        let hp = read_config(tok_dir, &known, &hints, None, &mut |_| {})
+        let hp = read_config(tok_dir, known, &hints, None, &mut |_| {})
             .expect("the fixture's config.json reads");
         let _ = convert::vocab::read_vocab(tok_dir, &hp);
     }
