@@ -72,6 +72,9 @@ pub(crate) struct CudaCtx {
     /// "NVIDIA H100 80GB HBM3 (sm_90)".
     pub(crate) name: String,
     modules: Mutex<HashMap<&'static str, sys::CUmodule>>,
+    /// Kernels already looked up (a decode step launches hundreds: the
+    /// driver's lookup by name is not done again for each).
+    functions: Mutex<HashMap<String, sys::CUfunction>>,
 }
 
 // SAFETY: a CUDA context may be used from any thread once made current there;
@@ -123,6 +126,7 @@ impl CudaCtx {
             dev,
             name: format!("{name} (sm_{major}{minor})"),
             modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
         };
         me.bind()?;
         Ok(me)
@@ -188,6 +192,22 @@ impl CudaCtx {
     }
 
     fn function(&self, kernel: &str) -> Result<sys::CUfunction> {
+        let poisoned = |_| CudaError::Driver {
+            call: "function cache",
+            msg: "poisoned".into(),
+        };
+        if let Some(&f) = self.functions.lock().map_err(poisoned)?.get(kernel) {
+            return Ok(f);
+        }
+        let f = self.lookup(kernel)?;
+        self.functions
+            .lock()
+            .map_err(poisoned)?
+            .insert(kernel.to_string(), f);
+        Ok(f)
+    }
+
+    fn lookup(&self, kernel: &str) -> Result<sys::CUfunction> {
         let module = module_of(kernel);
         let mut mods = self.modules.lock().map_err(|_| CudaError::Driver {
             call: "module cache",
