@@ -1635,3 +1635,46 @@ fn slot_api_saves_restores_and_erases() {
         "{v}"
     );
 }
+
+/// A slot operation on a slot that is serving a request waits for it to
+/// end, then saves the state after it (llama.cpp defers such a task too).
+#[test]
+fn a_slot_action_on_a_busy_slot_waits_for_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(model(), |c| {
+        c.slot_save_path = Some(dir.path().to_path_buf())
+    });
+    let addr = h.addr;
+    let body = json!({"prompt": "The falcon", "max_tokens": 1000, "temperature": 0,
+                      "ignore_eos": true, "stream": true});
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let streamer = std::thread::spawn(move || {
+        let r = client()
+            .post(format!("http://{addr}/v1/completions"))
+            .json(&body)
+            .send()
+            .expect("request");
+        let mut first = Some(first_tx);
+        for line in BufReader::new(r).lines() {
+            line.expect("line");
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    first_rx.recv().expect("the stream started");
+    let (status, v) = post(&h, "/slots/0?action=save", &json!({"filename": "busy.bin"}));
+    streamer.join().expect("streamer");
+    // Sent while the slot was busy (a busy slot holds nothing saveable: it
+    // would be a 409), answered with the state after the whole reply.
+    assert_eq!(status, 200, "{v}");
+    let n = v["n_saved"].as_u64().unwrap();
+    assert!(n > 1000, "prompt and all 1000 generated tokens: {v}");
+    let slots: Value = client()
+        .get(format!("http://{addr}/slots"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(slots[0]["n_past"], n, "{slots}");
+}
