@@ -139,6 +139,20 @@ fn chunked_prefill_on_the_emulated_gpu_equals_token_by_token() {
         let rel = rel_max_diff(&got, &whole, r.std);
         assert!(rel <= 1e-5, "chunk {chunk}: rel {rel:e}");
     }
+    // Quantized weights: a chunk over 8 rows runs the prefill matmul (one
+    // launch per matrix), 8 or fewer the decode matvec; the same logits.
+    let dir = tempdir();
+    let q = dir.path().join("q4_k.gguf");
+    let src = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    requantize(&src, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let m = emu(&q);
+    let ids = &r.prompt_ids[..r.prompt_ids.len().min(24)];
+    let whole = all_logits(&m, ids, 24);
+    for chunk in [1, 8, 13] {
+        let got = all_logits(&m, ids, chunk);
+        let rel = rel_max_diff(&got, &whole, r.std);
+        assert!(rel <= 1e-5, "Q4_K chunk {chunk}: rel {rel:e}");
+    }
 }
 
 #[test]

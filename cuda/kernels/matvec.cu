@@ -123,10 +123,12 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
     }
 }
 
-template <int T, int NC>
-static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
-    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
-    if (row >= a.rows) return;  // warp-uniform
+// Columns c0 .. c0 + NC of one weight row against the activations (with
+// GUARD, only the first nc of them: a chunk's last group). Each column's sum
+// runs in the same order whatever NC and c0, so matvec_<t>_<c> and matmul_<t>
+// give the same bits for a column.
+template <int T, int NC, bool GUARD>
+static __device__ __forceinline__ void mv_cols(const MatvecArgs& a, int row, int c0, int nc) {
     const int lane = threadIdx.x % WARP;
     const int nb = a.n / WARP;
     const u8* w = a.w + (long long)row * a.row_bytes;
@@ -138,9 +140,11 @@ static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
         load_unit<T>(w, u, un);
 #pragma unroll
         for (int c = 0; c < NC; c++) {
-            const int* aq = (const int*)(a.q + (long long)c * a.n + 32 * u);
-            int sa = a.s[(long long)c * nb + u];
-            float da = a.d[(long long)c * nb + u];
+            if (GUARD && c >= nc) break;
+            const long long col = c0 + c;
+            const int* aq = (const int*)(a.q + col * a.n + 32 * u);
+            int sa = a.s[col * nb + u];
+            float da = a.d[col * nb + u];
             int lo = 0, hi = 0;
 #pragma unroll
             for (int i = 0; i < 4; i++) lo = dot4(un.q[i], aq[i], lo);
@@ -152,9 +156,35 @@ static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
     }
 #pragma unroll
     for (int c = 0; c < NC; c++) {
+        if (GUARD && c >= nc) break;
         float v = warp_sum(acc[c]);
-        long long o = (long long)c * a.rows + row;
+        long long o = (long long)(c0 + c) * a.rows + row;
         if (lane == 0) a.out[o] = a.add ? a.add[o] + v : v;
+    }
+}
+
+template <int T, int NC>
+static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
+    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
+    if (row >= a.rows) return;  // warp-uniform
+    mv_cols<T, NC, false>(a, row, 0, NC);
+}
+
+// Prefill: all `ncols` activation rows of a chunk in one launch, 8 at a time
+// by the same warp, so each weight row comes from DRAM once per chunk (the
+// later groups find it in L1/L2) instead of once per 8 rows.
+struct MatmulArgs {
+    MatvecArgs m;
+    int ncols;
+};
+
+template <int T>
+static __device__ __forceinline__ void matmul_impl(const MatmulArgs& a) {
+    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
+    if (row >= a.m.rows) return;  // warp-uniform
+    for (int c0 = 0; c0 < a.ncols; c0 += 8) {
+        int nc = a.ncols - c0 < 8 ? a.ncols - c0 : 8;
+        mv_cols<T, 8, true>(a.m, row, c0, nc);
     }
 }
 
@@ -163,14 +193,18 @@ static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
 #define MV(name, T) \
     MV1(name, T, 1) MV1(name, T, 2) MV1(name, T, 3) MV1(name, T, 4) MV1(name, T, 5) MV1(name, T, 6) MV1(name, T, 7) MV1(name, T, 8)
 
-MV(q4_0, T_Q4_0)
-MV(q4_1, T_Q4_1)
-MV(q5_0, T_Q5_0)
-MV(q5_1, T_Q5_1)
-MV(q8_0, T_Q8_0)
-MV(q4_k, T_Q4_K)
-MV(q5_k, T_Q5_K)
-MV(q6_k, T_Q6_K)
+#define MM(name, T) \
+    extern "C" __global__ void matmul_##name(const MatmulArgs a) { matmul_impl<T>(a); }
+#define MVM(name, T) MV(name, T) MM(name, T)
+
+MVM(q4_0, T_Q4_0)
+MVM(q4_1, T_Q4_1)
+MVM(q5_0, T_Q5_0)
+MVM(q5_1, T_Q5_1)
+MVM(q8_0, T_Q8_0)
+MVM(q4_k, T_Q4_K)
+MVM(q5_k, T_Q5_K)
+MVM(q6_k, T_Q6_K)
 
 // Float weights (F32, F16, BF16) against f32 activations, as the CPU pairs
 // them: out[c][r] = sum_k w[r][k] * x[c][k] for any n (no block size). One

@@ -25,7 +25,7 @@ pub const MIN_CC: (i32, i32) = (8, 0);
 
 /// The module (kernels/<module>.cu) that defines `kernel`.
 pub fn module_of(kernel: &str) -> &'static str {
-    if kernel.starts_with("matvec_") {
+    if kernel.starts_with("matvec_") || kernel.starts_with("matmul_") {
         "matvec"
     } else if kernel.starts_with("embed_") {
         "embed"

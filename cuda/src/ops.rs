@@ -356,6 +356,60 @@ pub fn matvec(
     unsafe { dev.launch(&name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
 }
 
+/// [`matvec`] for any number of activation rows (a prefill chunk) in one
+/// launch: each warp takes its weight row against all `ncols` rows, 8 at a
+/// time, so the weights are read from device memory once per chunk. Each
+/// output equals [`matvec`]'s bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    dev: &Device,
+    ty: GgmlType,
+    w: &View,
+    n: usize,
+    rows: usize,
+    acts: &QActs,
+    ncols: usize,
+    out: &MvOut,
+) -> Result<()> {
+    let stem = matvec_stem(ty).ok_or(CudaError::Unsupported { ty })?;
+    if ncols == 0 {
+        return Err(CudaError::Shape {
+            what: "ncols",
+            value: 0,
+            why: "must be positive",
+        });
+    }
+    if rows == 0 || n == 0 || n % ty.block_size() != 0 {
+        return Err(CudaError::Shape {
+            what: "matmul n",
+            value: n,
+            why: "whole blocks, positive",
+        });
+    }
+    let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
+    let nb = n / 32;
+    need("matmul weights", w, mul("weights", rows, rb)?)?;
+    need("matmul q", acts.q, mul("q", ncols, n)?)?;
+    need("matmul d", acts.d, mul("d", ncols, nb)?)?;
+    need("matmul s", acts.s, mul("s", ncols, nb)?)?;
+    let (out, add) = out.check(dev, ncols, rows)?;
+    let p = Params::default()
+        .ptr(dev.check_view(w)?)
+        .ptr(dev.check_view(acts.q)?)
+        .ptr(dev.check_view(acts.d)?)
+        .ptr(dev.check_view(acts.s)?)
+        .ptr(out)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("rows", rows)?)
+        .i32(i32_of("row bytes", rb)?)
+        .ptr(add)
+        .i32(i32_of("ncols", ncols)?)
+        .done();
+    let name = format!("matmul_{stem}");
+    // SAFETY: weights, activations and outputs were checked against the shapes.
+    unsafe { dev.launch(&name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
+}
+
 /// out = a + b over `n` values (out may alias a or b).
 pub fn add(dev: &Device, a: &View, b: &View, out: &View, n: usize) -> Result<()> {
     need("add a", a, n)?;

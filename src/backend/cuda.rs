@@ -32,9 +32,12 @@
 //!
 //! Matmuls: quantized weights take activations quantized once per matmul to
 //! Q8A (int8 per 32 values with a float scale, dp4a dots); F32/F16/BF16
-//! weights take the f32 rows. Each launch handles up to 8 activation rows,
-//! so a chunk of t tokens reads each weight row ceil(t/8) times (a tiled
-//! prefill matmul is still to come).
+//! weights take the f32 rows. Up to 8 rows (decode) are one matvec launch;
+//! a prefill chunk of quantized weights is one `matmul_<t>` launch whose
+//! warps take their weight row against every row of the chunk, 8 at a time,
+//! so the weights come from device memory once per chunk (the activations
+//! are not yet staged in shared memory: each block reads them from L2).
+//! Float weights still run 8 rows per launch.
 //!
 //! Thread safety: the weights and the state pool sit behind one mutex, held
 //! for the whole of each op, so launches from several sessions never
@@ -446,24 +449,26 @@ impl CudaBackend {
                     },
                 )?;
             }
-            for c0 in (0..t).step_by(COLS) {
-                let nc = COLS.min(t - c0);
-                let (q, qd, qs) = (
-                    self.view(&b.q, c0 * n)?,
-                    self.view(&b.qd, c0 * n / 32)?,
-                    self.view(&b.qs, c0 * n / 32)?,
-                );
-                let acts = QActs {
-                    q: &q,
-                    d: &qd,
-                    s: &qs,
-                };
-                let o = self.view(out, c0 * m.n_out)?;
-                let dst = MvOut {
-                    out: &o,
-                    add: accumulate.then_some(&o),
-                };
-                ops::matvec(dev, m.ty, &w, n, m.n_out, &acts, nc, &dst)?;
+            let (q, qd, qs) = (
+                self.view(&b.q, 0)?,
+                self.view(&b.qd, 0)?,
+                self.view(&b.qs, 0)?,
+            );
+            let acts = QActs {
+                q: &q,
+                d: &qd,
+                s: &qs,
+            };
+            let o = self.view(out, 0)?;
+            let dst = MvOut {
+                out: &o,
+                add: accumulate.then_some(&o),
+            };
+            if t <= COLS {
+                ops::matvec(dev, m.ty, &w, n, m.n_out, &acts, t, &dst)?;
+            } else {
+                // A prefill chunk: one launch, the weights read once.
+                ops::matmul(dev, m.ty, &w, n, m.n_out, &acts, t, &dst)?;
             }
         } else {
             for c0 in (0..t).step_by(COLS) {
