@@ -112,5 +112,8 @@ fn a_shape_that_overflows_is_an_error() {
     let err = convert::bnb::dequantize(&ck, "w.weight", &[1 << 40, 1 << 40])
         .expect_err("no tensor has 2^80 elements");
     let msg = err.to_string();
-    assert!(msg.contains("quant_state") && msg.contains("more elements"), "{msg}");
+    assert!(
+        msg.contains("quant_state") && msg.contains("more elements"),
+        "{msg}"
+    );
 }

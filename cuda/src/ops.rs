@@ -326,34 +326,8 @@ pub fn matvec(
             why: "1 to 8 activation rows",
         });
     }
-    if rows == 0 || n == 0 || n % ty.block_size() != 0 {
-        return Err(CudaError::Shape {
-            what: "matvec n",
-            value: n,
-            why: "whole blocks, positive",
-        });
-    }
-    let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
-    let nb = n / 32;
-    need("matvec weights", w, mul("weights", rows, rb)?)?;
-    need("matvec q", acts.q, mul("q", ncols, n)?)?;
-    need("matvec d", acts.d, mul("d", ncols, nb)?)?;
-    need("matvec s", acts.s, mul("s", ncols, nb)?)?;
-    let (out, add) = out.check(dev, ncols, rows)?;
-    let p = Params::default()
-        .ptr(dev.check_view(w)?)
-        .ptr(dev.check_view(acts.q)?)
-        .ptr(dev.check_view(acts.d)?)
-        .ptr(dev.check_view(acts.s)?)
-        .ptr(out)
-        .i32(i32_of("n", n)?)
-        .i32(i32_of("rows", rows)?)
-        .i32(i32_of("row bytes", rb)?)
-        .ptr(add)
-        .done();
     let name = format!("matvec_{stem}_{ncols}");
-    // SAFETY: weights, activations and outputs were checked against the shapes.
-    unsafe { dev.launch(&name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
+    launch_quantized(dev, &name, ty, (w, n, rows), acts, ncols, out, None)
 }
 
 /// [`matvec`] for any number of activation rows (a prefill chunk) in one
@@ -379,21 +353,40 @@ pub fn matmul(
             why: "must be positive",
         });
     }
+    let name = format!("matmul_{stem}");
+    let nc = i32_of("ncols", ncols)?;
+    launch_quantized(dev, &name, ty, (w, n, rows), acts, ncols, out, Some(nc))
+}
+
+/// The checks and the launch shared by [`matvec`] and [`matmul`]; `ncols`
+/// goes into the parameters for the matmul (whose struct has it after the
+/// matvec's fields).
+#[allow(clippy::too_many_arguments)]
+fn launch_quantized(
+    dev: &Device,
+    name: &str,
+    ty: GgmlType,
+    (w, n, rows): (&View, usize, usize),
+    acts: &QActs,
+    ncols: usize,
+    out: &MvOut,
+    ncols_param: Option<i32>,
+) -> Result<()> {
     if rows == 0 || n == 0 || n % ty.block_size() != 0 {
         return Err(CudaError::Shape {
-            what: "matmul n",
+            what: "matvec n",
             value: n,
             why: "whole blocks, positive",
         });
     }
     let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
     let nb = n / 32;
-    need("matmul weights", w, mul("weights", rows, rb)?)?;
-    need("matmul q", acts.q, mul("q", ncols, n)?)?;
-    need("matmul d", acts.d, mul("d", ncols, nb)?)?;
-    need("matmul s", acts.s, mul("s", ncols, nb)?)?;
+    need("matvec weights", w, mul("weights", rows, rb)?)?;
+    need("matvec q", acts.q, mul("q", ncols, n)?)?;
+    need("matvec d", acts.d, mul("d", ncols, nb)?)?;
+    need("matvec s", acts.s, mul("s", ncols, nb)?)?;
     let (out, add) = out.check(dev, ncols, rows)?;
-    let p = Params::default()
+    let mut p = Params::default()
         .ptr(dev.check_view(w)?)
         .ptr(dev.check_view(acts.q)?)
         .ptr(dev.check_view(acts.d)?)
@@ -402,12 +395,13 @@ pub fn matmul(
         .i32(i32_of("n", n)?)
         .i32(i32_of("rows", rows)?)
         .i32(i32_of("row bytes", rb)?)
-        .ptr(add)
-        .i32(i32_of("ncols", ncols)?)
-        .done();
-    let name = format!("matmul_{stem}");
+        .ptr(add);
+    if let Some(nc) = ncols_param {
+        p = p.i32(nc);
+    }
+    let p = p.done();
     // SAFETY: weights, activations and outputs were checked against the shapes.
-    unsafe { dev.launch(&name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
+    unsafe { dev.launch(name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
 }
 
 /// out = a + b over `n` values (out may alias a or b).

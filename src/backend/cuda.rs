@@ -401,6 +401,15 @@ impl CudaBackend {
         Ok(self.dev.view(b, off, len)?)
     }
 
+    /// The workspace's Q8A buffers (q, d, s) as kernel views.
+    fn q8a_views(&self, b: &Bufs) -> Result<[View; 3]> {
+        Ok([
+            self.view(&b.q, 0)?,
+            self.view(&b.qd, 0)?,
+            self.view(&b.qs, 0)?,
+        ])
+    }
+
     fn check_rows(&self, ws: &CudaScratch, t: usize) -> Result<()> {
         if t == 0 || t > ws.rows {
             return Err(ModelError::TooMany {
@@ -431,11 +440,7 @@ impl CudaBackend {
         let w = self.view(&m.w, 0)?;
         if ops::matvec_stem(m.ty).is_some() {
             if !quantized {
-                let (q, qd, qs) = (
-                    self.view(&b.q, 0)?,
-                    self.view(&b.qd, 0)?,
-                    self.view(&b.qs, 0)?,
-                );
+                let [q, qd, qs] = self.q8a_views(b)?;
                 ops::quantize_q8a(
                     dev,
                     &self.view(x, 0)?,
@@ -449,11 +454,7 @@ impl CudaBackend {
                     },
                 )?;
             }
-            let (q, qd, qs) = (
-                self.view(&b.q, 0)?,
-                self.view(&b.qd, 0)?,
-                self.view(&b.qs, 0)?,
-            );
+            let [q, qd, qs] = self.q8a_views(b)?;
             let acts = QActs {
                 q: &q,
                 d: &qd,
@@ -516,39 +517,32 @@ impl CudaBackend {
         let inner = self.inner();
         let layer = layer(&inner, l)?;
         let b = ws.bufs(&self.dev)?;
-        let d = self.hp.n_embd;
-        let (x, w, h) = (
+        let (x, w) = (
             self.view(&b.act[Act::X as usize], 0)?,
             self.view(&layer.norm, 0)?,
-            self.view(&b.act[Act::H as usize], 0)?,
         );
         // The in-projection's activations quantized in the same launch.
-        b.q8a_of = None;
-        if ops::matvec_stem(layer.ssm_in.ty).is_some() {
-            let (q, qd, qs) = (
-                self.view(&b.q, 0)?,
-                self.view(&b.qd, 0)?,
-                self.view(&b.qs, 0)?,
-            );
+        let fuse = ops::matvec_stem(layer.ssm_in.ty).is_some();
+        self.norm_into_h(b, &x, &w, t, fuse)?;
+        b.q8a_of = fuse.then_some((Act::H, t));
+        Ok(())
+    }
+
+    /// H rows `0..t` = rmsnorm(x rows) * w; with `quantize`, also H's Q8A
+    /// into the workspace's buffers, in the same launch.
+    fn norm_into_h(&self, b: &Bufs, x: &View, w: &View, t: usize, quantize: bool) -> Result<()> {
+        let (d, eps) = (self.hp.n_embd, self.hp.norm_eps);
+        let h = self.view(&b.act[Act::H as usize], 0)?;
+        if quantize {
+            let [q, qd, qs] = self.q8a_views(b)?;
             let acts = QActs {
                 q: &q,
                 d: &qd,
                 s: &qs,
             };
-            ops::rms_norm_q8a(
-                &self.dev,
-                &x,
-                Some(&w),
-                &h,
-                t,
-                d,
-                d,
-                self.hp.norm_eps,
-                &acts,
-            )?;
-            b.q8a_of = Some((Act::H, t));
+            ops::rms_norm_q8a(&self.dev, x, Some(w), &h, t, d, d, eps, &acts)?;
         } else {
-            ops::rms_norm(&self.dev, &x, Some(&w), &h, t, d, d, d, self.hp.norm_eps)?;
+            ops::rms_norm(&self.dev, x, Some(w), &h, t, d, d, d, eps)?;
         }
         Ok(())
     }
@@ -767,7 +761,6 @@ impl CudaBackend {
         let inner = self.inner();
         let b = ws.bufs(&self.dev)?;
         b.q8a_of = None;
-        let h = self.view(&b.act[Act::H as usize], 0)?;
         let fuse = ops::matvec_stem(inner.output.ty).is_some();
         for (g, r0) in rows.clone().step_by(COLS).enumerate() {
             let nc = COLS.min(rows.end - r0);
@@ -775,32 +768,8 @@ impl CudaBackend {
                 self.view(&b.act[Act::X as usize], r0 * d)?,
                 self.view(&inner.output_norm, 0)?,
             );
-            if fuse {
-                // The head's activations quantized in the norm's launch.
-                let (q, qd, qs) = (
-                    self.view(&b.q, 0)?,
-                    self.view(&b.qd, 0)?,
-                    self.view(&b.qs, 0)?,
-                );
-                let acts = QActs {
-                    q: &q,
-                    d: &qd,
-                    s: &qs,
-                };
-                ops::rms_norm_q8a(
-                    &self.dev,
-                    &x,
-                    Some(&w),
-                    &h,
-                    nc,
-                    d,
-                    d,
-                    self.hp.norm_eps,
-                    &acts,
-                )?;
-            } else {
-                ops::rms_norm(&self.dev, &x, Some(&w), &h, nc, d, d, d, self.hp.norm_eps)?;
-            }
+            // The head's activations quantized in the norm's launch.
+            self.norm_into_h(b, &x, &w, nc, fuse)?;
             let hb = (&b.act[Act::H as usize], d);
             self.gemm(b, &inner.output, hb, nc, &b.logits, false, fuse)?;
             let dst = &mut logits[g * COLS * v..(g * COLS + nc) * v];
