@@ -87,16 +87,28 @@ impl Sampling {
     /// The next token for `logits`; an end-of-sequence id ends generation
     /// unless `ignore_eos`.
     pub fn next(&mut self, logits: &[f32], tok: &Tokenizer, ignore_eos: bool) -> Result<Next> {
+        let eos: &[u32] = if ignore_eos { &[] } else { tok.eos_ids() };
+        Ok(self.next_with_eos(logits, tok, eos)?.0)
+    }
+
+    /// [`Sampling::next`] ending at the ids in `eos` instead of the
+    /// tokenizer's end-of-sequence ids (transformers' `eos_token_id`; empty:
+    /// never), and the id sampled, an end-of-sequence one included (which
+    /// [`Next::Eos`] does not carry).
+    pub fn next_with_eos(
+        &mut self,
+        logits: &[f32],
+        tok: &Tokenizer,
+        eos: &[u32],
+    ) -> Result<(Next, u32)> {
         let id = self.sampler.try_sample(logits, &self.history)?;
-        if !ignore_eos && tok.eos_ids().contains(&id) {
-            return Ok(Next::Eos);
+        if eos.contains(&id) {
+            return Ok((Next::Eos, id));
         }
         self.history.push(id);
         self.generated.push(id);
-        Ok(Next::Token {
-            id,
-            piece: self.decoder.push(tok, id),
-        })
+        let piece = self.decoder.push(tok, id);
+        Ok((Next::Token { id, piece }, id))
     }
 
     /// Text held back by the decoder (the end of a multi-byte character).
@@ -108,6 +120,127 @@ impl Sampling {
     pub fn tokens(&self) -> &[u32] {
         &self.generated
     }
+}
+
+/// The log-probability of `id` under `logits` (a log-softmax; None for an
+/// id outside them), and the `k` most likely tokens' (best first, the lower
+/// id first on ties): what OpenAI's `logprobs` report for a sampled token.
+pub fn log_probs(logits: &[f32], id: u32, k: usize) -> (Option<f32>, Vec<(u32, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max
+        + logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln() as f32;
+    let chosen = logits.get(id as usize).map(|&x| x - lse);
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() == k && top.last().is_some_and(|t| l <= t.1) {
+                continue;
+            }
+            let at = top.partition_point(|t| t.1 >= l);
+            top.insert(at, (i as u32, l));
+            top.truncate(k);
+        }
+    }
+    (chosen, top.into_iter().map(|(i, l)| (i, l - lse)).collect())
+}
+
+/// Stop strings over streamed text (OpenAI's `stop`). Text is released as it
+/// is generated, except a tail that could begin a stop string, held back
+/// until later text settles it; at the first stop string the text is cut
+/// before it and generation should end ([`StopStrings::stopped`]).
+///
+/// ```
+/// use mamba_gguf::generate::StopStrings;
+/// let mut s = StopStrings::new(vec!["</a>".into()]);
+/// assert_eq!(s.push("x <"), "x ");
+/// assert_eq!(s.push("/a> y"), "");
+/// assert!(s.stopped());
+/// assert_eq!(s.text(), "x ");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct StopStrings {
+    stops: Vec<String>,
+    /// Everything generated (up to the stop string), and how much of it
+    /// was released.
+    out: String,
+    sent: usize,
+    hit: bool,
+}
+
+impl StopStrings {
+    /// Stops at any of `stops` (empty strings are ignored).
+    pub fn new(stops: Vec<String>) -> StopStrings {
+        StopStrings {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            ..StopStrings::default()
+        }
+    }
+
+    /// Adds generated text; returns the part now safe to show (may be
+    /// empty). Nothing once a stop string was found.
+    pub fn push(&mut self, piece: &str) -> String {
+        if self.hit {
+            return String::new();
+        }
+        self.out.push_str(piece);
+        // A stop string cannot start in the released text: its start would
+        // have been held back. So only the unreleased tail is searched.
+        let tail = self.out.get(self.sent..).unwrap_or("");
+        let found = self
+            .stops
+            .iter()
+            .filter_map(|s| tail.find(s.as_str()))
+            .min()
+            .map(|i| i + self.sent);
+        let visible = match found {
+            Some(i) => {
+                self.hit = true;
+                i
+            }
+            None => self.out.len() - partial_stop(&self.out, &self.stops),
+        };
+        let new = self.out.get(self.sent..visible).unwrap_or("").to_string();
+        self.sent = visible.max(self.sent);
+        if self.hit {
+            self.out.truncate(self.sent);
+        }
+        new
+    }
+
+    /// Whether a stop string was found.
+    pub fn stopped(&self) -> bool {
+        self.hit
+    }
+
+    /// Generation ended without a stop string: the held-back tail.
+    pub fn finish(&mut self) -> String {
+        let rest = self.out.get(self.sent..).unwrap_or("").to_string();
+        self.sent = self.out.len();
+        rest
+    }
+
+    /// The text released so far.
+    pub fn text(&self) -> &str {
+        self.out.get(..self.sent).unwrap_or("")
+    }
+}
+
+/// Bytes at the end of `s` that could be the start of one of `stops`.
+fn partial_stop(s: &str, stops: &[String]) -> usize {
+    let mut keep = 0;
+    for st in stops {
+        for k in (1..st.len().min(s.len() + 1)).rev() {
+            if s.is_char_boundary(s.len() - k) && st.is_char_boundary(k) && s.ends_with(&st[..k]) {
+                keep = keep.max(k);
+                break;
+            }
+        }
+    }
+    keep
 }
 
 /// An iterator of generated text pieces over a session. See the module docs.
@@ -218,5 +351,91 @@ impl Iterator for Generate<'_, '_> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_strings_hold_back_and_cut() {
+        let mut s = StopStrings::new(vec!["</end>".into(), "\n\n".into(), String::new()]);
+        assert_eq!(s.push("abc</e"), "abc");
+        assert_eq!(s.push("x"), "</ex");
+        assert_eq!(s.push("\n"), "");
+        assert_eq!(s.push("\nmore"), "");
+        assert!(s.stopped());
+        assert_eq!(s.text(), "abc</ex");
+        assert_eq!(s.push("ignored"), "");
+        assert_eq!(s.finish(), "");
+
+        // No stop string found: the held-back tail comes out at the end.
+        let mut s = StopStrings::new(vec!["é!".into()]);
+        assert_eq!(s.push("caf"), "caf");
+        assert_eq!(s.push("é"), "");
+        assert!(!s.stopped());
+        assert_eq!(s.finish(), "é");
+        assert_eq!(s.text(), "café");
+
+        // Without stop strings everything passes at once.
+        let mut s = StopStrings::new(Vec::new());
+        assert_eq!(s.push("a\n\n"), "a\n\n");
+        // A stop string inside one piece.
+        let mut s = StopStrings::new(vec!["STOP".into()]);
+        assert_eq!(s.push("xSTOPy"), "x");
+        assert!(s.stopped());
+    }
+
+    /// The caller's end-of-sequence ids end generation and come back with
+    /// the id; without them the same id is a token.
+    #[test]
+    fn next_with_eos_reports_the_id() {
+        use crate::sampler::SamplerConfig;
+        use crate::{Model, Session};
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/llamacpp/falcon-mamba-tiny-q4_k_m.gguf"
+        );
+        let model = Model::load(path).expect("fixture loads");
+        let tok = Tokenizer::from_gguf(model.gguf()).expect("tokenizer");
+        let prompt = tok.encode("The falcon", false).expect("encodes");
+        let mut session = Session::new(&model);
+        let logits = session.feed(&prompt).expect("feeds").to_vec();
+        let greedy = || {
+            Sampler::new(SamplerConfig {
+                temp: 0.0,
+                ..SamplerConfig::default()
+            })
+        };
+        let first = crate::sampler::argmax(&logits).expect("no NaN");
+        let mut a = Sampling::new(greedy(), &prompt);
+        assert_eq!(
+            a.next_with_eos(&logits, &tok, &[first]).expect("samples"),
+            (Next::Eos, first)
+        );
+        assert!(a.tokens().is_empty());
+        let mut b = Sampling::new(greedy(), &prompt);
+        let (next, id) = b.next_with_eos(&logits, &tok, &[]).expect("samples");
+        assert_eq!(id, first);
+        assert!(matches!(next, Next::Token { id, .. } if id == first));
+        assert_eq!(b.tokens(), [first]);
+    }
+
+    #[test]
+    fn log_probs_are_a_log_softmax() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0];
+        let (lp, top) = log_probs(&logits, 2, 3);
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        let want = |l: f32| (l as f64 - z.ln()) as f32;
+        assert!((lp.unwrap() - want(2.0)).abs() < 1e-6);
+        let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, [1, 3, 2]);
+        assert!((top[0].1 - want(3.0)).abs() < 1e-6);
+        assert_eq!(log_probs(&logits, 9, 0), (None, Vec::new()));
+        let sum: f64 = (0..4)
+            .map(|i| (log_probs(&logits, i, 0).0.unwrap() as f64).exp())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-6);
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! The `server` feature (on by default) adds the HTTP server and the chat
 //! templates; without it the crate builds without axum, tokio and minijinja.
+//! The `chat` feature (part of `server`) adds the chat templates alone.
 
 pub mod backend;
-#[cfg(feature = "server")]
+#[cfg(feature = "chat")]
 pub mod chat_template;
 #[cfg(feature = "server")]
 pub mod constrain;

@@ -10,6 +10,8 @@ use super::TokenizerError;
 
 pub struct HfBackend {
     tk: tokenizers::Tokenizer,
+    /// `tk` reading special tokens' text as plain text, made on first use.
+    plain: std::sync::OnceLock<tokenizers::Tokenizer>,
     /// The raw bytes of each id (empty for an id no token has).
     bytes: Vec<Vec<u8>>,
     /// Whether the decoder is byte-level, so tokens' bytes concatenate to the
@@ -54,6 +56,7 @@ impl HfBackend {
         }
         Ok(HfBackend {
             tk,
+            plain: std::sync::OnceLock::new(),
             bytes,
             byte_level: is_byte_level,
         })
@@ -71,9 +74,24 @@ impl HfBackend {
             .is_some_and(|t| t.special)
     }
 
-    pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
-        let enc = self
-            .tk
+    /// Encodes `text`; without `parse_special`, added tokens marked
+    /// special are read as plain text.
+    pub fn encode(
+        &self,
+        text: &str,
+        parse_special: bool,
+        out: &mut Vec<u32>,
+    ) -> Result<(), TokenizerError> {
+        let tk = if parse_special {
+            &self.tk
+        } else {
+            self.plain.get_or_init(|| {
+                let mut tk = self.tk.clone();
+                tk.set_encode_special_tokens(true);
+                tk
+            })
+        };
+        let enc = tk
             .encode(text, false)
             .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         out.extend_from_slice(enc.get_ids());

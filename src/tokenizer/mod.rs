@@ -194,13 +194,25 @@ impl Tokenizer {
     /// Tokenizes `text`, special tokens in it included; prepends the BOS id
     /// when `add_bos` (an error if there is none).
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_with(text, add_bos, true)
+    }
+
+    /// [`Tokenizer::encode`], where `parse_special` false reads the text of
+    /// special tokens (`<|endoftext|>`, `>>TITLE<<`) as plain text, as
+    /// llama.cpp's `parse_special` and llama-cpp-python's `special=False` do.
+    pub fn encode_with(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_bos {
             out.push(self.bos.ok_or(TokenizerError::NoBos)?);
         }
         match &self.backend {
-            Backend::Vocab(v) => v.encode(text, true, &mut out),
-            Backend::Hf(h) => h.encode(text, &mut out)?,
+            Backend::Vocab(v) => v.encode(text, parse_special, &mut out),
+            Backend::Hf(h) => h.encode(text, parse_special, &mut out)?,
         }
         Ok(out)
     }
@@ -208,16 +220,27 @@ impl Tokenizer {
     /// The text of `ids`: special tokens as their text, ids outside the
     /// vocabulary as nothing, invalid UTF-8 as U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> String {
+        match String::from_utf8(self.decode_bytes(ids)) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+
+    /// The bytes of `ids` (what [`Tokenizer::decode`] turns into text): the
+    /// tokens' bytes one after another, which may end inside a character
+    /// (llama-cpp-python's `detokenize` returns these), or the decoder's
+    /// text for a tokenizer.json that is not byte-level.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
         if let Backend::Hf(h) = &self.backend {
             if let Some(s) = h.decode_via_decoder(ids) {
-                return s;
+                return s.into_bytes();
             }
         }
         let mut bytes = Vec::new();
         for &id in ids {
             self.append_bytes(id, &mut bytes);
         }
-        String::from_utf8_lossy(&bytes).into_owned()
+        bytes
     }
 
     fn append_bytes(&self, id: u32, out: &mut Vec<u8>) {
@@ -367,6 +390,42 @@ mod tests {
         assert_eq!(t.token_piece(256), " w");
     }
 
+    /// `parse_special` false reads a special token's text as text, on the
+    /// GGUF vocabulary and on the Hugging Face tokenizer.json alike.
+    #[test]
+    fn special_text_as_plain_text() {
+        let t = toy();
+        let plain = t.encode_with("<|end|>", false, false).expect("encodes");
+        assert!(!plain.contains(&259) && plain.len() > 1, "{plain:?}");
+        assert_eq!(t.decode(&plain), "<|end|>");
+        assert_eq!(
+            t.encode_with("<|end|>", false, true).expect("encodes"),
+            [259]
+        );
+
+        let json = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/hf/falcon-mamba-tiny/tokenizer.json"
+        ))
+        .expect("fixture tokenizer.json");
+        let hf = Tokenizer::from_hf_json(&json).expect("loads");
+        let text = "Hi<|endoftext|> there";
+        let special = hf.encode_with(text, false, true).expect("encodes");
+        let plain = hf.encode_with(text, false, false).expect("encodes");
+        assert!(special.contains(&11), "{special:?}");
+        assert!(
+            !plain.contains(&11) && plain.len() > special.len(),
+            "{plain:?}"
+        );
+        assert_eq!(hf.decode(&plain), text);
+        assert_eq!(hf.encode(text, false).expect("encodes"), special);
+        let ordinary = "The falcon flies";
+        assert_eq!(
+            hf.encode_with(ordinary, false, false).expect("encodes"),
+            hf.encode(ordinary, false).expect("encodes")
+        );
+    }
+
     #[test]
     fn pieces_escape_partial_characters() {
         let t = toy();
@@ -376,6 +435,8 @@ mod tests {
         assert_eq!(t.token_piece(0xC3), "<0xC3>");
         assert_eq!(t.decode(&ids), "é");
         assert_eq!(t.decode(&ids[..1]), "\u{FFFD}");
+        assert_eq!(t.decode_bytes(&ids[..1]), [0xC3]);
+        assert_eq!(t.decode_bytes(&ids), "é".as_bytes());
         assert_eq!(t.decode(&[99_999]), "");
     }
 
