@@ -110,14 +110,6 @@ def test_generate_sampling(model: Any) -> None:
     assert len(set(plain)) < 100 and len(set(pen)) == 100
 
 
-def test_generate_torch_if_installed(model: Any) -> None:
-    torch = pytest.importorskip("torch")  # not installed by CI: too heavy
-    ids = model.tokenize(b"The falcon flies")
-    out = model.generate(torch.tensor([ids]), max_new_tokens=4)
-    assert isinstance(out, torch.Tensor) and out.dtype == torch.int64
-    assert out.shape == tuple(RECORDED["generate"]["greedy_shape"])
-
-
 @pytest.mark.parametrize("name, inputs, kwargs", CALLS, ids=[c[0] for c in CALLS])
 def test_pipeline_shapes_equal_transformers(model: Any, name: str, inputs: Any, kwargs: Dict[str, Any]) -> None:
     pipe = mamba_gguf.pipeline("text-generation", model=model)
