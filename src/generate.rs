@@ -230,7 +230,7 @@ impl StopStrings {
 }
 
 /// Bytes at the end of `s` that could be the start of one of `stops`.
-fn partial_stop(s: &str, stops: &[String]) -> usize {
+pub(crate) fn partial_stop(s: &str, stops: &[String]) -> usize {
     let mut keep = 0;
     for st in stops {
         for k in (1..st.len().min(s.len() + 1)).rev() {

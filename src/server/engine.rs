@@ -36,7 +36,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::metrics::{Finished, Metrics};
 use crate::constrain::Constraint;
-use crate::generate::{Next, Sampling};
+use crate::generate::{log_probs, partial_stop, Next, Sampling};
 use crate::model::Model;
 use crate::prefill::PrefillError;
 pub use crate::prefill::{prefill, PrefillRun, Prompt};
@@ -432,45 +432,6 @@ fn gone_or_late(job: &Job) -> Option<Event> {
         return Some(err(504, "timeout", "request timed out"));
     }
     None
-}
-
-/// log-softmax of `logits` at `id`, and the `k` largest entries' (best
-/// first, lower id first on ties).
-fn log_probs(logits: &[f32], id: u32, k: usize) -> (Option<f32>, Vec<(u32, f32)>) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max
-        + logits
-            .iter()
-            .map(|&l| ((l - max) as f64).exp())
-            .sum::<f64>()
-            .ln() as f32;
-    let chosen = logits.get(id as usize).map(|&x| x - lse);
-    let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
-    if k > 0 {
-        for (i, &l) in logits.iter().enumerate() {
-            if top.len() == k && top.last().is_some_and(|t| l <= t.1) {
-                continue;
-            }
-            let at = top.partition_point(|t| t.1 >= l);
-            top.insert(at, (i as u32, l));
-            top.truncate(k);
-        }
-    }
-    (chosen, top.into_iter().map(|(i, l)| (i, l - lse)).collect())
-}
-
-/// Bytes of `s` that could be the start of one of `stops` (held back).
-fn partial_stop(s: &str, stops: &[String]) -> usize {
-    let mut keep = 0;
-    for st in stops {
-        for k in (1..st.len().min(s.len() + 1)).rev() {
-            if s.is_char_boundary(s.len() - k) && st.is_char_boundary(k) && s.ends_with(&st[..k]) {
-                keep = keep.max(k);
-                break;
-            }
-        }
-    }
-    keep
 }
 
 /// A request's generation after its prompt.
