@@ -86,6 +86,24 @@ static __device__ __forceinline__ float warp_absmax(float v) {
     return v;
 }
 
+// One Q8A block (quantize.cu's exact math): the calling warp's 32 lanes hold
+// the block's 32 values, lane l value l. Writes q[l] (lane l), and *d and *s
+// (lane 0). Every lane of the warp must call it.
+static __device__ __forceinline__ void q8a_block(float x, i8* q, float* d, int* s) {
+    float amax = warp_absmax(fabsf(x));
+    float dd = amax / 127.0f;
+    float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    float r = roundf(x * id);
+    int qi = r != r ? 0 : (int)fminf(fmaxf(r, -127.0f), 127.0f);
+    int lane = threadIdx.x % WARP;
+    q[lane] = (i8)qi;
+    int sum = warp_sum_i(qi);
+    if (lane == 0) {
+        *d = dd;
+        *s = sum;
+    }
+}
+
 // Overflow-free forms (the CPU's quant::math uses the same algebra).
 static __device__ __forceinline__ float silu(float x) {
     float t = expf(-fabsf(x));

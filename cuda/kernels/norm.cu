@@ -4,7 +4,9 @@
 //                 math, row stride n), for the matmul that reads y next: one
 //                 launch instead of two, bit for bit the same outputs.
 //   rms_norm3     Falcon's weightless dt/B/C norm: in place, three segments
-//                 of each row (grid.y = segment), one launch instead of three.
+//                 of each row (grid.y = segment), one launch instead of three;
+//                 with q set, the first segment (dt_in, the dt matmul's input,
+//                 n0 % 32 == 0) also quantized to Q8A (row stride n0).
 #include "common.cuh"
 
 #define RMS_THREADS 256
@@ -63,18 +65,7 @@ extern "C" __global__ void rms_norm_q8a(const RmsNormQ8aArgs a) {
         float v = x[i] * scale;
         v = r.w ? v * r.w[i] : v;
         y[i] = v;
-        // quantize_q8a's block math on v, as it would read it back from y.
-        float amax = warp_absmax(fabsf(v));
-        float dd = amax / 127.0f;
-        float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-        float rr = roundf(v * id);
-        int q = rr != rr ? 0 : (int)fminf(fmaxf(rr, -127.0f), 127.0f);
-        a.q[row * r.n + i] = (i8)q;
-        int s = warp_sum_i(q);
-        if (lane == 0) {
-            a.d[row * nb + b] = dd;
-            a.s[row * nb + b] = s;
-        }
+        q8a_block(v, a.q + row * r.n + b * WARP, a.d + row * nb + b, a.s + row * nb + b);
     }
 }
 
@@ -84,6 +75,9 @@ struct RmsNorm3Args {
     int off0, off1, off2;  // segment starts within a row
     int n0, n1, n2;        // segment lengths
     float eps;
+    i8* q;     // null, or [rows][n0]: segment 0 in Q8A
+    float* d;  // [rows][n0 / 32]
+    int* s;    // [rows][n0 / 32]
 };
 
 extern "C" __global__ void rms_norm3(const RmsNorm3Args a) {
@@ -93,5 +87,16 @@ extern "C" __global__ void rms_norm3(const RmsNorm3Args a) {
     int n = seg == 0 ? a.n0 : seg == 1 ? a.n1 : a.n2;
     float* x = a.x + (long long)blockIdx.x * a.stride + off;
     float scale = rms_scale(x, n, a.eps);
+    if (seg == 0 && a.q) {
+        long long row = blockIdx.x;
+        int nb = n / WARP, lane = threadIdx.x % WARP;
+        for (int b = threadIdx.x / WARP; b < nb; b += blockDim.x / WARP) {  // warp-uniform
+            int i = b * WARP + lane;
+            float v = x[i] * scale;
+            x[i] = v;
+            q8a_block(v, a.q + row * n + b * WARP, a.d + row * nb + b, a.s + row * nb + b);
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = x[i] * scale;
 }

@@ -25,17 +25,7 @@ extern "C" __global__ void quantize_q8a(const QuantizeArgs a) {
     int b = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     if (b >= nb) return;  // warp-uniform
     int lane = threadIdx.x % WARP;
-    int row = blockIdx.y;
-    float x = a.x[(long long)row * a.stride + b * WARP + lane];
-    float amax = warp_absmax(fabsf(x));
-    float d = amax / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    float r = roundf(x * id);
-    int q = r != r ? 0 : (int)fminf(fmaxf(r, -127.0f), 127.0f);
-    a.q[(long long)row * a.n + b * WARP + lane] = (i8)q;
-    int s = warp_sum_i(q);
-    if (lane == 0) {
-        a.d[(long long)row * nb + b] = d;
-        a.s[(long long)row * nb + b] = s;
-    }
+    long long row = blockIdx.y;
+    float x = a.x[row * a.stride + b * WARP + lane];
+    q8a_block(x, a.q + row * a.n + b * WARP, a.d + row * nb + b, a.s + row * nb + b);
 }

@@ -2,6 +2,9 @@
 // selective scan. One thread per channel, grid.y = sequence; a sequence's T
 // tokens are rows seq * T .. seq * T + T - 1 of the inputs. Its state is
 // entry slots[seq] of the state pool, or entry seq when slots is null.
+// With q set (E % 32 == 0), each output row is also quantized to Q8A for the
+// matmul that reads it next (row stride E): a warp holds 32 consecutive
+// channels of a token, one Q8A block, so no extra launch is needed.
 #include "common.cuh"
 
 #define SSM_THREADS 128
@@ -19,6 +22,9 @@ struct ConvArgs {
     int T;
     int x_stride;
     int y_stride;
+    i8* q;      // null, or [rows][E] the outputs in Q8A
+    float* qd;  // [rows][E / 32]
+    int* qs;    // [rows][E / 32]
 };
 
 // y_t = silu(b + sum_k w[k] * in[t - K + 1 + k]); the state keeps the last K-1 inputs.
@@ -40,7 +46,12 @@ extern "C" __global__ void conv1d_silu_k4(const ConvArgs a) {
         float acc = bias;
 #pragma unroll
         for (int k = 0; k < CONV_K; k++) acc += w[k] * win[k];
-        a.y[r * a.y_stride + e] = silu(acc);
+        float v = silu(acc);
+        a.y[r * a.y_stride + e] = v;
+        if (a.q) {  // uniform: every lane of the warp is here
+            long long b = r * (a.E / WARP) + e / WARP;
+            q8a_block(v, a.q + r * a.E + (e - e % WARP), a.qd + b, a.qs + b);
+        }
 #pragma unroll
         for (int k = 0; k < CONV_K - 1; k++) win[k] = win[k + 1];
     }
@@ -64,6 +75,9 @@ struct ScanArgs {
     int z_stride;
     int bc_stride;
     int b_off;
+    i8* q;      // as ConvArgs
+    float* qd;
+    int* qs;
 };
 
 // dt = softplus(dt_raw + bias); s = exp(dt A) s + dt B x; y = (sum s C + D x) silu(z).
@@ -93,7 +107,12 @@ extern "C" __global__ void selective_scan_n16(const ScanArgs a) {
             y += s[n] * C[n];
         }
         y += D * x;
-        a.y[r * a.E + e] = y * silu(a.z[r * a.z_stride + e]);
+        float v = y * silu(a.z[r * a.z_stride + e]);
+        a.y[r * a.E + e] = v;
+        if (a.q) {  // uniform: every lane of the warp is here
+            long long b = r * (a.E / WARP) + e / WARP;
+            q8a_block(v, a.q + r * a.E + (e - e % WARP), a.qd + b, a.qs + b);
+        }
     }
 #pragma unroll
     for (int n = 0; n < SCAN_N; n++) st[n] = s[n];

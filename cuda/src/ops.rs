@@ -163,7 +163,10 @@ pub fn rms_norm_q8a(
 
 /// Weightless RMS norm, in place, of three segments of each of `rows`
 /// rows (`stride` apart): segment k is `n[k]` values from `off[k]` (Falcon
-/// Mamba's dt/B/C norm, one launch).
+/// Mamba's dt/B/C norm, one launch). With `q8a`, the normed first segment
+/// (dt_in) is also quantized to Q8A (rows of `n[0]`), bit for bit what
+/// [`quantize_q8a`] of it gives.
+#[allow(clippy::too_many_arguments)]
 pub fn rms_norm3(
     dev: &Device,
     x: &View,
@@ -172,6 +175,7 @@ pub fn rms_norm3(
     off: [usize; 3],
     n: [usize; 3],
     eps: f32,
+    q8a: Option<&QActs>,
 ) -> Result<()> {
     if rows == 0 || n.contains(&0) {
         return Err(CudaError::Shape {
@@ -199,7 +203,8 @@ pub fn rms_norm3(
     for k in n {
         p = p.i32(i32_of("n", k)?);
     }
-    let p = p.f32(eps).done();
+    let [q, qd, qs] = q8a_out(dev, q8a, rows, n[0])?;
+    let p = p.f32(eps).ptr(q).ptr(qd).ptr(qs).done();
     let grid = (
         u32::try_from(rows).map_err(|_| CudaError::Shape {
             what: "rows",
@@ -218,6 +223,29 @@ pub struct QActs<'a> {
     pub q: &'a View,
     pub d: &'a View,
     pub s: &'a View,
+}
+
+/// The addresses of an optional Q8A output of `rows` rows of `n` values
+/// (row stride `n`), checked; zeros for none.
+fn q8a_out(dev: &Device, q8a: Option<&QActs>, rows: usize, n: usize) -> Result<[u64; 3]> {
+    let Some(o) = q8a else {
+        return Ok([0; 3]);
+    };
+    if n == 0 || n % 32 != 0 {
+        return Err(CudaError::Shape {
+            what: "Q8A output width",
+            value: n,
+            why: "must be a positive multiple of 32",
+        });
+    }
+    need("Q8A q", o.q, mul("q", rows, n)?)?;
+    need("Q8A d", o.d, mul("d", rows, n / 32)?)?;
+    need("Q8A s", o.s, mul("s", rows, n / 32)?)?;
+    Ok([
+        dev.check_view(o.q)?,
+        dev.check_view(o.d)?,
+        dev.check_view(o.s)?,
+    ])
 }
 
 /// Quantizes `rows` rows of `n` values (row stride `stride`) to Q8A.
@@ -605,7 +633,9 @@ fn state_slots(
 }
 
 /// Causal depthwise conv (kernel 4) + SiLU over `t` tokens per sequence,
-/// updating each sequence's entry of `state` ([slot][e][3]).
+/// updating each sequence's entry of `state` ([slot][e][3]). With `q8a`
+/// (e % 32 == 0), the output rows are also quantized to Q8A (row stride e),
+/// bit for bit what [`quantize_q8a`] of `y` gives.
 #[allow(clippy::too_many_arguments)]
 pub fn conv1d_silu(
     dev: &Device,
@@ -616,8 +646,8 @@ pub fn conv1d_silu(
     b: &View,
     state: &View,
     slots: StateSlots,
-    y: &View,
-    y_stride: usize,
+    (y, y_stride): (&View, usize),
+    q8a: Option<&QActs>,
 ) -> Result<()> {
     sh.check()?;
     let rows = sh.rows()?;
@@ -626,6 +656,7 @@ pub fn conv1d_silu(
     need("conv w", w, mul("w", sh.e, 4)?)?;
     need("conv b", b, sh.e)?;
     let slots = state_slots(dev, &sh, "conv state", state, 3, slots)?;
+    let [q, qd, qs] = q8a_out(dev, q8a, rows, sh.e)?;
     let p = Params::default()
         .ptr(dev.check_view(x)?)
         .ptr(dev.check_view(w)?)
@@ -637,6 +668,9 @@ pub fn conv1d_silu(
         .i32(i32_of("t", sh.t)?)
         .i32(i32_of("x_stride", x_stride)?)
         .i32(i32_of("y_stride", y_stride)?)
+        .ptr(q)
+        .ptr(qd)
+        .ptr(qs)
         .done();
     // SAFETY: views checked against the shape.
     unsafe { dev.launch("conv1d_silu_k4", sh.grid()?, (128, 1, 1), &p) }
@@ -662,7 +696,7 @@ pub struct ScanInputs<'a> {
 }
 
 /// The selective scan with softplus, D and the SiLU(z) gate fused; `state`
-/// is [slot][e][16], `y` rows of stride e.
+/// is [slot][e][16], `y` rows of stride e. `q8a` as for [`conv1d_silu`].
 pub fn selective_scan(
     dev: &Device,
     sh: MixerShape,
@@ -670,6 +704,7 @@ pub fn selective_scan(
     state: &View,
     slots: StateSlots,
     y: &View,
+    q8a: Option<&QActs>,
 ) -> Result<()> {
     sh.check()?;
     let rows = sh.rows()?;
@@ -695,6 +730,7 @@ pub fn selective_scan(
     need("scan D", i.d, sh.e)?;
     need("scan dt_bias", i.dt_bias, sh.e)?;
     let slots = state_slots(dev, &sh, "scan state", state, 16, slots)?;
+    let [q, qd, qs] = q8a_out(dev, q8a, rows, sh.e)?;
     let p = Params::default()
         .ptr(dev.check_view(i.x)?)
         .ptr(dev.check_view(i.dt)?)
@@ -711,6 +747,9 @@ pub fn selective_scan(
         .i32(i32_of("z_stride", i.z_stride)?)
         .i32(i32_of("bc_stride", i.bc_stride)?)
         .i32(i32_of("b_off", i.b_off)?)
+        .ptr(q)
+        .ptr(qd)
+        .ptr(qs)
         .done();
     // SAFETY: views checked against the shape.
     unsafe { dev.launch("selective_scan_n16", sh.grid()?, (128, 1, 1), &p) }

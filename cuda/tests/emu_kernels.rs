@@ -391,8 +391,8 @@ fn conv1d_silu_chunk_then_decode_matches_reference() {
         &view(&dev, &bb),
         &view(&dev, &sb),
         StateSlots::Consecutive,
-        &view(&dev, &yb),
-        e,
+        (&view(&dev, &yb), e),
+        None,
     )
     .unwrap();
     let y = dev.read(&yb).unwrap();
@@ -475,6 +475,7 @@ fn selective_scan_matches_mamba_recurrence() {
         &v(&sb),
         StateSlots::Consecutive,
         &v(&yb),
+        None,
     )
     .unwrap();
     let y = dev.read(&yb).unwrap();
@@ -687,8 +688,8 @@ fn mixer_kernels_use_the_indexed_state_slots() {
             &view(&dev, &bb),
             &view(&dev, conv_state),
             slots_of(ids, &mut idb),
-            &view(&dev, &xc),
-            e,
+            (&view(&dev, &xc), e),
+            None,
         )
         .unwrap();
         let (vxc, vdt, vx, vbc, va, vd, vbias) = (
@@ -724,6 +725,7 @@ fn mixer_kernels_use_the_indexed_state_slots() {
             &view(&dev, scan_state),
             slots,
             &view(&dev, &y),
+            None,
         )
         .unwrap();
         dev.read(&y).unwrap()
@@ -760,8 +762,8 @@ fn mixer_kernels_use_the_indexed_state_slots() {
             ids: &[4, 5, 0],
             buf: &mut idb,
         },
-        &view(&dev, &xc),
-        e,
+        (&view(&dev, &xc), e),
+        None,
     );
     assert!(
         matches!(
@@ -925,6 +927,7 @@ fn fused_launches_equal_the_launches_they_replace() {
         [0, r, r + nst],
         [r, nst, nst],
         1e-6,
+        None,
     )
     .unwrap();
     let (ya, yb) = (dev.read(&a).unwrap(), dev.read(&b).unwrap());
@@ -940,7 +943,8 @@ fn fused_launches_equal_the_launches_they_replace() {
         stride,
         [0, r, 30],
         [r, nst, nst],
-        1e-6
+        1e-6,
+        None,
     )
     .is_err());
 
@@ -1097,4 +1101,168 @@ fn prefill_matmul_equals_matvec_bit_for_bit() {
             }
         }
     }
+}
+
+/// The conv, the scan and the dt/B/C norm quantize their output for the next
+/// matmul in the same launch: bit for bit what quantize_q8a of the output
+/// gives (two sequences, a chunk, 64 channels in a 128-thread block).
+#[test]
+fn mixer_outputs_quantized_in_their_own_launch() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(31);
+    let (e, t, seqs, n) = (64, 5, 2, 16);
+    let rows = t * seqs;
+    let up = |v: &[f32]| dev.upload(v).unwrap();
+    let q8a_bufs = |rows: usize, n: usize| -> (Buffer<i8>, Buffer<f32>, Buffer<i32>) {
+        (
+            dev.alloc(rows * n).unwrap(),
+            dev.alloc(rows * n / 32).unwrap(),
+            dev.alloc(rows * n / 32).unwrap(),
+        )
+    };
+    let reference = |y: &Buffer<f32>, rows: usize, n: usize| {
+        let (q, d, s) = q8a_bufs(rows, n);
+        let acts = QActs {
+            q: &view(&dev, &q),
+            d: &view(&dev, &d),
+            s: &view(&dev, &s),
+        };
+        ops::quantize_q8a(&dev, &view(&dev, y), rows, n, n, &acts).unwrap();
+        (
+            dev.read(&q).unwrap(),
+            dev.read(&d).unwrap(),
+            dev.read(&s).unwrap(),
+        )
+    };
+    let read = |b: &(Buffer<i8>, Buffer<f32>, Buffer<i32>)| {
+        (
+            dev.read(&b.0).unwrap(),
+            dev.read(&b.1).unwrap(),
+            dev.read(&b.2).unwrap(),
+        )
+    };
+    let sh = MixerShape { e, t, seqs };
+    // Conv.
+    let xb = up(&rand_vec(&mut rng, rows * 2 * e, 1.0));
+    let (wb, bb) = (
+        up(&rand_vec(&mut rng, e * 4, 1.0)),
+        up(&rand_vec(&mut rng, e, 0.5)),
+    );
+    let sb = up(&rand_vec(&mut rng, seqs * e * 3, 1.0));
+    let yb: Buffer<f32> = dev.alloc(rows * e).unwrap();
+    let qc = q8a_bufs(rows, e);
+    let acts = QActs {
+        q: &view(&dev, &qc.0),
+        d: &view(&dev, &qc.1),
+        s: &view(&dev, &qc.2),
+    };
+    ops::conv1d_silu(
+        &dev,
+        sh,
+        &view(&dev, &xb),
+        2 * e,
+        &view(&dev, &wb),
+        &view(&dev, &bb),
+        &view(&dev, &sb),
+        StateSlots::Consecutive,
+        (&view(&dev, &yb), e),
+        Some(&acts),
+    )
+    .unwrap();
+    assert_eq!(read(&qc), reference(&yb, rows, e), "conv");
+    // Scan (its x is the conv's output).
+    let (dtb, bcb) = (
+        up(&rand_vec(&mut rng, rows * e, 1.0)),
+        up(&rand_vec(&mut rng, rows * 2 * n, 1.0)),
+    );
+    let a: Vec<f32> = (0..e * n).map(|_| -rng.gen_range(0.01f32..4.0)).collect();
+    let (ab, db, biasb) = (
+        up(&a),
+        up(&rand_vec(&mut rng, e, 1.0)),
+        up(&rand_vec(&mut rng, e, 1.0)),
+    );
+    let ssb = up(&rand_vec(&mut rng, seqs * e * n, 1.0));
+    let ys: Buffer<f32> = dev.alloc(rows * e).unwrap();
+    let (vx, vdt, vz, vbc, va, vd, vb) = (
+        view(&dev, &yb),
+        view(&dev, &dtb),
+        dev.view(&xb, e, rows * 2 * e - e).unwrap(),
+        view(&dev, &bcb),
+        view(&dev, &ab),
+        view(&dev, &db),
+        view(&dev, &biasb),
+    );
+    let inp = ScanInputs {
+        x: &vx,
+        dt: &vdt,
+        z: &vz,
+        z_stride: 2 * e,
+        bc: &vbc,
+        bc_stride: 2 * n,
+        b_off: 0,
+        a: &va,
+        d: &vd,
+        dt_bias: &vb,
+    };
+    let qsn = q8a_bufs(rows, e);
+    let acts = QActs {
+        q: &view(&dev, &qsn.0),
+        d: &view(&dev, &qsn.1),
+        s: &view(&dev, &qsn.2),
+    };
+    ops::selective_scan(
+        &dev,
+        sh,
+        &inp,
+        &view(&dev, &ssb),
+        StateSlots::Consecutive,
+        &view(&dev, &ys),
+        Some(&acts),
+    )
+    .unwrap();
+    assert_eq!(read(&qsn), reference(&ys, rows, e), "scan");
+    // dt/B/C norm with dt_in of 32 (rows of 32 + 2 * 16).
+    let (r, stride) = (32, 32 + 2 * n);
+    let xr = up(&rand_vec(&mut rng, rows * stride, 2.0));
+    let qn = q8a_bufs(rows, r);
+    let acts = QActs {
+        q: &view(&dev, &qn.0),
+        d: &view(&dev, &qn.1),
+        s: &view(&dev, &qn.2),
+    };
+    ops::rms_norm3(
+        &dev,
+        &view(&dev, &xr),
+        rows,
+        stride,
+        [0, r, r + n],
+        [r, n, n],
+        1e-6,
+        Some(&acts),
+    )
+    .unwrap();
+    let normed = dev.read(&xr).unwrap();
+    let dt_in: Vec<f32> = normed
+        .chunks(stride)
+        .flat_map(|c| c[..r].to_vec())
+        .collect();
+    assert_eq!(read(&qn), reference(&up(&dt_in), rows, r), "dt/B/C norm");
+    // A width that is not whole Q8A blocks is refused.
+    let bad = q8a_bufs(rows, 64);
+    let acts = QActs {
+        q: &view(&dev, &bad.0),
+        d: &view(&dev, &bad.1),
+        s: &view(&dev, &bad.2),
+    };
+    assert!(ops::rms_norm3(
+        &dev,
+        &view(&dev, &xr),
+        rows,
+        stride,
+        [0, 8, 24],
+        [8, n, n],
+        1e-6,
+        Some(&acts)
+    )
+    .is_err());
 }

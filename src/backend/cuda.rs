@@ -19,15 +19,18 @@
 //! - `residual` into the out-projection matvec, which adds its dots to X
 //!   (X += W y in one launch; `Act::Out` is never written, `residual` checks
 //!   that the matvec did it);
-//! - the block's RMS norm quantizes its output for the in-projection in the
-//!   same launch (`rms_norm_q8a`), as the head's norm does for the LM head;
-//!   the matmul then skips its own quantization;
+//! - every matmul's activations are quantized to Q8A by the launch that
+//!   makes them: the block's RMS norm for the in-projection
+//!   (`rms_norm_q8a`), the conv for the x-projection, the dt/B/C norm for
+//!   the dt projection, the scan for the out-projection (a warp holds 32
+//!   consecutive channels of a token: one Q8A block), the final norm for the
+//!   head; the matmul then skips its own quantization;
 //! - the dt/B/C norm is one launch for the three segments (`rms_norm3`);
 //! - a batched step uploads its slot ids once, for every layer's conv and
 //!   scan (`StateSlots::Resident`).
 //!
 //! Each fused kernel is tested bit for bit against the launches it replaces
-//! (`cuda/tests/emu_kernels.rs`). A decode step is 11 launches per block
+//! (`cuda/tests/emu_kernels.rs`). A decode step is 8 launches per block
 //! (was 16).
 //!
 //! Matmuls: quantized weights take activations quantized once per matmul to
@@ -616,10 +619,33 @@ impl CudaBackend {
         );
         let (w, bias) = (self.view(&layer.conv_w, 0)?, self.view(&layer.conv_b, 0)?);
         let (sh, st, ids) = self.mixer_rows(pool, e * (CONV_K - 1), rows, inner.slots)?;
+        // The x-projection's activations quantized in the same launch.
+        let fuse = ops::matvec_stem(layer.ssm_x.ty).is_some();
+        let [q, qd, qs] = self.q8a_views(b)?;
+        let acts = QActs {
+            q: &q,
+            d: &qd,
+            s: &qs,
+        };
+        b.q8a_of = None;
         let slots = state_slots(ids.as_deref(), &mut b.slot_ids, &b.slot_ids_held);
-        let r = ops::conv1d_silu(&self.dev, sh, &x, 2 * e, &w, &bias, &st, slots, &y, e);
+        let out = (&y, e);
+        let r = ops::conv1d_silu(
+            &self.dev,
+            sh,
+            &x,
+            2 * e,
+            &w,
+            &bias,
+            &st,
+            slots,
+            out,
+            fuse.then_some(&acts),
+        );
         held_ids(&mut b.slot_ids_held, ids, r.is_ok());
-        Ok(r?)
+        r?;
+        b.q8a_of = fuse.then_some((Act::Xc, rows.len()));
+        Ok(())
     }
 
     /// A mixer launch's shape and state view for `rows`, each entry `per`
@@ -655,9 +681,23 @@ impl CudaBackend {
 
     pub(crate) fn dt_b_c_rms(&self, ws: &mut CudaScratch, t: usize) -> Result<()> {
         self.check_rows(ws, t)?;
-        let _inner = self.inner();
+        let inner = self.inner();
         let (r, n) = (self.hp.dt_rank, self.hp.d_state);
         let b = ws.bufs(&self.dev)?;
+        // The dt matmul's activations (dt_in) quantized in the same launch
+        // (the op has no layer: when every layer's dt weight is quantized; a
+        // layer whose weight is not just leaves them unread).
+        let fuse = inner
+            .layers
+            .iter()
+            .all(|l| ops::matvec_stem(l.ssm_dt.ty).is_some());
+        let [q, qd, qs] = self.q8a_views(b)?;
+        let acts = QActs {
+            q: &q,
+            d: &qd,
+            s: &qs,
+        };
+        b.q8a_of = None;
         ops::rms_norm3(
             &self.dev,
             &self.view(&b.act[Act::Xdbl as usize], 0)?,
@@ -666,7 +706,9 @@ impl CudaBackend {
             [0, r, r + n],
             [r, n, n],
             self.hp.dt_b_c_eps,
+            fuse.then_some(&acts),
         )?;
+        b.q8a_of = fuse.then_some((Act::DtIn, t));
         Ok(())
     }
 
@@ -713,10 +755,21 @@ impl CudaBackend {
             dt_bias: &dt_bias,
         };
         let (sh, st, ids) = self.mixer_rows(pool, e * n, rows, inner.slots)?;
+        // The out-projection's activations quantized in the same launch.
+        let fuse = ops::matvec_stem(layer.ssm_out.ty).is_some();
+        let [q, qd, qs] = self.q8a_views(b)?;
+        let acts = QActs {
+            q: &q,
+            d: &qd,
+            s: &qs,
+        };
+        b.q8a_of = None;
         let slots = state_slots(ids.as_deref(), &mut b.slot_ids, &b.slot_ids_held);
-        let r = ops::selective_scan(&self.dev, sh, &inp, &st, slots, &y);
+        let r = ops::selective_scan(&self.dev, sh, &inp, &st, slots, &y, fuse.then_some(&acts));
         held_ids(&mut b.slot_ids_held, ids, r.is_ok());
-        Ok(r?)
+        r?;
+        b.q8a_of = fuse.then_some((Act::Y, rows.len()));
+        Ok(())
     }
 
     /// Fused into the out-projection (see the module docs); a plain add
