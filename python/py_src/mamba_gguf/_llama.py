@@ -502,77 +502,8 @@ class Model:
         finally:
             gen.close()
 
-    @overload
-    def __call__(
-        self,
-        prompt: Union[str, List[int]],
-        max_tokens: Optional[int] = 16,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        logprobs: Optional[int] = None,
-        echo: bool = False,
-        stop: _Stop = None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        repeat_penalty: float = 1.0,
-        top_k: int = 40,
-        stream: Literal[False] = False,
-        seed: Optional[int] = None,
-        model: Optional[str] = None,
-        logit_bias: Optional[Dict[int, float]] = None,
-        **unsupported: Any,
-    ) -> Completion: ...
-
-    @overload
-    def __call__(
-        self,
-        prompt: Union[str, List[int]],
-        max_tokens: Optional[int] = 16,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        logprobs: Optional[int] = None,
-        echo: bool = False,
-        stop: _Stop = None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        repeat_penalty: float = 1.0,
-        top_k: int = 40,
-        *,
-        stream: Literal[True],
-        seed: Optional[int] = None,
-        model: Optional[str] = None,
-        logit_bias: Optional[Dict[int, float]] = None,
-        **unsupported: Any,
-    ) -> Iterator[CompletionChunk]: ...
-
-    def __call__(
-        self,
-        prompt: Union[str, List[int]],
-        max_tokens: Optional[int] = 16,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        logprobs: Optional[int] = None,
-        echo: bool = False,
-        stop: _Stop = None,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        repeat_penalty: float = 1.0,
-        top_k: int = 40,
-        stream: bool = False,
-        seed: Optional[int] = None,
-        model: Optional[str] = None,
-        logit_bias: Optional[Dict[int, float]] = None,
-        **unsupported: Any,
-    ) -> Union[Completion, Iterator[CompletionChunk]]:
-        """``create_completion``."""
-        return self._create_completion(
-            prompt, max_tokens, temperature, top_p, min_p, logprobs, echo, stop,
-            frequency_penalty, presence_penalty, repeat_penalty, top_k, stream,
-            seed, model, logit_bias, unsupported,
-        )
+    # llama-cpp-python's `llm(prompt, ...)`: the same method, overloads included.
+    __call__ = create_completion
 
     # -- chat -------------------------------------------------------------
 
