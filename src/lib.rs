@@ -7,7 +7,7 @@
 pub mod backend;
 #[cfg(feature = "chat")]
 pub mod chat_template;
-#[cfg(feature = "server")]
+#[cfg(feature = "constrain")]
 pub mod constrain;
 pub mod error;
 pub mod generate;

@@ -153,9 +153,43 @@ pub struct Inner {
     lease: Lease,
     pub path: String,
     pub verbose: bool,
+    /// The vocabulary indexed for structured output, made on first use.
+    grammars: std::sync::OnceLock<Result<mamba_gguf::constrain::Grammars, String>>,
 }
 
 impl Inner {
+    /// A compiled structured-output constraint (see `start`); the
+    /// vocabulary is indexed once per model, with the GIL released.
+    fn constraint(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        text: &str,
+    ) -> PyResult<mamba_gguf::constrain::Constraint> {
+        use mamba_gguf::constrain::{Grammars, Spec};
+        let spec = match kind {
+            "json_object" => Spec::JsonObject,
+            "json_schema" => Spec::JsonSchema(
+                serde_json::from_str(text)
+                    .map_err(|e| error::value(format!("the JSON schema is not JSON: {e}")))?,
+            ),
+            "lark" => Spec::Lark(text.to_string()),
+            other => {
+                return Err(error::value(format!(
+                    "unknown constraint kind {other:?} (json_object, json_schema or lark)"
+                )))
+            }
+        };
+        let grammars = py.detach(|| self.grammars.get_or_init(|| Grammars::new(&self.tok)));
+        let g = grammars.as_ref().map_err(|e| {
+            error::value(format!(
+                "structured output is not available for this vocabulary: {e}"
+            ))
+        })?;
+        py.detach(|| g.compile(&spec))
+            .map_err(|e| error::value(format!("the {kind} constraint does not compile: {e}")))
+    }
+
     /// Runs `f` on this model's threads: its own pool when `n_threads` was
     /// given, else rayon's global one.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
@@ -429,6 +463,7 @@ impl NativeModel {
                 lease: Lease::default(),
                 path: path.display().to_string(),
                 verbose,
+                grammars: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -568,7 +603,12 @@ impl NativeModel {
     /// <= 0: until end of sequence or `n_ctx()`. `repeat_last_n` -1: the
     /// whole history. `eos_ids` None: the tokenizer's end-of-sequence and
     /// end-of-turn ids.
-    #[pyo3(signature = (prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n=64, frequency_penalty=0.0, presence_penalty=0.0, logit_bias=Vec::new(), seed=None, stop=Vec::new(), logprobs=None, eos_ids=None))]
+    ///
+    /// `constraint`: structured output, `("json_object", "")`,
+    /// `("json_schema", SCHEMA_JSON)` or `("lark", GRAMMAR)` (llguidance, as
+    /// the server's `response_format` and `grammar`); the output cannot leave
+    /// it.
+    #[pyo3(signature = (prompt, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n=64, frequency_penalty=0.0, presence_penalty=0.0, logit_bias=Vec::new(), seed=None, stop=Vec::new(), logprobs=None, eos_ids=None, constraint=None))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -588,6 +628,7 @@ impl NativeModel {
         stop: Vec<String>,
         logprobs: Option<i64>,
         eos_ids: Option<Vec<i64>>,
+        constraint: Option<(String, String)>,
     ) -> PyResult<Stream> {
         let inner = &self.inner;
         if prompt.is_empty() {
@@ -658,6 +699,10 @@ impl NativeModel {
             logit_bias: bias,
             seed: seed.unwrap_or_else(default_seed),
         };
+        let constraint = match constraint {
+            None => None,
+            Some((kind, text)) => Some(inner.constraint(py, &kind, &text)?),
+        };
         let held = inner.lease(py)?;
         Stream::begin(
             py,
@@ -670,6 +715,7 @@ impl NativeModel {
                 eos,
                 max_tokens,
                 logprobs,
+                constraint,
             },
         )
     }

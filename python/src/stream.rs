@@ -36,6 +36,8 @@ pub struct StreamSpec {
     pub eos: Vec<u32>,
     pub max_tokens: usize,
     pub logprobs: Option<usize>,
+    /// Structured output: the tokens the output may take next.
+    pub constraint: Option<mamba_gguf::constrain::Constraint>,
 }
 
 struct State {
@@ -51,6 +53,10 @@ struct State {
     eos: Vec<u32>,
     max_tokens: usize,
     logprobs: Option<usize>,
+    /// The grammar's state and the logits it masks (the reported logprobs
+    /// stay the model's own distribution, as the server's).
+    constraint: Option<mamba_gguf::constrain::Constraint>,
+    masked: Vec<f32>,
     finish: Option<&'static str>,
     /// The end-of-sequence id that ended the generation.
     stop_id: Option<u32>,
@@ -95,6 +101,8 @@ impl Stream {
             eos: spec.eos,
             max_tokens: spec.max_tokens,
             logprobs: spec.logprobs,
+            constraint: spec.constraint,
+            masked: Vec::new(),
             finish: None,
             stop_id: None,
             done: false,
@@ -162,14 +170,33 @@ impl Stream {
             st.finish = Some("length");
             return Ok(Step::More);
         }
+        if st.constraint.as_ref().is_some_and(|c| c.is_stopped()) {
+            st.finish = Some("stop");
+            return Ok(Step::More);
+        }
         st.t_first.get_or_insert_with(Instant::now);
         let (core, eos, k) = (&mut st.core, &st.eos, st.logprobs);
+        let (constraint, masked) = (&mut st.constraint, &mut st.masked);
         let (next, lp, top) = inner.install(|| -> PyResult<_> {
             ctx.sync().map_err(error::model)?;
             let logits = ctx.logits();
+            let allowed = match constraint.as_mut() {
+                Some(c) => {
+                    masked.clear();
+                    masked.extend_from_slice(logits);
+                    c.mask(masked)
+                        .map_err(|e| error::other(format!("structured output: {e}")))?;
+                    &masked[..]
+                }
+                None => logits,
+            };
             let (next, id) = core
-                .next_with_eos(logits, &inner.tok, eos)
+                .next_with_eos(allowed, &inner.tok, eos)
                 .map_err(error::model)?;
+            if let (Some(c), Next::Token { .. }) = (constraint.as_mut(), &next) {
+                c.consume(id)
+                    .map_err(|e| error::other(format!("structured output: {e}")))?;
+            }
             let (lp, top) = match k {
                 Some(k) => log_probs(logits, id, k),
                 None => (None, Vec::new()),

@@ -90,8 +90,6 @@ def test_unimplemented_parameters_are_refused(model: Any) -> None:
         model("The falcon", suffix="!")
     with pytest.raises(NotImplementedError, match="tools"):
         model.create_chat_completion(MSGS, tools=[{"type": "function"}])
-    with pytest.raises(NotImplementedError, match="response_format"):
-        model.create_chat_completion(MSGS, response_format={"type": "json_object"})
     with pytest.raises(NotImplementedError, match="echo"):
         model("The falcon", echo=True, logprobs=1)
     with pytest.raises(NotImplementedError, match="prev_tokens"):

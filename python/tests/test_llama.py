@@ -232,3 +232,52 @@ def test_follow_up_prompt_reuses_the_state(model: Any) -> None:
     # A prompt that does not extend the context starts over.
     other = model(PROMPTS[1], max_tokens=2, temperature=0)
     assert other["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"enum": ["yes", "no"]}, "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+    "required": ["answer", "n"],
+    "additionalProperties": False,
+}
+
+
+def test_response_format_cannot_leave_the_schema(model: Any) -> None:
+    import json
+
+    msgs = [{"role": "user", "content": "Answer in JSON."}]
+    for seed in range(3):
+        for rf in (
+            {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}},
+            {"type": "json_object", "schema": SCHEMA},  # llama-cpp-python's form
+        ):
+            r = model.create_chat_completion(msgs, response_format=rf, max_tokens=48, temperature=0.9, seed=seed)
+            text = r["choices"][0]["message"]["content"]
+            parsed = json.loads(text)
+            assert parsed["answer"] in ("yes", "no") and 0 <= parsed["n"] <= 9, text
+            assert set(parsed) == {"answer", "n"}, text
+            assert r["choices"][0]["finish_reason"] == "stop", r
+    # Any JSON object: an object so far, whatever the random weights prefer.
+    r = model.create_chat_completion(msgs, response_format={"type": "json_object"}, max_tokens=64, seed=1)
+    text = r["choices"][0]["message"]["content"]
+    assert text.lstrip().startswith("{"), text
+    if r["choices"][0]["finish_reason"] == "stop":
+        assert isinstance(json.loads(text), dict), text
+    # The same request unconstrained is not JSON (so the constraint did it).
+    plain = model.create_chat_completion(msgs, max_tokens=48, temperature=0.9, seed=0)
+    with pytest.raises(ValueError):
+        json.loads(plain["choices"][0]["message"]["content"])
+    # Streaming gives the same constrained text.
+    rf = {"type": "json_schema", "json_schema": {"schema": SCHEMA}}
+    whole = model.create_chat_completion(msgs, response_format=rf, max_tokens=48, temperature=0.9, seed=2)
+    chunks = model.create_chat_completion(msgs, response_format=rf, max_tokens=48, temperature=0.9, seed=2, stream=True)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == whole["choices"][0]["message"]["content"]
+    # Bad formats are ValueErrors naming the problem; text is no constraint.
+    for bad in ({"type": "xml"}, {"type": "json_schema"}, {"type": "json_schema", "json_schema": {"schema": {"type": "no-such-type"}}}, "json"):
+        with pytest.raises(ValueError):
+            model.create_chat_completion(msgs, response_format=bad, max_tokens=4)
+    r = model.create_chat_completion(msgs, response_format={"type": "text"}, max_tokens=8, temperature=0.9, seed=0)
+    assert r["choices"][0]["message"]["content"] == model.create_chat_completion(
+        msgs, max_tokens=8, temperature=0.9, seed=0
+    )["choices"][0]["message"]["content"]

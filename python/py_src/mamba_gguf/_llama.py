@@ -12,6 +12,7 @@ effect: llama-cpp-python parameters that mamba-gguf does not implement raise
 from __future__ import annotations
 
 import os
+import json
 import time
 import uuid
 from typing import (
@@ -101,7 +102,6 @@ _NEUTRAL_CHAT: Dict[str, Any] = {
     "function_call": None,
     "tools": None,
     "tool_choice": None,
-    "response_format": None,
 }
 del _NEUTRAL_CHAT["suffix"]
 
@@ -111,6 +111,29 @@ _HINTS = {
     "chat_format": "; the GGUF's own chat template is used",
     "n_threads_batch": "; n_threads is used for prompt and generation",
 }
+
+
+def _response_format(rf: Any) -> Optional[Tuple[str, str]]:
+    """A chat request's ``response_format`` as the native constraint:
+    None or ``{"type": "text"}`` for none."""
+    if rf is None:
+        return None
+    if not isinstance(rf, Mapping) or not isinstance(rf.get("type"), str):
+        raise ValueError("response_format must be a dict with a string 'type'")
+    kind = rf["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = rf.get("schema")
+        if schema is None:
+            return ("json_object", "")
+        return ("json_schema", json.dumps(schema))
+    if kind == "json_schema":
+        js = rf.get("json_schema")
+        if not isinstance(js, Mapping) or not isinstance(js.get("schema"), Mapping):
+            raise ValueError("response_format json_schema needs {'json_schema': {'schema': {...}}}")
+        return ("json_schema", json.dumps(js["schema"]))
+    raise ValueError(f"response_format type {kind!r} is not one of text, json_object, json_schema")
 
 
 def _refuse(where: str, given: Mapping[str, Any], neutral: Mapping[str, Any]) -> None:
@@ -308,6 +331,7 @@ class Model:
         stop: _Stop,
         seed: Optional[int],
         logprobs: Optional[int],
+        constraint: Optional[Tuple[str, str]] = None,
     ) -> _native.Stream:
         if len(ids) >= self._n_ctx:
             raise ValueError(f"Requested tokens ({len(ids)}) exceed context window of {self._n_ctx}")
@@ -329,6 +353,7 @@ class Model:
             seed if seed is not None else self._seed,
             _stops(stop),
             logprobs,
+            constraint=constraint,
         )
 
     def _completion_logprobs(self, events: Sequence[_Event], offset: int) -> CompletionLogprobs:
@@ -602,7 +627,12 @@ class Model:
     ) -> Union[ChatCompletion, Iterator[ChatCompletionChunk]]:
         """An OpenAI chat completion of ``messages`` (dicts with ``role`` and
         ``content``) with the model's chat template; generation ends at every
-        end-of-sequence and end-of-turn id of the model."""
+        end-of-sequence and end-of-turn id of the model.
+        ``response_format`` (structured output through llguidance, as
+        llama-cpp-python and OpenAI take it): ``{"type": "json_object"}``
+        (optionally with ``"schema"``), or ``{"type": "json_schema",
+        "json_schema": {"schema": ...}}``; the reply cannot leave it."""
+        constraint = _response_format(unsupported.pop("response_format", None))
         _refuse("create_chat_completion", unsupported, _NEUTRAL_CHAT)
         if top_logprobs is not None and not logprobs:
             raise ValueError("top_logprobs needs logprobs=True")
@@ -610,7 +640,7 @@ class Model:
         ids = self._native.tokenize(self.chat_prompt(messages), True, True)
         gen = self._start(
             ids, max_tokens, temperature, top_p, min_p, top_k, repeat_penalty,
-            frequency_penalty, presence_penalty, logit_bias, stop, seed, k,
+            frequency_penalty, presence_penalty, logit_bias, stop, seed, k, constraint,
         )
         meta = (f"chatcmpl-{uuid.uuid4()}", int(time.time()), model or self.model_path)
         if stream:
