@@ -191,7 +191,7 @@ fn batched_decode_on_slots_out_of_order_equals_stepping_alone() {
         let Backend::Cuda(gpu) = m.backend() else {
             panic!("the emulated GPU backend");
         };
-        for step in 0..3u32 {
+        for step in 0..4u32 {
             let ids: Vec<u32> = (0..3).map(|j| (17 + 31 * j + step) % v as u32).collect();
             {
                 let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
@@ -205,11 +205,18 @@ fn batched_decode_on_slots_out_of_order_equals_stepping_alone() {
                 // norm and its matvec. Uploads: the token ids, and the slot
                 // ids once (the first step; the batch's workspace keeps them
                 // for the later ones).
+                // Graphs (mamba_cuda::graph): step 0 uploads the slot ids
+                // between its launches (two lists), step 1 is the steady
+                // step's list seen once, from step 2 on that list is one
+                // graph launch holding every kernel of the step.
                 if path == q.as_path() {
                     let l = m.hp.n_layer as u64;
                     assert_eq!(after.launches - before.launches, 8 * l + 3);
                     let want = if step == 0 { 2 } else { 1 };
                     assert_eq!(after.uploads - before.uploads, want, "step {step}");
+                    let (graphs, replayed) = if step >= 2 { (1, 8 * l + 3) } else { (0, 0) };
+                    assert_eq!(after.graphs - before.graphs, graphs, "step {step}");
+                    assert_eq!(after.replayed - before.replayed, replayed, "step {step}");
                 }
             }
             for (j, a) in alone.iter_mut().enumerate() {
@@ -226,6 +233,42 @@ fn batched_decode_on_slots_out_of_order_equals_stepping_alone() {
         }
         drop(pad);
     }
+}
+
+#[test]
+fn decode_replayed_as_graphs_equals_launching_each_kernel() {
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let dir = tempdir();
+    let q = dir.path().join("q4_0.gguf");
+    requantize(&p, &q, GgmlType::Q4_0, GgmlType::Q6_K, GgmlType::Q8_0);
+    let run = |graphs: bool| {
+        let m = emu(&q);
+        let Backend::Cuda(gpu) = m.backend() else {
+            panic!("the emulated GPU backend");
+        };
+        gpu.set_graphs(graphs).expect("set graphs");
+        let mut s = Session::new(&m);
+        let mut logits = s.feed(&[5, 9, 100, 7]).expect("prefill").to_vec();
+        for step in 0..6u32 {
+            let id = 11 + 37 * step;
+            logits.extend_from_slice(s.feed(&[id]).expect("step"));
+        }
+        (logits, gpu.counts(), m.hp.n_layer as u64)
+    };
+    let (each, c0, l) = run(false);
+    let (replayed, c1, _) = run(true);
+    assert_eq!((c0.graphs, c0.replayed), (0, 0));
+    assert_eq!(c0.launches, c1.launches);
+    // Step 0 shows the step's list; from step 1 on it is one graph of the
+    // whole step (8 launches per block, the embedding, the head's two).
+    assert_eq!(c1.graphs, 5, "{c1:?}");
+    assert_eq!(c1.replayed, 5 * (8 * l + 3), "{c1:?}");
+    // Bit for bit: the same kernels on the same buffers in the same order.
+    assert!(each
+        .iter()
+        .zip(&replayed)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert_eq!(each.len(), replayed.len());
 }
 
 #[test]

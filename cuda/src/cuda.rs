@@ -3,6 +3,7 @@
 //! has not yet run on a GPU (none here or in CI).
 
 use crate::error::{CudaError, Result};
+use crate::graph::Launch;
 use cudarc::driver::{result, sys};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -64,6 +65,38 @@ pub fn driver_present() -> bool {
 fn sync_each_launch() -> bool {
     static SYNC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SYNC.get_or_init(|| std::env::var("MAMBA_GGUF_CUDA_SYNC").is_ok_and(|v| v == "1"))
+}
+
+/// Whether launches are queued and repeated lists replayed as graphs
+/// ([`crate::graph`]): yes unless `MAMBA_GGUF_CUDA_GRAPHS=0`, or
+/// `MAMBA_GGUF_CUDA_SYNC=1` (which wants each launch waited for).
+pub(crate) fn graphs_wanted() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !sync_each_launch() && std::env::var("MAMBA_GGUF_CUDA_GRAPHS").map_or(true, |v| v != "0")
+    })
+}
+
+/// The first driver version with the graph calls used here
+/// (`cuGraphAddKernelNode_v2`): 12.0. An older driver runs without graphs.
+const GRAPH_DRIVER: i32 = 12000;
+
+/// An executable graph of kernel launches (destroyed on drop).
+pub(crate) struct GraphExec {
+    exec: sys::CUgraphExec,
+}
+
+// SAFETY: an executable graph is a driver handle that may be launched and
+// destroyed from any thread with its context current (launch_graph and Drop
+// bind it); the queue that holds it is behind a mutex.
+unsafe impl Send for GraphExec {}
+
+impl Drop for GraphExec {
+    fn drop(&mut self) {
+        // SAFETY: `exec` came from cuGraphInstantiateWithFlags and is
+        // destroyed once, here.
+        let _ = unsafe { sys::cuGraphExecDestroy(self.exec) };
+    }
 }
 
 pub(crate) struct CudaCtx {
@@ -189,6 +222,95 @@ impl CudaCtx {
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.bind()?;
         result::ctx::synchronize().map_err(drv("cuCtxSynchronize"))
+    }
+
+    /// Builds `ls` into one executable graph: a kernel node per launch, each
+    /// after the one before (the order a stream would give them).
+    ///
+    /// # Safety
+    /// As [`CudaCtx::launch`], for every launch of `ls`, whenever the graph
+    /// is launched (the queue launches it only for an equal list, see
+    /// [`crate::graph`]).
+    pub(crate) unsafe fn build_graph(&self, ls: &[Launch]) -> Result<GraphExec> {
+        self.bind()?;
+        let mut version = 0;
+        // SAFETY: writes one int.
+        unsafe { sys::cuDriverGetVersion(&mut version) }
+            .result()
+            .map_err(drv("cuDriverGetVersion"))?;
+        if version < GRAPH_DRIVER {
+            return Err(CudaError::Driver {
+                call: "cuDriverGetVersion",
+                msg: format!("driver {version} is older than {GRAPH_DRIVER}, the first with these graph calls"),
+            });
+        }
+        let mut graph: sys::CUgraph = std::ptr::null_mut();
+        // SAFETY: writes one handle; destroyed below.
+        unsafe { sys::cuGraphCreate(&mut graph, 0) }
+            .result()
+            .map_err(drv("cuGraphCreate"))?;
+        let built = self.add_nodes(graph, ls).and_then(|()| {
+            let mut exec: sys::CUgraphExec = std::ptr::null_mut();
+            // SAFETY: `graph` is a complete graph of this context.
+            unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }
+                .result()
+                .map_err(drv("cuGraphInstantiateWithFlags"))?;
+            Ok(GraphExec { exec })
+        });
+        // SAFETY: the executable graph does not need its source graph.
+        let _ = unsafe { sys::cuGraphDestroy(graph) };
+        built
+    }
+
+    fn add_nodes(&self, graph: sys::CUgraph, ls: &[Launch]) -> Result<()> {
+        let mut prev: sys::CUgraphNode = std::ptr::null_mut();
+        for l in ls {
+            let func = self.function(&l.kernel)?;
+            // The kernel's one argument, the parameter struct: the driver
+            // copies its bytes into the node.
+            let mut args = [l.params.as_ptr() as *mut c_void];
+            let p = sys::CUDA_KERNEL_NODE_PARAMS {
+                func,
+                gridDimX: l.grid.0,
+                gridDimY: l.grid.1,
+                gridDimZ: l.grid.2,
+                blockDimX: l.block.0,
+                blockDimY: l.block.1,
+                blockDimZ: l.block.2,
+                sharedMemBytes: 0,
+                kernelParams: args.as_mut_ptr(),
+                extra: std::ptr::null_mut(),
+                kern: std::ptr::null_mut(),
+                ctx: std::ptr::null_mut(),
+            };
+            let (deps, n) = if prev.is_null() {
+                (std::ptr::null(), 0)
+            } else {
+                (&prev as *const sys::CUgraphNode, 1)
+            };
+            let mut node: sys::CUgraphNode = std::ptr::null_mut();
+            // SAFETY: `graph` is live, `deps` points at `n` nodes of it, and
+            // `p` (with the argument array it points to) lives for the call.
+            unsafe { sys::cuGraphAddKernelNode_v2(&mut node, graph, deps, n, &p) }
+                .result()
+                .map_err(drv("cuGraphAddKernelNode"))?;
+            prev = node;
+        }
+        Ok(())
+    }
+
+    /// Launches a built graph on the legacy default stream (ordered with the
+    /// launches and synchronous copies around it).
+    pub(crate) fn launch_graph(&self, g: &GraphExec) -> Result<()> {
+        self.bind()?;
+        // SAFETY: `g.exec` is a live executable graph of this context.
+        unsafe { sys::cuGraphLaunch(g.exec, std::ptr::null_mut()) }
+            .result()
+            .map_err(drv("cuGraphLaunch"))?;
+        if sync_each_launch() {
+            self.synchronize()?;
+        }
+        Ok(())
     }
 
     fn function(&self, kernel: &str) -> Result<sys::CUfunction> {

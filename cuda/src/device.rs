@@ -2,12 +2,13 @@
 //! the same buffers, launch configurations and parameter blocks go to the
 //! real GPU (`Cuda`) or to the emulator (`Emu`).
 
-use crate::cuda::CudaCtx;
+use crate::cuda::{CudaCtx, GraphExec};
 use crate::error::{CudaError, Result};
+use crate::graph::{Launch, Plan, Replay};
 use std::alloc::Layout;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -45,22 +46,145 @@ enum Kind {
     Cuda(Arc<CudaCtx>),
 }
 
+/// A built graph: the driver's executable graph, or on the emulator a
+/// marker (the emulator replays the stored list).
+enum Graph {
+    Emu,
+    Cuda(GraphExec),
+}
+
+/// Where launches go: at once, or queued and replayed (see [`crate::graph`]).
+/// Buffers hold it too, so that freeing one first runs the launches queued
+/// before (they may use it).
+struct Queue {
+    kind: Kind,
+    /// Queue launches (graphs on); false: each launch runs when asked.
+    defer: AtomicBool,
+    replay: Mutex<Replay<Graph>>,
+    /// Graphs launched, and the kernel launches inside them.
+    graphs: AtomicU64,
+    replayed: AtomicU64,
+}
+
+impl Queue {
+    fn replay(&self) -> MutexGuard<'_, Replay<Graph>> {
+        self.replay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one launch now.
+    ///
+    /// # Safety
+    /// As [`Device::launch`], for the buffers as they are now.
+    unsafe fn run(&self, l: &Launch) -> Result<()> {
+        match &self.kind {
+            // SAFETY: forwarded from the caller.
+            Kind::Emu => unsafe { crate::emu::launch(&l.kernel, l.grid, l.block, &l.params) },
+            // SAFETY: forwarded from the caller.
+            Kind::Cuda(ctx) => unsafe { ctx.launch(&l.kernel, l.grid, l.block, &l.params) },
+        }
+    }
+
+    /// Runs the queued launches (as one graph when the list was seen
+    /// before); then reports a failure an earlier, unreported flush had.
+    fn flush(&self) -> Result<()> {
+        let mut r = self.replay();
+        if r.pending() == 0 {
+            return r.sticky.take().map_or(Ok(()), Err);
+        }
+        let sticky = r.sticky.take();
+        // SAFETY (the unsafe blocks below): every queued launch was checked
+        // by its `ops` wrapper against views of live buffers of this device,
+        // and no buffer has been freed or copied to since it was queued:
+        // freeing a buffer and every copy flush first.
+        let ran = match r.take() {
+            Plan::Each(ls) => ls.iter().try_for_each(|l| unsafe { self.run(l) }),
+            Plan::Graph => {
+                let (ls, g) = r.current();
+                match g {
+                    Some(g) => unsafe { self.launch_graph(g, ls) },
+                    None => ls.iter().try_for_each(|l| unsafe { self.run(l) }),
+                }
+            }
+            Plan::Build => {
+                let built = match &self.kind {
+                    Kind::Emu => Ok(Graph::Emu),
+                    // SAFETY: as above; the graph copies the parameter blocks.
+                    Kind::Cuda(ctx) => unsafe { ctx.build_graph(r.current().0) }.map(Graph::Cuda),
+                };
+                match built {
+                    Ok(g) => {
+                        let ran = unsafe { self.launch_graph(&g, r.current().0) };
+                        r.built(g);
+                        ran
+                    }
+                    Err(e) => {
+                        let ls = r.current().0.to_vec();
+                        r.refuse(e.to_string());
+                        ls.iter().try_for_each(|l| unsafe { self.run(l) })
+                    }
+                }
+            }
+        };
+        match sticky {
+            Some(e) => Err(e),
+            None => ran,
+        }
+    }
+
+    /// # Safety
+    /// As [`Queue::run`], for every launch of `ls`, the list `g` was built from.
+    unsafe fn launch_graph(&self, g: &Graph, ls: &[Launch]) -> Result<()> {
+        self.graphs.fetch_add(1, Ordering::Relaxed);
+        self.replayed.fetch_add(ls.len() as u64, Ordering::Relaxed);
+        match g {
+            // SAFETY: forwarded from the caller.
+            Graph::Emu => ls.iter().try_for_each(|l| unsafe { self.run(l) }),
+            Graph::Cuda(x) => match &self.kind {
+                Kind::Cuda(ctx) => ctx.launch_graph(x),
+                Kind::Emu => Err(CudaError::Emu("a driver graph on the emulator".into())),
+            },
+        }
+    }
+
+    /// [`Queue::flush`] where no caller can be told (a buffer's drop): a
+    /// failure is kept for the next flush.
+    fn flush_quietly(&self) {
+        if let Err(e) = self.flush() {
+            let mut r = self.replay();
+            if r.sticky.is_none() {
+                r.sticky = Some(e);
+            }
+        }
+    }
+}
+
 /// A compute device: the emulator or a CUDA GPU.
 pub struct Device {
-    kind: Kind,
+    q: Arc<Queue>,
     id: u64,
     /// Kernel launches and host-to-device copies so far ([`Device::counts`]).
     launches: AtomicU64,
     uploads: AtomicU64,
 }
 
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.q.flush_quietly();
+    }
+}
+
 /// What a [`Device`] has been asked to do so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Kernel launches.
+    /// Kernel launches asked for.
     pub launches: u64,
     /// Host-to-device copies (`upload`, `write_at`).
     pub uploads: u64,
+    /// Graphs launched (each a list of launches seen before, see
+    /// [`crate::graph`]).
+    pub graphs: u64,
+    /// Of the launches, those that ran inside a graph.
+    pub replayed: u64,
 }
 
 const HOST_ALIGN: usize = 256; // as cuMemAlloc guarantees
@@ -93,7 +217,16 @@ pub struct Buffer<T: Elem> {
     mem: Mem,
     len: usize,
     device: u64,
+    /// The device's launch queue, run before the memory is freed.
+    q: Arc<Queue>,
     _t: PhantomData<T>,
+}
+
+impl<T: Elem> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        // Launches queued before may read or write this buffer.
+        self.q.flush_quietly();
+    }
 }
 
 impl<T: Elem> Buffer<T> {
@@ -121,8 +254,18 @@ pub struct View {
 impl Device {
     /// The CPU emulator (always available where a C++ compiler built the crate).
     pub fn emu() -> Device {
+        Device::with(Kind::Emu)
+    }
+
+    fn with(kind: Kind) -> Device {
         Device {
-            kind: Kind::Emu,
+            q: Arc::new(Queue {
+                kind,
+                defer: AtomicBool::new(crate::cuda::graphs_wanted()),
+                replay: Mutex::new(Replay::default()),
+                graphs: AtomicU64::new(0),
+                replayed: AtomicU64::new(0),
+            }),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             launches: AtomicU64::new(0),
             uploads: AtomicU64::new(0),
@@ -133,12 +276,7 @@ impl Device {
     /// driver call, so a machine without one gets [`CudaError::NoDriver`].
     pub fn cuda(ordinal: usize) -> Result<Device> {
         let ctx = CudaCtx::new(ordinal)?;
-        Ok(Device {
-            kind: Kind::Cuda(Arc::new(ctx)),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            launches: AtomicU64::new(0),
-            uploads: AtomicU64::new(0),
-        })
+        Ok(Device::with(Kind::Cuda(Arc::new(ctx))))
     }
 
     /// Launches and uploads so far: what a forward costs in driver calls
@@ -147,17 +285,40 @@ impl Device {
         Counts {
             launches: self.launches.load(Ordering::Relaxed),
             uploads: self.uploads.load(Ordering::Relaxed),
+            graphs: self.q.graphs.load(Ordering::Relaxed),
+            replayed: self.q.replayed.load(Ordering::Relaxed),
         }
     }
 
+    /// Queues launches and replays repeated lists as graphs (`true`, the
+    /// default unless `MAMBA_GGUF_CUDA_GRAPHS=0` or `MAMBA_GGUF_CUDA_SYNC=1`),
+    /// or runs each launch when asked. Runs what is queued first.
+    pub fn set_graphs(&self, on: bool) -> Result<()> {
+        self.flush()?;
+        self.q.defer.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Why the driver's graphs were turned off for this device, if they were
+    /// (launches then run one by one).
+    pub fn graph_error(&self) -> Option<String> {
+        self.q.replay().error.clone()
+    }
+
+    /// Runs the launches queued so far (every copy, memset, wait and free
+    /// does this first; see [`crate::graph`]).
+    pub fn flush(&self) -> Result<()> {
+        self.q.flush()
+    }
+
     pub fn is_emu(&self) -> bool {
-        matches!(self.kind, Kind::Emu)
+        matches!(self.q.kind, Kind::Emu)
     }
 
     /// What it is, for logs: the GPU's name and compute capability, or
     /// "CUDA emulator (CPU)".
     pub fn name(&self) -> String {
-        match &self.kind {
+        match &self.q.kind {
             Kind::Emu => "CUDA emulator (CPU)".into(),
             Kind::Cuda(ctx) => ctx.name.clone(),
         }
@@ -166,7 +327,7 @@ impl Device {
     /// Free device memory in bytes (`None` on the emulator, which allocates
     /// host memory).
     pub fn free_memory(&self) -> Result<Option<usize>> {
-        match &self.kind {
+        match &self.q.kind {
             Kind::Emu => Ok(None),
             Kind::Cuda(ctx) => ctx.free_memory().map(Some),
         }
@@ -181,7 +342,7 @@ impl Device {
                 value: len,
                 why: "byte size overflows",
             })?;
-        let mem = match &self.kind {
+        let mem = match &self.q.kind {
             Kind::Emu => {
                 let layout = Layout::from_size_align(bytes.max(1), HOST_ALIGN).map_err(|_| {
                     CudaError::Shape {
@@ -209,6 +370,7 @@ impl Device {
             mem,
             len,
             device: self.id,
+            q: self.q.clone(),
             _t: PhantomData,
         })
     }
@@ -223,6 +385,7 @@ impl Device {
     /// Overwrites the whole buffer with `data`.
     pub fn write<T: Elem>(&self, buf: &mut Buffer<T>, data: &[T]) -> Result<()> {
         self.own(buf.device)?;
+        self.flush()?;
         self.uploads.fetch_add(1, Ordering::Relaxed);
         if data.len() != buf.len {
             return Err(CudaError::Size {
@@ -246,6 +409,7 @@ impl Device {
     /// The buffer's contents.
     pub fn read<T: Elem>(&self, buf: &Buffer<T>) -> Result<Vec<T>> {
         self.own(buf.device)?;
+        self.flush()?;
         let mut out = vec![T::default(); buf.len];
         let dst = as_bytes_mut(&mut out);
         match &buf.mem {
@@ -280,6 +444,7 @@ impl Device {
     /// Writes `data` into `buf` from element `off`.
     pub fn write_at<T: Elem>(&self, buf: &mut Buffer<T>, off: usize, data: &[T]) -> Result<()> {
         self.own(buf.device)?;
+        self.flush()?;
         self.uploads.fetch_add(1, Ordering::Relaxed);
         let (at, n) = self.range::<T>(buf.len, off, data.len())?;
         let src = as_bytes(data);
@@ -297,6 +462,7 @@ impl Device {
     /// Reads elements `off .. off + out.len()` of `buf` into `out`.
     pub fn read_at<T: Elem>(&self, buf: &Buffer<T>, off: usize, out: &mut [T]) -> Result<()> {
         self.own(buf.device)?;
+        self.flush()?;
         let (at, n) = self.range::<T>(buf.len, off, out.len())?;
         let dst = as_bytes_mut(out);
         match &buf.mem {
@@ -319,6 +485,7 @@ impl Device {
         len: usize,
     ) -> Result<()> {
         self.own(buf.device)?;
+        self.flush()?;
         let (src, n) = self.range::<T>(buf.len, from, len)?;
         let (dst, _) = self.range::<T>(buf.len, to, len)?;
         if src == dst || n == 0 {
@@ -344,6 +511,7 @@ impl Device {
     /// Zeroes elements `off .. off + len` of `buf`.
     pub fn zero_at<T: Elem>(&self, buf: &mut Buffer<T>, off: usize, len: usize) -> Result<()> {
         self.own(buf.device)?;
+        self.flush()?;
         let (at, n) = self.range::<T>(buf.len, off, len)?;
         match &buf.mem {
             Mem::Host { ptr, .. } => {
@@ -390,7 +558,9 @@ impl Device {
         Ok(v.addr)
     }
 
-    /// Launches `kernel` with a parameter block (see [`Params`]).
+    /// Launches `kernel` with a parameter block (see [`Params`]): queued
+    /// when graphs are on (it runs at the next copy, memset, wait or free;
+    /// a failure of the kernel is reported there), else at once.
     ///
     /// # Safety
     /// Every address in `params` must come from a [`View`] of this device
@@ -404,17 +574,26 @@ impl Device {
         params: &Params,
     ) -> Result<()> {
         self.launches.fetch_add(1, Ordering::Relaxed);
-        match &self.kind {
+        let l = Launch {
+            kernel: kernel.to_string(),
+            grid,
+            block,
+            params: params.bytes.clone(),
+        };
+        if self.q.defer.load(Ordering::Relaxed) {
+            self.q.replay().push(l);
+            Ok(())
+        } else {
             // SAFETY: forwarded from the caller.
-            Kind::Emu => unsafe { crate::emu::launch(kernel, grid, block, &params.bytes) },
-            // SAFETY: forwarded from the caller.
-            Kind::Cuda(ctx) => unsafe { ctx.launch(kernel, grid, block, &params.bytes) },
+            unsafe { self.q.run(&l) }
         }
     }
 
-    /// Waits for all launched work (a no-op on the emulator, which runs launches synchronously).
+    /// Runs what is queued and waits for all launched work (the emulator
+    /// runs launches synchronously).
     pub fn synchronize(&self) -> Result<()> {
-        match &self.kind {
+        self.flush()?;
+        match &self.q.kind {
             Kind::Emu => Ok(()),
             Kind::Cuda(ctx) => ctx.synchronize(),
         }

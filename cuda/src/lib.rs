@@ -10,6 +10,7 @@ pub mod cuda;
 pub mod device;
 mod emu;
 pub mod error;
+pub mod graph;
 pub mod ops;
 
 pub use device::{Buffer, Counts, Device, Elem, View};

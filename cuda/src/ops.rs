@@ -768,7 +768,9 @@ pub fn emu_selftest(dev: &Device, kernel: &str, out: &View) -> Result<()> {
     need("selftest out", out, 64)?;
     let p = Params::default().ptr(dev.check_view(out)?).done();
     // SAFETY: the view holds the 64 ints the one block writes.
-    unsafe { dev.launch(kernel, (1, 1, 1), (64, 1, 1), &p) }
+    unsafe { dev.launch(kernel, (1, 1, 1), (64, 1, 1), &p) }?;
+    // Run it now: the self-tests are about the launch's own failure.
+    dev.flush()
 }
 
 /// The kernel-name stem of a float weight type (paired with f32 activations).

@@ -27,7 +27,8 @@
 #      tokens, a Mamba decode step costs the same at any depth), the peak
 #      VRAM sampled by nvidia-smi, and the same bench on the host CPU
 #      (AVX-512) for the ratio; JSON in $OUT/bench-7b-cuda.json and
-#      $OUT/bench-7b-cpu.json;
+#      $OUT/bench-7b-cpu.json; tg64 again with CUDA graphs off, for what
+#      replaying the decode step as one graph gains;
 #   3. tests/cuda_emu.rs on the GPU (MAMBA_GGUF_TEST_DEVICE=cuda): float
 #      weights against transformers, every quantized type against the CPU,
 #      batched decode with the launch counts, states across backends, the CLI;
@@ -165,6 +166,11 @@ timeout 150 "$MG" bench -m "$big/7b-q4_k_m.gguf" -p 512 -n 128 -r 3 --depth 0,16
 echo "-- rc=$? bench cuda" >> "$LOG"
 kill "$smi" 2>/dev/null
 echo "peak VRAM MiB (nvidia-smi, whole GPU): $(sort -n /tmp/vram-samples.txt | tail -1)" >> "$LOG"
+
+step "bench on the GPU, CUDA graphs off (each kernel launched on its own)"
+MAMBA_GGUF_CUDA_GRAPHS=0 timeout 60 "$MG" bench -m "$big/7b-q4_k_m.gguf" -p 16 -n 64 -r 2 \
+  --device cuda >> "$LOG" 2>&1
+echo "-- rc=$? bench cuda, graphs off" >> "$LOG"
 
 step "bench on the host CPU"
 timeout 120 "$MG" bench -m "$big/7b-q4_k_m.gguf" -p 512 -n 32 -r 1 --device cpu --json \

@@ -31,7 +31,9 @@
 //!
 //! Each fused kernel is tested bit for bit against the launches it replaces
 //! (`cuda/tests/emu_kernels.rs`). A decode step is 8 launches per block
-//! (was 16).
+//! (was 16), and from its second repetition one CUDA graph launch: the
+//! device queues launches and replays a list it has seen as a graph
+//! (`mamba_cuda::graph`; [`CudaBackend::set_graphs`] turns it off).
 //!
 //! Matmuls: quantized weights take activations quantized once per matmul to
 //! Q8A (int8 per 32 values with a float scale, dp4a dots); F32/F16/BF16
@@ -351,7 +353,10 @@ impl CudaBackend {
     }
 
     pub(crate) fn device(&self) -> String {
-        self.dev.name()
+        match self.dev.graph_error() {
+            Some(e) => format!("{} (CUDA graphs off: {e})", self.dev.name()),
+            None => self.dev.name(),
+        }
     }
 
     /// Whether this runs on the emulator.
@@ -363,6 +368,17 @@ impl CudaBackend {
     /// docs for what one decode step costs).
     pub fn counts(&self) -> mamba_cuda::Counts {
         self.dev.counts()
+    }
+
+    /// Replays repeated launch lists as graphs (the default), or launches
+    /// each kernel when asked (see `mamba_cuda::graph`).
+    pub fn set_graphs(&self, on: bool) -> Result<()> {
+        Ok(self.dev.set_graphs(on)?)
+    }
+
+    /// Why graphs were turned off on this device, if the driver refused one.
+    pub fn graph_error(&self) -> Option<String> {
+        self.dev.graph_error()
     }
 
     /// Bytes of weights in device memory.
