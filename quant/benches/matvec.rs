@@ -221,7 +221,7 @@ fn main() {
                 let mut out = vec![0f32; rows];
                 let mut c = 0;
                 let s = time(budget, || {
-                    matvec(&k, n, &w[c * one..(c + 1) * one], &a, &mut out);
+                    matvec(&k, n, &w[c * one..(c + 1) * one], &a, &mut out).expect("valid buffers");
                     c = (c + 1) % copies;
                     black_box(&out);
                 });
@@ -254,7 +254,7 @@ fn main() {
                 let a = acts(&k, n, t, &mut rng);
                 let mut out = vec![0f32; rows * t];
                 let s = time(budget, || {
-                    matmul(&k, n, rows, &w, t, &a, &mut out);
+                    matmul(&k, n, rows, &w, t, &a, &mut out).expect("valid buffers");
                     black_box(&out);
                 });
                 print!(" {:>10.1}", t as f64 / s);

@@ -40,7 +40,7 @@ fn main() {
         let mut s = f64::INFINITY;
         for _ in 0..40 {
             let t = Instant::now();
-            matvec(&k, n, &w, &a, &mut out);
+            matvec(&k, n, &w, &a, &mut out).expect("valid buffers");
             s = s.min(t.elapsed().as_secs_f64());
         }
         // Prefill form: 64 activation rows per call (the default chunk).
@@ -53,7 +53,7 @@ fn main() {
         let mut sm = f64::INFINITY;
         for _ in 0..5 {
             let t0 = Instant::now();
-            matmul(&k, n, rows, &w, t, &at, &mut outt);
+            matmul(&k, n, rows, &w, t, &at, &mut outt).expect("valid buffers");
             sm = sm.min(t0.elapsed().as_secs_f64());
         }
         println!(

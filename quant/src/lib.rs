@@ -14,7 +14,7 @@
 //!
 //! Typical use (the runtime quantizes each activation row once per matmul):
 //! ```
-//! use quant::{kernel, quantize_row, try_matvec, GgmlType};
+//! use quant::{kernel, quantize_row, matvec, GgmlType};
 //! let (n, rows) = (256, 2);
 //! let weights: Vec<f32> = (0..n * rows).map(|i| (i as f32 * 0.37).sin()).collect();
 //! let k = kernel(GgmlType::Q4_K).expect("supported");
@@ -27,7 +27,7 @@
 //! let mut a = vec![0u8; k.act.row_bytes(n).expect("whole blocks")]; // Q8_K
 //! quantize_row(k.act, &x, &mut a)?;
 //! let mut out = vec![0f32; rows];
-//! try_matvec(&k, n, &w, &a, &mut out)?; // an error, not a partial result, on a short buffer
+//! matvec(&k, n, &w, &a, &mut out)?; // an error, not a partial result, on a short buffer
 //! let exact: f32 = weights[..n].iter().zip(&x).map(|(p, q)| p * q).sum();
 //! assert!((out[0] - exact).abs() < 0.05 * exact.abs().max(1.0));
 //! # Ok::<(), quant::QuantError>(())
@@ -177,25 +177,21 @@ pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
     format(ty).map(|f| f.act)
 }
 
-/// Checked [`matvec`]: validates every buffer first ([`check_matmul`] with
-/// `t == 1`, `rows = out.len()`) and returns an error naming the short or
-/// long buffer instead of computing a partial result.
-pub fn try_matvec(
-    k: &Kernel,
-    n: usize,
-    w: &[u8],
-    a: &[u8],
-    out: &mut [f32],
-) -> Result<(), QuantError> {
+/// `out[r] = dot(row r of w, a)` for `rows = out.len()`; `w` holds
+/// `out.len()` rows of `n` values of `k.weight`, contiguous; `a` holds `n`
+/// values of `k.act`. Every buffer is validated first ([`check_matmul`] with
+/// `t == 1`): a short or long one is an error naming it, never a partial
+/// result.
+pub fn matvec(k: &Kernel, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
     check_matmul(k, n, out.len(), w, 1, a, out)?;
-    matvec(k, n, w, a, out);
+    matvec_unchecked(k, n, w, a, out);
     Ok(())
 }
 
-/// Checked [`matmul`]: validates every buffer first ([`check_matmul`]) and
-/// returns an error naming the short or long buffer instead of computing a
-/// partial result.
-pub fn try_matmul(
+/// Prefill form: `t` activation rows (each `n` values of `k.act`, contiguous
+/// in `a`); `out` is `[t][rows]` row-major, `out[j*rows + r] = dot(row r,
+/// activation j)`. Validated first like [`matvec`] ([`check_matmul`]).
+pub fn matmul(
     k: &Kernel,
     n: usize,
     rows: usize,
@@ -205,16 +201,15 @@ pub fn try_matmul(
     out: &mut [f32],
 ) -> Result<(), QuantError> {
     check_matmul(k, n, rows, w, t, a, out)?;
-    matmul(k, n, rows, w, t, a, out);
+    matmul_unchecked(k, n, rows, w, t, a, out);
     Ok(())
 }
 
-/// `out[r] = dot(row r of w, a)` for `rows = out.len()`; `w` holds `out.len()`
-/// rows of `n` values of `k.weight`, contiguous; `a` holds `n` values of
-/// `k.act`. Unchecked, for hot loops whose caller has validated the sizes once
-/// with [`check_matmul`]: rows missing from a short `w` are left untouched.
-/// Use [`try_matvec`] anywhere else.
-pub fn matvec(k: &Kernel, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+/// [`matvec`] without the checks, for hot loops whose caller has validated
+/// the sizes once with [`check_matmul`] (the CPU backend, per matmul, before
+/// splitting it across threads): rows missing from a short `w` are left
+/// untouched. Use [`matvec`] anywhere else.
+pub fn matvec_unchecked(k: &Kernel, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
     if let Some(gemm) = k.gemm {
         let rows = out.len();
         return gemm(n, rows, w, 1, a, out);
@@ -227,13 +222,19 @@ pub fn matvec(k: &Kernel, n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Prefill form: `t` activation rows (each `n` values of `k.act`, contiguous
-/// in `a`); `out` is `[t][rows]` row-major, `out[j*rows + r] = dot(row r,
-/// activation j)`. Each weight row is read from memory once for all `t`
-/// activations; with a [`Kernel::dot4`] its blocks are also decoded once per
-/// four activations. Unchecked like [`matvec`]; use [`try_matmul`] unless the
-/// sizes were validated with [`check_matmul`].
-pub fn matmul(k: &Kernel, n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+/// [`matmul`] without the checks (as [`matvec_unchecked`]). Each weight row
+/// is read from memory once for all `t` activations; with a
+/// [`Kernel::dot4`] its blocks are also decoded once per four activations.
+/// Use [`matmul`] unless the sizes were validated with [`check_matmul`].
+pub fn matmul_unchecked(
+    k: &Kernel,
+    n: usize,
+    rows: usize,
+    w: &[u8],
+    t: usize,
+    a: &[u8],
+    out: &mut [f32],
+) {
     if let Some(gemm) = k.gemm {
         return gemm(n, rows, w, t, a, out);
     }

@@ -247,7 +247,7 @@ fn matvec_and_matmul_match_per_row_dots_and_layout() {
         let expected = reference_matmul(&k, n, rows, &w, t, &a);
         let mut out = vec![f32::NAN; t * rows];
         check_matmul(&k, n, rows, &w, t, &a, &out).expect("valid sizes");
-        matmul(&k, n, rows, &w, t, &a, &mut out);
+        matmul(&k, n, rows, &w, t, &a, &mut out).expect("valid buffers");
         assert_eq!(out, expected, "{ty}: matmul");
         // The layout really is [t][rows]: activation 1, row 2 against f64.
         let wd = dequantize(
@@ -263,7 +263,7 @@ fn matvec_and_matmul_match_per_row_dots_and_layout() {
             "{ty}: layout"
         );
         let mut mv = vec![f32::NAN; rows];
-        matvec(&k, n, &w, &a[..ab], &mut mv);
+        matvec(&k, n, &w, &a[..ab], &mut mv).expect("valid buffers");
         assert_eq!(&mv[..], &expected[..rows], "{ty}: matvec");
     }
 }

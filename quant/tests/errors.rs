@@ -131,22 +131,22 @@ fn check_matmul_reports_each_bad_buffer() {
 /// The checked entry points refuse a short or long buffer with an error that
 /// names it, and leave `out` as it was (no partial result).
 #[test]
-fn try_matvec_and_try_matmul_refuse_short_buffers() {
+fn matvec_and_matmul_refuse_short_buffers() {
     let k = kernel(GgmlType::Q4_K).unwrap();
     let (n, rows, t) = (256, 4, 3);
     let w = vec![0u8; GgmlType::Q4_K.row_bytes(n).unwrap() * rows];
     let a = vec![0u8; k.act.row_bytes(n).unwrap() * t];
     let mut out = vec![7f32; rows];
-    quant::try_matvec(&k, n, &w, &a[..a.len() / t], &mut out).expect("valid");
+    quant::matvec(&k, n, &w, &a[..a.len() / t], &mut out).expect("valid");
     assert_eq!(out, vec![0f32; rows]);
 
     let mut out = vec![7f32; rows];
-    let e = quant::try_matvec(&k, n, &w[..w.len() - 1], &a[..a.len() / t], &mut out).unwrap_err();
+    let e = quant::matvec(&k, n, &w[..w.len() - 1], &a[..a.len() / t], &mut out).unwrap_err();
     assert!(
         matches!(e, QuantError::BufferSize { what: "weight", .. }),
         "{e:?}"
     );
-    let e = quant::try_matvec(&k, n, &w, &a[..10], &mut out).unwrap_err();
+    let e = quant::matvec(&k, n, &w, &a[..10], &mut out).unwrap_err();
     assert!(
         matches!(
             e,
@@ -157,40 +157,40 @@ fn try_matvec_and_try_matmul_refuse_short_buffers() {
         ),
         "{e:?}"
     );
-    let e = quant::try_matvec(&k, 100, &w, &a, &mut out).unwrap_err();
+    let e = quant::matvec(&k, 100, &w, &a, &mut out).unwrap_err();
     assert!(matches!(e, QuantError::NotBlockMultiple { .. }), "{e:?}");
     assert_eq!(out, vec![7f32; rows], "a refused call wrote to out");
 
     let mut out = vec![7f32; rows * t];
-    quant::try_matmul(&k, n, rows, &w, t, &a, &mut out).expect("valid");
+    quant::matmul(&k, n, rows, &w, t, &a, &mut out).expect("valid");
     let mut out = vec![7f32; rows * t];
-    let e = quant::try_matmul(&k, n, rows, &w[..100], t, &a, &mut out).unwrap_err();
+    let e = quant::matmul(&k, n, rows, &w[..100], t, &a, &mut out).unwrap_err();
     assert!(
         matches!(e, QuantError::BufferSize { what: "weight", .. }),
         "{e:?}"
     );
-    let e = quant::try_matmul(&k, n, rows, &w, t, &a, &mut out[..5]).unwrap_err();
+    let e = quant::matmul(&k, n, rows, &w, t, &a, &mut out[..5]).unwrap_err();
     assert!(
         matches!(e, QuantError::BufferSize { what: "output", .. }),
         "{e:?}"
     );
-    let e = quant::try_matmul(&k, n, usize::MAX, &w, t, &a, &mut out).unwrap_err();
+    let e = quant::matmul(&k, n, usize::MAX, &w, t, &a, &mut out).unwrap_err();
     assert!(matches!(e, QuantError::Overflow { .. }), "{e:?}");
     assert_eq!(out, vec![7f32; rows * t], "a refused call wrote to out");
 }
 
 #[test]
 fn kernels_with_short_buffers_do_not_panic() {
-    // DotFn/matvec/matmul trust the caller, but a short buffer must still
-    // not panic (it yields a partial result).
+    // DotFn and the unchecked matvec/matmul trust the caller, but a short
+    // buffer must still not panic (it yields a partial result).
     let k = kernel(GgmlType::Q4_K).unwrap();
     let w = vec![0u8; 100];
     let a = vec![0u8; 10];
     let _ = (k.dot)(256, &w, &a);
     let mut out = vec![0f32; 4];
-    quant::matvec(&k, 256, &w, &a, &mut out);
-    quant::matmul(&k, 256, 4, &w, 3, &a, &mut out);
-    quant::matvec(&k, 100, &w, &a, &mut out);
+    quant::matvec_unchecked(&k, 256, &w, &a, &mut out);
+    quant::matmul_unchecked(&k, 256, 4, &w, 3, &a, &mut out);
+    quant::matvec_unchecked(&k, 100, &w, &a, &mut out);
     let f = kernel(GgmlType::F16).unwrap();
     let _ = (f.dot)(1000, &[1u8; 7], &[2u8; 9]);
 }

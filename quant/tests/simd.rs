@@ -285,9 +285,9 @@ fn simd_matmul_matches_per_pair_dots_and_scalar() {
                 let ab = a.len() / t;
                 let mut out = vec![f32::NAN; t * rows];
                 check_matmul(&k, n, rows, &w, t, &a, &out).expect("sizes");
-                matmul(&k, n, rows, &w, t, &a, &mut out);
+                matmul(&k, n, rows, &w, t, &a, &mut out).expect("valid buffers");
                 let mut sout = vec![f32::NAN; t * rows];
-                matmul(&scalar, n, rows, &w, t, &a, &mut sout);
+                matmul(&scalar, n, rows, &w, t, &a, &mut sout).expect("valid buffers");
                 for j in 0..t {
                     for r in 0..rows {
                         let (wr, ar) = (&w[r * rb..(r + 1) * rb], &a[j * ab..(j + 1) * ab]);
@@ -407,7 +407,7 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
                         }
                     }
                     let mut out = vec![f32::NAN; t * rows];
-                    matmul(&k, n, rows, &w, t, &a, &mut out);
+                    matmul(&k, n, rows, &w, t, &a, &mut out).expect("valid buffers");
                     for j in 0..t {
                         for r in 0..rows {
                             let (wr, ar) = (&w[r * rb..(r + 1) * rb], &a[j * ab..(j + 1) * ab]);

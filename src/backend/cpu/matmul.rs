@@ -100,17 +100,17 @@ pub fn matmul(
     let serial = rows * n < PAR_MIN_WORK || rayon::current_num_threads() <= 1;
     if t == 1 {
         if serial {
-            quant::matvec(k, n, w, a, out);
+            quant::matvec_unchecked(k, n, w, a, out);
         } else {
             let rc = rows_per_task(rows);
             out.par_chunks_mut(rc)
                 .zip(w.par_chunks(rc * rb))
-                .for_each(|(o, wc)| quant::matvec(k, n, wc, a, o));
+                .for_each(|(o, wc)| quant::matvec_unchecked(k, n, wc, a, o));
         }
         return Ok(());
     }
     if serial {
-        quant::matmul(k, n, rows, w, t, a, out);
+        quant::matmul_unchecked(k, n, rows, w, t, a, out);
         return Ok(());
     }
     // Each task computes its rows for all t activations into a [t][its rows]
@@ -128,7 +128,7 @@ pub fn matmul(
         .for_each(|(c, (tc, wc))| {
             let (r0, r) = (c * rc, wc.len() / rb);
             let tc = &mut tc[..t * r];
-            quant::matmul(k, n, r, wc, t, a, tc);
+            quant::matmul_unchecked(k, n, r, wc, t, a, tc);
             let shared = &shared;
             for (j, src) in tc.chunks_exact(r).enumerate() {
                 // SAFETY: r0 + r <= rows and j < t, so the range lies inside
