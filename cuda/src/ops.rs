@@ -48,6 +48,47 @@ fn span(rows: usize, n: usize, stride: usize) -> Result<usize> {
     Ok(mul("rows", rows - 1, stride)? + n)
 }
 
+/// One block per row: `rows` as a grid dimension.
+fn rows_u32(rows: usize) -> Result<u32> {
+    u32::try_from(rows).map_err(|_| CudaError::Shape {
+        what: "rows",
+        value: rows,
+        why: "too many",
+    })
+}
+
+/// The parameters `rms_norm` and `rms_norm_q8a` share (x, w, y, n, strides,
+/// eps), each view checked against the rows it covers.
+#[allow(clippy::too_many_arguments)]
+fn norm_params(
+    dev: &Device,
+    x: &View,
+    w: Option<&View>,
+    y: &View,
+    rows: usize,
+    n: usize,
+    (stride_x, stride_y): (usize, usize),
+    eps: f32,
+) -> Result<Params> {
+    need("rms_norm x", x, span(rows, n, stride_x)?)?;
+    need("rms_norm y", y, span(rows, n, stride_y)?)?;
+    let wa = match w {
+        Some(w) => {
+            need("rms_norm w", w, n)?;
+            dev.check_view(w)?
+        }
+        None => 0,
+    };
+    Ok(Params::default()
+        .ptr(dev.check_view(x)?)
+        .ptr(wa)
+        .ptr(dev.check_view(y)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("stride_x", stride_x)?)
+        .i32(i32_of("stride_y", stride_y)?)
+        .f32(eps))
+}
+
 /// RMS norm of `rows` rows of `n` values: y = x / sqrt(mean(x^2) + eps) * w
 /// (no `w`: Falcon's weightless dt/B/C norm). `x` may be `y`'s memory.
 #[allow(clippy::too_many_arguments)]
@@ -69,33 +110,8 @@ pub fn rms_norm(
             why: "must be positive",
         });
     }
-    need("rms_norm x", x, span(rows, n, stride_x)?)?;
-    need("rms_norm y", y, span(rows, n, stride_y)?)?;
-    let wa = match w {
-        Some(w) => {
-            need("rms_norm w", w, n)?;
-            dev.check_view(w)?
-        }
-        None => 0,
-    };
-    let p = Params::default()
-        .ptr(dev.check_view(x)?)
-        .ptr(wa)
-        .ptr(dev.check_view(y)?)
-        .i32(i32_of("n", n)?)
-        .i32(i32_of("stride_x", stride_x)?)
-        .i32(i32_of("stride_y", stride_y)?)
-        .f32(eps)
-        .done();
-    let grid = (
-        u32::try_from(rows).map_err(|_| CudaError::Shape {
-            what: "rows",
-            value: rows,
-            why: "too many",
-        })?,
-        1,
-        1,
-    );
+    let p = norm_params(dev, x, w, y, rows, n, (stride_x, stride_y), eps)?.done();
+    let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: every view was checked to cover what the kernel touches.
     unsafe { dev.launch("rms_norm", grid, (256, 1, 1), &p) }
 }
@@ -124,39 +140,15 @@ pub fn rms_norm_q8a(
         });
     }
     let nb = n / 32;
-    need("rms_norm x", x, span(rows, n, stride_x)?)?;
-    need("rms_norm y", y, mul("y", rows, n)?)?;
     need("quantize q", out.q, mul("q", rows, n)?)?;
     need("quantize d", out.d, mul("d", rows, nb)?)?;
     need("quantize s", out.s, mul("s", rows, nb)?)?;
-    let wa = match w {
-        Some(w) => {
-            need("rms_norm w", w, n)?;
-            dev.check_view(w)?
-        }
-        None => 0,
-    };
-    let p = Params::default()
-        .ptr(dev.check_view(x)?)
-        .ptr(wa)
-        .ptr(dev.check_view(y)?)
-        .i32(i32_of("n", n)?)
-        .i32(i32_of("stride_x", stride_x)?)
-        .i32(i32_of("stride_y", n)?)
-        .f32(eps)
+    let p = norm_params(dev, x, w, y, rows, n, (stride_x, n), eps)?
         .ptr(dev.check_view(out.q)?)
         .ptr(dev.check_view(out.d)?)
         .ptr(dev.check_view(out.s)?)
         .done();
-    let grid = (
-        u32::try_from(rows).map_err(|_| CudaError::Shape {
-            what: "rows",
-            value: rows,
-            why: "too many",
-        })?,
-        1,
-        1,
-    );
+    let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: the views cover the rows, their norms and their Q8A blocks.
     unsafe { dev.launch("rms_norm_q8a", grid, (256, 1, 1), &p) }
 }
@@ -205,15 +197,7 @@ pub fn rms_norm3(
     }
     let [q, qd, qs] = q8a_out(dev, q8a, rows, n[0])?;
     let p = p.f32(eps).ptr(q).ptr(qd).ptr(qs).done();
-    let grid = (
-        u32::try_from(rows).map_err(|_| CudaError::Shape {
-            what: "rows",
-            value: rows,
-            why: "too many",
-        })?,
-        3,
-        1,
-    );
+    let grid = (rows_u32(rows)?, 3, 1);
     // SAFETY: every segment lies within its row and the view covers the rows.
     unsafe { dev.launch("rms_norm3", grid, (256, 1, 1), &p) }
 }
@@ -277,15 +261,7 @@ pub fn quantize_q8a(
         .i32(i32_of("n", n)?)
         .i32(i32_of("stride", stride)?)
         .done();
-    let grid = (
-        blocks(nb, 8)?,
-        u32::try_from(rows).map_err(|_| CudaError::Shape {
-            what: "rows",
-            value: rows,
-            why: "too many",
-        })?,
-        1,
-    );
+    let grid = (blocks(nb, 8)?, rows_u32(rows)?, 1);
     // SAFETY: the views cover rows x n inputs and the Q8A outputs.
     unsafe { dev.launch("quantize_q8a", grid, (256, 1, 1), &p) }
 }
@@ -473,15 +449,7 @@ pub fn copy_rows(
         .i32(i32_of("src_stride", src_stride)?)
         .i32(i32_of("dst_stride", dst_stride)?)
         .done();
-    let grid = (
-        blocks(n, 256)?,
-        u32::try_from(rows).map_err(|_| CudaError::Shape {
-            what: "rows",
-            value: rows,
-            why: "too many",
-        })?,
-        1,
-    );
+    let grid = (blocks(n, 256)?, rows_u32(rows)?, 1);
     // SAFETY: both views cover their rows.
     unsafe { dev.launch("copy_rows_f32", grid, (256, 1, 1), &p) }
 }
@@ -503,15 +471,7 @@ pub fn argmax(dev: &Device, x: &View, rows: usize, n: usize, out: &View) -> Resu
         .ptr(dev.check_view(out)?)
         .i32(i32_of("n", n)?)
         .done();
-    let grid = (
-        u32::try_from(rows).map_err(|_| CudaError::Shape {
-            what: "rows",
-            value: rows,
-            why: "too many",
-        })?,
-        1,
-        1,
-    );
+    let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: the views hold the rows and their results.
     unsafe { dev.launch("argmax_f32", grid, (256, 1, 1), &p) }
 }

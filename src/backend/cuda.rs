@@ -421,12 +421,12 @@ impl CudaBackend {
     }
 
     /// The workspace's Q8A buffers (q, d, s) as kernel views.
-    fn q8a_views(&self, b: &Bufs) -> Result<[View; 3]> {
-        Ok([
+    fn q8a_views(&self, b: &Bufs) -> Result<Q8aViews> {
+        Ok(Q8aViews([
             self.view(&b.q, 0)?,
             self.view(&b.qd, 0)?,
             self.view(&b.qs, 0)?,
-        ])
+        ]))
     }
 
     fn check_rows(&self, ws: &CudaScratch, t: usize) -> Result<()> {
@@ -458,27 +458,11 @@ impl CudaBackend {
         let (n, dev) = (m.n_in, &self.dev);
         let w = self.view(&m.w, 0)?;
         if ops::matvec_stem(m.ty).is_some() {
+            let q8 = self.q8a_views(b)?;
+            let acts = q8.acts();
             if !quantized {
-                let [q, qd, qs] = self.q8a_views(b)?;
-                ops::quantize_q8a(
-                    dev,
-                    &self.view(x, 0)?,
-                    t,
-                    n,
-                    x_stride,
-                    &QActs {
-                        q: &q,
-                        d: &qd,
-                        s: &qs,
-                    },
-                )?;
+                ops::quantize_q8a(dev, &self.view(x, 0)?, t, n, x_stride, &acts)?;
             }
-            let [q, qd, qs] = self.q8a_views(b)?;
-            let acts = QActs {
-                q: &q,
-                d: &qd,
-                s: &qs,
-            };
             let o = self.view(out, 0)?;
             let dst = MvOut {
                 out: &o,
@@ -553,12 +537,8 @@ impl CudaBackend {
         let (d, eps) = (self.hp.n_embd, self.hp.norm_eps);
         let h = self.view(&b.act[Act::H as usize], 0)?;
         if quantize {
-            let [q, qd, qs] = self.q8a_views(b)?;
-            let acts = QActs {
-                q: &q,
-                d: &qd,
-                s: &qs,
-            };
+            let q8 = self.q8a_views(b)?;
+            let acts = q8.acts();
             ops::rms_norm_q8a(&self.dev, x, Some(w), &h, t, d, d, eps, &acts)?;
         } else {
             ops::rms_norm(&self.dev, x, Some(w), &h, t, d, d, d, eps)?;
@@ -637,12 +617,8 @@ impl CudaBackend {
         let (sh, st, ids) = self.mixer_rows(pool, e * (CONV_K - 1), rows, inner.slots)?;
         // The x-projection's activations quantized in the same launch.
         let fuse = ops::matvec_stem(layer.ssm_x.ty).is_some();
-        let [q, qd, qs] = self.q8a_views(b)?;
-        let acts = QActs {
-            q: &q,
-            d: &qd,
-            s: &qs,
-        };
+        let q8 = self.q8a_views(b)?;
+        let acts = q8.acts();
         b.q8a_of = None;
         let slots = state_slots(ids.as_deref(), &mut b.slot_ids, &b.slot_ids_held);
         let out = (&y, e);
@@ -707,12 +683,8 @@ impl CudaBackend {
             .layers
             .iter()
             .all(|l| ops::matvec_stem(l.ssm_dt.ty).is_some());
-        let [q, qd, qs] = self.q8a_views(b)?;
-        let acts = QActs {
-            q: &q,
-            d: &qd,
-            s: &qs,
-        };
+        let q8 = self.q8a_views(b)?;
+        let acts = q8.acts();
         b.q8a_of = None;
         ops::rms_norm3(
             &self.dev,
@@ -773,12 +745,8 @@ impl CudaBackend {
         let (sh, st, ids) = self.mixer_rows(pool, e * n, rows, inner.slots)?;
         // The out-projection's activations quantized in the same launch.
         let fuse = ops::matvec_stem(layer.ssm_out.ty).is_some();
-        let [q, qd, qs] = self.q8a_views(b)?;
-        let acts = QActs {
-            q: &q,
-            d: &qd,
-            s: &qs,
-        };
+        let q8 = self.q8a_views(b)?;
+        let acts = q8.acts();
         b.q8a_of = None;
         let slots = state_slots(ids.as_deref(), &mut b.slot_ids, &b.slot_ids_held);
         let r = ops::selective_scan(&self.dev, sh, &inp, &st, slots, &y, fuse.then_some(&acts));
@@ -970,6 +938,16 @@ impl CudaBackend {
     pub(crate) fn slot_bytes(&self) -> usize {
         let (cw, sw) = self.state_widths();
         4 * self.hp.n_layer * (cw + sw)
+    }
+}
+
+/// Views of a workspace's Q8A buffers (q, d, s).
+struct Q8aViews([View; 3]);
+
+impl Q8aViews {
+    fn acts(&self) -> QActs<'_> {
+        let [q, d, s] = &self.0;
+        QActs { q, d, s }
     }
 }
 
