@@ -147,7 +147,22 @@ fn chunked_prefill_on_the_emulated_gpu_equals_token_by_token() {
     requantize(&src, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
     let m = emu(&q);
     let ids = &r.prompt_ids[..r.prompt_ids.len().min(24)];
+    let Backend::Cuda(gpu) = m.backend() else {
+        panic!("the emulated GPU backend");
+    };
+    let before = gpu.counts();
     let whole = all_logits(&m, ids, 24);
+    // One chunk: 8 launches per block, the embedding, and the head over
+    // every row as one norm and one matmul (its weights read once); the
+    // dt projection (F16: dt_rank 16 fits no quant block) runs 8 rows per
+    // launch.
+    let (l, t) = (m.hp.n_layer as u64, ids.len() as u64);
+    assert!(t > 8);
+    let dt_extra = l * (t.div_ceil(8) - 1);
+    assert_eq!(
+        gpu.counts().launches - before.launches,
+        8 * l + 3 + dt_extra
+    );
     for chunk in [1, 8, 13] {
         let got = all_logits(&m, ids, chunk);
         let rel = rel_max_diff(&got, &whole, r.std);

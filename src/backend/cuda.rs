@@ -65,6 +65,11 @@ const CONV_K: usize = 4;
 const STATE_N: usize = 16;
 /// Activation rows per matvec launch.
 const COLS: usize = 8;
+/// Rows the LM head takes per launch (one `matmul_<t>` over up to 32 rows:
+/// a batched step of up to 32 sequences reads the head's weights, 5% of a
+/// 7B file, once rather than once per 8 rows), and rows of the workspace's
+/// logits buffer (7B: 8.3 MB).
+const HEAD_ROWS: usize = 32;
 
 /// Which device a CUDA backend runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +187,7 @@ struct Bufs {
     ids: Buffer<i32>,
     /// State slot of each row of a batch `[rows]`.
     slot_ids: Buffer<i32>,
-    /// Logits of up to 8 rows `[8][V]`.
+    /// Logits of up to [`HEAD_ROWS`] rows `[head_rows][V]`.
     logits: Buffer<f32>,
     /// What the Q8A buffers hold, when a fused norm wrote them: the
     /// quantization of rows `0..t` of this buffer (taken by the next matmul).
@@ -202,7 +207,12 @@ impl CudaScratch {
     pub(crate) fn bytes(&self) -> usize {
         let acts: usize = self.widths.iter().map(|w| w * self.rows).sum();
         let q = self.rows * self.max_in;
-        4 * acts + q + 8 * (q / 32) + 8 * self.rows + 4 * COLS * self.vocab
+        4 * acts + q + 8 * (q / 32) + 8 * self.rows + 4 * self.head_rows() * self.vocab
+    }
+
+    /// Rows of the logits buffer.
+    fn head_rows(&self) -> usize {
+        HEAD_ROWS.min(self.rows)
     }
 
     fn bufs(&mut self, dev: &Device) -> Result<&mut Bufs> {
@@ -221,7 +231,7 @@ impl CudaScratch {
                 qs: dev.alloc(q / 32)?,
                 ids: dev.alloc(r)?,
                 slot_ids: dev.alloc(r)?,
-                logits: dev.alloc(COLS * self.vocab)?,
+                logits: dev.alloc(self.head_rows() * self.vocab)?,
                 q8a_of: None,
                 out_in_x: false,
                 slot_ids_held: Vec::new(),
@@ -796,11 +806,12 @@ impl CudaBackend {
             have,
         })?;
         let inner = self.inner();
+        let per = ws.head_rows();
         let b = ws.bufs(&self.dev)?;
         b.q8a_of = None;
         let fuse = ops::matvec_stem(inner.output.ty).is_some();
-        for (g, r0) in rows.clone().step_by(COLS).enumerate() {
-            let nc = COLS.min(rows.end - r0);
+        for (g, r0) in rows.clone().step_by(per).enumerate() {
+            let nc = per.min(rows.end - r0);
             let (x, w) = (
                 self.view(&b.act[Act::X as usize], r0 * d)?,
                 self.view(&inner.output_norm, 0)?,
@@ -809,7 +820,7 @@ impl CudaBackend {
             self.norm_into_h(b, &x, &w, nc, fuse)?;
             let hb = (&b.act[Act::H as usize], d);
             self.gemm(b, &inner.output, hb, nc, &b.logits, false, fuse)?;
-            let dst = &mut logits[g * COLS * v..(g * COLS + nc) * v];
+            let dst = &mut logits[g * per * v..(g * per + nc) * v];
             self.dev.read_at(&b.logits, 0, dst)?;
         }
         Ok(())
