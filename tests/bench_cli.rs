@@ -77,8 +77,9 @@ fn check_record(r: &Json, reps: usize) {
     assert!((mean - num(r, "avg_ts")).abs() <= 1e-9 * mean.max(1.0));
     let ns = r["samples_ns"].as_array().expect("samples_ns array");
     assert_eq!(ns.len(), reps);
-    // tokens/s and ns agree: ts = tokens * 1e9 / ns for each sample.
-    let tokens = num(r, "n_prompt") + num(r, "n_gen");
+    // tokens/s and ns agree: ts = tokens * 1e9 / ns for each sample, the
+    // tokens of every parallel sequence counted.
+    let tokens = num(r, "n_parallel") * (num(r, "n_prompt") + num(r, "n_gen"));
     for (t, n) in samples.iter().zip(ns) {
         let n = n.as_f64().expect("number");
         assert!((t - tokens * 1e9 / n).abs() <= 1e-6 * t, "{t} vs {n} ns");
@@ -163,6 +164,52 @@ fn depths_repetitions_and_plot() {
 }
 
 #[test]
+fn parallel_sequences_are_one_tg_record_each() {
+    let o = bench(&[
+        "-m",
+        TINY,
+        "-p",
+        "4",
+        "-n",
+        "3",
+        "-r",
+        "2",
+        "-t",
+        "1",
+        "--parallel",
+        "1,3",
+        "--json",
+    ]);
+    let v: Json = serde_json::from_str(&ok_stdout(&o)).expect("JSON output");
+    let recs = v.as_array().expect("a JSON array");
+    assert_eq!(recs.len(), 3, "pp, tg, tg x3: {v}");
+    let shape: Vec<(f64, f64, f64)> = recs
+        .iter()
+        .map(|r| (num(r, "n_prompt"), num(r, "n_gen"), num(r, "n_parallel")))
+        .collect();
+    assert_eq!(shape, [(4.0, 0.0, 1.0), (0.0, 3.0, 1.0), (0.0, 3.0, 3.0)]);
+    for r in recs {
+        check_record(r, 2);
+    }
+    let o = bench(&[
+        "-m",
+        TINY,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--parallel",
+        "2",
+    ]);
+    let out = ok_stdout(&o);
+    assert!(out.lines().any(|l| l.contains("tg2 x2")), "{out}");
+}
+
+#[test]
 fn table_output_lists_each_test() {
     let o = bench(&["-m", TINY, "-p", "4", "-n", "2", "-r", "1", "-t", "1"]);
     let out = ok_stdout(&o);
@@ -178,6 +225,7 @@ fn bad_arguments_are_refused_clearly() {
         (vec!["-m", TINY, "-p", "0", "-n", "0"], "nothing to measure"),
         (vec!["-m", TINY, "-r", "0"], "repetitions"),
         (vec!["-m", TINY, "--prefill-chunk", "0"], "prefill-chunk"),
+        (vec!["-m", TINY, "--parallel", "2,0"], "--parallel"),
         (vec!["-m", "/nonexistent/x.gguf"], "/nonexistent/x.gguf"),
     ] {
         let o = bench(&args);

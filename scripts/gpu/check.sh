@@ -24,7 +24,8 @@
 #      (make_big_random.py --tile; numpy and safetensors are there),
 #      converted to Q4_K_M on the host's cores, then `bench --device cuda`
 #      (pp512, tg128 at depths 0 and 16384: the depth state from 4096 real
-#      tokens, a Mamba decode step costs the same at any depth), the peak
+#      tokens, a Mamba decode step costs the same at any depth; tg also with
+#      8 and 32 sequences in batched steps, --parallel 1,8,32), the peak
 #      VRAM sampled by nvidia-smi, and the same bench on the host CPU
 #      (AVX-512) for the ratio; JSON in $OUT/bench-7b-cuda.json and
 #      $OUT/bench-7b-cpu.json; tg64 again with CUDA graphs off, for what
@@ -161,8 +162,8 @@ ls -l "$big/7b-q4_k_m.gguf" >> "$LOG" 2>&1
 step "bench on the GPU"
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > /tmp/vram-samples.txt 2>/dev/null &
 smi=$!
-timeout 150 "$MG" bench -m "$big/7b-q4_k_m.gguf" -p 512 -n 128 -r 3 --depth 0,16384 \
-  --device cuda --json > "$OUT/bench-7b-cuda.json" 2>> "$LOG"
+timeout 180 "$MG" bench -m "$big/7b-q4_k_m.gguf" -p 512 -n 128 -r 3 --depth 0,16384 \
+  --parallel 1,8,32 --device cuda --json > "$OUT/bench-7b-cuda.json" 2>> "$LOG"
 echo "-- rc=$? bench cuda" >> "$LOG"
 kill "$smi" 2>/dev/null
 echo "peak VRAM MiB (nvidia-smi, whole GPU): $(sort -n /tmp/vram-samples.txt | tail -1)" >> "$LOG"

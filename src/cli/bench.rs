@@ -6,7 +6,12 @@
 //! * pp: from the depth-d state, `-p` random valid token ids are fed through
 //!   [`Session::feed`] in chunks of `--prefill-chunk`; tokens/s = p / wall time;
 //! * tg: from the depth-d state, `-n` single-token decode steps, each feeding
-//!   the greedy argmax of the previous logits; tokens/s = n / wall time.
+//!   the greedy argmax of the previous logits; tokens/s = n / wall time;
+//! * tg with `--parallel P` (P > 1): P sequences forked from the depth-d
+//!   state decode together, `-n` batched steps of one token each (one
+//!   forward over all P, as the server's slots do); tokens/s = P n / wall
+//!   time, all sequences together (llama-batched-bench's S_TG). Their
+//!   first tokens differ, so the sequences do.
 //!
 //! Each test runs once untimed (warm-up: a pp of one chunk, or one decode step)
 //! and then `-r` timed repetitions; mean and sample standard deviation of the
@@ -32,7 +37,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::sampler::argmax;
-use mamba_gguf::session::{Snapshot, DEFAULT_CHUNK};
+use mamba_gguf::session::{BatchDecoder, Snapshot, DEFAULT_CHUNK};
 use mamba_gguf::{procmem, Model, Session};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -56,6 +61,10 @@ pub struct Args {
         default_value = "0"
     )]
     pub depth: Vec<usize>,
+    /// Sequences decoded together in the tg tests, comma-separated (each
+    /// value one tg test per depth; 1: a single sequence).
+    #[arg(long = "parallel", value_delimiter = ',', default_value = "1")]
+    pub parallel: Vec<usize>,
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
@@ -105,6 +114,9 @@ pub struct Record {
     pub n_prompt: usize,
     pub n_gen: usize,
     pub n_depth: usize,
+    /// Sequences decoded together (ours, llama-batched-bench's PL; 1 for
+    /// pp); `avg_ts` counts the tokens of all of them.
+    pub n_parallel: usize,
     /// Tokens really prefilled to reach `n_depth` (ours; see the module docs).
     pub depth_prefilled: usize,
     pub avg_ns: u64,
@@ -123,6 +135,11 @@ impl Record {
             format!("pp{}", self.n_prompt)
         } else {
             format!("tg{}", self.n_gen)
+        };
+        let t = if self.n_parallel > 1 {
+            format!("{t} x{}", self.n_parallel)
+        } else {
+            t
         };
         if self.n_depth > 0 {
             format!("{t} @ d{}", self.n_depth)
@@ -213,13 +230,12 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn record(
         &self,
-        n_prompt: usize,
-        n_gen: usize,
+        (n_prompt, n_gen, n_parallel): (usize, usize, usize),
         depth: usize,
         prefilled: usize,
         ns: Vec<u64>,
     ) -> Record {
-        let n_tok = (n_prompt + n_gen) as f64;
+        let n_tok = (n_parallel * (n_prompt + n_gen)) as f64;
         let ts: Vec<f64> = ns
             .iter()
             .map(|&t| n_tok * 1e9 / (t.max(1) as f64))
@@ -240,6 +256,7 @@ impl Ctx<'_> {
             n_prompt,
             n_gen,
             n_depth: depth,
+            n_parallel,
             depth_prefilled: prefilled,
             avg_ns: avg_ns.round() as u64,
             stddev_ns: stddev_ns.round() as u64,
@@ -290,7 +307,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
                 s.feed(&ids)?;
                 ns.push(t.elapsed().as_nanos() as u64);
             }
-            let r = ctx.record(a.n_prompt, 0, d, fed, ns);
+            let r = ctx.record((a.n_prompt, 0, 1), d, fed, ns);
             progress(&r);
             out.push(r);
         }
@@ -301,24 +318,66 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
             } else {
                 argmax(s.logits())?
             };
-            s.feed(&[first])?; // warm-up
-            let mut ns = Vec::with_capacity(a.reps);
-            for _ in 0..a.reps {
-                s.restore(&base)?;
-                let mut tok = first;
-                let t = Instant::now();
-                for _ in 0..a.n_gen {
-                    let logits = s.feed(&[tok])?;
-                    tok = argmax(logits)?;
-                }
-                ns.push(t.elapsed().as_nanos() as u64);
+            for &p in &a.parallel {
+                let ns = if p == 1 {
+                    tg_alone(&mut s, &base, first, a)?
+                } else {
+                    tg_batched(model, &base, first, p, a)?
+                };
+                let r = ctx.record((0, a.n_gen, p), d, fed, ns);
+                progress(&r);
+                out.push(r);
             }
-            let r = ctx.record(0, a.n_gen, d, fed, ns);
-            progress(&r);
-            out.push(r);
         }
     }
     Ok(out)
+}
+
+/// tg of one sequence: a warm-up step, then `-r` timed runs of `-n` steps.
+fn tg_alone(s: &mut Session, base: &Snapshot, first: u32, a: &Args) -> Result<Vec<u64>> {
+    s.restore(base)?;
+    s.feed(&[first])?; // warm-up
+    let mut ns = Vec::with_capacity(a.reps);
+    for _ in 0..a.reps {
+        s.restore(base)?;
+        let mut tok = first;
+        let t = Instant::now();
+        for _ in 0..a.n_gen {
+            let logits = s.feed(&[tok])?;
+            tok = argmax(logits)?;
+        }
+        ns.push(t.elapsed().as_nanos() as u64);
+    }
+    Ok(ns)
+}
+
+/// tg of `p` sequences in batched steps, each from `base` with its own
+/// first token (`first + j`, so the sequences differ).
+fn tg_batched(model: &Model, base: &Snapshot, first: u32, p: usize, a: &Args) -> Result<Vec<u64>> {
+    let vocab = model.hp.n_vocab as u32;
+    let mut seqs = (0..p)
+        .map(|_| Session::try_with_chunk(model, 1))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("cannot allocate the parallel sequences")?;
+    let mut dec = BatchDecoder::new(model, p);
+    let starts: Vec<u32> = (0..p as u32).map(|j| (first + j) % vocab).collect();
+    let mut run = |steps: usize| -> Result<u64> {
+        for s in seqs.iter_mut() {
+            s.restore(base)?;
+        }
+        let mut toks = starts.clone();
+        let t = Instant::now();
+        for _ in 0..steps {
+            let mut refs: Vec<&mut Session> = seqs.iter_mut().collect();
+            dec.step(&mut refs, &toks)?;
+            for (tok, s) in toks.iter_mut().zip(&seqs) {
+                *tok = argmax(s.logits())?;
+            }
+        }
+        Ok(t.elapsed().as_nanos() as u64)
+    };
+    run(1)?; // warm-up
+    (0..a.reps).map(|_| run(a.n_gen)).collect()
 }
 
 fn mib(b: u64) -> f64 {
@@ -356,7 +415,11 @@ fn table_row(r: &Record) -> String {
 /// A hand-written SVG: generation tokens/s (left axis) and peak RSS (right
 /// axis) against depth, depths evenly spaced.
 pub fn svg_plot(records: &[Record], title: &str) -> String {
-    let tg: Vec<&Record> = records.iter().filter(|r| r.n_gen > 0).collect();
+    // Single-sequence tg only (a --parallel record is another series).
+    let tg: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.n_gen > 0 && r.n_parallel == 1)
+        .collect();
     let (w, h) = (720.0f64, 420.0f64);
     let (l, r, t, b) = (70.0, 80.0, 50.0, 60.0);
     let pw = w - l - r;
@@ -515,6 +578,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.n_prompt == 0 && args.n_gen == 0 {
         bail!("nothing to measure: -p and -n are both 0");
+    }
+    if args.parallel.contains(&0) {
+        bail!("--parallel values must be at least 1");
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
