@@ -1518,9 +1518,18 @@ fn slot_api_saves_restores_and_erases() {
     let a1 = ask(&h, &turn1, json!({}));
     let n = a1["usage"]["prompt_tokens"].as_u64().unwrap()
         + a1["usage"]["completion_tokens"].as_u64().unwrap();
-    let slots = get(&h, "/slots");
+    // The answer can reach the client a moment before the engine marks
+    // the slot idle: wait for that, as a client polling /slots would.
+    let t0 = std::time::Instant::now();
+    let slots = loop {
+        let s = get(&h, "/slots");
+        if s[0]["is_processing"] == false || t0.elapsed().as_secs() >= 10 {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(slots[0]["id"], 0);
-    assert_eq!(slots[0]["is_processing"], false);
+    assert_eq!(slots[0]["is_processing"], false, "{slots}");
     assert_eq!(slots[0]["n_past"], n, "{slots}");
     let (status, v) = save(&h, "conv.bin");
     assert_eq!(status, 200, "{v}");
