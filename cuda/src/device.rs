@@ -76,11 +76,24 @@ impl Queue {
     /// # Safety
     /// As [`Device::launch`], for the buffers as they are now.
     unsafe fn run(&self, l: &Launch) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.run_now(&l.kernel, l.grid, l.block, &l.params) }
+    }
+
+    /// # Safety
+    /// As [`Queue::run`].
+    unsafe fn run_now(
+        &self,
+        kernel: &str,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        params: &[u8],
+    ) -> Result<()> {
         match &self.kind {
             // SAFETY: forwarded from the caller.
-            Kind::Emu => unsafe { crate::emu::launch(&l.kernel, l.grid, l.block, &l.params) },
+            Kind::Emu => unsafe { crate::emu::launch(kernel, grid, block, params) },
             // SAFETY: forwarded from the caller.
-            Kind::Cuda(ctx) => unsafe { ctx.launch(&l.kernel, l.grid, l.block, &l.params) },
+            Kind::Cuda(ctx) => unsafe { ctx.launch(kernel, grid, block, params) },
         }
     }
 
@@ -574,19 +587,17 @@ impl Device {
         params: &Params,
     ) -> Result<()> {
         self.launches.fetch_add(1, Ordering::Relaxed);
-        let l = Launch {
+        if !self.q.defer.load(Ordering::Relaxed) {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.q.run_now(kernel, grid, block, &params.bytes) };
+        }
+        self.q.replay().push(Launch {
             kernel: kernel.to_string(),
             grid,
             block,
             params: params.bytes.clone(),
-        };
-        if self.q.defer.load(Ordering::Relaxed) {
-            self.q.replay().push(l);
-            Ok(())
-        } else {
-            // SAFETY: forwarded from the caller.
-            unsafe { self.q.run(&l) }
-        }
+        });
+        Ok(())
     }
 
     /// Runs what is queued and waits for all launched work (the emulator
