@@ -123,6 +123,21 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
     }
 }
 
+// acc + one unit's contribution against one activation block whose 8 words
+// are aq[0], aq[STRIDE], ... (global memory: 1; the matmul's shared tile:
+// MM_PAD). Every kernel adds a unit through this one expression, so a
+// column's sum is the same bits whichever kernel computes it.
+template <int STRIDE>
+static __device__ __forceinline__ float unit_acc(float acc, const Unit& un, const int* aq, int sa, float da) {
+    int lo = 0, hi = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) lo = dot4(un.q[i], aq[i * STRIDE], lo);
+#pragma unroll
+    for (int i = 4; i < 8; i++) hi = dot4(un.q[i], aq[i * STRIDE], hi);
+    int isum = un.lo * lo + un.hi * hi + un.off * sa;
+    return acc + da * (un.dw * (float)isum + un.mw * (float)sa);
+}
+
 // Columns c0 .. c0 + NC of one weight row against the activations (with
 // GUARD, only the first nc of them: a chunk's last group). Each column's sum
 // runs in the same order whatever NC and c0, so matvec_<t>_<c> and matmul_<t>
@@ -143,15 +158,7 @@ static __device__ __forceinline__ void mv_cols(const MatvecArgs& a, int row, int
             if (GUARD && c >= nc) break;
             const long long col = c0 + c;
             const int* aq = (const int*)(a.q + col * a.n + 32 * u);
-            int sa = a.s[col * nb + u];
-            float da = a.d[col * nb + u];
-            int lo = 0, hi = 0;
-#pragma unroll
-            for (int i = 0; i < 4; i++) lo = dot4(un.q[i], aq[i], lo);
-#pragma unroll
-            for (int i = 4; i < 8; i++) hi = dot4(un.q[i], aq[i], hi);
-            int isum = un.lo * lo + un.hi * hi + un.off * sa;
-            acc[c] += da * (un.dw * (float)isum + un.mw * (float)sa);
+            acc[c] = unit_acc<1>(acc[c], un, aq, a.s[col * nb + u], a.d[col * nb + u]);
         }
     }
 #pragma unroll
@@ -170,21 +177,87 @@ static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
     mv_cols<T, NC, false>(a, row, 0, NC);
 }
 
-// Prefill: all `ncols` activation rows of a chunk in one launch, 8 at a time
-// by the same warp, so each weight row comes from DRAM once per chunk (the
-// later groups find it in L1/L2) instead of once per 8 rows.
+// Prefill: all `ncols` activation rows of a chunk in one launch, tiled.
+// A block of MM_WARPS warps takes MM_WARPS consecutive weight rows, one per
+// warp, and walks the chunk MM_COLS activation rows at a time; within such a
+// group it walks the units in tiles of WARP (lane l takes unit u0 + l, as in
+// mv_cols, so each column's sum runs in matvec's order and equals its bits).
+// Each tile of the group's Q8A activations (MM_COLS rows x 32 units x 32
+// int8, with their d and s) is staged in shared memory once and read by all
+// the block's warps, so the chunk's activations come from L2 once per
+// MM_WARPS weight rows rather than once per row, and a weight unit is
+// decoded once per MM_COLS activation rows.
+//
+// The staged q is word-transposed, tile.q[c][k][u] = word k of unit u, with
+// lines padded to MM_PAD words: lane u reading word k of its unit hits bank
+// (k * MM_PAD + u) % 32, 32 lanes 32 banks. The staging writes (consecutive
+// threads, consecutive global words) meet at most 4 to a bank.
+// Every thread reaches every barrier: a warp past the last row still stages
+// its share and skips only the dots.
+#define MM_WARPS 8
+#define MM_COLS 16
+#define MM_PAD 33
+
 struct MatmulArgs {
     MatvecArgs m;
     int ncols;
 };
 
+struct MmTile {
+    int q[MM_COLS][8][MM_PAD];
+    float d[MM_COLS][WARP];
+    int s[MM_COLS][WARP];
+};
+
 template <int T>
 static __device__ __forceinline__ void matmul_impl(const MatmulArgs& a) {
-    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
-    if (row >= a.m.rows) return;  // warp-uniform
-    for (int c0 = 0; c0 < a.ncols; c0 += 8) {
-        int nc = a.ncols - c0 < 8 ? a.ncols - c0 : 8;
-        mv_cols<T, 8, true>(a.m, row, c0, nc);
+    __shared__ MmTile tile;
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int row = blockIdx.x * MM_WARPS + warp;
+    const bool live = row < a.m.rows;  // warp-uniform
+    const int nb = a.m.n / WARP;
+    const u8* w = a.m.w + (long long)(live ? row : 0) * a.m.row_bytes;
+    for (int c0 = 0; c0 < a.ncols; c0 += MM_COLS) {
+        const int nc = a.ncols - c0 < MM_COLS ? a.ncols - c0 : MM_COLS;
+        float acc[MM_COLS];
+#pragma unroll
+        for (int c = 0; c < MM_COLS; c++) acc[c] = 0.0f;
+        for (int u0 = 0; u0 < nb; u0 += WARP) {
+            const int nu = nb - u0 < WARP ? nb - u0 : WARP;
+            for (int i = threadIdx.x; i < MM_COLS * WARP * 8; i += MM_WARPS * WARP) {
+                const int c = i / (WARP * 8), u = (i / 8) % WARP, k = i % 8;
+                int v = 0;
+                if (c < nc && u < nu) v = ((const int*)(a.m.q + (long long)(c0 + c) * a.m.n))[8 * (u0 + u) + k];
+                tile.q[c][k][u] = v;
+            }
+            for (int i = threadIdx.x; i < MM_COLS * WARP; i += MM_WARPS * WARP) {
+                const int c = i / WARP, u = i % WARP;
+                const bool in = c < nc && u < nu;
+                const long long j = (long long)(c0 + c) * nb + u0 + u;
+                tile.d[c][u] = in ? a.m.d[j] : 0.0f;
+                tile.s[c][u] = in ? a.m.s[j] : 0;
+            }
+            __syncthreads();
+            if (live && lane < nu) {
+                Unit un;
+                load_unit<T>(w, u0 + lane, un);
+#pragma unroll
+                for (int c = 0; c < MM_COLS; c++) {
+                    if (c >= nc) break;
+                    acc[c] = unit_acc<MM_PAD>(acc[c], un, &tile.q[c][0][lane], tile.s[c][lane], tile.d[c][lane]);
+                }
+            }
+            __syncthreads();
+        }
+        if (live) {
+#pragma unroll
+            for (int c = 0; c < MM_COLS; c++) {
+                if (c >= nc) break;
+                float v = warp_sum(acc[c]);
+                long long o = (long long)(c0 + c) * a.m.rows + row;
+                if (lane == 0) a.m.out[o] = a.m.add ? a.m.add[o] + v : v;
+            }
+        }
     }
 }
 

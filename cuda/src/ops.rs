@@ -335,9 +335,10 @@ pub fn matvec(
 }
 
 /// [`matvec`] for any number of activation rows (a prefill chunk) in one
-/// launch: each warp takes its weight row against all `ncols` rows, 8 at a
-/// time, so the weights are read from device memory once per chunk. Each
-/// output equals [`matvec`]'s bit for bit.
+/// launch: a block of 8 warps takes 8 weight rows against all `ncols` rows,
+/// 16 at a time, each tile of those activations staged once in shared
+/// memory for the 8 warps; the weights are read from device memory once per
+/// chunk. Each output equals [`matvec`]'s bit for bit.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     dev: &Device,
@@ -400,12 +401,24 @@ fn launch_quantized(
         .i32(i32_of("rows", rows)?)
         .i32(i32_of("row bytes", rb)?)
         .ptr(add);
-    if let Some(nc) = ncols_param {
-        p = p.i32(nc);
-    }
+    // matvec: 4 warps (rows) per block; matmul: 8, sharing a staged tile.
+    let warps = match ncols_param {
+        Some(nc) => {
+            p = p.i32(nc);
+            8
+        }
+        None => 4,
+    };
     let p = p.done();
     // SAFETY: weights, activations and outputs were checked against the shapes.
-    unsafe { dev.launch(name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
+    unsafe {
+        dev.launch(
+            name,
+            (blocks(rows, warps)?, 1, 1),
+            (32 * warps as u32, 1, 1),
+            &p,
+        )
+    }
 }
 
 /// out = a + b over `n` values (out may alias a or b).

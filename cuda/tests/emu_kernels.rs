@@ -1045,17 +1045,21 @@ fn fused_launches_equal_the_launches_they_replace() {
 }
 
 /// The prefill matmul equals the decode matvec column for column, bit for
-/// bit, for every type, chunk lengths around the 8-column groups, with and
-/// without `add`.
+/// bit, for every type: chunk lengths around its 16-row groups and matvec's
+/// 8, rows filling a block of 8 warps or not (a block whose last warps have
+/// no row), rows of a whole tile of 32 units, less than one, and one and a
+/// quarter; with and without `add`.
 #[test]
 fn prefill_matmul_equals_matvec_bit_for_bit() {
     let dev = Device::emu();
     let mut rng = StdRng::seed_from_u64(21);
-    for ty in QTYPES {
-        let (n, rows) = (512, 6);
+    for (ty, n, rows) in QTYPES
+        .into_iter()
+        .flat_map(|ty| [(ty, 512, 6), (ty, 1024, 8), (ty, 1280, 11)])
+    {
         let wq = quantize_rows(ty, &rand_vec(&mut rng, n * rows, 1.0), n);
         let wb = dev.upload(&wq).unwrap();
-        for t in [1usize, 7, 8, 9, 17, 24] {
+        for t in [1usize, 7, 9, 16, 17, 33] {
             let x = rand_vec(&mut rng, n * t, 2.0);
             let (q, d, s) = q8a_ref(&x);
             let (qb, db, sb) = (

@@ -89,10 +89,12 @@ def ptxas_report(ptx_path, arch):
         m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
         if m and fn:
             stack, st, ld = map(int, m.groups())
-            rows.append([fn, arch, None, stack, st, ld])
+            rows.append([fn, arch, None, 0, stack, st, ld])
         m = re.search(r"Used (\d+) registers", line)
         if m and rows and rows[-1][0] == fn and rows[-1][2] is None:
             rows[-1][2] = int(m.group(1))
+            m = re.search(r"(\d+) bytes smem", line)
+            rows[-1][3] = int(m.group(1)) if m else 0
     return rows
 
 
@@ -111,8 +113,8 @@ def main():
             p = os.path.join(tmp, stem + ".ptx")
             open(p, "w").write(outputs[os.path.join(PTX_DIR, stem + ".ptx")])
             for arch in ARCHS:
-                for fn, a, regs, stack, st, ld in ptxas_report(p, arch):
-                    report.append(f"{fn:24} sm_{a} regs {regs:3} stack {stack:4} spill_st {st:4} spill_ld {ld:4}")
+                for fn, a, regs, smem, stack, st, ld in ptxas_report(p, arch):
+                    report.append(f"{fn:24} sm_{a} regs {regs:3} smem {smem:5} stack {stack:4} spill_st {st:4} spill_ld {ld:4}")
                     if st or ld:
                         spills.append(f"{fn} sm_{a}: {st} bytes spill stores, {ld} bytes spill loads")
     outputs[REPORT] = "# ptxas -v on the shipped compute_80 PTX (NVRTC/ptxas " + NVRTC_VERSION + ")\n" + "\n".join(sorted(report)) + "\n"

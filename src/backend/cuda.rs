@@ -38,11 +38,11 @@
 //! Matmuls: quantized weights take activations quantized once per matmul to
 //! Q8A (int8 per 32 values with a float scale, dp4a dots); F32/F16/BF16
 //! weights take the f32 rows. Up to 8 rows (decode) are one matvec launch;
-//! a prefill chunk of quantized weights is one `matmul_<t>` launch whose
-//! warps take their weight row against every row of the chunk, 8 at a time,
-//! so the weights come from device memory once per chunk (the activations
-//! are not yet staged in shared memory: each block reads them from L2).
-//! Float weights still run 8 rows per launch.
+//! a prefill chunk of quantized weights is one `matmul_<t>` launch: a block
+//! of 8 warps takes 8 weight rows against the chunk 16 rows at a time, the
+//! activations staged tile by tile in shared memory for all 8 warps, so the
+//! weights come from device memory once per chunk and the activations from
+//! L2 once per 8 weight rows. Float weights still run 8 rows per launch.
 //!
 //! Thread safety: the weights and the state pool sit behind one mutex, held
 //! for the whole of each op, so launches from several sessions never
