@@ -138,12 +138,13 @@ static __device__ __forceinline__ float unit_acc(float acc, const Unit& un, cons
     return acc + da * (un.dw * (float)isum + un.mw * (float)sa);
 }
 
-// Columns c0 .. c0 + NC of one weight row against the activations (with
-// GUARD, only the first nc of them: a chunk's last group). Each column's sum
-// runs in the same order whatever NC and c0, so matvec_<t>_<c> and matmul_<t>
-// give the same bits for a column.
-template <int T, int NC, bool GUARD>
-static __device__ __forceinline__ void mv_cols(const MatvecArgs& a, int row, int c0, int nc) {
+// NC activation rows against one weight row per warp. Each column's sum
+// runs in the same order whatever NC (lane l takes units l, l + 32, ...), so
+// matvec_<t>_<c> and matmul_<t> give the same bits for a column.
+template <int T, int NC>
+static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
+    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
+    if (row >= a.rows) return;  // warp-uniform
     const int lane = threadIdx.x % WARP;
     const int nb = a.n / WARP;
     const u8* w = a.w + (long long)row * a.row_bytes;
@@ -155,33 +156,23 @@ static __device__ __forceinline__ void mv_cols(const MatvecArgs& a, int row, int
         load_unit<T>(w, u, un);
 #pragma unroll
         for (int c = 0; c < NC; c++) {
-            if (GUARD && c >= nc) break;
-            const long long col = c0 + c;
-            const int* aq = (const int*)(a.q + col * a.n + 32 * u);
-            acc[c] = unit_acc<1>(acc[c], un, aq, a.s[col * nb + u], a.d[col * nb + u]);
+            const int* aq = (const int*)(a.q + (long long)c * a.n + 32 * u);
+            acc[c] = unit_acc<1>(acc[c], un, aq, a.s[c * nb + u], a.d[c * nb + u]);
         }
     }
 #pragma unroll
     for (int c = 0; c < NC; c++) {
-        if (GUARD && c >= nc) break;
         float v = warp_sum(acc[c]);
-        long long o = (long long)(c0 + c) * a.rows + row;
+        long long o = (long long)c * a.rows + row;
         if (lane == 0) a.out[o] = a.add ? a.add[o] + v : v;
     }
-}
-
-template <int T, int NC>
-static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
-    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
-    if (row >= a.rows) return;  // warp-uniform
-    mv_cols<T, NC, false>(a, row, 0, NC);
 }
 
 // Prefill: all `ncols` activation rows of a chunk in one launch, tiled.
 // A block of MM_WARPS warps takes MM_WARPS consecutive weight rows, one per
 // warp, and walks the chunk MM_COLS activation rows at a time; within such a
 // group it walks the units in tiles of WARP (lane l takes unit u0 + l, as in
-// mv_cols, so each column's sum runs in matvec's order and equals its bits).
+// matvec_impl, so each column's sum runs in matvec's order and equals its bits).
 // Each tile of the group's Q8A activations (MM_COLS rows x 32 units x 32
 // int8, with their d and s) is staged in shared memory once and read by all
 // the block's warps, so the chunk's activations come from L2 once per

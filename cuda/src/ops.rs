@@ -281,6 +281,12 @@ pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
+/// Weight rows (one per warp) per block of `matvec_<t>_<c>` and of
+/// `matmul_<t>`, whose 8 warps share each staged activation tile: the
+/// kernels' MATVEC_WARPS and MM_WARPS.
+const MATVEC_WARPS: usize = 4;
+const MATMUL_WARPS: usize = 8;
+
 /// Where a matvec writes: `out[c][r]` = the dot, or with `add`,
 /// `add[c][r]` + the dot (`add` may be `out` itself: X += W y).
 pub struct MvOut<'a> {
@@ -401,13 +407,12 @@ fn launch_quantized(
         .i32(i32_of("rows", rows)?)
         .i32(i32_of("row bytes", rb)?)
         .ptr(add);
-    // matvec: 4 warps (rows) per block; matmul: 8, sharing a staged tile.
     let warps = match ncols_param {
         Some(nc) => {
             p = p.i32(nc);
-            8
+            MATMUL_WARPS
         }
-        None => 4,
+        None => MATVEC_WARPS,
     };
     let p = p.done();
     // SAFETY: weights, activations and outputs were checked against the shapes.
@@ -811,7 +816,14 @@ pub fn matvec_float(
         .done();
     let name = format!("matvec_{stem}_{ncols}");
     // SAFETY: weights, activations and outputs were checked against the shapes.
-    unsafe { dev.launch(&name, (blocks(rows, 4)?, 1, 1), (128, 1, 1), &p) }
+    unsafe {
+        dev.launch(
+            &name,
+            (blocks(rows, MATVEC_WARPS)?, 1, 1),
+            (32 * MATVEC_WARPS as u32, 1, 1),
+            &p,
+        )
+    }
 }
 
 /// Embedding lookup: `out[t]` = row `ids[t]` of `table` (`vocab` rows of `n`
