@@ -54,7 +54,7 @@ use mamba_cuda::ops::{self, MixerShape, MvOut, QActs, ScanInputs, StateSlots};
 use mamba_cuda::{Buffer, CudaError, Device, View};
 use quant::GgmlType;
 
-use super::{Act, Rows, Weight};
+use super::{check_range, whole_rows, Act, Greedy, Rows, Weight};
 use crate::error::{ModelError, Result};
 use crate::model::{Hparams, Mat, Weights};
 use crate::state::{LayerState, State};
@@ -163,7 +163,7 @@ pub struct CudaScratch {
     /// Widest matmul input (for the Q8A buffers).
     max_in: usize,
     vocab: usize,
-    bufs: Option<Bufs>,
+    bufs: Option<Box<Bufs>>,
 }
 
 impl std::fmt::Debug for CudaScratch {
@@ -189,6 +189,8 @@ struct Bufs {
     slot_ids: Buffer<i32>,
     /// Logits of up to [`HEAD_ROWS`] rows `[head_rows][V]`.
     logits: Buffer<f32>,
+    /// Greedy picks of those rows `[head_rows][2]`: argmax, first NaN or -1.
+    picks: Buffer<i32>,
     /// What the Q8A buffers hold, when a fused norm wrote them: the
     /// quantization of rows `0..t` of this buffer (taken by the next matmul).
     q8a_of: Option<(Act, usize)>,
@@ -207,7 +209,7 @@ impl CudaScratch {
     pub(crate) fn bytes(&self) -> usize {
         let acts: usize = self.widths.iter().map(|w| w * self.rows).sum();
         let q = self.rows * self.max_in;
-        4 * acts + q + 8 * (q / 32) + 8 * self.rows + 4 * self.head_rows() * self.vocab
+        4 * acts + q + 8 * (q / 32) + 8 * self.rows + 4 * self.head_rows() * (self.vocab + 2)
     }
 
     /// Rows of the logits buffer.
@@ -224,7 +226,7 @@ impl CudaScratch {
                 .map(|w| dev.alloc::<f32>(r * w))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let q = r * self.max_in;
-            self.bufs = Some(Bufs {
+            self.bufs = Some(Box::new(Bufs {
                 act,
                 q: dev.alloc(q)?,
                 qd: dev.alloc(q / 32)?,
@@ -232,12 +234,13 @@ impl CudaScratch {
                 ids: dev.alloc(r)?,
                 slot_ids: dev.alloc(r)?,
                 logits: dev.alloc(self.head_rows() * self.vocab)?,
+                picks: dev.alloc(2 * self.head_rows())?,
                 q8a_of: None,
                 out_in_x: false,
                 slot_ids_held: Vec::new(),
-            });
+            }));
         }
-        self.bufs.as_mut().ok_or_else(|| ModelError::Backend {
+        self.bufs.as_deref_mut().ok_or_else(|| ModelError::Backend {
             what: "CUDA workspace not allocated".into(),
         })
     }
@@ -440,14 +443,7 @@ impl CudaBackend {
     }
 
     fn check_rows(&self, ws: &CudaScratch, t: usize) -> Result<()> {
-        if t == 0 || t > ws.rows {
-            return Err(ModelError::TooMany {
-                n: t,
-                what: "rows",
-                chunk: ws.rows,
-            });
-        }
-        Ok(())
+        check_range(ws.rows, &(0..t))
     }
 
     /// out rows `0..t` (stride `m.n_out`) = W x rows `0..t` (`x_stride`
@@ -784,33 +780,23 @@ impl CudaBackend {
         Ok(())
     }
 
-    pub(crate) fn head(
+    /// The final norm and the LM head over X rows `rows`, [`HEAD_ROWS`] at
+    /// a time: once a group of `nc` rows is in the logits buffer,
+    /// `then(bufs, group's first row - rows.start, nc)`.
+    fn head_groups(
         &self,
         ws: &mut CudaScratch,
         rows: std::ops::Range<usize>,
-        logits: &mut [f32],
+        mut then: impl FnMut(&Bufs, usize, usize) -> Result<()>,
     ) -> Result<()> {
-        let (d, v) = (self.hp.n_embd, self.hp.n_vocab);
-        if rows.end > ws.rows || rows.is_empty() {
-            return Err(ModelError::TooMany {
-                n: rows.end,
-                what: "rows",
-                chunk: ws.rows,
-            });
-        }
-        let need = rows.len() * v;
-        let have = logits.len();
-        let logits = logits.get_mut(..need).ok_or(ModelError::Buffer {
-            what: "logits",
-            need,
-            have,
-        })?;
+        let d = self.hp.n_embd;
+        check_range(ws.rows, &rows)?;
         let inner = self.inner();
         let per = ws.head_rows();
         let b = ws.bufs(&self.dev)?;
         b.q8a_of = None;
         let fuse = ops::matvec_stem(inner.output.ty).is_some();
-        for (g, r0) in rows.clone().step_by(per).enumerate() {
+        for r0 in rows.clone().step_by(per) {
             let nc = per.min(rows.end - r0);
             let (x, w) = (
                 self.view(&b.act[Act::X as usize], r0 * d)?,
@@ -820,9 +806,94 @@ impl CudaBackend {
             self.norm_into_h(b, &x, &w, nc, fuse)?;
             let hb = (&b.act[Act::H as usize], d);
             self.gemm(b, &inner.output, hb, nc, &b.logits, false, fuse)?;
-            let dst = &mut logits[g * per * v..(g * per + nc) * v];
-            self.dev.read_at(&b.logits, 0, dst)?;
+            then(b, r0 - rows.start, nc)?;
         }
+        Ok(())
+    }
+
+    pub(crate) fn head(
+        &self,
+        ws: &mut CudaScratch,
+        rows: std::ops::Range<usize>,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let v = self.hp.n_vocab;
+        let need = rows.len() * v;
+        let have = logits.len();
+        let logits = logits.get_mut(..need).ok_or(ModelError::Buffer {
+            what: "logits",
+            need,
+            have,
+        })?;
+        self.head_groups(ws, rows, |b, at, nc| {
+            let dst = &mut logits[at * v..(at + nc) * v];
+            Ok(self.dev.read_at(&b.logits, 0, dst)?)
+        })
+    }
+
+    /// The head, then `argmax_f32` over each group's logits on the device:
+    /// two ints per row cross to the host, not V floats.
+    pub(crate) fn greedy(
+        &self,
+        ws: &mut CudaScratch,
+        rows: std::ops::Range<usize>,
+        out: &mut [Greedy],
+    ) -> Result<()> {
+        let v = self.hp.n_vocab;
+        let n = rows.len();
+        let have = out.len();
+        let out = out.get_mut(..n).ok_or(ModelError::Buffer {
+            what: "greedy ids",
+            need: n,
+            have,
+        })?;
+        let mut picks = vec![0i32; 2 * ws.head_rows()];
+        self.head_groups(ws, rows, |b, at, nc| {
+            let (logits, dst) = (self.view(&b.logits, 0)?, self.view(&b.picks, 0)?);
+            ops::argmax(&self.dev, &logits, nc, v, &dst)?;
+            let picks = &mut picks[..2 * nc];
+            self.dev.read_at(&b.picks, 0, picks)?;
+            // Per row: the index of the max, the first NaN's or -1.
+            for (o, p) in out[at..at + nc].iter_mut().zip(picks.chunks_exact(2)) {
+                *o = match u32::try_from(p[1]) {
+                    Ok(nan) => Greedy::Nan(nan),
+                    Err(_) => Greedy::Id(u32::try_from(p[0]).unwrap_or(0)),
+                };
+            }
+            Ok(())
+        })
+    }
+
+    pub(crate) fn read_x(
+        &self,
+        ws: &mut CudaScratch,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let d = self.hp.n_embd;
+        check_range(ws.rows, &rows)?;
+        let need = rows.len() * d;
+        let have = out.len();
+        let out = out.get_mut(..need).ok_or(ModelError::Buffer {
+            what: "rows of X",
+            need,
+            have,
+        })?;
+        let _inner = self.inner();
+        let b = ws.bufs(&self.dev)?;
+        self.dev
+            .read_at(&b.act[Act::X as usize], rows.start * d, out)?;
+        Ok(())
+    }
+
+    pub(crate) fn write_x(&self, ws: &mut CudaScratch, row: usize, x: &[f32]) -> Result<()> {
+        let d = self.hp.n_embd;
+        let rows = row..row + whole_rows(x, d)?;
+        check_range(ws.rows, &rows)?;
+        let _inner = self.inner();
+        let b = ws.bufs(&self.dev)?;
+        b.q8a_of = None;
+        self.dev.write_at(&mut b.act[Act::X as usize], row * d, x)?;
         Ok(())
     }
 

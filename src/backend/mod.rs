@@ -37,6 +37,9 @@
 //! | [`scan`](Backend::scan) | Xz, Xc, Xdbl, Dt, ssm slots | Y `[t][E]`, ssm slots | selective scan, `+ x D`, times the gate |
 //! | [`residual`](Backend::residual) | Out `[t][d]` | X `[t][d]` | `x += out` |
 //! | [`head`](Backend::head) | X rows `a..b` | host logits `[b-a][V]` | final RMS norm, LM head |
+//! | [`greedy`](Backend::greedy) | X rows `a..b` | host ids `[b-a]` | final RMS norm, LM head, argmax where the logits are |
+//! | [`read_x`](Backend::read_x) | X rows `a..b` | host `[b-a][d]` | the residual stream, to compute logits later |
+//! | [`write_x`](Backend::write_x) | host `[t][d]` | X rows `a..a+t` | the residual stream back |
 //!
 //! Rows of X..Out are either `t` consecutive tokens of one sequence
 //! ([`Rows::Chunk`]: conv and scan walk them in order on that sequence's
@@ -211,6 +214,58 @@ impl Rows<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// One position's greedy choice, made where its logits are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Greedy {
+    /// The id of the largest logit, the lowest on ties.
+    Id(u32),
+    /// The logits hold a NaN; the first one's id.
+    Nan(u32),
+}
+
+impl Greedy {
+    /// The choice of host logits, as [`crate::sampler::argmax`] makes it
+    /// (`Id(0)` when empty).
+    pub fn of(logits: &[f32]) -> Greedy {
+        match logits.iter().position(|l| l.is_nan()) {
+            Some(i) => Greedy::Nan(i as u32),
+            None => Greedy::Id(crate::sampler::argmax_logits(logits)),
+        }
+    }
+
+    /// The id, or the error [`crate::sampler::argmax`] gives for NaN logits.
+    pub fn id(self) -> Result<u32> {
+        match self {
+            Greedy::Id(id) => Ok(id),
+            Greedy::Nan(id) => Err(ModelError::NanLogits { id }),
+        }
+    }
+}
+
+/// Refuses an empty row range or one past a workspace of `cap` rows.
+pub(crate) fn check_range(cap: usize, rows: &std::ops::Range<usize>) -> Result<()> {
+    if rows.is_empty() || rows.end > cap {
+        return Err(ModelError::TooMany {
+            n: rows.end,
+            what: "rows",
+            chunk: cap,
+        });
+    }
+    Ok(())
+}
+
+/// How many rows of `d` values `x` holds (whole rows, at least one).
+pub(crate) fn whole_rows(x: &[f32], d: usize) -> Result<usize> {
+    if x.is_empty() || x.len() % d != 0 {
+        return Err(ModelError::Buffer {
+            what: "rows of X (whole rows of n_embd values)",
+            need: x.len().div_ceil(d).max(1) * d,
+            have: x.len(),
+        });
+    }
+    Ok(x.len() / d)
 }
 
 /// A backend: the weights, the state pool, and the ops.
@@ -403,6 +458,39 @@ impl Backend {
         dispatch!(self, ws, |b, w| b.head(w, rows, logits))
     }
 
+    /// [`head`](Self::head), then each row's greedy choice where the logits
+    /// are: `out` (host) gets `[rows.len()]` picks, and only they cross to
+    /// the host on a device. The choice is [`Greedy::of`] the row's logits.
+    pub fn greedy(
+        &self,
+        ws: &mut Workspace,
+        rows: std::ops::Range<usize>,
+        out: &mut [Greedy],
+    ) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.greedy(w, rows, out))
+    }
+
+    /// Whether [`greedy`](Self::greedy) keeps the logits off the host (a
+    /// GPU, or its emulator). On the CPU the logits are host memory anyway.
+    pub fn greedy_on_device(&self) -> bool {
+        !matches!(self, Backend::Cpu(_))
+    }
+
+    /// `out` (host, `[rows.len()][d]`) = X rows `rows`.
+    pub fn read_x(
+        &self,
+        ws: &mut Workspace,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.read_x(w, rows, out))
+    }
+
+    /// X rows `row..row + x.len() / d` = `x` (host, whole rows).
+    pub fn write_x(&self, ws: &mut Workspace, row: usize, x: &[f32]) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.write_x(w, row, x))
+    }
+
     // ---- the state pool ----
 
     /// Makes room for slots `0..n` (allocated once; never shrinks).
@@ -433,5 +521,24 @@ impl Backend {
     /// Bytes of one slot's state.
     pub fn slot_bytes(&self) -> usize {
         each!(self, |b| b.slot_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_of_host_logits_is_the_lowest_id_of_the_max_or_the_first_nan() {
+        assert_eq!(Greedy::of(&[1.0, 3.0, 2.0, 3.0]), Greedy::Id(1));
+        assert_eq!(Greedy::of(&[f32::NEG_INFINITY; 3]), Greedy::Id(0));
+        assert_eq!(Greedy::of(&[0.0, f32::INFINITY, 5.0]), Greedy::Id(1));
+        assert_eq!(Greedy::of(&[9.0, f32::NAN, 1.0, f32::NAN]), Greedy::Nan(1));
+        assert_eq!(Greedy::of(&[]), Greedy::Id(0));
+        assert_eq!(Greedy::Id(4).id().ok(), Some(4));
+        assert!(matches!(
+            Greedy::Nan(2).id(),
+            Err(ModelError::NanLogits { id: 2 })
+        ));
     }
 }

@@ -11,11 +11,18 @@
 //! that row, and conv and scan are per row, so each sequence's logits equal,
 //! bit for bit, stepping that sequence alone.
 //!
+//! The greedy forms ([`Model::forward_chunk_greedy`],
+//! [`Model::forward_batch_greedy`]) end in the backend's `greedy` op instead
+//! of its `head`: the last position's choice is made where the logits are,
+//! and what comes back is the choice plus that position's row of X, from
+//! which [`Model::logits_of_hidden`] gives the logits later, bit for bit
+//! (the same final norm and LM head over the same row).
+//!
 //! Every caller mistake is checked before any state changes: a failed call
 //! changes nothing.
 
 use super::{block, Model, Scratch};
-use crate::backend::Rows;
+use crate::backend::{Greedy, Rows};
 use crate::error::{ModelError, Result};
 use crate::state::{State, StateSlot};
 
@@ -49,10 +56,53 @@ impl Model {
         all: Option<&mut [f32]>,
     ) -> Result<()> {
         let t = ids.len();
+        let v = self.hp.n_vocab;
+        let logits = out_rows(logits, 1, v, "logits")?;
+        let all = match all {
+            Some(dst) => Some(out_rows(dst, t, v, "all-logits")?),
+            None => None,
+        };
+        self.run_chunk(ids, slot, s)?;
+        let (be, ws) = (&self.backend, s.ws());
+        match all {
+            Some(dst) => {
+                be.head(ws, 0..t, dst)?;
+                logits.copy_from_slice(&dst[(t - 1) * v..t * v]);
+            }
+            None => be.head(ws, t - 1..t, logits)?,
+        }
+        Ok(())
+    }
+
+    /// [`forward_chunk`](Self::forward_chunk) choosing greedily where the
+    /// logits are ([`Backend::greedy`](crate::backend::Backend::greedy)):
+    /// the last position's choice and its row of X after the last block
+    /// (`hidden`, `[d]`, from which [`logits_of_hidden`](Self::logits_of_hidden)
+    /// gives its logits) come back, the logits do not.
+    pub fn forward_chunk_greedy(
+        &self,
+        ids: &[u32],
+        slot: &StateSlot,
+        s: &mut Scratch,
+        hidden: &mut [f32],
+    ) -> Result<Greedy> {
+        let t = ids.len();
+        let hidden = out_rows(hidden, 1, self.hp.n_embd, "hidden")?;
+        self.run_chunk(ids, slot, s)?;
+        let (be, ws) = (&self.backend, s.ws());
+        let mut pick = [Greedy::Id(0)];
+        be.greedy(ws, t - 1..t, &mut pick)?;
+        be.read_x(ws, t - 1..t, hidden)?;
+        Ok(pick[0])
+    }
+
+    /// Embedding and blocks over a chunk of one sequence (X then holds the
+    /// chunk's rows after the last block).
+    fn run_chunk(&self, ids: &[u32], slot: &StateSlot, s: &mut Scratch) -> Result<()> {
+        let t = ids.len();
         if t == 0 {
             return Err(ModelError::Empty);
         }
-        let v = self.hp.n_vocab;
         if t > s.chunk() {
             return Err(ModelError::TooMany {
                 n: t,
@@ -62,23 +112,6 @@ impl Model {
         }
         self.check_slot(slot, || "the state".into())?;
         self.check_ids(ids)?;
-        let have = logits.len();
-        let logits = logits.get_mut(..v).ok_or(ModelError::Buffer {
-            what: "logits",
-            need: v,
-            have,
-        })?;
-        let all = match all {
-            Some(dst) => {
-                let have = dst.len();
-                Some(dst.get_mut(..t * v).ok_or(ModelError::Buffer {
-                    what: "all-logits",
-                    need: t * v,
-                    have,
-                })?)
-            }
-            None => None,
-        };
         let (be, ws) = (&self.backend, s.ws());
         be.embed(ws, ids)?;
         let rows = Rows::Chunk {
@@ -88,14 +121,32 @@ impl Model {
         for l in 0..self.hp.n_layer {
             block::forward(be, &self.hp, ws, l, rows)?;
         }
-        match all {
-            Some(dst) => {
-                be.head(ws, 0..t, dst)?;
-                logits.copy_from_slice(&dst[(t - 1) * v..t * v]);
-            }
-            None => be.head(ws, t - 1..t, logits)?,
-        }
         Ok(())
+    }
+
+    /// The logits (`[V]`) of a position from its row of X after the last
+    /// block, as [`forward_chunk_greedy`](Self::forward_chunk_greedy) and
+    /// [`forward_batch_greedy`](Self::forward_batch_greedy) return it: the
+    /// final norm and the LM head over that one row, bit for bit what the
+    /// forward would have brought back.
+    pub fn logits_of_hidden(
+        &self,
+        hidden: &[f32],
+        s: &mut Scratch,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let d = self.hp.n_embd;
+        if hidden.len() != d {
+            return Err(ModelError::Buffer {
+                what: "hidden",
+                need: d,
+                have: hidden.len(),
+            });
+        }
+        let logits = out_rows(logits, 1, self.hp.n_vocab, "logits")?;
+        let (be, ws) = (&self.backend, s.ws());
+        be.write_x(ws, 0, hidden)?;
+        be.head(ws, 0..1, logits)
     }
 
     /// Feeds `ids[j]` to the sequence in `slots[j]`, for every `j`, and
@@ -110,10 +161,45 @@ impl Model {
         logits: &mut [f32],
     ) -> Result<()> {
         let b = ids.len();
+        let out = out_rows(logits, b, self.hp.n_vocab, "logits")?;
+        self.run_batch(ids, slots, s)?;
+        // Final norm per row, then the LM head over all rows: [B][V].
+        self.backend.head(s.ws(), 0..b, out)
+    }
+
+    /// [`forward_batch`](Self::forward_batch) choosing greedily where the
+    /// logits are: `picks[j]` gets sequence `j`'s choice and
+    /// `hidden[j*d..(j+1)*d]` its row of X after the last block (see
+    /// [`forward_chunk_greedy`](Self::forward_chunk_greedy)).
+    pub fn forward_batch_greedy(
+        &self,
+        ids: &[u32],
+        slots: &[&StateSlot],
+        s: &mut Scratch,
+        picks: &mut [Greedy],
+        hidden: &mut [f32],
+    ) -> Result<()> {
+        let b = ids.len();
+        let have = picks.len();
+        let picks = picks.get_mut(..b).ok_or(ModelError::Buffer {
+            what: "greedy picks",
+            need: b,
+            have,
+        })?;
+        let hidden = out_rows(hidden, b, self.hp.n_embd, "hidden")?;
+        self.run_batch(ids, slots, s)?;
+        let (be, ws) = (&self.backend, s.ws());
+        be.greedy(ws, 0..b, picks)?;
+        be.read_x(ws, 0..b, hidden)
+    }
+
+    /// Checks a batch, then its embedding and blocks (X then holds one row
+    /// per sequence after the last block).
+    fn run_batch(&self, ids: &[u32], slots: &[&StateSlot], s: &mut Scratch) -> Result<()> {
+        let b = ids.len();
         if b == 0 {
             return Err(ModelError::Empty);
         }
-        let v = self.hp.n_vocab;
         if slots.len() != b {
             return Err(ModelError::Batch {
                 what: format!(
@@ -129,12 +215,6 @@ impl Model {
                 chunk: s.chunk(),
             });
         }
-        let have = logits.len();
-        let out = logits.get_mut(..b * v).ok_or(ModelError::Buffer {
-            what: "logits",
-            need: b * v,
-            have,
-        })?;
         let mut idx = Vec::with_capacity(b);
         for (j, slot) in slots.iter().enumerate() {
             self.check_slot(slot, || format!("state {j}"))?;
@@ -152,8 +232,7 @@ impl Model {
         for l in 0..self.hp.n_layer {
             block::forward(be, &self.hp, ws, l, Rows::Seqs(&idx))?;
         }
-        // Final norm per row, then the LM head over all rows: [B][V].
-        be.head(ws, 0..b, out)
+        Ok(())
     }
 
     /// A state slot for a new sequence, zeroed.
@@ -194,4 +273,18 @@ impl Model {
         self.check_slot(slot, || "the state".into())?;
         self.backend.zero_slot(slot.index())
     }
+}
+
+/// The first `rows * width` values of an output buffer, or the error naming
+/// it (checked before anything runs).
+fn out_rows<'a>(
+    buf: &'a mut [f32],
+    rows: usize,
+    width: usize,
+    what: &'static str,
+) -> Result<&'a mut [f32]> {
+    let need = rows * width;
+    let have = buf.len();
+    buf.get_mut(..need)
+        .ok_or(ModelError::Buffer { what, need, have })
 }

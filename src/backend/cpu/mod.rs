@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use gguf::{GgufFile, TensorInfo};
 use quant::Kernel;
 
-use super::{Act, Rows, Weight};
+use super::{check_range, whole_rows, Act, Greedy, Rows, Weight};
 use crate::error::{ModelError, Result};
 use crate::model::{Hparams, Mat, Weights};
 use crate::state::{LayerState, State};
@@ -439,6 +439,7 @@ impl CpuBackend {
     ) -> Result<()> {
         let d = self.hp.n_embd;
         let n = rows.len();
+        check_range(s.rows, &rows)?;
         {
             let [x, h, ..] = &mut s.bufs;
             for (j, i) in rows.enumerate() {
@@ -460,6 +461,56 @@ impl CpuBackend {
             &mut s.act,
             &mut s.tmp,
         )
+    }
+
+    /// [`head`](Self::head) into a host buffer, then [`Greedy::of`] each row.
+    pub(crate) fn greedy(
+        &self,
+        s: &mut Scratch,
+        rows: std::ops::Range<usize>,
+        out: &mut [Greedy],
+    ) -> Result<()> {
+        let (n, v) = (rows.len(), self.hp.n_vocab);
+        check_range(s.rows, &rows)?;
+        let have = out.len();
+        let out = out.get_mut(..n).ok_or(ModelError::Buffer {
+            what: "greedy ids",
+            need: n,
+            have,
+        })?;
+        let mut logits = vec![0.0; n * v];
+        self.head(s, rows, &mut logits)?;
+        for (o, row) in out.iter_mut().zip(logits.chunks_exact(v)) {
+            *o = Greedy::of(row);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read_x(
+        &self,
+        s: &mut Scratch,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let d = self.hp.n_embd;
+        check_range(s.rows, &rows)?;
+        let need = rows.len() * d;
+        let have = out.len();
+        let out = out.get_mut(..need).ok_or(ModelError::Buffer {
+            what: "rows of X",
+            need,
+            have,
+        })?;
+        out.copy_from_slice(&s.bufs[Act::X as usize][rows.start * d..rows.end * d]);
+        Ok(())
+    }
+
+    pub(crate) fn write_x(&self, s: &mut Scratch, row: usize, x: &[f32]) -> Result<()> {
+        let d = self.hp.n_embd;
+        let rows = row..row + whole_rows(x, d)?;
+        check_range(s.rows, &rows)?;
+        s.bufs[Act::X as usize][rows.start * d..rows.end * d].copy_from_slice(x);
+        Ok(())
     }
 
     // ---- the state pool ----
