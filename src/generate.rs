@@ -102,13 +102,25 @@ impl Sampling {
         eos: &[u32],
     ) -> Result<(Next, u32)> {
         let id = self.sampler.try_sample(logits, &self.history)?;
+        Ok((self.accept(id, tok, eos), id))
+    }
+
+    /// Whether the sampler's choice is the argmax of the logits (see
+    /// [`Sampler::is_plain_greedy`]), so that the device may make it.
+    pub fn is_plain_greedy(&self) -> bool {
+        self.sampler.is_plain_greedy()
+    }
+
+    /// [`Sampling::next_with_eos`] for a token chosen already (greedily,
+    /// where the logits are): ends at `eos`, else records and decodes it.
+    pub fn accept(&mut self, id: u32, tok: &Tokenizer, eos: &[u32]) -> Next {
         if eos.contains(&id) {
-            return Ok((Next::Eos, id));
+            return Next::Eos;
         }
         self.history.push(id);
         self.generated.push(id);
         let piece = self.decoder.push(tok, id);
-        Ok((Next::Token { id, piece }, id))
+        Next::Token { id, piece }
     }
 
     /// Text held back by the decoder (the end of a multi-byte character).
@@ -302,8 +314,23 @@ impl<'s, 'm> Generate<'s, 'm> {
     pub fn prefill(&mut self) -> Result<()> {
         if let Some(p) = self.prompt.take() {
             if !p.is_empty() {
-                self.session.feed(&p)?;
+                self.feed(&p)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Feeds tokens; with a plain greedy sampler the next token is chosen
+    /// where the logits are (on a GPU they then stay there).
+    fn feed(&mut self, ids: &[u32]) -> Result<()> {
+        if self.core.is_plain_greedy() {
+            // A NaN is reported by the choice that reads it, as `next` does.
+            match self.session.feed_greedy(ids) {
+                Ok(_) | Err(crate::ModelError::NanLogits { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.session.feed(ids)?;
         }
         Ok(())
     }
@@ -320,9 +347,15 @@ impl<'s, 'm> Generate<'s, 'm> {
                 return Ok((!rest.is_empty()).then_some(rest));
             }
             if let Some(id) = self.pending.take() {
-                self.session.feed(&[id])?;
+                self.feed(&[id])?;
             }
-            match self.core.next(self.session.logits(), self.tok, false)? {
+            let next = if self.core.is_plain_greedy() {
+                let id = self.session.greedy()?;
+                self.core.accept(id, self.tok, self.tok.eos_ids())
+            } else {
+                self.core.next(self.session.logits()?, self.tok, false)?
+            };
+            match next {
                 Next::Eos => {
                     self.finish = Some(Finish::Eos);
                     let rest = self.core.flush();

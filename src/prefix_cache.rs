@@ -331,7 +331,7 @@ impl PrefixCache {
 
     /// Stores the session's state (its host form) as the one after `text` /
     /// `tokens`. Errs only when the backend cannot read the state.
-    pub fn insert(&mut self, text: &str, tokens: &[u32], session: &Session) -> Result<()> {
+    pub fn insert(&mut self, text: &str, tokens: &[u32], session: &mut Session) -> Result<()> {
         self.clock += 1;
         if let Some(e) = self.entries.iter_mut().find(|e| e.text == text) {
             e.last_used = self.clock;

@@ -71,6 +71,19 @@ impl Sampler {
         &self.cfg
     }
 
+    /// Whether this sampler always picks the largest logit, the lowest id
+    /// on ties ([`argmax`]): greedy, with no bias or penalty to change the
+    /// logits first. Such a choice can be made where the logits are
+    /// ([`crate::Session::feed_greedy`]).
+    pub fn is_plain_greedy(&self) -> bool {
+        let c = &self.cfg;
+        c.temp <= 0.0
+            && c.logit_bias.is_empty()
+            && c.frequency_penalty == 0.0
+            && c.presence_penalty == 0.0
+            && (c.repeat_penalty == 1.0 || c.repeat_penalty <= 0.0)
+    }
+
     /// [`Sampler::sample`] for a decode loop: NaN logits are an error (the
     /// model's output is broken), not a token. Every loop that generates
     /// (`Generate`, the server's slots) samples through this.
@@ -376,5 +389,21 @@ mod tests {
         c.repeat_last_n = 1;
         let mut s = Sampler::new(c);
         assert_eq!(s.sample(&[4.0, 3.0], &[0, 1]), 0);
+    }
+
+    #[test]
+    fn plain_greedy_means_the_choice_is_the_argmax() {
+        let plain = |f: fn(&mut SamplerConfig)| {
+            let mut c = cfg(0.0);
+            f(&mut c);
+            Sampler::new(c).is_plain_greedy()
+        };
+        assert!(plain(|_| {}));
+        assert!(plain(|c| c.top_k = 3));
+        assert!(!plain(|c| c.temp = 0.7));
+        assert!(!plain(|c| c.repeat_penalty = 1.1));
+        assert!(!plain(|c| c.frequency_penalty = 0.5));
+        assert!(!plain(|c| c.presence_penalty = -0.5));
+        assert!(!plain(|c| c.logit_bias = vec![(3, -100.0)]));
     }
 }

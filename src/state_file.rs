@@ -23,7 +23,7 @@
 //! let model = Model::load("model.gguf")?;
 //! let mut a = Session::new(&model);
 //! a.feed(&[1, 2, 3])?;
-//! state_file::save("chat.state", &a)?;
+//! state_file::save("chat.state", &mut a)?;
 //! let mut b = Session::new(&model);
 //! state_file::load("chat.state", &mut b)?;
 //! assert_eq!(b.n_past(), 3);
@@ -245,14 +245,14 @@ fn io_err(path: &Path, source: std::io::Error) -> StateFileError {
 
 /// Writes the session's state to `path` (a temporary file beside it, then
 /// renamed: a crash never leaves a partial file at `path`).
-pub fn save(path: impl AsRef<Path>, session: &Session) -> Result<(), StateFileError> {
+pub fn save(path: impl AsRef<Path>, session: &mut Session) -> Result<(), StateFileError> {
     save_with_note(path, session, "")
 }
 
 /// [`save`] with a note stored beside the state (returned by [`load_with_note`]).
 pub fn save_with_note(
     path: impl AsRef<Path>,
-    session: &Session,
+    session: &mut Session,
     note: &str,
 ) -> Result<(), StateFileError> {
     let path = path.as_ref();

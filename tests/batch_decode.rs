@@ -21,7 +21,7 @@ use mamba_gguf::model::Scratch;
 use mamba_gguf::session::BatchDecoder;
 use mamba_gguf::state::{State, StateSlot};
 use mamba_gguf::{Model, Session};
-use runtime_common::{ours_gguf, root};
+use runtime_common::{argmax, ours_gguf, root};
 
 fn llamacpp(name: &str) -> PathBuf {
     root().join("tests/fixtures/llamacpp").join(name)
@@ -108,9 +108,9 @@ fn check_model(model: &Model, label: &str) {
             let toks: Vec<u32> = order.iter().map(|&j| step_token(j, k, v)).collect();
             let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
             dec.step(&mut refs, &toks).expect("batched step");
-            for (s, &j) in sessions.iter().zip(&order) {
+            for (s, &j) in sessions.iter_mut().zip(&order) {
                 bits_equal(
-                    s.logits(),
+                    s.logits().expect("logits"),
                     alone[j].get(k).expect("reference step"),
                     &format!("{label}: B={b} sequence {j} step {k}"),
                 );
@@ -225,4 +225,53 @@ fn bad_batches_are_errors() {
     // And a good step still works after them.
     dec.step(&mut [&mut mine, &mut m2], &[1, 2]).expect("steps");
     assert_eq!(mine.n_past(), 1);
+}
+
+/// The greedy forms on the CPU, where the logits are host memory anyway:
+/// `feed_greedy` and `step_greedy` leave each session as `feed` and `step`
+/// do (logits bit for bit, on the host) and choose the argmax of those
+/// logits; bad input is refused before anything changes.
+#[test]
+fn greedy_feeds_and_steps_choose_the_argmax_on_the_cpu() {
+    let model = Model::load(llamacpp("falcon-mamba-tiny-f32.gguf")).expect("loads");
+    let v = model.hp.n_vocab;
+    let mut host: Vec<Session> = Vec::new();
+    let mut greedy: Vec<Session> = Vec::new();
+    let mut next = Vec::new();
+    for (j, n) in [9, 70, 1].into_iter().enumerate() {
+        let p = ids(j as u64 + 7, n, v);
+        let (mut h, mut g) = (Session::new(&model), Session::new(&model));
+        let want = argmax(h.feed(&p).expect("feeds")) as u32;
+        assert_eq!(g.feed_greedy(&p).expect("feeds"), want, "prompt {j}");
+        assert_eq!(g.host_logits(), Some(h.logits().expect("logits")));
+        next.push(want);
+        host.push(h);
+        greedy.push(g);
+    }
+    let (mut dh, mut dg) = (BatchDecoder::new(&model, 3), BatchDecoder::new(&model, 3));
+    for k in 0..3 {
+        let mut refs: Vec<&mut Session> = host.iter_mut().collect();
+        dh.step(&mut refs, &next).expect("step");
+        let mut refs: Vec<&mut Session> = greedy.iter_mut().collect();
+        dg.step_greedy(&mut refs, &next).expect("greedy step");
+        for (j, (h, g)) in host.iter_mut().zip(greedy.iter_mut()).enumerate() {
+            let want = h.logits().expect("logits").to_vec();
+            bits_equal(
+                g.host_logits().expect("on the host"),
+                &want,
+                &format!("step {k} sequence {j}"),
+            );
+            next[j] = g.greedy().expect("pick");
+            assert_eq!(next[j] as usize, argmax(&want), "step {k} sequence {j}");
+            assert_eq!(g.n_past(), h.n_past());
+        }
+    }
+    let s = &mut greedy[0];
+    let before = s.n_past();
+    assert!(matches!(s.feed_greedy(&[]), Err(ModelError::Empty)));
+    assert!(matches!(
+        s.feed_greedy(&[1, v as u32]),
+        Err(ModelError::Token { .. })
+    ));
+    assert_eq!(s.n_past(), before);
 }

@@ -190,6 +190,31 @@ fn parallel_sequences_are_one_tg_record_each() {
     assert_eq!(shape, [(4.0, 0.0, 1.0), (0.0, 3.0, 1.0), (0.0, 3.0, 3.0)]);
     for r in recs {
         check_record(r, 2);
+        assert_eq!(r["host_argmax"], false, "{r}");
+    }
+    // --host-argmax: the tg records say the logits came to the host.
+    let o = bench(&[
+        "-m",
+        TINY,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--parallel",
+        "1,2",
+        "--host-argmax",
+        "--json",
+    ]);
+    let v: Json = serde_json::from_str(&ok_stdout(&o)).expect("JSON output");
+    let recs = v.as_array().expect("a JSON array");
+    assert_eq!(recs.len(), 2, "{v}");
+    for r in recs {
+        check_record(r, 1);
+        assert_eq!(r["host_argmax"], true, "{r}");
     }
     let o = bench(&[
         "-m",

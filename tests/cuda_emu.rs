@@ -2,7 +2,8 @@
 //! model (`--device cuda-emu`, the same kernel sources the PTX is built from):
 //! logits against transformers (float weights) and against the CPU backend
 //! (every quantized type), chunked prefill, batched decode on slots out of
-//! order, fork, and states moving between the CPU and the emulated GPU.
+//! order, fork, states moving between the CPU and the emulated GPU, greedy
+//! decoding with the logits left on the device, and the server on it.
 //! Kernel-by-kernel tests against scalar references are in
 //! `cuda/tests/emu_kernels.rs`.
 #![cfg(feature = "cuda")]
@@ -10,7 +11,7 @@
 mod runtime_common;
 
 use gguf::GgmlType;
-use mamba_gguf::backend::{Backend, DeviceRequest};
+use mamba_gguf::backend::{Backend, DeviceRequest, Greedy};
 use mamba_gguf::session::BatchDecoder;
 use mamba_gguf::{Model, Session};
 use runtime_common::*;
@@ -236,7 +237,7 @@ fn batched_decode_on_slots_out_of_order_equals_stepping_alone() {
             }
             for (j, a) in alone.iter_mut().enumerate() {
                 let want = a.feed(&[ids[j]]).expect("step").to_vec();
-                let got = batch[j].logits();
+                let got = batch[j].logits().expect("logits");
                 let std = std_of(&want);
                 let rel = rel_max_diff(got, &want, std);
                 assert!(
@@ -371,7 +372,7 @@ fn state_files_cross_backends() {
     let (head, tail) = r.prompt_ids.split_at(10);
     let mut g = Session::new(&mg);
     g.feed(head).expect("gpu prefill");
-    mamba_gguf::state_file::save(&f, &g).expect("save from the gpu");
+    mamba_gguf::state_file::save(&f, &mut g).expect("save from the gpu");
     let mut c = Session::new(&mc);
     mamba_gguf::state_file::load(&f, &mut c).expect("load on the cpu");
     assert_eq!(c.n_past(), head.len() as u64);
@@ -455,4 +456,270 @@ fn the_cli_runs_on_the_emulated_gpu_and_explains_a_missing_driver() {
     assert!(auto.status.success());
     assert!(log(&auto).contains("device CPU"), "{}", log(&auto));
     assert_eq!(text(&auto), text(&on_cpu));
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Greedy decoding on the emulated GPU: the choice is made on the device
+/// and the logits stay there, yet everything that reads the position sees
+/// what feeding and taking the argmax on the host gives: the same ids, and
+/// the same logits bit for bit (computed from the kept row of X when asked)
+/// in the session, its fork and its snapshot. Batched greedy steps alike,
+/// with one launch more than a step bringing logits back (the argmax),
+/// replayed in the step's graph.
+#[test]
+fn greedy_decoding_on_the_emulated_gpu_keeps_the_logits_there_until_asked() {
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let dir = tempdir();
+    let q = dir.path().join("q4_k.gguf");
+    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let m = emu(&q);
+    let r = reference("falcon-mamba-small-bf16");
+    // One sequence; a prefill of 10 in chunks of 4: two chunks fed as
+    // usual, the last one on the greedy path.
+    let prompt = &r.prompt_ids[..10];
+    let mut host = Session::with_chunk(&m, 4);
+    let mut dev = Session::with_chunk(&m, 4);
+    let mut want = host.feed(prompt).expect("prefill").to_vec();
+    let mut id = dev.feed_greedy(prompt).expect("greedy prefill");
+    for step in 0..5 {
+        assert_eq!(id as usize, argmax(&want), "step {step}");
+        assert!(dev.host_logits().is_none(), "step {step}: logits came back");
+        assert_eq!(dev.n_past(), host.n_past());
+        if step == 2 {
+            let mut fork = dev.fork().expect("fork");
+            assert!(fork.host_logits().is_none());
+            assert_eq!(fork.greedy().expect("fork's pick"), id);
+            assert_eq!(bits(fork.logits().expect("fork's logits")), bits(&want));
+            let snap = dev.snapshot().expect("snapshot");
+            assert_eq!(bits(&snap.logits), bits(&want));
+            assert_eq!(snap.state, host.state().expect("state"));
+        }
+        if step == 4 {
+            assert_eq!(bits(dev.logits().expect("logits")), bits(&want));
+            assert_eq!(dev.host_logits().map(bits), Some(bits(&want)));
+            assert_eq!(dev.greedy().expect("pick"), id);
+        }
+        want = host.feed(&[id]).expect("step").to_vec();
+        id = dev.feed_greedy(&[id]).expect("greedy step");
+    }
+
+    // Three sequences in batched greedy steps against batched steps that
+    // bring every row's logits back.
+    let prompts: [&[u32]; 3] = [&[5, 9, 100, 7], &[42], &[300, 301, 302]];
+    let mut batch: Vec<Session> = Vec::new();
+    let mut alone: Vec<Session> = Vec::new();
+    for pr in prompts {
+        let mut s = Session::new(&m);
+        s.feed(pr).expect("prefill");
+        let mut a = Session::new(&m);
+        a.feed(pr).expect("prefill");
+        batch.push(s);
+        alone.push(a);
+    }
+    let (mut dec, mut with_logits) = (BatchDecoder::new(&m, 4), BatchDecoder::new(&m, 4));
+    let Backend::Cuda(gpu) = m.backend() else {
+        panic!("the emulated GPU backend");
+    };
+    let l = m.hp.n_layer as u64;
+    let mut ids: Vec<u32> = batch
+        .iter_mut()
+        .map(|s| s.greedy().expect("pick"))
+        .collect();
+    for step in 0..4 {
+        let before = gpu.counts();
+        let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
+        dec.step_greedy(&mut refs, &ids).expect("greedy batch step");
+        let after = gpu.counts();
+        assert_eq!(after.launches - before.launches, 8 * l + 4, "step {step}");
+        let (graphs, replayed) = if step >= 2 { (1, 8 * l + 4) } else { (0, 0) };
+        assert_eq!(after.graphs - before.graphs, graphs, "step {step}");
+        assert_eq!(after.replayed - before.replayed, replayed, "step {step}");
+        let mut refs: Vec<&mut Session> = alone.iter_mut().collect();
+        with_logits.step(&mut refs, &ids).expect("batch step");
+        for (j, (b, a)) in batch.iter_mut().zip(alone.iter_mut()).enumerate() {
+            let want = a.logits().expect("logits").to_vec();
+            assert!(b.host_logits().is_none(), "step {step} row {j}");
+            assert_eq!(
+                b.greedy().expect("pick") as usize,
+                argmax(&want),
+                "step {step} row {j}"
+            );
+            if step == 1 {
+                assert_eq!(bits(b.logits().expect("logits")), bits(&want), "row {j}");
+            }
+            ids[j] = b.greedy().expect("pick");
+        }
+    }
+}
+
+/// The backend op under the greedy path: the pick of each row of X equals
+/// the host's argmax of the logits `head` gives for that row, on the CPU
+/// and on the emulated GPU, past one head launch (35 rows: 32 + 3), for an
+/// F32 head (float matvec, a NaN row reported as NaN) and a Q6_K one
+/// (dp4a); rows of X go to the host and back unchanged; rows past the
+/// workspace and partial rows are errors.
+#[test]
+fn greedy_picks_equal_the_host_argmax_of_the_head_on_both_backends() {
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let dir = tempdir();
+    let q = dir.path().join("q4_k.gguf");
+    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    for path in [p.as_path(), q.as_path()] {
+        let float_head = path == p.as_path();
+        for m in [cpu(path), emu(path)] {
+            let (be, d, v) = (m.backend(), m.hp.n_embd, m.hp.n_vocab);
+            let label = format!("{} {}", path.display(), be.name());
+            let rows = 35;
+            let mut ws = be.workspace(40);
+            let mut seed = 0x2545_f491u32;
+            let mut x: Vec<f32> = (0..rows * d)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+                })
+                .collect();
+            // Row 7 repeats row 6 (equal picks); row 33 holds a NaN.
+            x.copy_within(6 * d..7 * d, 7 * d);
+            x[33 * d + 5] = f32::NAN;
+            be.write_x(&mut ws, 0, &x).expect("write X");
+            let mut back = vec![0.0; rows * d];
+            be.read_x(&mut ws, 0..rows, &mut back).expect("read X");
+            assert_eq!(bits(&back), bits(&x), "{label}: X round trip");
+            let mut picks = vec![Greedy::Id(u32::MAX); rows];
+            be.greedy(&mut ws, 0..rows, &mut picks).expect("greedy");
+            let mut logits = vec![0.0; rows * v];
+            be.head(&mut ws, 0..rows, &mut logits).expect("head");
+            for (j, (pick, row)) in picks.iter().zip(logits.chunks_exact(v)).enumerate() {
+                let want = match row.iter().position(|l| l.is_nan()) {
+                    Some(i) => Greedy::Nan(i as u32),
+                    None => Greedy::Id(argmax(row) as u32),
+                };
+                assert_eq!(*pick, want, "{label}: row {j}");
+            }
+            assert_eq!(picks[6], picks[7], "{label}");
+            if float_head {
+                assert!(
+                    matches!(picks[33], Greedy::Nan(_)),
+                    "{label}: {:?}",
+                    picks[33]
+                );
+            }
+            // A row range past the workspace, a partial row.
+            let e = be
+                .greedy(&mut ws, 38..41, &mut picks)
+                .expect_err("past the workspace");
+            assert!(e.to_string().contains("40"), "{label}: {e}");
+            let e = be
+                .write_x(&mut ws, 0, &x[..d + 1])
+                .expect_err("partial row");
+            assert!(e.to_string().contains("X"), "{label}: {e}");
+        }
+    }
+}
+
+/// `serve` on the emulated GPU: three requests at once, decoded in batched
+/// steps. Two are plain greedy (their steps choose on the device and leave
+/// the logits there); the third, shorter, asks for logprobs, so the steps it
+/// joins bring every row's logits back, and the steps after it do not. Each
+/// answers what feeding one token at a time and taking the argmax of the
+/// host logits gives on the same backend.
+#[test]
+fn the_server_decodes_greedily_on_the_emulated_gpu() {
+    use mamba_gguf::server::{self, ServerConfig};
+    use mamba_gguf::tokenizer::Tokenizer;
+    use serde_json::{json, Value};
+    // A vocabulary of 1024 (a byte-level BPE of 1000): the emulator runs
+    // the LM head in a few milliseconds, the 65024 of the real one in seconds.
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let dir = tempdir();
+    let q = dir.path().join("q4_k.gguf");
+    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let m = std::sync::Arc::new(emu(&q));
+    let tok = Tokenizer::from_gguf(m.gguf()).expect("tokenizer");
+    let prompts = ["The sky is", "Rust is a language", "1, 2, 3,"];
+    let lens = [12, 12, 4];
+    let want: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(lens)
+        .map(|(pr, n)| {
+            let ids = tok.encode(pr, tok.add_bos()).expect("encodes");
+            let mut s = Session::new(&m);
+            let mut logits = s.feed(&ids).expect("prefill").to_vec();
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let id = argmax(&logits) as u32;
+                out.push(id);
+                logits = s.feed(&[id]).expect("step").to_vec();
+            }
+            out
+        })
+        .collect();
+    let h = server::spawn(
+        m.clone(),
+        ServerConfig {
+            port: 0,
+            parallel: 4,
+            cache_mb: 0,
+            timeout: std::time::Duration::from_secs(300),
+            ..ServerConfig::default()
+        },
+    )
+    .expect("server starts");
+    let addr = h.addr;
+    let client = || {
+        reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(300))
+            .build()
+            .expect("client")
+    };
+    let gate = std::sync::Barrier::new(prompts.len());
+    let got: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let hs: Vec<_> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, pr)| {
+                let gate = &gate;
+                s.spawn(move || {
+                    let mut body = json!({"prompt": pr, "temperature": 0, "max_tokens": lens[i],
+                                          "ignore_eos": true, "return_tokens": true});
+                    if i == 2 {
+                        body["logprobs"] = json!(1);
+                    }
+                    let c = client();
+                    gate.wait();
+                    let r = c
+                        .post(format!("http://{addr}/v1/completions"))
+                        .json(&body)
+                        .send()
+                        .expect("request");
+                    assert_eq!(r.status().as_u16(), 200);
+                    let v: Value = r.json().expect("JSON answer");
+                    v["choices"][0]["token_ids"]
+                        .as_array()
+                        .expect("token_ids")
+                        .iter()
+                        .map(|x| x.as_u64().expect("id") as u32)
+                        .collect()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("client")).collect()
+    });
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "request {i} ({:?})", prompts[i]);
+    }
+    let health: Value = client()
+        .get(format!("http://{addr}/health"))
+        .send()
+        .expect("health")
+        .json()
+        .expect("JSON");
+    eprintln!("decode counters: {}", health["decode"]);
+    assert!(
+        health["decode"]["max_batch"].as_u64().unwrap_or(0) >= 2,
+        "no batched step: {health}"
+    );
 }

@@ -170,7 +170,7 @@ fn reset_and_snapshot_restore_reproduce_logits() {
     let next = s.feed(&[42, 43]).expect("feed").to_vec();
     assert_ne!(first, next);
     s.restore(&snap).expect("restore");
-    assert_eq!(s.logits(), &first[..]);
+    assert_eq!(s.logits().expect("logits"), &first[..]);
     assert_eq!(s.feed(&[42, 43]).expect("feed"), &next[..]);
     s.reset().expect("reset");
     assert_eq!(s.n_past(), 0);

@@ -27,7 +27,7 @@ fn reloaded_state_continues_exactly() {
 
     let mut a = Session::new(&model);
     a.feed(&A).expect("feeds");
-    state_file::save(&path, &a).expect("saves");
+    state_file::save(&path, &mut a).expect("saves");
     let mut uninterrupted = Vec::new();
     for &t in &B {
         uninterrupted.push(a.feed(&[t]).expect("feeds").to_vec());
@@ -57,7 +57,7 @@ fn note_round_trips() {
     let path = dir.path().join("n.state");
     let mut a = Session::new(&model);
     a.feed(&A).expect("feeds");
-    state_file::save_with_note(&path, &a, "{\"hello\": \"wörld\"}").expect("saves");
+    state_file::save_with_note(&path, &mut a, "{\"hello\": \"wörld\"}").expect("saves");
     let mut b = Session::new(&model);
     let note = state_file::load_with_note(&path, &mut b).expect("loads");
     assert_eq!(note, "{\"hello\": \"wörld\"}");
@@ -73,7 +73,7 @@ fn other_model_refused() {
     let path = dir.path().join("s.state");
     let mut a = Session::new(&model);
     a.feed(&A).expect("feeds");
-    state_file::save(&path, &a).expect("saves");
+    state_file::save(&path, &mut a).expect("saves");
     let mut b = Session::new(&other);
     let e = state_file::load(&path, &mut b).expect_err("refused");
     assert!(matches!(e, StateFileError::WrongModel { .. }), "{e}");
@@ -88,7 +88,7 @@ fn damaged_files_refused() {
     let path = dir.path().join("s.state");
     let mut a = Session::new(&model);
     a.feed(&A).expect("feeds");
-    state_file::save(&path, &a).expect("saves");
+    state_file::save(&path, &mut a).expect("saves");
     let good = std::fs::read(&path).expect("reads");
 
     let check = |bytes: Vec<u8>, want: &str| {

@@ -52,8 +52,15 @@ impl Ctx {
     }
 
     /// The logits after the last fed token.
-    pub fn logits(&self) -> &[f32] {
-        self.cell.borrow_dependent().logits()
+    pub fn logits(&mut self) -> Result<&[f32], ModelError> {
+        // Computed on the host first if a greedy feed left them on a GPU.
+        self.session(|s| s.logits().map(|_| ()))?;
+        self.cell
+            .borrow_dependent()
+            .host_logits()
+            .ok_or_else(|| ModelError::Backend {
+                what: "the logits did not reach the host".into(),
+            })
     }
 
     pub fn chunk(&self) -> usize {
@@ -82,6 +89,27 @@ impl Ctx {
             Some(id) => self.feed(&[id]),
             None => Ok(()),
         }
+    }
+
+    /// [`Ctx::sync`] for plain greedy decoding, then the greedy next token:
+    /// on a GPU the choice is made there and the logits stay there
+    /// ([`Session::feed_greedy`]).
+    pub fn sync_greedy(&mut self) -> Result<u32, ModelError> {
+        if let Some(id) = self.pending.take() {
+            match self.session(|s| s.feed_greedy(&[id])) {
+                // A NaN is the choice's error, below; the token is in.
+                Ok(_) | Err(ModelError::NanLogits { .. }) => {
+                    if let Some(seen) = &mut self.seen {
+                        seen.push(id);
+                    }
+                }
+                Err(e) => {
+                    self.dirty = true;
+                    return Err(e);
+                }
+            }
+        }
+        self.session(|s| s.greedy())
     }
 
     pub fn reset(&mut self) -> Result<(), ModelError> {

@@ -177,9 +177,14 @@ impl Stream {
         st.t_first.get_or_insert_with(Instant::now);
         let (core, eos, k) = (&mut st.core, &st.eos, st.logprobs);
         let (constraint, masked) = (&mut st.constraint, &mut st.masked);
+        let plain = constraint.is_none() && k.is_none() && core.is_plain_greedy();
         let (next, lp, top) = inner.install(|| -> PyResult<_> {
+            if plain {
+                let id = ctx.sync_greedy().map_err(error::model)?;
+                return Ok(((core.accept(id, &inner.tok, eos), id), None, Vec::new()));
+            }
             ctx.sync().map_err(error::model)?;
-            let logits = ctx.logits();
+            let logits = ctx.logits().map_err(error::model)?;
             let allowed = match constraint.as_mut() {
                 Some(c) => {
                     masked.clear();

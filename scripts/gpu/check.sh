@@ -29,7 +29,9 @@
 #      VRAM sampled by nvidia-smi, and the same bench on the host CPU
 #      (AVX-512) for the ratio; JSON in $OUT/bench-7b-cuda.json and
 #      $OUT/bench-7b-cpu.json; tg64 again with CUDA graphs off, for what
-#      replaying the decode step as one graph gains;
+#      replaying the decode step as one graph gains, and with the argmax on
+#      the host (--host-argmax, 1 and 32 sequences), for what choosing on
+#      the device gains;
 #   3. tests/cuda_emu.rs on the GPU (MAMBA_GGUF_TEST_DEVICE=cuda): float
 #      weights against transformers, every quantized type against the CPU,
 #      batched decode with the launch counts, states across backends, the CLI;
@@ -172,6 +174,11 @@ step "bench on the GPU, CUDA graphs off (each kernel launched on its own)"
 MAMBA_GGUF_CUDA_GRAPHS=0 timeout 60 "$MG" bench -m "$big/7b-q4_k_m.gguf" -p 16 -n 64 -r 2 \
   --device cuda >> "$LOG" 2>&1
 echo "-- rc=$? bench cuda, graphs off" >> "$LOG"
+
+step "bench on the GPU, argmax on the host (every step's logits copied back)"
+timeout 40 "$MG" bench -m "$big/7b-q4_k_m.gguf" -p 0 -n 64 -r 2 --parallel 1,32 \
+  --host-argmax --device cuda >> "$LOG" 2>&1
+echo "-- rc=$? bench cuda, host argmax" >> "$LOG"
 
 step "bench on the host CPU"
 timeout 120 "$MG" bench -m "$big/7b-q4_k_m.gguf" -p 512 -n 32 -r 1 --device cpu --json \

@@ -6,7 +6,10 @@
 //! * pp: from the depth-d state, `-p` random valid token ids are fed through
 //!   [`Session::feed`] in chunks of `--prefill-chunk`; tokens/s = p / wall time;
 //! * tg: from the depth-d state, `-n` single-token decode steps, each feeding
-//!   the greedy argmax of the previous logits; tokens/s = n / wall time;
+//!   the greedy argmax of the previous logits; tokens/s = n / wall time. The
+//!   argmax is made where the logits are ([`Session::feed_greedy`]: on a GPU
+//!   only the id comes back), as `run` and `serve` decode greedily;
+//!   `--host-argmax` brings every step's logits to the host instead;
 //! * tg with `--parallel P` (P > 1): P sequences forked from the depth-d
 //!   state decode together, `-n` batched steps of one token each (one
 //!   forward over all P, as the server's slots do); tokens/s = P n / wall
@@ -89,6 +92,11 @@ pub struct Args {
     /// Seed of the random prompt tokens.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// tg: bring each step's logits to the host and take the argmax there
+    /// (by default it is taken where the logits are: on a GPU only the id
+    /// crosses the bus).
+    #[arg(long)]
+    pub host_argmax: bool,
     /// Print a JSON array of records (llama-bench field names) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -119,6 +127,9 @@ pub struct Record {
     pub n_parallel: usize,
     /// Tokens really prefilled to reach `n_depth` (ours; see the module docs).
     pub depth_prefilled: usize,
+    /// tg: the argmax was taken on the host, each step's logits brought
+    /// back (`--host-argmax`; ours).
+    pub host_argmax: bool,
     pub avg_ns: u64,
     pub stddev_ns: u64,
     pub avg_ts: f64,
@@ -258,6 +269,7 @@ impl Ctx<'_> {
             n_depth: depth,
             n_parallel,
             depth_prefilled: prefilled,
+            host_argmax: self.args.host_argmax && n_gen > 0,
             avg_ns: avg_ns.round() as u64,
             stddev_ns: stddev_ns.round() as u64,
             avg_ts,
@@ -316,7 +328,7 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
             let first = if fed == 0 {
                 rng.gen_range(0..vocab as u32)
             } else {
-                argmax(s.logits())?
+                s.greedy()?
             };
             for &p in &a.parallel {
                 let ns = if p == 1 {
@@ -343,8 +355,11 @@ fn tg_alone(s: &mut Session, base: &Snapshot, first: u32, a: &Args) -> Result<Ve
         let mut tok = first;
         let t = Instant::now();
         for _ in 0..a.n_gen {
-            let logits = s.feed(&[tok])?;
-            tok = argmax(logits)?;
+            tok = if a.host_argmax {
+                argmax(s.feed(&[tok])?)?
+            } else {
+                s.feed_greedy(&[tok])?
+            };
         }
         ns.push(t.elapsed().as_nanos() as u64);
     }
@@ -369,9 +384,16 @@ fn tg_batched(model: &Model, base: &Snapshot, first: u32, p: usize, a: &Args) ->
         let t = Instant::now();
         for _ in 0..steps {
             let mut refs: Vec<&mut Session> = seqs.iter_mut().collect();
-            dec.step(&mut refs, &toks)?;
-            for (tok, s) in toks.iter_mut().zip(&seqs) {
-                *tok = argmax(s.logits())?;
+            if a.host_argmax {
+                dec.step(&mut refs, &toks)?;
+                for (tok, s) in toks.iter_mut().zip(refs.iter_mut()) {
+                    *tok = argmax(s.logits()?)?;
+                }
+            } else {
+                dec.step_greedy(&mut refs, &toks)?;
+                for (tok, s) in toks.iter_mut().zip(refs.iter_mut()) {
+                    *tok = s.greedy()?;
+                }
             }
         }
         Ok(t.elapsed().as_nanos() as u64)

@@ -185,7 +185,7 @@ impl<'m> Chat<'m> {
         self.text = format!("{}{}", prompt.text, reply);
         self.tokens = tokens.clone();
         self.tokens.extend_from_slice(&generated);
-        lock(&self.cache).insert(&self.text, &self.tokens, &self.session)?;
+        lock(&self.cache).insert(&self.text, &self.tokens, &mut self.session)?;
         self.messages.push(Message::new("assistant", reply));
         if args.verbose {
             let dt = t1.elapsed().as_secs_f64();
@@ -209,13 +209,13 @@ impl<'m> Chat<'m> {
         Ok(())
     }
 
-    fn save(&self, path: &str) -> Result<()> {
+    fn save(&mut self, path: &str) -> Result<()> {
         let note = serde_json::to_string(&Transcript {
             messages: self.messages.clone(),
             text: self.text.clone(),
             tokens: self.tokens.clone(),
         })?;
-        state_file::save_with_note(path, &self.session, &note)?;
+        state_file::save_with_note(path, &mut self.session, &note)?;
         Ok(())
     }
 
@@ -240,7 +240,7 @@ impl<'m> Chat<'m> {
             ));
         }
         self.cache = Mutex::new(PrefixCache::new(self.cache_bytes));
-        lock(&self.cache).insert(&t.text, &t.tokens, &self.session)?;
+        lock(&self.cache).insert(&t.text, &t.tokens, &mut self.session)?;
         self.messages = t.messages;
         self.text = t.text;
         self.tokens = t.tokens;

@@ -96,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let o = Out {
         ids: &ids,
-        logits: session.logits(),
+        logits: session.logits()?,
         logits_all,
     };
     serde_json::to_writer(&mut out, &o)?;

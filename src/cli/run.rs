@@ -233,7 +233,7 @@ pub fn run(args: Args) -> Result<()> {
         // the saved context must hold it.
         gen.sync()?;
         drop(gen);
-        state_file::save(path, &session)
+        state_file::save(path, &mut session)
             .with_context(|| format!("cannot save the state to {}", path.display()))?;
     } else {
         drop(gen);

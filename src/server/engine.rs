@@ -499,7 +499,7 @@ impl GenRun {
     /// string, or the max_tokens-th token, left pending and unfed).
     fn sample(
         &mut self,
-        session: &Session,
+        session: &mut Session,
         tok: &Tokenizer,
         job: &Job,
     ) -> Result<Option<&'static str>, Event> {
@@ -507,7 +507,15 @@ impl GenRun {
         if self.core.tokens().len() >= p.max_tokens {
             return Ok(Some("length"));
         }
-        let logits = session.logits();
+        let failed = |e: crate::ModelError| err(500, "server_error", e.to_string());
+        if !self.wants_logits(job) {
+            // Plain greedy: the choice is made where the logits are.
+            let id = session.greedy().map_err(failed)?;
+            let eos = if p.ignore_eos { &[][..] } else { tok.eos_ids() };
+            let next = self.core.accept(id, tok, eos);
+            return self.emit(next, None, Vec::new(), job);
+        }
+        let logits = session.logits().map_err(failed)?;
         // A grammar: sample from the logits it allows (the reported
         // logprobs stay the model's own distribution).
         let next = match self.constraint.as_mut() {
@@ -523,17 +531,37 @@ impl GenRun {
             }
             None => self.core.next(logits, tok, p.ignore_eos),
         }
-        .map_err(|e| err(500, "server_error", e.to_string()))?;
-        let Next::Token { id, piece } = next else {
-            return Ok(Some("stop"));
+        .map_err(failed)?;
+        let (logprob, top) = match (&next, p.logprobs) {
+            (Next::Token { id, .. }, Some(k)) => log_probs(logits, *id, k),
+            _ => (None, Vec::new()),
         };
-        if let Some(c) = self.constraint.as_mut() {
-            c.consume(id)
+        if let (Next::Token { id, .. }, Some(c)) = (&next, self.constraint.as_mut()) {
+            c.consume(*id)
                 .map_err(|e| err(500, "server_error", format!("grammar: {e}")))?;
         }
-        let (logprob, top) = match p.logprobs {
-            Some(k) => log_probs(logits, id, k),
-            None => (None, Vec::new()),
+        self.emit(next, logprob, top, job)
+    }
+
+    /// Whether sampling this job's next token reads the logits (anything
+    /// but plain greedy: a grammar, logprobs, temperature, a bias or a
+    /// penalty). When not, the device chooses and the logits stay there.
+    fn wants_logits(&self, job: &Job) -> bool {
+        self.constraint.is_some() || job.params.logprobs.is_some() || !self.core.is_plain_greedy()
+    }
+
+    /// Streams a sampled token (it becomes the pending one); as
+    /// [`GenRun::sample`] returns.
+    fn emit(
+        &mut self,
+        next: Next,
+        logprob: Option<f32>,
+        top: Vec<(u32, f32)>,
+        job: &Job,
+    ) -> Result<Option<&'static str>, Event> {
+        let p = &job.params;
+        let Next::Token { id, piece } = next else {
+            return Ok(Some("stop"));
         };
         self.pending = Some(id);
         self.out.push_str(&piece);
@@ -587,7 +615,7 @@ impl GenRun {
     fn advance(
         &mut self,
         shared: &Shared,
-        session: &Session,
+        session: &mut Session,
         tok: &Tokenizer,
         job: &Job,
     ) -> Result<bool, Event> {
@@ -935,19 +963,24 @@ impl<'a> Scheduler<'a> {
     }
 
     /// One batched forward over every slot with a pending token, then each
-    /// of those slots samples its next token (or finishes).
+    /// of those slots samples its next token (or finishes). When none of
+    /// them needs its logits (all plain greedy), the device chooses and the
+    /// logits stay there.
     fn decode_step(&mut self) {
         let mut idx = Vec::new();
         let mut ids = Vec::new();
+        let mut greedy = true;
         for (i, a) in self.jobs.iter().enumerate() {
             if let Some(Active {
                 phase: Phase::Gen(g),
+                job,
                 ..
             }) = a
             {
                 if let Some(id) = g.pending {
                     idx.push(i);
                     ids.push(id);
+                    greedy &= !g.wants_logits(job);
                 }
             }
         }
@@ -961,7 +994,11 @@ impl<'a> Scheduler<'a> {
             .filter(|(i, _)| idx.contains(i))
             .map(|(_, s)| s)
             .collect();
-        let r = self.decoder.step(&mut refs, &ids);
+        let r = if greedy {
+            self.decoder.step_greedy(&mut refs, &ids)
+        } else {
+            self.decoder.step(&mut refs, &ids)
+        };
         drop(refs);
         let sh = self.shared;
         if let Err(e) = r {
@@ -981,7 +1018,7 @@ impl<'a> Scheduler<'a> {
                     ..
                 }) => {
                     g.pending = None;
-                    g.advance(sh, &self.sessions[i], self.tok, job)
+                    g.advance(sh, &mut self.sessions[i], self.tok, job)
                 }
                 _ => continue,
             };
@@ -1077,7 +1114,7 @@ impl<'a> Scheduler<'a> {
                 (index, a.job.params.constraint.clone()),
                 times,
             ));
-            let r = g.advance(sh, &self.sessions[j], tok, &a.job);
+            let r = g.advance(sh, &mut self.sessions[j], tok, &a.job);
             a.phase = Phase::Gen(g);
             match r {
                 Ok(true) => {}
