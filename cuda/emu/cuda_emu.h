@@ -59,6 +59,19 @@ static inline float __uint_as_float(unsigned u) {
     memcpy(&f, &u, 4);
     return f;
 }
+static inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+// The fibers of a block take turns on one OS thread and never switch inside
+// a call: a plain add is atomic among them (the kernels use atomics on
+// __shared__ memory only).
+static inline int atomicAdd(int* p, int v) {
+    int old = *p;
+    *p = old + v;
+    return old;
+}
 static inline float __int_as_float(int u) {
     float f;
     memcpy(&f, &u, 4);

@@ -193,6 +193,7 @@ static const Entry TABLE[] = {
     REG(add_f32, AddArgs)
     REG(copy_rows_f32, CopyRowsArgs)
     REG(argmax_f32, ArgmaxArgs)
+    REG(topk_f32, TopkArgs)
     REG(quantize_q8a, QuantizeArgs)
     REG(conv1d_silu_k4, ConvArgs)
     REG(selective_scan_n16, ScanArgs)

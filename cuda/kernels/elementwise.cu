@@ -1,4 +1,4 @@
-// Residual add, strided row copy and greedy argmax.
+// Residual add, strided row copy, greedy argmax and top-k.
 #include "common.cuh"
 
 struct AddArgs {
@@ -84,5 +84,124 @@ extern "C" __global__ void argmax_f32(const ArgmaxArgs p) {
         }
         p.out[2 * blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
         p.out[2 * blockIdx.x + 1] = nan_i == 0x7fffffff ? -1 : nan_i;
+    }
+}
+
+#define TOPK_THREADS 256
+
+struct TopkArgs {
+    const float* x;  // rows x n
+    float* val;      // rows x k: the k largest values of the row, in no order
+    int* idx;        // rows x k: their indices (ties at the k-th value: the lowest indices)
+    int* nan;        // rows: the first NaN index, or -1
+    int n;           // < 2^24
+    int k;           // 1..n
+};
+
+// A key whose unsigned order is the float order (-0 below +0, as Rust's
+// total_cmp); NaN gets the lowest key (it is reported, not chosen).
+static __device__ __forceinline__ unsigned order_key(float v) {
+    if (v != v) return 0u;
+    unsigned b = __float_as_uint(v);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Radix selection, 8 bits per pass, over the values whose key (or index)
+// matches the bits chosen so far: after the passes, *prefix is the key of the
+// k-th largest value (value passes) or the index of the need-th lowest tie
+// (index passes), and *need how many of the values with that key to take.
+// `largest`: walk the bins from the top (values) or the bottom (indices).
+static __device__ __forceinline__ void topk_pick(int* hist, unsigned* prefix, unsigned* mask, int* need,
+                                                 int shift, bool largest) {
+    if (threadIdx.x == 0) {
+        int left = *need, b = largest ? 255 : 0;
+        for (int s = 0; s < 255; s++, b += largest ? -1 : 1) {
+            if (hist[b] >= left) break;
+            left -= hist[b];
+        }
+        *prefix |= (unsigned)b << shift;
+        *mask |= 255u << shift;
+        *need = left;
+    }
+}
+
+// One block per row. Four passes over the row's keys find the k-th largest
+// key K; when more values share K than are needed, up to three passes over
+// their indices find the highest index I to take; a last pass writes every
+// value above K and those at K with index <= I (exactly k).
+extern "C" __global__ void topk_f32(const TopkArgs p) {
+    __shared__ int hist[256];
+    __shared__ unsigned s_key, s_kmask, s_ix, s_imask;
+    __shared__ int s_need, s_ties, s_count;
+    __shared__ int s_nan[TOPK_THREADS / WARP];
+    const float* x = p.x + (long long)blockIdx.x * p.n;
+    int t = threadIdx.x;
+    if (t == 0) {
+        s_key = 0;
+        s_kmask = 0;
+        s_ix = 0;
+        s_imask = 0;
+        s_need = p.k;
+        s_count = 0;
+    }
+    int nan_i = 0x7fffffff;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = t; i < 256; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+        unsigned key = s_key, mask = s_kmask;
+        for (int i = t; i < p.n; i += blockDim.x) {
+            float v = x[i];
+            if (v != v && i < nan_i) nan_i = i;
+            unsigned kv = order_key(v);
+            if ((kv & mask) == key) atomicAdd(&hist[(kv >> shift) & 255], 1);
+        }
+        __syncthreads();
+        topk_pick(hist, &s_key, &s_kmask, &s_need, shift, true);
+        // How many values have the final key (the bin just chosen).
+        if (t == 0 && shift == 0) s_ties = hist[s_key & 255];
+        __syncthreads();
+    }
+    const unsigned K = s_key;
+    if (s_ties > s_need) {
+        for (int shift = 16; shift >= 0; shift -= 8) {
+            for (int i = t; i < 256; i += blockDim.x) hist[i] = 0;
+            __syncthreads();
+            unsigned ix = s_ix, mask = s_imask;
+            for (int i = t; i < p.n; i += blockDim.x) {
+                if (order_key(x[i]) == K && ((unsigned)i & mask) == ix) atomicAdd(&hist[(i >> shift) & 255], 1);
+            }
+            __syncthreads();
+            topk_pick(hist, &s_ix, &s_imask, &s_need, shift, false);
+            __syncthreads();
+        }
+    } else {
+        if (t == 0) s_ix = 0xffffffffu;
+        __syncthreads();
+    }
+    const unsigned I = s_ix;
+    float* val = p.val + (long long)blockIdx.x * p.k;
+    int* idx = p.idx + (long long)blockIdx.x * p.k;
+    for (int i = t; i < p.n; i += blockDim.x) {
+        float v = x[i];
+        unsigned kv = order_key(v);
+        if (kv > K || (kv == K && (unsigned)i <= I)) {
+            int at = atomicAdd(&s_count, 1);
+            if (at < p.k) {
+                val[at] = v;
+                idx[at] = i;
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) {
+        int o = __shfl_xor_sync(FULL_MASK, nan_i, m);
+        if (o < nan_i) nan_i = o;
+    }
+    if (t % WARP == 0) s_nan[t / WARP] = nan_i;
+    __syncthreads();
+    if (t == 0) {
+        for (int w = 1; w < (int)(blockDim.x / WARP); w++)
+            if (s_nan[w] < nan_i) nan_i = s_nan[w];
+        p.nan[blockIdx.x] = nan_i == 0x7fffffff ? -1 : nan_i;
     }
 }

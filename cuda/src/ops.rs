@@ -494,6 +494,52 @@ pub fn argmax(dev: &Device, x: &View, rows: usize, n: usize, out: &View) -> Resu
     unsafe { dev.launch("argmax_f32", grid, (256, 1, 1), &p) }
 }
 
+/// The `k` largest of each of `rows` rows of `n` logits: `val` and `idx`
+/// get `[rows][k]` values and their indices, in no order within a row (ties
+/// at the k-th value: the lowest indices), `nan` `[rows]` the first NaN's
+/// index or -1. `1 <= k <= n < 2^24`.
+#[allow(clippy::too_many_arguments)]
+pub fn top_k(
+    dev: &Device,
+    x: &View,
+    rows: usize,
+    n: usize,
+    k: usize,
+    val: &View,
+    idx: &View,
+    nan: &View,
+) -> Result<()> {
+    if n == 0 || n >= 1 << 24 {
+        return Err(CudaError::Shape {
+            what: "top_k n",
+            value: n,
+            why: "must be 1..2^24",
+        });
+    }
+    if k == 0 || k > n {
+        return Err(CudaError::Shape {
+            what: "top_k k",
+            value: k,
+            why: "must be 1..=n",
+        });
+    }
+    need("top_k x", x, mul("x", rows, n)?)?;
+    need("top_k val", val, mul("val", rows, k)?)?;
+    need("top_k idx", idx, mul("idx", rows, k)?)?;
+    need("top_k nan", nan, rows)?;
+    let p = Params::default()
+        .ptr(dev.check_view(x)?)
+        .ptr(dev.check_view(val)?)
+        .ptr(dev.check_view(idx)?)
+        .ptr(dev.check_view(nan)?)
+        .i32(i32_of("n", n)?)
+        .i32(i32_of("k", k)?)
+        .done();
+    let grid = (rows_u32(rows)?, 1, 1);
+    // SAFETY: the views hold the rows, their k results and a NaN slot each.
+    unsafe { dev.launch("topk_f32", grid, (256, 1, 1), &p) }
+}
+
 /// Token ids from [`argmax`]'s output, an error naming the first NaN.
 pub fn argmax_result(out: &[i32]) -> Result<Vec<usize>> {
     out.chunks_exact(2)

@@ -1270,3 +1270,144 @@ fn mixer_outputs_quantized_in_their_own_launch() {
     )
     .is_err());
 }
+
+/// The reference top-k: every (value, index) by value descending (Rust's
+/// total order: -0 below +0), index ascending on ties; the first k.
+fn top_k_reference(row: &[f32], k: usize) -> Vec<(u32, u32)> {
+    let mut all: Vec<(u32, f32)> = row
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as u32, v))
+        .collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    let mut out: Vec<(u32, u32)> = all.iter().map(|&(i, v)| (i, v.to_bits())).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn top_k_equals_sorting_the_row() {
+    let dev = Device::emu();
+    let mut rng = StdRng::seed_from_u64(11);
+    // (label, row, k)
+    let mut cases: Vec<(&str, Vec<f32>, usize)> = Vec::new();
+    let r = rand_vec(&mut rng, 1000, 5.0);
+    for k in [1, 5, 40, 999, 1000] {
+        cases.push(("random", r.clone(), k));
+    }
+    // Three values only: every boundary is a tie, taken by lowest index.
+    let few: Vec<f32> = (0..1000).map(|_| rng.gen_range(0..3) as f32).collect();
+    for k in [1, 37, 400, 700] {
+        cases.push(("three values", few.clone(), k));
+    }
+    cases.push(("all equal", vec![0.5; 300], 10));
+    let mut signs = vec![0.0f32; 64];
+    for (i, v) in signs.iter_mut().enumerate() {
+        *v = match i % 4 {
+            0 => -0.0,
+            1 => 0.0,
+            2 => f32::NEG_INFINITY,
+            _ => -1e-30,
+        };
+    }
+    signs[50] = f32::INFINITY;
+    for k in [1, 2, 17, 40] {
+        cases.push(("zeros of both signs, infinities", signs.clone(), k));
+    }
+    // A vocabulary-sized row with values on a grid of 1/4 (ties likely).
+    let voc: Vec<f32> = rand_vec(&mut rng, 65024, 3.0)
+        .iter()
+        .map(|v| (v * 4.0).round() / 4.0)
+        .collect();
+    cases.push(("vocabulary, grid of 1/4", voc, 40));
+    // Ties past index 65535: the tie-breaking passes use bits 16..23.
+    let mut far = vec![0.0f32; 70_000];
+    for (j, at) in [69_500, 66_000, 69_000, 67_000, 68_000]
+        .into_iter()
+        .enumerate()
+    {
+        far[at] = if j == 0 { 2.0 } else { 1.0 };
+    }
+    cases.push(("ties far out", far, 3));
+    for (label, row, k) in &cases {
+        let n = row.len();
+        let xb = dev.upload(row).unwrap();
+        let vb: Buffer<f32> = dev.alloc(*k).unwrap();
+        let ib: Buffer<i32> = dev.alloc(*k).unwrap();
+        let nb: Buffer<i32> = dev.alloc(1).unwrap();
+        ops::top_k(
+            &dev,
+            &view(&dev, &xb),
+            1,
+            n,
+            *k,
+            &view(&dev, &vb),
+            &view(&dev, &ib),
+            &view(&dev, &nb),
+        )
+        .unwrap();
+        let (v, i, nan) = (
+            dev.read(&vb).unwrap(),
+            dev.read(&ib).unwrap(),
+            dev.read(&nb).unwrap(),
+        );
+        let mut got: Vec<(u32, u32)> = i
+            .iter()
+            .zip(&v)
+            .map(|(&i, v)| (i as u32, v.to_bits()))
+            .collect();
+        got.sort();
+        assert_eq!(got, top_k_reference(row, *k), "{label}, n {n}, k {k}");
+        assert_eq!(nan, [-1], "{label}");
+    }
+    // Several rows in one launch; the NaN row reports its first NaN.
+    let n = 500;
+    let mut x = rand_vec(&mut rng, 3 * n, 2.0);
+    x[n + 320] = f32::NAN;
+    x[n + 70] = f32::NAN;
+    let k = 8;
+    let xb = dev.upload(&x).unwrap();
+    let vb: Buffer<f32> = dev.alloc(3 * k).unwrap();
+    let ib: Buffer<i32> = dev.alloc(3 * k).unwrap();
+    let nb: Buffer<i32> = dev.alloc(3).unwrap();
+    let v = |b| view(&dev, b);
+    ops::top_k(
+        &dev,
+        &v(&xb),
+        3,
+        n,
+        k,
+        &v(&vb),
+        &view(&dev, &ib),
+        &view(&dev, &nb),
+    )
+    .unwrap();
+    let (vals, idx) = (dev.read(&vb).unwrap(), dev.read(&ib).unwrap());
+    assert_eq!(dev.read(&nb).unwrap(), [-1, 70, -1]);
+    for row in [0, 2] {
+        let mut got: Vec<(u32, u32)> = (row * k..(row + 1) * k)
+            .map(|j| (idx[j] as u32, vals[j].to_bits()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            top_k_reference(&x[row * n..(row + 1) * n], k),
+            "row {row}"
+        );
+    }
+    // k outside 1..=n is refused.
+    for bad in [0, n + 1] {
+        let e = ops::top_k(
+            &dev,
+            &v(&xb),
+            1,
+            n,
+            bad,
+            &v(&vb),
+            &view(&dev, &ib),
+            &view(&dev, &nb),
+        );
+        assert!(e.is_err(), "k {bad}");
+    }
+}

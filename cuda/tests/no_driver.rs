@@ -30,6 +30,7 @@ fn every_launched_kernel_is_in_the_shipped_ptx() {
         "quantize_q8a",
         "add_f32",
         "argmax_f32",
+        "topk_f32",
         "conv1d_silu_k4",
         "selective_scan_n16",
         "copy_rows_f32",
