@@ -111,6 +111,26 @@ impl Sampling {
         self.sampler.is_plain_greedy()
     }
 
+    /// The top-k cut the device may make for this sampler (see
+    /// [`Sampler::device_top_k`]), for a vocabulary of `vocab`.
+    pub fn device_top_k(&self, vocab: usize) -> Option<usize> {
+        self.sampler
+            .device_top_k(crate::backend::TOP_K_MAX)
+            .map(|k| k.min(vocab))
+    }
+
+    /// [`Sampling::next_with_eos`] from the top-k candidates alone (see
+    /// [`Sampler::sample_top_k`]): the same token as from all the logits.
+    pub fn next_top_k(
+        &mut self,
+        cands: &[(u32, f32)],
+        tok: &Tokenizer,
+        eos: &[u32],
+    ) -> (Next, u32) {
+        let id = self.sampler.sample_top_k(cands);
+        (self.accept(id, tok, eos), id)
+    }
+
     /// [`Sampling::next_with_eos`] for a token chosen already (greedily,
     /// where the logits are): ends at `eos`, else records and decodes it.
     pub fn accept(&mut self, id: u32, tok: &Tokenizer, eos: &[u32]) -> Next {
@@ -320,19 +340,23 @@ impl<'s, 'm> Generate<'s, 'm> {
         Ok(())
     }
 
-    /// Feeds tokens; with a plain greedy sampler the next token is chosen
-    /// where the logits are (on a GPU they then stay there).
+    /// Feeds tokens; with a plain greedy sampler, or one with a top-k cut
+    /// and nothing else reading the logits, what it needs of the next
+    /// token's logits is taken where they are (on a GPU they stay there).
     fn feed(&mut self, ids: &[u32]) -> Result<()> {
-        if self.core.is_plain_greedy() {
-            // A NaN is reported by the choice that reads it, as `next` does.
-            match self.session.feed_greedy(ids) {
-                Ok(_) | Err(crate::ModelError::NanLogits { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        let v = self.session.model().hp.n_vocab;
+        let r = if self.core.is_plain_greedy() {
+            self.session.feed_greedy(ids).map(|_| ())
+        } else if let Some(k) = self.core.device_top_k(v) {
+            self.session.feed_top_k(ids, k).map(|_| ())
         } else {
-            self.session.feed(ids)?;
+            self.session.feed(ids).map(|_| ())
+        };
+        match r {
+            // A NaN is reported by the choice that reads it, as `next` does.
+            Ok(()) | Err(crate::ModelError::NanLogits { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     fn step(&mut self) -> Result<Option<String>> {
@@ -349,9 +373,13 @@ impl<'s, 'm> Generate<'s, 'm> {
             if let Some(id) = self.pending.take() {
                 self.feed(&[id])?;
             }
+            let v = self.session.model().hp.n_vocab;
             let next = if self.core.is_plain_greedy() {
                 let id = self.session.greedy()?;
                 self.core.accept(id, self.tok, self.tok.eos_ids())
+            } else if let Some(k) = self.core.device_top_k(v) {
+                let cands = self.session.top_k(k)?;
+                self.core.next_top_k(cands, self.tok, self.tok.eos_ids()).0
             } else {
                 self.core.next(self.session.logits()?, self.tok, false)?
             };

@@ -76,9 +76,13 @@ impl Sampler {
     /// logits first. Such a choice can be made where the logits are
     /// ([`crate::Session::feed_greedy`]).
     pub fn is_plain_greedy(&self) -> bool {
+        self.cfg.temp <= 0.0 && self.logits_as_given()
+    }
+
+    /// No bias or penalty changes any logit before the choice.
+    fn logits_as_given(&self) -> bool {
         let c = &self.cfg;
-        c.temp <= 0.0
-            && c.logit_bias.is_empty()
+        c.logit_bias.is_empty()
             && c.frequency_penalty == 0.0
             && c.presence_penalty == 0.0
             && (c.repeat_penalty == 1.0 || c.repeat_penalty <= 0.0)
@@ -138,11 +142,38 @@ impl Sampler {
             return first_max(self.cand.iter().copied());
         }
         // Descending by logit, ties by id.
-        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if cfg.top_k > 0 && cfg.top_k < self.cand.len() {
             self.cand.select_nth_unstable_by(cfg.top_k - 1, by_logit);
             self.cand.truncate(cfg.top_k);
         }
+        self.draw()
+    }
+
+    /// [`Sampler::sample`] from the `top_k` largest logits alone (`cands`:
+    /// exactly `min(top_k, V)` of them, as [`crate::backend::TopK`] gives
+    /// them), for a sampler of [`Sampler::device_top_k`]: the same token as
+    /// from all the logits, the random generator moved on alike.
+    pub fn sample_top_k(&mut self, cands: &[(u32, f32)]) -> u32 {
+        if cands.is_empty() {
+            return 0;
+        }
+        self.cand.clear();
+        self.cand.extend_from_slice(cands);
+        self.draw()
+    }
+
+    /// The top-k cut when nothing else needs the other logits: temperature
+    /// sampling with `top_k` in `1..=max` and no bias or penalty (they
+    /// change logits outside the top k). Then the device can make the cut
+    /// and [`Sampler::sample_top_k`] draws from its candidates.
+    pub fn device_top_k(&self, max: usize) -> Option<usize> {
+        let c = &self.cfg;
+        (c.temp > 0.0 && (1..=max).contains(&c.top_k) && self.logits_as_given()).then_some(c.top_k)
+    }
+
+    /// Sorts the candidates, applies top-p and min-p, draws one.
+    fn draw(&mut self) -> u32 {
+        let cfg = &self.cfg;
         self.cand.sort_unstable_by(by_logit);
         let max = self.cand[0].1;
         if cfg.top_p < 1.0 {
@@ -178,6 +209,12 @@ impl Sampler {
         }
         self.cand[self.cand.len() - 1].0
     }
+}
+
+/// The candidates' order: logit descending (Rust's total order of floats),
+/// the lowest id first on ties.
+pub fn by_logit(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
 fn check_nan(logits: &[f32]) -> Result<(), ModelError> {
@@ -405,5 +442,61 @@ mod tests {
         assert!(!plain(|c| c.frequency_penalty = 0.5));
         assert!(!plain(|c| c.presence_penalty = -0.5));
         assert!(!plain(|c| c.logit_bias = vec![(3, -100.0)]));
+    }
+
+    /// Drawing from the top-k candidates alone gives the token drawing from
+    /// all the logits gives, draw after draw (the generator moves alike):
+    /// random logits and logits with many ties, several cuts (k beyond the
+    /// vocabulary too), top-p and min-p on or off.
+    #[test]
+    fn top_k_candidates_alone_draw_what_all_the_logits_draw() {
+        use crate::backend::TopK;
+        let mut rng = StdRng::seed_from_u64(5);
+        let random: Vec<f32> = (0..300).map(|_| rng.gen_range(-4.0..4.0)).collect();
+        let tied: Vec<f32> = (0..300).map(|_| rng.gen_range(0..4) as f32 * 0.5).collect();
+        for logits in [&random, &tied] {
+            for (k, top_p, min_p, temp) in [
+                (1, 1.0, 0.0, 0.8),
+                (5, 1.0, 0.0, 1.0),
+                (40, 0.9, 0.05, 0.7),
+                (40, 1.0, 0.0, 1.5),
+                (299, 0.95, 0.0, 1.0),
+                (300, 0.5, 0.1, 2.0),
+                (1000, 1.0, 0.0, 1.0),
+            ] {
+                let c = SamplerConfig {
+                    temp,
+                    top_k: k,
+                    top_p,
+                    min_p,
+                    seed: 9,
+                    ..cfg(temp)
+                };
+                let (mut all, mut cut) = (Sampler::new(c.clone()), Sampler::new(c));
+                assert_eq!(cut.device_top_k(1000), Some(k));
+                let cands = TopK::of(logits, k.min(logits.len())).cands;
+                for draw in 0..50 {
+                    assert_eq!(
+                        cut.sample_top_k(&cands),
+                        all.sample(logits, &[]),
+                        "k {k}, top_p {top_p}, min_p {min_p}, temp {temp}, draw {draw}"
+                    );
+                }
+            }
+        }
+        // Nothing else may read the other logits.
+        let only = |f: fn(&mut SamplerConfig)| {
+            let mut c = cfg(0.8);
+            c.top_k = 40;
+            f(&mut c);
+            Sampler::new(c).device_top_k(256)
+        };
+        assert_eq!(only(|_| {}), Some(40));
+        assert_eq!(only(|c| c.top_k = 0), None);
+        assert_eq!(only(|c| c.top_k = 257), None);
+        assert_eq!(only(|c| c.temp = 0.0), None);
+        assert_eq!(only(|c| c.repeat_penalty = 1.2), None);
+        assert_eq!(only(|c| c.presence_penalty = 0.1), None);
+        assert_eq!(only(|c| c.logit_bias = vec![(1, 2.0)]), None);
     }
 }

@@ -8,14 +8,16 @@
 //! it had been fed its token alone.
 //!
 //! Greedy decoding ([`Session::feed_greedy`], [`BatchDecoder::step_greedy`])
-//! chooses the next token where the logits are. On a GPU they then stay
-//! there: the session keeps the choice and its last row of the residual
+//! chooses the next token where the logits are, and sampling with a top-k
+//! cut ([`Session::feed_top_k`], [`BatchDecoder::step_top_k`]) takes its k
+//! candidates there. On a GPU the logits then stay there: the session keeps
+//! the choice or the candidates and its last row of the residual
 //! stream (`d` floats), and computes the logits from that row only if they
 //! are asked for ([`Session::logits`], [`Session::snapshot`]), bit for bit
 //! what the forward would have brought back. Everything that reads a
 //! session's position sees the same values either way.
 
-use crate::backend::Greedy;
+use crate::backend::{check_top_k, Greedy, TopK};
 use crate::error::{ModelError, Result};
 use crate::model::{Model, Scratch};
 use crate::state::{State, StateSlot};
@@ -49,6 +51,8 @@ pub struct Session<'m> {
     logits_on_device: bool,
     /// The greedy choice after the last fed token, when already made.
     pick: Option<Greedy>,
+    /// The largest logits after the last fed token, when already taken.
+    top: Option<TopK>,
     n_past: u64,
 }
 
@@ -83,6 +87,7 @@ impl<'m> Session<'m> {
             hidden: vec![0.0; model.hp.n_embd],
             logits_on_device: false,
             pick: None,
+            top: None,
             n_past: 0,
         })
     }
@@ -134,6 +139,21 @@ impl<'m> Session<'m> {
             self.pick = Some(pick);
             return pick.id();
         }
+        let pick = self.feed_keeping_logits(ids, |m, last, slot, s, hidden| {
+            m.forward_chunk_greedy(last, slot, s, hidden)
+        })?;
+        self.pick = Some(pick);
+        pick.id()
+    }
+
+    /// Feeds tokens on a device, the last chunk through `last_chunk` (a
+    /// forward that leaves its logits on the device and fills the row of X
+    /// they come from): what it returns, with the logits left there.
+    fn feed_keeping_logits<T>(
+        &mut self,
+        ids: &[u32],
+        last_chunk: impl FnOnce(&Model, &[u32], &StateSlot, &mut Scratch, &mut [f32]) -> Result<T>,
+    ) -> Result<T> {
         if ids.is_empty() {
             return Err(ModelError::Empty);
         }
@@ -144,7 +164,8 @@ impl<'m> Session<'m> {
             self.feed(head)?;
         }
         self.forget_last();
-        let pick = self.model.forward_chunk_greedy(
+        let r = last_chunk(
+            self.model,
             last,
             &self.slot,
             &mut self.scratch,
@@ -152,20 +173,56 @@ impl<'m> Session<'m> {
         )?;
         self.n_past += last.len() as u64;
         self.logits_on_device = true;
-        self.pick = Some(pick);
-        pick.id()
+        Ok(r)
     }
 
     /// The greedy next token at this position (as [`Session::feed_greedy`]
     /// returns it; 0 before any token).
     pub fn greedy(&mut self) -> Result<u32> {
-        match self.pick {
-            Some(p) => p.id(),
-            None => {
-                let p = Greedy::of(&self.logits);
-                self.pick = Some(p);
-                p.id()
-            }
+        let p = match (self.pick, &self.top) {
+            (Some(p), _) => p,
+            (None, Some(t)) => t.greedy(),
+            (None, None) => Greedy::of(self.logits()?),
+        };
+        self.pick = Some(p);
+        p.id()
+    }
+
+    /// Feeds tokens (as [`Session::feed`]) and returns the `k` largest
+    /// logits after the last one, (id, logit) in the sampler's candidate
+    /// order (`1 <= k <= min(V, TOP_K_MAX)`), which is all
+    /// [`crate::Sampler::sample_top_k`] needs. On a GPU they are taken there
+    /// and the last chunk's logits stay there, as with
+    /// [`Session::feed_greedy`]; on the CPU this is `feed` and
+    /// [`TopK::of`]. NaN logits are an error, after the tokens are fed.
+    pub fn feed_top_k(&mut self, ids: &[u32], k: usize) -> Result<&[(u32, f32)]> {
+        check_top_k(k, self.model.hp.n_vocab)?;
+        if !self.model.backend().greedy_on_device() {
+            self.feed(ids)?;
+            return self.top_k(k);
+        }
+        let top = self.feed_keeping_logits(ids, |m, last, slot, s, hidden| {
+            m.forward_chunk_top_k(last, slot, s, k, hidden)
+        })?;
+        self.top = Some(top);
+        self.top_k(k)
+    }
+
+    /// The `k` largest logits at this position, as [`Session::feed_top_k`]
+    /// returns them: from the list the device brought back when it holds k,
+    /// else from the logits (computed on the host if need be).
+    pub fn top_k(&mut self, k: usize) -> Result<&[(u32, f32)]> {
+        check_top_k(k, self.model.hp.n_vocab)?;
+        let held = |t: &TopK| t.nan.is_some() || t.cands.len() >= k;
+        if !self.top.as_ref().is_some_and(held) {
+            let top = TopK::of(self.logits()?, k);
+            self.top = Some(top);
+        }
+        match &self.top {
+            Some(t) => t.first(k),
+            None => Err(ModelError::Backend {
+                what: "no top-k list".into(),
+            }),
         }
     }
 
@@ -173,6 +230,7 @@ impl<'m> Session<'m> {
     /// failed forward then leaves nothing stale behind).
     fn forget_last(&mut self) {
         self.pick = None;
+        self.top = None;
         self.logits_on_device = false;
     }
 
@@ -298,6 +356,7 @@ impl<'m> Session<'m> {
         self.hidden.copy_from_slice(&other.hidden);
         self.logits_on_device = other.logits_on_device;
         self.pick = other.pick;
+        self.top = other.top.clone();
         self.n_past = other.n_past;
     }
 
@@ -334,9 +393,10 @@ pub struct BatchDecoder<'m> {
     scratch: Scratch,
     /// [max_batch][V]
     logits: Vec<f32>,
-    /// [max_batch] greedy picks and [max_batch][d] rows of X of a greedy
-    /// step on a device (allocated on the first).
+    /// [max_batch] greedy picks or top-k lists and [max_batch][d] rows of
+    /// X of a greedy or top-k step on a device (allocated on the first).
     picks: Vec<Greedy>,
+    tops: Vec<TopK>,
     hidden: Vec<f32>,
 }
 
@@ -349,6 +409,7 @@ impl<'m> BatchDecoder<'m> {
             scratch: Scratch::new(model, b),
             logits: vec![0.0; b * model.hp.n_vocab],
             picks: Vec::new(),
+            tops: Vec::new(),
             hidden: Vec::new(),
         }
     }
@@ -391,29 +452,71 @@ impl<'m> BatchDecoder<'m> {
             }
             return Ok(());
         }
+        let mut picks = std::mem::take(&mut self.picks);
+        picks.resize(self.max_batch(), Greedy::Id(0));
+        let r = self.step_keeping_logits(sessions, ids, |m, ids, slots, s, hidden| {
+            m.forward_batch_greedy(ids, slots, s, &mut picks, hidden)
+        });
+        if r.is_ok() {
+            for (s, &pick) in sessions.iter_mut().zip(&picks) {
+                s.pick = Some(pick);
+            }
+        }
+        self.picks = picks;
+        r
+    }
+
+    /// A step on a device through `forward` (a batched forward that leaves
+    /// the logits on the device and fills each sequence's row of X): each
+    /// session takes its row and moves on by one token.
+    fn step_keeping_logits(
+        &mut self,
+        sessions: &mut [&mut Session<'m>],
+        ids: &[u32],
+        forward: impl FnOnce(&Model, &[u32], &[&StateSlot], &mut Scratch, &mut [f32]) -> Result<()>,
+    ) -> Result<()> {
         self.check(sessions)?;
-        let (b, d) = (self.max_batch(), self.model.hp.n_embd);
-        self.picks.resize(b, Greedy::Id(0));
-        self.hidden.resize(b * d, 0.0);
+        let d = self.model.hp.n_embd;
+        self.hidden.resize(self.max_batch() * d, 0.0);
         let slots: Vec<&StateSlot> = sessions.iter().map(|s| &s.slot).collect();
-        self.model.forward_batch_greedy(
-            ids,
-            &slots,
-            &mut self.scratch,
-            &mut self.picks,
-            &mut self.hidden,
-        )?;
-        for ((s, &pick), row) in sessions
-            .iter_mut()
-            .zip(&self.picks)
-            .zip(self.hidden.chunks_exact(d))
-        {
+        forward(self.model, ids, &slots, &mut self.scratch, &mut self.hidden)?;
+        for (s, row) in sessions.iter_mut().zip(self.hidden.chunks_exact(d)) {
+            s.forget_last();
             s.hidden.copy_from_slice(row);
             s.logits_on_device = true;
-            s.pick = Some(pick);
             s.n_past += 1;
         }
         Ok(())
+    }
+
+    /// [`step`](Self::step) for sampling with a top-k cut: afterwards each
+    /// session's [`Session::top_k`] (for any k up to this one) and
+    /// [`Session::greedy`] come from the `k` candidates taken where the
+    /// logits are; on a GPU only they and each sequence's row of the
+    /// residual stream cross to the host. Each session ends as
+    /// `feed_top_k(&[ids[j]], k)` would leave it.
+    pub fn step_top_k(
+        &mut self,
+        sessions: &mut [&mut Session<'m>],
+        ids: &[u32],
+        k: usize,
+    ) -> Result<()> {
+        check_top_k(k, self.model.hp.n_vocab)?;
+        if !self.model.backend().greedy_on_device() {
+            return self.step(sessions, ids);
+        }
+        let mut tops = std::mem::take(&mut self.tops);
+        tops.resize(self.max_batch(), TopK::default());
+        let r = self.step_keeping_logits(sessions, ids, |m, ids, slots, s, hidden| {
+            m.forward_batch_top_k(ids, slots, s, k, &mut tops, hidden)
+        });
+        if r.is_ok() {
+            for (s, top) in sessions.iter_mut().zip(tops.iter_mut()) {
+                s.top = Some(std::mem::take(top));
+            }
+        }
+        self.tops = tops;
+        r
     }
 
     fn check(&self, sessions: &[&mut Session<'m>]) -> Result<()> {

@@ -16,6 +16,7 @@ mod runtime_common;
 
 use std::path::PathBuf;
 
+use mamba_gguf::backend::TopK;
 use mamba_gguf::error::ModelError;
 use mamba_gguf::model::Scratch;
 use mamba_gguf::session::BatchDecoder;
@@ -227,10 +228,11 @@ fn bad_batches_are_errors() {
     assert_eq!(mine.n_past(), 1);
 }
 
-/// The greedy forms on the CPU, where the logits are host memory anyway:
-/// `feed_greedy` and `step_greedy` leave each session as `feed` and `step`
-/// do (logits bit for bit, on the host) and choose the argmax of those
-/// logits; bad input is refused before anything changes.
+/// The greedy and top-k forms on the CPU, where the logits are host memory
+/// anyway: `feed_greedy`, `step_greedy`, `feed_top_k` and `step_top_k` leave
+/// each session as `feed` and `step` do (logits bit for bit, on the host)
+/// and choose the argmax, or the k largest, of those logits; bad input is
+/// refused before anything changes.
 #[test]
 fn greedy_feeds_and_steps_choose_the_argmax_on_the_cpu() {
     let model = Model::load(llamacpp("falcon-mamba-tiny-f32.gguf")).expect("loads");
@@ -253,7 +255,11 @@ fn greedy_feeds_and_steps_choose_the_argmax_on_the_cpu() {
         let mut refs: Vec<&mut Session> = host.iter_mut().collect();
         dh.step(&mut refs, &next).expect("step");
         let mut refs: Vec<&mut Session> = greedy.iter_mut().collect();
-        dg.step_greedy(&mut refs, &next).expect("greedy step");
+        if k == 1 {
+            dg.step_top_k(&mut refs, &next, 40).expect("top-k step");
+        } else {
+            dg.step_greedy(&mut refs, &next).expect("greedy step");
+        }
         for (j, (h, g)) in host.iter_mut().zip(greedy.iter_mut()).enumerate() {
             let want = h.logits().expect("logits").to_vec();
             bits_equal(
@@ -263,12 +269,17 @@ fn greedy_feeds_and_steps_choose_the_argmax_on_the_cpu() {
             );
             next[j] = g.greedy().expect("pick");
             assert_eq!(next[j] as usize, argmax(&want), "step {k} sequence {j}");
+            let top = TopK::of(&want, 40);
+            assert_eq!(g.top_k(40).expect("top-k"), &top.cands[..]);
+            assert_eq!(g.top_k(3).expect("top-k"), &top.cands[..3]);
             assert_eq!(g.n_past(), h.n_past());
         }
     }
     let s = &mut greedy[0];
     let before = s.n_past();
     assert!(matches!(s.feed_greedy(&[]), Err(ModelError::Empty)));
+    assert!(s.feed_top_k(&[1], 0).is_err());
+    assert!(s.feed_top_k(&[1], 257).is_err());
     assert!(matches!(
         s.feed_greedy(&[1, v as u32]),
         Err(ModelError::Token { .. })

@@ -11,7 +11,7 @@
 mod runtime_common;
 
 use gguf::GgmlType;
-use mamba_gguf::backend::{Backend, DeviceRequest, Greedy};
+use mamba_gguf::backend::{Backend, DeviceRequest, Greedy, TopK};
 use mamba_gguf::session::BatchDecoder;
 use mamba_gguf::{Model, Session};
 use runtime_common::*;
@@ -607,6 +607,30 @@ fn greedy_picks_equal_the_host_argmax_of_the_head_on_both_backends() {
                     picks[33]
                 );
             }
+            // The k largest of each row: as sorting the head's logits.
+            for k in [1, 40, 256] {
+                let mut tops = vec![TopK::default(); rows];
+                be.top_k(&mut ws, 0..rows, k, &mut tops).expect("top-k");
+                let mut logits = vec![0.0; rows * v];
+                be.head(&mut ws, 0..rows, &mut logits).expect("head");
+                for (j, (top, row)) in tops.iter().zip(logits.chunks_exact(v)).enumerate() {
+                    let mut want: Vec<(u32, f32)> =
+                        (0..v as u32).zip(row.iter().copied()).collect();
+                    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    want.truncate(k);
+                    let nan = row.iter().position(|l| l.is_nan()).map(|i| i as u32);
+                    assert_eq!(top.nan, nan, "{label}: k {k} row {j}");
+                    if nan.is_none() {
+                        assert_eq!(top.cands, want, "{label}: k {k} row {j}");
+                        assert_eq!(top.greedy(), picks[j], "{label}: k {k} row {j}");
+                    }
+                }
+            }
+            let mut tops = vec![TopK::default(); rows];
+            let e = be
+                .top_k(&mut ws, 0..rows, 257, &mut tops)
+                .expect_err("k past the most");
+            assert!(e.to_string().contains("257"), "{label}: {e}");
             // A row range past the workspace, a partial row.
             let e = be
                 .greedy(&mut ws, 38..41, &mut picks)
@@ -620,14 +644,15 @@ fn greedy_picks_equal_the_host_argmax_of_the_head_on_both_backends() {
     }
 }
 
-/// `serve` on the emulated GPU: three requests at once, decoded in batched
+/// `serve` on the emulated GPU: four requests at once, decoded in batched
 /// steps. Two are plain greedy (their steps choose on the device and leave
 /// the logits there); the third, shorter, asks for logprobs, so the steps it
-/// joins bring every row's logits back, and the steps after it do not. Each
-/// answers what feeding one token at a time and taking the argmax of the
-/// host logits gives on the same backend.
+/// joins bring every row's logits back; the fourth samples with a top-k cut,
+/// so the steps it joins after the third bring back 40 candidates per row
+/// (the greedy rows take the first). Each answers what feeding one token at
+/// a time and sampling from all the host logits gives on the same backend.
 #[test]
-fn the_server_decodes_greedily_on_the_emulated_gpu() {
+fn the_server_on_the_emulated_gpu_answers_as_sampling_from_host_logits() {
     use mamba_gguf::server::{self, ServerConfig};
     use mamba_gguf::tokenizer::Tokenizer;
     use serde_json::{json, Value};
@@ -639,18 +664,32 @@ fn the_server_decodes_greedily_on_the_emulated_gpu() {
     requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
     let m = std::sync::Arc::new(emu(&q));
     let tok = Tokenizer::from_gguf(m.gguf()).expect("tokenizer");
-    let prompts = ["The sky is", "Rust is a language", "1, 2, 3,"];
-    let lens = [12, 12, 4];
+    let prompts = ["The sky is", "Rust is a language", "1, 2, 3,", "Once upon"];
+    let lens = [12, 12, 4, 8];
+    let sampled = mamba_gguf::SamplerConfig {
+        temp: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.02,
+        seed: 3,
+        ..mamba_gguf::SamplerConfig::default()
+    };
     let want: Vec<Vec<u32>> = prompts
         .iter()
         .zip(lens)
-        .map(|(pr, n)| {
+        .enumerate()
+        .map(|(i, (pr, n))| {
             let ids = tok.encode(pr, tok.add_bos()).expect("encodes");
             let mut s = Session::new(&m);
             let mut logits = s.feed(&ids).expect("prefill").to_vec();
+            let mut sampler = mamba_gguf::Sampler::new(sampled.clone());
             let mut out = Vec::new();
             for _ in 0..n {
-                let id = argmax(&logits) as u32;
+                let id = if i == 3 {
+                    sampler.sample(&logits, &[])
+                } else {
+                    argmax(&logits) as u32
+                };
                 out.push(id);
                 logits = s.feed(&[id]).expect("step").to_vec();
             }
@@ -688,6 +727,17 @@ fn the_server_decodes_greedily_on_the_emulated_gpu() {
                     if i == 2 {
                         body["logprobs"] = json!(1);
                     }
+                    if i == 3 {
+                        for (k, v) in [
+                            ("temperature", json!(0.9)),
+                            ("top_k", json!(40)),
+                            ("top_p", json!(0.95)),
+                            ("min_p", json!(0.02)),
+                            ("seed", json!(3)),
+                        ] {
+                            body[k] = v;
+                        }
+                    }
                     let c = client();
                     gate.wait();
                     let r = c
@@ -722,4 +772,98 @@ fn the_server_decodes_greedily_on_the_emulated_gpu() {
         health["decode"]["max_batch"].as_u64().unwrap_or(0) >= 2,
         "no batched step: {health}"
     );
+}
+
+/// Sampling with a top-k cut on the emulated GPU: the k candidates are
+/// taken on the device and the logits stay there; drawing from them gives,
+/// draw after draw, the tokens the same sampler draws from all the host
+/// logits, for one sequence (`Generate`) and in batched steps; the logits
+/// computed afterwards from the kept row are the forward's, bit for bit.
+#[test]
+fn top_k_sampling_on_the_emulated_gpu_draws_what_the_host_logits_draw() {
+    use mamba_gguf::generate::Generate;
+    use mamba_gguf::tokenizer::Tokenizer;
+    use mamba_gguf::{Sampler, SamplerConfig};
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let dir = tempdir();
+    let q = dir.path().join("q4_k.gguf");
+    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let m = emu(&q);
+    let tok = Tokenizer::from_gguf(m.gguf()).expect("tokenizer");
+    let cfg = |seed| SamplerConfig {
+        temp: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.02,
+        seed,
+        ..SamplerConfig::default()
+    };
+    let prompt = tok.encode("The river", tok.add_bos()).expect("encodes");
+    let n = 10;
+    // The host way: all the logits, the sampler's full path.
+    let mut s = Session::new(&m);
+    let mut sampler = Sampler::new(cfg(3));
+    let mut logits = s.feed(&prompt).expect("prefill").to_vec();
+    let mut want = Vec::new();
+    for _ in 0..n {
+        let id = sampler.sample(&logits, &[]);
+        want.push(id);
+        logits = s.feed(&[id]).expect("step").to_vec();
+    }
+    // Generate takes the top-k cut on the device.
+    let mut s = Session::new(&m);
+    assert_eq!(Sampler::new(cfg(3)).device_top_k(256), Some(40));
+    let mut gen = Generate::new(&mut s, &tok, Sampler::new(cfg(3)), &prompt, n);
+    for piece in gen.by_ref() {
+        piece.expect("generates");
+    }
+    assert_eq!(gen.tokens(), &want[..]);
+    drop(gen);
+    assert!(
+        s.host_logits().is_none(),
+        "the last step's logits came back"
+    );
+
+    // Three sequences in batched top-k steps against batched steps that
+    // bring the logits back, each with its own seeded sampler.
+    let prompts: [&[u32]; 3] = [&[5, 9, 100, 7], &[42], &[300, 301, 302]];
+    let mut batch: Vec<Session> = Vec::new();
+    let mut alone: Vec<Session> = Vec::new();
+    for pr in prompts {
+        let mut s = Session::new(&m);
+        s.feed(pr).expect("prefill");
+        let mut a = Session::new(&m);
+        a.feed(pr).expect("prefill");
+        batch.push(s);
+        alone.push(a);
+    }
+    let mut cut: Vec<Sampler> = (0..3).map(|j| Sampler::new(cfg(j))).collect();
+    let mut full: Vec<Sampler> = (0..3).map(|j| Sampler::new(cfg(j))).collect();
+    let (mut dec, mut with_logits) = (BatchDecoder::new(&m, 4), BatchDecoder::new(&m, 4));
+    let mut ids: Vec<u32> = Vec::new();
+    for j in 0..3 {
+        let id = full[j].sample(alone[j].logits().expect("logits"), &[]);
+        let c = batch[j].top_k(40).expect("top-k").to_vec();
+        assert_eq!(cut[j].sample_top_k(&c), id);
+        ids.push(id);
+    }
+    for step in 0..4 {
+        let mut refs: Vec<&mut Session> = batch.iter_mut().collect();
+        dec.step_top_k(&mut refs, &ids, 40)
+            .expect("top-k batch step");
+        let mut refs: Vec<&mut Session> = alone.iter_mut().collect();
+        with_logits.step(&mut refs, &ids).expect("batch step");
+        for j in 0..3 {
+            let want = alone[j].logits().expect("logits").to_vec();
+            assert!(batch[j].host_logits().is_none(), "step {step} row {j}");
+            let c = batch[j].top_k(40).expect("top-k").to_vec();
+            assert_eq!(c, TopK::of(&want, 40).cands, "step {step} row {j}");
+            assert_eq!(batch[j].greedy().expect("pick") as usize, argmax(&want));
+            ids[j] = cut[j].sample_top_k(&c);
+            assert_eq!(ids[j], full[j].sample(&want, &[]), "step {step} row {j}");
+            if step == 3 {
+                assert_eq!(bits(batch[j].logits().expect("logits")), bits(&want));
+            }
+        }
+    }
 }

@@ -95,8 +95,25 @@ impl Ctx {
     /// on a GPU the choice is made there and the logits stay there
     /// ([`Session::feed_greedy`]).
     pub fn sync_greedy(&mut self) -> Result<u32, ModelError> {
+        self.sync_with(|s, id| s.feed_greedy(&[id]).map(|_| ()))?;
+        self.session(|s| s.greedy())
+    }
+
+    /// [`Ctx::sync`] for sampling with a top-k cut and nothing else reading
+    /// the logits, then the `k` candidates ([`Session::feed_top_k`]).
+    pub fn sync_top_k(&mut self, k: usize) -> Result<Vec<(u32, f32)>, ModelError> {
+        self.sync_with(|s, id| s.feed_top_k(&[id], k).map(|_| ()))?;
+        self.session(|s| s.top_k(k).map(<[_]>::to_vec))
+    }
+
+    /// Feeds the pending token with `feed` (a NaN in the logits is the
+    /// error of the choice that reads them, not of the feed).
+    fn sync_with(
+        &mut self,
+        feed: impl FnOnce(&mut Session<'_>, u32) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
         if let Some(id) = self.pending.take() {
-            match self.session(|s| s.feed_greedy(&[id])) {
+            match self.session(|s| feed(s, id)) {
                 // A NaN is the choice's error, below; the token is in.
                 Ok(_) | Err(ModelError::NanLogits { .. }) => {
                     if let Some(seen) = &mut self.seen {
@@ -109,7 +126,7 @@ impl Ctx {
                 }
             }
         }
-        self.session(|s| s.greedy())
+        Ok(())
     }
 
     pub fn reset(&mut self) -> Result<(), ModelError> {

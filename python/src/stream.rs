@@ -177,11 +177,20 @@ impl Stream {
         st.t_first.get_or_insert_with(Instant::now);
         let (core, eos, k) = (&mut st.core, &st.eos, st.logprobs);
         let (constraint, masked) = (&mut st.constraint, &mut st.masked);
-        let plain = constraint.is_none() && k.is_none() && core.is_plain_greedy();
+        // Plain greedy, or a top-k cut with nothing else reading the
+        // logits: what it needs is taken where they are (on a GPU).
+        let only = constraint.is_none() && k.is_none();
+        let vocab = inner.model.hp.n_vocab;
+        let top_k = core.device_top_k(vocab).filter(|_| only);
+        let plain = only && core.is_plain_greedy();
         let (next, lp, top) = inner.install(|| -> PyResult<_> {
             if plain {
                 let id = ctx.sync_greedy().map_err(error::model)?;
                 return Ok(((core.accept(id, &inner.tok, eos), id), None, Vec::new()));
+            }
+            if let Some(k) = top_k {
+                let cands = ctx.sync_top_k(k).map_err(error::model)?;
+                return Ok((core.next_top_k(&cands, &inner.tok, eos), None, Vec::new()));
             }
             ctx.sync().map_err(error::model)?;
             let logits = ctx.logits().map_err(error::model)?;

@@ -54,7 +54,7 @@ use mamba_cuda::ops::{self, MixerShape, MvOut, QActs, ScanInputs, StateSlots};
 use mamba_cuda::{Buffer, CudaError, Device, View};
 use quant::GgmlType;
 
-use super::{check_range, whole_rows, Act, Greedy, Rows, Weight};
+use super::{check_range, check_top_k, whole_rows, Act, Greedy, Rows, TopK, Weight, TOP_K_MAX};
 use crate::error::{ModelError, Result};
 use crate::model::{Hparams, Mat, Weights};
 use crate::state::{LayerState, State};
@@ -191,6 +191,11 @@ struct Bufs {
     logits: Buffer<f32>,
     /// Greedy picks of those rows `[head_rows][2]`: argmax, first NaN or -1.
     picks: Buffer<i32>,
+    /// Top-k of those rows: values and ids `[head_rows][TOP_K_MAX]` (k per
+    /// row used), first NaN or -1 `[head_rows]`.
+    top_val: Buffer<f32>,
+    top_idx: Buffer<i32>,
+    top_nan: Buffer<i32>,
     /// What the Q8A buffers hold, when a fused norm wrote them: the
     /// quantization of rows `0..t` of this buffer (taken by the next matmul).
     q8a_of: Option<(Act, usize)>,
@@ -209,7 +214,11 @@ impl CudaScratch {
     pub(crate) fn bytes(&self) -> usize {
         let acts: usize = self.widths.iter().map(|w| w * self.rows).sum();
         let q = self.rows * self.max_in;
-        4 * acts + q + 8 * (q / 32) + 8 * self.rows + 4 * self.head_rows() * (self.vocab + 2)
+        4 * acts
+            + q
+            + 8 * (q / 32)
+            + 8 * self.rows
+            + 4 * self.head_rows() * (self.vocab + 3 + 2 * TOP_K_MAX)
     }
 
     /// Rows of the logits buffer.
@@ -235,6 +244,9 @@ impl CudaScratch {
                 slot_ids: dev.alloc(r)?,
                 logits: dev.alloc(self.head_rows() * self.vocab)?,
                 picks: dev.alloc(2 * self.head_rows())?,
+                top_val: dev.alloc(self.head_rows() * TOP_K_MAX)?,
+                top_idx: dev.alloc(self.head_rows() * TOP_K_MAX)?,
+                top_nan: dev.alloc(self.head_rows())?,
                 q8a_of: None,
                 out_in_x: false,
                 slot_ids_held: Vec::new(),
@@ -859,6 +871,56 @@ impl CudaBackend {
                     Ok(nan) => Greedy::Nan(nan),
                     Err(_) => Greedy::Id(u32::try_from(p[0]).unwrap_or(0)),
                 };
+            }
+            Ok(())
+        })
+    }
+
+    /// The head, then `topk_f32` over each group's logits on the device:
+    /// k (value, index) pairs per row cross to the host, not V floats.
+    pub(crate) fn top_k(
+        &self,
+        ws: &mut CudaScratch,
+        rows: std::ops::Range<usize>,
+        k: usize,
+        out: &mut [TopK],
+    ) -> Result<()> {
+        let v = self.hp.n_vocab;
+        check_top_k(k, v)?;
+        let n = rows.len();
+        let have = out.len();
+        let out = out.get_mut(..n).ok_or(ModelError::Buffer {
+            what: "top-k lists",
+            need: n,
+            have,
+        })?;
+        let per = ws.head_rows();
+        let (mut vals, mut idx, mut nan) =
+            (vec![0f32; per * k], vec![0i32; per * k], vec![0i32; per]);
+        self.head_groups(ws, rows, |b, at, nc| {
+            let (logits, tv, ti, tn) = (
+                self.view(&b.logits, 0)?,
+                self.view(&b.top_val, 0)?,
+                self.view(&b.top_idx, 0)?,
+                self.view(&b.top_nan, 0)?,
+            );
+            ops::top_k(&self.dev, &logits, nc, v, k, &tv, &ti, &tn)?;
+            let (vals, idx, nan) = (&mut vals[..nc * k], &mut idx[..nc * k], &mut nan[..nc]);
+            self.dev.read_at(&b.top_val, 0, vals)?;
+            self.dev.read_at(&b.top_idx, 0, idx)?;
+            self.dev.read_at(&b.top_nan, 0, nan)?;
+            for (j, o) in out[at..at + nc].iter_mut().enumerate() {
+                let row = j * k..(j + 1) * k;
+                o.cands.clear();
+                o.cands.extend(
+                    idx[row.clone()]
+                        .iter()
+                        .zip(&vals[row])
+                        .map(|(&i, &l)| (u32::try_from(i).unwrap_or(0), l)),
+                );
+                // The kernel writes them in no order.
+                o.cands.sort_unstable_by(crate::sampler::by_logit);
+                o.nan = u32::try_from(nan[j]).ok();
             }
             Ok(())
         })

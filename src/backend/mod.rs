@@ -19,7 +19,20 @@
 //! * **workspaces** ([`Workspace`]): the activation buffers of one forward
 //!   over up to `rows` tokens, in backend memory. Ops read and write them
 //!   by name ([`Act`]); nothing comes back to the host between ops. Only
-//!   logits (and host reads of a state slot) cross to the host.
+//!   logits, or what decoding needs of them, (and host reads of a state
+//!   slot) cross to the host.
+//!
+//! Decoding on a device keeps the logits there when it can:
+//! [`greedy`](Backend::greedy) brings back one id per row instead of V
+//! floats (260 KB per sequence and step for the 7B), and
+//! [`top_k`](Backend::top_k) k candidates (all a sampler with a top-k cut
+//! reads when no bias or penalty touches the other logits);
+//! [`read_x`](Backend::read_x) brings the row of X they came from (`d`
+//! floats), from which a [`crate::Session`] computes the logits later
+//! ([`write_x`](Backend::write_x), then [`head`](Backend::head)) if anyone
+//! asks for them. [`greedy_on_device`](Backend::greedy_on_device) says
+//! whether a backend gains by it: the CPU's logits are host memory anyway,
+//! so its `greedy` and `top_k` are `head` and a host pass.
 //!
 //! Shapes (row-major; t = rows of this forward, d = embedding, E = d_inner,
 //! N = state size, R = dt rank, K = conv kernel, V = vocabulary):
@@ -38,6 +51,7 @@
 //! | [`residual`](Backend::residual) | Out `[t][d]` | X `[t][d]` | `x += out` |
 //! | [`head`](Backend::head) | X rows `a..b` | host logits `[b-a][V]` | final RMS norm, LM head |
 //! | [`greedy`](Backend::greedy) | X rows `a..b` | host ids `[b-a]` | final RMS norm, LM head, argmax where the logits are |
+//! | [`top_k`](Backend::top_k) | X rows `a..b` | host `[b-a]` lists of k (id, logit) | final RMS norm, LM head, the k largest where the logits are |
 //! | [`read_x`](Backend::read_x) | X rows `a..b` | host `[b-a][d]` | the residual stream, to compute logits later |
 //! | [`write_x`](Backend::write_x) | host `[t][d]` | X rows `a..a+t` | the residual stream back |
 //!
@@ -69,6 +83,7 @@ pub mod cuda;
 use std::str::FromStr;
 
 use crate::error::{ModelError, Result};
+use crate::sampler::by_logit;
 use crate::state::State;
 
 pub use cpu::CpuBackend;
@@ -256,6 +271,19 @@ pub(crate) fn check_range(cap: usize, rows: &std::ops::Range<usize>) -> Result<(
     Ok(())
 }
 
+/// Refuses a top-k cut outside `1..=min(V, TOP_K_MAX)`.
+pub(crate) fn check_top_k(k: usize, vocab: usize) -> Result<()> {
+    if k == 0 || k > vocab.min(TOP_K_MAX) {
+        return Err(ModelError::Backend {
+            what: format!(
+                "top-k of {k}: the device brings back 1 to {} candidates",
+                vocab.min(TOP_K_MAX)
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// How many rows of `d` values `x` holds (whole rows, at least one).
 pub(crate) fn whole_rows(x: &[f32], d: usize) -> Result<usize> {
     if x.is_empty() || x.len() % d != 0 {
@@ -266,6 +294,58 @@ pub(crate) fn whole_rows(x: &[f32], d: usize) -> Result<usize> {
         });
     }
     Ok(x.len() / d)
+}
+
+/// The most candidates [`Backend::top_k`] brings back per row.
+pub const TOP_K_MAX: usize = 256;
+
+/// One position's k largest logits, chosen where its logits are.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TopK {
+    /// (id, logit) by logit descending, the lowest id first on ties (Rust's
+    /// total order of floats: -0 below +0): the order the sampler sorts its
+    /// candidates in.
+    pub cands: Vec<(u32, f32)>,
+    /// The first NaN logit's id, if any (the candidates mean nothing then).
+    pub nan: Option<u32>,
+}
+
+impl TopK {
+    /// The `k` largest of host logits (all of them when `k` >= their count).
+    pub fn of(logits: &[f32], k: usize) -> TopK {
+        let mut cands: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        if k > 0 && k < cands.len() {
+            cands.select_nth_unstable_by(k - 1, by_logit);
+        }
+        cands.truncate(k);
+        cands.sort_unstable_by(by_logit);
+        TopK {
+            cands,
+            nan: logits.iter().position(|l| l.is_nan()).map(|i| i as u32),
+        }
+    }
+
+    /// The first `k` candidates, or the error [`crate::sampler::argmax`]
+    /// gives for NaN logits.
+    pub fn first(&self, k: usize) -> Result<&[(u32, f32)]> {
+        match self.nan {
+            Some(id) => Err(ModelError::NanLogits { id }),
+            None => Ok(&self.cands[..k.min(self.cands.len())]),
+        }
+    }
+
+    /// The greedy choice: the first candidate.
+    pub fn greedy(&self) -> Greedy {
+        match (self.nan, self.cands.first()) {
+            (Some(id), _) => Greedy::Nan(id),
+            (None, Some(&(id, _))) => Greedy::Id(id),
+            (None, None) => Greedy::Id(0),
+        }
+    }
 }
 
 /// A backend: the weights, the state pool, and the ops.
@@ -468,6 +548,20 @@ impl Backend {
         out: &mut [Greedy],
     ) -> Result<()> {
         dispatch!(self, ws, |b, w| b.greedy(w, rows, out))
+    }
+
+    /// [`head`](Self::head), then each row's `k` largest logits where the
+    /// logits are (`1 <= k <= min(V, TOP_K_MAX)`): `out` (host) gets
+    /// `[rows.len()]` lists, [`TopK::of`] the row's logits; on a device only
+    /// they cross to the host.
+    pub fn top_k(
+        &self,
+        ws: &mut Workspace,
+        rows: std::ops::Range<usize>,
+        k: usize,
+        out: &mut [TopK],
+    ) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.top_k(w, rows, k, out))
     }
 
     /// Whether [`greedy`](Self::greedy) keeps the logits off the host (a

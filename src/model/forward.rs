@@ -22,7 +22,7 @@
 //! changes nothing.
 
 use super::{block, Model, Scratch};
-use crate::backend::{Greedy, Rows};
+use crate::backend::{check_top_k, Greedy, Rows, TopK};
 use crate::error::{ModelError, Result};
 use crate::state::{State, StateSlot};
 
@@ -94,6 +94,28 @@ impl Model {
         be.greedy(ws, t - 1..t, &mut pick)?;
         be.read_x(ws, t - 1..t, hidden)?;
         Ok(pick[0])
+    }
+
+    /// [`forward_chunk_greedy`](Self::forward_chunk_greedy) bringing back
+    /// the last position's `k` largest logits instead of one id.
+    pub fn forward_chunk_top_k(
+        &self,
+        ids: &[u32],
+        slot: &StateSlot,
+        s: &mut Scratch,
+        k: usize,
+        hidden: &mut [f32],
+    ) -> Result<TopK> {
+        let t = ids.len();
+        let hidden = out_rows(hidden, 1, self.hp.n_embd, "hidden")?;
+        check_top_k(k, self.hp.n_vocab)?;
+        self.run_chunk(ids, slot, s)?;
+        let (be, ws) = (&self.backend, s.ws());
+        let mut top = [TopK::default()];
+        be.top_k(ws, t - 1..t, k, &mut top)?;
+        be.read_x(ws, t - 1..t, hidden)?;
+        let [top] = top;
+        Ok(top)
     }
 
     /// Embedding and blocks over a chunk of one sequence (X then holds the
@@ -190,6 +212,32 @@ impl Model {
         self.run_batch(ids, slots, s)?;
         let (be, ws) = (&self.backend, s.ws());
         be.greedy(ws, 0..b, picks)?;
+        be.read_x(ws, 0..b, hidden)
+    }
+
+    /// [`forward_batch_greedy`](Self::forward_batch_greedy) bringing back
+    /// each sequence's `k` largest logits instead of one id.
+    pub fn forward_batch_top_k(
+        &self,
+        ids: &[u32],
+        slots: &[&StateSlot],
+        s: &mut Scratch,
+        k: usize,
+        out: &mut [TopK],
+        hidden: &mut [f32],
+    ) -> Result<()> {
+        let b = ids.len();
+        let have = out.len();
+        let out = out.get_mut(..b).ok_or(ModelError::Buffer {
+            what: "top-k lists",
+            need: b,
+            have,
+        })?;
+        let hidden = out_rows(hidden, b, self.hp.n_embd, "hidden")?;
+        check_top_k(k, self.hp.n_vocab)?;
+        self.run_batch(ids, slots, s)?;
+        let (be, ws) = (&self.backend, s.ws());
+        be.top_k(ws, 0..b, k, out)?;
         be.read_x(ws, 0..b, hidden)
     }
 

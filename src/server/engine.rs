@@ -434,6 +434,27 @@ fn gone_or_late(job: &Job) -> Option<Event> {
     None
 }
 
+/// What sampling a slot's next token reads of its logits ([`GenRun::reads`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reads {
+    Greedy,
+    TopK(usize),
+    Logits,
+}
+
+impl Reads {
+    /// What a step shared by two slots must bring back (the first
+    /// candidate of a top-k list is the greedy choice).
+    fn and(self, other: Reads) -> Reads {
+        match (self, other) {
+            (Reads::Logits, _) | (_, Reads::Logits) => Reads::Logits,
+            (Reads::TopK(a), Reads::TopK(b)) => Reads::TopK(a.max(b)),
+            (Reads::TopK(k), Reads::Greedy) | (Reads::Greedy, Reads::TopK(k)) => Reads::TopK(k),
+            (Reads::Greedy, Reads::Greedy) => Reads::Greedy,
+        }
+    }
+}
+
 /// A request's generation after its prompt.
 struct GenRun {
     /// The prompt's tokens and how many came from the cache.
@@ -508,12 +529,21 @@ impl GenRun {
             return Ok(Some("length"));
         }
         let failed = |e: crate::ModelError| err(500, "server_error", e.to_string());
-        if !self.wants_logits(job) {
+        let eos = if p.ignore_eos { &[][..] } else { tok.eos_ids() };
+        match self.reads(job, session.model().hp.n_vocab) {
             // Plain greedy: the choice is made where the logits are.
-            let id = session.greedy().map_err(failed)?;
-            let eos = if p.ignore_eos { &[][..] } else { tok.eos_ids() };
-            let next = self.core.accept(id, tok, eos);
-            return self.emit(next, None, Vec::new(), job);
+            Reads::Greedy => {
+                let id = session.greedy().map_err(failed)?;
+                let next = self.core.accept(id, tok, eos);
+                return self.emit(next, None, Vec::new(), job);
+            }
+            // A top-k cut and nothing else: its candidates are all it reads.
+            Reads::TopK(k) => {
+                let cands = session.top_k(k).map_err(failed)?;
+                let next = self.core.next_top_k(cands, tok, eos).0;
+                return self.emit(next, None, Vec::new(), job);
+            }
+            Reads::Logits => {}
         }
         let logits = session.logits().map_err(failed)?;
         // A grammar: sample from the logits it allows (the reported
@@ -543,11 +573,20 @@ impl GenRun {
         self.emit(next, logprob, top, job)
     }
 
-    /// Whether sampling this job's next token reads the logits (anything
-    /// but plain greedy: a grammar, logprobs, temperature, a bias or a
-    /// penalty). When not, the device chooses and the logits stay there.
-    fn wants_logits(&self, job: &Job) -> bool {
-        self.constraint.is_some() || job.params.logprobs.is_some() || !self.core.is_plain_greedy()
+    /// What sampling this job's next token reads of the logits: the argmax
+    /// (plain greedy), the top k (temperature with a top-k cut and no bias
+    /// or penalty), or all of them (a grammar, logprobs, no top-k cut, a
+    /// bias or a penalty). The first two are taken where the logits are.
+    fn reads(&self, job: &Job, vocab: usize) -> Reads {
+        if self.constraint.is_some() || job.params.logprobs.is_some() {
+            Reads::Logits
+        } else if self.core.is_plain_greedy() {
+            Reads::Greedy
+        } else if let Some(k) = self.core.device_top_k(vocab) {
+            Reads::TopK(k)
+        } else {
+            Reads::Logits
+        }
     }
 
     /// Streams a sampled token (it becomes the pending one); as
@@ -969,7 +1008,9 @@ impl<'a> Scheduler<'a> {
     fn decode_step(&mut self) {
         let mut idx = Vec::new();
         let mut ids = Vec::new();
-        let mut greedy = true;
+        // The most any slot reads: greedy < top-k (the largest k) < logits.
+        let vocab = self.sessions.first().map_or(0, |s| s.model().hp.n_vocab);
+        let mut reads = Reads::Greedy;
         for (i, a) in self.jobs.iter().enumerate() {
             if let Some(Active {
                 phase: Phase::Gen(g),
@@ -980,7 +1021,7 @@ impl<'a> Scheduler<'a> {
                 if let Some(id) = g.pending {
                     idx.push(i);
                     ids.push(id);
-                    greedy &= !g.wants_logits(job);
+                    reads = reads.and(g.reads(job, vocab));
                 }
             }
         }
@@ -994,10 +1035,10 @@ impl<'a> Scheduler<'a> {
             .filter(|(i, _)| idx.contains(i))
             .map(|(_, s)| s)
             .collect();
-        let r = if greedy {
-            self.decoder.step_greedy(&mut refs, &ids)
-        } else {
-            self.decoder.step(&mut refs, &ids)
+        let r = match reads {
+            Reads::Greedy => self.decoder.step_greedy(&mut refs, &ids),
+            Reads::TopK(k) => self.decoder.step_top_k(&mut refs, &ids, k),
+            Reads::Logits => self.decoder.step(&mut refs, &ids),
         };
         drop(refs);
         let sh = self.shared;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use gguf::{GgufFile, TensorInfo};
 use quant::Kernel;
 
-use super::{check_range, whole_rows, Act, Greedy, Rows, Weight};
+use super::{check_range, check_top_k, whole_rows, Act, Greedy, Rows, TopK, Weight};
 use crate::error::{ModelError, Result};
 use crate::model::{Hparams, Mat, Weights};
 use crate::state::{LayerState, State};
@@ -482,6 +482,31 @@ impl CpuBackend {
         self.head(s, rows, &mut logits)?;
         for (o, row) in out.iter_mut().zip(logits.chunks_exact(v)) {
             *o = Greedy::of(row);
+        }
+        Ok(())
+    }
+
+    /// [`head`](Self::head) into a host buffer, then [`TopK::of`] each row.
+    pub(crate) fn top_k(
+        &self,
+        s: &mut Scratch,
+        rows: std::ops::Range<usize>,
+        k: usize,
+        out: &mut [TopK],
+    ) -> Result<()> {
+        let (n, v) = (rows.len(), self.hp.n_vocab);
+        check_range(s.rows, &rows)?;
+        check_top_k(k, v)?;
+        let have = out.len();
+        let out = out.get_mut(..n).ok_or(ModelError::Buffer {
+            what: "top-k lists",
+            need: n,
+            have,
+        })?;
+        let mut logits = vec![0.0; n * v];
+        self.head(s, rows, &mut logits)?;
+        for (o, row) in out.iter_mut().zip(logits.chunks_exact(v)) {
+            *o = TopK::of(row, k);
         }
         Ok(())
     }
