@@ -33,6 +33,26 @@ fn cpu(path: &std::path::Path) -> Model {
     Model::load_on(path, DeviceRequest::Cpu).expect("load on cpu")
 }
 
+/// The small Falcon Mamba requantized beside `dir`: Q4_K matrices, the
+/// Q6_K head llama.cpp gives Q4_K_M files, Q8_0 where a row does not fit.
+fn small_q4_k(f32_gguf: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    let q = dir.join("q4_k.gguf");
+    requantize(f32_gguf, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    q
+}
+
+/// A session per prompt, each fed its prompt.
+fn prefilled<'m>(m: &'m Model, prompts: &[&[u32]]) -> Vec<Session<'m>> {
+    prompts
+        .iter()
+        .map(|pr| {
+            let mut s = Session::new(m);
+            s.feed(pr).expect("prefill");
+            s
+        })
+        .collect()
+}
+
 /// fp32 in another order of summation (as runtime_reference's bound).
 const F32_BOUND: f64 = 1e-4;
 
@@ -173,10 +193,11 @@ fn chunked_prefill_on_the_emulated_gpu_equals_token_by_token() {
 
 #[test]
 fn batched_decode_on_slots_out_of_order_equals_stepping_alone() {
-    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
-    let dir = tempdir();
-    let q = dir.path().join("q4_k.gguf");
-    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let (p, dir) = (
+        ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32),
+        tempdir(),
+    );
+    let q = small_q4_k(&p, dir.path());
     for path in [p.as_path(), q.as_path()] {
         let m = emu(path);
         let v = m.hp.n_vocab;
@@ -190,16 +211,7 @@ fn batched_decode_on_slots_out_of_order_equals_stepping_alone() {
             &[42],
             &[300, 301, 302, 303, 304, 305, 306, 307, 308],
         ];
-        let mut batch: Vec<Session> = Vec::new();
-        let mut alone: Vec<Session> = Vec::new();
-        for pr in prompts {
-            let mut s = Session::new(&m);
-            s.feed(pr).expect("prefill");
-            let mut a = Session::new(&m);
-            a.feed(pr).expect("prefill");
-            batch.push(s);
-            alone.push(a);
-        }
+        let (mut batch, mut alone) = (prefilled(&m, &prompts), prefilled(&m, &prompts));
         // Reverse, so rows and slots do not line up.
         batch.reverse();
         alone.reverse();
@@ -471,10 +483,11 @@ fn bits(x: &[f32]) -> Vec<u32> {
 /// replayed in the step's graph.
 #[test]
 fn greedy_decoding_on_the_emulated_gpu_keeps_the_logits_there_until_asked() {
-    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
-    let dir = tempdir();
-    let q = dir.path().join("q4_k.gguf");
-    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let (p, dir) = (
+        ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32),
+        tempdir(),
+    );
+    let q = small_q4_k(&p, dir.path());
     let m = emu(&q);
     let r = reference("falcon-mamba-small-bf16");
     // One sequence; a prefill of 10 in chunks of 4: two chunks fed as
@@ -509,16 +522,7 @@ fn greedy_decoding_on_the_emulated_gpu_keeps_the_logits_there_until_asked() {
     // Three sequences in batched greedy steps against batched steps that
     // bring every row's logits back.
     let prompts: [&[u32]; 3] = [&[5, 9, 100, 7], &[42], &[300, 301, 302]];
-    let mut batch: Vec<Session> = Vec::new();
-    let mut alone: Vec<Session> = Vec::new();
-    for pr in prompts {
-        let mut s = Session::new(&m);
-        s.feed(pr).expect("prefill");
-        let mut a = Session::new(&m);
-        a.feed(pr).expect("prefill");
-        batch.push(s);
-        alone.push(a);
-    }
+    let (mut batch, mut alone) = (prefilled(&m, &prompts), prefilled(&m, &prompts));
     let (mut dec, mut with_logits) = (BatchDecoder::new(&m, 4), BatchDecoder::new(&m, 4));
     let Backend::Cuda(gpu) = m.backend() else {
         panic!("the emulated GPU backend");
@@ -563,10 +567,11 @@ fn greedy_decoding_on_the_emulated_gpu_keeps_the_logits_there_until_asked() {
 /// workspace and partial rows are errors.
 #[test]
 fn greedy_picks_equal_the_host_argmax_of_the_head_on_both_backends() {
-    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
-    let dir = tempdir();
-    let q = dir.path().join("q4_k.gguf");
-    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let (p, dir) = (
+        ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32),
+        tempdir(),
+    );
+    let q = small_q4_k(&p, dir.path());
     for path in [p.as_path(), q.as_path()] {
         let float_head = path == p.as_path();
         for m in [cpu(path), emu(path)] {
@@ -658,10 +663,11 @@ fn the_server_on_the_emulated_gpu_answers_as_sampling_from_host_logits() {
     use serde_json::{json, Value};
     // A vocabulary of 1024 (a byte-level BPE of 1000): the emulator runs
     // the LM head in a few milliseconds, the 65024 of the real one in seconds.
-    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
-    let dir = tempdir();
-    let q = dir.path().join("q4_k.gguf");
-    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let (p, dir) = (
+        ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32),
+        tempdir(),
+    );
+    let q = small_q4_k(&p, dir.path());
     let m = std::sync::Arc::new(emu(&q));
     let tok = Tokenizer::from_gguf(m.gguf()).expect("tokenizer");
     let prompts = ["The sky is", "Rust is a language", "1, 2, 3,", "Once upon"];
@@ -784,10 +790,11 @@ fn top_k_sampling_on_the_emulated_gpu_draws_what_the_host_logits_draw() {
     use mamba_gguf::generate::Generate;
     use mamba_gguf::tokenizer::Tokenizer;
     use mamba_gguf::{Sampler, SamplerConfig};
-    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
-    let dir = tempdir();
-    let q = dir.path().join("q4_k.gguf");
-    requantize(&p, &q, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0);
+    let (p, dir) = (
+        ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32),
+        tempdir(),
+    );
+    let q = small_q4_k(&p, dir.path());
     let m = emu(&q);
     let tok = Tokenizer::from_gguf(m.gguf()).expect("tokenizer");
     let cfg = |seed| SamplerConfig {
@@ -827,16 +834,7 @@ fn top_k_sampling_on_the_emulated_gpu_draws_what_the_host_logits_draw() {
     // Three sequences in batched top-k steps against batched steps that
     // bring the logits back, each with its own seeded sampler.
     let prompts: [&[u32]; 3] = [&[5, 9, 100, 7], &[42], &[300, 301, 302]];
-    let mut batch: Vec<Session> = Vec::new();
-    let mut alone: Vec<Session> = Vec::new();
-    for pr in prompts {
-        let mut s = Session::new(&m);
-        s.feed(pr).expect("prefill");
-        let mut a = Session::new(&m);
-        a.feed(pr).expect("prefill");
-        batch.push(s);
-        alone.push(a);
-    }
+    let (mut batch, mut alone) = (prefilled(&m, &prompts), prefilled(&m, &prompts));
     let mut cut: Vec<Sampler> = (0..3).map(|j| Sampler::new(cfg(j))).collect();
     let mut full: Vec<Sampler> = (0..3).map(|j| Sampler::new(cfg(j))).collect();
     let (mut dec, mut with_logits) = (BatchDecoder::new(&m, 4), BatchDecoder::new(&m, 4));

@@ -54,7 +54,9 @@ use mamba_cuda::ops::{self, MixerShape, MvOut, QActs, ScanInputs, StateSlots};
 use mamba_cuda::{Buffer, CudaError, Device, View};
 use quant::GgmlType;
 
-use super::{check_range, check_top_k, whole_rows, Act, Greedy, Rows, TopK, Weight, TOP_K_MAX};
+use super::{
+    check_range, check_top_k, prefix_mut, whole_rows, Act, Greedy, Rows, TopK, Weight, TOP_K_MAX,
+};
 use crate::error::{ModelError, Result};
 use crate::model::{Hparams, Mat, Weights};
 use crate::state::{LayerState, State};
@@ -830,13 +832,7 @@ impl CudaBackend {
         logits: &mut [f32],
     ) -> Result<()> {
         let v = self.hp.n_vocab;
-        let need = rows.len() * v;
-        let have = logits.len();
-        let logits = logits.get_mut(..need).ok_or(ModelError::Buffer {
-            what: "logits",
-            need,
-            have,
-        })?;
+        let logits = prefix_mut(logits, rows.len() * v, "logits")?;
         self.head_groups(ws, rows, |b, at, nc| {
             let dst = &mut logits[at * v..(at + nc) * v];
             Ok(self.dev.read_at(&b.logits, 0, dst)?)
@@ -852,13 +848,7 @@ impl CudaBackend {
         out: &mut [Greedy],
     ) -> Result<()> {
         let v = self.hp.n_vocab;
-        let n = rows.len();
-        let have = out.len();
-        let out = out.get_mut(..n).ok_or(ModelError::Buffer {
-            what: "greedy ids",
-            need: n,
-            have,
-        })?;
+        let out = prefix_mut(out, rows.len(), "greedy ids")?;
         let mut picks = vec![0i32; 2 * ws.head_rows()];
         self.head_groups(ws, rows, |b, at, nc| {
             let (logits, dst) = (self.view(&b.logits, 0)?, self.view(&b.picks, 0)?);
@@ -887,13 +877,7 @@ impl CudaBackend {
     ) -> Result<()> {
         let v = self.hp.n_vocab;
         check_top_k(k, v)?;
-        let n = rows.len();
-        let have = out.len();
-        let out = out.get_mut(..n).ok_or(ModelError::Buffer {
-            what: "top-k lists",
-            need: n,
-            have,
-        })?;
+        let out = prefix_mut(out, rows.len(), "top-k lists")?;
         let per = ws.head_rows();
         let (mut vals, mut idx, mut nan) =
             (vec![0f32; per * k], vec![0i32; per * k], vec![0i32; per]);
@@ -934,13 +918,7 @@ impl CudaBackend {
     ) -> Result<()> {
         let d = self.hp.n_embd;
         check_range(ws.rows, &rows)?;
-        let need = rows.len() * d;
-        let have = out.len();
-        let out = out.get_mut(..need).ok_or(ModelError::Buffer {
-            what: "rows of X",
-            need,
-            have,
-        })?;
+        let out = prefix_mut(out, rows.len() * d, "rows of X")?;
         let _inner = self.inner();
         let b = ws.bufs(&self.dev)?;
         self.dev

@@ -284,6 +284,18 @@ pub(crate) fn check_top_k(k: usize, vocab: usize) -> Result<()> {
     Ok(())
 }
 
+/// The first `need` items of a caller's output buffer, or the error naming
+/// it (checked before anything runs).
+pub(crate) fn prefix_mut<'a, T>(
+    buf: &'a mut [T],
+    need: usize,
+    what: &'static str,
+) -> Result<&'a mut [T]> {
+    let have = buf.len();
+    buf.get_mut(..need)
+        .ok_or(ModelError::Buffer { what, need, have })
+}
+
 /// How many rows of `d` values `x` holds (whole rows, at least one).
 pub(crate) fn whole_rows(x: &[f32], d: usize) -> Result<usize> {
     if x.is_empty() || x.len() % d != 0 {

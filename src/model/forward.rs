@@ -22,7 +22,7 @@
 //! changes nothing.
 
 use super::{block, Model, Scratch};
-use crate::backend::{check_top_k, Greedy, Rows, TopK};
+use crate::backend::{check_top_k, prefix_mut, Greedy, Rows, TopK};
 use crate::error::{ModelError, Result};
 use crate::state::{State, StateSlot};
 
@@ -57,9 +57,9 @@ impl Model {
     ) -> Result<()> {
         let t = ids.len();
         let v = self.hp.n_vocab;
-        let logits = out_rows(logits, 1, v, "logits")?;
+        let logits = prefix_mut(logits, v, "logits")?;
         let all = match all {
-            Some(dst) => Some(out_rows(dst, t, v, "all-logits")?),
+            Some(dst) => Some(prefix_mut(dst, t * v, "all-logits")?),
             None => None,
         };
         self.run_chunk(ids, slot, s)?;
@@ -87,7 +87,7 @@ impl Model {
         hidden: &mut [f32],
     ) -> Result<Greedy> {
         let t = ids.len();
-        let hidden = out_rows(hidden, 1, self.hp.n_embd, "hidden")?;
+        let hidden = prefix_mut(hidden, self.hp.n_embd, "hidden")?;
         self.run_chunk(ids, slot, s)?;
         let (be, ws) = (&self.backend, s.ws());
         let mut pick = [Greedy::Id(0)];
@@ -107,7 +107,7 @@ impl Model {
         hidden: &mut [f32],
     ) -> Result<TopK> {
         let t = ids.len();
-        let hidden = out_rows(hidden, 1, self.hp.n_embd, "hidden")?;
+        let hidden = prefix_mut(hidden, self.hp.n_embd, "hidden")?;
         check_top_k(k, self.hp.n_vocab)?;
         self.run_chunk(ids, slot, s)?;
         let (be, ws) = (&self.backend, s.ws());
@@ -165,7 +165,7 @@ impl Model {
                 have: hidden.len(),
             });
         }
-        let logits = out_rows(logits, 1, self.hp.n_vocab, "logits")?;
+        let logits = prefix_mut(logits, self.hp.n_vocab, "logits")?;
         let (be, ws) = (&self.backend, s.ws());
         be.write_x(ws, 0, hidden)?;
         be.head(ws, 0..1, logits)
@@ -183,7 +183,7 @@ impl Model {
         logits: &mut [f32],
     ) -> Result<()> {
         let b = ids.len();
-        let out = out_rows(logits, b, self.hp.n_vocab, "logits")?;
+        let out = prefix_mut(logits, b * self.hp.n_vocab, "logits")?;
         self.run_batch(ids, slots, s)?;
         // Final norm per row, then the LM head over all rows: [B][V].
         self.backend.head(s.ws(), 0..b, out)
@@ -202,13 +202,8 @@ impl Model {
         hidden: &mut [f32],
     ) -> Result<()> {
         let b = ids.len();
-        let have = picks.len();
-        let picks = picks.get_mut(..b).ok_or(ModelError::Buffer {
-            what: "greedy picks",
-            need: b,
-            have,
-        })?;
-        let hidden = out_rows(hidden, b, self.hp.n_embd, "hidden")?;
+        let picks = prefix_mut(picks, b, "greedy picks")?;
+        let hidden = prefix_mut(hidden, b * self.hp.n_embd, "hidden")?;
         self.run_batch(ids, slots, s)?;
         let (be, ws) = (&self.backend, s.ws());
         be.greedy(ws, 0..b, picks)?;
@@ -227,13 +222,8 @@ impl Model {
         hidden: &mut [f32],
     ) -> Result<()> {
         let b = ids.len();
-        let have = out.len();
-        let out = out.get_mut(..b).ok_or(ModelError::Buffer {
-            what: "top-k lists",
-            need: b,
-            have,
-        })?;
-        let hidden = out_rows(hidden, b, self.hp.n_embd, "hidden")?;
+        let out = prefix_mut(out, b, "top-k lists")?;
+        let hidden = prefix_mut(hidden, b * self.hp.n_embd, "hidden")?;
         check_top_k(k, self.hp.n_vocab)?;
         self.run_batch(ids, slots, s)?;
         let (be, ws) = (&self.backend, s.ws());
@@ -321,18 +311,4 @@ impl Model {
         self.check_slot(slot, || "the state".into())?;
         self.backend.zero_slot(slot.index())
     }
-}
-
-/// The first `rows * width` values of an output buffer, or the error naming
-/// it (checked before anything runs).
-fn out_rows<'a>(
-    buf: &'a mut [f32],
-    rows: usize,
-    width: usize,
-    what: &'static str,
-) -> Result<&'a mut [f32]> {
-    let need = rows * width;
-    let have = buf.len();
-    buf.get_mut(..need)
-        .ok_or(ModelError::Buffer { what, need, have })
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use gguf::{GgufFile, TensorInfo};
 use quant::Kernel;
 
-use super::{check_range, check_top_k, whole_rows, Act, Greedy, Rows, TopK, Weight};
+use super::{check_range, check_top_k, prefix_mut, whole_rows, Act, Greedy, Rows, TopK, Weight};
 use crate::error::{ModelError, Result};
 use crate::model::{Hparams, Mat, Weights};
 use crate::state::{LayerState, State};
@@ -470,20 +470,7 @@ impl CpuBackend {
         rows: std::ops::Range<usize>,
         out: &mut [Greedy],
     ) -> Result<()> {
-        let (n, v) = (rows.len(), self.hp.n_vocab);
-        check_range(s.rows, &rows)?;
-        let have = out.len();
-        let out = out.get_mut(..n).ok_or(ModelError::Buffer {
-            what: "greedy ids",
-            need: n,
-            have,
-        })?;
-        let mut logits = vec![0.0; n * v];
-        self.head(s, rows, &mut logits)?;
-        for (o, row) in out.iter_mut().zip(logits.chunks_exact(v)) {
-            *o = Greedy::of(row);
-        }
-        Ok(())
+        self.each_row_logits(s, rows, out, "greedy ids", Greedy::of)
     }
 
     /// [`head`](Self::head) into a host buffer, then [`TopK::of`] each row.
@@ -494,19 +481,26 @@ impl CpuBackend {
         k: usize,
         out: &mut [TopK],
     ) -> Result<()> {
+        check_top_k(k, self.hp.n_vocab)?;
+        self.each_row_logits(s, rows, out, "top-k lists", |row| TopK::of(row, k))
+    }
+
+    /// `out[j] = f(logits of row j)` over host logits from the head.
+    fn each_row_logits<T>(
+        &self,
+        s: &mut Scratch,
+        rows: std::ops::Range<usize>,
+        out: &mut [T],
+        what: &'static str,
+        f: impl Fn(&[f32]) -> T,
+    ) -> Result<()> {
         let (n, v) = (rows.len(), self.hp.n_vocab);
         check_range(s.rows, &rows)?;
-        check_top_k(k, v)?;
-        let have = out.len();
-        let out = out.get_mut(..n).ok_or(ModelError::Buffer {
-            what: "top-k lists",
-            need: n,
-            have,
-        })?;
+        let out = prefix_mut(out, n, what)?;
         let mut logits = vec![0.0; n * v];
         self.head(s, rows, &mut logits)?;
         for (o, row) in out.iter_mut().zip(logits.chunks_exact(v)) {
-            *o = TopK::of(row, k);
+            *o = f(row);
         }
         Ok(())
     }
@@ -519,13 +513,7 @@ impl CpuBackend {
     ) -> Result<()> {
         let d = self.hp.n_embd;
         check_range(s.rows, &rows)?;
-        let need = rows.len() * d;
-        let have = out.len();
-        let out = out.get_mut(..need).ok_or(ModelError::Buffer {
-            what: "rows of X",
-            need,
-            have,
-        })?;
+        let out = prefix_mut(out, rows.len() * d, "rows of X")?;
         out.copy_from_slice(&s.bufs[Act::X as usize][rows.start * d..rows.end * d]);
         Ok(())
     }
