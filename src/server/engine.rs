@@ -1003,7 +1003,8 @@ impl<'a> Scheduler<'a> {
 
     /// One batched forward over every slot with a pending token, then each
     /// of those slots samples its next token (or finishes). When none of
-    /// them needs its logits (all plain greedy), the device chooses and the
+    /// them needs all its logits (each plain greedy, or sampling with a
+    /// top-k cut alone), the device takes the ids or the candidates and the
     /// logits stay there.
     fn decode_step(&mut self) {
         let mut idx = Vec::new();
