@@ -141,10 +141,8 @@ impl Sampler {
         if cfg.temp <= 0.0 || self.cand.len() <= 1 {
             return first_max(self.cand.iter().copied());
         }
-        // Descending by logit, ties by id.
-        if cfg.top_k > 0 && cfg.top_k < self.cand.len() {
-            self.cand.select_nth_unstable_by(cfg.top_k - 1, by_logit);
-            self.cand.truncate(cfg.top_k);
+        if cfg.top_k > 0 {
+            keep_top(&mut self.cand, cfg.top_k);
         }
         self.draw()
     }
@@ -208,6 +206,17 @@ impl Sampler {
             }
         }
         self.cand[self.cand.len() - 1].0
+    }
+}
+
+/// Keeps the `k` first candidates in [`by_logit`] order (all when `k` is not
+/// below their count), in no order.
+pub fn keep_top(cands: &mut Vec<(u32, f32)>, k: usize) {
+    if k < cands.len() {
+        if k > 0 {
+            cands.select_nth_unstable_by(k - 1, by_logit);
+        }
+        cands.truncate(k);
     }
 }
 

@@ -193,11 +193,10 @@ struct Bufs {
     logits: Buffer<f32>,
     /// Greedy picks of those rows `[head_rows][2]`: argmax, first NaN or -1.
     picks: Buffer<i32>,
-    /// Top-k of those rows: values and ids `[head_rows][TOP_K_MAX]` (k per
-    /// row used), first NaN or -1 `[head_rows]`.
-    top_val: Buffer<f32>,
-    top_idx: Buffer<i32>,
-    top_nan: Buffer<i32>,
+    /// Top-k of `nc` of those rows, packed so that one copy brings it back:
+    /// the values' bits `[nc][k]`, their ids `[nc][k]`, then each row's
+    /// first NaN or -1 `[nc]` (room for k = TOP_K_MAX).
+    top: Buffer<i32>,
     /// What the Q8A buffers hold, when a fused norm wrote them: the
     /// quantization of rows `0..t` of this buffer (taken by the next matmul).
     q8a_of: Option<(Act, usize)>,
@@ -246,9 +245,7 @@ impl CudaScratch {
                 slot_ids: dev.alloc(r)?,
                 logits: dev.alloc(self.head_rows() * self.vocab)?,
                 picks: dev.alloc(2 * self.head_rows())?,
-                top_val: dev.alloc(self.head_rows() * TOP_K_MAX)?,
-                top_idx: dev.alloc(self.head_rows() * TOP_K_MAX)?,
-                top_nan: dev.alloc(self.head_rows())?,
+                top: dev.alloc(self.head_rows() * (2 * TOP_K_MAX + 1))?,
                 q8a_of: None,
                 out_in_x: false,
                 slot_ids_held: Vec::new(),
@@ -878,30 +875,27 @@ impl CudaBackend {
         let v = self.hp.n_vocab;
         check_top_k(k, v)?;
         let out = prefix_mut(out, rows.len(), "top-k lists")?;
-        let per = ws.head_rows();
-        let (mut vals, mut idx, mut nan) =
-            (vec![0f32; per * k], vec![0i32; per * k], vec![0i32; per]);
+        let mut got = vec![0i32; ws.head_rows() * (2 * k + 1)];
         self.head_groups(ws, rows, |b, at, nc| {
-            let (logits, tv, ti, tn) = (
+            let (logits, vals, ids, nans) = (
                 self.view(&b.logits, 0)?,
-                self.view(&b.top_val, 0)?,
-                self.view(&b.top_idx, 0)?,
-                self.view(&b.top_nan, 0)?,
+                self.view(&b.top, 0)?,
+                self.view(&b.top, nc * k)?,
+                self.view(&b.top, 2 * nc * k)?,
             );
-            ops::top_k(&self.dev, &logits, nc, v, k, &tv, &ti, &tn)?;
-            let (vals, idx, nan) = (&mut vals[..nc * k], &mut idx[..nc * k], &mut nan[..nc]);
-            self.dev.read_at(&b.top_val, 0, vals)?;
-            self.dev.read_at(&b.top_idx, 0, idx)?;
-            self.dev.read_at(&b.top_nan, 0, nan)?;
+            ops::top_k(&self.dev, &logits, nc, v, k, &vals, &ids, &nans)?;
+            // One copy back (each is a wait on the device).
+            let got = &mut got[..nc * (2 * k + 1)];
+            self.dev.read_at(&b.top, 0, got)?;
+            let (vals, rest) = got.split_at(nc * k);
+            let (ids, nan) = rest.split_at(nc * k);
             for (j, o) in out[at..at + nc].iter_mut().enumerate() {
                 let row = j * k..(j + 1) * k;
                 o.cands.clear();
-                o.cands.extend(
-                    idx[row.clone()]
-                        .iter()
-                        .zip(&vals[row])
-                        .map(|(&i, &l)| (u32::try_from(i).unwrap_or(0), l)),
-                );
+                o.cands
+                    .extend(ids[row.clone()].iter().zip(&vals[row]).map(|(&i, &bits)| {
+                        (u32::try_from(i).unwrap_or(0), f32::from_bits(bits as u32))
+                    }));
                 // The kernel writes them in no order.
                 o.cands.sort_unstable_by(crate::sampler::by_logit);
                 o.nan = u32::try_from(nan[j]).ok();

@@ -83,7 +83,7 @@ pub mod cuda;
 use std::str::FromStr;
 
 use crate::error::{ModelError, Result};
-use crate::sampler::by_logit;
+use crate::sampler::{by_logit, keep_top};
 use crate::state::State;
 
 pub use cpu::CpuBackend;
@@ -330,10 +330,7 @@ impl TopK {
             .enumerate()
             .map(|(i, &l)| (i as u32, l))
             .collect();
-        if k > 0 && k < cands.len() {
-            cands.select_nth_unstable_by(k - 1, by_logit);
-        }
-        cands.truncate(k);
+        keep_top(&mut cands, k);
         cands.sort_unstable_by(by_logit);
         TopK {
             cands,
