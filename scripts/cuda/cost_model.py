@@ -274,20 +274,23 @@ def normalize(leaf):
     for k, v in leaf.items():
         kl = str(k).lower()
         if isinstance(v, dict) and re.search(r"ldg|global_load|loads?_global", kl):
+            dst = n.setdefault("ldg_weight", {}) if "weight" in kl else n["ldg"]
             for w, c in v.items():
                 b = _width_bytes(w)
                 if b and isinstance(c, (int, float)):
-                    n["ldg"][b] = n["ldg"].get(b, 0) + c
+                    dst[b] = dst.get(b, 0) + c
             continue
         if not isinstance(v, (int, float)):
             continue
         if re.fullmatch(r"regs?|registers?|num_regs", kl):
             n["regs"] = v
+        elif "widest" in kl or kl in ("weight_bytes", "bra", "bssy", "threads") or kl.endswith("_blocks"):
+            n[kl] = v
         elif "spill" in kl:
             n["spill"] = n.get("spill", 0) + v
         elif "smem" in kl or "shared" in kl:
             n["smem"] = v
-        elif "occup" in kl or "warps" in kl:
+        elif kl in ("occupancy_warps", "warps_per_sm", "occupancy") or kl.endswith("_warps"):
             n["warps"] = v
         elif re.search(r"ldg", kl):
             b = _width_bytes(kl)
@@ -303,17 +306,13 @@ def normalize(leaf):
 
 
 def _width_bytes(s):
-    """'16' / 'u16' / 'ldg_16' / 'LDG.E.128' / 'b128' -> bytes (bits when > 16)."""
+    """A load width key of the report, in bits ('S8', 'U16', '32', '64', '128',
+    'LDG.E.128') -> bytes."""
     m = re.findall(r"(\d+)", str(s))
     if not m:
-        s = str(s).lower()
-        return {"u8": 1, "s8": 1, "u16": 2, "s16": 2, "e": 4, "64": 8, "128": 16}.get(s)
+        return None
     v = int(m[-1])
-    if v in (8, 16, 32, 64, 128) and (v >= 32 or re.search(r"ldg[._]?e?\.?(u|s)?\d|bits|\.\d", str(s), re.I)):
-        return v // 8
-    if v in (1, 2, 4, 8, 16):
-        return v
-    return None
+    return v // 8 if v in (8, 16, 32, 64, 128) else None
 
 
 def load_ptxas(path):
@@ -425,16 +424,26 @@ def matvec(x, label, ty, rows, n, nc, add=False):
     width, wsrc = weight_width(x, ty)
     table = WEIGHT_LDG[ty]
     w_ldg = table.get(width) or table[max(w for w in table if w <= width)]
-    # SASS counts, when they are there and the DESIGN does not override the width.
-    if info["src"] == "sass-report.json" and info.get("ldg") and x.d["weight_load_bytes"] is None:
-        total = sum(info["ldg"].values())
-        act = ACT_LDG_PER_COL * nc if not x.d["act_interleaved"] else 3 * nc
-        w_ldg = max(1.0, (total - act) / max(1, x.d["units_per_lane"]))
-        wsrc = "sass-report.json"
     a_lines = ACT_LINES_INTERLEAVED if x.d["act_interleaved"] else ACT_LINES_STRIDED
-    # wavefronts per warp iteration (one unit per lane)
-    wf = w_ldg * weight_lines(unit_b) + nc * (8 * a_lines + (ACT_LDG_PER_COL - 8))
+    act_wf = 8 * a_lines + (ACT_LDG_PER_COL - 8)  # per column and unit (review finding 5)
     upl = x.d["units_per_lane"]
+    # SASS counts, when they are there and the DESIGN does not override the
+    # width: the loop body's units per lane = dp4a / (8 per unit and column);
+    # weight loads per unit = its ldg_weight / that; activation loads = the
+    # other LDGs: wide ones (16-byte q words) cost 8 lines at the 32-byte
+    # lane stride (width/4 lines interleaved), 32-bit ones (d, s) one line.
+    if info["src"] == "sass-report.json" and info.get("ldg_weight") and x.d["weight_load_bytes"] is None:
+        upl = max(1, round(info.get("dp4a", 8 * nc) / (8 * nc)))
+        w_ldg = sum(info["ldg_weight"].values()) / upl
+        width = max(info["ldg_weight"])
+        other = {b: c - info["ldg_weight"].get(b, 0) for b, c in info.get("ldg", {}).items()}
+        wide = sum(c for b, c in other.items() if b > 4)
+        if wide:
+            lines = sum(c * (b / 4 if x.d["act_interleaved"] else ACT_LINES_STRIDED) for b, c in other.items() if b > 4)
+            act_wf = (lines + sum(c for b, c in other.items() if b <= 4)) / (upl * nc)
+        wsrc = f"sass-report.json, {upl} unit(s)/lane/iter"
+    # wavefronts per unit per lane (a warp-wide unit step)
+    wf = w_ldg * weight_lines(unit_b) + nc * act_wf
     # split-K / row packing (finding 7)
     ksplit, rows_per_warp = 1, 1
     blocks_per_sm = occupancy(info, 32 * MATVEC_WARPS, x.arch)
