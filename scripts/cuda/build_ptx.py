@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Compile cuda/kernels/*.cu to the shipped PTX, with NVRTC from PyPI.
+"""Compile cuda/kernels/*.cu to the shipped PTX and cubins, with NVRTC and ptxas from PyPI.
 
-  pip install nvidia-cuda-nvrtc-cu12==12.2.140 nvidia-cuda-nvcc-cu12==12.2.140
-  python3 scripts/cuda/build_ptx.py           # writes cuda/ptx/*.ptx and the ptxas report
-  python3 scripts/cuda/build_ptx.py --check   # fails if the committed files differ
+  pip install nvidia-cuda-nvrtc-cu12==12.2.140 nvidia-cuda-nvcc-cu12==12.2.140 nvidia-cuda-nvdisasm==13.2.51
+  python3 scripts/cuda/build_ptx.py           # writes cuda/ptx, cuda/cubin and the reports
+  python3 scripts/cuda/build_ptx.py --check   # fails if the committed files differ, or on a regression
 
-Each .cu is compiled for compute_80 (the shipped PTX: the driver JITs it for
-sm_80 and newer) and also for compute_86/89/90 (must compile). ptxas -v then
-assembles the shipped PTX for sm_80, 86, 89 and 90, as the driver's JIT
-would; any spill (stack spill stores or loads) fails the build. Pinned
-versions keep the output reproducible, byte for byte.
+Each .cu is compiled for compute_75 (the shipped PTX: the driver JITs it for
+sm_75 and newer; NVRTC's compute_75 and compute_80 PTX are identical but for
+the .target line) and for compute_90 (must compile). The PTX's .version line
+is rewritten from NVRTC's 8.2 (driver R535+) to PTX_ISA (below), the lowest
+the kernels need, so older drivers load it. ptxas then assembles the shipped
+PTX for sm_75 (the floor: must assemble) and for sm_80/86/89/90, writing the
+cubins cuda/cubin/<module>.sm_XX.cubin that the runtime loads for those
+compute capabilities (no -lineinfo, no debug info); any spill (ptxas -v)
+fails the build. scripts/cuda/sass_report.py then disassembles the cubins
+(cuda/ptx/sass-report.{txt,json}) and fails on a spill or a weight load
+narrower than designed. Pinned versions keep every output reproducible,
+byte for byte, so --check compares them all.
 """
 import ctypes
 import glob
@@ -18,13 +25,32 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sass_report  # noqa: E402
 
 NVRTC_VERSION = "12.2.140"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KERNELS = os.path.join(ROOT, "cuda", "kernels")
 PTX_DIR = os.path.join(ROOT, "cuda", "ptx")
+CUBIN_DIR = os.path.join(ROOT, "cuda", "cubin")
 REPORT = os.path.join(PTX_DIR, "ptxas-report.txt")
-ARCHS = ["80", "86", "89", "90"]
+SHIPPED = "75"                    # the PTX's compute capability: T4 (sm_75) and newer
+COMPILE_ALSO = ["90"]             # must compile too (compute_80's PTX equals compute_75's)
+CUBIN_ARCHS = sass_report.ARCHS   # cubins shipped: sm_80, sm_86, sm_89, sm_90
+PTXAS_ARCHS = [SHIPPED] + CUBIN_ARCHS
+# The PTX ISA version written into the shipped PTX. The floor is set by:
+#   .target sm_75        ISA 6.3 (CUDA 10.0, driver R410+)
+#   shfl.sync            ISA 6.0 (__shfl_xor_sync in the warp reductions)
+#   dp4a                 ISA 5.0 (dot4 in common.cuh)
+#   cvt/add/mul/fma with rounding modes, div.rn, atom/red.shared.add, bfi: ISA <= 2.0
+#   (also fine for the planned cvt.f32.f16 inline asm: ISA 1.0 ... 4.x)
+# Every other instruction NVRTC 12.2 emits for these kernels is older than
+# 6.0. ptxas checks each instruction against this version when it assembles
+# the PTX below, so an instruction that needs more (mma.sync m16n8k32: 7.0
+# and sm_80, cp.async: 7.0 and sm_80) fails the build: raise it then.
+PTX_ISA = "6.3"
 OPTS = ["--std=c++17", "-I" + KERNELS, "--device-as-default-execution-space"]
 
 
@@ -75,9 +101,17 @@ def compile_ptx(nv, path, arch):
     return ptx.value.decode()
 
 
-def ptxas_report(ptx_path, arch):
+def lower_version(ptx, path):
+    out, n = re.subn(r"^\.version \d+\.\d+$", f".version {PTX_ISA}", ptx, count=1, flags=re.M)
+    if n != 1:
+        sys.exit(f"error: no .version line in the PTX of {path}")
+    return out
+
+
+def ptxas_report(ptx_path, arch, cubin):
+    """ptxas -v; the cubin goes to `cubin` (os.devnull: assemble only)."""
     ptxas = os.path.join(nvidia_dir("cuda_nvcc"), "bin", "ptxas")
-    out = subprocess.run([ptxas, f"-arch=sm_{arch}", "-v", ptx_path, "-o", os.devnull],
+    out = subprocess.run([ptxas, f"-arch=sm_{arch}", "-v", ptx_path, "-o", cubin],
                          capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"error: ptxas sm_{arch} {ptx_path}:\n{out.stderr}")
@@ -99,39 +133,75 @@ def ptxas_report(ptx_path, arch):
 
 
 def main():
-    check = "--check" in sys.argv[1:]
+    args = sys.argv[1:]
+    check = "--check" in args
+    jobs = int(args[args.index("-j") + 1]) if "-j" in args else min(4, os.cpu_count() or 1)
     nv = load_nvrtc()
     sources = sorted(glob.glob(os.path.join(KERNELS, "*.cu")))
+    stems = [os.path.splitext(os.path.basename(s))[0] for s in sources]
+    if stems != sass_report.MODULES:
+        sys.exit(f"error: kernel modules {stems} differ from sass_report.MODULES {sass_report.MODULES} "
+                 "(the runtime's include_bytes! names): update both")
     outputs, report, spills = {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for src in sources:
-            stem = os.path.splitext(os.path.basename(src))[0]
-            for arch in ARCHS:
+        for src, stem in zip(sources, stems):
+            for arch in [SHIPPED] + COMPILE_ALSO:
                 ptx = compile_ptx(nv, src, arch)
-                if arch == "80":
+                if arch == SHIPPED:
+                    ptx = lower_version(ptx, src)
                     outputs[os.path.join(PTX_DIR, stem + ".ptx")] = ptx
-            p = os.path.join(tmp, stem + ".ptx")
-            open(p, "w").write(outputs[os.path.join(PTX_DIR, stem + ".ptx")])
-            for arch in ARCHS:
-                for fn, a, regs, smem, stack, st, ld in ptxas_report(p, arch):
-                    report.append(f"{fn:24} sm_{a} regs {regs:3} smem {smem:5} stack {stack:4} spill_st {st:4} spill_ld {ld:4}")
-                    if st or ld:
-                        spills.append(f"{fn} sm_{a}: {st} bytes spill stores, {ld} bytes spill loads")
-    outputs[REPORT] = "# ptxas -v on the shipped compute_80 PTX (NVRTC/ptxas " + NVRTC_VERSION + ")\n" + "\n".join(sorted(report)) + "\n"
+                    open(os.path.join(tmp, stem + ".ptx"), "w").write(ptx)
+        runs = [(stem, arch) for stem in stems for arch in PTXAS_ARCHS]
+        cubin = lambda stem, arch: os.path.join(tmp, f"{stem}.sm_{arch}.cubin") if arch in CUBIN_ARCHS else os.devnull
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+            results = list(ex.map(lambda r: ptxas_report(os.path.join(tmp, r[0] + ".ptx"), r[1], cubin(*r)), runs))
+        ptxas_rows = {}
+        for rows in results:
+            for fn, a, regs, smem, stack, st, ld in rows:
+                ptxas_rows[(fn, a)] = (regs, smem)
+                report.append(f"{fn:24} sm_{a} regs {regs:3} smem {smem:5} stack {stack:4} spill_st {st:4} spill_ld {ld:4}")
+                if st or ld:
+                    spills.append(f"{fn} sm_{a}: {st} bytes spill stores, {ld} bytes spill loads")
+        cubins = {(stem, a): cubin(stem, a) for stem in stems for a in CUBIN_ARCHS}
+        for (stem, a), p in cubins.items():
+            outputs[os.path.join(CUBIN_DIR, os.path.basename(p))] = open(p, "rb").read()
+        txt, js, rows = sass_report.build_report(cubins, jobs)
+    # The SASS report's registers and shared memory must be ptxas's.
+    for kernel, archs in rows.items():
+        for arch, r in archs.items():
+            if ptxas_rows.get((kernel, arch[3:])) != (r["regs"], r["smem"]):
+                sys.exit(f"error: {kernel} {arch}: sass_report reads regs/smem {r['regs']}/{r['smem']}, "
+                         f"ptxas -v says {ptxas_rows.get((kernel, arch[3:]))}")
+    outputs[REPORT] = (f"# ptxas -v on the shipped compute_{SHIPPED} PTX (.version {PTX_ISA}; NVRTC/ptxas {NVRTC_VERSION})\n"
+                       + "\n".join(sorted(report)) + "\n")
     if spills:
         sys.exit("error: register spills:\n  " + "\n  ".join(spills))
+    total = sum(len(v) for p, v in outputs.items() if p.endswith(".cubin"))
     if check:
-        bad = [p for p, text in outputs.items() if not os.path.exists(p) or open(p).read() != text]
-        stale = set(glob.glob(os.path.join(PTX_DIR, "*.ptx"))) - set(outputs)
+        def same(p, v):
+            return os.path.exists(p) and open(p, "rb" if isinstance(v, bytes) else "r").read() == v
+        bad = [p for p, v in outputs.items() if not same(p, v)]
+        stale = (set(glob.glob(os.path.join(PTX_DIR, "*.ptx"))) | set(glob.glob(os.path.join(CUBIN_DIR, "*.cubin")))) - set(outputs)
+        problems = sass_report.check_or_write(txt, js, rows, check=True)
+        print(sass_report.summary(rows))
         if bad or stale:
-            sys.exit("error: cuda/ptx is out of date with the sources (run scripts/cuda/build_ptx.py): "
-                     + ", ".join(os.path.relpath(p, ROOT) for p in bad + sorted(stale)))
-        print(f"cuda/ptx matches {len(sources)} kernel sources; no spills on sm_{', sm_'.join(ARCHS)}")
+            problems.append("cuda/ptx or cuda/cubin is out of date with the sources (run scripts/cuda/build_ptx.py): "
+                            + ", ".join(os.path.relpath(p, ROOT) for p in bad + sorted(stale)))
+        if problems:
+            sys.exit("error:\n  " + "\n  ".join(problems))
+        print(f"cuda/ptx (.version {PTX_ISA}, compute_{SHIPPED}) and cuda/cubin ({total} bytes) match "
+              f"{len(sources)} kernel sources; no spills on sm_{', sm_'.join(PTXAS_ARCHS)}; "
+              f"SASS report up to date, weight loads as wide as expected")
         return
     os.makedirs(PTX_DIR, exist_ok=True)
-    for p, text in outputs.items():
-        open(p, "w").write(text)
-    print(f"wrote {len(outputs)} files to {os.path.relpath(PTX_DIR, ROOT)}")
+    os.makedirs(CUBIN_DIR, exist_ok=True)
+    for p, v in outputs.items():
+        open(p, "wb" if isinstance(v, bytes) else "w").write(v)
+    problems = sass_report.check_or_write(txt, js, rows, check=False)
+    print(sass_report.summary(rows))
+    print(f"wrote {len(outputs) + 2} files to cuda/ptx and cuda/cubin (cubins: {total} bytes)")
+    if problems:
+        sys.exit("error: SASS report:\n  " + "\n  ".join(problems))
 
 
 if __name__ == "__main__":
