@@ -430,6 +430,45 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
     eprintln!("{checked} tiled results checked");
 }
 
+#[test]
+fn matvec_is_the_scalar_kernel_bit_for_bit_over_long_rows() {
+    // The decode form (one activation row, `matvec`) of every SIMD kernel
+    // with a `gemm`: rows long enough for the K-quant matvec's batches of
+    // eight super-blocks (two whole batches and a part, one whole batch,
+    // a part alone) and the 32-value types' tiles, raw weight bytes
+    // included; each result must be the scalar reference's bits.
+    let mut rng = StdRng::seed_from_u64(0x3A7);
+    let mut checked = 0;
+    for ty in all_types() {
+        let scalar = kernel_for_path(ty, SimdPath::Scalar).expect("scalar");
+        for k in simd_kernels(ty).into_iter().filter(|k| k.gemm.is_some()) {
+            let b = ty.block_size();
+            for n in [19 * b.max(256), 8 * b.max(256), 3 * b.max(256)] {
+                let (rb, rows) = (ty.row_bytes(n).expect("rb"), 11);
+                for wcase in ["normal", "max", "bytes"] {
+                    for acase in ["normal", "max", "zeros"] {
+                        let w = weight_rows(ty, wcase, n, rows, &mut rng);
+                        let a = act_rows(k.act, acase, n, 1, &mut rng);
+                        let mut out = vec![f32::NAN; rows];
+                        quant::matvec(&k, n, &w, &a, &mut out).expect("valid buffers");
+                        for (r, got) in out.iter().enumerate() {
+                            let want = (scalar.dot)(n, &w[r * rb..(r + 1) * rb], &a);
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{ty} {} n={n} {wcase}/{acase} row {r}: {got} vs scalar {want}",
+                                k.path.name()
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} matvec results checked");
+}
+
 /// `q8_0::quantize` (AVX2 where the CPU has it) writes the scalar
 /// reference's bytes: random rows at many scales, exact .5 ties of both
 /// signs (id = 1 when amax = 127), zero, tiny and huge blocks, and blocks

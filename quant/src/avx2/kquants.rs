@@ -182,6 +182,8 @@ gemm_rows!(q4_k_gemm_rows, q4_k, 144, ACT, 256);
 pub(super) fn q4_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     if t >= super::q4_k_tile::TILE_MIN {
         super::q4_k_tile::gemm(n, rows, w, t, a, out)
+    } else if t == 1 {
+        super::kmatvec::q4_k_matvec(n, rows, w, a, out)
     } else {
         q4_k_gemm_rows(n, rows, w, t, a, out)
     }
@@ -192,7 +194,16 @@ unsafe fn q5_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     k45::<R, true>(n, w, a)
 }
 wrappers!(q5_k_dot, q5_k_dot4, q5_k);
-gemm_rows!(q5_k_gemm, q5_k, 176, ACT, 256);
+gemm_rows!(q5_k_gemm_rows, q5_k, 176, ACT, 256);
+
+/// Q5_K matmul: one activation row (a decode step) by [`super::kmatvec`].
+pub(super) fn q5_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t == 1 {
+        super::kmatvec::q5_k_matvec(n, rows, w, a, out)
+    } else {
+        q5_k_gemm_rows(n, rows, w, t, a, out)
+    }
+}
 
 /// Q6_K (210 bytes: ql 0..128, qh 128..192, 16 x i8 scales 192..208, fp16
 /// d at 208). Levels 0..63 are dotted unsigned; the -32 offset is applied
@@ -301,4 +312,13 @@ unsafe fn q6_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     sum
 }
 wrappers!(q6_k_dot, q6_k_dot4, q6_k);
-gemm_rows!(q6_k_gemm, q6_k, 210, ACT, 256);
+gemm_rows!(q6_k_gemm_rows, q6_k, 210, ACT, 256);
+
+/// Q6_K matmul: one activation row (a decode step) by [`super::kmatvec`].
+pub(super) fn q6_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t == 1 {
+        super::kmatvec::q6_k_matvec(n, rows, w, a, out)
+    } else {
+        q6_k_gemm_rows(n, rows, w, t, a, out)
+    }
+}

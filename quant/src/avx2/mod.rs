@@ -24,6 +24,7 @@
 //! Q8_K; weight bytes may be anything.
 
 mod float;
+mod kmatvec;
 mod kquants;
 #[cfg(feature = "avx512")]
 pub(crate) use kquants::k4_header;

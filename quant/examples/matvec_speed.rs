@@ -1,0 +1,63 @@
+//! Matvec-only in-cache throughput of the selected kernel for the types
+//! named on the command line (all quantized types when none), for comparing
+//! two builds side by side on a noisy machine: `cargo run --release -p quant
+//! --example matvec_speed -- Q4_K Q6_K`. Prints, per type, GB/s of weights
+//! of the best of 200 runs of a 1024x4096 matvec (kernel_speed's shape).
+//! Never a test.
+
+use quant::{kernel, matvec, quantize_row, GgmlType};
+use std::time::Instant;
+
+fn main() {
+    let all = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+    let names: Vec<String> = std::env::args().skip(1).collect();
+    let types: Vec<GgmlType> = all
+        .into_iter()
+        .filter(|t| names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(t.name())))
+        .collect();
+    // ROWS=128 keeps the matrix in L2 (the default 1024 rows are L3-sized).
+    let rows: usize = std::env::var("ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let n = 4096usize;
+    let x: Vec<f32> = (0..n * rows)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+        .collect();
+    for ty in types {
+        let (Some(k), Some(rb)) = (kernel(ty), ty.row_bytes(n)) else {
+            continue;
+        };
+        let mut w = vec![0u8; rb * rows];
+        for (src, dst) in x.chunks(n).zip(w.chunks_mut(rb)) {
+            quantize_row(ty, src, dst).expect("quantize");
+        }
+        let Some(ab) = k.act.row_bytes(n) else {
+            continue;
+        };
+        let mut a = vec![0u8; ab];
+        quantize_row(k.act, &x[..n], &mut a).expect("quantize act");
+        let mut out = vec![0f32; rows];
+        let mut best = f64::INFINITY;
+        for _ in 0..200 * 1024 / rows.max(1) {
+            let t = Instant::now();
+            matvec(&k, n, &w, &a, &mut out).expect("valid buffers");
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{ty:5} {:?}: {:.3} ms per {rows}x{n} matvec, {:.2} GB/s of weights",
+            k.path,
+            best * 1e3,
+            w.len() as f64 / best / 1e9
+        );
+    }
+}
