@@ -1,19 +1,16 @@
-//! AVX2 dots of the 32-value block types Q4_1, Q5_1 and Q8_0 (Q4_0 and Q5_0
-//! are in `q4_q5_tile`) with Q8_0 activations. Per block: decode the 32 weights into one
-//! vector of bytes once, then for each activation row an exact i32 dot
-//! (sign trick for signed weights), scaled by dw * da and accumulated in 8
-//! f32 lanes. Q4_1/Q5_1 add min * da * sum(activation quants).
+//! AVX2 dot of Q8_0 weights with Q8_0 activations (the other 32-value types,
+//! Q4_0, Q4_1, Q5_0 and Q5_1, are in `q4_q5_tile`). Per block: the 32
+//! weights as one vector of bytes, then for each activation row an exact
+//! i32 dot (sign trick), scaled by dw * da and accumulated in 8 f32 lanes.
 
-use super::{bits32, blocks, dot_us8, f16_at, hsum_ps, nibbles16, wrappers};
+use super::{blocks, dot_us8, f16_at, hsum_ps, wrappers};
 use std::arch::x86_64::*;
 
 const ACT: usize = 34; // Q8_0 block: fp16 d, 32 x i8
 
 /// The f32 lanes one weight block adds for each activation row:
-/// `decode(block)` gives the 32 weights as i8 (signed types) or levels as
-/// u8 (types with a min, `MIN`), fp16 d at 0 and for `MIN` fp16 min at 2.
-/// Integer sums are exact; the lanes are `dw * da * isum` (+ `mw * da *
-/// sum(a)`) rounded once or twice.
+/// `decode(block)` gives the 32 weights as i8, fp16 d at 0. Integer sums
+/// are exact; the lanes are `dw * da * isum`.
 macro_rules! block_terms {
     ($signed:tt, $bytes:expr, $wp:ident, $a:ident, $i:expr, |$wb:ident| $decode:expr) => {{
         let wb = $wp.add($i * $bytes);
@@ -31,21 +28,6 @@ macro_rules! block_terms {
             let y = _mm256_loadu_si256(ab.add(2) as *const __m256i);
             let p = dot_us8(ax, _mm256_sign_epi8(y, $q));
             $t[j] = _mm256_mul_ps(_mm256_set1_ps($dw * f16_at(ab)), _mm256_cvtepi32_ps(p));
-        }
-    };
-    (@body min, $wb:ident, $q:ident, $dw:ident, $a:ident, $i:expr, $t:ident) => {
-        let mw = f16_at($wb.add(2));
-        for j in 0..R {
-            let ab = $a[j].as_ptr().add($i * ACT);
-            let y = _mm256_loadu_si256(ab.add(2) as *const __m256i);
-            let da = f16_at(ab);
-            let p = _mm256_cvtepi32_ps(dot_us8($q, y));
-            let s = _mm256_cvtepi32_ps(dot_us8(_mm256_set1_epi8(1), y));
-            $t[j] = _mm256_fmadd_ps(
-                _mm256_set1_ps($dw * da),
-                p,
-                _mm256_mul_ps(_mm256_set1_ps(mw * da), s),
-            );
         }
     };
 }
@@ -88,14 +70,3 @@ kernel32!(q8_0, signed, 34, |wb| _mm256_loadu_si256(
     wb.add(2) as *const __m256i
 ));
 wrappers!(q8_0_dot, q8_0_dot4, q8_0);
-
-// Q4_1 (20 bytes: d, m, 16 nibble bytes).
-kernel32!(q4_1, min, 20, |wb| nibbles16(wb.add(4)));
-wrappers!(q4_1_dot, q4_1_dot4, q4_1);
-
-// Q5_1 (24 bytes: d, m, u32 fifth bits, 16 nibble bytes).
-kernel32!(q5_1, min, 24, |wb| _mm256_or_si256(
-    nibbles16(wb.add(8)),
-    _mm256_and_si256(bits32(wb.add(4)), _mm256_set1_epi8(0x10))
-));
-wrappers!(q5_1_dot, q5_1_dot4, q5_1);

@@ -13,9 +13,12 @@
 //!   arithmetic per super-block is the reference's, so results are
 //!   bit-identical (Q6_K uses the activation block sums, as Q4_K's scalar
 //!   kernel does; they must be the ones `quantize_row` writes);
-//! - 32-value types: integer sums per block are exact, the per-block f32
-//!   terms are summed in 8 lanes with FMA instead of one running sum, so
-//!   results differ by f32 rounding of the partial sums only;
+//! - Q4_0, Q4_1, Q5_0, Q5_1 (eight-row tiles, `q4_q5_tile`): exact integer
+//!   block sums and, per lane, the scalar reference's f32 expression in its
+//!   order, so bit-identical;
+//! - Q8_0: integer sums per block are exact, the per-block f32 terms are
+//!   summed in 8 lanes instead of one running sum, so results differ by f32
+//!   rounding of the partial sums only;
 //! - F32/F16/BF16: the scalar kernel's 8 partial sums are exactly the 8
 //!   lanes here (multiply, then add, no FMA), so results are bit-identical.
 //!
@@ -44,9 +47,9 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::F16 => (float::f16_dot, float::f16_dot4),
         T::BF16 => (float::bf16_dot, float::bf16_dot4),
         T::Q4_0 => (q4_q5_tile::q4_0_dot, q4_q5_tile::q4_0_dot4),
-        T::Q4_1 => (legacy::q4_1_dot, legacy::q4_1_dot4),
+        T::Q4_1 => (q4_q5_tile::q4_1_dot, q4_q5_tile::q4_1_dot4),
         T::Q5_0 => (q4_q5_tile::q5_0_dot, q4_q5_tile::q5_0_dot4),
-        T::Q5_1 => (legacy::q5_1_dot, legacy::q5_1_dot4),
+        T::Q5_1 => (q4_q5_tile::q5_1_dot, q4_q5_tile::q5_1_dot4),
         T::Q8_0 => (legacy::q8_0_dot, legacy::q8_0_dot4),
         T::Q4_K => (kquants::q4_k_dot, kquants::q4_k_dot4),
         T::Q5_K => (kquants::q5_k_dot, kquants::q5_k_dot4),
@@ -61,6 +64,8 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
     match ty {
         GgmlType::Q4_0 => Some(q4_q5_tile::q4_0_gemm),
         GgmlType::Q5_0 => Some(q4_q5_tile::q5_0_gemm),
+        GgmlType::Q4_1 => Some(q4_q5_tile::q4_1_gemm),
+        GgmlType::Q5_1 => Some(q4_q5_tile::q5_1_gemm),
         GgmlType::Q4_K => Some(kquants::q4_k_gemm),
         GgmlType::Q5_K => Some(kquants::q5_k_gemm),
         GgmlType::Q6_K => Some(kquants::q6_k_gemm),
@@ -111,32 +116,13 @@ pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
 
 /// 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..16, high
 /// nibbles in bytes 16..32 (the Q4_0/Q4_1/Q5_x value order).
+#[cfg(feature = "avx512")]
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn nibbles16(p: *const u8) -> __m256i {
     let x = _mm_loadu_si128(p as *const __m128i);
     let v = _mm256_set_m128i(_mm_srli_epi16::<4>(x), x);
     _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
-}
-
-/// 32 bytes, 0xFF where bit j of the little-endian u32 at `p` is set.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn bits32(p: *const u8) -> __m256i {
-    let qh = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]);
-    let v = _mm256_set1_epi32(qh as i32);
-    // Byte j takes byte j / 8 of qh (each 128-bit lane holds all of qh).
-    let spread = _mm256_shuffle_epi8(
-        v,
-        _mm256_setr_epi64x(
-            0,
-            0x0101_0101_0101_0101,
-            0x0202_0202_0202_0202,
-            0x0303_0303_0303_0303,
-        ),
-    );
-    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit)
 }
 
 /// Eight i32 sums of four adjacent products `u[k] * s[k]` (u unsigned,

@@ -40,23 +40,21 @@ const SPREAD: [i8; 32] = [
     12, 12,
 ];
 
-/// Block bytes: Q5_0 22, Q4_0 18.
-const fn block_bytes(five: bool) -> usize {
-    if five {
-        22
-    } else {
-        18
-    }
+/// Block bytes: Q4_0 18, Q5_0 22, Q4_1 20, Q5_1 24 (`min`: an fp16 min
+/// after d, before the fifth bits and the nibbles).
+const fn block_bytes(five: bool, min: bool) -> usize {
+    2 + 2 * min as usize + 4 * five as usize + 16
 }
 
 /// Decodes block `b` of eight rows: `$w[0..4]` the low nibbles (values
 /// 0..16), `$w[4..8]` the high ones (16..32), each transposed to one row per
 /// 32-bit lane (with the fifth bits for Q5_0), and `$dw` the eight row scales.
 macro_rules! decode_block {
-    ($rows:expr, $off:expr, $five:expr) => {{
+    ($rows:expr, $off:expr, $five:expr, $min:expr) => {{
         let rows = $rows;
         let off = $off;
-        let nib = if $five { 6 } else { 2 };
+        let qh_at = if $min { 4 } else { 2 };
+        let nib = block_bytes($five, $min) - 16;
         let mask = _mm256_set1_epi8(0x0F);
         // Eight fp16 row scales -> 8 x f32, lane r = row r.
         let dw = _mm256_cvtph_ps(_mm_setr_epi16(
@@ -103,14 +101,14 @@ macro_rules! decode_block {
             // lo[g] for g < 4, hi[g - 4] above) takes bits 4g..4g+4: byte
             // g / 2 of the lane spread over its 4 bytes, one bit per byte.
             let h = _mm256_setr_epi32(
-                u32_at(rows[0].add(off + 2)),
-                u32_at(rows[1].add(off + 2)),
-                u32_at(rows[2].add(off + 2)),
-                u32_at(rows[3].add(off + 2)),
-                u32_at(rows[4].add(off + 2)),
-                u32_at(rows[5].add(off + 2)),
-                u32_at(rows[6].add(off + 2)),
-                u32_at(rows[7].add(off + 2)),
+                u32_at(rows[0].add(off + qh_at)),
+                u32_at(rows[1].add(off + qh_at)),
+                u32_at(rows[2].add(off + qh_at)),
+                u32_at(rows[3].add(off + qh_at)),
+                u32_at(rows[4].add(off + qh_at)),
+                u32_at(rows[5].add(off + qh_at)),
+                u32_at(rows[6].add(off + qh_at)),
+                u32_at(rows[7].add(off + qh_at)),
             );
             let sixteen = _mm256_set1_epi8(0x10);
             // Byte k of each 32-bit lane picks that lane's own byte 0
@@ -130,14 +128,35 @@ macro_rules! decode_block {
                 }
             }
         }
-        ([lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]], dw)
+        // Q4_1/Q5_1: the eight rows' fp16 mins, lane r = row r.
+        let mw = if $min {
+            _mm256_cvtph_ps(_mm_setr_epi16(
+                u16_at(rows[0].add(off + 2)),
+                u16_at(rows[1].add(off + 2)),
+                u16_at(rows[2].add(off + 2)),
+                u16_at(rows[3].add(off + 2)),
+                u16_at(rows[4].add(off + 2)),
+                u16_at(rows[5].add(off + 2)),
+                u16_at(rows[6].add(off + 2)),
+                u16_at(rows[7].add(off + 2)),
+            ))
+        } else {
+            _mm256_setzero_ps()
+        };
+        (
+            [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]],
+            dw,
+            mw,
+        )
     }};
 }
 
 /// Adds block `b` of `A` activation rows against a decoded block (`$w`,
-/// `$dw` from [`decode_block`]) to `$acc`, per lane `acc += isum * (dw * da)`.
+/// `$dw`, `$mw` from [`decode_block`]) to `$acc`, per lane `acc += isum *
+/// (dw * da)`, for Q4_1/Q5_1 (`$min`) `acc += isum * (dw * da) + mw * (da *
+/// sum(a))`: the scalar references' expressions.
 macro_rules! dot_block {
-    ($w:expr, $dw:expr, $acts:expr, $pres:expr, $b:expr, $acc:expr, $a:expr, $five:expr) => {{
+    ($w:expr, $dw:expr, $mw:expr, $acts:expr, $pres:expr, $b:expr, $acc:expr, $a:expr, $five:expr, $min:expr) => {{
         let (lo, hi, dw, b) = (&$w[0..4], &$w[4..8], $dw, $b);
         let ones16 = _mm256_set1_epi16(1);
         let acts = $acts;
@@ -158,9 +177,15 @@ macro_rules! dot_block {
                 _mm256_madd_epi16(_mm256_add_epi16(s, s2), ones16)
             };
             let pr = *pres[j].add(b);
-            let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(pr.off));
             let scale = _mm256_mul_ps(dw, _mm256_set1_ps(pr.da));
-            $acc[j] = _mm256_add_ps($acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale));
+            if $min {
+                let t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale);
+                let m = _mm256_mul_ps($mw, _mm256_set1_ps(pr.dam));
+                $acc[j] = _mm256_add_ps($acc[j], _mm256_add_ps(t, m));
+            } else {
+                let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(pr.off));
+                $acc[j] = _mm256_add_ps($acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale));
+            }
         }
     }};
 }
@@ -175,7 +200,7 @@ macro_rules! dot_block {
 /// eight rows after `rows[0] + 8 * nb * (block bytes)` are fetched into L2
 /// on the way (the next tile of a contiguous matrix; prefetches never fault).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const A: usize, const FIVE: bool>(
+unsafe fn tile<const A: usize, const FIVE: bool, const MIN: bool>(
     nb: usize,
     rows: &[*const u8; 8],
     acts: &[*const u8; A],
@@ -185,10 +210,10 @@ unsafe fn tile<const A: usize, const FIVE: bool>(
     let mut acc = [_mm256_setzero_ps(); A];
     for b in 0..nb {
         if prefetch {
-            prefetch_next(rows, nb, b, FIVE);
+            prefetch_next(rows, nb, b, block_bytes(FIVE, MIN));
         }
-        let (w, dw) = decode_block!(rows, b * block_bytes(FIVE), FIVE);
-        dot_block!(w, dw, acts, pres, b, acc, A, FIVE);
+        let (w, dw, mw) = decode_block!(rows, b * block_bytes(FIVE, MIN), FIVE, MIN);
+        dot_block!(w, dw, mw, acts, pres, b, acc, A, FIVE, MIN);
     }
     store(acc)
 }
@@ -197,8 +222,8 @@ unsafe fn tile<const A: usize, const FIVE: bool>(
 /// from `gemm`) into L2, three lines per block: 8 * wb / 64 <= 2.75 lines
 /// per block, so the whole tile arrives in time.
 #[inline(always)]
-unsafe fn prefetch_next(rows: &[*const u8; 8], nb: usize, b: usize, five: bool) {
-    let next = rows[0].wrapping_add(8 * nb * block_bytes(five) + b * 192);
+unsafe fn prefetch_next(rows: &[*const u8; 8], nb: usize, b: usize, bytes: usize) {
+    let next = rows[0].wrapping_add(8 * nb * bytes + b * 192);
     _mm_prefetch::<_MM_HINT_T1>(next as *const i8);
     _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64) as *const i8);
     _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(128) as *const i8);
@@ -219,6 +244,7 @@ unsafe fn store<const A: usize>(acc: [__m256; A]) -> [[f32; 8]; A] {
 struct Dec {
     w: [__m256i; 8],
     dw: __m256,
+    mw: __m256,
 }
 
 /// Decodes the `dst.len()` blocks of a tile once, for [`tile_dec`] to dot
@@ -228,14 +254,18 @@ struct Dec {
 /// # Safety
 /// As [`tile`], for `dst.len()` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn decode_tile<const FIVE: bool>(rows: &[*const u8; 8], prefetch: bool, dst: &mut [Dec]) {
+unsafe fn decode_tile<const FIVE: bool, const MIN: bool>(
+    rows: &[*const u8; 8],
+    prefetch: bool,
+    dst: &mut [Dec],
+) {
     let nb = dst.len();
     for (b, d) in dst.iter_mut().enumerate() {
         if prefetch {
-            prefetch_next(rows, nb, b, FIVE);
+            prefetch_next(rows, nb, b, block_bytes(FIVE, MIN));
         }
-        let (w, dw) = decode_block!(rows, b * block_bytes(FIVE), FIVE);
-        *d = Dec { w, dw };
+        let (w, dw, mw) = decode_block!(rows, b * block_bytes(FIVE, MIN), FIVE, MIN);
+        *d = Dec { w, dw, mw };
     }
 }
 
@@ -246,14 +276,14 @@ unsafe fn decode_tile<const FIVE: bool>(rows: &[*const u8; 8], prefetch: bool, d
 /// AVX2, FMA and F16C; `acts[a]` and `pres[a]` as in [`tile`] for
 /// `dec.len()` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_dec<const A: usize, const FIVE: bool>(
+unsafe fn tile_dec<const A: usize, const FIVE: bool, const MIN: bool>(
     dec: &[Dec],
     acts: &[*const u8; A],
     pres: &[*const Pre; A],
 ) -> [[f32; 8]; A] {
     let mut acc = [_mm256_setzero_ps(); A];
     for (b, d) in dec.iter().enumerate() {
-        dot_block!(d.w, d.dw, acts, pres, b, acc, A, FIVE);
+        dot_block!(d.w, d.dw, d.mw, acts, pres, b, acc, A, FIVE, MIN);
     }
     store(acc)
 }
@@ -264,8 +294,11 @@ unsafe fn tile_dec<const A: usize, const FIVE: bool>(
 struct Pre {
     /// fp16 d of the block as f32.
     da: f32,
-    /// 8 (Q4_0) or 16 (Q5_0) * sum of the 32 quants (exact).
+    /// 8 (Q4_0) or 16 (Q5_0) * sum of the 32 quants (exact); 0 for the
+    /// types with a min.
     off: i32,
+    /// Q4_1/Q5_1: `da * sum` (the scalar reference's factor of the min).
+    dam: f32,
 }
 
 /// Fills `dst` (one per block) for the activation row at `a`.
@@ -273,7 +306,7 @@ struct Pre {
 /// # Safety
 /// AVX2 and F16C; `a` points at `dst.len() * 34` readable bytes.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prep<const FIVE: bool>(a: *const u8, dst: &mut [Pre]) {
+unsafe fn prep<const FIVE: bool, const MIN: bool>(a: *const u8, dst: &mut [Pre]) {
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
     for (b, pr) in dst.iter_mut().enumerate() {
@@ -281,9 +314,23 @@ unsafe fn prep<const FIVE: bool>(a: *const u8, dst: &mut [Pre]) {
         let y = _mm256_loadu_si256(ab.add(2) as *const __m256i);
         let sy = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, y), ones16);
         let sum = super::hsum_epi32(sy);
-        *pr = Pre {
-            da: f16_at(ab),
-            off: if FIVE { sum << 4 } else { sum << 3 },
+        let da = f16_at(ab);
+        *pr = match (MIN, FIVE) {
+            (true, _) => Pre {
+                da,
+                off: 0,
+                dam: da * sum as f32,
+            },
+            (false, true) => Pre {
+                da,
+                off: sum << 4,
+                dam: 0.0,
+            },
+            (false, false) => Pre {
+                da,
+                off: sum << 3,
+                dam: 0.0,
+            },
         };
     }
 }
@@ -362,9 +409,16 @@ pub(super) fn row_ptrs(w: &[u8], rb: usize, r0: usize, rows: usize) -> [*const u
 
 /// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the rows
 /// and activation rows the buffers hold in full (others untouched).
-fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+fn gemm<const FIVE: bool, const MIN: bool>(
+    n: usize,
+    rows: usize,
+    w: &[u8],
+    t: usize,
+    a: &[u8],
+    out: &mut [f32],
+) {
     let nb = n / QK;
-    let (rb, ab) = (nb * block_bytes(FIVE), nb * AB);
+    let (rb, ab) = (nb * block_bytes(FIVE, MIN), nb * AB);
     if nb == 0 || rows == 0 || t == 0 {
         return;
     }
@@ -378,7 +432,7 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
     with_pre(t * nb, |pre| {
         for (j, dst) in pre.chunks_exact_mut(nb).enumerate() {
             // SAFETY: AVX2/F16C checked by dispatch; act row j is held.
-            unsafe { prep::<FIVE>(act(j), dst) };
+            unsafe { prep::<FIVE, MIN>(act(j), dst) };
         }
         let pr = |j: usize| pre[j * nb..].as_ptr();
         // Runs `$tile::<A>` over activation rows 4, 2, 1 at a time and
@@ -427,7 +481,7 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
                 let nr = (rows_held - r0).min(8);
                 // SAFETY: as above.
                 groups!(r0, nr, |acts, pres, first| unsafe {
-                    tile::<_, FIVE>(nb, &rp, &acts, &pres, first)
+                    tile::<_, FIVE, MIN>(nb, &rp, &acts, &pres, first)
                 });
             }
         } else {
@@ -436,10 +490,10 @@ fn gemm<const FIVE: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
                     let rp = row_ptrs(w, rb, r0, rows_held);
                     let nr = (rows_held - r0).min(8);
                     // SAFETY: as above.
-                    unsafe { decode_tile::<FIVE>(&rp, true, dec) };
+                    unsafe { decode_tile::<FIVE, MIN>(&rp, true, dec) };
                     // SAFETY: as above.
                     groups!(r0, nr, |acts, pres, _first| unsafe {
-                        tile_dec::<_, FIVE>(dec, &acts, &pres)
+                        tile_dec::<_, FIVE, MIN>(dec, &acts, &pres)
                     });
                 }
             });
@@ -482,29 +536,29 @@ fn held_blocks(n: usize, wb: usize, w: &[u8], a: &[&[u8]]) -> usize {
 }
 
 /// One row against one activation (the tile with the row in every lane).
-fn dot<const FIVE: bool>(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = held_blocks(n, block_bytes(FIVE), w, &[a]);
+fn dot<const FIVE: bool, const MIN: bool>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = held_blocks(n, block_bytes(FIVE, MIN), w, &[a]);
     with_pre(nb, |pre| {
         // SAFETY: as in `gemm`; nb blocks are held by both buffers.
         unsafe {
-            prep::<FIVE>(a.as_ptr(), pre);
-            tile::<1, FIVE>(nb, &[w.as_ptr(); 8], &[a.as_ptr()], &[pre.as_ptr()], false)[0][0]
+            prep::<FIVE, MIN>(a.as_ptr(), pre);
+            tile::<1, FIVE, MIN>(nb, &[w.as_ptr(); 8], &[a.as_ptr()], &[pre.as_ptr()], false)[0][0]
         }
     })
 }
 
 /// One row against four activations.
-fn dot4<const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
-    let nb = held_blocks(n, block_bytes(FIVE), w, &a);
+fn dot4<const FIVE: bool, const MIN: bool>(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+    let nb = held_blocks(n, block_bytes(FIVE, MIN), w, &a);
     let acts = a.map(|s| s.as_ptr());
     with_pre(4 * nb, |pre| {
         for (j, dst) in pre.chunks_exact_mut(nb.max(1)).take(4).enumerate() {
             // SAFETY: as above.
-            unsafe { prep::<FIVE>(acts[j], &mut dst[..nb]) };
+            unsafe { prep::<FIVE, MIN>(acts[j], &mut dst[..nb]) };
         }
         let pres: [*const Pre; 4] = std::array::from_fn(|j| pre[j * nb..].as_ptr());
         // SAFETY: as above.
-        let v = unsafe { tile::<4, FIVE>(nb, &[w.as_ptr(); 8], &acts, &pres, false) };
+        let v = unsafe { tile::<4, FIVE, MIN>(nb, &[w.as_ptr(); 8], &acts, &pres, false) };
         for (o, vi) in out.iter_mut().zip(v) {
             *o = vi[0];
         }
@@ -512,20 +566,38 @@ fn dot4<const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4])
 }
 
 pub(super) fn q4_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    gemm::<false>(n, rows, w, t, a, out)
+    gemm::<false, false>(n, rows, w, t, a, out)
 }
 pub(super) fn q4_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot::<false>(n, w, a)
+    dot::<false, false>(n, w, a)
 }
 pub(super) fn q4_0_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
-    dot4::<false>(n, w, a, out)
+    dot4::<false, false>(n, w, a, out)
 }
 pub(super) fn q5_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    gemm::<true>(n, rows, w, t, a, out)
+    gemm::<true, false>(n, rows, w, t, a, out)
 }
 pub(super) fn q5_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot::<true>(n, w, a)
+    dot::<true, false>(n, w, a)
 }
 pub(super) fn q5_0_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
-    dot4::<true>(n, w, a, out)
+    dot4::<true, false>(n, w, a, out)
+}
+pub(super) fn q4_1_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    gemm::<false, true>(n, rows, w, t, a, out)
+}
+pub(super) fn q4_1_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot::<false, true>(n, w, a)
+}
+pub(super) fn q4_1_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+    dot4::<false, true>(n, w, a, out)
+}
+pub(super) fn q5_1_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    gemm::<true, true>(n, rows, w, t, a, out)
+}
+pub(super) fn q5_1_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot::<true, true>(n, w, a)
+}
+pub(super) fn q5_1_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+    dot4::<true, true>(n, w, a, out)
 }
