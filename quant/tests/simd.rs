@@ -10,8 +10,9 @@
 //!   sums in another order, so |simd - scalar| <= (blocks + 8) * 2^-23 *
 //!   sum |w_i * a_i| (dequantized operands);
 //! - on one path, dot4 and matmul give bit for bit the path's dot;
-//! - kernels with a `gemm` (AVX2 Q4_0, Q5_0, K-quants; NEON quantized
-//!   types) and every NEON kernel: bit-identical to scalar.
+//! - kernels with a `gemm` (AVX2 Q4_0, Q4_1, Q5_0, Q5_1, K-quants; NEON
+//!   quantized types) and every NEON kernel: bit-identical to scalar, in
+//!   every form (dot, dot4, matvec, matmul).
 
 use quant::{
     check_matmul, dequantize_row, kernel_for_path, matmul, quantize_row, GgmlType, Kernel, SimdPath,

@@ -3,6 +3,8 @@
 //! values and dotted with each activation row in exact i32 arithmetic;
 //! the super-block's integer sums are then reduced and scaled with the
 //! scalar reference's own f32 expression, so results are bit-identical.
+//! A matvec (one activation row) goes to `kmatvec` instead, which does the
+//! same arithmetic with less work per super-block.
 
 use super::{blocks, gemm_rows, hsum_epi32, wrappers};
 use std::arch::x86_64::*;
