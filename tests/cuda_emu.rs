@@ -413,6 +413,48 @@ fn a_model_the_kernels_cannot_run_is_refused_with_the_reason() {
     }
 }
 
+/// Models are dropped and loaded again after their decode steps ran as
+/// graphs, in one process, one after another and two at once (they share the
+/// GPU's primary context): each new one decodes what the first did, bit for
+/// bit, and one model's drop leaves the other running. On a GPU this is the
+/// teardown order that matters (graphs and modules go before the context
+/// they belong to is released); the emulator checks the bookkeeping.
+#[test]
+fn models_dropped_after_graph_replays_load_and_decode_again() {
+    let p = ours_gguf("falcon-mamba-small-bf16", convert::FileType::F32);
+    let dir = tempdir();
+    let q = small_q4_k(&p, dir.path());
+    let decode = |m: &Model| {
+        let mut s = Session::new(m);
+        let mut logits = s.feed(&[5, 9, 100, 7]).expect("prefill").to_vec();
+        // From the third step on, each step is one replayed graph.
+        for step in 0..3u32 {
+            logits.extend_from_slice(s.feed(&[11 + 37 * step]).expect("step"));
+        }
+        logits
+    };
+    let graphs = |m: &Model| match m.backend() {
+        Backend::Cuda(gpu) => gpu.counts().graphs,
+        Backend::Cpu(_) => panic!("the CUDA backend"),
+    };
+    let first = emu(&q);
+    let want = decode(&first);
+    assert!(graphs(&first) > 0, "the steps ran as graphs");
+    drop(first);
+    let again = emu(&q);
+    assert_eq!(bits(&decode(&again)), bits(&want), "loaded again");
+    assert!(graphs(&again) > 0);
+    drop(again);
+    let (a, b) = (emu(&q), emu(&q));
+    assert_eq!(bits(&decode(&a)), bits(&want));
+    drop(a);
+    assert_eq!(
+        bits(&decode(&b)),
+        bits(&want),
+        "after the other model's drop"
+    );
+}
+
 /// `run --device cuda-emu` generates what the CPU generates (greedy, F32)
 /// and says where it ran; `--device cuda` without the NVIDIA driver is an
 /// error naming the library, not a panic; `--device auto` falls back to the

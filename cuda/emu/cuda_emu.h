@@ -25,6 +25,9 @@ const dim3& block_idx();
 const dim3& block_dim();
 const dim3& grid_dim();
 void syncthreads();
+// Reports a fault the GPU would raise (a misaligned vector load): the launch
+// fails with this message.
+void fault(const char* what);
 // Exchanges 8 bytes among the lanes of `mask`; returns the value lane `src` put.
 uint64_t warp_exchange(unsigned mask, uint64_t v, int src);
 int lane_id();
@@ -81,6 +84,9 @@ static inline float __fmul_rn(float a, float b) {
     volatile float r = a * b;  // never contracted into an fma
     return r;
 }
+// One rounding of a * b + c, as the device's fma.rn.f32 (C's fmaf is
+// correctly rounded; glibc uses the FMA instruction where the CPU has one).
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 static inline float __fadd_rn(float a, float b) {
     volatile float r = a + b;
     return r;

@@ -54,6 +54,16 @@ int lane_id() { return cur_thread->lane; }
 
 static void yield_to_scheduler() { swapcontext(&cur_thread->ctx, &cur_block->sched); }
 
+void fault(const char* what) {
+    Block* b = cur_block;
+    if (b->error.empty()) {
+        char m[160];
+        snprintf(m, sizeof m, "%s in block (%u,%u,%u), thread %u", what, b->bid.x, b->bid.y, b->bid.z,
+                 cur_thread->tid.x);
+        b->error = m;
+    }
+}
+
 void syncthreads() {
     cur_thread->st = AT_SYNCTHREADS;
     yield_to_scheduler();
@@ -171,6 +181,11 @@ static void emu_selftest_shuffle_exited_lane(const SelftestArgs a) {
     a.out[threadIdx.x] = __shfl_xor_sync(FULL_MASK, (int)threadIdx.x, 1);
 }
 
+static void emu_selftest_misaligned_load(const SelftestArgs a) {
+    U4 v = ld_u4((const u8*)a.out + 4);
+    a.out[threadIdx.x] = (int)v.x;
+}
+
 struct Entry {
     const char* name;
     size_t params;
@@ -187,6 +202,7 @@ struct Entry {
 static const Entry TABLE[] = {
     REG(emu_selftest_divergent_sync, SelftestArgs)
     REG(emu_selftest_shuffle_exited_lane, SelftestArgs)
+    REG(emu_selftest_misaligned_load, SelftestArgs)
     REG(rms_norm, RmsNormArgs)
     REG(rms_norm_q8a, RmsNormQ8aArgs)
     REG(rms_norm3, RmsNorm3Args)
@@ -222,8 +238,14 @@ extern "C" int mamba_emu_launch(const char* name, EmuDim grid, EmuDim block, uns
                     ", host " + std::to_string(params_size));
     if (shared_bytes != 0) return fail("dynamic shared memory is not used by these kernels");
     size_t nt = (size_t)block.x * block.y * block.z;
-    if (nt == 0 || nt > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0)
-        return fail("invalid launch configuration");
+    // The hardware's limits (every GPU since compute capability 3.0), so a
+    // shape that would fail with CUDA_ERROR_INVALID_VALUE on a device fails
+    // here too.
+    if (nt == 0 || nt > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 ||
+        grid.z == 0 || grid.x > 2147483647u || grid.y > 65535u || grid.z > 65535u)
+        return fail("invalid launch configuration (grid " + std::to_string(grid.x) + "x" + std::to_string(grid.y) + "x" +
+                    std::to_string(grid.z) + ", block " + std::to_string(block.x) + "x" + std::to_string(block.y) + "x" +
+                    std::to_string(block.z) + ")");
     size_t nblocks = (size_t)grid.x * grid.y * grid.z;
     unsigned hw = std::thread::hardware_concurrency();
     size_t workers = std::min<size_t>(nblocks, hw == 0 ? 2 : std::min(hw, 4u));

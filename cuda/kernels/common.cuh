@@ -36,6 +36,20 @@ static __device__ __forceinline__ float f16_to_f32(u32 h) {
     return __uint_as_float(bits);
 }
 
+// fp16 bits -> f32 in one instruction (cvt.f32.f16: exact for every finite
+// value and infinity, no branches, so the loads around it can all be in
+// flight at once); the emulator uses f16_to_f32. For the matvec's scales,
+// where a NaN gives a NaN whatever its payload.
+static __device__ __forceinline__ float f16_to_f32_cvt(u32 h) {
+#ifdef MAMBA_EMU
+    return f16_to_f32(h);
+#else
+    float r;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"((unsigned short)h));
+    return r;
+#endif
+}
+
 static __device__ __forceinline__ float bf16_to_f32(u32 h) { return __uint_as_float((h & 0xffffu) << 16); }
 
 // Little-endian loads from byte pointers. `a2`: the address is 2-byte aligned
@@ -44,6 +58,31 @@ static __device__ __forceinline__ u32 ld_u16(const u8* p) { return *(const u16*)
 static __device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
     const u16* q = (const u16*)p;
     return (u32)q[0] | ((u32)q[1] << 16);
+}
+
+// Sixteen bytes in one load (LDG.128): `p` must be 16-byte aligned (the
+// emulator checks it, as the GPU would fault).
+struct alignas(16) U4 {
+    u32 x, y, z, w;
+};
+static __device__ __forceinline__ U4 ld_u4(const void* p) {
+#ifdef MAMBA_EMU
+    if ((uintptr_t)p & 15u) {
+        emu::fault("misaligned 16-byte load");
+        return U4{0, 0, 0, 0};
+    }
+#endif
+    return *(const U4*)p;
+}
+
+static __device__ __forceinline__ void st_u4(void* p, U4 v) {
+#ifdef MAMBA_EMU
+    if ((uintptr_t)p & 15u) {
+        emu::fault("misaligned 16-byte store");
+        return;
+    }
+#endif
+    *(U4*)p = v;
 }
 
 // Four signed byte products added to c (sm_61+ on the device). NVRTC has no

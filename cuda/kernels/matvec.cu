@@ -45,6 +45,10 @@ static __device__ __forceinline__ u32 spread4(u32 x) {
 #define T_Q5_K 13
 #define T_Q6_K 14
 
+// Bytes of a Q6_K superblock in device memory: the GGUF's 210, padded with
+// zeros to a multiple of 16 (ops.rs Q6K_DEV_BYTES).
+#define Q6K_DEV_BYTES 224
+
 template <int T>
 static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) {
     o.mw = 0.0f;
@@ -55,8 +59,8 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
         const int bb = T == T_Q4_0 ? 18 : 20;
         const u8* b = row + (long long)u * bb;
         const u8* qs = b + (T == T_Q4_0 ? 2 : 4);
-        o.dw = f16_to_f32(ld_u16(b));
-        if (T == T_Q4_1) o.mw = f16_to_f32(ld_u16(b + 2));
+        o.dw = f16_to_f32_cvt(ld_u16(b));
+        if (T == T_Q4_1) o.mw = f16_to_f32_cvt(ld_u16(b + 2));
         else o.off = -8;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -68,8 +72,8 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
         const int bb = T == T_Q5_0 ? 22 : 24;
         const u8* b = row + (long long)u * bb;
         const int hoff = T == T_Q5_0 ? 2 : 4;
-        o.dw = f16_to_f32(ld_u16(b));
-        if (T == T_Q5_1) o.mw = f16_to_f32(ld_u16(b + 2));
+        o.dw = f16_to_f32_cvt(ld_u16(b));
+        if (T == T_Q5_1) o.mw = f16_to_f32_cvt(ld_u16(b + 2));
         else o.off = -16;
         u32 qh = ld_u32_a2(b + hoff);
         const u8* qs = b + hoff + 4;
@@ -81,68 +85,111 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
         }
     } else if (T == T_Q8_0) {
         const u8* b = row + (long long)u * 34;
-        o.dw = f16_to_f32(ld_u16(b));
+        o.dw = f16_to_f32_cvt(ld_u16(b));
 #pragma unroll
         for (int i = 0; i < 8; i++) o.q[i] = (int)ld_u32_a2(b + 2 + 4 * i);
     } else if (T == T_Q4_K || T == T_Q5_K) {
+        // Superblock of 8 units: d, dmin (f16), 12 bytes of 6-bit scales and
+        // mins, [Q5_K: 32 bytes of high bits], 128 bytes of nibbles (unit j
+        // = the low (j even) or high nibbles of 32-byte group j / 2). The
+        // block sizes (144, 176), the row strides (multiples of them) and the
+        // buffer base (cuMemAlloc: 256) are 16-byte aligned, so the header is
+        // one 16-byte load and each 32-byte run two: 3 loads a unit for Q4_K
+        // (5 for Q5_K), every one issued before the first is used.
         const int bb = T == T_Q4_K ? 144 : 176;
         const u8* b = row + (long long)(u / 8) * bb;
         const int j = u % 8, g = j / 2, sh = 4 * (j & 1);
-        const u8* sc = b + 4;
-        int s, m;
-        if (j < 4) {
-            s = sc[j] & 63;
-            m = sc[j + 4] & 63;
-        } else {
-            s = (sc[j + 4] & 0xf) | ((sc[j - 4] >> 6) << 4);
-            m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-        }
-        o.dw = mul_rn(f16_to_f32(ld_u16(b)), (float)s);
-        o.mw = -mul_rn(f16_to_f32(ld_u16(b + 2)), (float)m);
+        const U4 hd = ld_u4(b);
         const u8* qs = b + (T == T_Q4_K ? 16 : 48) + 32 * g;
+        const U4 q0 = ld_u4(qs), q1 = ld_u4(qs + 16);
+        U4 h0 = U4{0, 0, 0, 0}, h1 = U4{0, 0, 0, 0};
+        if (T == T_Q5_K) {
+            h0 = ld_u4(b + 16);
+            h1 = ld_u4(b + 32);
+        }
+        // Scale bytes sc[0..12] are hd.y, hd.z, hd.w (little-endian): sc[j],
+        // sc[j + 4] for j < 4; sc[j + 4], sc[j - 4], sc[j] for j >= 4 are
+        // byte j % 4 of hd.w, hd.y, hd.z. Shifts and a select, no indexing
+        // (an indexed register array would go to local memory).
+        const int bs = 8 * (j & 3);
+        const int b1 = (hd.y >> bs) & 0xff, b2 = (hd.z >> bs) & 0xff, b3 = (hd.w >> bs) & 0xff;
+        const int s = j < 4 ? (b1 & 63) : ((b3 & 0xf) | ((b1 >> 6) << 4));
+        const int m = j < 4 ? (b2 & 63) : ((b3 >> 4) | ((b2 >> 6) << 4));
+        o.dw = mul_rn(f16_to_f32_cvt(hd.x & 0xffffu), (float)s);
+        o.mw = -mul_rn(f16_to_f32_cvt(hd.x >> 16), (float)m);
+        const u32 qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+        const u32 hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            u32 w = (ld_u32_a2(qs + 4 * i) >> sh) & 0x0f0f0f0fu;
-            if (T == T_Q5_K) w |= ((ld_u32_a2(b + 16 + 4 * i) >> j) & 0x01010101u) << 4;
+            u32 w = (qw[i] >> sh) & 0x0f0f0f0fu;
+            if (T == T_Q5_K) w |= ((hw[i] >> j) & 0x01010101u) << 4;
             o.q[i] = (int)w;
         }
     } else if (T == T_Q6_K) {
-        const u8* b = row + (long long)(u / 8) * 210;
+        // The device layout (ops.rs upload_weights): each 210-byte superblock
+        // padded to Q6K_DEV_BYTES, so ql (128 bytes), qh (64), the 16 scales
+        // and d sit at 16-byte aligned offsets 0, 128, 192, 208: six 16-byte
+        // loads a unit instead of 33 two-byte ones.
+        const u8* b = row + (long long)(u / 8) * Q6K_DEV_BYTES;
         const int j = u % 8, h = j / 4, k = j % 4;
-        o.dw = f16_to_f32(ld_u16(b + 208));
-        o.lo = (int)(i8)b[192 + 8 * h + 2 * k];
-        o.hi = (int)(i8)b[192 + 8 * h + 2 * k + 1];
         const u8* ql = b + 64 * h + 32 * (k & 1);
         const u8* qh = b + 128 + 32 * h;
+        const U4 l0 = ld_u4(ql), l1 = ld_u4(ql + 16), h0 = ld_u4(qh), h1 = ld_u4(qh + 16);
+        const U4 sc = ld_u4(b + 192), dd = ld_u4(b + 208);
+        o.dw = f16_to_f32_cvt(dd.x & 0xffffu);
+        // The two 16-value scales, bytes si and si + 1 of sc (si = 8h + 2k,
+        // even: both in word si / 4), chosen by selects, not an index.
+        const int si = 8 * h + 2 * k, wi = si >> 2, sb = 8 * (si & 3);
+        const u32 sw = wi == 0 ? sc.x : wi == 1 ? sc.y : wi == 2 ? sc.z : sc.w;
+        o.lo = (int)(i8)(sw >> sb);
+        o.hi = (int)(i8)(sw >> (sb + 8));
+        const u32 lw[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+        const u32 hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            u32 w = (ld_u32_a2(ql + 4 * i) >> (4 * (k >> 1))) & 0x0f0f0f0fu;
-            w |= ((ld_u32_a2(qh + 4 * i) >> (2 * k)) & 0x03030303u) << 4;
+            u32 w = (lw[i] >> (4 * (k >> 1))) & 0x0f0f0f0fu;
+            w |= ((hw[i] >> (2 * k)) & 0x03030303u) << 4;
             o.q[i] = (int)bytes_sub(w, 0x20202020u);
         }
     }
 }
 
-// acc + one unit's contribution against one activation block whose 8 words
-// are aq[0], aq[STRIDE], ... (global memory: 1; the matmul's shared tile:
-// MM_PAD). Every kernel adds a unit through this one expression, so a
-// column's sum is the same bits whichever kernel computes it.
-template <int STRIDE>
-static __device__ __forceinline__ float unit_acc(float acc, const Unit& un, const int* aq, int sa, float da) {
+// acc + one unit's contribution against one activation block's 8 words aq
+// (loaded by the caller: from global memory, or the matmul's shared tile).
+// Every kernel adds a unit through this one expression, so a
+// column's sum is the same bits whichever kernel computes it. Its roundings
+// are spelled out (__fmul_rn, __fmaf_rn: the emulator's are the same IEEE
+// operations) so that neither ptxas nor a driver's JIT can contract the
+// products differently in two kernels: t = rn(mw * sa + rn(dw * isum)),
+// acc' = rn(da * t + acc).
+static __device__ __forceinline__ float unit_acc(float acc, const Unit& un, const int (&aq)[8], int sa, float da) {
     int lo = 0, hi = 0;
 #pragma unroll
-    for (int i = 0; i < 4; i++) lo = dot4(un.q[i], aq[i * STRIDE], lo);
+    for (int i = 0; i < 4; i++) lo = dot4(un.q[i], aq[i], lo);
 #pragma unroll
-    for (int i = 4; i < 8; i++) hi = dot4(un.q[i], aq[i * STRIDE], hi);
+    for (int i = 4; i < 8; i++) hi = dot4(un.q[i], aq[i], hi);
     int isum = un.lo * lo + un.hi * hi + un.off * sa;
-    return acc + da * (un.dw * (float)isum + un.mw * (float)sa);
+    const float t = __fmaf_rn(un.mw, (float)sa, __fmul_rn(un.dw, (float)isum));
+    return __fmaf_rn(da, t, acc);
+}
+
+// One activation block (32 int8 = 8 words, 32-byte aligned: Q8A rows start
+// at multiples of n, n % 32 == 0) in two 16-byte loads.
+static __device__ __forceinline__ void load_act(const i8* q, int (&aq)[8]) {
+    const U4 a0 = ld_u4(q), a1 = ld_u4(q + 16);
+    aq[0] = (int)a0.x, aq[1] = (int)a0.y, aq[2] = (int)a0.z, aq[3] = (int)a0.w;
+    aq[4] = (int)a1.x, aq[5] = (int)a1.y, aq[6] = (int)a1.z, aq[7] = (int)a1.w;
 }
 
 // NC activation rows against one weight row per warp. Each column's sum
 // runs in the same order whatever NC (lane l takes units l, l + 32, ...), so
-// matvec_<t>_<c> and matmul_<t> give the same bits for a column.
+// matvec_<t>_<c> and matmul_<t> give the same bits for a column. With one or
+// two activation rows a lane takes two units per trip (both units' loads in
+// flight before either is used: the decode step streams its weights here);
+// it still adds them in the order l, l + 32.
 template <int T, int NC>
 static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
+    constexpr int UNR = NC <= 2 ? 2 : 1;
     const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
     if (row >= a.rows) return;  // warp-uniform
     const int lane = threadIdx.x % WARP;
@@ -151,13 +198,30 @@ static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
     float acc[NC];
 #pragma unroll
     for (int c = 0; c < NC; c++) acc[c] = 0.0f;
-    for (int u = lane; u < nb; u += WARP) {
-        Unit un;
-        load_unit<T>(w, u, un);
+    for (int u0 = lane; u0 < nb; u0 += UNR * WARP) {
+        Unit un[UNR];
+        int us[UNR];
+#pragma unroll
+        for (int k = 0; k < UNR; k++) {
+            // A unit past the row loads unit u0 again (always valid) and is
+            // not added: no branch around the loads.
+            us[k] = u0 + k * WARP < nb ? u0 + k * WARP : u0;
+            load_unit<T>(w, us[k], un[k]);
+        }
 #pragma unroll
         for (int c = 0; c < NC; c++) {
-            const int* aq = (const int*)(a.q + (long long)c * a.n + 32 * u);
-            acc[c] = unit_acc<1>(acc[c], un, aq, a.s[c * nb + u], a.d[c * nb + u]);
+            int aq[UNR][8];
+            int sa[UNR];
+            float da[UNR];
+#pragma unroll
+            for (int k = 0; k < UNR; k++) {
+                load_act(a.q + (long long)c * a.n + 32 * us[k], aq[k]);
+                sa[k] = a.s[c * nb + us[k]];
+                da[k] = a.d[c * nb + us[k]];
+            }
+#pragma unroll
+            for (int k = 0; k < UNR; k++)
+                if (k == 0 || u0 + k * WARP < nb) acc[c] = unit_acc(acc[c], un[k], aq[k], sa[k], da[k]);
         }
     }
 #pragma unroll
@@ -235,7 +299,10 @@ static __device__ __forceinline__ void matmul_impl(const MatmulArgs& a) {
 #pragma unroll
                 for (int c = 0; c < MM_COLS; c++) {
                     if (c >= nc) break;
-                    acc[c] = unit_acc<MM_PAD>(acc[c], un, &tile.q[c][0][lane], tile.s[c][lane], tile.d[c][lane]);
+                    int aq[8];
+#pragma unroll
+                    for (int k = 0; k < 8; k++) aq[k] = tile.q[c][k][lane];
+                    acc[c] = unit_acc(acc[c], un, aq, tile.s[c][lane], tile.d[c][lane]);
                 }
             }
             __syncthreads();
@@ -306,7 +373,7 @@ static __device__ __forceinline__ void matvec_f_impl(const MatvecFArgs& a) {
     for (int k = lane; k < a.n; k += WARP) {
         float wv = load_wf<T>(w, k);
 #pragma unroll
-        for (int c = 0; c < NC; c++) acc[c] += wv * a.x[(long long)c * a.x_stride + k];
+        for (int c = 0; c < NC; c++) acc[c] = __fmaf_rn(wv, a.x[(long long)c * a.x_stride + k], acc[c]);
     }
 #pragma unroll
     for (int c = 0; c < NC; c++) {

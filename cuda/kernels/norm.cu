@@ -1,4 +1,9 @@
-// RMS norms, one block of RMS_THREADS threads per row (grid.x = rows):
+// RMS norms, one block per row (grid.x = rows) of blockDim.x threads, a
+// multiple of 32 up to RMS_MAX_THREADS that the host picks from the row
+// length (about 4 values a thread: ops.rs's norm_threads), so that at batch 1
+// every load of a row is in flight at once rather than a chain of
+// dependent trips. Every kernel of one row length uses the same count, so
+// rms_norm and rms_norm_q8a stay bit for bit equal.
 //   rms_norm      y = x / sqrt(mean(x^2) + eps) * (w ? w : 1); in place is fine.
 //   rms_norm_q8a  the same, and y also quantized to Q8A (quantize.cu's exact
 //                 math, row stride n), for the matmul that reads y next: one
@@ -9,7 +14,19 @@
 //                 n0 % 32 == 0) also quantized to Q8A (row stride n0).
 #include "common.cuh"
 
-#define RMS_THREADS 256
+#define RMS_MAX_THREADS 1024
+// Values a thread keeps in flight per trip.
+#define RMS_UNROLL 4
+
+// The threads that sum a row of n values (ops.rs's norm_threads, which
+// launches at least this many): about RMS_UNROLL values each, a multiple of
+// 32, from 32 to RMS_MAX_THREADS. A function of n alone, so a row's sum runs
+// in one order whichever kernel (rms_norm, rms_norm_q8a, a segment of
+// rms_norm3) and however many threads its launch has.
+static __device__ __forceinline__ int norm_threads(int n) {
+    int t = (n + RMS_UNROLL * WARP - 1) / (RMS_UNROLL * WARP) * WARP;
+    return t < WARP ? WARP : t > RMS_MAX_THREADS ? RMS_MAX_THREADS : t;
+}
 
 struct RmsNormArgs {
     const float* x;
@@ -22,10 +39,21 @@ struct RmsNormArgs {
 };
 
 // 1 / sqrt(mean(x^2) + eps) of one row of n values, for the whole block.
+// Each thread sums its values i = t, t + blockDim, ... in that order, RMS_UNROLL
+// loads issued before the first add; the squares are fused (__fmaf_rn: one
+// rounding, on the device and the emulator alike).
 static __device__ __forceinline__ float rms_scale(const float* x, int n, float eps) {
-    __shared__ float part[RMS_THREADS / WARP];
+    __shared__ float part[RMS_MAX_THREADS / WARP];
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
+    const int step = norm_threads(n);  // <= blockDim.x; threads past it add nothing
+    for (int i0 = threadIdx.x; i0 < n && (int)threadIdx.x < step; i0 += RMS_UNROLL * step) {
+        float v[RMS_UNROLL];
+#pragma unroll
+        for (int k = 0; k < RMS_UNROLL; k++) v[k] = i0 + k * step < n ? x[i0 + k * step] : 0.0f;
+#pragma unroll
+        for (int k = 0; k < RMS_UNROLL; k++)
+            if (i0 + k * step < n) ss = __fmaf_rn(v[k], v[k], ss);
+    }
     ss = warp_sum(ss);
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     if (lane == 0) part[warp] = ss;
@@ -59,13 +87,24 @@ extern "C" __global__ void rms_norm_q8a(const RmsNormQ8aArgs a) {
     const float* x = r.x + row * r.stride_x;
     float* y = r.y + row * r.stride_y;
     float scale = rms_scale(x, r.n, r.eps);
-    int nb = r.n / WARP, lane = threadIdx.x % WARP;
-    for (int b = threadIdx.x / WARP; b < nb; b += blockDim.x / WARP) {  // warp-uniform
-        int i = b * WARP + lane;
-        float v = x[i] * scale;
-        v = r.w ? v * r.w[i] : v;
-        y[i] = v;
-        q8a_block(v, a.q + row * r.n + b * WARP, a.d + row * nb + b, a.s + row * nb + b);
+    const int nb = r.n / WARP, lane = threadIdx.x % WARP, nw = blockDim.x / WARP;
+    // A warp's blocks b, b + nw, ...: RMS_UNROLL of them loaded (x and w)
+    // before the first is quantized.
+    for (int b0 = threadIdx.x / WARP; b0 < nb; b0 += RMS_UNROLL * nw) {  // warp-uniform
+        float v[RMS_UNROLL];
+#pragma unroll
+        for (int k = 0; k < RMS_UNROLL; k++) {
+            const int b = b0 + k * nw, i = (b < nb ? b : b0) * WARP + lane;
+            const float xs = x[i] * scale;
+            v[k] = r.w ? xs * r.w[i] : xs;
+        }
+#pragma unroll
+        for (int k = 0; k < RMS_UNROLL; k++) {
+            const int b = b0 + k * nw;
+            if (b >= nb) break;  // warp-uniform
+            y[b * WARP + lane] = v[k];
+            q8a_block(v[k], a.q + row * r.n + b * WARP, a.d + row * nb + b, a.s + row * nb + b);
+        }
     }
 }
 

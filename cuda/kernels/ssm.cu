@@ -87,11 +87,16 @@ extern "C" __global__ void selective_scan_n16(const ScanArgs a) {
     int seq = blockIdx.y;
     int slot = a.slots ? a.slots[seq] : seq;
     float* st = a.state + ((long long)slot * a.E + e) * SCAN_N;
+    // A channel's state and A rows are 64 bytes at 64-byte aligned places
+    // (ops.rs checks the views): four 16-byte loads each, all in flight.
     float s[SCAN_N], A[SCAN_N];
 #pragma unroll
-    for (int n = 0; n < SCAN_N; n++) {
-        s[n] = st[n];
-        A[n] = a.A[(long long)e * SCAN_N + n];
+    for (int k = 0; k < SCAN_N / 4; k++) {
+        const U4 sv = ld_u4(st + 4 * k), av = ld_u4(a.A + (long long)e * SCAN_N + 4 * k);
+        s[4 * k] = __uint_as_float(sv.x), s[4 * k + 1] = __uint_as_float(sv.y);
+        s[4 * k + 2] = __uint_as_float(sv.z), s[4 * k + 3] = __uint_as_float(sv.w);
+        A[4 * k] = __uint_as_float(av.x), A[4 * k + 1] = __uint_as_float(av.y);
+        A[4 * k + 2] = __uint_as_float(av.z), A[4 * k + 3] = __uint_as_float(av.w);
     }
     float D = a.D[e], bias = a.dt_bias[e];
     for (int t = 0; t < a.T; t++) {
@@ -115,5 +120,7 @@ extern "C" __global__ void selective_scan_n16(const ScanArgs a) {
         }
     }
 #pragma unroll
-    for (int n = 0; n < SCAN_N; n++) st[n] = s[n];
+    for (int k = 0; k < SCAN_N / 4; k++)
+        st_u4(st + 4 * k, U4{__float_as_uint(s[4 * k]), __float_as_uint(s[4 * k + 1]), __float_as_uint(s[4 * k + 2]),
+                             __float_as_uint(s[4 * k + 3])});
 }

@@ -9,20 +9,76 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::Mutex;
 
-/// The PTX modules (kernels/<name>.cu compiled by scripts/cuda/build_ptx.py
-/// for compute_80; the driver JITs them for the card at hand).
-/// `--check` in CI keeps them equal to a fresh compile of the sources.
-pub const PTX: &[(&str, &str)] = &[
-    ("elementwise", include_str!("../ptx/elementwise.ptx")),
-    ("embed", include_str!("../ptx/embed.ptx")),
-    ("matvec", include_str!("../ptx/matvec.ptx")),
-    ("norm", include_str!("../ptx/norm.ptx")),
-    ("quantize", include_str!("../ptx/quantize.ptx")),
-    ("ssm", include_str!("../ptx/ssm.ptx")),
+/// One kernel module (kernels/<name>.cu): its PTX (the fallback, JIT-compiled
+/// by the driver for any card of [`MIN_CC`] or newer) and the SASS the pinned
+/// ptxas made of that PTX for the architectures we ship (loaded as is: no JIT,
+/// and the ptxas report in `cuda/ptx` describes exactly the code that runs).
+/// `scripts/cuda/build_ptx.py --check` in CI keeps both equal to a fresh
+/// compile of the sources.
+pub struct ModuleImage {
+    pub name: &'static str,
+    pub ptx: &'static str,
+    /// (sm as major * 10 + minor, cubin bytes).
+    pub cubins: &'static [(u32, &'static [u8])],
+}
+
+/// The SASS of module `$name` for sm_`$sm`, as shipped in `cuda/cubin`.
+macro_rules! cubin {
+    ($name:literal, $sm:literal) => {
+        (
+            $sm,
+            include_bytes!(concat!("../cubin/", $name, ".sm_", $sm, ".cubin")) as &[u8],
+        )
+    };
+}
+
+macro_rules! module_image {
+    ($name:literal) => {
+        ModuleImage {
+            name: $name,
+            ptx: include_str!(concat!("../ptx/", $name, ".ptx")),
+            cubins: &[
+                cubin!($name, 80),
+                cubin!($name, 86),
+                cubin!($name, 89),
+                cubin!($name, 90),
+            ],
+        }
+    };
+}
+
+/// Every module the kernels live in; all are loaded when a device is opened.
+pub const MODULES: &[ModuleImage] = &[
+    module_image!("elementwise"),
+    module_image!("embed"),
+    module_image!("matvec"),
+    module_image!("norm"),
+    module_image!("quantize"),
+    module_image!("ssm"),
 ];
 
-/// Compute capability the shipped PTX targets.
-pub const MIN_CC: (i32, i32) = (8, 0);
+/// The shipped cubin a device of compute capability `major.minor` can run:
+/// the one built for it, else the newest of the same major version with a
+/// lower minor (SASS runs on later minors of its major, never across majors);
+/// `None` means the PTX must be JIT-compiled.
+pub fn pick_cubin(
+    major: i32,
+    minor: i32,
+    cubins: &'static [(u32, &'static [u8])],
+) -> Option<(u32, &'static [u8])> {
+    let (Ok(major), Ok(minor)) = (u32::try_from(major), u32::try_from(minor)) else {
+        return None;
+    };
+    cubins
+        .iter()
+        .filter(|(sm, _)| sm / 10 == major && sm % 10 <= minor)
+        .max_by_key(|(sm, _)| *sm)
+        .copied()
+}
+
+/// Compute capability the shipped PTX targets (compute_75, `.version 6.3`:
+/// a T4 runs it through the JIT), and the lowest this backend opens.
+pub const MIN_CC: (i32, i32) = (7, 5);
 
 /// The module (kernels/<module>.cu) that defines `kernel`.
 pub fn module_of(kernel: &str) -> &'static str {
@@ -104,7 +160,12 @@ pub(crate) struct CudaCtx {
     dev: sys::CUdevice,
     /// "NVIDIA H100 80GB HBM3 (sm_90)".
     pub(crate) name: String,
-    modules: Mutex<HashMap<&'static str, sys::CUmodule>>,
+    /// How the kernels were loaded: "SASS sm_90, 6 modules in 12 ms", or
+    /// "PTX JIT-compiled for sm_100, 6 modules in 4.1 s".
+    pub(crate) code: String,
+    /// Every module of [`MODULES`], loaded in [`CudaCtx::new`] (unloaded in
+    /// Drop, before the primary context is released).
+    modules: HashMap<&'static str, sys::CUmodule>,
     /// Kernels already looked up (a decode step launches hundreds: the
     /// driver's lookup by name is not done again for each).
     functions: Mutex<HashMap<String, sys::CUfunction>>,
@@ -154,18 +215,39 @@ impl CudaCtx {
         // SAFETY: `dev` is valid; the primary context is released in Drop.
         let ctx =
             unsafe { result::primary_ctx::retain(dev) }.map_err(drv("cuDevicePrimaryCtxRetain"))?;
-        let me = CudaCtx {
+        let mut me = CudaCtx {
             ctx,
             dev,
             name: format!("{name} (sm_{major}{minor})"),
-            modules: Mutex::new(HashMap::new()),
+            code: String::new(),
+            modules: HashMap::new(),
             functions: Mutex::new(HashMap::new()),
         };
         me.bind()?;
+        // Every module now, before a byte of weights goes up: a driver that
+        // cannot run our code (too old for the PTX, a failing JIT) is found
+        // here, where `--device auto` can still choose the CPU, and the JIT's
+        // cost is paid at load, not inside the first request. On failure
+        // `me` drops, unloading what loaded and releasing the context.
+        let t0 = std::time::Instant::now();
+        let mut kinds = Vec::new();
+        for m in MODULES {
+            let (module, kind) = load_module(m, major, minor)?;
+            me.modules.insert(m.name, module);
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        me.code = format!(
+            "{}, {} modules in {:.0?}",
+            kinds.join(" + "),
+            MODULES.len(),
+            t0.elapsed()
+        );
         Ok(me)
     }
 
-    fn bind(&self) -> Result<()> {
+    pub(crate) fn bind(&self) -> Result<()> {
         // SAFETY: `ctx` is a live primary context retained in `new`.
         unsafe { result::ctx::set_current(self.ctx) }.map_err(drv("cuCtxSetCurrent"))
     }
@@ -330,32 +412,11 @@ impl CudaCtx {
     }
 
     fn lookup(&self, kernel: &str) -> Result<sys::CUfunction> {
-        let module = module_of(kernel);
-        let mut mods = self.modules.lock().map_err(|_| CudaError::Driver {
-            call: "module cache",
-            msg: "poisoned".into(),
-        })?;
-        let m = match mods.get(module) {
-            Some(&m) => m,
-            None => {
-                let (name, ptx) = PTX.iter().find(|(n, _)| *n == module).ok_or_else(|| {
-                    CudaError::MissingModule {
-                        kernel: kernel.to_string(),
-                    }
-                })?;
-                let image = CString::new(*ptx).map_err(|_| CudaError::MissingModule {
-                    kernel: kernel.to_string(),
-                })?;
-                // SAFETY: context current; `image` is NUL-terminated PTX text.
-                let m = unsafe { result::module::load_data(image.as_ptr().cast()) }
-                    .map_err(drv("cuModuleLoadData"))?;
-                mods.insert(name, m);
-                m
-            }
-        };
-        let cname = CString::new(kernel).map_err(|_| CudaError::MissingModule {
+        let missing = || CudaError::MissingModule {
             kernel: kernel.to_string(),
-        })?;
+        };
+        let m = *self.modules.get(module_of(kernel)).ok_or_else(missing)?;
+        let cname = CString::new(kernel).map_err(|_| missing())?;
         // SAFETY: `m` is a loaded module of this context.
         unsafe { result::module::get_function(m, cname) }.map_err(drv("cuModuleGetFunction"))
     }
@@ -394,7 +455,113 @@ impl CudaCtx {
 
 impl Drop for CudaCtx {
     fn drop(&mut self) {
+        // Modules first, with the context current: releasing the last
+        // reference to the primary context resets it, after which their
+        // handles (and any graph still holding their functions) are stale.
+        // The device's queue destroys its graphs before it lets go of this
+        // context (see `device::Queue`'s Drop).
+        if self.bind().is_ok() {
+            for (_, m) in self.modules.drain() {
+                // SAFETY: `m` was loaded in `new` and is unloaded once, here.
+                let _ = unsafe { sys::cuModuleUnload(m) };
+            }
+        }
         // SAFETY: releases the reference retained in `new`.
         let _ = unsafe { result::primary_ctx::release(self.dev) };
+    }
+}
+
+/// Loads one module for a device of compute capability `major.minor`: the
+/// shipped SASS when one fits, else the PTX through the driver's JIT (also
+/// when the SASS is refused). Says which ("SASS sm_90", "PTX JIT for
+/// sm_100"). The context must be current.
+fn load_module(m: &ModuleImage, major: i32, minor: i32) -> Result<(sys::CUmodule, String)> {
+    let mut refused = None;
+    if let Some((sm, cubin)) = pick_cubin(major, minor, m.cubins) {
+        // The ELF image 8-byte aligned, as a driver may expect (an
+        // include_bytes! array has no alignment of its own).
+        let aligned: Vec<u64> = cubin
+            .chunks(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+            .collect();
+        match load_image(aligned.as_ptr().cast()) {
+            Ok(module) => return Ok((module, format!("SASS sm_{sm}"))),
+            Err((msg, log)) => refused = Some(format!("its sm_{sm} SASS: {msg} {log}")),
+        }
+    }
+    let image = CString::new(m.ptx).map_err(|_| CudaError::ModuleLoad {
+        module: m.name,
+        msg: "the shipped PTX holds a NUL byte".into(),
+        log: String::new(),
+    })?;
+    match load_image(image.as_ptr().cast()) {
+        Ok(module) => Ok((module, format!("PTX JIT for sm_{major}{minor}"))),
+        Err((msg, log)) => Err(CudaError::ModuleLoad {
+            module: m.name,
+            msg: format!(
+                "the driver could not JIT-compile its PTX for sm_{major}{minor} ({msg}{})",
+                refused.map_or(String::new(), |r| format!("; it also refused {r}"))
+            ),
+            log: if log.is_empty() {
+                log
+            } else {
+                format!("; the JIT's log: {log}")
+            },
+        }),
+    }
+}
+
+/// `cuModuleLoadDataEx` with the JIT's error and info logs; on failure the
+/// driver's error and whatever the logs say.
+fn load_image(image: *const c_void) -> std::result::Result<sys::CUmodule, (String, String)> {
+    const LOG: usize = 16 * 1024;
+    let mut err_log = vec![0u8; LOG];
+    let mut info_log = vec![0u8; LOG];
+    use sys::CUjit_option::*;
+    let mut opts = [
+        CU_JIT_ERROR_LOG_BUFFER,
+        CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+        CU_JIT_INFO_LOG_BUFFER,
+        CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+    ];
+    // Sizes travel as pointer-sized integers in the value array (the
+    // driver's convention for scalar options).
+    let mut vals: [*mut c_void; 4] = [
+        err_log.as_mut_ptr().cast(),
+        LOG as *mut c_void,
+        info_log.as_mut_ptr().cast(),
+        LOG as *mut c_void,
+    ];
+    let mut module: sys::CUmodule = std::ptr::null_mut();
+    // SAFETY: the context is current (the caller's contract); `image` is a
+    // cubin or NUL-terminated PTX that lives for the call; the option and
+    // value arrays have 4 entries each, and the log buffers LOG bytes.
+    let rc = unsafe {
+        sys::cuModuleLoadDataEx(
+            &mut module,
+            image,
+            opts.len() as u32,
+            opts.as_mut_ptr(),
+            vals.as_mut_ptr(),
+        )
+    };
+    match rc.result() {
+        Ok(()) => Ok(module),
+        Err(e) => {
+            let text = |b: &[u8]| {
+                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                String::from_utf8_lossy(&b[..end]).trim().to_string()
+            };
+            let log = [text(&err_log), text(&info_log)]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n");
+            Err((format!("{e:?}"), log))
+        }
     }
 }

@@ -56,14 +56,32 @@ enum Graph {
 /// Where launches go: at once, or queued and replayed (see [`crate::graph`]).
 /// Buffers hold it too, so that freeing one first runs the launches queued
 /// before (they may use it).
+///
+/// Teardown order matters on a GPU: the queue is the last holder of the
+/// context (every buffer drops its own reference first), and releasing the
+/// last reference to the primary context resets it. So the queue's Drop
+/// destroys the cached graphs while the context is alive and current, and
+/// only then do the fields drop (`replay` is also declared before `kind`,
+/// so field order alone would give the same).
 struct Queue {
-    kind: Kind,
     /// Queue launches (graphs on); false: each launch runs when asked.
     defer: AtomicBool,
     replay: Mutex<Replay<Graph>>,
     /// Graphs launched, and the kernel launches inside them.
     graphs: AtomicU64,
     replayed: AtomicU64,
+    kind: Kind,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let cached = std::mem::take(&mut *self.replay());
+        if let Kind::Cuda(ctx) = &self.kind {
+            // cuGraphExecDestroy on the context that made the graphs.
+            let _ = ctx.bind();
+        }
+        drop(cached);
+    }
 }
 
 impl Queue {
@@ -273,11 +291,11 @@ impl Device {
     fn with(kind: Kind) -> Device {
         Device {
             q: Arc::new(Queue {
-                kind,
                 defer: AtomicBool::new(crate::cuda::graphs_wanted()),
                 replay: Mutex::new(Replay::default()),
                 graphs: AtomicU64::new(0),
                 replayed: AtomicU64::new(0),
+                kind,
             }),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             launches: AtomicU64::new(0),
@@ -334,6 +352,16 @@ impl Device {
         match &self.q.kind {
             Kind::Emu => "CUDA emulator (CPU)".into(),
             Kind::Cuda(ctx) => ctx.name.clone(),
+        }
+    }
+
+    /// How the kernels were loaded: on a GPU, "SASS sm_90, 6 modules in
+    /// 12 ms" or "PTX JIT for sm_100, 6 modules in 4.1 s"; on the emulator,
+    /// "compiled in".
+    pub fn code(&self) -> String {
+        match &self.q.kind {
+            Kind::Emu => "compiled in".into(),
+            Kind::Cuda(ctx) => ctx.code.clone(),
         }
     }
 
@@ -586,6 +614,7 @@ impl Device {
         block: (u32, u32, u32),
         params: &Params,
     ) -> Result<()> {
+        check_launch_shape(kernel, grid, block)?;
         self.launches.fetch_add(1, Ordering::Relaxed);
         if !self.q.defer.load(Ordering::Relaxed) {
             // SAFETY: forwarded from the caller.
@@ -609,6 +638,47 @@ impl Device {
             Kind::Cuda(ctx) => ctx.synchronize(),
         }
     }
+}
+
+/// The launch limits every CUDA GPU since compute capability 3.0 has (and
+/// the emulator enforces the same): grid.x < 2^31, grid.y and grid.z <=
+/// 65535, block.x and block.y <= 1024, block.z <= 64, at most 1024 threads
+/// in a block, and no dimension 0. A shape past them is refused here, on
+/// the emulator as on a GPU, instead of failing only on hardware.
+pub(crate) fn check_launch_shape(
+    kernel: &str,
+    grid: (u32, u32, u32),
+    block: (u32, u32, u32),
+) -> Result<()> {
+    let bad = |what: &'static str, value: u32, why: &'static str| {
+        Err(CudaError::Launch {
+            kernel: kernel.to_string(),
+            what,
+            value: value as usize,
+            why,
+        })
+    };
+    let threads = block.0 as u64 * block.1 as u64 * block.2 as u64;
+    if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+        return bad("grid", 0, "a grid dimension is 0");
+    }
+    if grid.0 > i32::MAX as u32 {
+        return bad("grid.x", grid.0, "over 2^31 - 1 blocks");
+    }
+    if grid.1 > 65535 {
+        return bad("grid.y", grid.1, "over 65535 blocks");
+    }
+    if grid.2 > 65535 {
+        return bad("grid.z", grid.2, "over 65535 blocks");
+    }
+    if threads == 0 || threads > 1024 || block.0 > 1024 || block.1 > 1024 || block.2 > 64 {
+        return bad(
+            "block",
+            block.0,
+            "not a valid block shape (at most 1024 threads)",
+        );
+    }
+    Ok(())
 }
 
 /// A kernel's parameter block (its single struct argument), laid out with C's

@@ -22,6 +22,16 @@ pub enum CudaError {
     OutOfMemory { need: usize, free: usize },
     #[error("the shipped PTX holds no module for kernel {kernel}")]
     MissingModule { kernel: String },
+    /// A kernel module the driver would not load (too old for the PTX's ISA
+    /// version, a failing JIT): found when the device is opened, so that
+    /// `--device auto` can still choose the CPU.
+    #[error("CUDA kernel module '{module}' could not be loaded: {msg}{log}")]
+    ModuleLoad {
+        module: &'static str,
+        msg: String,
+        /// Empty, or "; the JIT's log: ...".
+        log: String,
+    },
     #[error("emulator: {0}")]
     Emu(String),
     #[error("{what}: expected {expected}, got {got}")]
@@ -32,6 +42,13 @@ pub enum CudaError {
     },
     #[error("{what} = {value} is out of range ({why})")]
     Shape {
+        what: &'static str,
+        value: usize,
+        why: &'static str,
+    },
+    #[error("launch of {kernel}: {what} = {value} is past the GPU's limits ({why})")]
+    Launch {
+        kernel: String,
         what: &'static str,
         value: usize,
         why: &'static str,

@@ -48,6 +48,20 @@ fn span(rows: usize, n: usize, stride: usize) -> Result<usize> {
     Ok(mul("rows", rows - 1, stride)? + n)
 }
 
+/// A view a kernel reads or writes 16 bytes at a time (a GPU faults on a
+/// misaligned vector access).
+fn aligned16(dev: &Device, what: &'static str, v: &View) -> Result<()> {
+    let a = dev.check_view(v)?;
+    if a % 16 != 0 {
+        return Err(CudaError::Shape {
+            what,
+            value: (a % 16) as usize,
+            why: "must be 16-byte aligned",
+        });
+    }
+    Ok(())
+}
+
 /// One block per row: `rows` as a grid dimension.
 fn rows_u32(rows: usize) -> Result<u32> {
     u32::try_from(rows).map_err(|_| CudaError::Shape {
@@ -55,6 +69,14 @@ fn rows_u32(rows: usize) -> Result<u32> {
         value: rows,
         why: "too many",
     })
+}
+
+/// Threads per block of the norms for rows of `n` values: about four values
+/// a thread (all of a thread's loads in flight at once), a multiple of 32
+/// from 32 to 1024. norm.cu's `norm_threads` is the same function: a row's
+/// sum order depends on `n` alone.
+pub fn norm_threads(n: usize) -> u32 {
+    (n.div_ceil(4 * 32) * 32).clamp(32, 1024) as u32
 }
 
 /// The parameters `rms_norm` and `rms_norm_q8a` share (x, w, y, n, strides,
@@ -113,7 +135,7 @@ pub fn rms_norm(
     let p = norm_params(dev, x, w, y, rows, n, (stride_x, stride_y), eps)?.done();
     let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: every view was checked to cover what the kernel touches.
-    unsafe { dev.launch("rms_norm", grid, (256, 1, 1), &p) }
+    unsafe { dev.launch("rms_norm", grid, (norm_threads(n), 1, 1), &p) }
 }
 
 /// [`rms_norm`] whose output `y` (rows of `n`, stride `n`, not overlapping
@@ -150,7 +172,7 @@ pub fn rms_norm_q8a(
         .done();
     let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: the views cover the rows, their norms and their Q8A blocks.
-    unsafe { dev.launch("rms_norm_q8a", grid, (256, 1, 1), &p) }
+    unsafe { dev.launch("rms_norm_q8a", grid, (norm_threads(n), 1, 1), &p) }
 }
 
 /// Weightless RMS norm, in place, of three segments of each of `rows`
@@ -198,8 +220,9 @@ pub fn rms_norm3(
     let [q, qd, qs] = q8a_out(dev, q8a, rows, n[0])?;
     let p = p.f32(eps).ptr(q).ptr(qd).ptr(qs).done();
     let grid = (rows_u32(rows)?, 3, 1);
+    let threads = norm_threads(n.into_iter().max().unwrap_or(1));
     // SAFETY: every segment lies within its row and the view covers the rows.
-    unsafe { dev.launch("rms_norm3", grid, (256, 1, 1), &p) }
+    unsafe { dev.launch("rms_norm3", grid, (threads, 1, 1), &p) }
 }
 
 /// Activations quantized to Q8A (see README): views for q (i8), d (f32), s (i32).
@@ -281,6 +304,49 @@ pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
+/// Bytes of a Q6_K superblock in device memory (matvec.cu's Q6K_DEV_BYTES):
+/// the GGUF's 210, zero-padded to 224 so that every field of a block lies at
+/// a 16-byte aligned offset and the matvec reads it with 16-byte loads.
+pub const Q6K_DEV_BYTES: usize = 224;
+
+/// Bytes of one row of `n` values of `ty` as the matvec and matmul kernels
+/// read it ([`upload_weights`]): the GGUF's layout, except Q6_K's padded
+/// superblocks.
+pub fn device_row_bytes(ty: GgmlType, n: usize) -> Option<usize> {
+    match ty {
+        GgmlType::Q6_K if n % 256 == 0 => Some(n / 256 * Q6K_DEV_BYTES),
+        GgmlType::Q6_K => None,
+        _ => ty.row_bytes(n),
+    }
+}
+
+/// A weight matrix (rows of `n` values of `ty`, as stored in the GGUF) in
+/// the layout the matvec and matmul kernels read: the file's bytes, or for
+/// Q6_K each 210-byte superblock followed by 14 zero bytes. The copy on the
+/// device is ours to lay out; the file is unchanged.
+pub fn upload_weights(dev: &Device, ty: GgmlType, n: usize, bytes: &[u8]) -> Result<Buffer<u8>> {
+    let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
+    if rb == 0 || bytes.len() % rb != 0 {
+        return Err(CudaError::Size {
+            what: "weight bytes (whole rows)",
+            expected: bytes.len().div_ceil(rb.max(1)) * rb,
+            got: bytes.len(),
+        });
+    }
+    if ty != GgmlType::Q6_K {
+        return dev.upload(bytes);
+    }
+    let blocks = bytes.len() / 210;
+    let mut padded = vec![0u8; mul("Q6_K blocks", blocks, Q6K_DEV_BYTES)?];
+    for (src, dst) in bytes
+        .chunks_exact(210)
+        .zip(padded.chunks_exact_mut(Q6K_DEV_BYTES))
+    {
+        dst[..210].copy_from_slice(src);
+    }
+    dev.upload(&padded)
+}
+
 /// Weight rows (one per warp) per block of `matvec_<t>_<c>` and of
 /// `matmul_<t>`, whose 8 warps share each staged activation tile: the
 /// kernels' MATVEC_WARPS and MM_WARPS.
@@ -316,7 +382,7 @@ impl<'a> MvOut<'a> {
 
 /// out[c][r] = dot(weight row r, activation row c) for c < ncols (1..=8)
 /// (plus `add[c][r]`, see [`MvOut`]): `w` holds `rows` rows of `n` values
-/// of `ty` as stored in the GGUF.
+/// of `ty` in the device layout ([`upload_weights`]: the GGUF's, Q6_K padded).
 #[allow(clippy::too_many_arguments)]
 pub fn matvec(
     dev: &Device,
@@ -390,16 +456,39 @@ fn launch_quantized(
             why: "whole blocks, positive",
         });
     }
-    let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
+    let rb = device_row_bytes(ty, n).ok_or(CudaError::Unsupported { ty })?;
     let nb = n / 32;
-    need("matvec weights", w, mul("weights", rows, rb)?)?;
+    // A Q6_K matrix uploaded as the file has it (not by upload_weights) is
+    // too short for its rows here.
+    need(
+        "matvec weights (device layout)",
+        w,
+        mul("weights", rows, rb)?,
+    )?;
     need("matvec q", acts.q, mul("q", ncols, n)?)?;
     need("matvec d", acts.d, mul("d", ncols, nb)?)?;
     need("matvec s", acts.s, mul("s", ncols, nb)?)?;
     let (out, add) = out.check(dev, ncols, rows)?;
+    // 16-byte loads (a GPU faults on a misaligned one): the K-quant weight
+    // blocks, and the matvec's activation blocks.
+    let (wa, qa) = (dev.check_view(w)?, dev.check_view(acts.q)?);
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) && wa % 16 != 0 {
+        return Err(CudaError::Shape {
+            what: "matvec weights address mod 16",
+            value: (wa % 16) as usize,
+            why: "K-quant weights are read 16 bytes at a time",
+        });
+    }
+    if ncols_param.is_none() && qa % 16 != 0 {
+        return Err(CudaError::Shape {
+            what: "matvec q address mod 16",
+            value: (qa % 16) as usize,
+            why: "activation blocks are read 16 bytes at a time",
+        });
+    }
     let mut p = Params::default()
-        .ptr(dev.check_view(w)?)
-        .ptr(dev.check_view(acts.q)?)
+        .ptr(wa)
+        .ptr(qa)
         .ptr(dev.check_view(acts.d)?)
         .ptr(dev.check_view(acts.s)?)
         .ptr(out)
@@ -472,6 +561,9 @@ pub fn copy_rows(
     unsafe { dev.launch("copy_rows_f32", grid, (256, 1, 1), &p) }
 }
 
+/// elementwise.cu's ARGMAX_THREADS.
+const ARGMAX_THREADS: u32 = 1024;
+
 /// Greedy argmax of `rows` rows of `n` logits into `out` (2 ints per row:
 /// index, first NaN index or -1). See [`argmax_result`].
 pub fn argmax(dev: &Device, x: &View, rows: usize, n: usize, out: &View) -> Result<()> {
@@ -491,7 +583,7 @@ pub fn argmax(dev: &Device, x: &View, rows: usize, n: usize, out: &View) -> Resu
         .done();
     let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: the views hold the rows and their results.
-    unsafe { dev.launch("argmax_f32", grid, (256, 1, 1), &p) }
+    unsafe { dev.launch("argmax_f32", grid, (ARGMAX_THREADS, 1, 1), &p) }
 }
 
 /// The `k` largest of each of `rows` rows of `n` logits: `val` and `idx`
@@ -637,6 +729,17 @@ fn state_slots(
                 why: "outside the state pool",
             });
         }
+        // Two sequences of one launch on one slot would race on its conv and
+        // scan state from different blocks.
+        let mut seen = ids.to_vec();
+        seen.sort_unstable();
+        if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+            return Err(CudaError::Shape {
+                what: "state slot",
+                value: w[0] as usize,
+                why: "given to two sequences of one launch",
+            });
+        }
         Ok(())
     };
     match slots {
@@ -751,6 +854,8 @@ pub fn selective_scan(
     }
     need("scan bc", i.bc, span(rows, bc_end, i.bc_stride)?)?;
     need("scan A", i.a, mul("A", sh.e, 16)?)?;
+    aligned16(dev, "scan A address mod 16", i.a)?;
+    aligned16(dev, "scan state address mod 16", state)?;
     need("scan D", i.d, sh.e)?;
     need("scan dt_bias", i.dt_bias, sh.e)?;
     let slots = state_slots(dev, &sh, "scan state", state, 16, slots)?;

@@ -1,4 +1,4 @@
-//! Every kernel through the emulator against a scalar reference: the quant
+//! Every kernel through the emulator (or a GPU, see [`test_device`]) against a scalar reference: the quant
 //! crate's dequantizers for the weights, plain f32/f64 loops for the rest.
 //!
 //! Tolerances: the Q8A quantizer is compared byte for byte (its math is
@@ -12,6 +12,19 @@ use mamba_cuda::ops::{self, MixerShape, MvOut, QActs, ScanInputs, StateSlots};
 use mamba_cuda::{Buffer, Device};
 use quant::GgmlType;
 use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// The device under test: the emulator, or GPU 0 when
+/// `MAMBA_GGUF_TEST_DEVICE=cuda` (how `scripts/gpu/check.sh` runs these same
+/// kernel tests on a machine lent a GPU). The emulator's own fault-detection
+/// test always runs on the emulator.
+fn test_device() -> Device {
+    match std::env::var("MAMBA_GGUF_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            Device::cuda(0).unwrap_or_else(|e| panic!("MAMBA_GGUF_TEST_DEVICE=cuda: {e}"))
+        }
+        _ => Device::emu(),
+    }
+}
 
 fn view<T: mamba_cuda::Elem>(dev: &Device, b: &Buffer<T>) -> mamba_cuda::View {
     dev.view(b, 0, b.len()).unwrap()
@@ -53,7 +66,7 @@ fn rand_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
 
 #[test]
 fn quantize_q8a_is_byte_exact() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(1);
     let (rows, n) = (3, 320);
     let mut x = rand_vec(&mut rng, rows * n, 3.0);
@@ -94,7 +107,7 @@ fn quantize_rows(ty: GgmlType, w: &[f32], n: usize) -> Vec<u8> {
 }
 
 fn check_matvec(ty: GgmlType, n: usize, rows: usize, ncols: usize, wbytes: &[u8], x: &[f32]) {
-    let dev = Device::emu();
+    let dev = test_device();
     let rb = ty.row_bytes(n).unwrap();
     let mut wf = vec![0f32; n * rows];
     for (src, dst) in wbytes.chunks(rb).zip(wf.chunks_mut(n)) {
@@ -104,7 +117,7 @@ fn check_matvec(ty: GgmlType, n: usize, rows: usize, ncols: usize, wbytes: &[u8]
     let qb = dev.upload(&q).unwrap();
     let db = dev.upload(&d).unwrap();
     let sb = dev.upload(&s).unwrap();
-    let wb = dev.upload(wbytes).unwrap();
+    let wb = ops::upload_weights(&dev, ty, n, wbytes).unwrap();
     let out: Buffer<f32> = dev.alloc(ncols * rows).unwrap();
     let acts = QActs {
         q: &view(&dev, &qb),
@@ -202,7 +215,7 @@ fn half_bits(v: f32) -> u16 {
 
 #[test]
 fn matvec_nan_activation_poisons_only_its_column() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(4);
     let (n, rows, ty) = (256, 3, GgmlType::Q4_K);
     let wq = quantize_rows(ty, &rand_vec(&mut rng, n * rows, 1.0), n);
@@ -218,7 +231,7 @@ fn matvec_nan_activation_poisons_only_its_column() {
         s: &view(&dev, &s),
     };
     ops::quantize_q8a(&dev, &view(&dev, &xb), 2, n, n, &acts).unwrap();
-    let wb = dev.upload(&wq).unwrap();
+    let wb = ops::upload_weights(&dev, ty, n, &wq).unwrap();
     let out: Buffer<f32> = dev.alloc(2 * rows).unwrap();
     ops::matvec(
         &dev,
@@ -247,7 +260,7 @@ fn rms_ref(x: &[f32], w: Option<&[f32]>, eps: f32) -> Vec<f32> {
 
 #[test]
 fn rms_norm_weighted_and_weightless() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(5);
     for (n, rows) in [(4096, 2), (33, 3), (1, 1)] {
         let x = rand_vec(&mut rng, n * rows, 4.0);
@@ -309,7 +322,7 @@ fn rms_norm_weighted_and_weightless() {
 
 #[test]
 fn add_and_argmax() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(6);
     let n = 1000;
     let a = rand_vec(&mut rng, n, 1.0);
@@ -367,7 +380,7 @@ fn silu(x: f64) -> f64 {
 
 #[test]
 fn conv1d_silu_chunk_then_decode_matches_reference() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(7);
     let (e, t, seqs, xs) = (200, 5, 2, 2 * 200);
     let x = rand_vec(&mut rng, seqs * t * xs, 1.0);
@@ -426,7 +439,7 @@ fn conv1d_silu_chunk_then_decode_matches_reference() {
 
 #[test]
 fn selective_scan_matches_mamba_recurrence() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(8);
     let (e, t, seqs, n) = (150, 6, 2, 16);
     let (bcs, boff) = (4 + 2 * n, 4);
@@ -515,7 +528,7 @@ fn selective_scan_matches_mamba_recurrence() {
 
 #[test]
 fn shape_errors_are_errors_not_panics() {
-    let dev = Device::emu();
+    let dev = test_device();
     let small: Buffer<f32> = dev.alloc(10).unwrap();
     let v = view(&dev, &small);
     assert!(ops::add(&dev, &v, &v, &v, 11).is_err());
@@ -527,12 +540,49 @@ fn shape_errors_are_errors_not_panics() {
         Err(mamba_cuda::CudaError::ForeignBuffer)
     ));
     assert!(dev.view(&small, 5, 6).is_err());
+    // K-quant weights at an address a 16-byte load would fault on.
+    let (n, rows) = (256, 4);
+    let wb: Buffer<u8> = dev.alloc(2 + rows * 144).unwrap();
+    let q: Buffer<i8> = dev.alloc(n).unwrap();
+    let ad: Buffer<f32> = dev.alloc(n / 32).unwrap();
+    let asum: Buffer<i32> = dev.alloc(n / 32).unwrap();
+    let out: Buffer<f32> = dev.alloc(rows).unwrap();
+    let acts = QActs {
+        q: &view(&dev, &q),
+        d: &view(&dev, &ad),
+        s: &view(&dev, &asum),
+    };
+    let shifted = dev.view(&wb, 2, rows * 144).unwrap();
+    let o = view(&dev, &out);
+    let err = ops::matvec(
+        &dev,
+        GgmlType::Q4_K,
+        &shifted,
+        n,
+        rows,
+        &acts,
+        1,
+        &MvOut::to(&o),
+    );
+    assert!(
+        matches!(
+            err,
+            Err(mamba_cuda::CudaError::Shape {
+                what: "matvec weights address mod 16",
+                value: 2,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn emulator_reports_divergent_barriers() {
     let dev = Device::emu();
     let out: Buffer<i32> = dev.alloc(64).unwrap();
+    let e = ops::emu_selftest(&dev, "emu_selftest_misaligned_load", &view(&dev, &out)).unwrap_err();
+    assert!(e.to_string().contains("misaligned 16-byte load"), "{e}");
     let e = ops::emu_selftest(&dev, "emu_selftest_divergent_sync", &view(&dev, &out)).unwrap_err();
     assert!(e.to_string().contains("divergent __syncthreads"), "{e}");
     let e =
@@ -542,7 +592,7 @@ fn emulator_reports_divergent_barriers() {
 
 #[test]
 fn matvec_float_weights_any_length() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(9);
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
         for (n, rows) in [(1000, 5), (7, 3), (64, 9)] {
@@ -585,7 +635,7 @@ fn matvec_float_weights_any_length() {
 
 #[test]
 fn embedding_rows_are_bit_exact_for_every_type() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(10);
     let mut types = QTYPES.to_vec();
     types.extend([GgmlType::F32, GgmlType::F16, GgmlType::BF16]);
@@ -643,7 +693,7 @@ fn slots_of<'a>(ids: Option<&'a [i32]>, buf: &'a mut Buffer<i32>) -> StateSlots<
 /// before anything runs.
 #[test]
 fn mixer_kernels_use_the_indexed_state_slots() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(9);
     let (e, n, seqs, pool) = (40, 16, 3, 5);
     let ids = [4i32, 0, 2];
@@ -776,11 +826,69 @@ fn mixer_kernels_use_the_indexed_state_slots() {
         ),
         "{err:?}"
     );
+    // Two sequences on one slot: they would race on its state.
+    let err = ops::conv1d_silu(
+        &dev,
+        sh,
+        &view(&dev, &xb),
+        2 * e,
+        &view(&dev, &wb),
+        &view(&dev, &bb),
+        &view(&dev, &cp),
+        StateSlots::Indexed {
+            ids: &[2, 0, 2],
+            buf: &mut idb,
+        },
+        (&view(&dev, &xc), e),
+        None,
+    );
+    assert!(
+        matches!(
+            err,
+            Err(mamba_cuda::CudaError::Shape {
+                what: "state slot",
+                value: 2,
+                why: "given to two sequences of one launch",
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+/// A grid past the hardware's limits (grid.y <= 65535) is refused on the
+/// emulator as a GPU would refuse it, naming the kernel and dimension; the
+/// largest legal one runs.
+#[test]
+fn launches_past_the_grid_limits_are_refused() {
+    let dev = test_device();
+    let rows = 65_536;
+    let src: Vec<f32> = (0..rows).map(|i| i as f32).collect();
+    let sb = dev.upload(&src).unwrap();
+    let db: Buffer<f32> = dev.alloc(rows).unwrap();
+    let err = ops::copy_rows(&dev, &view(&dev, &sb), 1, &view(&dev, &db), 1, rows, 1)
+        .and_then(|()| dev.flush());
+    match err {
+        Err(mamba_cuda::CudaError::Launch {
+            kernel,
+            what,
+            value,
+            ..
+        }) => {
+            assert_eq!(
+                (kernel.as_str(), what, value),
+                ("copy_rows_f32", "grid.y", rows)
+            );
+        }
+        other => panic!("expected a launch-limit error, got {other:?}"),
+    }
+    ops::copy_rows(&dev, &view(&dev, &sb), 1, &view(&dev, &db), 1, rows - 1, 1).unwrap();
+    let got = dev.read(&db).unwrap();
+    assert_eq!(got[..rows - 1], src[..rows - 1]);
 }
 
 #[test]
 fn copy_rows_and_partial_transfers() {
-    let dev = Device::emu();
+    let dev = test_device();
     let src: Vec<f32> = (0..5 * 12).map(|i| i as f32).collect();
     let sb = dev.upload(&src).unwrap();
     let mut db: Buffer<f32> = dev.alloc(5 * 4 + 3).unwrap();
@@ -823,7 +931,7 @@ fn copy_rows_and_partial_transfers() {
 /// rows = over a contiguous copy.
 #[test]
 fn fused_launches_equal_the_launches_they_replace() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(12);
     let acts_of = |rows: usize, n: usize| {
         let q: Buffer<i8> = dev.alloc(rows * n).unwrap();
@@ -954,7 +1062,7 @@ fn fused_launches_equal_the_launches_they_replace() {
     let x0 = rand_vec(&mut rng, rows * ncols, 2.0);
     for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
         let wq = quantize_rows(ty, &rand_vec(&mut rng, n * rows, 1.0), n);
-        let wb = dev.upload(&wq).unwrap();
+        let wb = ops::upload_weights(&dev, ty, n, &wq).unwrap();
         let (q, d, s) = acts_of(ncols, n);
         let acts = QActs {
             q: &view(&dev, &q),
@@ -1051,14 +1159,14 @@ fn fused_launches_equal_the_launches_they_replace() {
 /// quarter; with and without `add`.
 #[test]
 fn prefill_matmul_equals_matvec_bit_for_bit() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(21);
     for (ty, n, rows) in QTYPES
         .into_iter()
         .flat_map(|ty| [(ty, 512, 6), (ty, 1024, 8), (ty, 1280, 11)])
     {
         let wq = quantize_rows(ty, &rand_vec(&mut rng, n * rows, 1.0), n);
-        let wb = dev.upload(&wq).unwrap();
+        let wb = ops::upload_weights(&dev, ty, n, &wq).unwrap();
         for t in [1usize, 7, 9, 16, 17, 33] {
             let x = rand_vec(&mut rng, n * t, 2.0);
             let (q, d, s) = q8a_ref(&x);
@@ -1112,7 +1220,7 @@ fn prefill_matmul_equals_matvec_bit_for_bit() {
 /// gives (two sequences, a chunk, 64 channels in a 128-thread block).
 #[test]
 fn mixer_outputs_quantized_in_their_own_launch() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(31);
     let (e, t, seqs, n) = (64, 5, 2, 16);
     let rows = t * seqs;
@@ -1288,7 +1396,7 @@ fn top_k_reference(row: &[f32], k: usize) -> Vec<(u32, u32)> {
 
 #[test]
 fn top_k_equals_sorting_the_row() {
-    let dev = Device::emu();
+    let dev = test_device();
     let mut rng = StdRng::seed_from_u64(11);
     // (label, row, k)
     let mut cases: Vec<(&str, Vec<f32>, usize)> = Vec::new();

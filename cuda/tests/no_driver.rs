@@ -22,7 +22,7 @@ fn cuda_without_driver_is_a_clear_error() {
 }
 
 #[test]
-fn every_launched_kernel_is_in_the_shipped_ptx() {
+fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
     let mut names: Vec<String> = [
         "rms_norm",
         "rms_norm_q8a",
@@ -51,13 +51,52 @@ fn every_launched_kernel_is_in_the_shipped_ptx() {
     }
     for n in names {
         let module = mamba_cuda::cuda::module_of(&n);
-        let (_, ptx) = mamba_cuda::cuda::PTX
+        let m = mamba_cuda::cuda::MODULES
             .iter()
-            .find(|(m, _)| *m == module)
+            .find(|m| m.name == module)
             .expect("module shipped");
         assert!(
-            ptx.contains(&format!(".entry {n}(")),
+            m.ptx.contains(&format!(".entry {n}(")),
             "{n} missing from {module}.ptx"
         );
+        // The SASS of every architecture holds it too (its ELF symbol table
+        // names each kernel, NUL-terminated).
+        let sym = format!("{n}\0");
+        for (sm, cubin) in m.cubins {
+            assert!(
+                cubin.windows(sym.len()).any(|w| w == sym.as_bytes()),
+                "{n} missing from {module}.sm_{sm}.cubin"
+            );
+        }
+    }
+}
+
+/// The SASS a card gets: its own architecture's, else the newest of its
+/// major version below it; none across majors (the PTX JIT then).
+#[test]
+fn each_card_gets_the_sass_it_can_run() {
+    use mamba_cuda::cuda::{pick_cubin, MODULES};
+    let cubins = MODULES[0].cubins;
+    let sm = |major, minor| pick_cubin(major, minor, cubins).map(|(sm, _)| sm);
+    assert_eq!(sm(8, 0), Some(80)); // A100
+    assert_eq!(sm(8, 6), Some(86)); // A10, RTX 3090
+    assert_eq!(sm(8, 7), Some(86)); // Jetson Orin
+    assert_eq!(sm(8, 9), Some(89)); // L4, RTX 4090
+    assert_eq!(sm(9, 0), Some(90)); // H100, H200
+    assert_eq!(sm(7, 5), None); // T4: PTX
+    assert_eq!(sm(10, 0), None); // B200: PTX
+    assert_eq!(sm(12, 0), None); // RTX 5090: PTX
+    assert_eq!(sm(-1, 0), None);
+    for m in MODULES {
+        let archs: Vec<u32> = m.cubins.iter().map(|(sm, _)| *sm).collect();
+        assert_eq!(archs, [80, 86, 89, 90], "{}", m.name);
+        for (sm, c) in m.cubins {
+            assert_eq!(
+                &c[..4],
+                b"\x7fELF",
+                "{}.sm_{sm}.cubin is an ELF image",
+                m.name
+            );
+        }
     }
 }

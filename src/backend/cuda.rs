@@ -95,6 +95,8 @@ struct GpuMat {
     ty: GgmlType,
     n_in: usize,
     n_out: usize,
+    /// The matvec's device layout (`ops::upload_weights`: Q6_K padded), or
+    /// for the embedding table the file's own bytes.
     w: Buffer<u8>,
 }
 
@@ -298,14 +300,19 @@ impl CudaBackend {
                     .flat_map(|l| [&l.ssm_in, &l.ssm_x, &l.ssm_dt, &l.ssm_out]),
             );
         let mut weight_bytes = 0usize;
-        for m in mats {
+        for (i, m) in mats.enumerate() {
             if !has_matvec(m.ty) {
                 return Err(unsupported(m, ""));
             }
             if ops::matvec_stem(m.ty).is_some() && m.n_in % 32 != 0 {
                 return Err(unsupported(m, " for rows not a multiple of 32"));
             }
-            weight_bytes += w.file.tensor_data(&m.info).len();
+            // The matrices in the matvec's layout (Q6_K padded, see
+            // ops::upload_weights); the embedding table (the first) as stored.
+            weight_bytes += match ops::device_row_bytes(m.ty, m.n_in) {
+                Some(rb) if i > 0 => rb * m.n_out,
+                _ => w.file.tensor_data(&m.info).len(),
+            };
         }
         let (e, d) = (hp.d_inner, hp.n_embd);
         weight_bytes += 4 * (hp.n_layer * (d + e * (CONV_K + 4 + STATE_N)) + d);
@@ -325,13 +332,14 @@ impl CudaBackend {
                 });
             }
         }
+        // A matrix the matvec reads, in its device layout.
         let mat = |m: &Mat| -> Result<GpuMat> {
             Ok(GpuMat {
                 name: m.name.clone(),
                 ty: m.ty,
                 n_in: m.n_in,
                 n_out: m.n_out,
-                w: dev.upload(w.file.tensor_data(&m.info))?,
+                w: ops::upload_weights(&dev, m.ty, m.n_in, w.file.tensor_data(&m.info))?,
             })
         };
         let layers = w
@@ -360,7 +368,14 @@ impl CudaBackend {
             })
             .collect::<Result<Vec<_>>>()?;
         let inner = Inner {
-            tok_embd: mat(&w.tok_embd)?,
+            // Rows the embedding kernel dequantizes as the file has them.
+            tok_embd: GpuMat {
+                name: w.tok_embd.name.clone(),
+                ty: w.tok_embd.ty,
+                n_in: w.tok_embd.n_in,
+                n_out: w.tok_embd.n_out,
+                w: dev.upload(w.file.tensor_data(&w.tok_embd.info))?,
+            },
             output_norm: dev.upload(&w.output_norm)?,
             output: mat(&w.output)?,
             slots: 0,
@@ -376,11 +391,18 @@ impl CudaBackend {
         })
     }
 
+    /// The device's name; on a GPU also how its kernels were loaded (the
+    /// shipped SASS, or the PTX through the driver's JIT, and how long it
+    /// took), and why graphs are off if the driver refused one.
     pub(crate) fn device(&self) -> String {
-        match self.dev.graph_error() {
-            Some(e) => format!("{} (CUDA graphs off: {e})", self.dev.name()),
-            None => self.dev.name(),
+        let mut s = self.dev.name();
+        if !self.dev.is_emu() {
+            s += &format!(", kernels: {}", self.dev.code());
         }
+        if let Some(e) = self.dev.graph_error() {
+            s += &format!(" (CUDA graphs off: {e})");
+        }
+        s
     }
 
     /// Whether this runs on the emulator.

@@ -429,10 +429,17 @@ impl Backend {
             #[cfg(feature = "cuda")]
             DeviceRequest::Auto => {
                 // A GPU when one is usable for this model; any reason it is
-                // not (no driver, no device, no room) means the CPU.
+                // not (no device, a driver that cannot load our kernels, no
+                // room) means the CPU, which keeps the reason
+                // ([`Backend::gpu_fallback`]). Without a driver there is no
+                // GPU to explain.
                 if mamba_cuda::cuda::driver_present() {
-                    if let Ok(b) = CudaBackend::new(CudaDevice::Gpu(0), &weights) {
-                        return Ok(Backend::Cuda(b));
+                    match CudaBackend::new(CudaDevice::Gpu(0), &weights) {
+                        Ok(b) => return Ok(Backend::Cuda(b)),
+                        Err(e) => {
+                            let cpu = CpuBackend::new(weights)?;
+                            return Ok(Backend::Cpu(cpu.instead_of_gpu(e.to_string())));
+                        }
                     }
                 }
                 Ok(Backend::Cpu(CpuBackend::new(weights)?))
@@ -449,6 +456,17 @@ impl Backend {
                 CudaDevice::Emulator,
                 &weights,
             )?)),
+        }
+    }
+
+    /// Why `--device auto` runs on the CPU although an NVIDIA driver is
+    /// present (no device, kernels the driver cannot load, too little
+    /// memory), if it does.
+    pub fn gpu_fallback(&self) -> Option<&str> {
+        match self {
+            Backend::Cpu(b) => b.fallback(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => None,
         }
     }
 

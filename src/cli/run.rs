@@ -115,8 +115,12 @@ pub fn load_model(path: &Path, device: DeviceRequest, mmap: bool) -> Result<Mode
         #[allow(unreachable_patterns)]
         _ => false,
     };
-    Model::load_with(path, device, to_cpu && !mmap)
-        .with_context(|| format!("cannot load model {}", path.display()))
+    let model = Model::load_with(path, device, to_cpu && !mmap)
+        .with_context(|| format!("cannot load model {}", path.display()))?;
+    if let Some(why) = model.backend().gpu_fallback() {
+        eprintln!("warning: --device auto runs on the CPU: the GPU was not used: {why}");
+    }
+    Ok(model)
 }
 
 /// The model file's tokenizer, with the stop ids and chat template that

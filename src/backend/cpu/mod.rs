@@ -91,6 +91,8 @@ pub struct CpuBackend {
     output_norm: Vec<f32>,
     output: CpuMat,
     pool: Mutex<Pool>,
+    /// Why `--device auto` did not take the GPU it found, if it did not.
+    fallback: Option<String>,
 }
 
 /// The activation buffers of one forward over up to `rows` tokens: the
@@ -162,12 +164,29 @@ impl CpuBackend {
                 conv: vec![Vec::new(); n],
                 ssm: vec![Vec::new(); n],
             }),
+            fallback: None,
         })
+    }
+
+    /// This backend, chosen by `--device auto` because the GPU it found was
+    /// not usable for `why`.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn instead_of_gpu(mut self, why: String) -> Self {
+        self.fallback = Some(why);
+        self
+    }
+
+    /// Why `--device auto` chose the CPU over a GPU it found, if it did.
+    pub(crate) fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     pub(crate) fn device(&self) -> String {
         let path = format!("{:?}", self.output.kernel.path).to_ascii_uppercase();
-        format!("CPU ({path})")
+        match &self.fallback {
+            Some(why) => format!("CPU ({path}; the GPU was not used: {why})"),
+            None => format!("CPU ({path})"),
+        }
     }
 
     /// A weight's bytes in the mapped file (length checked at load).
