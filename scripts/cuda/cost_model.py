@@ -68,23 +68,23 @@ DESIGN = {
     # f16 decoded with cvt (no branches): the header and the quants of an
     # iteration issue together, one DRAM round trip per iteration, not two
     # (finding 5, fix 3).
-    "matvec_one_trip": False,
+    "matvec_one_trip": True,  # f16_to_f32_cvt, no branches (was False at 446ab26)
     # Units per lane per iteration (finding 5, fix 4: unroll by 2).
     "units_per_lane": 1,
     # Q6_K head repacked at upload into 16-byte-aligned planes, so it can use
     # the wide loads too (finding 5, last paragraph).
-    "q6k_repacked": False,
+    "q6k_repacked": True,  # ops::upload_weights pads superblocks to 224 bytes
     # Split-K for matvecs with too few rows to fill the card: k warps per
     # row when rows < SPLITK_ROWS_PER_SM x SMs (finding 7). Also packs
     # dt_proj's short rows 4 per warp.
     "split_k": False,
     # rms_norm_q8a / rms_norm3 with every load of a thread issued before the
     # barrier (no serial chain of DRAM trips, finding 6).
-    "norm_loads_hoisted": False,
+    "norm_loads_hoisted": True,  # RMS_UNROLL loads a thread before the first use
     # Threads per norm block (256 today; finding 6 suggests 1024).
-    "norm_threads": 256,
+    "norm_threads": 1024,  # ops::norm_threads(4096); 256 at 446ab26
     # Scan state and A read as 16-byte loads (finding 18).
-    "scan_vec16": False,
+    "scan_vec16": True,  # ld_u4 of state and A
     # Launches per layer (8 today: norm, in, conv, x, norm3, dt, scan, out).
     # Fusing norm3 into dt_proj and conv into x_proj's staging gives 6;
     # a persistent per-layer kernel 1 (finding 8).
@@ -96,10 +96,21 @@ DESIGN = {
     # GPU: only HOST_EXPOSED_US remains on the critical path (finding 9).
     "host_overlapped": False,
     # argmax with 8 loads in flight per trip (finding 10).
-    "argmax_multi_load": False,
+    "argmax_multi_load": True,  # ARGMAX_UNROLL = 4 loads a trip, 1024 threads
+    # Threads of the argmax block.
+    "argmax_threads": 1024,  # elementwise.cu ARGMAX_THREADS
     # Batch > 8 uses int8 tensor cores (mma.sync) instead of the dp4a tile
     # (finding 11): MAC rate x MMA_SPEEDUP of the arch.
     "matmul_mma": False,
+}
+
+# The kernels as reviewed (commit 446ab26): `--baseline` models them, with
+# the review's load counts in place of the SASS report (which describes the
+# kernels as they are now).
+BASELINE = {
+    "weight_load_bytes": 2, "matvec_one_trip": False, "units_per_lane": 1, "norm_loads_hoisted": False,
+    "norm_threads": 256, "scan_vec16": False, "argmax_multi_load": False, "argmax_threads": 256,
+    "q6k_repacked": False,
 }
 
 # The fixes --all-fixes turns on at once (what the review's fix list adds up to).
@@ -127,7 +138,7 @@ MM_COLS = 16  # matvec.cu: columns per matmul tile group
 MATMUL_SMEM = 20992  # ptxas-report: matmul_* static shared memory
 NORM_THREADS_TODAY = 256  # norm.cu RMS_THREADS
 SSM_THREADS = 128  # ssm.cu
-ARGMAX_THREADS = 256
+ARGMAX_THREADS = 1024  # elementwise.cu (256 before the multi-load argmax)
 EMBED_THREADS = 128
 
 # =============================================================================
@@ -580,12 +591,12 @@ def embed(x):
 
 def argmax(x):
     """argmax_f32: one 256-thread block per row, 254 trips of one L2 load (finding 10)."""
-    trips = math.ceil(VOCAB / ARGMAX_THREADS)
+    trips = math.ceil(VOCAB / x.d["argmax_threads"])
     if x.d["argmax_multi_load"]:
-        trips = math.ceil(trips / 8)
+        trips = math.ceil(trips / 4)  # ARGMAX_UNROLL
     chain = trips * x.l2 + BARRIER_US * 2 + TAIL_US
     dram = 0  # the logits were just written: L2
-    return k("argmax", "argmax_f32", 1, f"{x.b}", ARGMAX_THREADS, dram, dict(latency=chain), f"{trips} serial L2 trips")
+    return k("argmax", "argmax_f32", 1, f"{x.b}", x.d["argmax_threads"], dram, dict(latency=chain), f"{trips} serial L2 trips")
 
 
 def step(card, batch, design, sass):
@@ -738,6 +749,8 @@ def main():
     ap.add_argument("--batch", action="append", type=int, help="1, 8, 32 by default (repeatable)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a DESIGN entry")
     ap.add_argument("--all-fixes", action="store_true", help="every fix of the review on (ALL_FIXES)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="the kernels as reviewed at 446ab26 (BASELINE, review load counts, no SASS report)")
     ap.add_argument("--summary", action="store_true", help="one line per card and batch")
     ap.add_argument("-v", "--verbose", action="store_true", help="every bound and note per kernel")
     ap.add_argument("--json", action="store_true")
@@ -747,6 +760,9 @@ def main():
     a = ap.parse_args()
 
     design = dict(DESIGN)
+    if a.baseline:
+        design.update(BASELINE)
+        a.sass = os.devnull
     if a.all_fixes:
         design.update(ALL_FIXES)
     parse_set(a.set, design)
