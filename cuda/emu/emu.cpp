@@ -19,12 +19,58 @@
 #include "quantize.cu"
 #include "ssm.cu"
 
+// Switching between a block's fibers. glibc's swapcontext saves and restores
+// the signal mask with a system call at every switch, and a decode step of a
+// small model makes millions of switches (every barrier and shuffle): on
+// x86-64 the switch is instead a few instructions (emu_switch, below) that
+// save what the SysV ABI says a callee must keep (rbx, rbp, r12-r15, the
+// stack pointer, MXCSR and the x87 control word). Elsewhere, ucontext.
+#if defined(__x86_64__) && !defined(MAMBA_EMU_UCONTEXT)
+#define EMU_FAST_SWITCH 1
+// Saves the callee-saved state on the current stack, stores the stack
+// pointer in *from, and resumes the fiber whose stack pointer is `to`.
+extern "C" void mamba_emu_switch(void** from, void* to);
+asm(R"(
+    .text
+    .p2align 4
+    .globl mamba_emu_switch
+    .type mamba_emu_switch, @function
+mamba_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size mamba_emu_switch, .-mamba_emu_switch
+)");
+#endif
+
 namespace emu {
 
 enum State { RUNNABLE, AT_SYNCTHREADS, AT_WARP, DONE };
 
 struct Thread {
+#ifdef EMU_FAST_SWITCH
+    void* sp;  // saved stack pointer while switched out
+#else
     ucontext_t ctx;
+#endif
     dim3 tid;
     int lane, warp;
     State st;
@@ -37,7 +83,11 @@ struct Block {
     std::vector<Thread> threads;
     std::vector<char> stacks;
     std::vector<uint64_t> xbuf;  // [warp][2][32]
+#ifdef EMU_FAST_SWITCH
+    void* sched_sp;
+#else
     ucontext_t sched;
+#endif
     void (*fn)(const void*);
     const void* params;
     std::string error;
@@ -52,7 +102,13 @@ const dim3& block_dim() { return cur_block->bdim; }
 const dim3& grid_dim() { return cur_block->gdim; }
 int lane_id() { return cur_thread->lane; }
 
-static void yield_to_scheduler() { swapcontext(&cur_thread->ctx, &cur_block->sched); }
+static void yield_to_scheduler() {
+#ifdef EMU_FAST_SWITCH
+    mamba_emu_switch(&cur_thread->sp, cur_block->sched_sp);
+#else
+    swapcontext(&cur_thread->ctx, &cur_block->sched);
+#endif
+}
 
 void fault(const char* what) {
     Block* b = cur_block;
@@ -90,7 +146,29 @@ uint64_t warp_exchange(unsigned mask, uint64_t v, int src) {
 static void entry() {
     cur_block->fn(cur_block->params);
     cur_thread->st = DONE;
+#ifdef EMU_FAST_SWITCH
+    // A finished fiber is never resumed: back to the scheduler for good.
+    mamba_emu_switch(&cur_thread->sp, cur_block->sched_sp);
+    abort();
+#endif
 }
+
+#ifdef EMU_FAST_SWITCH
+// A new fiber's stack, from its top down, as mamba_emu_switch leaves a
+// switched-out one: a return address (entry, reached by the switch's ret
+// with the stack as a call would leave it: 16-byte aligned before the call),
+// six zeroed callee-saved registers, then MXCSR and the x87 control word at
+// their power-on defaults. Returns the stack pointer to resume it with.
+static void* fiber_stack(char* base, size_t size) {
+    uintptr_t top = ((uintptr_t)(base + size)) & ~(uintptr_t)15;
+    uint64_t* sp = (uint64_t*)top;
+    *--sp = 0;                         // entry's own (never used) return address
+    *--sp = (uint64_t)(uintptr_t)&entry;  // the switch's ret goes here
+    for (int i = 0; i < 6; i++) *--sp = 0;  // rbp, rbx, r12-r15
+    *--sp = 0x037f00001f80ull;         // MXCSR 0x1f80 (low word), FPU CW 0x037f
+    return sp;
+}
+#endif
 
 static const size_t STACK = 64 * 1024;
 
@@ -108,18 +186,26 @@ static bool run_block(Block& b) {
         t.warp = (int)(i / 32);
         t.st = RUNNABLE;
         t.phase = 0;
+#ifdef EMU_FAST_SWITCH
+        t.sp = fiber_stack(&b.stacks[i * STACK], STACK);
+#else
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = &b.stacks[i * STACK];
         t.ctx.uc_stack.ss_size = STACK;
         t.ctx.uc_link = &b.sched;
         makecontext(&t.ctx, entry, 0);
+#endif
     }
     cur_block = &b;
     for (;;) {
         for (size_t i = 0; i < nt; i++) {
             if (b.threads[i].st != RUNNABLE) continue;
             cur_thread = &b.threads[i];
+#ifdef EMU_FAST_SWITCH
+            mamba_emu_switch(&b.sched_sp, cur_thread->sp);
+#else
             swapcontext(&b.sched, &cur_thread->ctx);
+#endif
             if (!b.error.empty()) return false;
         }
         size_t done = 0, at_sync = 0, at_warp = 0;
