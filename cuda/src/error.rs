@@ -32,6 +32,8 @@ pub enum CudaError {
         /// Empty, or "; the JIT's log: ...".
         log: String,
     },
+    #[error("self-test: the {kernel} kernel disagrees with the host on this device ({detail}); the model is not run there (--device cpu runs it; please report the GPU and driver)")]
+    SelfTest { kernel: String, detail: String },
     #[error("emulator: {0}")]
     Emu(String),
     #[error("{what}: expected {expected}, got {got}")]

@@ -12,6 +12,7 @@ mod emu;
 pub mod error;
 pub mod graph;
 pub mod ops;
+pub mod selftest;
 
 pub use device::{Buffer, Counts, Device, Elem, View};
 pub use error::{CudaError, Result};

@@ -1519,3 +1519,22 @@ fn top_k_equals_sorting_the_row() {
         assert!(e.is_err(), "k {bad}");
     }
 }
+
+/// The load-time self-test passes for every quantized type on the device
+/// under test, and catches a kernel reading another layout than the one it
+/// was given (Q6_K weights uploaded as the file has them, 210-byte blocks,
+/// read as the padded 224-byte device layout), naming the kernel.
+#[test]
+fn the_load_time_self_test_passes_and_catches_a_misread_layout() {
+    let dev = test_device();
+    for ty in QTYPES {
+        mamba_cuda::selftest::check_matvec(&dev, ty).unwrap_or_else(|e| panic!("{ty:?}: {e}"));
+    }
+    let err = mamba_cuda::selftest::check_layout(&dev, GgmlType::Q6_K, true).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, mamba_cuda::CudaError::SelfTest { kernel, .. } if kernel == "matvec_q6_k_1"),
+        "{msg}"
+    );
+    assert!(msg.contains("--device cpu"), "{msg}");
+}

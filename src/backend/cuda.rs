@@ -320,6 +320,25 @@ impl CudaBackend {
             CudaDevice::Gpu(i) => Device::cuda(i)?,
             CudaDevice::Emulator => Device::emu(),
         };
+        // The matvec and matmul kernels of each weight type of the model,
+        // checked on this device against the host before anything is
+        // uploaded (mamba_cuda::selftest): a kernel that computes something
+        // else here refuses the device instead of answering wrongly.
+        if mamba_cuda::selftest::wanted() {
+            let mut tys: Vec<GgmlType> = std::iter::once(&w.output)
+                .chain(
+                    w.layers
+                        .iter()
+                        .flat_map(|l| [&l.ssm_in, &l.ssm_x, &l.ssm_dt, &l.ssm_out]),
+                )
+                .map(|m| m.ty)
+                .collect();
+            tys.sort_by_key(|t| *t as u32);
+            tys.dedup();
+            for ty in tys {
+                mamba_cuda::selftest::check_matvec(&dev, ty)?;
+            }
+        }
         if let Some(free) = dev.free_memory()? {
             if weight_bytes > free {
                 return Err(ModelError::Backend {

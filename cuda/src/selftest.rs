@@ -1,0 +1,184 @@
+//! The matvec and matmul kernels checked on the device that will run them,
+//! before it serves: for each quantized weight type of a model, a small
+//! matrix (12 rows, so the row guards are crossed, of 512 values) against
+//! 1, 2 and 8 activation rows (`matvec_<t>_<c>`) and 9 and 17 (`matmul_<t>`,
+//! two column groups), each output against a host reference (f64 over the
+//! quant crate's dequantized weights and the dequantized Q8A activations),
+//! and every matmul column against the matvec's, bit for bit.
+//!
+//! The kernels are proven on the CPU emulator by the tests; this is what
+//! makes it safe to send them to a GPU they have never run on: a kernel that
+//! computes something else there (a misread layout, a driver's JIT) is found
+//! at load, named, and the model is refused on that device (`--device auto`
+//! then runs on the CPU and says why) instead of answering wrongly.
+//! `MAMBA_GGUF_CUDA_SELFTEST=0` skips it.
+
+use crate::device::{Buffer, Device};
+use crate::error::{CudaError, Result};
+use crate::ops::{self, MvOut, QActs};
+use quant::GgmlType;
+
+const N: usize = 512;
+const ROWS: usize = 12;
+
+/// Whether the self-test runs (yes unless `MAMBA_GGUF_CUDA_SELFTEST=0`).
+pub fn wanted() -> bool {
+    std::env::var("MAMBA_GGUF_CUDA_SELFTEST").map_or(true, |v| v != "0")
+}
+
+/// A small deterministic generator (xorshift64*): the same data every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in [-scale, scale).
+    fn f32(&mut self, scale: f32) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    }
+}
+
+/// Q8A of rows of `n` values on the host (the README's definition): q, d, s.
+fn q8a(x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+    let (mut q, mut d, mut s) = (Vec::new(), Vec::new(), Vec::new());
+    for blk in x.chunks(32) {
+        let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let db = amax / 127.0;
+        let id = if db != 0.0 { 1.0 / db } else { 0.0 };
+        let mut sum = 0;
+        for &v in blk {
+            let qi = (v * id).round().clamp(-127.0, 127.0) as i32;
+            q.push(qi as i8);
+            sum += qi;
+        }
+        d.push(db);
+        s.push(sum);
+    }
+    (q, d, s)
+}
+
+fn fail(kernel: &str, detail: String) -> CudaError {
+    CudaError::SelfTest {
+        kernel: kernel.to_string(),
+        detail,
+    }
+}
+
+/// Checks `matvec_<ty>_{1,2,8}` and `matmul_<ty>` on `dev` (see the module
+/// docs). Float types and types without a quantized kernel pass untested.
+pub fn check_matvec(dev: &Device, ty: GgmlType) -> Result<()> {
+    check_layout(dev, ty, false)
+}
+
+/// [`check_matvec`], or with `as_stored` the weights uploaded as the file
+/// has them instead of in the device layout: what a kernel that misreads
+/// its layout would see, so the tests can show the check catching it.
+#[doc(hidden)]
+pub fn check_layout(dev: &Device, ty: GgmlType, as_stored: bool) -> Result<()> {
+    let Some(stem) = ops::matvec_stem(ty) else {
+        return Ok(());
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ty as u64);
+    let rb = ty.row_bytes(N).ok_or(CudaError::Unsupported { ty })?;
+    let w: Vec<f32> = (0..ROWS * N).map(|_| rng.f32(1.0)).collect();
+    let mut wq = vec![0u8; ROWS * rb];
+    let mut wd = vec![0f32; ROWS * N];
+    for r in 0..ROWS {
+        let (src, dst) = (&w[r * N..(r + 1) * N], &mut wq[r * rb..(r + 1) * rb]);
+        quant::quantize_row(ty, src, dst).map_err(|e| fail(stem, format!("quantize: {e}")))?;
+        quant::dequantize_row(ty, dst, &mut wd[r * N..(r + 1) * N])
+            .map_err(|e| fail(stem, format!("dequantize: {e}")))?;
+    }
+    let wb = if as_stored {
+        // Padded to the device layout's length so the size check passes.
+        let dev_rb = ops::device_row_bytes(ty, N).ok_or(CudaError::Unsupported { ty })?;
+        let mut raw = wq.clone();
+        raw.resize(ROWS * dev_rb, 0);
+        dev.upload(&raw)?
+    } else {
+        ops::upload_weights(dev, ty, N, &wq)?
+    };
+    let cols = 17;
+    let x: Vec<f32> = (0..cols * N).map(|_| rng.f32(2.0)).collect();
+    let (q, d, s) = q8a(&x);
+    let (qb, db, sb) = (dev.upload(&q)?, dev.upload(&d)?, dev.upload(&s)?);
+    let acts = QActs {
+        q: &dev.view(&qb, 0, q.len())?,
+        d: &dev.view(&db, 0, d.len())?,
+        s: &dev.view(&sb, 0, s.len())?,
+    };
+    let wv = dev.view(&wb, 0, wb.len())?;
+    // out[c][r] on the device for the first `nc` columns.
+    let run = |nc: usize, matmul: bool| -> Result<Vec<f32>> {
+        let out: Buffer<f32> = dev.alloc(nc * ROWS)?;
+        let o = dev.view(&out, 0, nc * ROWS)?;
+        if matmul {
+            ops::matmul(dev, ty, &wv, N, ROWS, &acts, nc, &MvOut::to(&o))?;
+        } else {
+            ops::matvec(dev, ty, &wv, N, ROWS, &acts, nc, &MvOut::to(&o))?;
+        }
+        dev.read(&out)
+    };
+    let nb = N / 32;
+    for (nc, matmul) in [(1, false), (2, false), (8, false), (9, true), (17, true)] {
+        let kernel = if matmul {
+            format!("matmul_{stem}")
+        } else {
+            format!("matvec_{stem}_{nc}")
+        };
+        let got = run(nc, matmul)?;
+        for c in 0..nc {
+            for r in 0..ROWS {
+                let (mut dot, mut mag) = (0f64, 0f64);
+                for k in 0..N {
+                    let a = f64::from(q[c * N + k]) * f64::from(d[c * nb + k / 32]);
+                    let t = f64::from(wd[r * N + k]) * a;
+                    dot += t;
+                    mag += t.abs();
+                }
+                let g = f64::from(got[c * ROWS + r]);
+                // Within fp32 rounding in another order (NaN fails too).
+                let close = (g - dot).abs() <= 1e-5 * mag + 1e-30;
+                if !close {
+                    return Err(fail(
+                        &kernel,
+                        format!("row {r}, column {c}: {g} where the host computes {dot}"),
+                    ));
+                }
+            }
+        }
+        if matmul {
+            // Each column as the matvec of 8 or fewer gives it, bit for bit.
+            for c0 in (0..nc).step_by(8) {
+                let k = (nc - c0).min(8);
+                let acts = QActs {
+                    q: &dev.view(&qb, c0 * N, k * N)?,
+                    d: &dev.view(&db, c0 * nb, k * nb)?,
+                    s: &dev.view(&sb, c0 * nb, k * nb)?,
+                };
+                let out: Buffer<f32> = dev.alloc(k * ROWS)?;
+                let o = dev.view(&out, 0, k * ROWS)?;
+                ops::matvec(dev, ty, &wv, N, ROWS, &acts, k, &MvOut::to(&o))?;
+                let mv = dev.read(&out)?;
+                let mm = &got[c0 * ROWS..(c0 + k) * ROWS];
+                if let Some(i) = (0..k * ROWS).find(|&i| mv[i].to_bits() != mm[i].to_bits()) {
+                    return Err(fail(
+                        &kernel,
+                        format!(
+                            "column {}, row {}: {} where matvec_{stem}_{k} gives {}",
+                            c0 + i / ROWS,
+                            i % ROWS,
+                            mm[i],
+                            mv[i]
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
