@@ -133,8 +133,9 @@ for l in sys.stdin:
   # The tests find the repository and the CLI by the paths they were built
   # with; the device recreates them with a symlink.
   echo "$PWD" > "$BIN/built-in"
-  # Stash what the device does not read.
-  git ls-files -z tests/fixtures | while IFS= read -r -d '' f; do
+  # Stash what the device does not read: the fixtures not kept, and the
+  # shipped PTX and cubins (compiled into the binaries, 8 MB in the tree).
+  git ls-files -z tests/fixtures cuda/cubin cuda/ptx | while IFS= read -r -d '' f; do
     if ! kept "$f"; then
       mkdir -p "$STASH/$(dirname "$f")" && mv "$f" "$STASH/$f"
     fi
