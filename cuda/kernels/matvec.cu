@@ -3,7 +3,8 @@
 // the GGUF, activations in Q8A (see quantize.cu). Every weight type is read
 // in units of 32 values; unit u pairs with activation block u, so one lane
 // decodes a unit once and dots it with all NC activation rows via dp4a.
-// One warp per weight row, MATVEC_WARPS rows per block (grid.x = ceil(rows / MATVEC_WARPS)).
+// One warp per weight row, or `splits` warps per row (split-K, below);
+// MATVEC_WARPS / splits rows per block (grid.x = ceil(rows / that)).
 // With `add` set, out = add + dot instead (add may be out itself: the
 // residual X += W y in one launch; each element is read and written by one lane).
 #include "common.cuh"
@@ -20,6 +21,10 @@ struct MatvecArgs {
     int rows;
     int row_bytes;
     const float* add;  // null, or [NC][rows] added to the dots
+    // Slices of each row's units (1, 2 or 4; nb % (32 * splits) == 0): the
+    // order every kernel sums a row in (see "Split-K" below), and at decode
+    // the warps a row gets.
+    int splits;
 };
 
 // One decoded unit: 32 int8 values (8 words), contribution for an activation
@@ -181,31 +186,40 @@ static __device__ __forceinline__ void load_act(const i8* q, int (&aq)[8]) {
     aq[4] = (int)a1.x, aq[5] = (int)a1.y, aq[6] = (int)a1.z, aq[7] = (int)a1.w;
 }
 
-// NC activation rows against one weight row per warp. Each column's sum
-// runs in the same order whatever NC (lane l takes units l, l + 32, ...), so
-// matvec_<t>_<c> and matmul_<t> give the same bits for a column. With one or
-// two activation rows a lane takes two units per trip (both units' loads in
+// Split-K. A row's nb units are summed in `splits` slices of L = nb / splits
+// units (a multiple of 32): in slice k lane l adds units kL + l, kL + l + 32,
+// ... in that order, the slice's sum is the warp's butterfly sum of its
+// lanes, and the row's dot is slice 0 + slice 1 + ... from the left. With
+// one slice this is the plain one-warp-per-row sum. The matvec gives each
+// slice its own warp (a matrix with few rows, x_proj's 288, then fills more
+// of the card); the matmul walks the slices in turn; both add in this one
+// order, so they still agree bit for bit.
+//
+// NC activation rows against one weight row per `splits` warps (a block's
+// MATVEC_WARPS warps take MATVEC_WARPS / splits rows). With one or two
+// activation rows a lane takes two units per trip (both units' loads in
 // flight before either is used: the decode step streams its weights here);
 // it still adds them in the order l, l + 32.
 template <int T, int NC>
 static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
     constexpr int UNR = NC <= 2 ? 2 : 1;
-    const int row = blockIdx.x * MATVEC_WARPS + threadIdx.x / WARP;
-    if (row >= a.rows) return;  // warp-uniform
-    const int lane = threadIdx.x % WARP;
-    const int nb = a.n / WARP;
-    const u8* w = a.w + (long long)row * a.row_bytes;
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int S = a.splits, slice = warp % S;
+    const int row = blockIdx.x * (MATVEC_WARPS / S) + warp / S;
+    const bool live = row < a.rows;  // warp-uniform
+    const int nb = a.n / WARP, len = nb / S, u_end = (slice + 1) * len;
+    const u8* w = a.w + (long long)(live ? row : 0) * a.row_bytes;
     float acc[NC];
 #pragma unroll
     for (int c = 0; c < NC; c++) acc[c] = 0.0f;
-    for (int u0 = lane; u0 < nb; u0 += UNR * WARP) {
+    for (int u0 = slice * len + lane; live && u0 < u_end; u0 += UNR * WARP) {
         Unit un[UNR];
         int us[UNR];
 #pragma unroll
         for (int k = 0; k < UNR; k++) {
-            // A unit past the row loads unit u0 again (always valid) and is
-            // not added: no branch around the loads.
-            us[k] = u0 + k * WARP < nb ? u0 + k * WARP : u0;
+            // A unit past the slice loads unit u0 again (always valid) and
+            // is not added: no branch around the loads.
+            us[k] = u0 + k * WARP < u_end ? u0 + k * WARP : u0;
             load_unit<T>(w, us[k], un[k]);
         }
 #pragma unroll
@@ -221,14 +235,37 @@ static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
             }
 #pragma unroll
             for (int k = 0; k < UNR; k++)
-                if (k == 0 || u0 + k * WARP < nb) acc[c] = unit_acc(acc[c], un[k], aq[k], sa[k], da[k]);
+                if (k == 0 || u0 + k * WARP < u_end) acc[c] = unit_acc(acc[c], un[k], aq[k], sa[k], da[k]);
         }
     }
+    if (S == 1) {  // uniform: the plain path, no barrier
+        if (!live) return;
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            float v = warp_sum(acc[c]);
+            long long o = (long long)c * a.rows + row;
+            if (lane == 0) a.out[o] = a.add ? a.add[o] + v : v;
+        }
+        return;
+    }
+    // Each slice's sum to shared memory; the row's first warp adds them in
+    // slice order. Every thread reaches the barrier (dead rows included).
+    __shared__ float part[MATVEC_WARPS][8];
 #pragma unroll
     for (int c = 0; c < NC; c++) {
         float v = warp_sum(acc[c]);
-        long long o = (long long)c * a.rows + row;
-        if (lane == 0) a.out[o] = a.add ? a.add[o] + v : v;
+        if (lane == 0) part[warp][c] = v;
+    }
+    __syncthreads();
+    if (live && slice == 0 && lane == 0) {
+        // S is 2 or 4 here; one lane, a few adds: kept small, not unrolled.
+#pragma unroll 1
+        for (int c = 0; c < NC; c++) {
+            float v = part[warp][c] + part[warp + 1][c];
+            if (S == 4) v = (v + part[warp + 2][c]) + part[warp + 3][c];
+            long long o = (long long)c * a.rows + row;
+            a.out[o] = a.add ? a.add[o] + v : v;
+        }
     }
 }
 
@@ -267,10 +304,13 @@ struct MmTile {
 template <int T>
 static __device__ __forceinline__ void matmul_impl(const MatmulArgs& a) {
     __shared__ MmTile tile;
+    // The row's running total over the slices done (split-K, above); each
+    // entry is written and read by its warp's lane 0 alone.
+    __shared__ float tot[MM_WARPS][MM_COLS];
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int row = blockIdx.x * MM_WARPS + warp;
     const bool live = row < a.m.rows;  // warp-uniform
-    const int nb = a.m.n / WARP;
+    const int nb = a.m.n / WARP, S = a.m.splits, len = nb / S;
     const u8* w = a.m.w + (long long)(live ? row : 0) * a.m.row_bytes;
     for (int c0 = 0; c0 < a.ncols; c0 += MM_COLS) {
         const int nc = a.ncols - c0 < MM_COLS ? a.ncols - c0 : MM_COLS;
@@ -306,12 +346,24 @@ static __device__ __forceinline__ void matmul_impl(const MatmulArgs& a) {
                 }
             }
             __syncthreads();
+            // The end of a slice other than the last (len is a multiple of
+            // 32 when S > 1): its sum joins the total, left to right.
+            if (S > 1 && live && u0 + WARP < nb && (u0 + WARP) % len == 0) {
+#pragma unroll
+                for (int c = 0; c < MM_COLS; c++) {
+                    if (c >= nc) break;
+                    float v = warp_sum(acc[c]);
+                    if (lane == 0) tot[warp][c] = u0 + WARP == len ? v : tot[warp][c] + v;
+                    acc[c] = 0.0f;
+                }
+            }
         }
         if (live) {
 #pragma unroll
             for (int c = 0; c < MM_COLS; c++) {
                 if (c >= nc) break;
                 float v = warp_sum(acc[c]);
+                if (S > 1 && lane == 0) v = tot[warp][c] + v;
                 long long o = (long long)(c0 + c) * a.m.rows + row;
                 if (lane == 0) a.m.out[o] = a.m.add ? a.m.add[o] + v : v;
             }

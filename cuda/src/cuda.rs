@@ -160,6 +160,8 @@ pub(crate) struct CudaCtx {
     dev: sys::CUdevice,
     /// "NVIDIA H100 80GB HBM3 (sm_90)".
     pub(crate) name: String,
+    /// Streaming multiprocessors.
+    pub(crate) sms: usize,
     /// How the kernels were loaded: "SASS sm_90, 6 modules in 12 ms", or
     /// "PTX JIT-compiled for sm_100, 6 modules in 4.1 s".
     pub(crate) code: String,
@@ -203,6 +205,10 @@ impl CudaCtx {
             result::device::get_attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
         }
         .map_err(drv("cuDeviceGetAttribute"))?;
+        // SAFETY: as above.
+        let sms =
+            unsafe { result::device::get_attribute(dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT) }
+                .map_err(drv("cuDeviceGetAttribute"))?;
         if (major, minor) < MIN_CC {
             return Err(CudaError::ComputeCapability {
                 name,
@@ -219,6 +225,7 @@ impl CudaCtx {
             ctx,
             dev,
             name: format!("{name} (sm_{major}{minor})"),
+            sms: usize::try_from(sms).unwrap_or(1).max(1),
             code: String::new(),
             modules: HashMap::new(),
             functions: Mutex::new(HashMap::new()),

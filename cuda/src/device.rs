@@ -355,6 +355,15 @@ impl Device {
         }
     }
 
+    /// Streaming multiprocessors: the GPU's; on the emulator a stand-in of
+    /// 8 (launch shapes that depend on it, split-K, take the same rule).
+    pub fn sm_count(&self) -> usize {
+        match &self.q.kind {
+            Kind::Emu => 8,
+            Kind::Cuda(ctx) => ctx.sms,
+        }
+    }
+
     /// How the kernels were loaded: on a GPU, "SASS sm_90, 6 modules in
     /// 12 ms" or "PTX JIT for sm_100, 6 modules in 4.1 s"; on the emulator,
     /// "compiled in".

@@ -380,9 +380,25 @@ impl<'a> MvOut<'a> {
     }
 }
 
+/// The slices a row of `n` values is summed in for a matrix of `rows` rows
+/// on `dev` (split-K, see matvec.cu): 1, or 2 or 4 when the rows alone
+/// would give the card fewer than 8 warps per SM (x_proj's 288 rows; not
+/// the projections of thousands) and the row's units divide into slices of
+/// whole 32-unit tiles. A function of the shape and the card only, so the
+/// matvec and the matmul of one matrix sum in the same order.
+pub fn splits_for(dev: &Device, rows: usize, n: usize) -> usize {
+    let (nb, want) = (n / 32, 8 * dev.sm_count());
+    let mut s = 1;
+    while s < 4 && rows.saturating_mul(s) < want && nb % (32 * 2 * s) == 0 {
+        s *= 2;
+    }
+    s
+}
+
 /// out[c][r] = dot(weight row r, activation row c) for c < ncols (1..=8)
 /// (plus `add[c][r]`, see [`MvOut`]): `w` holds `rows` rows of `n` values
 /// of `ty` in the device layout ([`upload_weights`]: the GGUF's, Q6_K padded).
+/// Rows are summed in [`splits_for`] slices.
 #[allow(clippy::too_many_arguments)]
 pub fn matvec(
     dev: &Device,
@@ -394,6 +410,22 @@ pub fn matvec(
     ncols: usize,
     out: &MvOut,
 ) -> Result<()> {
+    let splits = splits_for(dev, rows, n);
+    matvec_split(dev, ty, (w, n, rows), acts, ncols, out, splits)
+}
+
+/// [`matvec`] with each row summed in `splits` slices (1, 2 or 4; n / 32
+/// a multiple of 32 * splits), each slice a warp of its own.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_split(
+    dev: &Device,
+    ty: GgmlType,
+    (w, n, rows): (&View, usize, usize),
+    acts: &QActs,
+    ncols: usize,
+    out: &MvOut,
+    splits: usize,
+) -> Result<()> {
     let stem = matvec_stem(ty).ok_or(CudaError::Unsupported { ty })?;
     if !(1..=8).contains(&ncols) {
         return Err(CudaError::Shape {
@@ -403,14 +435,24 @@ pub fn matvec(
         });
     }
     let name = format!("matvec_{stem}_{ncols}");
-    launch_quantized(dev, &name, ty, (w, n, rows), acts, ncols, out, None)
+    launch_quantized(
+        dev,
+        &name,
+        ty,
+        (w, n, rows),
+        acts,
+        ncols,
+        out,
+        (None, splits),
+    )
 }
 
 /// [`matvec`] for any number of activation rows (a prefill chunk) in one
 /// launch: a block of 8 warps takes 8 weight rows against all `ncols` rows,
 /// 16 at a time, each tile of those activations staged once in shared
 /// memory for the 8 warps; the weights are read from device memory once per
-/// chunk. Each output equals [`matvec`]'s bit for bit.
+/// chunk. Each output equals [`matvec`]'s bit for bit (the same
+/// [`splits_for`] slices).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     dev: &Device,
@@ -422,6 +464,22 @@ pub fn matmul(
     ncols: usize,
     out: &MvOut,
 ) -> Result<()> {
+    let splits = splits_for(dev, rows, n);
+    matmul_split(dev, ty, (w, n, rows), acts, ncols, out, splits)
+}
+
+/// [`matmul`] with each row summed in `splits` slices, in turn (as
+/// [`matvec_split`] with the same `splits`, bit for bit).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_split(
+    dev: &Device,
+    ty: GgmlType,
+    (w, n, rows): (&View, usize, usize),
+    acts: &QActs,
+    ncols: usize,
+    out: &MvOut,
+    splits: usize,
+) -> Result<()> {
     let stem = matvec_stem(ty).ok_or(CudaError::Unsupported { ty })?;
     if ncols == 0 {
         return Err(CudaError::Shape {
@@ -432,7 +490,16 @@ pub fn matmul(
     }
     let name = format!("matmul_{stem}");
     let nc = i32_of("ncols", ncols)?;
-    launch_quantized(dev, &name, ty, (w, n, rows), acts, ncols, out, Some(nc))
+    launch_quantized(
+        dev,
+        &name,
+        ty,
+        (w, n, rows),
+        acts,
+        ncols,
+        out,
+        (Some(nc), splits),
+    )
 }
 
 /// The checks and the launch shared by [`matvec`] and [`matmul`]; `ncols`
@@ -447,13 +514,20 @@ fn launch_quantized(
     acts: &QActs,
     ncols: usize,
     out: &MvOut,
-    ncols_param: Option<i32>,
+    (ncols_param, splits): (Option<i32>, usize),
 ) -> Result<()> {
     if rows == 0 || n == 0 || n % ty.block_size() != 0 {
         return Err(CudaError::Shape {
             what: "matvec n",
             value: n,
             why: "whole blocks, positive",
+        });
+    }
+    if !matches!(splits, 1 | 2 | 4) || (splits > 1 && (n / 32) % (32 * splits) != 0) {
+        return Err(CudaError::Shape {
+            what: "matvec splits",
+            value: splits,
+            why: "1, 2 or 4, each slice whole 32-unit tiles",
         });
     }
     let rb = device_row_bytes(ty, n).ok_or(CudaError::Unsupported { ty })?;
@@ -495,20 +569,24 @@ fn launch_quantized(
         .i32(i32_of("n", n)?)
         .i32(i32_of("rows", rows)?)
         .i32(i32_of("row bytes", rb)?)
-        .ptr(add);
-    let warps = match ncols_param {
+        .ptr(add)
+        .i32(splits as i32)
+        // MatvecArgs ends padded to 8; the matmul's ncols follows it.
+        .done();
+    // Threads per block, and weight rows per block.
+    let (warps, per_block) = match ncols_param {
         Some(nc) => {
             p = p.i32(nc);
-            MATMUL_WARPS
+            (MATMUL_WARPS, MATMUL_WARPS)
         }
-        None => MATVEC_WARPS,
+        None => (MATVEC_WARPS, MATVEC_WARPS / splits),
     };
     let p = p.done();
     // SAFETY: weights, activations and outputs were checked against the shapes.
     unsafe {
         dev.launch(
             name,
-            (blocks(rows, warps)?, 1, 1),
+            (blocks(rows, per_block)?, 1, 1),
             (32 * warps as u32, 1, 1),
             &p,
         )

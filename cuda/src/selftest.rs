@@ -1,10 +1,11 @@
 //! The matvec and matmul kernels checked on the device that will run them,
 //! before it serves: for each quantized weight type of a model, a small
-//! matrix (12 rows, so the row guards are crossed, of 512 values) against
-//! 1, 2 and 8 activation rows (`matvec_<t>_<c>`) and 9 and 17 (`matmul_<t>`,
-//! two column groups), each output against a host reference (f64 over the
-//! quant crate's dequantized weights and the dequantized Q8A activations),
-//! and every matmul column against the matvec's, bit for bit.
+//! matrix (12 rows, so the row guards are crossed, of 512 values summed in
+//! one slice, and of 4096 in 1, 2 and 4: split-K) against 1, 2 and 8
+//! activation rows (`matvec_<t>_<c>`) and 9 and 17 (`matmul_<t>`, two column
+//! groups), each output against a host reference (f64 over the quant
+//! crate's dequantized weights and the dequantized Q8A activations), and
+//! every matmul column against the matvec's, bit for bit.
 //!
 //! The kernels are proven on the CPU emulator by the tests; this is what
 //! makes it safe to send them to a GPU they have never run on: a kernel that
@@ -18,8 +19,9 @@ use crate::error::{CudaError, Result};
 use crate::ops::{self, MvOut, QActs};
 use quant::GgmlType;
 
-const N: usize = 512;
 const ROWS: usize = 12;
+/// (row length, slices) of the matrices checked.
+const SHAPES: [(usize, usize); 4] = [(512, 1), (4096, 1), (4096, 2), (4096, 4)];
 
 /// Whether the self-test runs (yes unless `MAMBA_GGUF_CUDA_SELFTEST=0`).
 pub fn wanted() -> bool {
@@ -79,31 +81,38 @@ pub fn check_matvec(dev: &Device, ty: GgmlType) -> Result<()> {
 /// its layout would see, so the tests can show the check catching it.
 #[doc(hidden)]
 pub fn check_layout(dev: &Device, ty: GgmlType, as_stored: bool) -> Result<()> {
+    for (n, splits) in SHAPES {
+        check_shape(dev, ty, n, splits, as_stored)?;
+    }
+    Ok(())
+}
+
+fn check_shape(dev: &Device, ty: GgmlType, n: usize, splits: usize, as_stored: bool) -> Result<()> {
     let Some(stem) = ops::matvec_stem(ty) else {
         return Ok(());
     };
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ty as u64);
-    let rb = ty.row_bytes(N).ok_or(CudaError::Unsupported { ty })?;
-    let w: Vec<f32> = (0..ROWS * N).map(|_| rng.f32(1.0)).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ty as u64 ^ (n * splits) as u64);
+    let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
+    let w: Vec<f32> = (0..ROWS * n).map(|_| rng.f32(1.0)).collect();
     let mut wq = vec![0u8; ROWS * rb];
-    let mut wd = vec![0f32; ROWS * N];
+    let mut wd = vec![0f32; ROWS * n];
     for r in 0..ROWS {
-        let (src, dst) = (&w[r * N..(r + 1) * N], &mut wq[r * rb..(r + 1) * rb]);
+        let (src, dst) = (&w[r * n..(r + 1) * n], &mut wq[r * rb..(r + 1) * rb]);
         quant::quantize_row(ty, src, dst).map_err(|e| fail(stem, format!("quantize: {e}")))?;
-        quant::dequantize_row(ty, dst, &mut wd[r * N..(r + 1) * N])
+        quant::dequantize_row(ty, dst, &mut wd[r * n..(r + 1) * n])
             .map_err(|e| fail(stem, format!("dequantize: {e}")))?;
     }
     let wb = if as_stored {
         // Padded to the device layout's length so the size check passes.
-        let dev_rb = ops::device_row_bytes(ty, N).ok_or(CudaError::Unsupported { ty })?;
+        let dev_rb = ops::device_row_bytes(ty, n).ok_or(CudaError::Unsupported { ty })?;
         let mut raw = wq.clone();
         raw.resize(ROWS * dev_rb, 0);
         dev.upload(&raw)?
     } else {
-        ops::upload_weights(dev, ty, N, &wq)?
+        ops::upload_weights(dev, ty, n, &wq)?
     };
     let cols = 17;
-    let x: Vec<f32> = (0..cols * N).map(|_| rng.f32(2.0)).collect();
+    let x: Vec<f32> = (0..cols * n).map(|_| rng.f32(2.0)).collect();
     let (q, d, s) = q8a(&x);
     let (qb, db, sb) = (dev.upload(&q)?, dev.upload(&d)?, dev.upload(&s)?);
     let acts = QActs {
@@ -116,27 +125,28 @@ pub fn check_layout(dev: &Device, ty: GgmlType, as_stored: bool) -> Result<()> {
     let run = |nc: usize, matmul: bool| -> Result<Vec<f32>> {
         let out: Buffer<f32> = dev.alloc(nc * ROWS)?;
         let o = dev.view(&out, 0, nc * ROWS)?;
+        let (shape, to) = ((&wv, n, ROWS), &MvOut::to(&o));
         if matmul {
-            ops::matmul(dev, ty, &wv, N, ROWS, &acts, nc, &MvOut::to(&o))?;
+            ops::matmul_split(dev, ty, shape, &acts, nc, to, splits)?;
         } else {
-            ops::matvec(dev, ty, &wv, N, ROWS, &acts, nc, &MvOut::to(&o))?;
+            ops::matvec_split(dev, ty, shape, &acts, nc, to, splits)?;
         }
         dev.read(&out)
     };
-    let nb = N / 32;
+    let nb = n / 32;
     for (nc, matmul) in [(1, false), (2, false), (8, false), (9, true), (17, true)] {
         let kernel = if matmul {
-            format!("matmul_{stem}")
+            format!("matmul_{stem} (n {n}, {splits} slice(s))")
         } else {
-            format!("matvec_{stem}_{nc}")
+            format!("matvec_{stem}_{nc} (n {n}, {splits} slice(s))")
         };
         let got = run(nc, matmul)?;
         for c in 0..nc {
             for r in 0..ROWS {
                 let (mut dot, mut mag) = (0f64, 0f64);
-                for k in 0..N {
-                    let a = f64::from(q[c * N + k]) * f64::from(d[c * nb + k / 32]);
-                    let t = f64::from(wd[r * N + k]) * a;
+                for k in 0..n {
+                    let a = f64::from(q[c * n + k]) * f64::from(d[c * nb + k / 32]);
+                    let t = f64::from(wd[r * n + k]) * a;
                     dot += t;
                     mag += t.abs();
                 }
@@ -156,13 +166,14 @@ pub fn check_layout(dev: &Device, ty: GgmlType, as_stored: bool) -> Result<()> {
             for c0 in (0..nc).step_by(8) {
                 let k = (nc - c0).min(8);
                 let acts = QActs {
-                    q: &dev.view(&qb, c0 * N, k * N)?,
+                    q: &dev.view(&qb, c0 * n, k * n)?,
                     d: &dev.view(&db, c0 * nb, k * nb)?,
                     s: &dev.view(&sb, c0 * nb, k * nb)?,
                 };
                 let out: Buffer<f32> = dev.alloc(k * ROWS)?;
                 let o = dev.view(&out, 0, k * ROWS)?;
-                ops::matvec(dev, ty, &wv, N, ROWS, &acts, k, &MvOut::to(&o))?;
+                let to = &MvOut::to(&o);
+                ops::matvec_split(dev, ty, (&wv, n, ROWS), &acts, k, to, splits)?;
                 let mv = dev.read(&out)?;
                 let mm = &got[c0 * ROWS..(c0 + k) * ROWS];
                 if let Some(i) = (0..k * ROWS).find(|&i| mv[i].to_bits() != mm[i].to_bits()) {

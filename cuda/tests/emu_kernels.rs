@@ -1533,8 +1533,59 @@ fn the_load_time_self_test_passes_and_catches_a_misread_layout() {
     let err = mamba_cuda::selftest::check_layout(&dev, GgmlType::Q6_K, true).unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(&err, mamba_cuda::CudaError::SelfTest { kernel, .. } if kernel == "matvec_q6_k_1"),
+        matches!(&err, mamba_cuda::CudaError::SelfTest { kernel, .. } if kernel.starts_with("matvec_q6_k_1 ")),
         "{msg}"
     );
     assert!(msg.contains("--device cpu"), "{msg}");
+}
+
+/// Split-K: the slices a matrix gets (more when its rows are few for the
+/// card, only in whole 32-unit tiles), and slice counts the kernels cannot
+/// take refused. Their sums, against the host and matvec against matmul bit
+/// for bit with 1, 2 and 4 slices, are checked by the self-test above.
+#[test]
+fn split_k_slices_follow_the_rows_and_the_card() {
+    let dev = Device::emu(); // 8 SMs stand in: up to 64 warps wanted
+    assert_eq!(dev.sm_count(), 8);
+    assert_eq!(ops::splits_for(&dev, 12, 4096), 4);
+    assert_eq!(ops::splits_for(&dev, 40, 4096), 2);
+    assert_eq!(ops::splits_for(&dev, 100, 4096), 1);
+    assert_eq!(ops::splits_for(&dev, 12, 2048), 2); // 64 units: two tiles
+    assert_eq!(ops::splits_for(&dev, 12, 512), 1); // 16 units: one partial tile
+    let (n, rows) = (512, 4);
+    let wq = quantize_rows(GgmlType::Q4_0, &vec![0.5; n * rows], n);
+    let wb = ops::upload_weights(&dev, GgmlType::Q4_0, n, &wq).unwrap();
+    let (q, d, s) = (
+        dev.alloc::<i8>(n).unwrap(),
+        dev.alloc::<f32>(n / 32).unwrap(),
+        dev.alloc::<i32>(n / 32).unwrap(),
+    );
+    let acts = QActs {
+        q: &view(&dev, &q),
+        d: &view(&dev, &d),
+        s: &view(&dev, &s),
+    };
+    let out: Buffer<f32> = dev.alloc(rows).unwrap();
+    let o = view(&dev, &out);
+    for splits in [2, 3, 8] {
+        let err = ops::matvec_split(
+            &dev,
+            GgmlType::Q4_0,
+            (&view(&dev, &wb), n, rows),
+            &acts,
+            1,
+            &MvOut::to(&o),
+            splits,
+        );
+        assert!(
+            matches!(
+                err,
+                Err(mamba_cuda::CudaError::Shape {
+                    what: "matvec splits",
+                    ..
+                })
+            ),
+            "{splits}: {err:?}"
+        );
+    }
 }

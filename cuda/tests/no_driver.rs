@@ -1,13 +1,37 @@
 //! `Device::cuda` on a machine without the NVIDIA driver (this one, CI)
-//! returns an error naming the missing library, never a panic.
+//! returns an error naming the missing library, never a panic. Its own
+//! harness (tests/support/harness.rs, `harness = false` in Cargo.toml): where
+//! a driver is present that test is reported as ignored, with the reason.
 
-#[test]
-fn cuda_without_driver_is_a_clear_error() {
+#[path = "../../tests/support/harness.rs"]
+mod harness;
+
+use std::process::ExitCode;
+
+use harness::{Ran, Skip};
+
+fn main() -> ExitCode {
+    harness::main(vec![
+        harness::skippable(
+            "cuda_without_driver_is_a_clear_error",
+            cuda_without_driver_is_a_clear_error,
+        ),
+        harness::test(
+            "every_launched_kernel_is_in_the_shipped_ptx_and_sass",
+            every_launched_kernel_is_in_the_shipped_ptx_and_sass,
+        ),
+        harness::test(
+            "each_card_gets_the_sass_it_can_run",
+            each_card_gets_the_sass_it_can_run,
+        ),
+    ])
+}
+
+fn cuda_without_driver_is_a_clear_error() -> Ran {
     if mamba_cuda::cuda::driver_present() {
-        eprintln!(
-            "note: a CUDA driver library is present here; the no-driver path is not exercised"
-        );
-        return;
+        return Err(Skip::not_here(
+            "a CUDA driver library is present here; the no-driver path is not exercised",
+        ));
     }
     let err = match mamba_cuda::Device::cuda(0) {
         Ok(_) => panic!("a device without a driver library"),
@@ -19,9 +43,9 @@ fn cuda_without_driver_is_a_clear_error() {
         "{msg}"
     );
     assert!(msg.contains("libcuda.so"), "{msg}");
+    Ok(())
 }
 
-#[test]
 fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
     let mut names: Vec<String> = [
         "rms_norm",
@@ -73,7 +97,6 @@ fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
 
 /// The SASS a card gets: its own architecture's, else the newest of its
 /// major version below it; none across majors (the PTX JIT then).
-#[test]
 fn each_card_gets_the_sass_it_can_run() {
     use mamba_cuda::cuda::{pick_cubin, MODULES};
     let cubins = MODULES[0].cubins;

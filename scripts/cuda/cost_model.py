@@ -77,7 +77,7 @@ DESIGN = {
     # Split-K for matvecs with too few rows to fill the card: k warps per
     # row when rows < SPLITK_ROWS_PER_SM x SMs (finding 7). Also packs
     # dt_proj's short rows 4 per warp.
-    "split_k": False,
+    "split_k": "ops",  # ops::splits_for (False at 446ab26; True: the review's rule with dt packing)
     # rms_norm_q8a / rms_norm3 with every load of a thread issued before the
     # barrier (no serial chain of DRAM trips, finding 6).
     "norm_loads_hoisted": True,  # RMS_UNROLL loads a thread before the first use
@@ -110,7 +110,7 @@ DESIGN = {
 BASELINE = {
     "weight_load_bytes": 2, "matvec_one_trip": False, "units_per_lane": 1, "norm_loads_hoisted": False,
     "norm_threads": 256, "scan_vec16": False, "argmax_multi_load": False, "argmax_threads": 256,
-    "q6k_repacked": False,
+    "q6k_repacked": False, "split_k": False,
 }
 
 # The fixes --all-fixes turns on at once (what the review's fix list adds up to).
@@ -459,7 +459,13 @@ def matvec(x, label, ty, rows, n, nc, add=False):
     ksplit, rows_per_warp = 1, 1
     blocks_per_sm = occupancy(info, 32 * MATVEC_WARPS, x.arch)
     resident = blocks_per_sm * MATVEC_WARPS * x.sms
-    if x.d["split_k"]:
+    if x.d["split_k"] == "ops":
+        # ops::splits_for: 2 or 4 slices (each a warp) while the rows give
+        # fewer than 8 warps per SM and the slices are whole 32-unit tiles;
+        # no row packing.
+        while ksplit < 4 and rows * ksplit < 8 * x.sms and nb % (64 * ksplit) == 0:
+            ksplit *= 2
+    elif x.d["split_k"]:
         if nb < 32:  # pack 32/nb short rows per warp (dt_proj)
             rows_per_warp = 32 // nb
         elif rows < SPLITK_ROWS_PER_SM * x.sms:
@@ -736,6 +742,8 @@ def parse_set(items, design):
             v = False
         elif v in ("none", "null", ""):
             v = None
+        elif v == "ops":
+            pass  # split_k=ops: ops::splits_for's rule
         else:
             v = int(v) if re.fullmatch(r"-?\d+", v) else float(v)
             if isinstance(design[key], bool) or design[key] is None and key != "weight_load_bytes":
