@@ -354,7 +354,7 @@ impl CudaCtx {
     fn add_nodes(&self, graph: sys::CUgraph, ls: &[Launch]) -> Result<()> {
         let mut prev: sys::CUgraphNode = std::ptr::null_mut();
         for l in ls {
-            let func = self.function(&l.kernel)?;
+            let func = self.function(l.kernel)?;
             // The kernel's one argument, the parameter struct: the driver
             // copies its bytes into the node.
             let mut args = [l.params.as_ptr() as *mut c_void];

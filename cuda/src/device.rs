@@ -95,7 +95,7 @@ impl Queue {
     /// As [`Device::launch`], for the buffers as they are now.
     unsafe fn run(&self, l: &Launch) -> Result<()> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.run_now(&l.kernel, l.grid, l.block, &l.params) }
+        unsafe { self.run_now(l.kernel, l.grid, l.block, &l.params) }
     }
 
     /// # Safety
@@ -618,10 +618,10 @@ impl Device {
     /// (the typed wrappers in [`crate::ops`] check that).
     pub(crate) unsafe fn launch(
         &self,
-        kernel: &str,
+        kernel: &'static str,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
-        params: &Params,
+        params: Params,
     ) -> Result<()> {
         check_launch_shape(kernel, grid, block)?;
         self.launches.fetch_add(1, Ordering::Relaxed);
@@ -630,10 +630,10 @@ impl Device {
             return unsafe { self.q.run_now(kernel, grid, block, &params.bytes) };
         }
         self.q.replay().push(Launch {
-            kernel: kernel.to_string(),
+            kernel,
             grid,
             block,
-            params: params.bytes.clone(),
+            params: params.bytes,
         });
         Ok(())
     }

@@ -34,8 +34,12 @@
 
 use crate::error::CudaError;
 
-/// Lists kept for matching (a server alternates between a few batch shapes).
-pub const CACHE: usize = 8;
+/// Lists kept for matching, least recently used evicted first. A server's
+/// steps vary with its batch (1 to 32 sequences) and the step's variant
+/// (logits, greedy, top-k): 8 made it rebuild or launch kernel by kernel
+/// most steps (review finding 14); 32 keeps the shapes a busy server cycles
+/// through (each entry: the step's ~50 KB list and one executable graph).
+pub const CACHE: usize = 32;
 
 /// A queue shorter than this is launched as it is (a graph would not pay).
 pub const MIN_GRAPH: usize = 4;
@@ -43,7 +47,8 @@ pub const MIN_GRAPH: usize = 4;
 /// One queued kernel launch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launch {
-    pub kernel: String,
+    /// A static name: a step queues hundreds of launches, none allocates one.
+    pub kernel: &'static str,
     pub grid: (u32, u32, u32),
     pub block: (u32, u32, u32),
     /// The kernel's parameter block (its one struct argument).
@@ -200,9 +205,9 @@ impl<G> Replay<G> {
 mod tests {
     use super::*;
 
-    fn l(k: &str, p: u8) -> Launch {
+    fn l(k: &'static str, p: u8) -> Launch {
         Launch {
-            kernel: k.into(),
+            kernel: k,
             grid: (1, 1, 1),
             block: (32, 1, 1),
             params: vec![p; 8],

@@ -135,7 +135,7 @@ pub fn rms_norm(
     let p = norm_params(dev, x, w, y, rows, n, (stride_x, stride_y), eps)?.done();
     let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: every view was checked to cover what the kernel touches.
-    unsafe { dev.launch("rms_norm", grid, (norm_threads(n), 1, 1), &p) }
+    unsafe { dev.launch("rms_norm", grid, (norm_threads(n), 1, 1), p) }
 }
 
 /// [`rms_norm`] whose output `y` (rows of `n`, stride `n`, not overlapping
@@ -172,7 +172,7 @@ pub fn rms_norm_q8a(
         .done();
     let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: the views cover the rows, their norms and their Q8A blocks.
-    unsafe { dev.launch("rms_norm_q8a", grid, (norm_threads(n), 1, 1), &p) }
+    unsafe { dev.launch("rms_norm_q8a", grid, (norm_threads(n), 1, 1), p) }
 }
 
 /// Weightless RMS norm, in place, of three segments of each of `rows`
@@ -222,7 +222,7 @@ pub fn rms_norm3(
     let grid = (rows_u32(rows)?, 3, 1);
     let threads = norm_threads(n.into_iter().max().unwrap_or(1));
     // SAFETY: every segment lies within its row and the view covers the rows.
-    unsafe { dev.launch("rms_norm3", grid, (threads, 1, 1), &p) }
+    unsafe { dev.launch("rms_norm3", grid, (threads, 1, 1), p) }
 }
 
 /// Activations quantized to Q8A (see README): views for q (i8), d (f32), s (i32).
@@ -286,7 +286,7 @@ pub fn quantize_q8a(
         .done();
     let grid = (blocks(nb, 8)?, rows_u32(rows)?, 1);
     // SAFETY: the views cover rows x n inputs and the Q8A outputs.
-    unsafe { dev.launch("quantize_q8a", grid, (256, 1, 1), &p) }
+    unsafe { dev.launch("quantize_q8a", grid, (256, 1, 1), p) }
 }
 
 /// The kernel-name stem of a quantized weight type.
@@ -302,6 +302,57 @@ pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q6_K => "q6_k",
         _ => return None,
     })
+}
+
+/// Kernel names as statics (a decode step queues hundreds of launches; no
+/// name is formatted or allocated for them): for each stem of
+/// [`matvec_stem`] and [`matvec_float_stem`], `matvec_<stem>_1` ..
+/// `matvec_<stem>_8`, then `matmul_<stem>` (quantized stems only).
+macro_rules! kernel_names {
+    ($($stem:literal),*) => {
+        [$((
+            $stem,
+            [
+                concat!("matvec_", $stem, "_1"),
+                concat!("matvec_", $stem, "_2"),
+                concat!("matvec_", $stem, "_3"),
+                concat!("matvec_", $stem, "_4"),
+                concat!("matvec_", $stem, "_5"),
+                concat!("matvec_", $stem, "_6"),
+                concat!("matvec_", $stem, "_7"),
+                concat!("matvec_", $stem, "_8"),
+            ],
+            concat!("matmul_", $stem),
+        )),*]
+    };
+}
+
+type Names = (&'static str, [&'static str; 8], &'static str);
+static KERNEL_NAMES: [Names; 11] = kernel_names!(
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "f32", "f16", "bf16"
+);
+
+fn names_of(stem: &str) -> Result<&'static Names> {
+    KERNEL_NAMES
+        .iter()
+        .find(|n| n.0 == stem)
+        .ok_or_else(|| CudaError::MissingModule {
+            kernel: format!("matvec_{stem}"),
+        })
+}
+
+/// `matvec_<stem>_<ncols>` (ncols 1..=8).
+fn matvec_name(stem: &str, ncols: usize) -> Result<&'static str> {
+    let names = names_of(stem)?;
+    ncols
+        .checked_sub(1)
+        .and_then(|i| names.1.get(i))
+        .copied()
+        .ok_or(CudaError::Shape {
+            what: "ncols",
+            value: ncols,
+            why: "1 to 8 activation rows",
+        })
 }
 
 /// Bytes of a Q6_K superblock in device memory (matvec.cu's Q6K_DEV_BYTES):
@@ -434,10 +485,10 @@ pub fn matvec_split(
             why: "1 to 8 activation rows",
         });
     }
-    let name = format!("matvec_{stem}_{ncols}");
+    let name = matvec_name(stem, ncols)?;
     launch_quantized(
         dev,
-        &name,
+        name,
         ty,
         (w, n, rows),
         acts,
@@ -488,11 +539,11 @@ pub fn matmul_split(
             why: "must be positive",
         });
     }
-    let name = format!("matmul_{stem}");
+    let name = names_of(stem)?.2;
     let nc = i32_of("ncols", ncols)?;
     launch_quantized(
         dev,
-        &name,
+        name,
         ty,
         (w, n, rows),
         acts,
@@ -508,7 +559,7 @@ pub fn matmul_split(
 #[allow(clippy::too_many_arguments)]
 fn launch_quantized(
     dev: &Device,
-    name: &str,
+    name: &'static str,
     ty: GgmlType,
     (w, n, rows): (&View, usize, usize),
     acts: &QActs,
@@ -588,7 +639,7 @@ fn launch_quantized(
             name,
             (blocks(rows, per_block)?, 1, 1),
             (32 * warps as u32, 1, 1),
-            &p,
+            p,
         )
     }
 }
@@ -608,7 +659,7 @@ pub fn add(dev: &Device, a: &View, b: &View, out: &View, n: usize) -> Result<()>
         .i32(i32_of("n", n)?)
         .done();
     // SAFETY: all three views hold n values.
-    unsafe { dev.launch("add_f32", (blocks(n, 256)?, 1, 1), (256, 1, 1), &p) }
+    unsafe { dev.launch("add_f32", (blocks(n, 256)?, 1, 1), (256, 1, 1), p) }
 }
 
 /// dst row r = src row r (`n` values) for `rows` rows, each with its own
@@ -636,7 +687,7 @@ pub fn copy_rows(
         .done();
     let grid = (blocks(n, 256)?, rows_u32(rows)?, 1);
     // SAFETY: both views cover their rows.
-    unsafe { dev.launch("copy_rows_f32", grid, (256, 1, 1), &p) }
+    unsafe { dev.launch("copy_rows_f32", grid, (256, 1, 1), p) }
 }
 
 /// elementwise.cu's ARGMAX_THREADS.
@@ -661,7 +712,7 @@ pub fn argmax(dev: &Device, x: &View, rows: usize, n: usize, out: &View) -> Resu
         .done();
     let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: the views hold the rows and their results.
-    unsafe { dev.launch("argmax_f32", grid, (ARGMAX_THREADS, 1, 1), &p) }
+    unsafe { dev.launch("argmax_f32", grid, (ARGMAX_THREADS, 1, 1), p) }
 }
 
 /// The `k` largest of each of `rows` rows of `n` logits: `val` and `idx`
@@ -707,7 +758,7 @@ pub fn top_k(
         .done();
     let grid = (rows_u32(rows)?, 1, 1);
     // SAFETY: the views hold the rows, their k results and a NaN slot each.
-    unsafe { dev.launch("topk_f32", grid, (256, 1, 1), &p) }
+    unsafe { dev.launch("topk_f32", grid, (256, 1, 1), p) }
 }
 
 /// Token ids from [`argmax`]'s output, an error naming the first NaN.
@@ -878,7 +929,7 @@ pub fn conv1d_silu(
         .ptr(qs)
         .done();
     // SAFETY: views checked against the shape.
-    unsafe { dev.launch("conv1d_silu_k4", sh.grid()?, (128, 1, 1), &p) }
+    unsafe { dev.launch("conv1d_silu_k4", sh.grid()?, (128, 1, 1), p) }
 }
 
 /// Inputs of the selective scan (d_state 16), rows per token.
@@ -959,14 +1010,14 @@ pub fn selective_scan(
         .ptr(qs)
         .done();
     // SAFETY: views checked against the shape.
-    unsafe { dev.launch("selective_scan_n16", sh.grid()?, (128, 1, 1), &p) }
+    unsafe { dev.launch("selective_scan_n16", sh.grid()?, (128, 1, 1), p) }
 }
 
 /// Launches one of the emulator's deliberately faulty self-test kernels
 /// (`emu_selftest_divergent_sync`, `emu_selftest_shuffle_exited_lane`) on
 /// one block of 64 threads writing to `out` (64 ints); emulator only.
 #[doc(hidden)]
-pub fn emu_selftest(dev: &Device, kernel: &str, out: &View) -> Result<()> {
+pub fn emu_selftest(dev: &Device, kernel: &'static str, out: &View) -> Result<()> {
     if !dev.is_emu() || !kernel.starts_with("emu_selftest_") {
         return Err(CudaError::Emu(format!(
             "{kernel}: emulator self-tests only"
@@ -975,7 +1026,7 @@ pub fn emu_selftest(dev: &Device, kernel: &str, out: &View) -> Result<()> {
     need("selftest out", out, 64)?;
     let p = Params::default().ptr(dev.check_view(out)?).done();
     // SAFETY: the view holds the 64 ints the one block writes.
-    unsafe { dev.launch(kernel, (1, 1, 1), (64, 1, 1), &p) }?;
+    unsafe { dev.launch(kernel, (1, 1, 1), (64, 1, 1), p) }?;
     // Run it now: the self-tests are about the launch's own failure.
     dev.flush()
 }
@@ -1043,14 +1094,14 @@ pub fn matvec_float(
         .i32(i32_of("x_stride", x_stride)?)
         .ptr(add)
         .done();
-    let name = format!("matvec_{stem}_{ncols}");
+    let name = matvec_name(stem, ncols)?;
     // SAFETY: weights, activations and outputs were checked against the shapes.
     unsafe {
         dev.launch(
-            &name,
+            name,
             (blocks(rows, MATVEC_WARPS)?, 1, 1),
             (32 * MATVEC_WARPS as u32, 1, 1),
-            &p,
+            p,
         )
     }
 }
@@ -1103,5 +1154,5 @@ pub fn embed(
         1,
     );
     // SAFETY: table, ids and output checked; ids are bounds-checked in the kernel.
-    unsafe { dev.launch("embed_rows", grid, (128, 1, 1), &p) }
+    unsafe { dev.launch("embed_rows", grid, (128, 1, 1), p) }
 }
