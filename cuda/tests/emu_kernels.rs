@@ -797,51 +797,38 @@ fn mixer_kernels_use_the_indexed_state_slots() {
         let r = untouched * e * 3..(untouched + 1) * e * 3;
         assert_eq!(cp_after[r.clone()], conv_pool[r]);
     }
-    // A slot outside the pool of 5.
+    // Slot ids the pool cannot take: the launch is refused, naming the slot.
     let mut idb: Buffer<i32> = dev.alloc(8).unwrap();
     let xc: Buffer<f32> = dev.alloc(seqs * e).unwrap();
-    let err = ops::conv1d_silu(
-        &dev,
-        sh,
-        &view(&dev, &xb),
-        2 * e,
-        &view(&dev, &wb),
-        &view(&dev, &bb),
-        &view(&dev, &cp),
-        StateSlots::Indexed {
-            ids: &[4, 5, 0],
-            buf: &mut idb,
-        },
-        (&view(&dev, &xc), e),
-        None,
-    );
+    let mut conv_on = |ids: &[i32]| {
+        ops::conv1d_silu(
+            &dev,
+            sh,
+            &view(&dev, &xb),
+            2 * e,
+            &view(&dev, &wb),
+            &view(&dev, &bb),
+            &view(&dev, &cp),
+            StateSlots::Indexed { ids, buf: &mut idb },
+            (&view(&dev, &xc), e),
+            None,
+        )
+    };
+    // A slot outside the pool of 5.
+    let err = conv_on(&[4, 5, 0]);
     assert!(
         matches!(
             err,
             Err(mamba_cuda::CudaError::Shape {
                 what: "state slot",
                 value: 5,
-                ..
+                why: "outside the state pool",
             })
         ),
         "{err:?}"
     );
     // Two sequences on one slot: they would race on its state.
-    let err = ops::conv1d_silu(
-        &dev,
-        sh,
-        &view(&dev, &xb),
-        2 * e,
-        &view(&dev, &wb),
-        &view(&dev, &bb),
-        &view(&dev, &cp),
-        StateSlots::Indexed {
-            ids: &[2, 0, 2],
-            buf: &mut idb,
-        },
-        (&view(&dev, &xc), e),
-        None,
-    );
+    let err = conv_on(&[2, 0, 2]);
     assert!(
         matches!(
             err,
