@@ -1,21 +1,30 @@
 //! The official `openai` Python client against the server
 //! (scripts/openai_client/check.py). When `python3` cannot import `openai`
-//! (set MAMBA_GGUF_PYTHON to use another interpreter) it prints `SKIPPED:`,
-//! and fails under CI=true (CI installs openai).
+//! (set MAMBA_GGUF_PYTHON to use another interpreter) it is reported as
+//! ignored with the reason, and fails under CI=true (CI installs openai).
+//! Its own harness (tests/support/harness.rs, `harness = false` in
+//! Cargo.toml), so that a test that cannot run says so.
 
-#[path = "support/skip.rs"]
-mod skip;
+#[path = "support/harness.rs"]
+mod harness;
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::Duration;
 
+use harness::{Ran, Skip};
 use mamba_gguf::server::{self, ServerConfig};
 use mamba_gguf::Model;
 
-#[test]
-fn official_openai_client() {
+fn main() -> ExitCode {
+    harness::main(vec![harness::skippable(
+        "official_openai_client",
+        official_openai_client,
+    )])
+}
+
+fn official_openai_client() -> Ran {
     let py = std::env::var("MAMBA_GGUF_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&py)
         .args(["-c", "import openai"])
@@ -23,11 +32,9 @@ fn official_openai_client() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        skip::skip_or_fail(
-            "official_openai_client",
-            &format!("{py} cannot import openai (pip install openai to run this check)"),
-        );
-        return;
+        return Err(Skip::needs(format!(
+            "{py} cannot import openai (pip install openai to run this check)"
+        )));
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = Arc::new(
@@ -54,4 +61,5 @@ fn official_openai_client() {
     let se = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "check.py failed:\n{so}\n{se}");
     eprintln!("{so}");
+    Ok(())
 }

@@ -1,17 +1,27 @@
 //! An independent reader: the `gguf` Python package (gguf-py) reads our files
 //! and dequantizes every tensor; its values must equal ours. When no Python
 //! with `gguf` and `numpy` is found ($MAMBA_GGUF_PYTHON, then python3) it
-//! prints `SKIPPED:`, and fails under CI=true (CI installs both).
+//! is reported as ignored with the reason, and fails under CI=true (CI
+//! installs both). Its own harness (tests/support/harness.rs, `harness =
+//! false` in Cargo.toml), so that a test that cannot run says so.
 
 mod common;
-#[path = "../../tests/support/skip.rs"]
-mod skip;
+#[path = "../../tests/support/harness.rs"]
+mod harness;
 
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use common::*;
 use convert::mix::ALL_TYPES;
 use gguf::GgufFile;
+use harness::{Ran, Skip};
+
+fn main() -> ExitCode {
+    harness::main(vec![harness::skippable(
+        "gguf_py_reads_and_dequantizes_our_files_like_we_do",
+        gguf_py_reads_and_dequantizes_our_files_like_we_do,
+    )])
+}
 
 fn python() -> Option<String> {
     let mut cands = Vec::new();
@@ -28,15 +38,12 @@ fn python() -> Option<String> {
     })
 }
 
-#[test]
-fn gguf_py_reads_and_dequantizes_our_files_like_we_do() {
-    let Some(py) = python() else {
-        skip::skip_or_fail(
-            "gguf_py_reads_and_dequantizes_our_files_like_we_do",
+fn gguf_py_reads_and_dequantizes_our_files_like_we_do() -> Ran {
+    let py = python().ok_or_else(|| {
+        Skip::needs(
             "no python with `gguf` and `numpy` (pip install gguf numpy, or set MAMBA_GGUF_PYTHON)",
-        );
-        return;
-    };
+        )
+    })?;
     let script = root().join("convert/tests/py/gguf_dequant.py");
     let tmp = tempfile::tempdir().unwrap();
     for &ft in ALL_TYPES {
@@ -83,4 +90,5 @@ fn gguf_py_reads_and_dequantizes_our_files_like_we_do() {
             }
         }
     }
+    Ok(())
 }

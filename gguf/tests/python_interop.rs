@@ -1,22 +1,40 @@
 //! Interop with the `gguf` Python package (llama.cpp's gguf-py): we read what
 //! its GGUFWriter wrote (committed fixtures + JSON of what was put in, from
 //! scripts/gguf_fixtures/make_fixture.py), and its GGUFReader reads what we
-//! write (run live when `import gguf` works; otherwise it prints `SKIPPED:`,
-//! and fails under CI=true, where CI has installed gguf and numpy).
+//! write (run live when `import gguf` works; otherwise it is reported as
+//! ignored with the reason, and fails under CI=true, where CI has installed
+//! gguf and numpy). Its own harness (tests/support/harness.rs, `harness =
+//! false` in Cargo.toml), so that a test that cannot run says so.
 //!
 //! ggml's C loader reading our files lives in scripts/gguf_fixtures/ggml_check.sh
 //! (a manual check: it needs a libggml-base.so, which CI cannot build quickly).
 
-#[path = "../../tests/support/skip.rs"]
-mod skip;
+#[path = "../../tests/support/harness.rs"]
+mod harness;
 
 mod interop_common;
 
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use gguf::GgufFile;
+use harness::{Ran, Skip};
 use interop_common::*;
 use serde_json::{json, Value as Json};
+
+fn main() -> ExitCode {
+    harness::main(vec![
+        harness::test("reads_gguf_py_writer_output", reads_gguf_py_writer_output),
+        harness::test(
+            "reads_gguf_py_writer_output_align64",
+            reads_gguf_py_writer_output_align64,
+        ),
+        harness::skippable(
+            "gguf_py_reads_our_writer_output",
+            gguf_py_reads_our_writer_output,
+        ),
+    ])
+}
+
 fn check_pywriter_fixture(name: &str) {
     let dir = repo().join("tests/fixtures/gguf");
     let f = GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap();
@@ -47,12 +65,10 @@ fn check_pywriter_fixture(name: &str) {
     }
 }
 
-#[test]
 fn reads_gguf_py_writer_output() {
     check_pywriter_fixture("pywriter");
 }
 
-#[test]
 fn reads_gguf_py_writer_output_align64() {
     check_pywriter_fixture("pywriter-align64");
 }
@@ -76,15 +92,12 @@ fn python_with_gguf() -> Option<String> {
     None
 }
 
-#[test]
-fn gguf_py_reads_our_writer_output() {
-    let Some(py) = python_with_gguf() else {
-        skip::skip_or_fail(
-            "gguf_py_reads_our_writer_output",
+fn gguf_py_reads_our_writer_output() -> Ran {
+    let py = python_with_gguf().ok_or_else(|| {
+        Skip::needs(
             "no python3 with `gguf` and `numpy` (pip install gguf numpy, or set GGUF_PYTHON)",
-        );
-        return;
-    };
+        )
+    })?;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ours.gguf");
     let (md, specs, data) = our_file(&path, true);
@@ -124,4 +137,5 @@ fn gguf_py_reads_our_writer_output() {
         assert_eq!(g["hex"], json!(hex(d)), "{}", s.name);
         offset += (d.len() as u64).next_multiple_of(64);
     }
+    Ok(())
 }
