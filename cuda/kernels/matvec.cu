@@ -200,9 +200,49 @@ static __device__ __forceinline__ void load_act(const i8* q, int (&aq)[8]) {
 // activation rows a lane takes two units per trip (both units' loads in
 // flight before either is used: the decode step streams its weights here);
 // it still adds them in the order l, l + 32.
+// Short rows (nb < 32 units dividing 32: dt_proj's 256 values are 8 units)
+// would leave most lanes of a warp idle: at one or two activation rows a
+// warp takes 32 / nb rows, a unit
+// per lane, and sums each row's nb lanes by the butterfly's last steps. The
+// one-row-per-warp butterfly's first steps add only zeros (lanes past nb
+// hold +0): adding +0 once (which turns a -0 into +0, as they would) gives
+// the same bits, so this still equals the matmul (one row per warp).
+template <int T, int NC>
+static __device__ __forceinline__ void matvec_short_rows(const MatvecArgs& a, int nb) {
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int row = (blockIdx.x * MATVEC_WARPS + warp) * (WARP / nb) + lane / nb, u = lane % nb;
+    const bool on = row < a.rows;
+    float acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = 0.0f;
+    if (on) {
+        Unit un;
+        load_unit<T>(a.w + (long long)row * a.row_bytes, u, un);
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            int aq[8];
+            load_act(a.q + (long long)c * a.n + 32 * u, aq);
+            acc[c] = unit_acc(0.0f, un, aq, a.s[c * nb + u], a.d[c * nb + u]);
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        float v = acc[c] + 0.0f;
+        for (int m = nb / 2; m > 0; m >>= 1) v += __shfl_xor_sync(FULL_MASK, v, m);
+        long long o = (long long)c * a.rows + row;
+        if (on && u == 0) a.out[o] = a.add ? a.add[o] + v : v;
+    }
+}
+
 template <int T, int NC>
 static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
     constexpr int UNR = NC <= 2 ? 2 : 1;
+    // Decode (one or two activation rows) only: more rows keep the general
+    // path, which gives the same bits, and the code stays smaller.
+    if (NC <= 2 && a.n / WARP < WARP && WARP % (a.n / WARP) == 0) {  // uniform
+        matvec_short_rows<T, NC>(a, a.n / WARP);
+        return;
+    }
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int S = a.splits, slice = warp % S;
     const int row = blockIdx.x * (MATVEC_WARPS / S) + warp / S;

@@ -624,6 +624,12 @@ fn launch_quantized(
             p = p.i32(nc);
             (MATMUL_WARPS, MATMUL_WARPS)
         }
+        // Short rows (n / 32 units dividing 32, fewer than 32) against one
+        // or two activation rows: 32 / units rows a warp (matvec.cu,
+        // matvec_short_rows).
+        None if ncols <= 2 && (n / 32) < 32 && 32 % (n / 32) == 0 => {
+            (MATVEC_WARPS, MATVEC_WARPS * 32 / (n / 32))
+        }
         None => (MATVEC_WARPS, MATVEC_WARPS / splits),
     };
     let p = p.done();

@@ -1,7 +1,7 @@
 //! The matvec and matmul kernels checked on the device that will run them,
 //! before it serves: for each quantized weight type of a model, a small
-//! matrix (12 rows, so the row guards are crossed, of 512 values summed in
-//! one slice, and of 4096 in 1, 2 and 4: split-K) against 1, 2 and 8
+//! matrix (12 rows, so the row guards are crossed, of 256 values (4 rows a
+//! warp), of 512 summed in one slice, and of 4096 in 1, 2 and 4: split-K) against 1, 2 and 8
 //! activation rows (`matvec_<t>_<c>`) and 9 and 17 (`matmul_<t>`, two column
 //! groups), each output against a host reference (f64 over the quant
 //! crate's dequantized weights and the dequantized Q8A activations), and
@@ -21,7 +21,8 @@ use quant::GgmlType;
 
 const ROWS: usize = 12;
 /// (row length, slices) of the matrices checked.
-const SHAPES: [(usize, usize); 4] = [(512, 1), (4096, 1), (4096, 2), (4096, 4)];
+/// 256: 8 units a row, 4 rows a warp (dt_proj's rows).
+const SHAPES: [(usize, usize); 5] = [(256, 1), (512, 1), (4096, 1), (4096, 2), (4096, 4)];
 
 /// Whether the self-test runs (yes unless `MAMBA_GGUF_CUDA_SELFTEST=0`).
 pub fn wanted() -> bool {

@@ -49,7 +49,9 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
@@ -97,6 +99,9 @@ DESIGN = {
     "host_overlapped": False,
     # argmax with 8 loads in flight per trip (finding 10).
     "argmax_multi_load": True,  # ARGMAX_UNROLL = 4 loads a trip, 1024 threads
+    # matvec_<t>_1/_2 also hold matvec_short_rows (one more unit in the
+    # static SASS counts than the hot loop has).
+    "short_rows_path": True,
     # Threads of the argmax block.
     "argmax_threads": 1024,  # elementwise.cu ARGMAX_THREADS
     # Batch > 8 uses int8 tensor cores (mma.sync) instead of the dp4a tile
@@ -110,7 +115,7 @@ DESIGN = {
 BASELINE = {
     "weight_load_bytes": 2, "matvec_one_trip": False, "units_per_lane": 1, "norm_loads_hoisted": False,
     "norm_threads": 256, "scan_vec16": False, "argmax_multi_load": False, "argmax_threads": 256,
-    "q6k_repacked": False, "split_k": False,
+    "q6k_repacked": False, "split_k": False, "short_rows_path": False,
 }
 
 # The fixes --all-fixes turns on at once (what the review's fix list adds up to).
@@ -444,8 +449,11 @@ def matvec(x, label, ty, rows, n, nc, add=False):
     # other LDGs: wide ones (16-byte q words) cost 8 lines at the 32-byte
     # lane stride (width/4 lines interleaved), 32-bit ones (d, s) one line.
     if info["src"] == "sass-report.json" and info.get("ldg_weight") and x.d["weight_load_bytes"] is None:
-        upl = max(1, round(info.get("dp4a", 8 * nc) / (8 * nc)))
-        w_ldg = sum(info["ldg_weight"].values()) / upl
+        units = max(1, round(info.get("dp4a", 8 * nc) / (8 * nc)))
+        w_ldg = sum(info["ldg_weight"].values()) / units
+        # At one or two activation rows the code also holds the short-rows
+        # path (one unit a lane): not a unit of the hot loop.
+        upl = max(1, units - (1 if x.d["short_rows_path"] and nc <= 2 else 0))
         width = max(info["ldg_weight"])
         other = {b: c - info["ldg_weight"].get(b, 0) for b, c in info.get("ldg", {}).items()}
         wide = sum(c for b, c in other.items() if b > 4)
@@ -453,6 +461,7 @@ def matvec(x, label, ty, rows, n, nc, add=False):
             lines = sum(c * (b / 4 if x.d["act_interleaved"] else ACT_LINES_STRIDED) for b, c in other.items() if b > 4)
             act_wf = (lines + sum(c for b, c in other.items() if b <= 4)) / (upl * nc)
         wsrc = f"sass-report.json, {upl} unit(s)/lane/iter"
+        act_wf = act_wf * upl / units if wide else act_wf
     # wavefronts per unit per lane (a warp-wide unit step)
     wf = w_ldg * weight_lines(unit_b) + nc * act_wf
     # split-K / row packing (finding 7)
@@ -462,7 +471,10 @@ def matvec(x, label, ty, rows, n, nc, add=False):
     if x.d["split_k"] == "ops":
         # ops::splits_for: 2 or 4 slices (each a warp) while the rows give
         # fewer than 8 warps per SM and the slices are whole 32-unit tiles;
-        # no row packing.
+        # rows of fewer than 32 units (dividing 32) packed 32 / nb a warp at
+        # one or two activation rows (matvec_short_rows).
+        if nb < 32 and 32 % nb == 0 and nc <= 2:
+            rows_per_warp = 32 // nb
         while ksplit < 4 and rows * ksplit < 8 * x.sms and nb % (64 * ksplit) == 0:
             ksplit *= 2
     elif x.d["split_k"]:
@@ -771,6 +783,16 @@ def main():
     if a.baseline:
         design.update(BASELINE)
         a.sass = os.devnull
+        # The registers the kernels had then: that commit's ptxas report.
+        old = subprocess.run(["git", "-C", ROOT, "show", "446ab26:cuda/ptx/ptxas-report.txt"],
+                             capture_output=True, text=True)
+        if old.returncode == 0:
+            tmp = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+            tmp.write(old.stdout)
+            tmp.close()
+            a.ptxas = tmp.name
+        else:
+            print("# --baseline: 446ab26 not in this checkout; registers from today's ptxas report", file=sys.stderr)
     if a.all_fixes:
         design.update(ALL_FIXES)
     parse_set(a.set, design)
