@@ -6,7 +6,7 @@ Usage: check.py --base-url http://127.0.0.1:8080/v1
 Exercises models.list, completions and chat completions (plain and streamed),
 the usage with prompt_tokens_details.cached_tokens on a follow-up chat turn,
 and a 400 error surfacing as openai.BadRequestError. Exits non-zero on any
-failed check. Run by tests/server_openai.rs when `openai` can be imported.
+failed check. Run by tests/solo/server_openai.rs when `openai` can be imported.
 """
 
 import argparse

@@ -2,14 +2,12 @@
 //! panic. Broken GGUFs are made from the committed llama.cpp F32 file by
 //! rewriting it (gguf::write_file) or by cutting bytes.
 
-mod runtime_common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::runtime_common::*;
 use gguf::Value;
 use mamba_gguf::{Model, ModelError};
-use runtime_common::*;
 
 fn tiny() -> PathBuf {
     root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf")

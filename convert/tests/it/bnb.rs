@@ -3,9 +3,7 @@
 //! dequantization (sha256 recorded by scripts/fixtures/make_hf_fixtures.py,
 //! plus the raw values of layer 0's x_proj).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use convert::FileType;
 use gguf::GgufFile;
 

@@ -7,14 +7,12 @@
 //! logits ("rel"). Quantized models: mean over positions of KL(reference ||
 //! ours) in nats, and the share of positions whose argmax agrees.
 
-mod runtime_common;
-
 use std::path::Path;
 
+use crate::runtime_common::*;
 use gguf::GgmlType;
 use mamba_gguf::sampler::argmax_logits;
 use mamba_gguf::{Model, Session};
-use runtime_common::*;
 
 const FIXTURES: [&str; 6] = [
     "falcon-mamba-tiny",

@@ -2,29 +2,19 @@
 //! (scripts/openai_client/check.py). When `python3` cannot import `openai`
 //! (set MAMBA_GGUF_PYTHON to use another interpreter) it is reported as
 //! ignored with the reason, and fails under CI=true (CI installs openai).
-//! Its own harness (tests/support/harness.rs, `harness = false` in
-//! Cargo.toml), so that a test that cannot run says so.
-
-#[path = "support/harness.rs"]
-mod harness;
+//! Runs in tests/solo, on the harness that can say so
+//! (tests/support/harness.rs).
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::{Ran, Skip};
+use crate::harness::{Ran, Skip};
 use mamba_gguf::server::{self, ServerConfig};
 use mamba_gguf::Model;
 
-fn main() -> ExitCode {
-    harness::main(vec![harness::skippable(
-        "official_openai_client",
-        official_openai_client,
-    )])
-}
-
-fn official_openai_client() -> Ran {
+pub fn official_openai_client() -> Ran {
     let py = std::env::var("MAMBA_GGUF_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&py)
         .args(["-c", "import openai"])

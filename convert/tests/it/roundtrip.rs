@@ -2,9 +2,7 @@
 //! values within the type's error bound; F32 output is exact; ssm_a is
 //! -exp(A_log); conv1d is squeezed; the head is Q6_K (or its fallback).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use convert::checkpoint::{to_f32, Checkpoint};
 use convert::mix::ALL_TYPES;
 use convert::FileType;

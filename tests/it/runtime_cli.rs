@@ -2,13 +2,11 @@
 //! the transformers reference (tests/fixtures/reference/falcon-mamba-tiny.*)
 //! through the committed llama.cpp-made F32 GGUF.
 
-mod runtime_common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::runtime_common::*;
 use gguf::Value;
-use runtime_common::*;
 
 fn tiny() -> PathBuf {
     root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf")

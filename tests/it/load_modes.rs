@@ -2,14 +2,12 @@
 //! library's `Model::load`) and read into anonymous memory with huge pages
 //! (the CLI's default on the CPU). Same bytes, same model, same output.
 
-mod runtime_common;
-
 use std::process::Command;
 
+use crate::runtime_common::*;
 use gguf::GgufFile;
 use mamba_gguf::backend::DeviceRequest;
 use mamba_gguf::Model;
-use runtime_common::*;
 
 #[test]
 fn a_file_read_into_memory_equals_the_mapped_file() {

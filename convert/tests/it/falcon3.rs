@@ -3,14 +3,12 @@
 //! generation_config.json says [10, 11], mixer_rms_eps is 1e-5. The fixtures
 //! (tests/fixtures/hf/falcon3-mamba-*-tiny, made by
 //! scripts/fixtures/make_hf_fixtures.py) carry those files at a tiny width;
-//! their logits are checked against transformers in tests/runtime_reference.rs.
-
-mod common;
+//! their logits are checked against transformers in tests/it/runtime_reference.rs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use common::*;
+use crate::common::*;
 use convert::{ConvertOptions, FileType};
 use gguf::{Array, GgufFile};
 

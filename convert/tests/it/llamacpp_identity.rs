@@ -5,9 +5,7 @@
 //! metadata key llama.cpp writes (except the few listed in
 //! common::KEYS_WE_DIFFER_ON).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gguf::GgufFile;
 
 fn manifests() -> Vec<(String, String, std::path::PathBuf)> {

@@ -12,17 +12,15 @@
 //! runtime_reference tests check against transformers; this test checks that
 //! batching changes nothing.
 
-mod runtime_common;
-
 use std::path::PathBuf;
 
+use crate::runtime_common::{argmax, ours_gguf, root};
 use mamba_gguf::backend::TopK;
 use mamba_gguf::error::ModelError;
 use mamba_gguf::model::Scratch;
 use mamba_gguf::session::BatchDecoder;
 use mamba_gguf::state::{State, StateSlot};
 use mamba_gguf::{Model, Session};
-use runtime_common::{argmax, ours_gguf, root};
 
 fn llamacpp(name: &str) -> PathBuf {
     root().join("tests/fixtures/llamacpp").join(name)

@@ -1,16 +1,15 @@
 //! 100,000 tokens through a small random Falcon Mamba: the logits stay finite
 //! and the process's resident memory stays flat (the state is fixed-size and
 //! the session allocates nothing per token). Memory is read from
-//! /proc/self/status (VmRSS) inside the test; nothing is timed. This file
-//! holds one test so no other test allocates in the process meanwhile.
+//! /proc/self/status (VmRSS) inside the test; nothing is timed. It runs in
+//! tests/solo, one test at a time, so no other test allocates in the
+//! process meanwhile.
 
-mod runtime_common;
-
+use crate::runtime_common::tempdir;
 use gguf::{GgmlType, TensorSpec, Value};
 use mamba_gguf::{procmem, Model, Session};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use runtime_common::tempdir;
 
 const D: usize = 32;
 const E: usize = 64;
@@ -96,8 +95,7 @@ fn write_model(path: &std::path::Path) {
     gguf::write_file(path, &meta, &refs).expect("write model");
 }
 
-#[test]
-fn hundred_thousand_tokens_finite_logits_and_flat_memory() {
+pub fn hundred_thousand_tokens_finite_logits_and_flat_memory() {
     let dir = tempdir();
     let path = dir.path().join("long.gguf");
     write_model(&path);

@@ -2,11 +2,9 @@
 //! whether the F32 file is llama.cpp's own or ours; quantized inputs and other
 //! architectures are refused with a clear message.
 
-mod common;
-
 use std::sync::atomic::AtomicBool;
 
-use common::*;
+use crate::common::*;
 use convert::{FileType, QuantizeOptions};
 use gguf::GgufFile;
 

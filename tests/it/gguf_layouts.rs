@@ -5,10 +5,8 @@
 //! (scripts/fixtures/make_gguf_layouts.py): each must load and compute what
 //! transformers computes on the same weights.
 
-mod runtime_common;
-
+use crate::runtime_common::*;
 use mamba_gguf::Model;
-use runtime_common::*;
 
 /// fp32 in another summation order (as runtime_reference's F32 bound).
 const F32_BOUND: f64 = 1e-4;

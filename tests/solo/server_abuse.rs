@@ -94,8 +94,7 @@ impl Lcg {
     }
 }
 
-#[test]
-fn the_server_survives_abuse() {
+pub fn the_server_survives_abuse() {
     let h = start();
     let addr = h.addr;
     let before = greedy(addr);

@@ -1,12 +1,10 @@
 //! Every refusal names the file and tensor or field at fault, and leaves no
 //! output (nor temp file) behind.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use common::*;
+use crate::common::*;
 use convert::config::Variant;
 use convert::{ConvertError, ConvertOptions, FileType};
 use safetensors::tensor::{Dtype, TensorView};

@@ -1,0 +1,36 @@
+//! The root crate's tests that need the process to themselves or may find
+//! at run time that they cannot run here, in one test binary on their own
+//! harness (tests/support/harness.rs, `harness = false` in Cargo.toml),
+//! which runs them one at a time (unless `--test-threads` says otherwise):
+//! - runtime_long and server_abuse bound the growth of the process's
+//!   resident memory, which another test running beside them would move;
+//! - server_openai needs the `openai` Python package: without it the test
+//!   is reported as ignored, with the reason (under CI=true, it fails).
+
+#[path = "../support/harness.rs"]
+mod harness;
+#[path = "../runtime_common/mod.rs"]
+mod runtime_common;
+
+mod runtime_long;
+mod server_abuse;
+mod server_openai;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    harness::main_one_at_a_time(vec![
+        harness::test(
+            "runtime_long::hundred_thousand_tokens_finite_logits_and_flat_memory",
+            runtime_long::hundred_thousand_tokens_finite_logits_and_flat_memory,
+        ),
+        harness::test(
+            "server_abuse::the_server_survives_abuse",
+            server_abuse::the_server_survives_abuse,
+        ),
+        harness::skippable(
+            "server_openai::official_openai_client",
+            server_openai::official_openai_client,
+        ),
+    ])
+}
