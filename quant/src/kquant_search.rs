@@ -253,6 +253,9 @@ pub(crate) fn make_qx_quants_rmse1_x16(
 }
 
 /// [`make_qx_quants_rmse1_x16`] compiled for AVX2 (no FMA).
+///
+/// # Safety
+/// The CPU has AVX2 (the arrays' lengths are in their types).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn make_qx_quants_rmse1_x16_avx2(
@@ -355,6 +358,9 @@ pub(crate) fn quantize_k_superblock(
 
 /// [`quantize_k_superblock`] compiled for AVX2 (no FMA: every product and
 /// sum stays a separately rounded operation, as in the reference).
+///
+/// # Safety
+/// The CPU has AVX2 (the arrays' lengths are in their types).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn quantize_k_superblock_avx2(
@@ -481,6 +487,9 @@ fn trials_portable(
 /// The trial loop of [`search_x8`] in AVX2 intrinsics (LLVM scalarizes the
 /// portable loop's accumulators): the same operations per lane, in the same
 /// order, no FMA; comparisons are ordered (false on NaN) like Rust's.
+///
+/// # Safety
+/// The CPU has AVX2; `cs` is only indexed (bounds-checked).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]

@@ -180,6 +180,8 @@ macro_rules! slice_fn {
             }
         }
 
+        /// # Safety
+        /// The CPU has AVX2 (any length of `x`).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
         unsafe fn $avx2(x: &mut [f32]) {
@@ -278,6 +280,8 @@ mod tests {
         }
     }
 
+    /// # Safety
+    /// The CPU has AVX2 and FMA (any length of `x`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn exp_nonpos_fma(x: &mut [f32]) {

@@ -9,6 +9,9 @@ use crate::float::{finish, CHUNK};
 use std::arch::x86_64::*;
 
 /// 8 weights at `p` as f32: `WS` = 4 (F32), 2 (F16, `BF` false) or 2 (BF16).
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `p` points at `8 * WS` readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn load8<const WS: usize, const BF: bool>(p: *const u8) -> __m256 {
@@ -22,6 +25,9 @@ unsafe fn load8<const WS: usize, const BF: bool>(p: *const u8) -> __m256 {
     }
 }
 
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted: [`blocks`] clamps
+/// `n` to the whole blocks that `w` and every `a[j]` hold.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
@@ -53,18 +59,24 @@ unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
     out
 }
 
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see `dot`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f32k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 4, false>(n, w, a)
 }
 wrappers!(f32_dot, f32_dot4, f32k);
 
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see `dot`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 2, false>(n, w, a)
 }
 wrappers!(f16_dot, f16_dot4, f16k);
 
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see `dot`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bf16k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 2, true>(n, w, a)

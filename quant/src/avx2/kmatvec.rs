@@ -53,6 +53,10 @@ const PREFETCH_AHEAD: usize = 4096;
 /// scales 0..4 = u0 & 0x3f.., mins 0..4 = u1 & 0x3f.., scales 4..8 =
 /// (u2 & 0x0f..) | ((u0 >> 2) & 0x30..), mins 4..8 = ((u2 >> 4) & 0x0f..) |
 /// ((u1 >> 2) & 0x30..), each byte one sub-block.
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernels); `p` points at 16
+/// readable bytes.
 #[inline(always)]
 unsafe fn scales_mins(p: *const u8) -> __m128i {
     let h = _mm_loadu_si128(p as *const __m128i);
@@ -80,6 +84,9 @@ unsafe fn scales_mins(p: *const u8) -> __m128i {
 
 /// `vpshufb` index for Q6_K run `k` of a half: i16 element 2k in the low
 /// 128-bit lane (values 0..16 of the run), 2k + 1 in the high lane.
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernels).
 #[inline(always)]
 unsafe fn pick6(k: usize) -> __m256i {
     let (e0, e1) = (4 * k as i16, 4 * k as i16 + 2);
@@ -90,6 +97,9 @@ unsafe fn pick6(k: usize) -> __m256i {
 }
 
 /// Q5_K: bit `j` of each byte of `qh` moved to bit 4 (other bits masked).
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernels).
 #[inline(always)]
 unsafe fn bit_to_4(qh: __m256i, j: usize) -> __m256i {
     let v = match j {
@@ -135,6 +145,12 @@ fn shuffles() -> *const [u8; 32] {
 /// half add up to the reference's exact `isum = sum_s scale[s] *
 /// dot(levels_s, a_s)` and `msum = sum_s min[s] * (bsum[2s] + bsum[2s +
 /// 1])`.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C (inlined into the AVX2 kernels); `p` points
+/// at a whole super-block (144 bytes, Q5_K 176), `y` at the 288 bytes
+/// after a Q8_K block's scale (quants, sums) and `pick` at the eight
+/// rows of `PICK16`.
 #[inline(always)]
 unsafe fn k45_block<const FIVE: bool>(
     p: *const u8,
@@ -189,6 +205,11 @@ unsafe fn k45_block<const FIVE: bool>(
 /// i32 lanes adding up to the reference's exact `isum = sum_s scale[s] *
 /// dot(levels_s - 32, a_s)`. Levels 0..63 are dotted unsigned; the -32 is
 /// applied as 32 * sum(scale * activation block sum).
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernels); `p` points at a whole
+/// Q6_K super-block (210 bytes) and `y` at the 288 bytes after a Q8_K
+/// block's scale (quants, sums).
 #[inline(always)]
 unsafe fn q6_block(p: *const u8, y: *const u8) -> __m256i {
     let low = _mm256_set1_epi8(0x0F);
@@ -236,6 +257,9 @@ unsafe fn q6_block(p: *const u8, y: *const u8) -> __m256i {
 }
 
 /// Lane b = the sum of the eight i32 lanes of `v[b]`.
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernels).
 #[inline(always)]
 unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
     let h01 = _mm256_hadd_epi32(v[0], v[1]);
@@ -252,6 +276,9 @@ unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
 
 /// For `v[b] = [four lanes of x_b | four lanes of z_b]`: (lane b = sum of
 /// x_b's lanes, lane b = sum of z_b's lanes).
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernels).
 #[inline(always)]
 unsafe fn hsum4x2(v: &[__m256i; 8]) -> (__m256i, __m256i) {
     let h01 = _mm256_hadd_epi32(v[0], v[1]);

@@ -21,6 +21,10 @@ const ACT_BSUMS: usize = 4 + 256;
 /// prefetches never fault. 4 KiB measured better than 1 KiB on 2 threads:
 /// Q4_K_M decode 3.13/3.13 -> 3.40/3.44 tok/s (7B shape), +12% on average
 /// over 8 alternated runs at the 1.4B shape; 8 KiB was no better.
+///
+/// # Safety
+/// The CPU has SSE (every x86-64 CPU). Any `p` and `bytes`: the addresses are
+/// formed with wrapping arithmetic and prefetches never fault.
 #[inline(always)]
 unsafe fn prefetch_ahead(p: *const u8, bytes: usize) {
     let ahead = p.wrapping_add(PREFETCH_AHEAD);
@@ -33,6 +37,8 @@ unsafe fn prefetch_ahead(p: *const u8, bytes: usize) {
 
 const PREFETCH_AHEAD: usize = 4096;
 
+/// # Safety
+/// `p` points at 4 readable bytes (the f32 scale of a Q8_K block).
 #[inline]
 unsafe fn act_d(p: *const u8) -> f32 {
     f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
@@ -43,6 +49,10 @@ unsafe fn act_d(p: *const u8) -> f32 {
 /// The 12 packed bytes: bytes 0..4 and 4..8 hold scales/mins 0..4 in their
 /// low 6 bits (and the top 2 bits of 4..8 in bits 6..8); bytes 8..12 hold
 /// the low 4 bits of scales (low nibble) and mins (high nibble) 4..8.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `wb` holds at least 16 bytes (the header;
+/// shorter panics on the index, it is not read past).
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn k4_header(wb: &[u8]) -> (f32, f32, u64, __m256i) {
@@ -63,6 +73,10 @@ pub(crate) unsafe fn k4_header(wb: &[u8]) -> (f32, f32, u64, __m256i) {
 }
 
 /// Q4_K / Q5_K body. `FIVE` selects Q5_K (qh at 16..48, nibbles at 48..).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted: [`blocks`] clamps
+/// `n` to the whole blocks that `w` and every `a[j]` hold.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn k45<const R: usize, const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
@@ -156,6 +170,9 @@ unsafe fn k45<const R: usize, const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; R
 }
 
 /// Lane j = the (wrapping) sum of the eight i32 lanes of `v[j]`.
+///
+/// # Safety
+/// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
@@ -172,6 +189,8 @@ unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
     )
 }
 
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see `k45`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     k45::<R, false>(n, w, a)
@@ -191,6 +210,8 @@ pub(super) fn q4_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out
     }
 }
 
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see `k45`).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     k45::<R, true>(n, w, a)
@@ -210,6 +231,10 @@ pub(super) fn q5_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out
 /// Q6_K (210 bytes: ql 0..128, qh 128..192, 16 x i8 scales 192..208, fp16
 /// d at 208). Levels 0..63 are dotted unsigned; the -32 offset is applied
 /// as 32 * sum(scale * activation block sum).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted: [`blocks`] clamps
+/// `n` to the whole blocks that `w` and every `a[j]` hold.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let nb = blocks(n, 256, w, 210, &a, ACT);

@@ -36,6 +36,9 @@ macro_rules! block_terms {
 /// before they reach the accumulator, halving its dependency chain.
 macro_rules! kernel32 {
     ($name:ident, $signed:tt, $bytes:expr, |$wb:ident| $decode:expr) => {
+        /// # Safety
+        /// The CPU has AVX2, FMA and F16C. Lengths are not trusted: `blocks`
+        /// clamps `n` to the whole blocks that `w` and every `a[j]` hold.
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
             let nb = blocks(n, 32, w, $bytes, &a, ACT);

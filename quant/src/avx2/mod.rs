@@ -8,7 +8,7 @@
 //! operations in the same order, so a matmul gives bit for bit the matvec
 //! result.
 //!
-//! Accuracy against the scalar reference (tests/simd.rs):
+//! Accuracy against the scalar reference (tests/it/simd.rs):
 //! - K-quants: integer sums per super-block are exact and the float
 //!   arithmetic per super-block is the reference's, so results are
 //!   bit-identical (Q6_K uses the activation block sums, as Q4_K's scalar
@@ -80,6 +80,9 @@ pub(crate) use crate::simd_shared::{blocks, gemm_rows, wrappers};
 /// loads the half with `vpinsrw` into whatever register it likes (the
 /// other lanes being unused), often the accumulator, which chains every
 /// block's scale onto the previous block's sum.
+///
+/// # Safety
+/// The CPU has F16C; `p` points at 2 readable bytes.
 #[inline]
 pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     let h = u16::from_le_bytes([*p, *p.add(1)]) as u32;
@@ -95,6 +98,9 @@ pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
 }
 
 /// Sum of the 8 lanes, as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn hsum_ps(v: __m256) -> f32 {
@@ -105,6 +111,9 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 }
 
 /// Sum of the 8 i32 lanes (wrapping, never overflows for our kernels).
+///
+/// # Safety
+/// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
@@ -116,6 +125,9 @@ pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
 
 /// 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..16, high
 /// nibbles in bytes 16..32 (the Q4_0/Q4_1/Q5_x value order).
+///
+/// # Safety
+/// The CPU has AVX2; `p` points at 16 readable bytes.
 #[cfg(feature = "avx512")]
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -127,6 +139,9 @@ pub(crate) unsafe fn nibbles16(p: *const u8) -> __m256i {
 
 /// Eight i32 sums of four adjacent products `u[k] * s[k]` (u unsigned,
 /// s signed bytes; the i16 pair sums must not saturate).
+///
+/// # Safety
+/// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn dot_us8(u: __m256i, s: __m256i) -> __m256i {

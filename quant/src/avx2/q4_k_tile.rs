@@ -58,6 +58,9 @@ struct DecK {
 /// 0..4 and 4..8 hold scales/mins 0..4 in their low 6 bits (and the top 2
 /// bits of 4..8 in bits 6..8); bytes 8..12 the low 4 bits of scales (low
 /// nibble) and mins (high nibble) 4..8.
+///
+/// # Safety
+/// `p + 4` points at 12 readable bytes (a super-block header).
 #[inline(always)]
 unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
     let u = |o: usize| (p.add(o) as *const u32).read_unaligned();
@@ -75,6 +78,9 @@ unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
 /// Eight rows' eight bytes (`b[r]` byte s) as eight vectors, vector s
 /// holding (b[r] byte s) as an i16 pair in 32-bit lane r: an 8x8 byte
 /// transpose, then widening.
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernels).
 #[inline(always)]
 unsafe fn columns(b: &[u64; 8]) -> [__m256i; 8] {
     let row = |r: usize| _mm_cvtsi64_si128(b[r] as i64);
@@ -108,6 +114,10 @@ unsafe fn columns(b: &[u64; 8]) -> [__m256i; 8] {
 }
 
 /// Decodes super-block `b` of the eight rows `rows` into `dst`.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C (inlined into the AVX2 kernels); every `rows[r]`
+/// points at a row of at least `b + 1` super-blocks (144 bytes each).
 #[inline(always)]
 unsafe fn decode_sb(rows: &[*const u8; 8], b: usize, dst: &mut DecK) {
     let off = b * WB;

@@ -221,6 +221,10 @@ unsafe fn tile<const A: usize, const FIVE: bool, const MIN: bool>(
 /// The next tile's eight rows (contiguous after this tile's when called
 /// from `gemm`) into L2, three lines per block: 8 * wb / 64 <= 2.75 lines
 /// per block, so the whole tile arrives in time.
+///
+/// # Safety
+/// The CPU has SSE (every x86-64 CPU). Any arguments: the addresses are
+/// formed with wrapping arithmetic and prefetches never fault.
 #[inline(always)]
 unsafe fn prefetch_next(rows: &[*const u8; 8], nb: usize, b: usize, bytes: usize) {
     let next = rows[0].wrapping_add(8 * nb * bytes + b * 192);
@@ -229,6 +233,8 @@ unsafe fn prefetch_next(rows: &[*const u8; 8], nb: usize, b: usize, bytes: usize
     _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(128) as *const i8);
 }
 
+/// # Safety
+/// The CPU has AVX (inlined into the AVX2 kernels).
 #[inline(always)]
 unsafe fn store<const A: usize>(acc: [__m256; A]) -> [[f32; 8]; A] {
     let mut out = [[0f32; 8]; A];
@@ -368,6 +374,9 @@ pub(super) fn with_buf<T: Copy, R>(
 }
 
 /// Rows `lo` (low 128 bits) and `hi` (high), 16 bytes each.
+///
+/// # Safety
+/// The CPU has AVX2; `hi` and `lo` each point at 16 readable bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn pair(hi: *const u8, lo: *const u8) -> __m256i {
@@ -378,17 +387,24 @@ unsafe fn pair(hi: *const u8, lo: *const u8) -> __m256i {
 }
 
 /// Activation bytes 4k..4k+4 at `ya` in every 32-bit lane.
+///
+/// # Safety
+/// The CPU has AVX2; `ya + 4 * k` points at 4 readable bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) unsafe fn bc(ya: *const u8, k: usize) -> __m256i {
     _mm256_set1_epi32((ya.add(4 * k) as *const i32).read_unaligned())
 }
 
+/// # Safety
+/// `p` points at 2 readable bytes (any alignment).
 #[inline(always)]
 unsafe fn u16_at(p: *const u8) -> i16 {
     (p as *const i16).read_unaligned()
 }
 
+/// # Safety
+/// `p` points at 4 readable bytes (any alignment).
 #[inline(always)]
 unsafe fn u32_at(p: *const u8) -> i32 {
     (p as *const i32).read_unaligned()

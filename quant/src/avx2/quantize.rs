@@ -162,6 +162,9 @@ pub(crate) unsafe fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
 }
 
 /// The largest of the eight lanes (of non-negative, non-NaN values here).
+///
+/// # Safety
+/// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn hmax_ps(v: __m256) -> f32 {

@@ -3,7 +3,7 @@
 //! with the `avx512` cargo feature: the intrinsics need Rust 1.89 while the
 //! workspace's MSRV is 1.80. NOT YET RUN ON AVX-512 HARDWARE (written on an
 //! AVX2-only machine): `cargo test -p quant --features avx512` on an AVX-512
-//! CPU runs tests/simd.rs against them, and [`crate::dispatch`] checks every
+//! CPU runs tests/it/simd.rs against them, and [`crate::dispatch`] checks every
 //! SIMD kernel against the scalar reference once before choosing it.
 //!
 //! Same structure and accuracy contract as [`crate::avx2`]: generic over
@@ -42,6 +42,9 @@ const Q8_0_ACT: usize = 34;
 const Q8_K_ACT: usize = 292;
 
 /// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0..32 bytes).
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VL.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
@@ -50,6 +53,9 @@ unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
 
 /// `acc + sum of each 4 adjacent u8 * i8 products` per i32 lane, exact
 /// (the maddubs form needs its i16 pair sums not to saturate, see avx2).
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VL, and AVX-512 VNNI when `VNNI`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn dpbusd<const VNNI: bool>(acc: __m512i, u: __m512i, s: __m512i) -> __m512i {
@@ -62,6 +68,9 @@ unsafe fn dpbusd<const VNNI: bool>(acc: __m512i, u: __m512i, s: __m512i) -> __m5
 }
 
 /// `acc + (i16 pairs of u * s) . scale` per i32 lane.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VL, and AVX-512 VNNI when `VNNI`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn scaled_dot<const VNNI: bool>(
@@ -79,6 +88,11 @@ unsafe fn scaled_dot<const VNNI: bool>(
 }
 
 /// Q4_0 / Q8_0 with Q8_0 activations: `Q8` selects Q8_0 weights.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VL, FMA and F16C, and AVX-512 VNNI when
+/// `VNNI`. Lengths are not trusted: `blocks` clamps `n` to the whole blocks
+/// that `w` and every `a[j]` hold.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
 unsafe fn legacy<const R: usize, const VNNI: bool, const Q8: bool>(
@@ -152,6 +166,9 @@ unsafe fn legacy<const R: usize, const VNNI: bool, const Q8: bool>(
 }
 
 /// Q4_K with Q8_K activations; bit-identical to the scalar kernel.
+///
+/// # Safety
+/// As [`legacy`]: the CPU features; lengths are not trusted.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
 unsafe fn q4_k<const R: usize, const VNNI: bool>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
@@ -190,6 +207,9 @@ unsafe fn q4_k<const R: usize, const VNNI: bool>(n: usize, w: &[u8], a: [&[u8]; 
 }
 
 /// Q6_K with Q8_K activations; bit-identical to the scalar kernel.
+///
+/// # Safety
+/// As [`legacy`]: the CPU features; lengths are not trusted.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
 unsafe fn q6_k<const R: usize, const VNNI: bool>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
@@ -287,18 +307,30 @@ macro_rules! variant {
         mod $module {
             use super::*;
 
+            /// # Safety
+            /// The CPU has this set's `target_feature`s. Lengths are not trusted (`blocks`
+            /// clamps them).
             #[target_feature(enable = $features)]
             unsafe fn q4_0k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                 legacy::<R, $vnni, false>(n, w, a)
             }
+            /// # Safety
+            /// The CPU has this set's `target_feature`s. Lengths are not trusted (`blocks`
+            /// clamps them).
             #[target_feature(enable = $features)]
             unsafe fn q8_0k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                 legacy::<R, $vnni, true>(n, w, a)
             }
+            /// # Safety
+            /// The CPU has this set's `target_feature`s. Lengths are not trusted (`blocks`
+            /// clamps them).
             #[target_feature(enable = $features)]
             unsafe fn q4_kk<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                 q4_k::<R, $vnni>(n, w, a)
             }
+            /// # Safety
+            /// The CPU has this set's `target_feature`s. Lengths are not trusted (`blocks`
+            /// clamps them).
             #[target_feature(enable = $features)]
             unsafe fn q6_kk<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                 q6_k::<R, $vnni>(n, w, a)

@@ -10,6 +10,9 @@ use std::arch::aarch64::*;
 
 /// Four weights at `p` as f32: `WS` = 4 (F32), 2 with `BF` (BF16) or 2
 /// (F16, widened by `crate::fp16::f16_to_f32`'s formula, lane by lane).
+///
+/// # Safety
+/// NEON (every aarch64 CPU); `p` points at `4 * WS` readable bytes.
 #[inline(always)]
 unsafe fn load4<const WS: usize, const BF: bool>(p: *const u8) -> float32x4_t {
     if WS == 4 {
@@ -41,6 +44,10 @@ unsafe fn load4<const WS: usize, const BF: bool>(p: *const u8) -> float32x4_t {
     vreinterpretq_f32_u32(vorrq_u32(sign, bits))
 }
 
+/// # Safety
+/// NEON (every aarch64 CPU; inlined into the NEON kernels). Lengths are not
+/// trusted: `blocks` clamps `n` to the whole blocks that `w` and every `a[j]`
+/// hold.
 #[inline(always)]
 unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
     n: usize,
@@ -72,16 +79,22 @@ unsafe fn dot<const R: usize, const WS: usize, const BF: bool>(
     out
 }
 
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `dot`).
 #[target_feature(enable = "neon")]
 unsafe fn f32k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 4, false>(n, w, a)
 }
 
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `dot`).
 #[target_feature(enable = "neon")]
 unsafe fn f16k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 2, false>(n, w, a)
 }
 
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `dot`).
 #[target_feature(enable = "neon")]
 unsafe fn bf16k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 2, true>(n, w, a)

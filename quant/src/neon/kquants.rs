@@ -14,6 +14,9 @@ use std::arch::aarch64::*;
 const ACT: usize = 292;
 
 /// The f32 scale of the Q8_K block at `p`.
+///
+/// # Safety
+/// `p` points at 4 readable bytes (a Q8_K block's scale).
 #[inline(always)]
 unsafe fn act_d(p: *const u8) -> f32 {
     f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
@@ -22,6 +25,9 @@ unsafe fn act_d(p: *const u8) -> f32 {
 /// sum_j m[j] * (bsum[2j] + bsum[2j+1]) over the eight sub-blocks of 32,
 /// from the block sums stored after the quants (each pair fits i16:
 /// |sum| <= 32 * 128).
+///
+/// # Safety
+/// NEON (every aarch64 CPU); `p` points at a whole Q8_K block (292 bytes).
 #[inline(always)]
 unsafe fn min_sum(p: *const u8, mins: int16x8_t) -> i32 {
     let s = p.add(4 + 256) as *const i16;
@@ -36,6 +42,11 @@ unsafe fn min_sum(p: *const u8, mins: int16x8_t) -> i32 {
 /// Shared body of Q4_K and Q5_K: `dec` turns the super-block at its
 /// pointer into 16 vectors of levels (sub-block j in vectors 2j, 2j + 1).
 /// Header: [fp16 d][fp16 dmin][12 bytes of 6-bit (scale, min) pairs].
+///
+/// # Safety
+/// NEON (every aarch64 CPU); `dec` reads at most `wbytes` bytes from its
+/// pointer. Lengths are not trusted: `blocks` clamps `n` to the whole blocks
+/// that `w` and every `a[j]` hold.
 #[inline(always)]
 unsafe fn scale_min_k<const R: usize>(
     n: usize,
@@ -81,6 +92,9 @@ unsafe fn scale_min_k<const R: usize>(
 
 /// Q4_K (144 bytes): header, then 128 bytes of nibbles: per 64 values, the
 /// low nibbles of 32 bytes are values 0..32, the high ones 32..64.
+///
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `scale_min_k`).
 #[target_feature(enable = "neon")]
 unsafe fn q4_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     scale_min_k(n, w, a, 144, |p| {
@@ -101,6 +115,9 @@ unsafe fn q4_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
 /// Q5_K (176 bytes): header, 32 bytes qh, 128 bytes of nibbles as Q4_K's;
 /// bit 4 of value 64g + k is bit 2g of qh[k], of value 64g + 32 + k bit
 /// 2g + 1.
+///
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `scale_min_k`).
 #[target_feature(enable = "neon")]
 unsafe fn q5_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     scale_min_k(n, w, a, 176, |p| {
@@ -127,6 +144,10 @@ unsafe fn q5_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
 /// ql[l] & 15 with qh[l] bits 0-1 on top, l + 32 is ql[l + 32] & 15 with
 /// bits 2-3, l + 64 is ql[l] >> 4 with bits 4-5, l + 96 is ql[l + 32] >> 4
 /// with bits 6-7; minus 32. Scale i covers values 16i..16i + 16.
+///
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted: `blocks` clamps `n` to
+/// the whole blocks that `w` and every `a[j]` hold.
 #[target_feature(enable = "neon")]
 unsafe fn q6_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let nb = blocks(n, 256, w, 210, &a, ACT);

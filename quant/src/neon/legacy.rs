@@ -22,6 +22,11 @@ struct Block {
 
 /// Shared loop: `dec` decodes the weight block at its pointer; `MIN`
 /// types add `m * (da * sum(a))` as the scalar `q4_1::dot_q8_0` does.
+///
+/// # Safety
+/// NEON (every aarch64 CPU); `dec` reads at most `wbytes` bytes from its
+/// pointer. Lengths are not trusted: `blocks` clamps `n` to the whole blocks
+/// that `w` and every `a[j]` hold.
 #[inline(always)]
 unsafe fn dot32<const R: usize, const MIN: bool>(
     n: usize,
@@ -55,6 +60,9 @@ unsafe fn dot32<const R: usize, const MIN: bool>(
 
 /// Q4_0 (18 bytes): [fp16 d][16 bytes: low nibble = value j, high = j + 16];
 /// value = (q - 8) * d.
+///
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `dot32`).
 #[target_feature(enable = "neon")]
 unsafe fn q4_0<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot32::<R, false>(n, w, a, 18, |p| {
@@ -70,6 +78,9 @@ unsafe fn q4_0<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
 }
 
 /// Q4_1 (20 bytes): [fp16 d][fp16 m][16 bytes of nibbles]; value = q * d + m.
+///
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `dot32`).
 #[target_feature(enable = "neon")]
 unsafe fn q4_1<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot32::<R, true>(n, w, a, 20, |p| {
@@ -85,6 +96,9 @@ unsafe fn q4_1<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
 
 /// The five-bit levels 0..=31 of a Q5 block: nibbles at `qs`, bit 4 of
 /// value j from bit j of the little-endian u32 at `qh`.
+///
+/// # Safety
+/// NEON (every aarch64 CPU); `qh` points at 4 and `qs` at 16 readable bytes.
 #[inline(always)]
 unsafe fn levels5(qh: *const u8, qs: *const u8) -> (uint8x16_t, uint8x16_t) {
     let (lo, hi) = nibbles(qs);
@@ -95,6 +109,9 @@ unsafe fn levels5(qh: *const u8, qs: *const u8) -> (uint8x16_t, uint8x16_t) {
 }
 
 /// Q5_0 (22 bytes): [fp16 d][u32 qh][16 bytes of nibbles]; value = (q - 16) * d.
+///
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `dot32`).
 #[target_feature(enable = "neon")]
 unsafe fn q5_0<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot32::<R, false>(n, w, a, 22, |p| {
@@ -111,6 +128,9 @@ unsafe fn q5_0<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
 
 /// Q5_1 (24 bytes): [fp16 d][fp16 m][u32 qh][16 bytes of nibbles];
 /// value = q * d + m.
+///
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `dot32`).
 #[target_feature(enable = "neon")]
 unsafe fn q5_1<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot32::<R, true>(n, w, a, 24, |p| {
@@ -125,6 +145,9 @@ unsafe fn q5_1<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
 }
 
 /// Q8_0 (34 bytes): [fp16 d][32 x i8]; value = q * d.
+///
+/// # Safety
+/// NEON (every aarch64 CPU). Lengths are not trusted (see `dot32`).
 #[target_feature(enable = "neon")]
 unsafe fn q8_0<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot32::<R, false>(n, w, a, 34, |p| Block {

@@ -10,7 +10,7 @@
 //! operations per activation for every `R`.
 //!
 //! Accuracy: bit-identical to the scalar reference for every type, also
-//! on raw weight and activation bytes (tests/simd.rs checks this where it
+//! on raw weight and activation bytes (tests/it/simd.rs checks this where it
 //! runs on aarch64):
 //! - quantized types: each block's integer sum is exact (products widened
 //!   to i16 by `smull` and added pairwise into i32 by `sadalp`, which cannot
@@ -72,6 +72,9 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
 /// `acc` plus the products `w[i] * a[i]` of 16 signed bytes, added
 /// pairwise into four i32 lanes. Exact for every input: each product is
 /// widened to i16 (|p| <= 2^14) and each pair is added in i32.
+///
+/// # Safety
+/// NEON (every aarch64 CPU).
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn idot16(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
@@ -82,6 +85,9 @@ unsafe fn idot16(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
 
 /// 16 bytes, 0x10 where bit j of the 16-bit little-endian mask at `p` is
 /// set (byte j for bit j): the fifth bit of Q5_0/Q5_1 levels.
+///
+/// # Safety
+/// NEON (every aarch64 CPU); `p` points at 2 readable bytes.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn bit4_of_16(p: *const u8) -> uint8x16_t {
@@ -91,6 +97,9 @@ unsafe fn bit4_of_16(p: *const u8) -> uint8x16_t {
 }
 
 /// Low and high nibbles of the 16 bytes at `p`, as two vectors.
+///
+/// # Safety
+/// NEON (every aarch64 CPU); `p` points at 16 readable bytes.
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn nibbles(p: *const u8) -> (uint8x16_t, uint8x16_t) {

@@ -14,6 +14,9 @@ use std::arch::aarch64::*;
 use crate::fp16::f32_to_f16;
 
 /// Sixteen i32 lanes (four vectors) narrowed to 16 i8, saturating.
+///
+/// # Safety
+/// NEON (every aarch64 CPU).
 #[inline(always)]
 unsafe fn narrow16(q: [int32x4_t; 4]) -> int8x16_t {
     let lo = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
