@@ -590,24 +590,15 @@ fn launch_quantized(
     let (out, add) = out.check(dev, ncols, rows)?;
     // 16-byte loads (a GPU faults on a misaligned one): the K-quant weight
     // blocks, and the matvec's activation blocks.
-    let (wa, qa) = (dev.check_view(w)?, dev.check_view(acts.q)?);
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) && wa % 16 != 0 {
-        return Err(CudaError::Shape {
-            what: "matvec weights address mod 16",
-            value: (wa % 16) as usize,
-            why: "K-quant weights are read 16 bytes at a time",
-        });
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
+        aligned16(dev, "matvec weights address mod 16", w)?;
     }
-    if ncols_param.is_none() && qa % 16 != 0 {
-        return Err(CudaError::Shape {
-            what: "matvec q address mod 16",
-            value: (qa % 16) as usize,
-            why: "activation blocks are read 16 bytes at a time",
-        });
+    if ncols_param.is_none() {
+        aligned16(dev, "matvec q address mod 16", acts.q)?;
     }
     let mut p = Params::default()
-        .ptr(wa)
-        .ptr(qa)
+        .ptr(dev.check_view(w)?)
+        .ptr(dev.check_view(acts.q)?)
         .ptr(dev.check_view(acts.d)?)
         .ptr(dev.check_view(acts.s)?)
         .ptr(out)
@@ -627,9 +618,7 @@ fn launch_quantized(
         // Short rows (n / 32 units dividing 32, fewer than 32) against one
         // or two activation rows: 32 / units rows a warp (matvec.cu,
         // matvec_short_rows).
-        None if ncols <= 2 && (n / 32) < 32 && 32 % (n / 32) == 0 => {
-            (MATVEC_WARPS, MATVEC_WARPS * 32 / (n / 32))
-        }
+        None if ncols <= 2 && nb < 32 && 32 % nb == 0 => (MATVEC_WARPS, MATVEC_WARPS * 32 / nb),
         None => (MATVEC_WARPS, MATVEC_WARPS / splits),
     };
     let p = p.done();

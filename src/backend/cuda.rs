@@ -292,27 +292,32 @@ impl CudaBackend {
                 ),
             });
         }
-        let mats = std::iter::once(&w.tok_embd)
-            .chain(std::iter::once(&w.output))
+        // The matrices the matvec reads (in its device layout, Q6_K padded:
+        // ops::upload_weights), and their weight types; the embedding table
+        // goes up as stored.
+        let matvec_mats: Vec<&Mat> = std::iter::once(&w.output)
             .chain(
                 w.layers
                     .iter()
                     .flat_map(|l| [&l.ssm_in, &l.ssm_x, &l.ssm_dt, &l.ssm_out]),
-            );
-        let mut weight_bytes = 0usize;
-        for (i, m) in mats.enumerate() {
+            )
+            .collect();
+        let mut tys: Vec<GgmlType> = Vec::new();
+        let mut weight_bytes = w.file.tensor_data(&w.tok_embd.info).len();
+        for m in std::iter::once(&w.tok_embd).chain(matvec_mats.iter().copied()) {
             if !has_matvec(m.ty) {
                 return Err(unsupported(m, ""));
             }
             if ops::matvec_stem(m.ty).is_some() && m.n_in % 32 != 0 {
                 return Err(unsupported(m, " for rows not a multiple of 32"));
             }
-            // The matrices in the matvec's layout (Q6_K padded, see
-            // ops::upload_weights); the embedding table (the first) as stored.
-            weight_bytes += match ops::device_row_bytes(m.ty, m.n_in) {
-                Some(rb) if i > 0 => rb * m.n_out,
-                _ => w.file.tensor_data(&m.info).len(),
-            };
+        }
+        for m in &matvec_mats {
+            weight_bytes += ops::device_row_bytes(m.ty, m.n_in)
+                .map_or(w.file.tensor_data(&m.info).len(), |rb| rb * m.n_out);
+            if !tys.contains(&m.ty) {
+                tys.push(m.ty);
+            }
         }
         let (e, d) = (hp.d_inner, hp.n_embd);
         weight_bytes += 4 * (hp.n_layer * (d + e * (CONV_K + 4 + STATE_N)) + d);
@@ -325,17 +330,7 @@ impl CudaBackend {
         // uploaded (mamba_cuda::selftest): a kernel that computes something
         // else here refuses the device instead of answering wrongly.
         if mamba_cuda::selftest::wanted() {
-            let mut tys: Vec<GgmlType> = std::iter::once(&w.output)
-                .chain(
-                    w.layers
-                        .iter()
-                        .flat_map(|l| [&l.ssm_in, &l.ssm_x, &l.ssm_dt, &l.ssm_out]),
-                )
-                .map(|m| m.ty)
-                .collect();
-            tys.sort_by_key(|t| *t as u32);
-            tys.dedup();
-            for ty in tys {
+            for &ty in &tys {
                 mamba_cuda::selftest::check_matvec(&dev, ty)?;
             }
         }
@@ -351,15 +346,17 @@ impl CudaBackend {
                 });
             }
         }
+        let gpu_mat = |m: &Mat, buf: Buffer<u8>| GpuMat {
+            name: m.name.clone(),
+            ty: m.ty,
+            n_in: m.n_in,
+            n_out: m.n_out,
+            w: buf,
+        };
         // A matrix the matvec reads, in its device layout.
         let mat = |m: &Mat| -> Result<GpuMat> {
-            Ok(GpuMat {
-                name: m.name.clone(),
-                ty: m.ty,
-                n_in: m.n_in,
-                n_out: m.n_out,
-                w: ops::upload_weights(&dev, m.ty, m.n_in, w.file.tensor_data(&m.info))?,
-            })
+            let buf = ops::upload_weights(&dev, m.ty, m.n_in, w.file.tensor_data(&m.info))?;
+            Ok(gpu_mat(m, buf))
         };
         let layers = w
             .layers
@@ -388,13 +385,10 @@ impl CudaBackend {
             .collect::<Result<Vec<_>>>()?;
         let inner = Inner {
             // Rows the embedding kernel dequantizes as the file has them.
-            tok_embd: GpuMat {
-                name: w.tok_embd.name.clone(),
-                ty: w.tok_embd.ty,
-                n_in: w.tok_embd.n_in,
-                n_out: w.tok_embd.n_out,
-                w: dev.upload(w.file.tensor_data(&w.tok_embd.info))?,
-            },
+            tok_embd: gpu_mat(
+                &w.tok_embd,
+                dev.upload(w.file.tensor_data(&w.tok_embd.info))?,
+            ),
             output_norm: dev.upload(&w.output_norm)?,
             output: mat(&w.output)?,
             slots: 0,
