@@ -1,7 +1,7 @@
 //! The per-type table tying each supported type to its scalar reference
 //! quantizer, dequantizer, activation type and dot kernel.
 
-use crate::{float, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, DotFn, GgmlType};
+use crate::{float, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, DotFn, GgmlType};
 
 pub(crate) struct Format {
     pub quantize: fn(&[f32], &mut [u8]),
@@ -46,6 +46,20 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
         T::Q5_0 => f(q5_0::quantize, q5_0::dequantize, T::Q8_0, q5_0::dot_q8_0),
         T::Q5_1 => f(q5_1::quantize, q5_1::dequantize, T::Q8_0, q5_1::dot_q8_0),
         T::Q8_0 => f(q8_0::quantize, q8_0::dequantize, T::Q8_0, q8_0::dot_q8_0),
+        T::Q2_K => f(q2_k::quantize, q2_k::dequantize, T::Q8_K, q2_k::dot_q8_k),
+        T::Q3_K => f(q3_k::quantize, q3_k::dequantize, T::Q8_K, q3_k::dot_q8_k),
+        T::IQ4_NL => f(
+            iq4_nl::quantize,
+            iq4_nl::dequantize,
+            T::Q8_0,
+            iq4_nl::dot_q8_0,
+        ),
+        T::IQ4_XS => f(
+            iq4_xs::quantize,
+            iq4_xs::dequantize,
+            T::Q8_K,
+            iq4_xs::dot_q8_k,
+        ),
         T::Q4_K => f(q4_k::quantize, q4_k::dequantize, T::Q8_K, q4_k::dot_q8_k),
         T::Q5_K => f(q5_k::quantize, q5_k::dequantize, T::Q8_K, q5_k::dot_q8_k),
         T::Q6_K => f(q6_k::quantize, q6_k::dequantize, T::Q8_K, q6_k::dot_q8_k),

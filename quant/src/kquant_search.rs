@@ -74,8 +74,9 @@ pub(crate) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
 
 /// Asymmetric quantization `x ~ scale * l - min_out` with l in [0, nmax],
 /// by weighted least squares over nstep+1 trial scales (ggml's
-/// make_qkx2_quants with use_mad = false). Returns (scale, min_out) where
-/// min_out >= 0 is the value subtracted.
+/// make_qkx2_quants; `use_mad` scores a trial by the weighted absolute
+/// error instead of the squared one, as Q2_K does). Returns (scale,
+/// min_out) where min_out >= 0 is the value subtracted.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn make_qkx2_quants(
     nmax: i32,
@@ -86,7 +87,9 @@ pub(crate) fn make_qkx2_quants(
     rmin: f32,
     rdelta: f32,
     nstep: i32,
+    use_mad: bool,
 ) -> (f32, f32) {
+    let err = |diff: f32| if use_mad { diff.abs() } else { diff * diff };
     let (Some(&x0), Some(&w0)) = (x.first(), weights.first()) else {
         return (0.0, 0.0);
     };
@@ -119,7 +122,7 @@ pub(crate) fn make_qkx2_quants(
         let li = nearest_int(iscale * (v - min)).clamp(0, nmax);
         *q = li as u8;
         let diff = scale * li as f32 + min - v;
-        best_error += w * (diff * diff);
+        best_error += w * err(diff);
     }
     if nstep < 1 {
         return (scale, -min);
@@ -148,7 +151,7 @@ pub(crate) fn make_qkx2_quants(
             let mut cur_error = 0f32;
             for ((&v, &w), &q) in x.iter().zip(weights).zip(laux.iter()) {
                 let diff = this_scale * q as f32 + this_min - v;
-                cur_error += w * (diff * diff);
+                cur_error += w * err(diff);
             }
             if cur_error < best_error {
                 l.copy_from_slice(laux);
@@ -606,7 +609,7 @@ fn search_ref(
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (scale, min) = make_qkx2_quants(nmax, xs, &weights, ls, &mut laux, rmin, 0.1, nstep);
+        let (scale, min) = make_qkx2_quants(nmax, xs, &weights, ls, &mut laux, rmin, 0.1, nstep, false);
         scales[j] = scale;
         mins[j] = min;
     }

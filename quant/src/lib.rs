@@ -2,15 +2,18 @@
 //! dot-product kernels the runtime's matmuls are built from. Pure compute: no
 //! I/O and no model knowledge.
 //!
-//! Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K,
-//! Q8_K. Quantizers reproduce ggml's `quantize_row_*_ref` byte for byte (no
-//! importance matrix). Activation pairing (see [`vec_dot_type`]):
+//! Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
+//! Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS. Quantizers reproduce byte for
+//! byte what ggml's `quantize_*` functions write without an importance
+//! matrix (llama-quantize's path: `quantize_row_*_ref`, except IQ4_NL,
+//! whose file quantizer searches more than its `_ref`). Activation pairing (see [`vec_dot_type`]):
 //! - F32/F16/BF16 weights dot with plain F32 activations;
 //! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights with Q8_0 activations. ggml pairs
 //!   Q4_1/Q5_1 with Q8_1; we use Q8_0 and apply the weight min through the
 //!   integer sum of each activation block, which needs no extra format and is
 //!   exact where Q8_1's fp16 sum is rounded;
-//! - Q4_K, Q5_K, Q6_K (and Q8_K) with Q8_K activations.
+//! - IQ4_NL (a 32-value type) with Q8_0 activations, as ggml;
+//! - Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS (and Q8_K) with Q8_K activations.
 //!
 //! Typical use (the runtime quantizes each activation row once per matmul):
 //! ```
@@ -48,11 +51,15 @@ pub mod error;
 pub mod float;
 mod formats;
 pub mod fp16;
+pub mod iq4_nl;
+pub mod iq4_xs;
 mod kquant_scale_min;
 mod kquant_search;
 pub mod math;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;

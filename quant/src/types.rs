@@ -187,10 +187,14 @@ impl GgmlType {
                 | GgmlType::Q5_0
                 | GgmlType::Q5_1
                 | GgmlType::Q8_0
+                | GgmlType::Q2_K
+                | GgmlType::Q3_K
                 | GgmlType::Q4_K
                 | GgmlType::Q5_K
                 | GgmlType::Q6_K
                 | GgmlType::Q8_K
+                | GgmlType::IQ4_NL
+                | GgmlType::IQ4_XS
         )
     }
 

@@ -60,11 +60,24 @@ TYPES = {
     "Q5_0": (6, 32, 22),
     "Q5_1": (7, 32, 24),
     "Q8_0": (8, 32, 34),
+    "Q2_K": (10, 256, 84),
+    "Q3_K": (11, 256, 110),
     "Q4_K": (12, 256, 144),
     "Q5_K": (13, 256, 176),
     "Q6_K": (14, 256, 210),
     "Q8_K": (15, 256, 292),
+    "IQ4_NL": (20, 32, 18),
+    "IQ4_XS": (23, 256, 136),
 }
+
+# Types whose bytes come from ggml_quantize_chunk (the function
+# llama-quantize calls, here without an importance matrix) instead of
+# quantize_row_<t>_ref: for IQ4_NL the two differ (the file quantizer tries
+# 15 scales per block, the _ref row function one); for the others
+# ggml_quantize_chunk runs the _ref function itself.
+CHUNK_TYPES = {"Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS"}
+# The types gguf-py's numpy code can quantize.
+GGUF_PY_QUANTIZE = {"F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
 
 
 def edge_blocks(rng, bs):
@@ -156,6 +169,13 @@ class Ggml:
         src = np.ascontiguousarray(x, np.float32)
         if name == "F32":
             return src.view(np.uint8).copy()
+        if name in CHUNK_TYPES:
+            fn = self.lib.ggml_quantize_chunk
+            fn.restype = ctypes.c_size_t
+            fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                           ctypes.c_int64, ctypes.c_void_p]
+            assert fn(TYPES[name][0], src.ctypes.data, dst.ctypes.data, 0, 1, n, None) == nbytes
+            return dst
         fname = {"F16": "ggml_fp32_to_fp16_row", "BF16": "ggml_fp32_to_bf16_row_ref"}.get(
             name, f"quantize_row_{name.lower().replace('_k', '_K')}_ref"
         )
@@ -174,7 +194,7 @@ class Ggml:
 
 
 def gguf_quantize(name, x):
-    if gguf is None or name in ("F32", "Q4_K", "Q5_K", "Q6_K", "Q8_K"):
+    if gguf is None or name not in GGUF_PY_QUANTIZE:
         return None
     with np.errstate(all="ignore"):
         q = gq.quantize(x.reshape(1, -1), getattr(GT, name))
@@ -199,7 +219,8 @@ def same_f32(a, b):
 # Dot goldens: weight type -> ggml's activation type for it (ggml-cpu's
 # vec_dot_type; Q4_1/Q5_1 use Q8_1 there, Q8_0 in the quant crate).
 DOT_TYPES = {"F32": "F32", "Q4_0": "Q8_0", "Q4_1": "Q8_1", "Q5_0": "Q8_0", "Q5_1": "Q8_1", "Q8_0": "Q8_0",
-             "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K"}
+             "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K", "Q2_K": "Q8_K", "Q3_K": "Q8_K",
+             "IQ4_NL": "Q8_0", "IQ4_XS": "Q8_K"}
 ACT_IDS = {"F32": 0, "Q8_0": 8, "Q8_1": 9, "Q8_K": 15}
 ACT_SIZES = {"F32": (1, 4), "Q8_0": (32, 34), "Q8_1": (32, 36), "Q8_K": (256, 292)}
 

@@ -7,7 +7,7 @@ use quant::{
     quantize_row, vec_dot_type, GgmlType, Kernel, SimdPath,
 };
 
-const TYPES: [GgmlType; 12] = [
+const TYPES: [GgmlType; 16] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -20,11 +20,33 @@ const TYPES: [GgmlType; 12] = [
     GgmlType::Q5_K,
     GgmlType::Q6_K,
     GgmlType::Q8_K,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
-// test-quantize-fns.cpp thresholds.
+// test-quantize-fns.cpp thresholds (per type, as there).
 const MAX_QUANTIZATION_TOTAL_ERROR: f64 = 0.002;
+const MAX_QUANTIZATION_TOTAL_ERROR_2BITS: f64 = 0.0075;
+const MAX_QUANTIZATION_TOTAL_ERROR_3BITS: f64 = 0.0040;
 const MAX_DOT_PRODUCT_ERROR: f64 = 0.02;
+const MAX_DOT_PRODUCT_ERROR_LOWBIT: f64 = 0.04;
+
+fn max_total_error(ty: GgmlType) -> f64 {
+    match ty {
+        GgmlType::Q2_K => MAX_QUANTIZATION_TOTAL_ERROR_2BITS,
+        GgmlType::Q3_K => MAX_QUANTIZATION_TOTAL_ERROR_3BITS,
+        _ => MAX_QUANTIZATION_TOTAL_ERROR,
+    }
+}
+
+fn max_dot_error(ty: GgmlType) -> f64 {
+    match ty {
+        GgmlType::Q2_K => MAX_DOT_PRODUCT_ERROR_LOWBIT,
+        _ => MAX_DOT_PRODUCT_ERROR,
+    }
+}
 const MAX_QUANTIZATION_REFERENCE_ERROR: f64 = 0.0001;
 
 /// ggml's generate_data: 0.1 + amplitude * cos(i + offset).
@@ -69,7 +91,7 @@ fn total_quantization_error_within_ggml_threshold() {
         let back = dequantize(ty, &quantize(ty, &data), TEST_SIZE);
         let err = array_rmse(&data, &back);
         assert!(
-            err < MAX_QUANTIZATION_TOTAL_ERROR,
+            err < max_total_error(ty),
             "{ty}: total quantization error {err}"
         );
     }
@@ -88,7 +110,7 @@ fn dot_product_error_within_ggml_threshold() {
         let got = (k.dot)(TEST_SIZE, &w, &a) as f64;
         let err = (got - reference).abs() / TEST_SIZE as f64;
         assert!(
-            err < MAX_DOT_PRODUCT_ERROR,
+            err < max_dot_error(ty),
             "{ty}: dot error {err} (got {got}, ref {reference})"
         );
     }
@@ -178,6 +200,10 @@ fn round_trip_error_is_bounded_per_type() {
         (GgmlType::Q4_0, 1.0 / 8.0),
         (GgmlType::Q4_1, 1.0 / 15.0),
         (GgmlType::Q4_K, 0.2),
+        (GgmlType::IQ4_NL, 0.2),
+        (GgmlType::IQ4_XS, 0.25),
+        (GgmlType::Q3_K, 0.35),
+        (GgmlType::Q2_K, 0.6),
     ] {
         let back = dequantize(ty, &quantize(ty, &x), n);
         let bs = ty.block_size().max(32);
@@ -323,5 +349,5 @@ fn dispatch_picks_supported_paths_only() {
     assert_eq!(SimdPath::from_name("AVX2"), Some(SimdPath::Avx2));
     assert_eq!(SimdPath::from_name("avx512"), Some(SimdPath::Avx512));
     assert_eq!(SimdPath::from_name("sse"), None);
-    assert!(kernel_for_path(GgmlType::Q2_K, SimdPath::Scalar).is_none());
+    assert!(kernel_for_path(GgmlType::IQ2_XXS, SimdPath::Scalar).is_none());
 }

@@ -98,6 +98,10 @@ fn dots_agree_with_ggml_cpu_vec_dot() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
     ] {
         assert!(seen.contains(&ty), "no ggml dot golden for {ty}");
     }

@@ -51,7 +51,7 @@ fn load(ty: GgmlType) -> Golden {
     }
 }
 
-const TYPES: [GgmlType; 12] = [
+const TYPES: [GgmlType; 16] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -60,10 +60,14 @@ const TYPES: [GgmlType; 12] = [
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
     GgmlType::Q8_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 fn check_quantize(ty: GgmlType) {
@@ -128,6 +132,10 @@ golden_tests! {
     quantize_q5_k_matches_ggml, dequantize_q5_k_matches_ggml, GgmlType::Q5_K;
     quantize_q6_k_matches_ggml, dequantize_q6_k_matches_ggml, GgmlType::Q6_K;
     quantize_q8_k_matches_ggml, dequantize_q8_k_matches_ggml, GgmlType::Q8_K;
+    quantize_q2_k_matches_ggml, dequantize_q2_k_matches_ggml, GgmlType::Q2_K;
+    quantize_q3_k_matches_ggml, dequantize_q3_k_matches_ggml, GgmlType::Q3_K;
+    quantize_iq4_nl_matches_ggml, dequantize_iq4_nl_matches_ggml, GgmlType::IQ4_NL;
+    quantize_iq4_xs_matches_ggml, dequantize_iq4_xs_matches_ggml, GgmlType::IQ4_XS;
 }
 
 #[test]
