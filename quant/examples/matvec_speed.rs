@@ -18,6 +18,10 @@ fn main() {
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
     ];
     let names: Vec<String> = std::env::args().skip(1).collect();
     let types: Vec<GgmlType> = all

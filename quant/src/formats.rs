@@ -1,7 +1,10 @@
 //! The per-type table tying each supported type to its scalar reference
 //! quantizer, dequantizer, activation type and dot kernel.
 
-use crate::{float, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, DotFn, GgmlType};
+use crate::{
+    float, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, DotFn,
+    GgmlType,
+};
 
 pub(crate) struct Format {
     pub quantize: fn(&[f32], &mut [u8]),

@@ -28,12 +28,17 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         let mut mins = [0f32; QK / 16];
         let mut max_scale = 0f32;
         let mut max_min = 0f32;
-        for (j, (xs, ls)) in x.chunks_exact(16).zip(levels.chunks_exact_mut(16)).enumerate() {
+        for (j, (xs, ls)) in x
+            .chunks_exact(16)
+            .zip(levels.chunks_exact_mut(16))
+            .enumerate()
+        {
             let mut weights = [0f32; 16];
             for (w, &v) in weights.iter_mut().zip(xs) {
                 *w = v.abs();
             }
-            let (scale, min) = make_qkx2_quants(3, xs, &weights, ls, &mut laux, -0.5, 0.1, 15, true);
+            let (scale, min) =
+                make_qkx2_quants(3, xs, &weights, ls, &mut laux, -0.5, 0.1, 15, true);
             scales[j] = scale;
             mins[j] = min;
             if scale > max_scale {
@@ -72,7 +77,10 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             }
         }
         blk[..QS].copy_from_slice(&sc);
-        for (q, l) in blk[QS..D].chunks_exact_mut(32).zip(levels.chunks_exact(128)) {
+        for (q, l) in blk[QS..D]
+            .chunks_exact_mut(32)
+            .zip(levels.chunks_exact(128))
+        {
             for (k, b) in q.iter_mut().enumerate() {
                 *b = l[k] | (l[k + 32] << 2) | (l[k + 64] << 4) | (l[k + 96] << 6);
             }
@@ -90,7 +98,10 @@ fn unpack(blk: &[u8]) -> (f32, f32, [u8; 16], [u8; QK]) {
     let mut sc = [0u8; 16];
     sc.copy_from_slice(&blk[..QS]);
     let mut levels = [0u8; QK];
-    for (l, q) in levels.chunks_exact_mut(128).zip(blk[QS..D].chunks_exact(32)) {
+    for (l, q) in levels
+        .chunks_exact_mut(128)
+        .zip(blk[QS..D].chunks_exact(32))
+    {
         for (k, &b) in q.iter().enumerate() {
             l[k] = b & 3;
             l[k + 32] = (b >> 2) & 3;

@@ -137,7 +137,11 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         }
         blk[D..D + 2].copy_from_slice(&d_bits.to_le_bytes());
         let d_all = f16_to_f32(d_bits);
-        for (j, (xs, ls)) in x.chunks_exact(16).zip(levels.chunks_exact_mut(16)).enumerate() {
+        for (j, (xs, ls)) in x
+            .chunks_exact(16)
+            .zip(levels.chunks_exact_mut(16))
+            .enumerate()
+        {
             let d = d_all * (scale6(&blk[SC..D], j) - 32) as f32;
             if d == 0.0 {
                 continue; // keeps the levels from the search, as ggml does
@@ -153,7 +157,10 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
                 *q -= 4;
             }
         }
-        for (qs, l) in blk[QS..SC].chunks_exact_mut(32).zip(levels.chunks_exact(128)) {
+        for (qs, l) in blk[QS..SC]
+            .chunks_exact_mut(32)
+            .zip(levels.chunks_exact(128))
+        {
             for (k, b) in qs.iter_mut().enumerate() {
                 *b = (l[k] | (l[k + 32] << 2) | (l[k + 64] << 4) | (l[k + 96] << 6)) as u8;
             }

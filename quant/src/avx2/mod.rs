@@ -16,7 +16,9 @@
 //! - Q4_0, Q4_1, Q5_0, Q5_1 (eight-row tiles, `q4_q5_tile`): exact integer
 //!   block sums and, per lane, the scalar reference's f32 expression in its
 //!   order, so bit-identical;
-//! - Q8_0: integer sums per block are exact, the per-block f32 terms are
+//! - Q2_K, Q3_K, IQ4_XS (`lowbit`): exact integer sums per super-block and
+//!   the scalar reference's f32 expression, so bit-identical;
+//! - Q8_0 and IQ4_NL: integer sums per block are exact, the per-block f32 terms are
 //!   summed in 8 lanes instead of one running sum, so results differ by f32
 //!   rounding of the partial sums only;
 //! - F32/F16/BF16: the scalar kernel's 8 partial sums are exactly the 8
@@ -32,6 +34,7 @@ mod kquants;
 #[cfg(feature = "avx512")]
 pub(crate) use kquants::k4_header;
 mod legacy;
+mod lowbit;
 mod q4_k_tile;
 mod q4_q5_tile;
 pub(crate) mod quantize;
@@ -54,6 +57,10 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::Q4_K => (kquants::q4_k_dot, kquants::q4_k_dot4),
         T::Q5_K => (kquants::q5_k_dot, kquants::q5_k_dot4),
         T::Q6_K => (kquants::q6_k_dot, kquants::q6_k_dot4),
+        T::Q2_K => (lowbit::q2_k_dot, lowbit::q2_k_dot4),
+        T::Q3_K => (lowbit::q3_k_dot, lowbit::q3_k_dot4),
+        T::IQ4_XS => (lowbit::iq4_xs_dot, lowbit::iq4_xs_dot4),
+        T::IQ4_NL => (legacy::iq4_nl_dot, legacy::iq4_nl_dot4),
         _ => return None,
     })
 }
@@ -69,6 +76,9 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         GgmlType::Q4_K => Some(kquants::q4_k_gemm),
         GgmlType::Q5_K => Some(kquants::q5_k_gemm),
         GgmlType::Q6_K => Some(kquants::q6_k_gemm),
+        GgmlType::Q2_K => Some(lowbit::q2_k_gemm),
+        GgmlType::Q3_K => Some(lowbit::q3_k_gemm),
+        GgmlType::IQ4_XS => Some(lowbit::iq4_xs_gemm),
         _ => None,
     }
 }

@@ -5,8 +5,8 @@
 //! with a note on stderr.
 //!
 //! Bounds (also in src/avx2/mod.rs):
-//! - K-quants and F32/F16/BF16: bit-identical to scalar;
-//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: exact integer block sums, f32 partial
+//! - K-quants (Q2_K..Q6_K), IQ4_XS and F32/F16/BF16: bit-identical to scalar;
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL: exact integer block sums, f32 partial
 //!   sums in another order, so |simd - scalar| <= (blocks + 8) * 2^-23 *
 //!   sum |w_i * a_i| (dequantized operands);
 //! - on one path, dot4 and matmul give bit for bit the path's dot;
@@ -20,14 +20,18 @@ use quant::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const BLOCK32: [GgmlType; 5] = [
+const BLOCK32: [GgmlType; 6] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
 ];
-const EXACT: [GgmlType; 6] = [
+const EXACT: [GgmlType; 9] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::IQ4_XS,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
@@ -91,8 +95,11 @@ fn random_bytes_row(ty: GgmlType, n: usize, rng: &mut StdRng) -> Vec<u8> {
         // Offsets of the fp16 fields per format.
         let fields: &[usize] = match ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
             GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q2_K => &[80, 82],
             _ => &[],
         };
         for &o in fields {
