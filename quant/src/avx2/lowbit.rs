@@ -67,9 +67,38 @@ unsafe fn act32(a: &[u8], o: usize) -> __m256i {
     _mm256_loadu_si256(a.as_ptr().add(o) as *const __m256i)
 }
 
+/// Eight i16 multipliers, both 128-bit lanes holding the same eight.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dup_lanes(x: __m128i) -> __m256i {
+    _mm256_set_m128i(x, x)
+}
+
+/// `pshufb` control that puts i16 lane `lo` of a [`dup_lanes`] vector in
+/// every i16 of the low 128 bits and lane `lo + 1` in the high 128 bits:
+/// the two scales of a 32-value run, as `madd` multipliers.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn pair_control(lo: usize) -> __m256i {
+    let (a, b) = ((2 * lo) as i8, (2 * lo + 2) as i8);
+    let l = _mm_set1_epi16(i16::from_le_bytes([a as u8, (a + 1) as u8]));
+    let h = _mm_set1_epi16(i16::from_le_bytes([b as u8, (b + 1) as u8]));
+    _mm256_set_m128i(h, l)
+}
+
 /// IQ4_XS (136 bytes: fp16 d, u16 scales_h, 4 bytes scales_l, 128 bytes of
-/// indices). Per sub-block of 32: signed weights by look-up, the sign
-/// trick, and the sub-block's scale (ls - 32) as the `madd` multiplier.
+/// indices). Two sub-blocks of 32 per step: their 32 index bytes give the
+/// low nibbles of both (values 0..16 of each) and the high nibbles (values
+/// 16..32), put back in value order by a 128-bit permute of the indices
+/// (once for all activation rows). Signed weights by look-up; |a| on
+/// `maddubs`'s unsigned side; the eight scales (ls - 32) as `madd`
+/// multipliers picked by [`same_control`].
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C. Lengths are not trusted: [`blocks`]
@@ -79,23 +108,31 @@ unsafe fn iq4_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] 
     const BYTES: usize = 136;
     let nb = blocks(n, 256, w, BYTES, &a, ACT);
     let book = codebook();
+    let low = _mm256_set1_epi8(0x0F);
     let mut sum = [0f32; R];
     for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
         let d = super::f16_at(wb.as_ptr());
-        let h = u16::from_le_bytes([wb[2], wb[3]]);
+        let scales = iq4_xs_scales(wb);
         let mut isum = [_mm256_setzero_si256(); R];
-        for ib in 0..8 {
-            let lo = (wb[4 + ib / 2] >> (4 * (ib % 2))) & 0xF;
-            let hi = ((h >> (2 * ib)) & 3) as u8;
-            let ls = _mm256_set1_epi16((lo | (hi << 4)) as i16 - 32);
-            let q = iq4_lookup(wb.as_ptr().add(8 + 16 * ib), book);
+        for pair in 0..4 {
+            let q = _mm256_loadu_si256(wb.as_ptr().add(8 + 32 * pair) as *const __m256i);
+            let i_lo = _mm256_and_si256(q, low);
+            let i_hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+            // Sub-block 2 pair: its low nibbles then its high nibbles (the
+            // low 128 bits of each); sub-block 2 pair + 1: the high 128 bits.
+            let w_a = _mm256_shuffle_epi8(book, _mm256_permute2x128_si256::<0x20>(i_lo, i_hi));
+            let w_b = _mm256_shuffle_epi8(book, _mm256_permute2x128_si256::<0x31>(i_lo, i_hi));
+            let s_a = _mm256_shuffle_epi8(scales, same_control(2 * pair));
+            let s_b = _mm256_shuffle_epi8(scales, same_control(2 * pair + 1));
             for j in 0..R {
-                // |a| unsigned, w with a's sign: exact for every activation
-                // byte, -128 included (|-128| is 128 as u8; the codebook
-                // has no -128 to negate).
-                let y = act32(a[j], i * ACT + ACT_QS + 32 * ib);
-                let p = _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(q, y));
-                isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p, ls));
+                let o = i * ACT + ACT_QS + 64 * pair;
+                let (y_a, y_b) = (act32(a[j], o), act32(a[j], o + 32));
+                let p_a = _mm256_maddubs_epi16(_mm256_abs_epi8(y_a), _mm256_sign_epi8(w_a, y_a));
+                let p_b = _mm256_maddubs_epi16(_mm256_abs_epi8(y_b), _mm256_sign_epi8(w_b, y_b));
+                // Each i16 of p_a, p_b is up to 32512 in magnitude: scale
+                // them apart (their sum could leave i16).
+                let p = _mm256_add_epi32(_mm256_madd_epi16(p_a, s_a), _mm256_madd_epi16(p_b, s_b));
+                isum[j] = _mm256_add_epi32(isum[j], p);
             }
         }
         for j in 0..R {
@@ -105,24 +142,52 @@ unsafe fn iq4_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] 
     }
     sum
 }
-wrappers!(iq4_xs_dot, iq4_xs_dot4, iq4_xs);
-gemm_rows!(iq4_xs_gemm, iq4_xs, 136, ACT, 256);
 
-/// Two 16-value scales as `madd` multipliers: `s0` for the first 16
-/// values of a 32-value run (the low 128-bit lane of `maddubs`'s result),
-/// `s1` for the last 16.
+/// The eight sub-block scales (ls - 32) of an IQ4_XS block as i16, in both
+/// 128-bit lanes: the low nibbles of bytes 4..8 and the 2-bit fields of the
+/// u16 at 2 spread to one byte each with shifts and masks.
+///
+/// # Safety
+/// The CPU has AVX2; `wb` holds at least 8 bytes (indexing panics
+/// otherwise, nothing is read past it).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn iq4_xs_scales(wb: &[u8]) -> __m256i {
+    // Byte k of scales_l holds sub-blocks 2k (low nibble), 2k + 1 (high).
+    let mut l = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]) as u64;
+    l = (l | (l << 16)) & 0x0000_FFFF_0000_FFFF;
+    l = (l | (l << 8)) & 0x00FF_00FF_00FF_00FF;
+    let l = (l & 0x000F_000F_000F_000F) | ((l & 0x00F0_00F0_00F0_00F0) << 4);
+    // Field ib of scales_h (bits 2ib, 2ib + 1) to byte ib.
+    let mut h = u16::from_le_bytes([wb[2], wb[3]]) as u64;
+    h = (h | (h << 24)) & 0x0000_00FF_0000_00FF;
+    h = (h | (h << 12)) & 0x000F_000F_000F_000F;
+    h = (h | (h << 6)) & 0x0303_0303_0303_0303;
+    let bytes = _mm_cvtsi64_si128((l | (h << 4)) as i64);
+    let ls = _mm_sub_epi16(_mm_cvtepu8_epi16(bytes), _mm_set1_epi16(32));
+    dup_lanes(ls)
+}
+
+/// `pshufb` control that puts i16 lane `k` of a [`dup_lanes`] vector in
+/// every i16 of both 128-bit halves.
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn scale_pair(s0: i32, s1: i32) -> __m256i {
-    _mm256_set_m128i(_mm_set1_epi16(s1 as i16), _mm_set1_epi16(s0 as i16))
+unsafe fn same_control(k: usize) -> __m256i {
+    let b = (2 * k) as u8;
+    _mm256_set1_epi16(i16::from_le_bytes([b, b + 1]))
 }
+wrappers!(iq4_xs_dot, iq4_xs_dot4, iq4_xs);
+gemm_rows!(iq4_xs_gemm, iq4_xs, 136, ACT, 256);
 
 /// Q3_K (110 bytes: hmask 32, low bits 64, packed scales 12, fp16 d).
 /// Value 128h + 32j + l: low = (qs[32h + l] >> 2j) & 3, minus 4 where bit
-/// 4h + j of hmask[l] is clear; `maddubs(low, a) - maddubs(4 or 0, a)`.
+/// 4h + j of hmask[l] is clear. Dotted as `w + 4` (0..=7, unsigned: low
+/// bits with the hmask bit moved to bit 2), the `- 4` applied once per
+/// super-block through the activations' 16-value sums; the sixteen scales
+/// (s - 32) as `madd` multipliers picked by [`pair_control`].
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see [`iq4_xs`]).
@@ -136,44 +201,61 @@ unsafe fn q3_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
         let d = super::f16_at(wb.as_ptr().add(108));
         let packed = &wb[96..108];
-        let scale = |j: usize| {
+        let sc: [i16; 16] = std::array::from_fn(|j| {
             let low = if j < 8 {
                 packed[j] & 0xF
             } else {
                 packed[j - 8] >> 4
             };
             let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
-            (low | (high << 4)) as i32 - 32
-        };
+            (low | (high << 4)) as i16 - 32
+        });
+        let all = _mm256_loadu_si256(sc.as_ptr() as *const __m256i);
+        let halves = [
+            dup_lanes(_mm256_castsi256_si128(all)),
+            dup_lanes(_mm256_extracti128_si256::<1>(all)),
+        ];
         let hm = _mm256_loadu_si256(wb.as_ptr() as *const __m256i);
+        // The hmask bit of run (h, j), moved to bit 2 of each byte.
+        let hbit = |b: usize| -> __m256i {
+            let v = match b {
+                0 => _mm256_slli_epi16::<2>(hm),
+                1 => _mm256_slli_epi16::<1>(hm),
+                2 => hm,
+                3 => _mm256_srli_epi16::<1>(hm),
+                4 => _mm256_srli_epi16::<2>(hm),
+                5 => _mm256_srli_epi16::<3>(hm),
+                6 => _mm256_srli_epi16::<4>(hm),
+                _ => _mm256_srli_epi16::<5>(hm),
+            };
+            _mm256_and_si256(v, four)
+        };
         let mut isum = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             let qs = _mm256_loadu_si256(wb.as_ptr().add(32 + 32 * h) as *const __m256i);
             for jj in 0..4 {
-                let bit = _mm256_set1_epi8((1u8 << (4 * h + jj)) as i8);
-                let low = match jj {
+                let lv = match jj {
                     0 => qs,
                     1 => _mm256_srli_epi16::<2>(qs),
                     2 => _mm256_srli_epi16::<4>(qs),
                     _ => _mm256_srli_epi16::<6>(qs),
                 };
-                let low = _mm256_and_si256(low, three);
-                let clear = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), _mm256_setzero_si256());
-                let sub = _mm256_and_si256(clear, four);
-                let sc = scale_pair(scale(8 * h + 2 * jj), scale(8 * h + 2 * jj + 1));
+                let lv = _mm256_or_si256(_mm256_and_si256(lv, three), hbit(4 * h + jj));
+                let s = _mm256_shuffle_epi8(halves[h], pair_control(2 * jj));
                 for j in 0..R {
                     let y = act32(a[j], i * ACT + ACT_QS + 128 * h + 32 * jj);
-                    let p = _mm256_sub_epi16(
-                        _mm256_maddubs_epi16(low, y),
-                        _mm256_maddubs_epi16(sub, y),
-                    );
-                    isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p, sc));
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(lv, y), s);
+                    isum[j] = _mm256_add_epi32(isum[j], p);
                 }
             }
         }
         for j in 0..R {
-            let da = act_d(a[j].as_ptr().add(i * ACT));
-            sum[j] += d * da * hsum_epi32(isum[j]) as f32;
+            let ab = a[j].as_ptr().add(i * ACT);
+            let da = act_d(ab);
+            let bs = _mm256_loadu_si256(ab.add(ACT_BSUMS) as *const __m256i);
+            // sum over runs of s * (sum (w + 4) a) - 4 * s * bsum
+            let off = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bs, all));
+            sum[j] += d * da * hsum_epi32(_mm256_sub_epi32(isum[j], off)) as f32;
         }
     }
     sum
@@ -196,11 +278,16 @@ unsafe fn q2_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
         let d = super::f16_at(wb.as_ptr().add(80));
         let dmin = super::f16_at(wb.as_ptr().add(82));
-        let sc = &wb[..16];
+        let sc = _mm_loadu_si128(wb.as_ptr() as *const __m128i);
         let mins = _mm256_cvtepu8_epi16(_mm_srli_epi16::<4>(_mm_and_si128(
-            _mm_loadu_si128(sc.as_ptr() as *const __m128i),
+            sc,
             _mm_set1_epi8(0xF0u8 as i8),
         )));
+        let all = _mm256_cvtepu8_epi16(_mm_and_si128(sc, _mm_set1_epi8(0x0F)));
+        let halves = [
+            dup_lanes(_mm256_castsi256_si128(all)),
+            dup_lanes(_mm256_extracti128_si256::<1>(all)),
+        ];
         let mut isum = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             let qs = _mm256_loadu_si256(wb.as_ptr().add(16 + 32 * h) as *const __m256i);
@@ -212,8 +299,7 @@ unsafe fn q2_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                     _ => _mm256_srli_epi16::<6>(qs),
                 };
                 let lv = _mm256_and_si256(lv, three);
-                let g = 8 * h + 2 * jj;
-                let s = scale_pair((sc[g] & 0xF) as i32, (sc[g + 1] & 0xF) as i32);
+                let s = _mm256_shuffle_epi8(halves[h], pair_control(2 * jj));
                 for j in 0..R {
                     let y = act32(a[j], i * ACT + ACT_QS + 128 * h + 32 * jj);
                     let p = _mm256_maddubs_epi16(lv, y);
