@@ -77,6 +77,9 @@ def main():
     put("gguf_reader", "small-vocab.gguf", v)
     put("gguf_tokenizer", "small-vocab.gguf", v)
 
+    # llama.cpp's file, rebuilt byte for byte (not committed).
+    subprocess.run(["cargo", "run", "--quiet", "--example", "llamacpp_fixtures"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as d:
         st = Path(d) / "s.state"
         subprocess.run(

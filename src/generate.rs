@@ -7,7 +7,8 @@
 //!
 //! ```
 //! use mamba_gguf::{generate::Generate, tokenizer::Tokenizer, Model, Sampler, SamplerConfig, Session};
-//! # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llamacpp/falcon-mamba-tiny-q4_k_m.gguf");
+//! # mod fixture { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/llamacpp_gguf.rs")); }
+//! # let path = fixture::llamacpp_gguf("falcon-mamba-tiny-q4_k_m.gguf"); // llama.cpp's Q4_K_M
 //! let model = Model::load(path)?;
 //! let tok = Tokenizer::from_gguf(model.gguf())?;
 //! let prompt = tok.encode("The quick brown fox", tok.add_bos())?;
@@ -454,10 +455,7 @@ mod tests {
     fn next_with_eos_reports_the_id() {
         use crate::sampler::SamplerConfig;
         use crate::{Model, Session};
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/llamacpp/falcon-mamba-tiny-q4_k_m.gguf"
-        );
+        let path = crate::llamacpp_fixture::llamacpp_gguf("falcon-mamba-tiny-q4_k_m.gguf");
         let model = Model::load(path).expect("fixture loads");
         let tok = Tokenizer::from_gguf(model.gguf()).expect("tokenizer");
         let prompt = tok.encode("The falcon", false).expect("encodes");

@@ -23,6 +23,12 @@ pub mod state;
 pub mod state_file;
 pub mod tokenizer;
 
+/// llama.cpp's GGUFs of the tiny fixture, rebuilt for the unit tests.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/support/llamacpp_gguf.rs"]
+pub(crate) mod llamacpp_fixture;
+
 pub use error::ModelError;
 pub use model::Model;
 pub use sampler::{Sampler, SamplerConfig};

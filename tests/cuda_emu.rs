@@ -462,7 +462,7 @@ fn models_dropped_after_graph_replays_load_and_decode_again() {
 #[test]
 fn the_cli_runs_on_the_emulated_gpu_and_explains_a_missing_driver() {
     // The tiny fixture with the real Falcon vocabulary, as llama.cpp made it.
-    let p = root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf");
+    let p = llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
     let run = |device: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_mamba-gguf"))
             .args(["run", "-m"])

@@ -9,11 +9,15 @@ use mamba_gguf::{state_file, Model, Session};
 fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| {
-        Model::load(concat!(
+        // llama.cpp's file, not committed: rebuilt byte for byte by the
+        // repository's tests or `cargo run --example llamacpp_fixtures`.
+        let p = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"
-        ))
-        .expect("the fixture model loads")
+        );
+        Model::load(p).unwrap_or_else(|e| {
+            panic!("{p}: {e} (make it: cargo run --example llamacpp_fixtures, in the repository root)")
+        })
     })
 }
 

@@ -19,6 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
+# llama.cpp's own GGUFs of falcon-mamba-tiny: not committed, rebuilt byte for
+# byte (sha256 in tests/fixtures/llamacpp/files.json) by the Rust tests or
+# `cargo run --example llamacpp_fixtures`; the `llamacpp_ggufs` fixture below
+# makes them when missing.
 GGUF = FIXTURES / "llamacpp" / "falcon-mamba-tiny-q4_k_m.gguf"
 GGUF_F32 = FIXTURES / "llamacpp" / "falcon-mamba-tiny-f32.gguf"
 HF_TINY = FIXTURES / "hf" / "falcon-mamba-tiny"
@@ -45,6 +49,28 @@ def _find_cli() -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def llamacpp_ggufs() -> None:
+    """GGUF and GGUF_F32, made by the `llamacpp_fixtures` example (built by
+    cargo test into $CARGO_TARGET_DIR/{debug,release}/examples, else run
+    with cargo) when missing. It checks the files' sha256 itself."""
+    if GGUF.is_file() and GGUF_F32.is_file():
+        return
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    exe = next((p for p in (target / pr / "examples" / "llamacpp_fixtures" for pr in ("debug", "release"))
+                if p.is_file()), None)
+    if exe is not None:
+        cmd = [str(exe)]
+    elif shutil.which("cargo"):
+        cmd = ["cargo", "run", "--quiet", "--example", "llamacpp_fixtures"]
+    else:
+        skip_or_fail("llama.cpp's tiny GGUFs are missing and neither the llamacpp_fixtures example nor cargo "
+                     "is here to make them (cargo run --example llamacpp_fixtures)")
+        return
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    assert GGUF.is_file() and GGUF_F32.is_file(), cmd
 
 
 @pytest.fixture(scope="session")

@@ -1176,10 +1176,7 @@ mod tests {
     /// into a misleading 429).
     #[test]
     fn a_scheduler_that_cannot_start_is_an_error() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"
-        );
+        let path = crate::llamacpp_fixture::llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
         let model = Arc::new(Model::load(path).expect("fixture model loads"));
         let tok = Arc::new(Tokenizer::from_gguf(model.gguf()).expect("tokenizer"));
         let cfg = EngineConfig {

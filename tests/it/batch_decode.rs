@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use crate::runtime_common::{argmax, ours_gguf, root};
+use crate::runtime_common::{argmax, llamacpp_gguf, ours_gguf};
 use mamba_gguf::backend::TopK;
 use mamba_gguf::error::ModelError;
 use mamba_gguf::model::Scratch;
@@ -23,7 +23,7 @@ use mamba_gguf::state::{State, StateSlot};
 use mamba_gguf::{Model, Session};
 
 fn llamacpp(name: &str) -> PathBuf {
-    root().join("tests/fixtures/llamacpp").join(name)
+    llamacpp_gguf(name)
 }
 
 /// Deterministic pseudo-random token ids in [0, v).

@@ -2,13 +2,13 @@
 //! cached state; /save then /load in a new process continues exactly as the
 //! uninterrupted conversation; bad commands and files are reported, not fatal.
 
+use crate::runtime_common::llamacpp_gguf;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf")
+    llamacpp_gguf("falcon-mamba-tiny-f32.gguf")
 }
 
 fn chat(input: &str) -> (String, String) {

@@ -16,6 +16,8 @@ use gguf::tmpfile::temp_owner;
 use gguf::GgufFile;
 use mamba_gguf::{state_file, Model, Session};
 
+use crate::runtime_common::llamacpp_gguf;
+
 const KILLS: usize = 8;
 
 fn root() -> PathBuf {
@@ -209,7 +211,7 @@ fn kill_9_during_convert_never_leaves_an_output() {
 #[test]
 fn kill_9_during_quantize_never_leaves_an_output() {
     let dir = tempfile::tempdir().unwrap();
-    let input = root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf");
+    let input = llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
     let out = dir.path().join("q.gguf");
     let make = || {
         let mut c = bin();
@@ -235,7 +237,7 @@ fn kill_9_during_quantize_never_leaves_an_output() {
 #[test]
 fn kill_9_during_a_state_save_never_leaves_a_partial_state() {
     let dir = tempfile::tempdir().unwrap();
-    let model_path = root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf");
+    let model_path = llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
     let state = dir.path().join("ctx.state");
     let make = || {
         let mut c = bin();

@@ -5,6 +5,7 @@
 
 use std::process::{Command, Output};
 
+use crate::runtime_common::llamacpp_gguf;
 use serde_json::Value as Json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mamba-gguf");
@@ -267,10 +268,8 @@ fn damaged_or_missing_file_fails_naming_it() {
 /// context placeholder is not a warning for an unknown model.
 #[test]
 fn names_the_family_of_a_llama_cpp_file() {
-    let f = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"
-    );
+    let path = llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
+    let f = path.to_str().unwrap();
     let out = stdout_ok(&inspect(&[f]));
     assert!(
         out.contains("family: falcon-mamba (from mamba.ssm.dt_b_c_rms)"),

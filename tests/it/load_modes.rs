@@ -11,7 +11,7 @@ use mamba_gguf::Model;
 
 #[test]
 fn a_file_read_into_memory_equals_the_mapped_file() {
-    let p = root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf");
+    let p = llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
     let mapped = GgufFile::open(&p).expect("map");
     let read = GgufFile::open_in_memory(&p).expect("read");
     assert_eq!(mapped.as_bytes(), read.as_bytes());
@@ -36,7 +36,7 @@ fn a_file_read_into_memory_equals_the_mapped_file() {
 
 #[test]
 fn run_gives_the_same_text_mapped_or_read() {
-    let p = root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf");
+    let p = llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
     let run = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_mamba-gguf"))
             .args(["run", "-m"])

@@ -1,14 +1,12 @@
 //! `run --save-state` / `--load-state`: a context saved after part of a prompt
 //! and reloaded in a new process continues exactly as one uninterrupted run.
 
+use crate::runtime_common::llamacpp_gguf;
 use std::path::PathBuf;
 use std::process::Command;
 
 fn tiny() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"
-    ))
+    llamacpp_gguf("falcon-mamba-tiny-f32.gguf")
 }
 
 fn run_json(args: &[&str]) -> serde_json::Value {

@@ -9,7 +9,7 @@ use crate::runtime_common::*;
 use gguf::Value;
 
 fn tiny() -> PathBuf {
-    root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf")
+    llamacpp_gguf("falcon-mamba-tiny-f32.gguf")
 }
 
 fn run_ok(args: &[&str]) -> (String, String) {

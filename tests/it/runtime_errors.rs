@@ -10,7 +10,7 @@ use gguf::Value;
 use mamba_gguf::{Model, ModelError};
 
 fn tiny() -> PathBuf {
-    root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf")
+    llamacpp_gguf("falcon-mamba-tiny-f32.gguf")
 }
 
 fn bin() -> Command {

@@ -60,16 +60,17 @@ fn tested_models() -> Vec<(&'static str, std::path::PathBuf, Maker)> {
     let mut v = Vec::new();
     for fx in FIXTURES.into_iter().chain(BNB_FIXTURES) {
         for (p, m) in f32_ggufs(fx) {
-            // One file per (fixture, maker): the committed one first.
+            // One file per (fixture, maker): llama.cpp's first.
             if !v.iter().any(|(f, _, mk)| *f == fx && *mk == m) {
                 v.push((fx, p, m));
             }
         }
     }
-    // The committed llama.cpp file must always be there: the test never passes empty.
+    // llama.cpp's file must always be there: the test never passes without it.
     assert!(
-        v.iter().any(|(fx, _, _)| *fx == "falcon-mamba-tiny"),
-        "tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf is missing"
+        v.iter()
+            .any(|(fx, _, m)| *fx == "falcon-mamba-tiny" && *m == Maker::LlamaCpp),
+        "llama.cpp's falcon-mamba-tiny-f32.gguf (tests/fixtures/llamacpp/files.json) is not tested"
     );
     v
 }
@@ -329,7 +330,7 @@ fn quantized_kernels_equal_f32_on_the_same_weights() {
 /// llama-quantize's own Q4_K_M of the tiny fixture (committed).
 #[test]
 fn llamacpp_q4_k_m_file_stays_close_to_transformers() {
-    let p = root().join("tests/fixtures/llamacpp/falcon-mamba-tiny-q4_k_m.gguf");
+    let p = llamacpp_gguf("falcon-mamba-tiny-q4_k_m.gguf");
     let r = reference("falcon-mamba-tiny");
     let m = Model::load(&p).expect("load");
     let (kl, top1) = kl_top1(&m, &r);

@@ -3,10 +3,10 @@
 //! weights, f32 so that chunked and token-by-token prefill agree bit for bit).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::runtime_common::llamacpp_gguf;
 use mamba_gguf::chat_template::{ChatTemplate, Message};
 use mamba_gguf::server::{self, ServerConfig, ServerHandle};
 use mamba_gguf::tokenizer::Tokenizer;
@@ -14,8 +14,7 @@ use mamba_gguf::{Model, Sampler, SamplerConfig, Session};
 use serde_json::{json, Value};
 
 fn model() -> Arc<Model> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf");
+    let p = llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
     Arc::new(Model::load(p).expect("fixture model loads"))
 }
 

@@ -3,13 +3,12 @@
 
 use std::path::PathBuf;
 
+use crate::runtime_common::llamacpp_gguf;
 use mamba_gguf::state_file::{self, StateFileError};
 use mamba_gguf::{Model, Session};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/llamacpp")
-        .join(name)
+    llamacpp_gguf(name)
 }
 
 fn f32_model() -> Model {

@@ -5,14 +5,13 @@
 
 use std::path::PathBuf;
 
+use crate::runtime_common::llamacpp_gguf;
 use mamba_gguf::error::ModelError;
 use mamba_gguf::state::State;
 use mamba_gguf::{Model, Session};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/llamacpp")
-        .join(name)
+    llamacpp_gguf(name)
 }
 
 fn model() -> Model {

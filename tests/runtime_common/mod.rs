@@ -8,6 +8,10 @@ use std::sync::{Mutex, OnceLock};
 
 use gguf::{GgmlType, GgufFile, TensorSpec, Value};
 
+#[path = "../support/llamacpp_gguf.rs"]
+mod llamacpp_fixture;
+pub use llamacpp_fixture::llamacpp_gguf;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -88,15 +92,18 @@ pub enum Maker {
     Ours,
 }
 
-/// The F32 GGUFs of a fixture available to this run: the committed
-/// llama.cpp-made file (tests/fixtures/llamacpp/<fixture>-f32.gguf) and any in
-/// $MAMBA_GGUF_TEST_GGUF_DIR (same naming; hand runs with more llama.cpp files).
+/// The F32 GGUFs of a fixture available to this run: llama.cpp's file where
+/// tests/fixtures/llamacpp/files.json records one (falcon-mamba-tiny; rebuilt
+/// byte for byte by [`llamacpp_gguf`]) and any in $MAMBA_GGUF_TEST_GGUF_DIR
+/// (same naming; hand runs with more llama.cpp files).
 pub fn f32_ggufs(fixture: &str) -> Vec<(PathBuf, Maker)> {
     let mut v = Vec::new();
     let name = format!("{fixture}-f32.gguf");
-    let committed = root().join("tests/fixtures/llamacpp").join(&name);
-    if committed.exists() {
-        v.push((committed, Maker::LlamaCpp));
+    let records = std::fs::read_to_string(root().join("tests/fixtures/llamacpp/files.json"))
+        .expect("tests/fixtures/llamacpp/files.json");
+    let records: serde_json::Value = serde_json::from_str(&records).expect("files.json");
+    if records.get(&name).is_some() {
+        v.push((llamacpp_gguf(&name), Maker::LlamaCpp));
     }
     if let Ok(dir) = std::env::var("MAMBA_GGUF_TEST_GGUF_DIR") {
         let p = Path::new(&dir).join(&name);

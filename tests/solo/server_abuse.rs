@@ -8,10 +8,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::runtime_common::llamacpp_gguf;
 use mamba_gguf::server::{self, ServerConfig, ServerHandle};
 use mamba_gguf::Model;
 use serde_json::{json, Value};
@@ -21,8 +21,7 @@ use serde_json::{json, Value};
 const RSS_GROWTH_BOUND_MIB: u64 = 200;
 
 fn start() -> ServerHandle {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf");
+    let p = llamacpp_gguf("falcon-mamba-tiny-f32.gguf");
     let model = Arc::new(Model::load(p).expect("model"));
     server::spawn(
         model,

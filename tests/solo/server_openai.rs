@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{Ran, Skip};
+use crate::runtime_common::llamacpp_gguf;
 use mamba_gguf::server::{self, ServerConfig};
 use mamba_gguf::Model;
 
@@ -28,8 +29,7 @@ pub fn official_openai_client() -> Ran {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = Arc::new(
-        Model::load(root.join("tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"))
-            .expect("fixture model loads"),
+        Model::load(llamacpp_gguf("falcon-mamba-tiny-f32.gguf")).expect("fixture model loads"),
     );
     let h = server::spawn(
         model,

@@ -19,6 +19,13 @@ pub fn hf(name: &str) -> PathBuf {
     root().join("tests/fixtures/hf").join(name)
 }
 
+#[path = "../../../tests/support/llamacpp_gguf.rs"]
+mod llamacpp_fixture;
+/// llama.cpp's own GGUF `name` of the tiny fixture, rebuilt byte for byte
+/// (tests/support/llamacpp_gguf.rs).
+#[allow(unused_imports)] // not every test binary asks for one
+pub use llamacpp_fixture::llamacpp_gguf;
+
 pub fn llamacpp(name: &str) -> PathBuf {
     root().join("tests/fixtures/llamacpp").join(name)
 }

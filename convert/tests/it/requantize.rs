@@ -34,7 +34,7 @@ fn llama_cpp_f32_gguf_to_q4_k_m_matches_llama_quantize() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q.gguf");
     requant(
-        &llamacpp("falcon-mamba-tiny-f32.gguf"),
+        &llamacpp_gguf("falcon-mamba-tiny-f32.gguf"),
         &out,
         FileType::Q4_K_M,
         false,
