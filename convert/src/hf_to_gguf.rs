@@ -246,6 +246,10 @@ pub fn convert(
     let mut specs = Vec::with_capacity(planned.len());
     for p in &planned {
         let ty = tensor_type(ft, opts.pure, &p.gguf_name, &p.dims, tied, None);
+        crate::mix::check_imatrix(ft, &p.gguf_name, ty).map_err(|what| ConvertError::Input {
+            path: dir.to_path_buf(),
+            what,
+        })?;
         specs.push(TensorSpec::new(p.gguf_name.clone(), p.dims.clone(), ty));
     }
     let n_params: u64 = planned.iter().map(|p| p.n_elements()).sum();

@@ -22,7 +22,10 @@
 
 use quant::GgmlType;
 
-/// The output types `convert` and `quantize` accept.
+/// The output types `convert` and `quantize` accept: llama-quantize's
+/// options for a Mamba model, with its names and `general.file_type` ids.
+/// For Mamba the `_S`/`_M`/`_L` mixes of a type differ only in that id:
+/// their upgrades touch attention and FFN tensors, which Mamba has none of.
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileType {
@@ -34,9 +37,18 @@ pub enum FileType {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q2_K,
+    Q2_K_S,
+    Q3_K_S,
+    Q3_K_M,
+    Q3_K_L,
+    Q4_K_S,
     Q4_K_M,
+    Q5_K_S,
     Q5_K_M,
     Q6_K,
+    IQ4_NL,
+    IQ4_XS,
 }
 
 pub const ALL_TYPES: &[FileType] = &[
@@ -48,18 +60,41 @@ pub const ALL_TYPES: &[FileType] = &[
     FileType::Q4_1,
     FileType::Q5_0,
     FileType::Q5_1,
+    FileType::Q2_K,
+    FileType::Q2_K_S,
+    FileType::Q3_K_S,
+    FileType::Q3_K_M,
+    FileType::Q3_K_L,
+    FileType::Q4_K_S,
     FileType::Q4_K_M,
+    FileType::Q5_K_S,
     FileType::Q5_K_M,
     FileType::Q6_K,
+    FileType::IQ4_NL,
+    FileType::IQ4_XS,
+];
+
+/// llama-quantize's aliases: a K type without a mix letter means its `_M`.
+const ALIASES: &[(&str, FileType)] = &[
+    ("q3_k", FileType::Q3_K_M),
+    ("q4_k", FileType::Q4_K_M),
+    ("q5_k", FileType::Q5_K_M),
 ];
 
 impl FileType {
-    /// Parse "q4_k_m", "Q4_K_M", "f16", ...
+    /// Parse "q4_k_m", "Q4_K_M", "f16", "iq4_xs", or an alias ("q4_k").
     pub fn parse(s: &str) -> Option<FileType> {
+        let s = s.trim();
         ALL_TYPES
             .iter()
             .copied()
-            .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .or_else(|| {
+                ALIASES
+                    .iter()
+                    .find(|(a, _)| a.eq_ignore_ascii_case(s))
+                    .map(|(_, t)| *t)
+            })
     }
 
     /// Lower-case name as on the command line.
@@ -73,13 +108,22 @@ impl FileType {
             FileType::Q4_1 => "q4_1",
             FileType::Q5_0 => "q5_0",
             FileType::Q5_1 => "q5_1",
+            FileType::Q2_K => "q2_k",
+            FileType::Q2_K_S => "q2_k_s",
+            FileType::Q3_K_S => "q3_k_s",
+            FileType::Q3_K_M => "q3_k_m",
+            FileType::Q3_K_L => "q3_k_l",
+            FileType::Q4_K_S => "q4_k_s",
             FileType::Q4_K_M => "q4_k_m",
+            FileType::Q5_K_S => "q5_k_s",
             FileType::Q5_K_M => "q5_k_m",
             FileType::Q6_K => "q6_k",
+            FileType::IQ4_NL => "iq4_nl",
+            FileType::IQ4_XS => "iq4_xs",
         }
     }
 
-    /// llama.cpp's `general.file_type` (enum llama_ftype).
+    /// llama.cpp's `general.file_type` (enum llama_ftype, include/llama.h).
     pub fn ftype_id(self) -> u32 {
         match self {
             FileType::F32 => 0,
@@ -89,14 +133,23 @@ impl FileType {
             FileType::Q8_0 => 7,
             FileType::Q5_0 => 8,
             FileType::Q5_1 => 9,
+            FileType::Q2_K => 10,
+            FileType::Q3_K_S => 11,
+            FileType::Q3_K_M => 12,
+            FileType::Q3_K_L => 13,
+            FileType::Q4_K_S => 14,
             FileType::Q4_K_M => 15,
+            FileType::Q5_K_S => 16,
             FileType::Q5_K_M => 17,
             FileType::Q6_K => 18,
+            FileType::Q2_K_S => 21,
+            FileType::IQ4_NL => 25,
+            FileType::IQ4_XS => 30,
             FileType::BF16 => 32,
         }
     }
 
-    /// The base tensor type.
+    /// The base tensor type (llama_ftype_get_default_type).
     pub fn base(self) -> GgmlType {
         match self {
             FileType::F32 => GgmlType::F32,
@@ -107,15 +160,44 @@ impl FileType {
             FileType::Q4_1 => GgmlType::Q4_1,
             FileType::Q5_0 => GgmlType::Q5_0,
             FileType::Q5_1 => GgmlType::Q5_1,
-            FileType::Q4_K_M => GgmlType::Q4_K,
-            FileType::Q5_K_M => GgmlType::Q5_K,
+            FileType::Q2_K | FileType::Q2_K_S => GgmlType::Q2_K,
+            FileType::Q3_K_S | FileType::Q3_K_M | FileType::Q3_K_L => GgmlType::Q3_K,
+            FileType::Q4_K_S | FileType::Q4_K_M => GgmlType::Q4_K,
+            FileType::Q5_K_S | FileType::Q5_K_M => GgmlType::Q5_K,
             FileType::Q6_K => GgmlType::Q6_K,
+            FileType::IQ4_NL => GgmlType::IQ4_NL,
+            FileType::IQ4_XS => GgmlType::IQ4_XS,
         }
     }
 
     pub fn is_float(self) -> bool {
         matches!(self, FileType::F32 | FileType::F16 | FileType::BF16)
     }
+}
+
+/// Whether llama-quantize refuses to write tensor `name` as `ty` in a file
+/// of type `ft` without an importance matrix (tensor_requires_imatrix): of
+/// the types made here only the Q2_K tensors of a Q2_K_S file, never the
+/// token embedding or the head.
+pub fn requires_imatrix(ft: FileType, name: &str, ty: GgmlType) -> bool {
+    if name == "token_embd.weight" || name == "output.weight" {
+        return false;
+    }
+    ty == GgmlType::Q2_K && ft == FileType::Q2_K_S
+}
+
+/// llama-quantize's refusal, worded for our error types: `Err(reason)` when
+/// tensor `name` would be `ty` in a file of type `ft` and that needs an
+/// importance matrix.
+pub fn check_imatrix(ft: FileType, name: &str, ty: GgmlType) -> Result<(), String> {
+    if requires_imatrix(ft, name, ty) {
+        return Err(format!(
+            "type {} requires an importance matrix, as llama-quantize says (offending tensor: '{name}', target type {ty}): \
+             without one the result is garbage; reading an imatrix is not implemented here yet, so choose another type (q2_k, q3_k_s, ...)",
+            ft.name()
+        ));
+    }
+    Ok(())
 }
 
 /// Whether llama-quantize would quantize this tensor at all.
@@ -149,6 +231,7 @@ pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
         GgmlType::Q5_K => GgmlType::Q5_1,
         GgmlType::Q6_K => GgmlType::Q8_0,
         GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
+        GgmlType::IQ4_XS => GgmlType::IQ4_NL,
         other => other,
     };
     if fits(alt) {
@@ -213,6 +296,42 @@ mod tests {
         assert_eq!(fallback(GgmlType::Q6_K, 64), GgmlType::Q8_0);
         assert_eq!(fallback(GgmlType::Q4_0, 16), GgmlType::F16);
         assert_eq!(fallback(GgmlType::Q4_K, 4096), GgmlType::Q4_K);
+        assert_eq!(fallback(GgmlType::IQ4_XS, 96), GgmlType::IQ4_NL);
+        assert_eq!(fallback(GgmlType::IQ4_XS, 48), GgmlType::F16);
+        assert_eq!(fallback(GgmlType::Q3_K, 96), GgmlType::Q4_0);
+        assert_eq!(fallback(GgmlType::IQ4_NL, 48), GgmlType::F16);
+    }
+
+    #[test]
+    fn names_ids_and_aliases_follow_llama_quantize() {
+        for ft in ALL_TYPES {
+            assert_eq!(FileType::parse(ft.name()), Some(*ft));
+            assert_eq!(FileType::parse(&ft.name().to_uppercase()), Some(*ft));
+        }
+        assert_eq!(FileType::parse("Q4_K"), Some(FileType::Q4_K_M));
+        assert_eq!(FileType::parse("q3_k"), Some(FileType::Q3_K_M));
+        assert_eq!(FileType::parse("q2_k_m"), None);
+        let mut ids: Vec<u32> = ALL_TYPES.iter().map(|t| t.ftype_id()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), ALL_TYPES.len());
+        assert_eq!(FileType::IQ4_XS.ftype_id(), 30);
+        assert_eq!(FileType::Q2_K_S.base(), GgmlType::Q2_K);
+        assert!(requires_imatrix(
+            FileType::Q2_K_S,
+            "blk.0.ssm_in.weight",
+            GgmlType::Q2_K
+        ));
+        assert!(!requires_imatrix(
+            FileType::Q2_K_S,
+            "token_embd.weight",
+            GgmlType::Q2_K
+        ));
+        assert!(!requires_imatrix(
+            FileType::Q2_K,
+            "blk.0.ssm_in.weight",
+            GgmlType::Q2_K
+        ));
     }
 
     #[test]

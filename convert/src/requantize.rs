@@ -86,6 +86,7 @@ pub fn quantize(
     let mut specs = Vec::new();
     for t in f.tensors() {
         let ty = tensor_type(ft, opts.pure, &t.name, &t.dims, tied, Some(t.ty));
+        crate::mix::check_imatrix(ft, &t.name, ty).map_err(bad)?;
         specs.push(TensorSpec::new(t.name.clone(), t.dims.clone(), ty));
     }
     let mut meta: Vec<(String, Value)> = Vec::with_capacity(f.metadata().len() + 2);

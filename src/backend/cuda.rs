@@ -266,11 +266,12 @@ fn bad_slot(slot: usize, slots: usize) -> ModelError {
 }
 
 fn unsupported(m: &Mat, what: &str) -> ModelError {
-    ModelError::TensorType {
-        file: String::new(),
-        name: m.name.clone(),
-        ty: m.ty,
-        what: format!("has no CUDA kernel{what} (use --device cpu)"),
+    // The loader already named the file; say which tensor and type.
+    ModelError::Backend {
+        what: format!(
+            "tensor '{}' has type {}, which has no CUDA kernel{what} (use --device cpu)",
+            m.name, m.ty
+        ),
     }
 }
 

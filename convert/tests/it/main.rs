@@ -9,5 +9,6 @@ mod bnb;
 mod errors;
 mod falcon3;
 mod llamacpp_identity;
+mod llamacpp_quant_identity;
 mod requantize;
 mod roundtrip;

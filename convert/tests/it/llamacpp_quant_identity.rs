@@ -1,0 +1,79 @@
+//! Byte identity with llama-quantize for the 2- and 3-bit K types, the
+//! `_S`/`_L` mixes and IQ4_NL/IQ4_XS: scripts/fixtures/make_quant_manifests.py
+//! recorded what llama-quantize (llama-cpp-python 0.3.36's llama.cpp) makes
+//! of each fixture's F32 GGUF, with and without `--pure`, after proving that
+//! F32 file equal to convert_hf_to_gguf.py's. Our one-pass `convert` from
+//! the checkpoint must give the same tensors and metadata.
+
+use crate::common::*;
+use convert::FileType;
+use gguf::GgufFile;
+
+fn manifests() -> Vec<(String, String, std::path::PathBuf)> {
+    let mut out = Vec::new();
+    let dir = root().join("tests/fixtures/llamacpp-quant");
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".json") {
+            let (fixture, ty) = stem.split_once('.').unwrap();
+            out.push((fixture.to_string(), ty.to_string(), p));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_low_bit_manifest_matches_our_conversion() {
+    let ms = manifests();
+    assert_eq!(
+        ms.len(),
+        32,
+        "2 fixtures x 8 types x {{mix, pure}}: run scripts/fixtures/make_quant_manifests.py"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (fixture, ty, path) in &ms {
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let (ft, pure) = type_from_manifest_name(ty);
+        let out = tmp.path().join(format!("{fixture}.{ty}.gguf"));
+        convert_to(&hf(fixture), &out, ft, pure).unwrap_or_else(|e| panic!("{fixture} {ty}: {e}"));
+        let f = GgufFile::open(&out).unwrap();
+        let d = diff_manifest(&f, &manifest, fixture == "mamba-tiny-tied");
+        if !d.is_empty() {
+            failures.push(format!("{fixture} {ty}:\n  {}", d.join("\n  ")));
+        }
+        std::fs::remove_file(&out).unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        ms.len(),
+        failures.join("\n")
+    );
+}
+
+/// llama-quantize refuses Q2_K_S without an importance matrix (its Q2_K
+/// tensors other than the embedding and head need one); so do we, naming
+/// the tensor, and nothing is written.
+#[test]
+fn q2_k_s_without_an_imatrix_is_refused_like_llama_quantize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m.gguf");
+    let e = convert_to(
+        &hf("falcon-mamba-small-bf16"),
+        &out,
+        FileType::Q2_K_S,
+        false,
+    )
+    .expect_err("Q2_K_S needs an imatrix");
+    let msg = e.to_string();
+    assert!(msg.contains("importance matrix"), "{msg}");
+    assert!(msg.contains("blk.0.ssm_in.weight"), "{msg}");
+    assert!(!out.exists());
+    // With --pure every matrix is Q2_K, the head included; still refused.
+    assert!(convert_to(&hf("falcon-mamba-small-bf16"), &out, FileType::Q2_K_S, true).is_err());
+}
