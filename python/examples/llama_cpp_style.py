@@ -40,4 +40,5 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
+    # llama.cpp's file, made by `cargo run --example llamacpp_fixtures` (not committed).
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/llamacpp/falcon-mamba-tiny-q4_k_m.gguf")

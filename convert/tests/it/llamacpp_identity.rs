@@ -13,6 +13,11 @@ fn manifests() -> Vec<(String, String, std::path::PathBuf)> {
     for e in std::fs::read_dir(root().join("tests/fixtures/llamacpp")).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        // files.json describes llama.cpp's full GGUFs, not a manifest
+        // (tests/support/llamacpp_gguf.rs).
+        if name == "files.json" {
+            continue;
+        }
         if let Some(stem) = name.strip_suffix(".json") {
             let (fixture, ty) = stem.split_once('.').unwrap();
             out.push((fixture.to_string(), ty.to_string(), p));
