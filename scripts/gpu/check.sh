@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend on a real GPU (issue 13, review finding 13), for a task
 # lent a GPU machine. Fitted to the device tool's limits: the working tree
-# that travels is at most 64 MiB (the repository's tracked fixtures alone are
-# ~150 MB), 10 minutes a command, 15 minutes of device time in all (starting
+# that travels is at most 64 MiB (the repository's tracked tree is ~111 MB,
+# its fixtures ~97 MB), 10 minutes a command, 15 minutes of device time in all (starting
 # the machine included); no network, no Rust, no `gguf` package there
 # (python3 + numpy are).
 #
@@ -33,7 +33,9 @@
 #       `run --json` on the CPU (10 s) and with MAMBA_GGUF_CUDA_SYNC=1 on
 #       the GPU (25 s, a fault names its kernel); the ids compared;
 #    3. GPU tests, MAMBA_GGUF_TEST_DEVICE=cuda: tests/cuda_emu.rs without
-#       the_cli_runs_on_the_emulated_gpu (its fixture is stashed; finding 2)
+#       the_cli_runs_on_the_emulated_gpu (it rebuilds llama.cpp's
+#       falcon-mamba-tiny-f32.gguf from falcon-mamba-tiny, whose weights are
+#       stashed; finding 2)
 #       (70 s) and the kernel tests cuda/tests/emu_kernels.rs (25 s);
 #       $OUT/cuda-tests.txt, $OUT/emu-kernels.txt;
 #    4. compute-sanitizer (PATH, /usr/local/cuda/bin, /usr/local/cuda-*/bin)
@@ -91,7 +93,8 @@ kept() {
 if [ "${1:-}" = "--restore" ]; then
   set -e
   [ -d "$STASH" ] || { echo "nothing stashed at $STASH"; exit 0; }
-  (cd "$STASH" && find . -type f -print0) | while IFS= read -r -d '' f; do
+  # Symlinks too (fixtures that share a tokenizer.json link to one copy).
+  (cd "$STASH" && find . \( -type f -o -type l \) -print0) | while IFS= read -r -d '' f; do
     mkdir -p "$(dirname "$f")" && mv "$STASH/$f" "$f"
   done
   rm -rf "$STASH"
@@ -145,7 +148,8 @@ for l in sys.stdin:
   travel=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | python3 -c '
 import os, sys
 names = sys.stdin.buffer.read().split(b"\0")
-print(sum(os.path.getsize(n) for n in set(names) if n and os.path.isfile(n)))')
+# A symlink travels as a link: count the link, not what it points to.
+print(sum(os.lstat(n).st_size for n in set(names) if n and os.path.lexists(n)))')
   bin=$(du -cb "$BIN" | tail -1 | cut -f1)
   echo "travels: tree $((travel / 1048576)) MiB + $BIN $((bin / 1048576)) MiB (limit 64 MiB)"
   echo "stashed in $STASH: run 'bash scripts/gpu/check.sh --restore' after the device run"
