@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend on a real GPU (issue 13, review finding 13), for a task
 # lent a GPU machine. Fitted to the device tool's limits: the working tree
-# that travels is at most 64 MiB (the repository's tracked tree is ~111 MB,
-# its fixtures ~97 MB), 10 minutes a command, 15 minutes of device time in all (starting
+# that travels is at most 64 MiB (the repository's tracked tree is ~95 MB,
+# its fixtures ~81 MB), 10 minutes a command, 15 minutes of device time in all (starting
 # the machine included); no network, no Rust, no `gguf` package there
 # (python3 + numpy are).
 #
