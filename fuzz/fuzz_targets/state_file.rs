@@ -16,7 +16,9 @@ fn model() -> &'static Model {
             "/../tests/fixtures/llamacpp/falcon-mamba-tiny-f32.gguf"
         );
         Model::load(p).unwrap_or_else(|e| {
-            panic!("{p}: {e} (make it: cargo run --example llamacpp_fixtures, in the repository root)")
+            panic!(
+                "{p}: {e} (make it: cargo run --example llamacpp_fixtures, in the repository root)"
+            )
         })
     })
 }
