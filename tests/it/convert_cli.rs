@@ -104,10 +104,10 @@ fn convert_then_quantize() {
         "quantize",
         f32.to_str().unwrap(),
         q2.to_str().unwrap(),
-        "q3_k",
+        "q3_k_x",
         "--force",
     ]);
-    assert!(!ok && msg.contains("unknown type 'q3_k'"), "{msg}");
+    assert!(!ok && msg.contains("unknown type 'q3_k_x'"), "{msg}");
 }
 
 #[test]

@@ -231,7 +231,7 @@ unsafe fn q3_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
             _mm256_and_si256(v, four)
         };
         let mut isum = [_mm256_setzero_si256(); R];
-        for h in 0..2 {
+        for (h, half) in halves.iter().enumerate() {
             let qs = _mm256_loadu_si256(wb.as_ptr().add(32 + 32 * h) as *const __m256i);
             for jj in 0..4 {
                 let lv = match jj {
@@ -241,7 +241,7 @@ unsafe fn q3_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                     _ => _mm256_srli_epi16::<6>(qs),
                 };
                 let lv = _mm256_or_si256(_mm256_and_si256(lv, three), hbit(4 * h + jj));
-                let s = _mm256_shuffle_epi8(halves[h], pair_control(2 * jj));
+                let s = _mm256_shuffle_epi8(*half, pair_control(2 * jj));
                 for j in 0..R {
                     let y = act32(a[j], i * ACT + ACT_QS + 128 * h + 32 * jj);
                     let p = _mm256_madd_epi16(_mm256_maddubs_epi16(lv, y), s);
@@ -289,7 +289,7 @@ unsafe fn q2_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
             dup_lanes(_mm256_extracti128_si256::<1>(all)),
         ];
         let mut isum = [_mm256_setzero_si256(); R];
-        for h in 0..2 {
+        for (h, half) in halves.iter().enumerate() {
             let qs = _mm256_loadu_si256(wb.as_ptr().add(16 + 32 * h) as *const __m256i);
             for jj in 0..4 {
                 let lv = match jj {
@@ -299,7 +299,7 @@ unsafe fn q2_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                     _ => _mm256_srli_epi16::<6>(qs),
                 };
                 let lv = _mm256_and_si256(lv, three);
-                let s = _mm256_shuffle_epi8(halves[h], pair_control(2 * jj));
+                let s = _mm256_shuffle_epi8(*half, pair_control(2 * jj));
                 for j in 0..R {
                     let y = act32(a[j], i * ACT + ACT_QS + 128 * h + 32 * jj);
                     let p = _mm256_maddubs_epi16(lv, y);
