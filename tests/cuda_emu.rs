@@ -91,8 +91,8 @@ fn every_weight_type_runs_on_the_emulated_gpu_as_on_the_cpu() {
     let src = ours_gguf(fx, convert::FileType::F32);
     let dir = tempdir();
     let v = r.vocab;
-    // (matrices, LM head): the K types with llama.cpp's Q6_K head, every
-    // 32-value type, the float types. The embedding gets the same type, so
+    // (matrices, LM head): the K types and IQ4_XS with llama.cpp's Q6_K
+    // head, every 32-value type (IQ4_NL included), the float types. The embedding gets the same type, so
     // the lookup kernel runs on each too.
     let cases = [
         (GgmlType::Q4_0, GgmlType::Q4_0),
@@ -103,6 +103,8 @@ fn every_weight_type_runs_on_the_emulated_gpu_as_on_the_cpu() {
         (GgmlType::Q4_K, GgmlType::Q6_K),
         (GgmlType::Q5_K, GgmlType::Q5_K),
         (GgmlType::Q6_K, GgmlType::Q6_K),
+        (GgmlType::IQ4_NL, GgmlType::IQ4_NL),
+        (GgmlType::IQ4_XS, GgmlType::Q6_K),
         (GgmlType::F16, GgmlType::F16),
         (GgmlType::BF16, GgmlType::BF16),
     ];

@@ -98,6 +98,48 @@ static __device__ __forceinline__ int dot4(int a, int b, int c) {
 #endif
 }
 
+// prmt.b32 in its default mode: byte i of the result is byte (s >> 4i) & 7
+// of the eight bytes b:a (a's bytes are 0..3), or, where bit 3 of that
+// selector nibble is set, that byte's sign bit in all eight bits. One
+// instruction on the device; the emulator spells it out.
+static __device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 s) {
+#ifdef MAMBA_EMU
+    const unsigned long long ab = ((unsigned long long)b << 32) | a;
+    u32 r = 0;
+    for (int i = 0; i < 4; i++) {
+        const u32 sel = (s >> (4 * i)) & 0xfu;
+        u32 byte = (u32)(ab >> (8 * (sel & 7u))) & 0xffu;
+        if (sel & 8u) byte = (byte & 0x80u) ? 0xffu : 0u;
+        r |= byte << (8 * i);
+    }
+    return r;
+#else
+    u32 r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(s));
+    return r;
+#endif
+}
+
+// The IQ4 codebook (ggml-common.h's kvalues_iq4nl: -127, -104, -83, -65,
+// -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113) as four little-endian
+// words of signed bytes.
+#define IQ4_K0 0xBFAD9881u
+#define IQ4_K1 0xF6EADDCFu
+#define IQ4_K2 0x26190D01u
+#define IQ4_K3 0x71594535u
+
+// Four codebook look-ups: `x` holds four indices, one per byte (0..15);
+// the result holds their signed levels, byte for byte. The indices are
+// packed into the nibbles of a selector; each half of the codebook gives
+// a candidate per byte, and bit 3 of each index picks between them.
+static __device__ __forceinline__ u32 iq4_lookup4(u32 x) {
+    const u32 t = x | (x >> 4);
+    const u32 sel = (t & 0xffu) | ((t >> 8) & 0xff00u);
+    const u32 lo = prmt(IQ4_K0, IQ4_K1, sel & 0x7777u);
+    const u32 hi = prmt(IQ4_K2, IQ4_K3, sel & 0x7777u);
+    return prmt(lo, hi, 0x3210u | ((sel & 0x8888u) >> 1));
+}
+
 // Bytewise x - k for bytes x < 0x80 and k <= 0x80, no borrow across bytes.
 static __device__ __forceinline__ u32 bytes_sub(u32 x, u32 k) {
     return ((x | 0x80808080u) - k) ^ 0x80808080u;

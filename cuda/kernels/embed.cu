@@ -60,6 +60,20 @@ static __device__ float dequant_value(int ty, const u8* row, int k) {
         float ds = mul_rn(f16_to_f32(ld_u16(b + 208)), (float)(i8)b[192 + i / 16]);
         return mul_rn(ds, (float)(q - 32));
     }
+    case 20: case 23: {
+        // IQ4_NL (18-byte blocks of 32) and IQ4_XS (136-byte superblocks,
+        // the file's layout): d * [ls - 32] * codebook[index].
+        const int j = k % 32;
+        const u8* b = ty == 20 ? row + (long long)(k / 32) * 18 : row + (long long)(k / 256) * 136;
+        const u8* qs = ty == 20 ? b + 2 : b + 8 + 16 * ((k % 256) / 32);
+        const u32 idx = j < 16 ? (qs[j] & 0xfu) : (qs[j - 16] >> 4);
+        const float v = (float)(i8)iq4_lookup4(idx);
+        const float d = f16_to_f32(ld_u16(b));
+        if (ty == 20) return mul_rn(d, v);
+        const int ib = (k % 256) / 32;
+        const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xf) | (((ld_u16(b + 2) >> (2 * ib)) & 3) << 4);
+        return mul_rn(mul_rn(d, (float)(ls - 32)), v);
+    }
     default: return __int_as_float(0x7fc00000);
     }
 }

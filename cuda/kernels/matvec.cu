@@ -49,10 +49,16 @@ static __device__ __forceinline__ u32 spread4(u32 x) {
 #define T_Q4_K 12
 #define T_Q5_K 13
 #define T_Q6_K 14
+#define T_IQ4_NL 20
+#define T_IQ4_XS 23
 
 // Bytes of a Q6_K superblock in device memory: the GGUF's 210, padded with
 // zeros to a multiple of 16 (ops.rs Q6K_DEV_BYTES).
 #define Q6K_DEV_BYTES 224
+// An IQ4_XS superblock in device memory (ops.rs IQ4XS_DEV_BYTES): the 128
+// index bytes first, then d, scales_h, scales_l and 8 zero bytes, so that
+// each unit's 16 index bytes and the header are single 16-byte loads.
+#define IQ4XS_DEV_BYTES 144
 
 template <int T>
 static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) {
@@ -129,6 +135,35 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
             u32 w = (qw[i] >> sh) & 0x0f0f0f0fu;
             if (T == T_Q5_K) w |= ((hw[i] >> j) & 0x01010101u) << 4;
             o.q[i] = (int)w;
+        }
+    } else if (T == T_IQ4_NL) {
+        // Q4_0's layout (18 bytes: d, 16 bytes of indices) with codebook
+        // levels for q - 8.
+        const u8* b = row + (long long)u * 18;
+        o.dw = f16_to_f32_cvt(ld_u16(b));
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            u32 w = ld_u32_a2(b + 2 + 4 * i);
+            o.q[i] = (int)iq4_lookup4(w & 0x0f0f0f0fu);
+            o.q[4 + i] = (int)iq4_lookup4((w >> 4) & 0x0f0f0f0fu);
+        }
+    } else if (T == T_IQ4_XS) {
+        // Unit j of a superblock: its 16 index bytes (low nibbles values
+        // 0..16, high nibbles 16..32) and the 6-bit scale ls of sub-block
+        // j (low 4 bits: nibble j of scales_l, high 2: bits 2j of scales_h),
+        // applied as the integer multiplier ls - 32 of both halves.
+        const u8* b = row + (long long)(u / 8) * IQ4XS_DEV_BYTES;
+        const int j = u % 8;
+        const U4 q = ld_u4(b + 16 * j), hd = ld_u4(b + 128);
+        o.dw = f16_to_f32_cvt(hd.x & 0xffffu);
+        const int ls = (int)(((hd.y >> (4 * j)) & 0xfu) | (((hd.x >> (16 + 2 * j)) & 3u) << 4));
+        o.lo = ls - 32;
+        o.hi = ls - 32;
+        const u32 qw[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            o.q[i] = (int)iq4_lookup4(qw[i] & 0x0f0f0f0fu);
+            o.q[4 + i] = (int)iq4_lookup4((qw[i] >> 4) & 0x0f0f0f0fu);
         }
     } else if (T == T_Q6_K) {
         // The device layout (ops.rs upload_weights): each 210-byte superblock
@@ -428,6 +463,8 @@ MVM(q8_0, T_Q8_0)
 MVM(q4_k, T_Q4_K)
 MVM(q5_k, T_Q5_K)
 MVM(q6_k, T_Q6_K)
+MVM(iq4_nl, T_IQ4_NL)
+MVM(iq4_xs, T_IQ4_XS)
 
 // Float weights (F32, F16, BF16) against f32 activations, as the CPU pairs
 // them: out[c][r] = sum_k w[r][k] * x[c][k] for any n (no block size). One

@@ -300,6 +300,8 @@ pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q4_K => "q4_k",
         GgmlType::Q5_K => "q5_k",
         GgmlType::Q6_K => "q6_k",
+        GgmlType::IQ4_NL => "iq4_nl",
+        GgmlType::IQ4_XS => "iq4_xs",
         _ => return None,
     })
 }
@@ -328,8 +330,9 @@ macro_rules! kernel_names {
 }
 
 type Names = (&'static str, [&'static str; 8], &'static str);
-static KERNEL_NAMES: [Names; 11] = kernel_names!(
-    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "f32", "f16", "bf16"
+static KERNEL_NAMES: [Names; 13] = kernel_names!(
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "f32",
+    "f16", "bf16"
 );
 
 fn names_of(stem: &str) -> Result<&'static Names> {
@@ -360,21 +363,30 @@ fn matvec_name(stem: &str, ncols: usize) -> Result<&'static str> {
 /// a 16-byte aligned offset and the matvec reads it with 16-byte loads.
 pub const Q6K_DEV_BYTES: usize = 224;
 
+/// Bytes of an IQ4_XS superblock in device memory (matvec.cu's
+/// IQ4XS_DEV_BYTES): the 128 index bytes first, then the GGUF's 8 header
+/// bytes (d, scales_h, scales_l) and 8 zero bytes, so that each unit's
+/// indices and the header are single 16-byte loads.
+pub const IQ4XS_DEV_BYTES: usize = 144;
+
 /// Bytes of one row of `n` values of `ty` as the matvec and matmul kernels
 /// read it ([`upload_weights`]): the GGUF's layout, except Q6_K's padded
-/// superblocks.
+/// and IQ4_XS's reordered superblocks.
 pub fn device_row_bytes(ty: GgmlType, n: usize) -> Option<usize> {
     match ty {
         GgmlType::Q6_K if n % 256 == 0 => Some(n / 256 * Q6K_DEV_BYTES),
-        GgmlType::Q6_K => None,
+        GgmlType::IQ4_XS if n % 256 == 0 => Some(n / 256 * IQ4XS_DEV_BYTES),
+        GgmlType::Q6_K | GgmlType::IQ4_XS => None,
         _ => ty.row_bytes(n),
     }
 }
 
 /// A weight matrix (rows of `n` values of `ty`, as stored in the GGUF) in
 /// the layout the matvec and matmul kernels read: the file's bytes, or for
-/// Q6_K each 210-byte superblock followed by 14 zero bytes. The copy on the
-/// device is ours to lay out; the file is unchanged.
+/// Q6_K each 210-byte superblock followed by 14 zero bytes, for IQ4_XS each
+/// 136-byte superblock as its 128 index bytes, its 8 header bytes and 8
+/// zero bytes. The copy on the device is ours to lay out; the file is
+/// unchanged.
 pub fn upload_weights(dev: &Device, ty: GgmlType, n: usize, bytes: &[u8]) -> Result<Buffer<u8>> {
     let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
     if rb == 0 || bytes.len() % rb != 0 {
@@ -384,18 +396,32 @@ pub fn upload_weights(dev: &Device, ty: GgmlType, n: usize, bytes: &[u8]) -> Res
             got: bytes.len(),
         });
     }
-    if ty != GgmlType::Q6_K {
-        return dev.upload(bytes);
+    match ty {
+        GgmlType::Q6_K => {
+            let blocks = bytes.len() / 210;
+            let mut padded = vec![0u8; mul("Q6_K blocks", blocks, Q6K_DEV_BYTES)?];
+            for (src, dst) in bytes
+                .chunks_exact(210)
+                .zip(padded.chunks_exact_mut(Q6K_DEV_BYTES))
+            {
+                dst[..210].copy_from_slice(src);
+            }
+            dev.upload(&padded)
+        }
+        GgmlType::IQ4_XS => {
+            let blocks = bytes.len() / 136;
+            let mut laid = vec![0u8; mul("IQ4_XS blocks", blocks, IQ4XS_DEV_BYTES)?];
+            for (src, dst) in bytes
+                .chunks_exact(136)
+                .zip(laid.chunks_exact_mut(IQ4XS_DEV_BYTES))
+            {
+                dst[..128].copy_from_slice(&src[8..]);
+                dst[128..136].copy_from_slice(&src[..8]);
+            }
+            dev.upload(&laid)
+        }
+        _ => dev.upload(bytes),
     }
-    let blocks = bytes.len() / 210;
-    let mut padded = vec![0u8; mul("Q6_K blocks", blocks, Q6K_DEV_BYTES)?];
-    for (src, dst) in bytes
-        .chunks_exact(210)
-        .zip(padded.chunks_exact_mut(Q6K_DEV_BYTES))
-    {
-        dst[..210].copy_from_slice(src);
-    }
-    dev.upload(&padded)
 }
 
 /// Weight rows (one per warp) per block of `matvec_<t>_<c>` and of
@@ -448,7 +474,8 @@ pub fn splits_for(dev: &Device, rows: usize, n: usize) -> usize {
 
 /// out[c][r] = dot(weight row r, activation row c) for c < ncols (1..=8)
 /// (plus `add[c][r]`, see [`MvOut`]): `w` holds `rows` rows of `n` values
-/// of `ty` in the device layout ([`upload_weights`]: the GGUF's, Q6_K padded).
+/// of `ty` in the device layout ([`upload_weights`]: the GGUF's, Q6_K padded,
+/// IQ4_XS reordered).
 /// Rows are summed in [`splits_for`] slices.
 #[allow(clippy::too_many_arguments)]
 pub fn matvec(
@@ -590,7 +617,10 @@ fn launch_quantized(
     let (out, add) = out.check(dev, ncols, rows)?;
     // 16-byte loads (a GPU faults on a misaligned one): the K-quant weight
     // blocks, and the matvec's activation blocks.
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
+    if matches!(
+        ty,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::IQ4_XS
+    ) {
         aligned16(dev, "matvec weights address mod 16", w)?;
     }
     if ncols_param.is_none() {
