@@ -5,6 +5,7 @@ Usage: check.py --base-url http://127.0.0.1:8080/v1
 
 Exercises models.list, completions and chat completions (plain and streamed),
 the usage with prompt_tokens_details.cached_tokens on a follow-up chat turn,
+n=3 choices against the default slots (n=5 refused, naming n),
 and a 400 error surfacing as openai.BadRequestError. Exits non-zero on any
 failed check. Run by tests/solo/server_openai.rs when `openai` can be imported.
 """
@@ -58,6 +59,20 @@ def main() -> int:
     cached = r2.usage.prompt_tokens_details.cached_tokens
     want = r1.usage.prompt_tokens + r1.usage.completion_tokens
     assert cached == want, (cached, want)
+
+    # n > 1 against the defaults (4 slots, as llama.cpp's server): greedy,
+    # so the three choices are the one greedy reply; more than the slots is
+    # a 400 naming n.
+    three = client.chat.completions.create(model=model, messages=msgs[:2], max_tokens=8, temperature=0, n=3)
+    assert [c.index for c in three.choices] == [0, 1, 2], three
+    assert all(c.message.content == reply for c in three.choices), three
+    assert three.usage.completion_tokens == 3 * r1.usage.completion_tokens, three.usage
+    try:
+        client.chat.completions.create(model=model, messages=msgs[:2], max_tokens=4, n=5)
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "n", e.body
+    else:
+        raise AssertionError("n=5 accepted by a 4-slot server")
 
     try:
         client.chat.completions.create(model=model, messages=[], max_tokens=4)

@@ -19,8 +19,12 @@ pub struct Args {
     pub host: String,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Requests generating at once.
-    #[arg(long, default_value_t = 1)]
+    /// Slots: requests generating at once, stepped together in one batched
+    /// forward, and the most choices (`n`) one request may ask for (a
+    /// request whose `n` exceeds the free slots waits for them). Each slot
+    /// holds one recurrent state (38 MiB at 7B) and a 64-token prefill
+    /// scratch (18 MiB at 7B): the default 4 take about 224 MiB at 7B.
+    #[arg(long, default_value_t = 4)]
     pub parallel: usize,
     /// Requests that may wait for a slot; more get 429.
     #[arg(long, default_value_t = 8)]

@@ -57,7 +57,8 @@ pub struct Limits {
     pub default_max_tokens: usize,
     /// The model's vocabulary size (`logit_bias` ids must be below it).
     pub vocab: usize,
-    /// The most choices (`n`) one request may ask for: the slots.
+    /// The most choices (`n`) one request may ask for: the slots (a request
+    /// asking for more than are free waits in the queue for them).
     pub max_n: usize,
 }
 
@@ -295,11 +296,14 @@ pub fn gen_params(
     let n = match get_uint(m, "n")? {
         None => 1,
         Some(n) if n >= 1 && n as usize <= limits.max_n => n as usize,
+        Some(0) => return Err(ApiError::bad("n", "'n' must be at least 1")),
         Some(n) => {
             return Err(ApiError::bad(
                 "n",
                 format!(
-                    "n is {n}; this server runs from 1 to {} choices at once (its --parallel)",
+                    "'n' is {n}, more than this server's {} slots (its --parallel): each \
+                     choice decodes in a slot of its own (a request waits for free slots, \
+                     but cannot ask for more than there are)",
                     limits.max_n
                 ),
             ))

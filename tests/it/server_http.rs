@@ -388,9 +388,15 @@ fn bad_requests_get_400_and_the_server_keeps_serving() {
             json!({"prompt": "x", "stop": [1]}).to_string(),
             Some("stop"),
         ),
+        // More choices than the default 4 slots, and none.
         (
             "/v1/completions",
-            json!({"prompt": "x", "n": 2}).to_string(),
+            json!({"prompt": "x", "n": 5}).to_string(),
+            Some("n"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "n": 0}).to_string(),
             Some("n"),
         ),
         (
@@ -1312,7 +1318,80 @@ fn n_choices_fork_one_prefill() {
     let (status, v) = post(&h, "/v1/completions", &json!({"prompt": "x", "n": 5}));
     assert_eq!(status, 400);
     assert_eq!(v["error"]["param"], "n");
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("'n' is 5") && msg.contains("4 slots"), "{msg}");
     drop(h);
+}
+
+/// With the default slots (4, as llama.cpp's server), a request whose `n`
+/// is more than the slots free waits in the queue until enough are free,
+/// then answers with all its choices: two long streams hold two slots, an
+/// `n = 3` request waits (health: one waiting, its answer not yet there),
+/// and gets its three choices once the streams hang up.
+#[test]
+fn n_beyond_the_free_slots_waits_for_them() {
+    let h = start(model(), |c| c.max_tokens = 1_000_000);
+    assert_eq!(health(&h)["slots"], 4, "the default --parallel");
+    let hold = || {
+        let r = client()
+            .post(format!("http://{}/v1/completions", h.addr))
+            .json(&json!({"prompt": "Go on and on", "max_tokens": 1_000_000,
+                          "temperature": 1.0, "stream": true, "ignore_eos": true}))
+            .send()
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 200);
+        let mut lines = BufReader::new(r).lines();
+        let first = lines.next().expect("a line").expect("line");
+        assert!(first.starts_with("data: "), "{first}");
+        lines
+    };
+    let (a, b) = (hold(), hold());
+    assert_eq!(health(&h)["running"], 2);
+    let addr = h.addr;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asker = std::thread::spawn(move || {
+        let r = client()
+            .post(format!("http://{addr}/v1/completions"))
+            .json(
+                &json!({"prompt": "The falcon flies", "max_tokens": 4, "temperature": 0,
+                          "n": 3}),
+            )
+            .send()
+            .expect("request");
+        let status = r.status().as_u16();
+        let _ = tx.send((status, r.json::<Value>().expect("JSON answer")));
+    });
+    // It waits: queued, with two slots running and two idle.
+    let t = Instant::now();
+    while health(&h)["waiting"] != 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", health(&h));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        rx.try_recv().is_err(),
+        "answered while 3 slots were not free"
+    );
+    let hv = health(&h);
+    assert_eq!(
+        (hv["running"].as_u64(), hv["waiting"].as_u64()),
+        (Some(2), Some(1)),
+        "{hv}"
+    );
+    // One stream hangs up: three slots free, the request runs.
+    drop(a);
+    let (status, v) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the queued request is answered");
+    assert_eq!(status, 200, "{v}");
+    let choices = v["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 3, "{v}");
+    assert!(
+        choices.iter().all(|c| c["text"] == choices[0]["text"]),
+        "{v}"
+    );
+    asker.join().expect("client thread");
+    drop(b);
 }
 
 /// `--cache-dir`: a restarted server answers a conversation's next turn from
