@@ -103,6 +103,8 @@ fn every_weight_type_runs_on_the_emulated_gpu_as_on_the_cpu() {
         (GgmlType::Q4_K, GgmlType::Q6_K),
         (GgmlType::Q5_K, GgmlType::Q5_K),
         (GgmlType::Q6_K, GgmlType::Q6_K),
+        (GgmlType::Q2_K, GgmlType::Q6_K),
+        (GgmlType::Q3_K, GgmlType::Q6_K),
         (GgmlType::IQ4_NL, GgmlType::IQ4_NL),
         (GgmlType::IQ4_XS, GgmlType::Q6_K),
         (GgmlType::F16, GgmlType::F16),

@@ -60,6 +60,28 @@ static __device__ float dequant_value(int ty, const u8* row, int k) {
         float ds = mul_rn(f16_to_f32(ld_u16(b + 208)), (float)(i8)b[192 + i / 16]);
         return mul_rn(ds, (float)(q - 32));
     }
+    case 10: {
+        // Q2_K (84-byte superblocks, the file's layout).
+        const u8* b = row + (long long)(k / 256) * 84;
+        const int i = k % 256, h = i / 128, jj = (i % 128) / 32, l = i % 32;
+        const int q = (b[16 + 32 * h + l] >> (2 * jj)) & 3;
+        const int sc = b[i / 16];
+        const float dl = mul_rn(f16_to_f32(ld_u16(b + 80)), (float)(sc & 0xf));
+        const float ml = mul_rn(f16_to_f32(ld_u16(b + 82)), (float)(sc >> 4));
+        return add_rn(mul_rn(dl, (float)q), -ml);
+    }
+    case 11: {
+        // Q3_K (110-byte superblocks, the file's layout).
+        const u8* b = row + (long long)(k / 256) * 110;
+        const int i = k % 256, h = i / 128, jj = (i % 128) / 32, l = i % 32, s = i / 16;
+        const int lo = (b[32 + 32 * h + l] >> (2 * jj)) & 3;
+        const int q = lo - (((b[l] >> (4 * h + jj)) & 1) ? 0 : 4);
+        const u8* p = b + 96;
+        const int s4 = s < 8 ? (p[s] & 0xf) : (p[s - 8] >> 4);
+        const int sc = (s4 | (((p[8 + s % 4] >> (2 * (s / 4))) & 3) << 4)) - 32;
+        const float dl = mul_rn(f16_to_f32(ld_u16(b + 108)), (float)sc);
+        return mul_rn(dl, (float)q);
+    }
     case 20: case 23: {
         // IQ4_NL (18-byte blocks of 32) and IQ4_XS (136-byte superblocks,
         // the file's layout): d * [ls - 32] * codebook[index].

@@ -28,12 +28,16 @@ struct MatvecArgs {
 };
 
 // One decoded unit: 32 int8 values (8 words), contribution for an activation
-// block (da, sa, dot) = da * (dw * isum + mw * sa) with
-// isum = lo * dot(q[0..4]) + hi * dot(q[4..8]) + off * sa.
+// block (da, sa, dot) = da * (dw * isum + mw * msum) with
+// isum = lo * dot(q[0..4]) + hi * dot(q[4..8]) + off * sa and msum = sa, or
+// for a type with a min per 16 values (Q2_K, `msplit`) msum = mlo * (sum of
+// the block's first 16 activations) + mhi * (sum of the last 16).
 struct Unit {
     int q[8];
     float dw, mw;
     int off, lo, hi;
+    bool msplit;
+    int mlo, mhi;
 };
 
 // Spread 4 bits into bit 4 of four bytes.
@@ -49,6 +53,8 @@ static __device__ __forceinline__ u32 spread4(u32 x) {
 #define T_Q4_K 12
 #define T_Q5_K 13
 #define T_Q6_K 14
+#define T_Q2_K 10
+#define T_Q3_K 11
 #define T_IQ4_NL 20
 #define T_IQ4_XS 23
 
@@ -59,6 +65,28 @@ static __device__ __forceinline__ u32 spread4(u32 x) {
 // index bytes first, then d, scales_h, scales_l and 8 zero bytes, so that
 // each unit's 16 index bytes and the header are single 16-byte loads.
 #define IQ4XS_DEV_BYTES 144
+// Q2_K and Q3_K superblocks in device memory (ops.rs Q2K_DEV_BYTES,
+// Q3K_DEV_BYTES): the GGUF's 84 and 110 bytes zero-padded to 96 and 112, so
+// every field starts 16-byte aligned (Q2_K: scales 0, levels 16, d and dmin
+// 80; Q3_K: hmask 0, low bits 32, scales 96, d 108 in the scales' load).
+#define Q2K_DEV_BYTES 96
+#define Q3K_DEV_BYTES 112
+
+// Byte k (0..12) of three little-endian words, by selects (no indexed
+// register array, which would go to local memory).
+static __device__ __forceinline__ u32 byte_of3(u32 x, u32 y, u32 z, int k) {
+    const u32 w = k < 4 ? x : k < 8 ? y : z;
+    return (w >> (8 * (k & 3))) & 0xffu;
+}
+
+// Q3_K's 6-bit scale s (0..16) from its 12 packed bytes (words x, y, z):
+// low 4 bits in byte s (s < 8, low nibble) or s - 8 (high nibble), high 2
+// bits at bit 2(s / 4) of byte 8 + s % 4.
+static __device__ __forceinline__ int q3k_scale(u32 x, u32 y, u32 z, int s) {
+    const u32 lo = s < 8 ? byte_of3(x, y, z, s) & 0xfu : byte_of3(x, y, z, s - 8) >> 4;
+    const u32 hi = (byte_of3(x, y, z, 8 + (s & 3)) >> (2 * (s >> 2))) & 3u;
+    return (int)(lo | (hi << 4));
+}
 
 template <int T>
 static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) {
@@ -66,6 +94,9 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
     o.off = 0;
     o.lo = 1;
     o.hi = 1;
+    o.msplit = false;
+    o.mlo = 0;
+    o.mhi = 0;
     if (T == T_Q4_0 || T == T_Q4_1) {
         const int bb = T == T_Q4_0 ? 18 : 20;
         const u8* b = row + (long long)u * bb;
@@ -135,6 +166,46 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
             u32 w = (qw[i] >> sh) & 0x0f0f0f0fu;
             if (T == T_Q5_K) w |= ((hw[i] >> j) & 0x01010101u) << 4;
             o.q[i] = (int)w;
+        }
+    } else if (T == T_Q2_K) {
+        // Unit j = values 32j..: levels (byte l of the 32 level bytes of
+        // half h = j / 4) >> 2(j % 4) & 3; scale and min of each 16 values
+        // in the low and high nibble of scale byte 8h + 2(j % 4) (+ 1).
+        const u8* b = row + (long long)(u / 8) * Q2K_DEV_BYTES;
+        const int j = u % 8, h = j / 4, jj = j % 4;
+        const U4 sc = ld_u4(b), l0 = ld_u4(b + 16 + 32 * h), l1 = ld_u4(b + 32 + 32 * h), dd = ld_u4(b + 80);
+        o.dw = f16_to_f32_cvt(dd.x & 0xffffu);
+        o.mw = -f16_to_f32_cvt(dd.x >> 16);
+        const int si = 8 * h + 2 * jj;
+        const u32 sw = si < 4 ? sc.x : si < 8 ? sc.y : si < 12 ? sc.z : sc.w;
+        const u32 s0 = (sw >> (8 * (si & 3))) & 0xffu, s1 = (sw >> (8 * (si & 3) + 8)) & 0xffu;
+        o.lo = (int)(s0 & 0xfu);
+        o.hi = (int)(s1 & 0xfu);
+        o.msplit = true;
+        o.mlo = (int)(s0 >> 4);
+        o.mhi = (int)(s1 >> 4);
+        const u32 lw[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++) o.q[i] = (int)((lw[i] >> (2 * jj)) & 0x03030303u);
+    } else if (T == T_Q3_K) {
+        // Unit j: low bits (byte l of half h's 32 bytes) >> 2(j % 4) & 3,
+        // plus 4 where bit 4h + j % 4 of hmask[l] is set, minus 4: -4..3.
+        const u8* b = row + (long long)(u / 8) * Q3K_DEV_BYTES;
+        const int j = u % 8, h = j / 4, jj = j % 4;
+        const U4 m0 = ld_u4(b), m1 = ld_u4(b + 16), q0 = ld_u4(b + 32 + 32 * h), q1 = ld_u4(b + 48 + 32 * h);
+        const U4 sc = ld_u4(b + 96);
+        o.dw = f16_to_f32_cvt(sc.w & 0xffffu);
+        const int si = 8 * h + 2 * jj;
+        o.lo = q3k_scale(sc.x, sc.y, sc.z, si) - 32;
+        o.hi = q3k_scale(sc.x, sc.y, sc.z, si + 1) - 32;
+        const u32 qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+        const u32 mw[8] = {m0.x, m0.y, m0.z, m0.w, m1.x, m1.y, m1.z, m1.w};
+        const int bit = 4 * h + jj;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const u32 low = (qw[i] >> (2 * jj)) & 0x03030303u;
+            const u32 high = ((mw[i] >> bit) & 0x01010101u) << 2;
+            o.q[i] = (int)bytes_sub(low | high, 0x04040404u);
         }
     } else if (T == T_IQ4_NL) {
         // Q4_0's layout (18 bytes: d, 16 bytes of indices) with codebook
@@ -209,7 +280,14 @@ static __device__ __forceinline__ float unit_acc(float acc, const Unit& un, cons
 #pragma unroll
     for (int i = 4; i < 8; i++) hi = dot4(un.q[i], aq[i], hi);
     int isum = un.lo * lo + un.hi * hi + un.off * sa;
-    const float t = __fmaf_rn(un.mw, (float)sa, __fmul_rn(un.dw, (float)isum));
+    int msum = sa;
+    if (un.msplit) {  // a constant per weight type: folded away elsewhere
+        int first = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) first = dot4(0x01010101, aq[i], first);
+        msum = un.mlo * first + un.mhi * (sa - first);
+    }
+    const float t = __fmaf_rn(un.mw, (float)msum, __fmul_rn(un.dw, (float)isum));
     return __fmaf_rn(da, t, acc);
 }
 
@@ -463,6 +541,8 @@ MVM(q8_0, T_Q8_0)
 MVM(q4_k, T_Q4_K)
 MVM(q5_k, T_Q5_K)
 MVM(q6_k, T_Q6_K)
+MVM(q2_k, T_Q2_K)
+MVM(q3_k, T_Q3_K)
 MVM(iq4_nl, T_IQ4_NL)
 MVM(iq4_xs, T_IQ4_XS)
 

@@ -300,6 +300,8 @@ pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q4_K => "q4_k",
         GgmlType::Q5_K => "q5_k",
         GgmlType::Q6_K => "q6_k",
+        GgmlType::Q2_K => "q2_k",
+        GgmlType::Q3_K => "q3_k",
         GgmlType::IQ4_NL => "iq4_nl",
         GgmlType::IQ4_XS => "iq4_xs",
         _ => return None,
@@ -330,9 +332,9 @@ macro_rules! kernel_names {
 }
 
 type Names = (&'static str, [&'static str; 8], &'static str);
-static KERNEL_NAMES: [Names; 13] = kernel_names!(
-    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "f32",
-    "f16", "bf16"
+static KERNEL_NAMES: [Names; 15] = kernel_names!(
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
+    "iq4_xs", "f32", "f16", "bf16"
 );
 
 fn names_of(stem: &str) -> Result<&'static Names> {
@@ -369,21 +371,38 @@ pub const Q6K_DEV_BYTES: usize = 224;
 /// indices and the header are single 16-byte loads.
 pub const IQ4XS_DEV_BYTES: usize = 144;
 
-/// Bytes of one row of `n` values of `ty` as the matvec and matmul kernels
-/// read it ([`upload_weights`]): the GGUF's layout, except Q6_K's padded
-/// and IQ4_XS's reordered superblocks.
-pub fn device_row_bytes(ty: GgmlType, n: usize) -> Option<usize> {
+/// Bytes of Q2_K and Q3_K superblocks in device memory (matvec.cu's
+/// Q2K_DEV_BYTES, Q3K_DEV_BYTES): the GGUF's 84 and 110 zero-padded to 96
+/// and 112, so that every field starts 16-byte aligned.
+pub const Q2K_DEV_BYTES: usize = 96;
+pub const Q3K_DEV_BYTES: usize = 112;
+
+/// (file bytes, device bytes) of the superblock types padded at upload.
+fn padded_block(ty: GgmlType) -> Option<(usize, usize)> {
     match ty {
-        GgmlType::Q6_K if n % 256 == 0 => Some(n / 256 * Q6K_DEV_BYTES),
-        GgmlType::IQ4_XS if n % 256 == 0 => Some(n / 256 * IQ4XS_DEV_BYTES),
-        GgmlType::Q6_K | GgmlType::IQ4_XS => None,
-        _ => ty.row_bytes(n),
+        GgmlType::Q2_K => Some((84, Q2K_DEV_BYTES)),
+        GgmlType::Q3_K => Some((110, Q3K_DEV_BYTES)),
+        GgmlType::Q6_K => Some((210, Q6K_DEV_BYTES)),
+        _ => None,
     }
+}
+
+/// Bytes of one row of `n` values of `ty` as the matvec and matmul kernels
+/// read it ([`upload_weights`]): the GGUF's layout, except the padded
+/// Q2_K, Q3_K and Q6_K and the reordered IQ4_XS superblocks.
+pub fn device_row_bytes(ty: GgmlType, n: usize) -> Option<usize> {
+    let dev_block = match (ty, padded_block(ty)) {
+        (_, Some((_, dev))) => dev,
+        (GgmlType::IQ4_XS, _) => IQ4XS_DEV_BYTES,
+        _ => return ty.row_bytes(n),
+    };
+    (n % 256 == 0).then(|| n / 256 * dev_block)
 }
 
 /// A weight matrix (rows of `n` values of `ty`, as stored in the GGUF) in
 /// the layout the matvec and matmul kernels read: the file's bytes, or for
-/// Q6_K each 210-byte superblock followed by 14 zero bytes, for IQ4_XS each
+/// Q2_K, Q3_K and Q6_K each superblock followed by zero bytes up to 96, 112
+/// and 224 (a multiple of 16), for IQ4_XS each
 /// 136-byte superblock as its 128 index bytes, its 8 header bytes and 8
 /// zero bytes. The copy on the device is ours to lay out; the file is
 /// unchanged.
@@ -396,18 +415,18 @@ pub fn upload_weights(dev: &Device, ty: GgmlType, n: usize, bytes: &[u8]) -> Res
             got: bytes.len(),
         });
     }
-    match ty {
-        GgmlType::Q6_K => {
-            let blocks = bytes.len() / 210;
-            let mut padded = vec![0u8; mul("Q6_K blocks", blocks, Q6K_DEV_BYTES)?];
-            for (src, dst) in bytes
-                .chunks_exact(210)
-                .zip(padded.chunks_exact_mut(Q6K_DEV_BYTES))
-            {
-                dst[..210].copy_from_slice(src);
-            }
-            dev.upload(&padded)
+    if let Some((file, dev_bytes)) = padded_block(ty) {
+        let blocks = bytes.len() / file;
+        let mut padded = vec![0u8; mul("superblocks", blocks, dev_bytes)?];
+        for (src, dst) in bytes
+            .chunks_exact(file)
+            .zip(padded.chunks_exact_mut(dev_bytes))
+        {
+            dst[..file].copy_from_slice(src);
         }
+        return dev.upload(&padded);
+    }
+    match ty {
         GgmlType::IQ4_XS => {
             let blocks = bytes.len() / 136;
             let mut laid = vec![0u8; mul("IQ4_XS blocks", blocks, IQ4XS_DEV_BYTES)?];
@@ -619,7 +638,12 @@ fn launch_quantized(
     // blocks, and the matvec's activation blocks.
     if matches!(
         ty,
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::IQ4_XS
+        GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS
     ) {
         aligned16(dev, "matvec weights address mod 16", w)?;
     }

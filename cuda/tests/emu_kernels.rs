@@ -154,7 +154,7 @@ fn check_matvec(ty: GgmlType, n: usize, rows: usize, ncols: usize, wbytes: &[u8]
     }
 }
 
-const QTYPES: [GgmlType; 10] = [
+const QTYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -163,6 +163,8 @@ const QTYPES: [GgmlType; 10] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
 ];
@@ -196,6 +198,8 @@ fn matvec_random_bytes_cover_every_bit_pattern() {
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
             GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
             GgmlType::Q6_K => &[208],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q2_K => &[80, 82],
             _ => &[0, 2],
         };
         for blk in w.chunks_mut(bs) {

@@ -64,8 +64,8 @@ fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
     .map(|s| s.to_string())
     .collect();
     for stem in [
-        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "f32",
-        "f16", "bf16",
+        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
+        "iq4_xs", "f32", "f16", "bf16",
     ] {
         for c in 1..=8 {
             names.push(format!("matvec_{stem}_{c}"));
