@@ -234,7 +234,7 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn opt<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn opt<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     m.get(key).filter(|v| !v.is_null())
 }
 
@@ -246,7 +246,12 @@ pub fn get_bool(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiEr
     }
 }
 
-fn get_f32(m: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
+pub(crate) fn get_f32(
+    m: &Map<String, Value>,
+    key: &str,
+    lo: f64,
+    hi: f64,
+) -> Result<Option<f32>, ApiError> {
     match opt(m, key) {
         None => Ok(None),
         Some(v) => match v.as_f64() {
@@ -260,7 +265,7 @@ fn get_f32(m: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<Option
     }
 }
 
-fn get_uint(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
+pub(crate) fn get_uint(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
     match opt(m, key) {
         None => Ok(None),
         Some(v) => v

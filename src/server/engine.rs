@@ -68,6 +68,12 @@ pub struct GenParams {
 /// What the scheduler reports about a job.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// The job's prompt is read (sent once, before its first token): how
+    /// many tokens it has and how many of them the prompt cache supplied.
+    Prompt {
+        prompt_tokens: usize,
+        cached_tokens: usize,
+    },
     /// A generated token of choice `index` and the text it completes (may
     /// be empty).
     Token {
@@ -85,6 +91,9 @@ pub enum Event {
     Done {
         index: usize,
         finish_reason: &'static str,
+        /// The stop string that ended the text (finish reason "stop"), if
+        /// one did.
+        stop_sequence: Option<String>,
         usage: Usage,
         timings: Timings,
     },
@@ -469,6 +478,8 @@ struct GenRun {
     /// A sampled token the session has not seen yet (fed by the next step).
     pending: Option<u32>,
     stopped_by_string: bool,
+    /// Which of the job's stop strings ended the text.
+    stop_index: Option<usize>,
     /// Generation ended with this reason; the pending token is fed only to
     /// cache the state after the reply, then the job is done.
     finishing: Option<&'static str>,
@@ -510,6 +521,7 @@ impl GenRun {
             sent: 0,
             pending: None,
             stopped_by_string: false,
+            stop_index: None,
             finishing: None,
         }
     }
@@ -607,14 +619,17 @@ impl GenRun {
         // Stop strings: cut at the first, hold back a possible start of one.
         let mut visible = self.out.len();
         if !p.stop.is_empty() {
+            // The earliest in the text (the first listed on a tie).
             let found = p
                 .stop
                 .iter()
-                .filter_map(|s| self.out.find(s.as_str()))
+                .enumerate()
+                .filter_map(|(k, s)| self.out.find(s.as_str()).map(|i| (i, k)))
                 .min();
-            if let Some(i) = found {
+            if let Some((i, k)) = found {
                 visible = i.max(self.sent);
                 self.stopped_by_string = true;
+                self.stop_index = Some(k);
             } else {
                 visible = self.out.len() - partial_stop(&self.out, &p.stop);
             }
@@ -722,6 +737,9 @@ impl GenRun {
         let _ = job.tx.send(Event::Done {
             index: self.index,
             finish_reason: finish,
+            stop_sequence: self
+                .stop_index
+                .and_then(|k| job.params.stop.get(k).cloned()),
             usage: Usage {
                 prompt_tokens: self.tokens.len(),
                 completion_tokens: self.core.tokens().len(),
@@ -1121,6 +1139,10 @@ impl<'a> Scheduler<'a> {
                 return;
             }
         };
+        let _ = a.job.tx.send(Event::Prompt {
+            prompt_tokens: tokens.len(),
+            cached_tokens: cached,
+        });
         // Every choice starts from the prompt's state: forked slot to slot.
         let times = (a.received, a.admitted);
         let mut starts = vec![(i, 0usize)];

@@ -21,9 +21,22 @@ pub const OUTCOMES: [&str; 6] = [
     "rejected",
 ];
 
+/// The generation and counting endpoints whose requests `/metrics` counts
+/// per API (`api_requests_total{api}`): path and label.
+pub const APIS: [(&str, &str); 6] = [
+    ("/v1/completions", "openai_completions"),
+    ("/v1/chat/completions", "openai_chat"),
+    ("/v1/messages", "anthropic_messages"),
+    ("/v1/messages/count_tokens", "anthropic_count_tokens"),
+    ("/api/generate", "ollama_generate"),
+    ("/api/chat", "ollama_chat"),
+];
+
 /// Counters the scheduler and the HTTP layer add to.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Requests received per API ([`APIS`]), refused ones included.
+    api_requests: [AtomicU64; 6],
     requests: [AtomicU64; 6],
     /// Prompt tokens of finished requests, and how many of them came from
     /// the prefix cache.
@@ -51,6 +64,13 @@ pub struct Finished {
 }
 
 impl Metrics {
+    /// Counts a request received on `path`, if it is one of [`APIS`].
+    pub fn api_request(&self, path: &str) {
+        if let Some(i) = APIS.iter().position(|(p, _)| *p == path) {
+            self.api_requests[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a request that ended with `outcome` (one of [`OUTCOMES`]).
     pub fn request(&self, outcome: &str, f: &Finished) {
         let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(2);
@@ -171,6 +191,18 @@ impl Metrics {
             let _ = writeln!(
                 o,
                 "mamba_gguf_requests_total{{outcome=\"{name}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP mamba_gguf_api_requests_total Requests received per API, refused ones included."
+        );
+        let _ = writeln!(o, "# TYPE mamba_gguf_api_requests_total counter");
+        for ((_, name), c) in APIS.iter().zip(&self.api_requests) {
+            let _ = writeln!(
+                o,
+                "mamba_gguf_api_requests_total{{api=\"{name}\"}} {}",
                 get(c)
             );
         }

@@ -1,7 +1,8 @@
 //! An OpenAI-compatible HTTP server (axum on tokio) over the runtime:
 //! `POST /v1/completions`, `POST /v1/chat/completions` (JSON or server-sent
 //! events), `GET /v1/models`, `GET /health`, `POST /tokenize`,
-//! `POST /detokenize`.
+//! `POST /detokenize`; Anthropic's `POST /v1/messages` and
+//! `POST /v1/messages/count_tokens` (anthropic.rs); Ollama's `/api/*`.
 //!
 //! Inference runs on the [`engine`]'s scheduler thread, never on the async
 //! runtime; requests decoding at the same time share one batched forward per
@@ -21,6 +22,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod anthropic;
 pub mod api;
 /// The prompt cache (moved to the library root: `chat` uses it too).
 pub use crate::prefix_cache as cache;
@@ -335,7 +337,7 @@ fn warm(
         match rx.blocking_recv() {
             Some(Event::Done { .. }) => return Ok(()),
             Some(Event::Error { message, .. }) => return Err(ServerError::Warm(message)),
-            Some(Event::Token { .. }) => {}
+            Some(Event::Token { .. } | Event::Prompt { .. }) => {}
             None => return Err(ServerError::Warm("the scheduler stopped".into())),
         }
     }
@@ -350,6 +352,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/slots", get(slots::list))
@@ -374,24 +378,30 @@ fn router(state: Arc<AppState>) -> Router {
     }
 }
 
-/// `--api-key`: a Bearer token on every request but `/health` (and CORS
-/// preflights, which browsers send without credentials).
+/// Counts the request for `/metrics` (per API), then `--api-key`: the key
+/// on every request but `/health` (and CORS preflights, which browsers send
+/// without credentials), as `Authorization: Bearer <key>` or as Anthropic's
+/// clients send it, `x-api-key: <key>`.
 async fn authorize(
     State(st): State<Arc<AppState>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if req.method() == axum::http::Method::POST {
+        st.engine.metrics().api_request(req.uri().path());
+    }
     let Some(key) = st.cfg.api_key.as_deref() else {
         return next.run(req).await;
     };
     if req.uri().path() == "/health" || req.method() == axum::http::Method::OPTIONS {
         return next.run(req).await;
     }
-    let given = req
-        .headers()
+    let headers = req.headers();
+    let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     // Compared in constant time, so the answer's timing says nothing of the key.
     let ok = given.is_some_and(|g| {
         g.len() == key.len()
@@ -400,12 +410,15 @@ async fn authorize(
                 .fold(0u8, |a, (x, y)| a | (x ^ y))
                 == 0
     });
+    let message = "missing or wrong API key (Authorization: Bearer <key>, or x-api-key: <key>)";
     if ok {
         next.run(req).await
+    } else if req.uri().path().starts_with("/v1/messages") {
+        anthropic::error(&ApiError::new(401, "authentication_error", message))
     } else {
         error_response(&ApiError {
             status: 401,
-            message: "missing or wrong API key (Authorization: Bearer <key>)".into(),
+            message: message.into(),
             kind: "authentication_error",
             param: None,
             code: Some("invalid_api_key"),
@@ -429,7 +442,13 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]),
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::HeaderName::from_static("x-api-key"),
+                header::HeaderName::from_static("anthropic-version"),
+                header::HeaderName::from_static("anthropic-beta"),
+            ]),
     )
 }
 
@@ -839,6 +858,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                 }
             };
             match ev {
+                Event::Prompt { .. } => {}
                 Event::Token {
                     index,
                     id,
@@ -865,6 +885,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                     finish_reason,
                     usage,
                     timings,
+                    ..
                 } => {
                     if let Some(d) = done.get_mut(index) {
                         *d = Some((finish_reason, usage, timings));
@@ -955,6 +976,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                 }
             };
             match ev {
+                Event::Prompt { .. } => {}
                 Event::Token {
                     index,
                     id,
@@ -1004,6 +1026,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                     finish_reason,
                     usage,
                     timings,
+                    ..
                 } => {
                     let c = match kind {
                         Kind::Chat => {

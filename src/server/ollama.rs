@@ -484,6 +484,7 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -
         loop {
             match tokio::time::timeout_at(timeout, rx.recv()).await {
                 Ok(Some(Event::Token { text: t, .. })) => text.push_str(&t),
+                Ok(Some(Event::Prompt { .. })) => {}
                 Ok(Some(Event::Done {
                     finish_reason,
                     usage,
@@ -516,6 +517,7 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -
         loop {
             let v = match tokio::time::timeout_at(timeout, rx.recv()).await {
                 Ok(Some(Event::Token { text, .. })) if text.is_empty() => continue,
+                Ok(Some(Event::Prompt { .. })) => continue,
                 Ok(Some(Event::Token { text, .. })) => piece(&model, &text),
                 Ok(Some(Event::Done {
                     finish_reason,

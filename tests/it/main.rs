@@ -23,6 +23,7 @@ mod run_state_cli;
 mod runtime_cli;
 mod runtime_errors;
 mod runtime_reference;
+mod server_anthropic;
 mod server_http;
 mod state_file_roundtrip;
 mod state_pool;

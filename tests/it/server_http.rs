@@ -698,7 +698,7 @@ fn a_long_prefill_is_interleaved_with_decoding() {
     while done.len() < 2 {
         match rx.blocking_recv().expect("an event") {
             Event::Token { id: Some(_), .. } => tokens += 1,
-            Event::Token { .. } => {}
+            Event::Token { .. } | Event::Prompt { .. } => {}
             Event::Done { usage, .. } => done.push((tokens, usage.prompt_tokens)),
             Event::Error { message, .. } => panic!("{message}"),
         }
