@@ -190,7 +190,7 @@ pub fn self_check(k: &Kernel) -> bool {
     ) else {
         return false;
     };
-    let Some(act) = format(k.act) else {
+    let (Some(act), Some(quantize)) = (format(k.act), f.quantize) else {
         return false;
     };
     let n = if k.weight.block_size() == 256 {
@@ -210,13 +210,15 @@ pub fn self_check(k: &Kernel) -> bool {
     };
     let x: Vec<f32> = (0..n).map(|_| next() * 3.0).collect();
     let mut w = vec![0u8; rb];
-    (f.quantize)(&x, &mut w);
+    quantize(&x, &mut w);
     let mut wd = vec![0f32; n];
     (f.dequantize)(&w, &mut wd);
     let mut a = vec![0u8; 4 * ab];
     for row in a.chunks_exact_mut(ab) {
         let y: Vec<f32> = (0..n).map(|_| next() * 5.0).collect();
-        (act.quantize)(&y, row);
+        if let Some(q) = act.quantize {
+            q(&y, row);
+        }
     }
     let exact = k.weight.block_size() != 32;
     let acts: Vec<&[u8]> = a.chunks_exact(ab).collect();

@@ -10,6 +10,10 @@ pub enum QuantError {
     #[error("ggml type {ty} (id {id}) is not supported by the quant crate", id = ty.id())]
     Unsupported { ty: GgmlType },
 
+    /// A type this crate reads (dequantize, dot) but cannot write.
+    #[error("quantizing to {ty} is not implemented (files of this type are read, not written)")]
+    NoQuantizer { ty: GgmlType },
+
     /// A row length that does not fill whole blocks.
     #[error("{n} values is not a multiple of the {ty} block size {block}")]
     NotBlockMultiple {

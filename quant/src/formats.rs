@@ -2,12 +2,13 @@
 //! quantizer, dequantizer, activation type and dot kernel.
 
 use crate::{
-    float, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, DotFn,
-    GgmlType,
+    float, iq3, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k,
+    DotFn, GgmlType,
 };
 
 pub(crate) struct Format {
-    pub quantize: fn(&[f32], &mut [u8]),
+    /// `None` for the types that are read but not written (IQ3_XXS, IQ3_S).
+    pub quantize: Option<fn(&[f32], &mut [u8])>,
     pub dequantize: fn(&[u8], &mut [f32]),
     /// The activation type the dot kernel reads.
     pub act: GgmlType,
@@ -19,7 +20,7 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
     use GgmlType as T;
     let f = |quantize, dequantize, act, dot| {
         Some(Format {
-            quantize,
+            quantize: Some(quantize),
             dequantize,
             act,
             dot,
@@ -63,6 +64,18 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
             T::Q8_K,
             iq4_xs::dot_q8_k,
         ),
+        T::IQ3_XXS => Some(Format {
+            quantize: None,
+            dequantize: iq3::dequantize_xxs,
+            act: T::Q8_K,
+            dot: iq3::dot_xxs_q8_k,
+        }),
+        T::IQ3_S => Some(Format {
+            quantize: None,
+            dequantize: iq3::dequantize_s,
+            act: T::Q8_K,
+            dot: iq3::dot_s_q8_k,
+        }),
         T::Q4_K => f(q4_k::quantize, q4_k::dequantize, T::Q8_K, q4_k::dot_q8_k),
         T::Q5_K => f(q5_k::quantize, q5_k::dequantize, T::Q8_K, q5_k::dot_q8_k),
         T::Q6_K => f(q6_k::quantize, q6_k::dequantize, T::Q8_K, q6_k::dot_q8_k),

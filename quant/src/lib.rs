@@ -3,7 +3,9 @@
 //! I/O and no model knowledge.
 //!
 //! Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
-//! Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS. Quantizers reproduce byte for
+//! Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, and for reading only (dequantize
+//! and dot, no quantizer: [`QuantError::NoQuantizer`]) IQ3_XXS and IQ3_S.
+//! Quantizers reproduce byte for
 //! byte what ggml's `quantize_*` functions write without an importance
 //! matrix (llama-quantize's path: `quantize_row_*_ref`, except IQ4_NL,
 //! whose file quantizer searches more than its `_ref`). Activation pairing (see [`vec_dot_type`]):
@@ -13,7 +15,8 @@
 //!   integer sum of each activation block, which needs no extra format and is
 //!   exact where Q8_1's fp16 sum is rounded;
 //! - IQ4_NL (a 32-value type) with Q8_0 activations, as ggml;
-//! - Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS (and Q8_K) with Q8_K activations.
+//! - Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ3_XXS, IQ3_S, IQ4_XS (and Q8_K) with
+//!   Q8_K activations.
 //!
 //! Typical use (the runtime quantizes each activation row once per matmul):
 //! ```
@@ -51,6 +54,8 @@ pub mod error;
 pub mod float;
 mod formats;
 pub mod fp16;
+pub mod iq3;
+mod iq3_grids;
 pub mod iq4_nl;
 pub mod iq4_xs;
 mod kquant_scale_min;
@@ -164,9 +169,10 @@ fn check_len(
 /// `dst.len() == ty.row_bytes(src.len())`.
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     let f = format(ty).ok_or(QuantError::Unsupported { ty })?;
+    let quantize = f.quantize.ok_or(QuantError::NoQuantizer { ty })?;
     let bytes = row_size(ty, src.len())?;
     check_len(ty, "quantized output", bytes, dst.len())?;
-    (f.quantize)(src, dst);
+    quantize(src, dst);
     Ok(())
 }
 

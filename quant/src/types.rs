@@ -175,7 +175,8 @@ impl GgmlType {
         (n / self.block_size()).checked_mul(self.type_size())
     }
 
-    /// Whether this crate quantizes/dequantizes/dots with the type.
+    /// Whether this crate dequantizes and dots with the type (and, except
+    /// IQ3_XXS and IQ3_S, quantizes to it).
     pub fn is_supported(self) -> bool {
         matches!(
             self,
@@ -195,6 +196,8 @@ impl GgmlType {
                 | GgmlType::Q8_K
                 | GgmlType::IQ4_NL
                 | GgmlType::IQ4_XS
+                | GgmlType::IQ3_XXS
+                | GgmlType::IQ3_S
         )
     }
 

@@ -68,6 +68,8 @@ TYPES = {
     "Q8_K": (15, 256, 292),
     "IQ4_NL": (20, 32, 18),
     "IQ4_XS": (23, 256, 136),
+    "IQ3_XXS": (18, 256, 98),
+    "IQ3_S": (21, 256, 110),
 }
 
 # Types whose bytes come from ggml_quantize_chunk (the function
@@ -75,7 +77,9 @@ TYPES = {
 # quantize_row_<t>_ref: for IQ4_NL the two differ (the file quantizer tries
 # 15 scales per block, the _ref row function one); for the others
 # ggml_quantize_chunk runs the _ref function itself.
-CHUNK_TYPES = {"Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS"}
+CHUNK_TYPES = {"Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S"}
+# Types the quant crate reads but does not write: their bytes (ggml's
+# quantizer, without an importance matrix) test the dequantizer and the dot.
 # The types gguf-py's numpy code can quantize.
 GGUF_PY_QUANTIZE = {"F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
 
@@ -187,7 +191,7 @@ class Ggml:
             return q.view(np.float32).copy()
         dst = np.zeros(n, np.float32)
         fname = {"F16": "ggml_fp16_to_fp32_row", "BF16": "ggml_bf16_to_fp32_row"}.get(
-            name, f"dequantize_row_{name.lower().replace('_k', '_K')}"
+            name, f"dequantize_row_{name.lower().replace('_k', '_K') if name.startswith('Q') else name.lower()}"
         )
         self._fn(fname)(np.ascontiguousarray(q).ctypes.data, dst.ctypes.data, n)
         return dst
@@ -220,7 +224,7 @@ def same_f32(a, b):
 # vec_dot_type; Q4_1/Q5_1 use Q8_1 there, Q8_0 in the quant crate).
 DOT_TYPES = {"F32": "F32", "Q4_0": "Q8_0", "Q4_1": "Q8_1", "Q5_0": "Q8_0", "Q5_1": "Q8_1", "Q8_0": "Q8_0",
              "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K", "Q2_K": "Q8_K", "Q3_K": "Q8_K",
-             "IQ4_NL": "Q8_0", "IQ4_XS": "Q8_K"}
+             "IQ4_NL": "Q8_0", "IQ4_XS": "Q8_K", "IQ3_XXS": "Q8_K", "IQ3_S": "Q8_K"}
 ACT_IDS = {"F32": 0, "Q8_0": 8, "Q8_1": 9, "Q8_K": 15}
 ACT_SIZES = {"F32": (1, 4), "Q8_0": (32, 34), "Q8_1": (32, 36), "Q8_K": (256, 292)}
 
@@ -238,9 +242,12 @@ def write_dot_goldens(ggml, cpu_path, out_dir):
     """dots.bin: ggml-cpu's own vec_dot of ggml-quantized weights with
     ggml-quantized (reference quantizer) activations.
 
-    Layout (LE): b"QDOT", u32 version 1, u32 entries; per entry u32 weight
-    type id, u32 ggml activation type id, u32 n, u32 rows, u32 t, f32[rows*n]
-    weights, f32[t*n] activations, f32[t*rows] dots (out[j*rows + r]).
+    Layout (LE): b"QDOT", u32 version 2, u32 entries; per entry u32 weight
+    type id, u32 ggml activation type id, u32 n, u32 rows, u32 t, u32 rb
+    (bytes per quantized weight row), f32[rows*n] weights, u8[rows*rb]
+    ggml's quantization of them (for the types the quant crate reads but
+    does not write), f32[t*n] activations, f32[t*rows] dots
+    (out[j*rows + r]).
     """
     cpu = ctypes.CDLL(cpu_path)
     cpu.ggml_cpu_init.restype = None
@@ -278,11 +285,13 @@ def write_dot_goldens(ggml, cpu_path, out_dir):
                 s = ctypes.c_float(np.inf)
                 vec_dot(n, ctypes.byref(s), 0, wq[r].ctypes.data, 0, aq[j].ctypes.data, 0, 1)
                 dots[j * rows + r] = s.value
-        blob += struct.pack("<5I", tid, ACT_IDS[act], n, rows, t) + w.tobytes() + a.tobytes() + dots.tobytes()
+        rb = len(wq[0])
+        blob += (struct.pack("<6I", tid, ACT_IDS[act], n, rows, t, rb) + w.tobytes() + b"".join(q.tobytes() for q in wq)
+                 + a.tobytes() + dots.tobytes())
         print(f"dots {name:5} x {act:4}: {dots.tolist()}")
     path = os.path.join(out_dir, "dots.bin")
     with open(path, "wb") as fh:
-        fh.write(b"QDOT" + struct.pack("<2I", 1, len(DOT_TYPES)) + blob)
+        fh.write(b"QDOT" + struct.pack("<2I", 2, len(DOT_TYPES)) + blob)
     return os.path.getsize(path)
 
 

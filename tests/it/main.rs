@@ -18,6 +18,7 @@ mod convert_cli;
 mod crash_safety;
 mod gguf_layouts;
 mod inspect_cli;
+mod iq3_files;
 mod load_modes;
 mod run_state_cli;
 mod runtime_cli;

@@ -32,17 +32,19 @@ fn dots_agree_with_ggml_cpu_vec_dot() {
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     assert_eq!(&raw[..4], b"QDOT");
     let u = |o: usize| u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]) as usize;
-    assert_eq!(u(4), 1, "version");
+    assert_eq!(u(4), 2, "version");
     let entries = u(8);
     let mut off = 12;
     let mut seen = Vec::new();
     for _ in 0..entries {
         let ty = GgmlType::from_id(u(off) as u32).expect("weight type");
         let ggml_act = GgmlType::from_id(u(off + 4) as u32).expect("act type");
-        let (n, rows, t) = (u(off + 8), u(off + 12), u(off + 16));
-        off += 20;
+        let (n, rows, t, rb) = (u(off + 8), u(off + 12), u(off + 16), u(off + 20));
+        off += 24;
         let w = f32s(&raw[off..off + 4 * rows * n]);
         off += 4 * rows * n;
+        let ggml_wq = raw[off..off + rows * rb].to_vec();
+        off += rows * rb;
         let a = f32s(&raw[off..off + 4 * t * n]);
         off += 4 * t * n;
         let expected = f32s(&raw[off..off + 4 * t * rows]);
@@ -54,7 +56,13 @@ fn dots_agree_with_ggml_cpu_vec_dot() {
         assert_eq!(k.act, if loose { GgmlType::Q8_0 } else { ggml_act }, "{ty}");
         let tol_rel = if loose { 2e-3 } else { 1e-5 };
         for r in 0..rows {
-            let wq = quantize(ty, &w[r * n..(r + 1) * n]);
+            // ggml's bytes; where we quantize too, ours must be the same.
+            let wq = ggml_wq[r * rb..(r + 1) * rb].to_vec();
+            let mut ours_q = vec![0u8; rb];
+            match quant::quantize_row(ty, &w[r * n..(r + 1) * n], &mut ours_q) {
+                Ok(()) => assert_eq!(ours_q, wq, "{ty} row {r}: quantized bytes"),
+                Err(e) => assert_eq!(e, quant::QuantError::NoQuantizer { ty }),
+            }
             let wd = dequantize(ty, &wq, n);
             for j in 0..t {
                 let aq = quantize(k.act, &a[j * n..(j + 1) * n]);
@@ -102,6 +110,8 @@ fn dots_agree_with_ggml_cpu_vec_dot() {
         GgmlType::Q3_K,
         GgmlType::IQ4_NL,
         GgmlType::IQ4_XS,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ3_S,
     ] {
         assert!(seen.contains(&ty), "no ggml dot golden for {ty}");
     }

@@ -51,7 +51,7 @@ fn load(ty: GgmlType) -> Golden {
     }
 }
 
-const TYPES: [GgmlType; 16] = [
+const TYPES: [GgmlType; 18] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -68,6 +68,8 @@ const TYPES: [GgmlType; 16] = [
     GgmlType::Q8_K,
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ3_S,
 ];
 
 fn check_quantize(ty: GgmlType) {
@@ -136,6 +138,21 @@ golden_tests! {
     quantize_q3_k_matches_ggml, dequantize_q3_k_matches_ggml, GgmlType::Q3_K;
     quantize_iq4_nl_matches_ggml, dequantize_iq4_nl_matches_ggml, GgmlType::IQ4_NL;
     quantize_iq4_xs_matches_ggml, dequantize_iq4_xs_matches_ggml, GgmlType::IQ4_XS;
+}
+
+/// IQ3_XXS and IQ3_S are read, not written: ggml's quantizer made the
+/// golden bytes, our dequantizer must give its values bit for bit, and
+/// asking us to quantize is a clear error.
+#[test]
+fn iq3_types_dequantize_like_ggml_and_refuse_to_quantize() {
+    for ty in [GgmlType::IQ3_XXS, GgmlType::IQ3_S] {
+        check_dequantize(ty);
+        let g = load(ty);
+        let mut out = vec![0u8; g.bytes.len()];
+        let e = quantize_row(ty, &g.input, &mut out).unwrap_err();
+        assert_eq!(e, quant::QuantError::NoQuantizer { ty });
+        assert!(e.to_string().contains(ty.name()), "{e}");
+    }
 }
 
 #[test]
