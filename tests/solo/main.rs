@@ -4,8 +4,9 @@
 //! which runs them one at a time (unless `--test-threads` says otherwise):
 //! - runtime_long and server_abuse bound the growth of the process's
 //!   resident memory, which another test running beside them would move;
-//! - server_openai needs the `openai` Python package: without it the test
-//!   is reported as ignored, with the reason (under CI=true, it fails).
+//! - server_openai's tests need the `openai` and `anthropic` Python
+//!   packages: without one its test is reported as ignored, with the
+//!   reason (under CI=true, it fails).
 
 #[path = "../support/harness.rs"]
 mod harness;
@@ -31,6 +32,10 @@ fn main() -> ExitCode {
         harness::skippable(
             "server_openai::official_openai_client",
             server_openai::official_openai_client,
+        ),
+        harness::skippable(
+            "server_openai::official_anthropic_client",
+            server_openai::official_anthropic_client,
         ),
     ])
 }

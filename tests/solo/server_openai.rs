@@ -1,8 +1,9 @@
-//! The official `openai` Python client against the server
-//! (scripts/openai_client/check.py). When `python3` cannot import `openai`
-//! (set MAMBA_GGUF_PYTHON to use another interpreter) it is reported as
-//! ignored with the reason, and fails under CI=true (CI installs openai).
-//! Runs in tests/solo, on the harness that can say so
+//! The official `openai` and `anthropic` Python clients against the server
+//! (scripts/openai_client/check.py, scripts/anthropic_client/check.py), on
+//! a server with the default settings. When `python3` cannot import the
+//! client (set MAMBA_GGUF_PYTHON to use another interpreter) the test is
+//! reported as ignored with the reason, and fails under CI=true (CI installs
+//! both). Runs in tests/solo, on the harness that can say so
 //! (tests/support/harness.rs).
 
 use std::path::PathBuf;
@@ -16,15 +17,25 @@ use mamba_gguf::server::{self, ServerConfig};
 use mamba_gguf::Model;
 
 pub fn official_openai_client() -> Ran {
+    python_client("openai", "scripts/openai_client/check.py", "/v1")
+}
+
+pub fn official_anthropic_client() -> Ran {
+    python_client("anthropic", "scripts/anthropic_client/check.py", "")
+}
+
+/// Runs `script --base-url http://<server><base_path>` against a fresh
+/// server with the default settings; it must exit 0.
+fn python_client(module: &str, script: &str, base_path: &str) -> Ran {
     let py = std::env::var("MAMBA_GGUF_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&py)
-        .args(["-c", "import openai"])
+        .args(["-c", &format!("import {module}")])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
         return Err(Skip::needs(format!(
-            "{py} cannot import openai (pip install openai to run this check)"
+            "{py} cannot import {module} (pip install {module} to run this check)"
         )));
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -41,15 +52,15 @@ pub fn official_openai_client() -> Ran {
     )
     .expect("server starts");
     let out = Command::new(&py)
-        .arg(root.join("scripts/openai_client/check.py"))
+        .arg(root.join(script))
         .arg("--base-url")
-        .arg(format!("http://{}/v1", h.addr))
+        .arg(format!("http://{}{base_path}", h.addr))
         .env("NO_PROXY", "127.0.0.1")
         .output()
         .expect("runs python");
     let so = String::from_utf8_lossy(&out.stdout);
     let se = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "check.py failed:\n{so}\n{se}");
+    assert!(out.status.success(), "{script} failed:\n{so}\n{se}");
     eprintln!("{so}");
     Ok(())
 }
