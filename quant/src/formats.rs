@@ -6,9 +6,12 @@ use crate::{
     DotFn, GgmlType,
 };
 
+/// A reference quantizer: one row of floats into its blocks.
+pub(crate) type QuantizeFn = fn(&[f32], &mut [u8]);
+
 pub(crate) struct Format {
     /// `None` for the types that are read but not written (IQ3_XXS, IQ3_S).
-    pub quantize: Option<fn(&[f32], &mut [u8])>,
+    pub quantize: Option<QuantizeFn>,
     pub dequantize: fn(&[u8], &mut [f32]),
     /// The activation type the dot kernel reads.
     pub act: GgmlType,
