@@ -14,8 +14,13 @@
 //! `top_p` and `top_k` are read from the body (as the current client sends
 //! them, through `extra_body`) and applied. As on the other endpoints,
 //! every field is applied or refused with a 400 that names it (tools,
-//! images, extended thinking, ...); errors are Anthropic's
-//! `{"type": "error", "error": {"type", "message"}}`.
+//! images, extended thinking, ...): accepted are only `metadata` and
+//! `service_tier` (bookkeeping of Anthropic's side), `cache_control` on
+//! text blocks (the cache keeps a state at every message's end anyway),
+//! and values that ask for nothing (`tools: []`, `tool_choice` auto or
+//! none, `thinking` disabled). Errors are Anthropic's
+//! `{"type": "error", "error": {"type", "message"}}`, with 4xx statuses for
+//! the request's faults (`x-api-key` is taken as the `--api-key`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -100,9 +105,9 @@ fn refused(key: &str, v: &Value) -> Option<&'static str> {
 
 /// Refuses every top-level field that is not implemented.
 fn check_fields(m: &Map<String, Value>, count_only: bool) -> Result<(), ApiError> {
-    let mut keys: Vec<&String> = m.keys().collect();
-    keys.sort();
-    for k in keys {
+    let mut fields: Vec<(&String, &Value)> = m.iter().collect();
+    fields.sort_by_key(|(k, _)| k.as_str());
+    for (k, v) in fields {
         let generation_only = matches!(
             k.as_str(),
             "max_tokens"
@@ -117,7 +122,7 @@ fn check_fields(m: &Map<String, Value>, count_only: bool) -> Result<(), ApiError
         let why = if count_only && generation_only {
             Some("count_tokens takes the prompt's fields only")
         } else {
-            refused(k, &m[k])
+            refused(k, v)
         };
         if let Some(why) = why {
             return Err(bad(format!("unsupported parameter '{k}': {why}")));
@@ -147,10 +152,9 @@ fn texts_of(v: &Value, param: &str) -> Result<Vec<String>, ApiError> {
             .ok_or_else(|| bad(format!("{p} must be a content block object")))?;
         match obj.get("type").and_then(Value::as_str) {
             Some("text") => {}
-            Some("image" | "document") => {
+            Some(t @ ("image" | "document")) => {
                 return Err(bad(format!(
-                    "{p}: unsupported content block type '{}': this model reads text only",
-                    obj["type"].as_str().unwrap_or_default()
+                    "{p}: unsupported content block type '{t}': this model reads text only"
                 )))
             }
             Some(t @ ("tool_use" | "tool_result" | "server_tool_use")) => {
