@@ -16,8 +16,9 @@
 //! - Q4_0, Q4_1, Q5_0, Q5_1 (eight-row tiles, `q4_q5_tile`): exact integer
 //!   block sums and, per lane, the scalar reference's f32 expression in its
 //!   order, so bit-identical;
-//! - Q2_K, Q3_K, IQ4_XS (`lowbit`): exact integer sums per super-block and
-//!   the scalar reference's f32 expression, so bit-identical;
+//! - Q2_K, Q3_K, IQ4_XS (`lowbit`), IQ3_XXS and IQ3_S (`iq3`): exact
+//!   integer sums per super-block and the scalar reference's f32
+//!   expression, so bit-identical;
 //! - Q8_0 and IQ4_NL: integer sums per block are exact, the per-block f32 terms are
 //!   summed in 8 lanes instead of one running sum, so results differ by f32
 //!   rounding of the partial sums only;
@@ -29,6 +30,7 @@
 //! Q8_K; weight bytes may be anything.
 
 mod float;
+mod iq3;
 mod kmatvec;
 mod kquants;
 #[cfg(feature = "avx512")]
@@ -61,6 +63,8 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::Q3_K => (lowbit::q3_k_dot, lowbit::q3_k_dot4),
         T::IQ4_XS => (lowbit::iq4_xs_dot, lowbit::iq4_xs_dot4),
         T::IQ4_NL => (legacy::iq4_nl_dot, legacy::iq4_nl_dot4),
+        T::IQ3_XXS => (iq3::iq3_xxs_dot, iq3::iq3_xxs_dot4),
+        T::IQ3_S => (iq3::iq3_s_dot, iq3::iq3_s_dot4),
         _ => return None,
     })
 }

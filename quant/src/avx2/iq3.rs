@@ -1,0 +1,174 @@
+//! AVX2 dots of IQ3_XXS and IQ3_S with Q8_K activations (layouts in
+//! `crate::iq3`). Per 32 values: the eight grid entries in one vector of
+//! unsigned levels (`vpgatherdd`), the 32 sign bits expanded to
+//! byte masks and applied to the levels, then |a| against the signed levels
+//! (`maddubs`, exact for every activation byte: |a| <= 128, |level| <= 62)
+//! and the sub-block's odd multiplier 2s + 1 in `madd`. The super-block's
+//! integer sum is scaled with the scalar reference's f32 expression, so the
+//! results are bit-identical to `iq3::dot_xxs_q8_k` and `iq3::dot_s_q8_k`.
+
+use super::{blocks, hsum_epi32, wrappers};
+use crate::iq3_grids::{IQ3S_GRID, IQ3XXS_GRID};
+use std::arch::x86_64::*;
+
+const ACT: usize = 292; // Q8_K block: f32 d, 256 x i8, 16 x i16 sums
+const ACT_QS: usize = 4;
+
+/// # Safety
+/// `p` points at 4 readable bytes (the f32 scale of a Q8_K block).
+#[inline]
+unsafe fn act_d(p: *const u8) -> f32 {
+    f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
+}
+
+/// IQ3_XXS's sign bytes by 7-bit index (ggml's ksigns_iq2xs), built at
+/// compile time from their definition ([`signs7`]).
+const KSIGNS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = i as u8 | (((i as u32).count_ones() as u8 & 1) << 7);
+        i += 1;
+    }
+    t
+};
+
+/// Eight grid entries by the indices in the eight i32 lanes of `idx`.
+///
+/// # Safety
+/// The CPU has AVX2; every lane of `idx` is below `grid.len()`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn gather(grid: &[u32], idx: __m256i) -> __m256i {
+    _mm256_i32gather_epi32::<4>(grid.as_ptr() as *const i32, idx)
+}
+
+/// The 32 levels `v` (grid entries in value order) with the signs of the
+/// four sign bytes in `signs` (byte l: values 8l..8l + 8, bit j: value
+/// 8l + j) applied.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn signed_levels(v: __m256i, signs: u32) -> __m256i {
+    // Byte l of `signs` to the 8 bytes of values 8l..8l + 8, then each
+    // byte's own bit: 0xff where the value is negative.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(signs as i32),
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        ),
+    );
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let neg = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+    // x with the sign of (neg | 1): negated where neg is -1.
+    _mm256_sign_epi8(v, _mm256_or_si256(neg, _mm256_set1_epi8(1)))
+}
+
+/// `R` activation rows' i32 lanes += ls * (w . a) over 32 values at `o`.
+///
+/// # Safety
+/// The CPU has AVX2; every `a[j]` holds 32 bytes from `o`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn accumulate<const R: usize>(
+    isum: &mut [__m256i; R],
+    w: __m256i,
+    ls: i32,
+    a: &[&[u8]; R],
+    o: usize,
+) {
+    let m = _mm256_set1_epi16(ls as i16);
+    for j in 0..R {
+        let y = _mm256_loadu_si256(a[j].as_ptr().add(o) as *const __m256i);
+        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(w, y));
+        isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p, m));
+    }
+}
+
+/// IQ3_XXS (98 bytes).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted: [`blocks`]
+/// clamps `n` to the whole blocks that `w` and every `a[j]` hold.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq3_xxs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
+    const BYTES: usize = 98;
+    let nb = blocks(n, 256, w, BYTES, &a, ACT);
+    let mut sum = [0f32; R];
+    for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
+        let d = super::f16_at(wb.as_ptr());
+        let qs = &wb[2..66];
+        let mut isum = [_mm256_setzero_si256(); R];
+        for ib in 0..8 {
+            let o = 66 + 4 * ib;
+            let aux = u32::from_le_bytes([wb[o], wb[o + 1], wb[o + 2], wb[o + 3]]);
+            let idx =
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(qs.as_ptr().add(8 * ib) as *const __m128i));
+            let signs = u32::from_le_bytes(std::array::from_fn(|l| {
+                KSIGNS[((aux >> (7 * l)) & 127) as usize]
+            }));
+            let v = signed_levels(gather(&IQ3XXS_GRID, idx), signs);
+            let ls = 2 * (aux >> 28) as i32 + 1;
+            accumulate(&mut isum, v, ls, &a, i * ACT + ACT_QS + 32 * ib);
+        }
+        for j in 0..R {
+            let da = act_d(a[j].as_ptr().add(i * ACT));
+            sum[j] += d * da * hsum_epi32(isum[j]) as f32;
+        }
+    }
+    sum.map(|s| 0.25 * s)
+}
+wrappers!(iq3_xxs_dot, iq3_xxs_dot4, iq3_xxs);
+
+/// IQ3_S (110 bytes).
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see [`iq3_xxs`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq3_s<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
+    const BYTES: usize = 110;
+    let nb = blocks(n, 256, w, BYTES, &a, ACT);
+    let mut sum = [0f32; R];
+    for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
+        let d = super::f16_at(wb.as_ptr());
+        let (qs, qh, sg, sc) = (&wb[2..66], &wb[66..74], &wb[74..106], &wb[106..110]);
+        let mut isum = [_mm256_setzero_si256(); R];
+        for ib in 0..8 {
+            // Index k: its low byte, and bit k of qh[ib] as bit 8.
+            let low =
+                _mm256_cvtepu8_epi32(_mm_loadl_epi64(qs.as_ptr().add(8 * ib) as *const __m128i));
+            let high = _mm256_and_si256(
+                _mm256_srlv_epi32(
+                    _mm256_set1_epi32(qh[ib] as i32),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                ),
+                _mm256_set1_epi32(1),
+            );
+            let idx = _mm256_or_si256(low, _mm256_slli_epi32::<8>(high));
+            let signs =
+                u32::from_le_bytes([sg[4 * ib], sg[4 * ib + 1], sg[4 * ib + 2], sg[4 * ib + 3]]);
+            let v = signed_levels(gather(&IQ3S_GRID, idx), signs);
+            let ls = 2 * ((sc[ib / 2] >> (4 * (ib % 2))) & 0xf) as i32 + 1;
+            accumulate(&mut isum, v, ls, &a, i * ACT + ACT_QS + 32 * ib);
+        }
+        for j in 0..R {
+            let da = act_d(a[j].as_ptr().add(i * ACT));
+            sum[j] += d * da * hsum_epi32(isum[j]) as f32;
+        }
+    }
+    sum
+}
+wrappers!(iq3_s_dot, iq3_s_dot4, iq3_s);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sign_table_is_signs7() {
+        for i in 0..128u32 {
+            assert_eq!(super::KSIGNS[i as usize], crate::iq3::signs7(i));
+        }
+    }
+}
