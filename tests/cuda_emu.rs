@@ -911,3 +911,22 @@ fn top_k_sampling_on_the_emulated_gpu_draws_what_the_host_logits_draw() {
         }
     }
 }
+
+/// llama.cpp's IQ3_XXS and IQ3_S files (tests/fixtures/llamacpp-quant, made
+/// with an imatrix; we read these types, we do not write them) run on the
+/// emulated GPU as on the CPU.
+#[test]
+fn llama_cpp_iq3_files_run_on_the_emulated_gpu_as_on_the_cpu() {
+    let ids: Vec<u32> = vec![5, 300, 17, 900, 44, 2, 610, 77];
+    for ty in ["iq3_xxs", "iq3_s"] {
+        let p = root()
+            .join("tests/fixtures/llamacpp-quant")
+            .join(format!("mamba-tiny-tied.{ty}.pure.gguf"));
+        let on_cpu = all_logits(&cpu(&p), &ids, 64);
+        let on_gpu = all_logits(&emu(&p), &ids, 64);
+        let v = on_cpu.len() / ids.len();
+        let kl_between = mean_kl(&on_cpu, &on_gpu, v);
+        eprintln!("{ty}: KL(cpu||gpu) {kl_between:.2e}");
+        assert!(kl_between <= 0.05, "{ty}: KL(cpu||gpu) {kl_between}");
+    }
+}

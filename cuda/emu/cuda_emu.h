@@ -53,6 +53,7 @@ static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
     return r;
 }
 
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline int __dp4a(int a, int b, int c) {
     for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
     return c;

@@ -3,6 +3,7 @@
 // sums are unfused, as on the CPU). An id outside the vocabulary gives a row
 // of NaN (the host checks ids first; this only keeps reads in bounds).
 #include "common.cuh"
+#include "iq3_grids.cuh"
 
 struct EmbedArgs {
     const u8* table;
@@ -81,6 +82,33 @@ static __device__ float dequant_value(int ty, const u8* row, int k) {
         const int sc = (s4 | (((p[8 + s % 4] >> (2 * (s / 4))) & 3) << 4)) - 32;
         const float dl = mul_rn(f16_to_f32(ld_u16(b + 108)), (float)sc);
         return mul_rn(dl, (float)q);
+    }
+    case 18: case 21: {
+        // IQ3_XXS (98-byte superblocks) and IQ3_S (110): a grid level, its
+        // sign, and the sub-block's scale d * (0.5 + s) / 2 or d * (1 + 2s),
+        // products in the CPU's order.
+        const bool xxs = ty == 18;
+        const u8* b = row + (long long)(k / 256) * (xxs ? 98 : 110);
+        const int i = k % 256, ib = i / 32, g = i / 4, jj = i % 4;
+        const float d = f16_to_f32(ld_u16(b));
+        u32 level;
+        bool neg;
+        float db;
+        if (xxs) {
+            const u32 aux = ld_u32_a2(b + 66 + 4 * ib);
+            const u32 s7 = (aux >> (7 * ((i % 32) / 8))) & 127u;
+            const u32 sb = s7 | ((__popc(s7) & 1u) << 7);
+            level = (IQ3XXS_GRID[b[2 + g]] >> (8 * jj)) & 0xffu;
+            neg = (sb >> (i % 8)) & 1u;
+            db = mul_rn(mul_rn(d, add_rn(0.5f, (float)(aux >> 28))), 0.5f);
+        } else {
+            const u32 idx = b[2 + g] | (((b[66 + ib] >> (g % 8)) & 1u) << 8);
+            level = (IQ3S_GRID[idx] >> (8 * jj)) & 0xffu;
+            neg = (b[74 + i / 8] >> (i % 8)) & 1u;
+            db = mul_rn(d, (float)(1 + 2 * ((b[106 + ib / 2] >> (4 * (ib % 2))) & 0xf)));
+        }
+        const float m = mul_rn(db, (float)level);
+        return neg ? -m : m;
     }
     case 20: case 23: {
         // IQ4_NL (18-byte blocks of 32) and IQ4_XS (136-byte superblocks,

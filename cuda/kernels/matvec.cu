@@ -8,6 +8,7 @@
 // With `add` set, out = add + dot instead (add may be out itself: the
 // residual X += W y in one launch; each element is read and written by one lane).
 #include "common.cuh"
+#include "iq3_grids.cuh"
 
 #define MATVEC_WARPS 4
 
@@ -55,6 +56,8 @@ static __device__ __forceinline__ u32 spread4(u32 x) {
 #define T_Q6_K 14
 #define T_Q2_K 10
 #define T_Q3_K 11
+#define T_IQ3_XXS 18
+#define T_IQ3_S 21
 #define T_IQ4_NL 20
 #define T_IQ4_XS 23
 
@@ -77,6 +80,14 @@ static __device__ __forceinline__ u32 spread4(u32 x) {
 static __device__ __forceinline__ u32 byte_of3(u32 x, u32 y, u32 z, int k) {
     const u32 w = k < 4 ? x : k < 8 ? y : z;
     return (w >> (8 * (k & 3))) & 0xffu;
+}
+
+// Four grid levels (unsigned, 1..62 in each byte) negated where the four
+// low bits of `sb` are set (bit i: byte i): (x ^ 0xff) + 1 per byte, which
+// carries into no neighbour for x >= 1.
+static __device__ __forceinline__ u32 sign4(u32 g, u32 sb) {
+    const u32 m = ((sb & 0xfu) * 0x00204081u) & 0x01010101u;  // bit i -> bit 8i
+    return (g ^ (m * 0xffu)) + m;
 }
 
 // Q3_K's 6-bit scale s (0..16) from its 12 packed bytes (words x, y, z):
@@ -206,6 +217,44 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
             const u32 low = (qw[i] >> (2 * jj)) & 0x03030303u;
             const u32 high = ((mw[i] >> bit) & 0x01010101u) << 2;
             o.q[i] = (int)bytes_sub(low | high, 0x04040404u);
+        }
+    } else if (T == T_IQ3_XXS || T == T_IQ3_S) {
+        // The file's layout (98- and 110-byte superblocks, 2-byte aligned).
+        // Unit j: eight grid indices (qs[8j..8j + 8], IQ3_S with a ninth bit
+        // each from qh[j]), 32 sign bits (IQ3_XXS: four 7-bit indices in
+        // the word at 66 + 4j, an eighth bit making each byte's count even;
+        // IQ3_S: the word at 74 + 4j), and the odd multiplier 2s + 1 (s:
+        // bits 28..32 of that IQ3_XXS word, or nibble j % 2 of byte
+        // 106 + j / 2). IQ3_XXS's scale is d / 4 per unit of multiplier.
+        const int bb = T == T_IQ3_XXS ? 98 : 110;
+        const u8* b = row + (long long)(u / 8) * bb;
+        const int j = u % 8;
+        const float d = f16_to_f32_cvt(ld_u16(b));
+        const u32 i0 = ld_u32_a2(b + 2 + 8 * j), i1 = ld_u32_a2(b + 6 + 8 * j);
+        u32 signs, ls;
+        if (T == T_IQ3_XXS) {
+            const u32 aux = ld_u32_a2(b + 66 + 4 * j);
+            signs = 0;
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                const u32 s7 = (aux >> (7 * l)) & 127u;
+                signs |= (s7 | ((__popc(s7) & 1u) << 7)) << (8 * l);
+            }
+            ls = 2u * (aux >> 28) + 1u;
+            o.dw = mul_rn(d, 0.25f);
+        } else {
+            signs = ld_u32_a2(b + 74 + 4 * j);
+            ls = 2u * ((ld_u16(b + 106 + 2 * (j / 4)) >> (4 * (j % 4))) & 0xfu) + 1u;
+            o.dw = d;
+        }
+        o.lo = (int)ls;
+        o.hi = (int)ls;
+        const u32 qh = T == T_IQ3_S ? (ld_u16(b + 66 + (j & ~1)) >> (8 * (j & 1))) & 0xffu : 0u;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const u32 idx = ((k < 4 ? i0 : i1) >> (8 * (k & 3))) & 0xffu;
+            const u32 g = T == T_IQ3_XXS ? IQ3XXS_GRID[idx] : IQ3S_GRID[idx | (((qh >> k) & 1u) << 8)];
+            o.q[k] = (int)sign4(g, signs >> (4 * k));
         }
     } else if (T == T_IQ4_NL) {
         // Q4_0's layout (18 bytes: d, 16 bytes of indices) with codebook
@@ -543,6 +592,8 @@ MVM(q5_k, T_Q5_K)
 MVM(q6_k, T_Q6_K)
 MVM(q2_k, T_Q2_K)
 MVM(q3_k, T_Q3_K)
+MVM(iq3_xxs, T_IQ3_XXS)
+MVM(iq3_s, T_IQ3_S)
 MVM(iq4_nl, T_IQ4_NL)
 MVM(iq4_xs, T_IQ4_XS)
 

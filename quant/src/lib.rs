@@ -55,7 +55,7 @@ pub mod float;
 mod formats;
 pub mod fp16;
 pub mod iq3;
-mod iq3_grids;
+pub mod iq3_grids;
 pub mod iq4_nl;
 pub mod iq4_xs;
 mod kquant_scale_min;
