@@ -10,12 +10,14 @@
 //! 2-D tensors whose name ends in `weight` (not norms, not `ssm_conv1d`) are
 //! quantized, the rest stay F32. Without `--pure`, `output.weight` (and
 //! `token_embd.weight` when the head is tied) becomes Q6_K unless the type is
-//! Q8_0 (then Q8_0), or Q8_0 when its rows do not fill the type's blocks.
+//! Q8_0 (then Q8_0), or Q8_0 when its rows do not fill the type's blocks;
+//! an untied `token_embd.weight` of a TQ1_0/TQ2_0 file becomes Q4_K.
 //! Mamba has no attention/FFN tensors, so the `_M` upgrades of Q4_K_M / Q5_K_M
 //! never apply: all other matrices take the base type. Then, for every
 //! matrix, a row length that is not a multiple of the block size falls back:
-//! Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; 32-block types stay; and if the
-//! result still does not fit, F16.
+//! Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K/TQ1_0/TQ2_0 -> Q4_0,
+//! IQ4_XS -> IQ4_NL; 32-block types stay; and if the result still does not
+//! fit, F16.
 
 // `%` rather than `is_multiple_of`: the workspace MSRV is 1.80.
 #![allow(clippy::manual_is_multiple_of)]
@@ -49,6 +51,8 @@ pub enum FileType {
     Q6_K,
     IQ4_NL,
     IQ4_XS,
+    TQ1_0,
+    TQ2_0,
 }
 
 pub const ALL_TYPES: &[FileType] = &[
@@ -72,6 +76,8 @@ pub const ALL_TYPES: &[FileType] = &[
     FileType::Q6_K,
     FileType::IQ4_NL,
     FileType::IQ4_XS,
+    FileType::TQ1_0,
+    FileType::TQ2_0,
 ];
 
 /// llama-quantize's aliases: a K type without a mix letter means its `_M`.
@@ -120,6 +126,8 @@ impl FileType {
             FileType::Q6_K => "q6_k",
             FileType::IQ4_NL => "iq4_nl",
             FileType::IQ4_XS => "iq4_xs",
+            FileType::TQ1_0 => "tq1_0",
+            FileType::TQ2_0 => "tq2_0",
         }
     }
 
@@ -146,6 +154,8 @@ impl FileType {
             FileType::IQ4_NL => 25,
             FileType::IQ4_XS => 30,
             FileType::BF16 => 32,
+            FileType::TQ1_0 => 36,
+            FileType::TQ2_0 => 37,
         }
     }
 
@@ -167,6 +177,8 @@ impl FileType {
             FileType::Q6_K => GgmlType::Q6_K,
             FileType::IQ4_NL => GgmlType::IQ4_NL,
             FileType::IQ4_XS => GgmlType::IQ4_XS,
+            FileType::TQ1_0 => GgmlType::TQ1_0,
+            FileType::TQ2_0 => GgmlType::TQ2_0,
         }
     }
 
@@ -230,7 +242,7 @@ pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
         GgmlType::Q4_K => GgmlType::Q5_0,
         GgmlType::Q5_K => GgmlType::Q5_1,
         GgmlType::Q6_K => GgmlType::Q8_0,
-        GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::TQ1_0 | GgmlType::TQ2_0 => GgmlType::Q4_0,
         GgmlType::IQ4_XS => GgmlType::IQ4_NL,
         other => other,
     };
@@ -268,6 +280,14 @@ pub fn tensor_type(
     }
     let mut ty = base;
     let ncols = dims.first().copied().unwrap_or(0);
+    if !pure
+        && name == "token_embd.weight"
+        && !tied
+        && matches!(ft, FileType::TQ1_0 | FileType::TQ2_0)
+    {
+        // llama-quantize keeps a ternary file's (untied) embedding at Q4_K.
+        ty = GgmlType::Q4_K;
+    }
     if !pure && (name == "output.weight" || (tied && name == "token_embd.weight")) {
         ty = if ncols % base.block_size() as u64 != 0 {
             GgmlType::Q8_0

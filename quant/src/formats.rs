@@ -2,8 +2,8 @@
 //! quantizer, dequantizer, activation type and dot kernel.
 
 use crate::{
-    float, iq3, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k,
-    DotFn, GgmlType,
+    float, iq2, iq3, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0,
+    q8_k, tq, DotFn, GgmlType,
 };
 
 /// A reference quantizer: one row of floats into its blocks.
@@ -21,6 +21,14 @@ pub(crate) struct Format {
 
 pub(crate) fn format(ty: GgmlType) -> Option<Format> {
     use GgmlType as T;
+    let read_only = |dequantize, dot| {
+        Some(Format {
+            quantize: None,
+            dequantize,
+            act: T::Q8_K,
+            dot,
+        })
+    };
     let f = |quantize, dequantize, act, dot| {
         Some(Format {
             quantize: Some(quantize),
@@ -67,6 +75,21 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
             T::Q8_K,
             iq4_xs::dot_q8_k,
         ),
+        T::TQ1_0 => f(
+            tq::quantize_tq1,
+            tq::dequantize_tq1,
+            T::Q8_K,
+            tq::dot_tq1_q8_k,
+        ),
+        T::TQ2_0 => f(
+            tq::quantize_tq2,
+            tq::dequantize_tq2,
+            T::Q8_K,
+            tq::dot_tq2_q8_k,
+        ),
+        T::IQ2_XXS => read_only(iq2::dequantize_xxs, iq2::dot_xxs_q8_k),
+        T::IQ2_XS => read_only(iq2::dequantize_xs, iq2::dot_xs_q8_k),
+        T::IQ2_S => read_only(iq2::dequantize_s, iq2::dot_s_q8_k),
         T::IQ3_XXS => Some(Format {
             quantize: None,
             dequantize: iq3::dequantize_xxs,

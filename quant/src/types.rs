@@ -176,7 +176,7 @@ impl GgmlType {
     }
 
     /// Whether this crate dequantizes and dots with the type (and, except
-    /// IQ3_XXS and IQ3_S, quantizes to it).
+    /// the IQ2 and IQ3 types, quantizes to it).
     pub fn is_supported(self) -> bool {
         matches!(
             self,
@@ -198,6 +198,11 @@ impl GgmlType {
                 | GgmlType::IQ4_XS
                 | GgmlType::IQ3_XXS
                 | GgmlType::IQ3_S
+                | GgmlType::IQ2_XXS
+                | GgmlType::IQ2_XS
+                | GgmlType::IQ2_S
+                | GgmlType::TQ1_0
+                | GgmlType::TQ2_0
         )
     }
 

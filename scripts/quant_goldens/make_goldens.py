@@ -70,6 +70,11 @@ TYPES = {
     "IQ4_XS": (23, 256, 136),
     "IQ3_XXS": (18, 256, 98),
     "IQ3_S": (21, 256, 110),
+    "IQ2_XXS": (16, 256, 66),
+    "IQ2_XS": (17, 256, 74),
+    "IQ2_S": (22, 256, 82),
+    "TQ1_0": (34, 256, 54),
+    "TQ2_0": (35, 256, 66),
 }
 
 # Types whose bytes come from ggml_quantize_chunk (the function
@@ -77,11 +82,14 @@ TYPES = {
 # quantize_row_<t>_ref: for IQ4_NL the two differ (the file quantizer tries
 # 15 scales per block, the _ref row function one); for the others
 # ggml_quantize_chunk runs the _ref function itself.
-CHUNK_TYPES = {"Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S"}
+CHUNK_TYPES = {"Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S"}
+# ggml refuses to quantize these without an importance matrix; a uniform one
+# (all ones) stands in, as the goldens test reading, not quantizing.
+NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS"}
 # Types the quant crate reads but does not write: their bytes (ggml's
 # quantizer, without an importance matrix) test the dequantizer and the dot.
 # The types gguf-py's numpy code can quantize.
-GGUF_PY_QUANTIZE = {"F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
+GGUF_PY_QUANTIZE = {"F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "TQ1_0", "TQ2_0"}
 
 
 def edge_blocks(rng, bs):
@@ -178,7 +186,9 @@ class Ggml:
             fn.restype = ctypes.c_size_t
             fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                            ctypes.c_int64, ctypes.c_void_p]
-            assert fn(TYPES[name][0], src.ctypes.data, dst.ctypes.data, 0, 1, n, None) == nbytes
+            imat = np.ones(n, np.float32) if name in NEEDS_IMATRIX else None
+            imat_p = imat.ctypes.data if imat is not None else None
+            assert fn(TYPES[name][0], src.ctypes.data, dst.ctypes.data, 0, 1, n, imat_p) == nbytes
             return dst
         fname = {"F16": "ggml_fp32_to_fp16_row", "BF16": "ggml_fp32_to_bf16_row_ref"}.get(
             name, f"quantize_row_{name.lower().replace('_k', '_K')}_ref"
@@ -224,7 +234,8 @@ def same_f32(a, b):
 # vec_dot_type; Q4_1/Q5_1 use Q8_1 there, Q8_0 in the quant crate).
 DOT_TYPES = {"F32": "F32", "Q4_0": "Q8_0", "Q4_1": "Q8_1", "Q5_0": "Q8_0", "Q5_1": "Q8_1", "Q8_0": "Q8_0",
              "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K", "Q2_K": "Q8_K", "Q3_K": "Q8_K",
-             "IQ4_NL": "Q8_0", "IQ4_XS": "Q8_K", "IQ3_XXS": "Q8_K", "IQ3_S": "Q8_K"}
+             "IQ4_NL": "Q8_0", "IQ4_XS": "Q8_K", "IQ3_XXS": "Q8_K", "IQ3_S": "Q8_K", "IQ2_XXS": "Q8_K",
+             "IQ2_XS": "Q8_K", "IQ2_S": "Q8_K", "TQ1_0": "Q8_K", "TQ2_0": "Q8_K"}
 ACT_IDS = {"F32": 0, "Q8_0": 8, "Q8_1": 9, "Q8_K": 15}
 ACT_SIZES = {"F32": (1, 4), "Q8_0": (32, 34), "Q8_1": (32, 36), "Q8_K": (256, 292)}
 

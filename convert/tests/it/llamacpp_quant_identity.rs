@@ -1,5 +1,5 @@
 //! Byte identity with llama-quantize for the 2- and 3-bit K types, the
-//! `_S`/`_L` mixes and IQ4_NL/IQ4_XS: scripts/fixtures/make_quant_manifests.py
+//! `_S`/`_L` mixes, IQ4_NL/IQ4_XS and the ternary TQ1_0/TQ2_0: scripts/fixtures/make_quant_manifests.py
 //! recorded what llama-quantize (llama-cpp-python 0.3.36's llama.cpp) makes
 //! of each fixture's F32 GGUF, with and without `--pure`, after proving that
 //! F32 file equal to convert_hf_to_gguf.py's. Our one-pass `convert` from
@@ -29,8 +29,8 @@ fn every_low_bit_manifest_matches_our_conversion() {
     let ms = manifests();
     assert_eq!(
         ms.len(),
-        32,
-        "2 fixtures x 8 types x {{mix, pure}}: run scripts/fixtures/make_quant_manifests.py"
+        40,
+        "2 fixtures x 10 types x {{mix, pure}}: run scripts/fixtures/make_quant_manifests.py"
     );
     let tmp = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();

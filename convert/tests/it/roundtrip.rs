@@ -21,6 +21,8 @@ fn bound(t: GgmlType) -> f32 {
         GgmlType::IQ4_NL | GgmlType::IQ4_XS => 0.2,
         GgmlType::Q3_K => 0.35,
         GgmlType::Q2_K => 0.6,
+        // Ternary: every value becomes -d, 0 or d (d the block's largest).
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => 0.51,
         other => panic!("unexpected type {other:?}"),
     }
 }

@@ -112,6 +112,11 @@ fn dots_agree_with_ggml_cpu_vec_dot() {
         GgmlType::IQ4_XS,
         GgmlType::IQ3_XXS,
         GgmlType::IQ3_S,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
     ] {
         assert!(seen.contains(&ty), "no ggml dot golden for {ty}");
     }

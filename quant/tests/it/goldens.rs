@@ -51,7 +51,7 @@ fn load(ty: GgmlType) -> Golden {
     }
 }
 
-const TYPES: [GgmlType; 18] = [
+const TYPES: [GgmlType; 23] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -70,6 +70,11 @@ const TYPES: [GgmlType; 18] = [
     GgmlType::IQ4_XS,
     GgmlType::IQ3_XXS,
     GgmlType::IQ3_S,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
 ];
 
 fn check_quantize(ty: GgmlType) {
@@ -138,14 +143,23 @@ golden_tests! {
     quantize_q3_k_matches_ggml, dequantize_q3_k_matches_ggml, GgmlType::Q3_K;
     quantize_iq4_nl_matches_ggml, dequantize_iq4_nl_matches_ggml, GgmlType::IQ4_NL;
     quantize_iq4_xs_matches_ggml, dequantize_iq4_xs_matches_ggml, GgmlType::IQ4_XS;
+    quantize_tq1_0_matches_ggml, dequantize_tq1_0_matches_ggml, GgmlType::TQ1_0;
+    quantize_tq2_0_matches_ggml, dequantize_tq2_0_matches_ggml, GgmlType::TQ2_0;
 }
 
-/// IQ3_XXS and IQ3_S are read, not written: ggml's quantizer made the
-/// golden bytes, our dequantizer must give its values bit for bit, and
+/// The IQ3 and IQ2 types are read, not written: ggml's quantizer made the
+/// golden bytes (IQ2_XXS and IQ2_XS with a uniform importance matrix, which
+/// ggml requires), our dequantizer must give its values bit for bit, and
 /// asking us to quantize is a clear error.
 #[test]
-fn iq3_types_dequantize_like_ggml_and_refuse_to_quantize() {
-    for ty in [GgmlType::IQ3_XXS, GgmlType::IQ3_S] {
+fn read_only_types_dequantize_like_ggml_and_refuse_to_quantize() {
+    for ty in [
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ3_S,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+    ] {
         check_dequantize(ty);
         let g = load(ty);
         let mut out = vec![0u8; g.bytes.len()];
@@ -172,6 +186,8 @@ fn every_supported_type_has_a_golden_checked_by_two_references_where_possible() 
                 | GgmlType::Q5_0
                 | GgmlType::Q5_1
                 | GgmlType::Q8_0
+                | GgmlType::TQ1_0
+                | GgmlType::TQ2_0
         );
         if gguf_quantizes {
             assert_eq!(
