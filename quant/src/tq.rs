@@ -69,7 +69,7 @@ fn pack_trits(trits: impl Iterator<Item = i32>) -> u8 {
     for t in trits {
         q = q.wrapping_mul(3).wrapping_add(t as u8);
     }
-    ((q as u16 * 256 + 242) / 243) as u8
+    (q as u16 * 256).div_ceil(243) as u8
 }
 
 pub fn quantize_tq1(src: &[f32], dst: &mut [u8]) {
@@ -94,7 +94,7 @@ pub fn quantize_tq1(src: &[f32], dst: &mut [u8]) {
                     .wrapping_add(trit(x[240 + j + 4 * m], id) as u8);
             }
             q = q.wrapping_mul(3);
-            blk[48 + j] = ((q as u16 * 256 + 242) / 243) as u8;
+            blk[48 + j] = (q as u16 * 256).div_ceil(243) as u8;
         }
     }
 }
