@@ -2,8 +2,8 @@
 //! quantizer, dequantizer, activation type and dot kernel.
 
 use crate::{
-    float, iq2, iq3, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0,
-    q8_k, tq, DotFn, GgmlType,
+    float, iq1, iq2, iq3, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k,
+    q8_0, q8_k, tq, DotFn, GgmlType,
 };
 
 /// A reference quantizer: one row of floats into its blocks.
@@ -87,6 +87,8 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
             T::Q8_K,
             tq::dot_tq2_q8_k,
         ),
+        T::IQ1_S => read_only(iq1::dequantize_s, iq1::dot_s_q8_k),
+        T::IQ1_M => read_only(iq1::dequantize_m, iq1::dot_m_q8_k),
         T::IQ2_XXS => read_only(iq2::dequantize_xxs, iq2::dot_xxs_q8_k),
         T::IQ2_XS => read_only(iq2::dequantize_xs, iq2::dot_xs_q8_k),
         T::IQ2_S => read_only(iq2::dequantize_s, iq2::dot_s_q8_k),

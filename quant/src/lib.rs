@@ -5,7 +5,7 @@
 //! Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
 //! Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, and for reading
 //! only (dequantize and dot, no quantizer: [`QuantError::NoQuantizer`])
-//! IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS and IQ2_S.
+//! IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S and IQ1_M.
 //! Quantizers reproduce byte for
 //! byte what ggml's `quantize_*` functions write without an importance
 //! matrix (llama-quantize's path: `quantize_row_*_ref`, except IQ4_NL,
@@ -16,7 +16,7 @@
 //!   integer sum of each activation block, which needs no extra format and is
 //!   exact where Q8_1's fp16 sum is rounded;
 //! - IQ4_NL (a 32-value type) with Q8_0 activations, as ggml;
-//! - Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, the IQ2, IQ3 and TQ types, IQ4_XS (and
+//! - Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, the IQ1, IQ2, IQ3 and TQ types, IQ4_XS (and
 //!   Q8_K) with Q8_K activations.
 //!
 //! Typical use (the runtime quantizes each activation row once per matmul):
@@ -55,6 +55,8 @@ pub mod error;
 pub mod float;
 mod formats;
 pub mod fp16;
+pub mod iq1;
+pub mod iq1_grid;
 pub mod iq2;
 pub mod iq2_grids;
 pub mod iq3;

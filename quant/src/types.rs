@@ -176,7 +176,7 @@ impl GgmlType {
     }
 
     /// Whether this crate dequantizes and dots with the type (and, except
-    /// the IQ2 and IQ3 types, quantizes to it).
+    /// the IQ1, IQ2 and IQ3 types, quantizes to it).
     pub fn is_supported(self) -> bool {
         matches!(
             self,
@@ -201,6 +201,8 @@ impl GgmlType {
                 | GgmlType::IQ2_XXS
                 | GgmlType::IQ2_XS
                 | GgmlType::IQ2_S
+                | GgmlType::IQ1_S
+                | GgmlType::IQ1_M
                 | GgmlType::TQ1_0
                 | GgmlType::TQ2_0
         )

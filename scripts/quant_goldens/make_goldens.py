@@ -73,6 +73,8 @@ TYPES = {
     "IQ2_XXS": (16, 256, 66),
     "IQ2_XS": (17, 256, 74),
     "IQ2_S": (22, 256, 82),
+    "IQ1_S": (19, 256, 50),
+    "IQ1_M": (29, 256, 56),
     "TQ1_0": (34, 256, 54),
     "TQ2_0": (35, 256, 66),
 }
@@ -82,10 +84,11 @@ TYPES = {
 # quantize_row_<t>_ref: for IQ4_NL the two differ (the file quantizer tries
 # 15 scales per block, the _ref row function one); for the others
 # ggml_quantize_chunk runs the _ref function itself.
-CHUNK_TYPES = {"Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S"}
+CHUNK_TYPES = {"Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S",
+               "IQ1_M"}
 # ggml refuses to quantize these without an importance matrix; a uniform one
 # (all ones) stands in, as the goldens test reading, not quantizing.
-NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS"}
+NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"}
 # Types the quant crate reads but does not write: their bytes (ggml's
 # quantizer, without an importance matrix) test the dequantizer and the dot.
 # The types gguf-py's numpy code can quantize.
@@ -235,7 +238,8 @@ def same_f32(a, b):
 DOT_TYPES = {"F32": "F32", "Q4_0": "Q8_0", "Q4_1": "Q8_1", "Q5_0": "Q8_0", "Q5_1": "Q8_1", "Q8_0": "Q8_0",
              "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K", "Q2_K": "Q8_K", "Q3_K": "Q8_K",
              "IQ4_NL": "Q8_0", "IQ4_XS": "Q8_K", "IQ3_XXS": "Q8_K", "IQ3_S": "Q8_K", "IQ2_XXS": "Q8_K",
-             "IQ2_XS": "Q8_K", "IQ2_S": "Q8_K", "TQ1_0": "Q8_K", "TQ2_0": "Q8_K"}
+             "IQ2_XS": "Q8_K", "IQ2_S": "Q8_K", "IQ1_S": "Q8_K", "IQ1_M": "Q8_K", "TQ1_0": "Q8_K",
+             "TQ2_0": "Q8_K"}
 ACT_IDS = {"F32": 0, "Q8_0": 8, "Q8_1": 9, "Q8_K": 15}
 ACT_SIZES = {"F32": (1, 4), "Q8_0": (32, 34), "Q8_1": (32, 36), "Q8_K": (256, 292)}
 

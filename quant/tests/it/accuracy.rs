@@ -349,5 +349,5 @@ fn dispatch_picks_supported_paths_only() {
     assert_eq!(SimdPath::from_name("AVX2"), Some(SimdPath::Avx2));
     assert_eq!(SimdPath::from_name("avx512"), Some(SimdPath::Avx512));
     assert_eq!(SimdPath::from_name("sse"), None);
-    assert!(kernel_for_path(GgmlType::IQ1_M, SimdPath::Scalar).is_none());
+    assert!(kernel_for_path(GgmlType::MXFP4, SimdPath::Scalar).is_none());
 }

@@ -115,6 +115,8 @@ fn dots_agree_with_ggml_cpu_vec_dot() {
         GgmlType::IQ2_XXS,
         GgmlType::IQ2_XS,
         GgmlType::IQ2_S,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
     ] {

@@ -67,8 +67,6 @@ fn wrong_buffer_size_is_an_error() {
 #[test]
 fn unsupported_types_are_errors() {
     for ty in [
-        GgmlType::IQ1_M,
-        GgmlType::IQ1_S,
         GgmlType::Q8_1,
         GgmlType::I32,
         GgmlType::MXFP4,

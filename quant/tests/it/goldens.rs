@@ -51,7 +51,7 @@ fn load(ty: GgmlType) -> Golden {
     }
 }
 
-const TYPES: [GgmlType; 23] = [
+const TYPES: [GgmlType; 25] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -73,6 +73,8 @@ const TYPES: [GgmlType; 23] = [
     GgmlType::IQ2_XXS,
     GgmlType::IQ2_XS,
     GgmlType::IQ2_S,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
     GgmlType::TQ1_0,
     GgmlType::TQ2_0,
 ];
@@ -147,8 +149,8 @@ golden_tests! {
     quantize_tq2_0_matches_ggml, dequantize_tq2_0_matches_ggml, GgmlType::TQ2_0;
 }
 
-/// The IQ3 and IQ2 types are read, not written: ggml's quantizer made the
-/// golden bytes (IQ2_XXS and IQ2_XS with a uniform importance matrix, which
+/// The IQ3, IQ2 and IQ1 types are read, not written: ggml's quantizer made the
+/// golden bytes (IQ2_XXS, IQ2_XS and the IQ1 types with a uniform importance matrix, which
 /// ggml requires), our dequantizer must give its values bit for bit, and
 /// asking us to quantize is a clear error.
 #[test]
@@ -159,6 +161,8 @@ fn read_only_types_dequantize_like_ggml_and_refuse_to_quantize() {
         GgmlType::IQ2_XXS,
         GgmlType::IQ2_XS,
         GgmlType::IQ2_S,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
     ] {
         check_dequantize(ty);
         let g = load(ty);
