@@ -26,7 +26,7 @@ const ACT_BSUMS: usize = 4 + 256;
 /// The CPU has SSE (every x86-64 CPU). Any `p` and `bytes`: the addresses are
 /// formed with wrapping arithmetic and prefetches never fault.
 #[inline(always)]
-pub(super) unsafe fn prefetch_ahead(p: *const u8, bytes: usize) {
+unsafe fn prefetch_ahead(p: *const u8, bytes: usize) {
     let ahead = p.wrapping_add(PREFETCH_AHEAD);
     let mut o = 0;
     while o < bytes {

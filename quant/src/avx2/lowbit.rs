@@ -9,8 +9,9 @@
 //! `iq4_xs::dot_q8_k`. IQ4_NL goes through `legacy`'s 32-value kernel
 //! (eight f32 lanes, as Q8_0: equal up to the rounding of partial sums).
 //!
-//! A matvec (one activation row) prefetches 4 KiB ahead, as the K-quant
-//! kernels do (`kquants::prefetch_ahead`).
+//! No software prefetch: unlike the Q4_K/Q5_K/Q6_K kernels, these lost
+//! speed with it (1.4B shape, 2 threads, tg32: Q3_K_M 17.0 -> 5.7 tok/s,
+//! Q2_K 22.2 -> 19.1, IQ4_XS 14.5 -> 14.0).
 //!
 //! Ranges (no i16 saturation in `maddubs`): IQ4 codebook magnitudes are at
 //! most 127, so |a| * |w| pairs reach 2 * 128 * 127 = 32512; Q3_K and Q2_K
@@ -18,7 +19,6 @@
 //! activation byte (IQ4_XS puts |a| on the unsigned side); IQ4_NL uses the
 //! sign trick, exact for quants in -127..=127 (all `quantize_row` makes).
 
-use super::kquants::prefetch_ahead;
 use super::{blocks, gemm_rows, hsum_epi32, wrappers};
 use crate::iq4_nl::KVALUES;
 use std::arch::x86_64::*;
@@ -115,9 +115,6 @@ unsafe fn iq4_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] 
     let low = _mm256_set1_epi8(0x0F);
     let mut sum = [0f32; R];
     for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
-        if R == 1 {
-            prefetch_ahead(wb.as_ptr(), BYTES);
-        }
         let d = super::f16_at(wb.as_ptr());
         let scales = iq4_xs_scales(wb);
         let mut isum = [_mm256_setzero_si256(); R];
@@ -206,9 +203,6 @@ unsafe fn q3_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let four = _mm256_set1_epi8(4);
     let mut sum = [0f32; R];
     for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
-        if R == 1 {
-            prefetch_ahead(wb.as_ptr(), BYTES);
-        }
         let d = super::f16_at(wb.as_ptr().add(108));
         let packed = &wb[96..108];
         let sc: [i16; 16] = std::array::from_fn(|j| {
@@ -286,9 +280,6 @@ unsafe fn q2_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let three = _mm256_set1_epi8(3);
     let mut sum = [0f32; R];
     for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
-        if R == 1 {
-            prefetch_ahead(wb.as_ptr(), BYTES);
-        }
         let d = super::f16_at(wb.as_ptr().add(80));
         let dmin = super::f16_at(wb.as_ptr().add(82));
         let sc = _mm_loadu_si128(wb.as_ptr() as *const __m128i);
