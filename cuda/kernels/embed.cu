@@ -3,6 +3,7 @@
 // sums are unfused, as on the CPU). An id outside the vocabulary gives a row
 // of NaN (the host checks ids first; this only keeps reads in bounds).
 #include "common.cuh"
+#include "iq2_grids.cuh"
 #include "iq3_grids.cuh"
 
 struct EmbedArgs {
@@ -82,6 +83,44 @@ static __device__ float dequant_value(int ty, const u8* row, int k) {
         const int sc = (s4 | (((p[8 + s % 4] >> (2 * (s / 4))) & 3) << 4)) - 32;
         const float dl = mul_rn(f16_to_f32(ld_u16(b + 108)), (float)sc);
         return mul_rn(dl, (float)q);
+    }
+    case 16: case 17: case 22: {
+        // IQ2_XXS (66-byte superblocks), IQ2_XS (74), IQ2_S (82): a grid
+        // level, its sign, and d * (0.5 + s) * 0.25, as the CPU computes.
+        const int bb = ty == 16 ? 66 : ty == 17 ? 74 : 82;
+        const u8* b = row + (long long)(k / 256) * bb;
+        const int i = k % 256, ib = i / 32, l = (i % 32) / 8, jj = i % 8;
+        const float d = f16_to_f32(ld_u16(b));
+        u32 idx, sb, s;
+        if (ty == 16) {
+            const u32 aux = ld_u32_a2(b + 6 + 8 * ib);
+            idx = b[2 + 8 * ib + l];
+            const u32 s7 = (aux >> (7 * l)) & 127u;
+            sb = s7 | ((__popc(s7) & 1u) << 7);
+            s = aux >> 28;
+        } else if (ty == 17) {
+            const u32 q = ld_u16(b + 2 + 8 * ib + 2 * l);
+            idx = q & 511u;
+            const u32 s7 = q >> 9;
+            sb = s7 | ((__popc(s7) & 1u) << 7);
+            s = (b[66 + ib] >> (4 * (l / 2))) & 0xfu;
+        } else {
+            idx = b[2 + 4 * ib + l] | (((u32)b[66 + ib] << (8 - 2 * l)) & 0x300u);
+            sb = b[34 + 4 * ib + l];
+            s = (b[74 + ib] >> (4 * (l / 2))) & 0xfu;
+        }
+        const unsigned long long g = ty == 16 ? IQ2XXS_GRID[idx] : ty == 17 ? IQ2XS_GRID[idx] : IQ2S_GRID[idx];
+        const float level = (float)((g >> (8 * jj)) & 0xffu);
+        const float db = mul_rn(mul_rn(d, add_rn(0.5f, (float)s)), 0.25f);
+        const float m = mul_rn(db, level);
+        return (sb >> jj) & 1u ? -m : m;
+    }
+    case 35: {
+        // TQ2_0: (q - 1) * d.
+        const u8* b = row + (long long)(k / 256) * 66;
+        const int i = k % 256, h = i / 128, l = (i % 128) / 32, m = i % 32;
+        const int q = (b[32 * h + m] >> (2 * l)) & 3;
+        return mul_rn((float)(q - 1), f16_to_f32(ld_u16(b + 64)));
     }
     case 18: case 21: {
         // IQ3_XXS (98-byte superblocks) and IQ3_S (110): a grid level, its

@@ -8,6 +8,7 @@
 // With `add` set, out = add + dot instead (add may be out itself: the
 // residual X += W y in one launch; each element is read and written by one lane).
 #include "common.cuh"
+#include "iq2_grids.cuh"
 #include "iq3_grids.cuh"
 
 #define MATVEC_WARPS 4
@@ -56,6 +57,10 @@ static __device__ __forceinline__ u32 spread4(u32 x) {
 #define T_Q6_K 14
 #define T_Q2_K 10
 #define T_Q3_K 11
+#define T_IQ2_XXS 16
+#define T_IQ2_XS 17
+#define T_IQ2_S 22
+#define T_TQ2_0 35
 #define T_IQ3_XXS 18
 #define T_IQ3_S 21
 #define T_IQ4_NL 20
@@ -217,6 +222,68 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
             const u32 low = (qw[i] >> (2 * jj)) & 0x03030303u;
             const u32 high = ((mw[i] >> bit) & 0x01010101u) << 2;
             o.q[i] = (int)bytes_sub(low | high, 0x04040404u);
+        }
+    } else if (T == T_IQ2_XXS || T == T_IQ2_XS || T == T_IQ2_S) {
+        // The file's layout (66-, 74- and 82-byte superblocks, 2-byte
+        // aligned). Unit j: four grid entries of eight levels (words q[2l],
+        // q[2l + 1]) with eight sign bits each, and the odd multipliers
+        // 2s + 1 of the first and last 16 values (IQ2_XXS: one s per 32);
+        // the scale per unit of multiplier is d / 8.
+        const int bb = T == T_IQ2_XXS ? 66 : T == T_IQ2_XS ? 74 : 82;
+        const u8* b = row + (long long)(u / 8) * bb;
+        const int j = u % 8;
+        o.dw = mul_rn(f16_to_f32_cvt(ld_u16(b)), 0.125f);
+        u32 idx[4], sg[4];
+        if (T == T_IQ2_XXS) {
+            const u32 ids = ld_u32_a2(b + 2 + 8 * j), aux = ld_u32_a2(b + 6 + 8 * j);
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                idx[l] = (ids >> (8 * l)) & 0xffu;
+                const u32 s7 = (aux >> (7 * l)) & 127u;
+                sg[l] = s7 | ((__popc(s7) & 1u) << 7);
+            }
+            o.lo = o.hi = (int)(2u * (aux >> 28) + 1u);
+        } else if (T == T_IQ2_XS) {
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                const u32 q = ld_u16(b + 2 + 8 * j + 2 * l);
+                idx[l] = q & 511u;
+                const u32 s7 = q >> 9;
+                sg[l] = s7 | ((__popc(s7) & 1u) << 7);
+            }
+            const u32 sc = (ld_u16(b + 66 + (j & ~1)) >> (8 * (j & 1))) & 0xffu;
+            o.lo = (int)(2u * (sc & 0xfu) + 1u);
+            o.hi = (int)(2u * (sc >> 4) + 1u);
+        } else {
+            const u32 lo4 = ld_u32_a2(b + 2 + 4 * j), s4 = ld_u32_a2(b + 34 + 4 * j);
+            const u32 qh = (ld_u16(b + 66 + (j & ~1)) >> (8 * (j & 1))) & 0xffu;
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                idx[l] = ((lo4 >> (8 * l)) & 0xffu) | ((qh << (8 - 2 * l)) & 0x300u);
+                sg[l] = (s4 >> (8 * l)) & 0xffu;
+            }
+            const u32 sc = (ld_u16(b + 74 + (j & ~1)) >> (8 * (j & 1))) & 0xffu;
+            o.lo = (int)(2u * (sc & 0xfu) + 1u);
+            o.hi = (int)(2u * (sc >> 4) + 1u);
+        }
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const unsigned long long g = T == T_IQ2_XXS ? IQ2XXS_GRID[idx[l]]
+                                         : T == T_IQ2_XS ? IQ2XS_GRID[idx[l]]
+                                                         : IQ2S_GRID[idx[l]];
+            o.q[2 * l] = (int)sign4((u32)g, sg[l]);
+            o.q[2 * l + 1] = (int)sign4((u32)(g >> 32), sg[l] >> 4);
+        }
+    } else if (T == T_TQ2_0) {
+        // 66-byte superblocks (64 bytes of 2-bit codes, fp16 d last): unit
+        // j's code of byte l of half j / 4's 32 bytes at bits 2(j % 4).
+        const u8* b = row + (long long)(u / 8) * 66;
+        const int j = u % 8, h = j / 4, sh = 2 * (j % 4);
+        o.dw = f16_to_f32_cvt(ld_u16(b + 64));
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const u32 w = ld_u32_a2(b + 32 * h + 4 * i);
+            o.q[i] = (int)bytes_sub((w >> sh) & 0x03030303u, 0x01010101u);
         }
     } else if (T == T_IQ3_XXS || T == T_IQ3_S) {
         // The file's layout (98- and 110-byte superblocks, 2-byte aligned).
@@ -592,6 +659,10 @@ MVM(q5_k, T_Q5_K)
 MVM(q6_k, T_Q6_K)
 MVM(q2_k, T_Q2_K)
 MVM(q3_k, T_Q3_K)
+MVM(iq2_xxs, T_IQ2_XXS)
+MVM(iq2_xs, T_IQ2_XS)
+MVM(iq2_s, T_IQ2_S)
+MVM(tq2_0, T_TQ2_0)
 MVM(iq3_xxs, T_IQ3_XXS)
 MVM(iq3_s, T_IQ3_S)
 MVM(iq4_nl, T_IQ4_NL)

@@ -302,6 +302,10 @@ pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q6_K => "q6_k",
         GgmlType::Q2_K => "q2_k",
         GgmlType::Q3_K => "q3_k",
+        GgmlType::IQ2_XXS => "iq2_xxs",
+        GgmlType::IQ2_XS => "iq2_xs",
+        GgmlType::IQ2_S => "iq2_s",
+        GgmlType::TQ2_0 => "tq2_0",
         GgmlType::IQ3_XXS => "iq3_xxs",
         GgmlType::IQ3_S => "iq3_s",
         GgmlType::IQ4_NL => "iq4_nl",
@@ -334,9 +338,9 @@ macro_rules! kernel_names {
 }
 
 type Names = (&'static str, [&'static str; 8], &'static str);
-static KERNEL_NAMES: [Names; 17] = kernel_names!(
-    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq3_xxs",
-    "iq3_s", "iq4_nl", "iq4_xs", "f32", "f16", "bf16"
+static KERNEL_NAMES: [Names; 21] = kernel_names!(
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq2_xxs",
+    "iq2_xs", "iq2_s", "tq2_0", "iq3_xxs", "iq3_s", "iq4_nl", "iq4_xs", "f32", "f16", "bf16"
 );
 
 fn names_of(stem: &str) -> Result<&'static Names> {

@@ -97,8 +97,8 @@ fn quantize_q8a_is_byte_exact() {
     }
 }
 
-/// `w` quantized to `ty`; for a type we read but do not write (IQ3_XXS,
-/// IQ3_S) blocks derived from the values' bits instead, with a small finite
+/// `w` quantized to `ty`; for a type we read but do not write (the IQ3 and
+/// IQ2 types) blocks derived from the values' bits instead, with a small finite
 /// fp16 scale first in each.
 fn quantize_rows(ty: GgmlType, w: &[f32], n: usize) -> Vec<u8> {
     let rb = ty.row_bytes(n).unwrap();
@@ -165,7 +165,7 @@ fn check_matvec(ty: GgmlType, n: usize, rows: usize, ncols: usize, wbytes: &[u8]
     }
 }
 
-const QTYPES: [GgmlType; 14] = [
+const QTYPES: [GgmlType; 18] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -176,6 +176,10 @@ const QTYPES: [GgmlType; 14] = [
     GgmlType::Q6_K,
     GgmlType::Q2_K,
     GgmlType::Q3_K,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::TQ2_0,
     GgmlType::IQ3_XXS,
     GgmlType::IQ3_S,
     GgmlType::IQ4_NL,
@@ -210,6 +214,8 @@ fn matvec_random_bytes_cover_every_bit_pattern() {
         let scale_offs: &[usize] = match ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
             GgmlType::IQ4_NL | GgmlType::IQ4_XS | GgmlType::IQ3_XXS | GgmlType::IQ3_S => &[0],
+            GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => &[0],
+            GgmlType::TQ2_0 => &[64],
             GgmlType::Q6_K => &[208],
             GgmlType::Q3_K => &[108],
             GgmlType::Q2_K => &[80, 82],

@@ -25,8 +25,8 @@ fn main() -> ExitCode {
             each_card_gets_the_sass_it_can_run,
         ),
         harness::test(
-            "the_kernels_iq3_grids_are_the_quant_crates",
-            the_kernels_iq3_grids_are_the_quant_crates,
+            "the_kernels_iq_grids_are_the_quant_crates",
+            the_kernels_iq_grids_are_the_quant_crates,
         ),
     ])
 }
@@ -68,8 +68,8 @@ fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
     .map(|s| s.to_string())
     .collect();
     for stem in [
-        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq3_xxs",
-        "iq3_s", "iq4_nl", "iq4_xs", "f32", "f16", "bf16",
+        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq2_xxs",
+        "iq2_xs", "iq2_s", "tq2_0", "iq3_xxs", "iq3_s", "iq4_nl", "iq4_xs", "f32", "f16", "bf16",
     ] {
         for c in 1..=8 {
             names.push(format!("matvec_{stem}_{c}"));
@@ -129,9 +129,9 @@ fn each_card_gets_the_sass_it_can_run() {
     }
 }
 
-/// The IQ3 grids the kernels carry (cuda/kernels/iq3_grids.cuh) are the
-/// quant crate's, entry for entry.
-fn the_kernels_iq3_grids_are_the_quant_crates() {
+/// The IQ2 and IQ3 grids the kernels carry (cuda/kernels/iq2_grids.cuh,
+/// iq3_grids.cuh) are the quant crate's, entry for entry.
+fn the_kernels_iq_grids_are_the_quant_crates() {
     let src = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/kernels/iq3_grids.cuh"
@@ -151,4 +151,25 @@ fn the_kernels_iq3_grids_are_the_quant_crates() {
     };
     assert_eq!(table("IQ3XXS_GRID"), quant::iq3_grids::IQ3XXS_GRID);
     assert_eq!(table("IQ3S_GRID"), quant::iq3_grids::IQ3S_GRID);
+    let src2 = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/kernels/iq2_grids.cuh"
+    ))
+    .expect("iq2_grids.cuh");
+    let table64 = |name: &str| -> Vec<u64> {
+        let start = src2.find(&format!("{name}[")).expect(name);
+        let body = &src2[start..];
+        let body = &body[body.find('{').expect("{") + 1..body.find("};").expect("};")];
+        body.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                u64::from_str_radix(t.trim_start_matches("0x").trim_end_matches("ull"), 16)
+                    .expect(t)
+            })
+            .collect()
+    };
+    assert_eq!(table64("IQ2XXS_GRID"), quant::iq2_grids::IQ2XXS_GRID);
+    assert_eq!(table64("IQ2XS_GRID"), quant::iq2_grids::IQ2XS_GRID);
+    assert_eq!(table64("IQ2S_GRID"), quant::iq2_grids::IQ2S_GRID);
 }
