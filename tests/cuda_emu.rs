@@ -106,6 +106,7 @@ fn every_weight_type_runs_on_the_emulated_gpu_as_on_the_cpu() {
         (GgmlType::Q2_K, GgmlType::Q6_K),
         (GgmlType::Q3_K, GgmlType::Q6_K),
         (GgmlType::TQ2_0, GgmlType::Q6_K),
+        (GgmlType::TQ1_0, GgmlType::Q6_K),
         (GgmlType::IQ4_NL, GgmlType::IQ4_NL),
         (GgmlType::IQ4_XS, GgmlType::Q6_K),
         (GgmlType::F16, GgmlType::F16),

@@ -302,7 +302,8 @@ static const Entry TABLE[] = {
     REG(embed_rows, EmbedArgs)
     REG_MVF(f32) REG_MVF(f16) REG_MVF(bf16)
     REG_MV(q4_0) REG_MV(q4_1) REG_MV(q5_0) REG_MV(q5_1) REG_MV(q8_0) REG_MV(q4_k) REG_MV(q5_k) REG_MV(q6_k)
-    REG_MV(q2_k) REG_MV(q3_k) REG_MV(iq2_xxs) REG_MV(iq2_xs) REG_MV(iq2_s) REG_MV(tq2_0)
+    REG_MV(q2_k) REG_MV(q3_k) REG_MV(iq1_s) REG_MV(iq1_m) REG_MV(iq2_xxs) REG_MV(iq2_xs) REG_MV(iq2_s)
+    REG_MV(tq1_0) REG_MV(tq2_0)
     REG_MV(iq3_xxs) REG_MV(iq3_s) REG_MV(iq4_nl) REG_MV(iq4_xs)
 };
 

@@ -3,6 +3,7 @@
 // sums are unfused, as on the CPU). An id outside the vocabulary gives a row
 // of NaN (the host checks ids first; this only keeps reads in bounds).
 #include "common.cuh"
+#include "iq1_grid.cuh"
 #include "iq2_grids.cuh"
 #include "iq3_grids.cuh"
 
@@ -114,6 +115,52 @@ static __device__ float dequant_value(int ty, const u8* row, int k) {
         const float db = mul_rn(mul_rn(d, add_rn(0.5f, (float)s)), 0.25f);
         const float m = mul_rn(db, level);
         return (sb >> jj) & 1u ? -m : m;
+    }
+    case 19: case 29: {
+        // IQ1_S (50-byte superblocks) and IQ1_M (56): dl * (level + delta),
+        // dl = d * (2s + 1), as the CPU computes.
+        const bool s_ty = ty == 19;
+        const u8* b = row + (long long)(k / 256) * (s_ty ? 50 : 56);
+        const int i = k % 256, ib = i / 32, l = (i % 32) / 8, jj = i % 8;
+        u32 idx;
+        float d, delta;
+        int ls;
+        if (s_ty) {
+            const u32 qh = ld_u16(b + 34 + 2 * ib);
+            idx = b[2 + 4 * ib + l] | (((qh >> (3 * l)) & 7u) << 8);
+            ls = (int)(2u * ((qh >> 12) & 7u) + 1u);
+            d = f16_to_f32(ld_u16(b));
+            delta = (qh & 0x8000u) ? -0.125f : 0.125f;
+        } else {
+            const u32 s0 = ld_u16(b + 48), s1 = ld_u16(b + 50), s2 = ld_u16(b + 52), s3 = ld_u16(b + 54);
+            d = f16_to_f32((s0 >> 12) | ((s1 >> 8) & 0x00f0u) | ((s2 >> 4) & 0x0f00u) | (s3 & 0xf000u));
+            const u32 sc = ld_u16(b + 48 + 2 * (ib / 2));
+            ls = (int)(2u * ((sc >> (6 * (ib % 2) + 3 * (l / 2))) & 7u) + 1u);
+            const u32 nib = (b[32 + 2 * ib + l / 2] >> (4 * (l % 2))) & 0xfu;
+            idx = b[4 * ib + l] | ((nib & 7u) << 8);
+            delta = (nib & 8u) ? -0.125f : 0.125f;
+        }
+        const float level = (float)(i8)(u8)((IQ1S_GRID[idx] >> (8 * jj)) & 0xffu);
+        return mul_rn(mul_rn(d, (float)ls), add_rn(level, delta));
+    }
+    case 34: {
+        // TQ1_0: trit of a packed byte, minus 1, times d.
+        const u8* b = row + (long long)(k / 256) * 54;
+        const int v = k % 256;
+        u32 byte, n;
+        if (v < 160) {
+            byte = b[v % 32];
+            n = (u32)(v / 32);
+        } else if (v < 240) {
+            byte = b[32 + (v - 160) % 16];
+            n = (u32)((v - 160) / 16);
+        } else {
+            byte = b[48 + (v - 240) % 4];
+            n = (u32)((v - 240) / 4);
+        }
+        const u32 p3 = n == 0 ? 1u : n == 1 ? 3u : n == 2 ? 9u : n == 3 ? 27u : 81u;
+        const int t = (int)((((byte * p3) & 0xffu) * 3u) >> 8);
+        return mul_rn((float)(t - 1), f16_to_f32(ld_u16(b + 52)));
     }
     case 35: {
         // TQ2_0: (q - 1) * d.

@@ -8,6 +8,7 @@
 // With `add` set, out = add + dot instead (add may be out itself: the
 // residual X += W y in one launch; each element is read and written by one lane).
 #include "common.cuh"
+#include "iq1_grid.cuh"
 #include "iq2_grids.cuh"
 #include "iq3_grids.cuh"
 
@@ -33,13 +34,16 @@ struct MatvecArgs {
 // block (da, sa, dot) = da * (dw * isum + mw * msum) with
 // isum = lo * dot(q[0..4]) + hi * dot(q[4..8]) + off * sa and msum = sa, or
 // for a type with a min per 16 values (Q2_K, `msplit`) msum = mlo * (sum of
-// the block's first 16 activations) + mhi * (sum of the last 16).
+// the block's first 16 activations) + mhi * (sum of the last 16), or with a
+// term per 8 values (IQ1_M, `m8on`) msum = sum over groups g of m8[g] * (sum
+// of the block's activations 8g..8g + 8).
 struct Unit {
     int q[8];
     float dw, mw;
     int off, lo, hi;
-    bool msplit;
+    bool msplit, m8on;
     int mlo, mhi;
+    int m8[4];
 };
 
 // Spread 4 bits into bit 4 of four bytes.
@@ -61,6 +65,9 @@ static __device__ __forceinline__ u32 spread4(u32 x) {
 #define T_IQ2_XS 17
 #define T_IQ2_S 22
 #define T_TQ2_0 35
+#define T_TQ1_0 34
+#define T_IQ1_S 19
+#define T_IQ1_M 29
 #define T_IQ3_XXS 18
 #define T_IQ3_S 21
 #define T_IQ4_NL 20
@@ -113,6 +120,9 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
     o.msplit = false;
     o.mlo = 0;
     o.mhi = 0;
+    o.m8on = false;
+#pragma unroll
+    for (int g = 0; g < 4; g++) o.m8[g] = 0;
     if (T == T_Q4_0 || T == T_Q4_1) {
         const int bb = T == T_Q4_0 ? 18 : 20;
         const u8* b = row + (long long)u * bb;
@@ -274,6 +284,79 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
             o.q[2 * l] = (int)sign4((u32)g, sg[l]);
             o.q[2 * l + 1] = (int)sign4((u32)(g >> 32), sg[l] >> 4);
         }
+    } else if (T == T_IQ1_S || T == T_IQ1_M) {
+        // The file's layout (50- and 56-byte superblocks, 2-byte aligned).
+        // Unit j: four grid entries of eight levels in -1..1 (11-bit
+        // indices), the odd multipliers 2s + 1 (IQ1_S: one per 32 values;
+        // IQ1_M: first and last 16), and the delta +-1/8 per 32 (IQ1_S) or
+        // per 8 values (IQ1_M), applied through the activation sums.
+        const u8* b = row + (long long)(u / 8) * (T == T_IQ1_S ? 50 : 56);
+        const int j = u % 8;
+        u32 idx[4];
+        if (T == T_IQ1_S) {
+            const u32 qs = ld_u32_a2(b + 2 + 4 * j), qh = ld_u16(b + 34 + 2 * j);
+#pragma unroll
+            for (int l = 0; l < 4; l++) idx[l] = ((qs >> (8 * l)) & 0xffu) | (((qh >> (3 * l)) & 7u) << 8);
+            const int ls = (int)(2u * ((qh >> 12) & 7u) + 1u);
+            o.lo = o.hi = ls;
+            const float d = f16_to_f32_cvt(ld_u16(b));
+            o.dw = d;
+            o.mw = mul_rn(mul_rn(d, 0.125f), (float)((qh & 0x8000u) ? -ls : ls));
+        } else {
+            const u32 qs = ld_u32_a2(b + 4 * j), qh = ld_u16(b + 32 + 2 * j);
+            const u32 s0 = ld_u16(b + 48), s1 = ld_u16(b + 50), s2 = ld_u16(b + 52), s3 = ld_u16(b + 54);
+            const u32 dbits = (s0 >> 12) | ((s1 >> 8) & 0x00f0u) | ((s2 >> 4) & 0x0f00u) | (s3 & 0xf000u);
+            const u32 sc = j / 2 == 0 ? s0 : j / 2 == 1 ? s1 : j / 2 == 2 ? s2 : s3;
+            o.lo = (int)(2u * ((sc >> (6 * (j % 2))) & 7u) + 1u);
+            o.hi = (int)(2u * ((sc >> (6 * (j % 2) + 3)) & 7u) + 1u);
+            const float d = f16_to_f32_cvt(dbits);
+            o.dw = d;
+            o.mw = mul_rn(d, 0.125f);
+            o.m8on = true;
+#pragma unroll
+            for (int l = 0; l < 4; l++) {
+                const u32 nib = (qh >> (4 * l)) & 0xfu;
+                idx[l] = ((qs >> (8 * l)) & 0xffu) | ((nib & 7u) << 8);
+                const int ls = l < 2 ? o.lo : o.hi;
+                o.m8[l] = (nib & 8u) ? -ls : ls;
+            }
+        }
+#pragma unroll
+        for (int l = 0; l < 4; l++) {
+            const unsigned long long g = IQ1S_GRID[idx[l]];
+            o.q[2 * l] = (int)(u32)g;
+            o.q[2 * l + 1] = (int)(u32)(g >> 32);
+        }
+    } else if (T == T_TQ1_0) {
+        // 54-byte superblocks: 48 bytes of five trits, 4 of four, fp16 d
+        // last (layout in quant/src/tq.rs). Unit j's 32 values one byte at a
+        // time: trit n of byte k is ((k * 3^n mod 256) * 3) >> 8, minus 1.
+        const u8* b = row + (long long)(u / 8) * 54;
+        const int j = u % 8;
+        o.dw = f16_to_f32_cvt(ld_u16(b + 52));
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            u32 w = 0;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int v = 32 * j + 4 * i + e;  // value index in the superblock
+                u32 byte, n;
+                if (v < 160) {
+                    byte = b[v % 32];
+                    n = (u32)(v / 32);
+                } else if (v < 240) {
+                    byte = b[32 + (v - 160) % 16];
+                    n = (u32)((v - 160) / 16);
+                } else {
+                    byte = b[48 + (v - 240) % 4];
+                    n = (u32)((v - 240) / 4);
+                }
+                const u32 p3 = n == 0 ? 1u : n == 1 ? 3u : n == 2 ? 9u : n == 3 ? 27u : 81u;
+                const u32 t = ((((byte * p3) & 0xffu) * 3u) >> 8);
+                w |= ((t - 1u) & 0xffu) << (8 * e);
+            }
+            o.q[i] = (int)w;
+        }
     } else if (T == T_TQ2_0) {
         // 66-byte superblocks (64 bytes of 2-bit codes, fp16 d last): unit
         // j's code of byte l of half j / 4's 32 bytes at bits 2(j % 4).
@@ -402,6 +485,11 @@ static __device__ __forceinline__ float unit_acc(float acc, const Unit& un, cons
 #pragma unroll
         for (int i = 0; i < 4; i++) first = dot4(0x01010101, aq[i], first);
         msum = un.mlo * first + un.mhi * (sa - first);
+    }
+    if (un.m8on) {  // likewise
+        msum = 0;
+#pragma unroll
+        for (int g = 0; g < 4; g++) msum += un.m8[g] * dot4(0x01010101, aq[2 * g + 1], dot4(0x01010101, aq[2 * g], 0));
     }
     const float t = __fmaf_rn(un.mw, (float)msum, __fmul_rn(un.dw, (float)isum));
     return __fmaf_rn(da, t, acc);
@@ -663,6 +751,9 @@ MVM(iq2_xxs, T_IQ2_XXS)
 MVM(iq2_xs, T_IQ2_XS)
 MVM(iq2_s, T_IQ2_S)
 MVM(tq2_0, T_TQ2_0)
+MVM(tq1_0, T_TQ1_0)
+MVM(iq1_s, T_IQ1_S)
+MVM(iq1_m, T_IQ1_M)
 MVM(iq3_xxs, T_IQ3_XXS)
 MVM(iq3_s, T_IQ3_S)
 MVM(iq4_nl, T_IQ4_NL)

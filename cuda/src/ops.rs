@@ -306,6 +306,9 @@ pub fn matvec_stem(ty: GgmlType) -> Option<&'static str> {
         GgmlType::IQ2_XS => "iq2_xs",
         GgmlType::IQ2_S => "iq2_s",
         GgmlType::TQ2_0 => "tq2_0",
+        GgmlType::TQ1_0 => "tq1_0",
+        GgmlType::IQ1_S => "iq1_s",
+        GgmlType::IQ1_M => "iq1_m",
         GgmlType::IQ3_XXS => "iq3_xxs",
         GgmlType::IQ3_S => "iq3_s",
         GgmlType::IQ4_NL => "iq4_nl",
@@ -338,9 +341,10 @@ macro_rules! kernel_names {
 }
 
 type Names = (&'static str, [&'static str; 8], &'static str);
-static KERNEL_NAMES: [Names; 21] = kernel_names!(
-    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq2_xxs",
-    "iq2_xs", "iq2_s", "tq2_0", "iq3_xxs", "iq3_s", "iq4_nl", "iq4_xs", "f32", "f16", "bf16"
+static KERNEL_NAMES: [Names; 24] = kernel_names!(
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq1_s",
+    "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "tq1_0", "tq2_0", "iq3_xxs", "iq3_s", "iq4_nl",
+    "iq4_xs", "f32", "f16", "bf16"
 );
 
 fn names_of(stem: &str) -> Result<&'static Names> {

@@ -101,14 +101,23 @@ fn check_shape(dev: &Device, ty: GgmlType, n: usize, splits: usize, as_stored: b
         let (src, dst) = (&w[r * n..(r + 1) * n], &mut wq[r * rb..(r + 1) * rb]);
         match quant::quantize_row(ty, src, dst) {
             Ok(()) => {}
-            // A type read but not written (IQ3_XXS, IQ3_S): pseudo-random
+            // A type read but not written (the IQ1, IQ2, IQ3 types): pseudo-random
             // blocks, each with a small finite fp16 scale first.
             Err(quant::QuantError::NoQuantizer { .. }) => {
                 for b in dst.iter_mut() {
                     *b = rng.next() as u8;
                 }
                 for blk in dst.chunks_mut(ty.type_size()) {
-                    blk[..2].copy_from_slice(&0x2000u16.to_le_bytes());
+                    if ty == GgmlType::IQ1_M {
+                        // Its fp16 scale is the top nibbles of the last four
+                        // u16: 0x2000 there.
+                        for k in [49, 51, 53] {
+                            blk[k] &= 0x0f;
+                        }
+                        blk[55] = (blk[55] & 0x0f) | 0x20;
+                    } else {
+                        blk[..2].copy_from_slice(&0x2000u16.to_le_bytes());
+                    }
                 }
             }
             Err(e) => return Err(fail(stem, format!("quantize: {e}"))),

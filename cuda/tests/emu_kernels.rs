@@ -97,8 +97,17 @@ fn quantize_q8a_is_byte_exact() {
     }
 }
 
-/// `w` quantized to `ty`; for a type we read but do not write (the IQ3 and
-/// IQ2 types) blocks derived from the values' bits instead, with a small finite
+/// Store fp16 bits `d` as an IQ1_M block's scale: its four nibbles are the
+/// top nibbles of the block's last four u16 (bytes 49, 51, 53, 55).
+fn iq1m_set_scale(blk: &mut [u8], d: u16) {
+    for k in 0..4 {
+        let b = &mut blk[49 + 2 * k];
+        *b = (*b & 0x0f) | ((((d >> (4 * k)) & 0xf) as u8) << 4);
+    }
+}
+
+/// `w` quantized to `ty`; for a type we read but do not write (the IQ3,
+/// IQ2 and IQ1 types) blocks derived from the values' bits instead, with a small finite
 /// fp16 scale first in each.
 fn quantize_rows(ty: GgmlType, w: &[f32], n: usize) -> Vec<u8> {
     let rb = ty.row_bytes(n).unwrap();
@@ -109,8 +118,14 @@ fn quantize_rows(ty: GgmlType, w: &[f32], n: usize) -> Vec<u8> {
             for (b, v) in dst.iter_mut().zip(src.iter().cycle()) {
                 *b = (v.to_bits() >> 9) as u8;
             }
+            // A small finite fp16 scale in each block: first, or for IQ1_M
+            // spread over the top nibbles of its last 8 bytes.
             for blk in dst.chunks_mut(ty.type_size()) {
-                blk[..2].copy_from_slice(&half_bits(0.01).to_le_bytes());
+                if ty == GgmlType::IQ1_M {
+                    iq1m_set_scale(blk, half_bits(0.01));
+                } else {
+                    blk[..2].copy_from_slice(&half_bits(0.01).to_le_bytes());
+                }
             }
         }
     }
@@ -165,7 +180,7 @@ fn check_matvec(ty: GgmlType, n: usize, rows: usize, ncols: usize, wbytes: &[u8]
     }
 }
 
-const QTYPES: [GgmlType; 18] = [
+const QTYPES: [GgmlType; 21] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -176,6 +191,9 @@ const QTYPES: [GgmlType; 18] = [
     GgmlType::Q6_K,
     GgmlType::Q2_K,
     GgmlType::Q3_K,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
+    GgmlType::TQ1_0,
     GgmlType::IQ2_XXS,
     GgmlType::IQ2_XS,
     GgmlType::IQ2_S,
@@ -216,6 +234,9 @@ fn matvec_random_bytes_cover_every_bit_pattern() {
             GgmlType::IQ4_NL | GgmlType::IQ4_XS | GgmlType::IQ3_XXS | GgmlType::IQ3_S => &[0],
             GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => &[0],
             GgmlType::TQ2_0 => &[64],
+            GgmlType::TQ1_0 => &[52],
+            GgmlType::IQ1_S => &[0],
+            GgmlType::IQ1_M => &[],
             GgmlType::Q6_K => &[208],
             GgmlType::Q3_K => &[108],
             GgmlType::Q2_K => &[80, 82],
@@ -225,6 +246,9 @@ fn matvec_random_bytes_cover_every_bit_pattern() {
             for &o in scale_offs {
                 let h = half_bits(rng.gen_range(-0.05f32..0.05));
                 blk[o..o + 2].copy_from_slice(&h.to_le_bytes());
+            }
+            if ty == GgmlType::IQ1_M {
+                iq1m_set_scale(blk, half_bits(rng.gen_range(-0.05f32..0.05)));
             }
         }
         if ty == GgmlType::Q8_0 {

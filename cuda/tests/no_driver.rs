@@ -68,8 +68,9 @@ fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
     .map(|s| s.to_string())
     .collect();
     for stem in [
-        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq2_xxs",
-        "iq2_xs", "iq2_s", "tq2_0", "iq3_xxs", "iq3_s", "iq4_nl", "iq4_xs", "f32", "f16", "bf16",
+        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq1_s",
+        "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "tq1_0", "tq2_0", "iq3_xxs", "iq3_s", "iq4_nl",
+        "iq4_xs", "f32", "f16", "bf16",
     ] {
         for c in 1..=8 {
             names.push(format!("matvec_{stem}_{c}"));
@@ -129,8 +130,8 @@ fn each_card_gets_the_sass_it_can_run() {
     }
 }
 
-/// The IQ2 and IQ3 grids the kernels carry (cuda/kernels/iq2_grids.cuh,
-/// iq3_grids.cuh) are the quant crate's, entry for entry.
+/// The IQ1, IQ2 and IQ3 grids the kernels carry (cuda/kernels/iq1_grid.cuh,
+/// iq2_grids.cuh, iq3_grids.cuh) are the quant crate's, entry for entry.
 fn the_kernels_iq_grids_are_the_quant_crates() {
     let src = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -172,4 +173,17 @@ fn the_kernels_iq_grids_are_the_quant_crates() {
     assert_eq!(table64("IQ2XXS_GRID"), quant::iq2_grids::IQ2XXS_GRID);
     assert_eq!(table64("IQ2XS_GRID"), quant::iq2_grids::IQ2XS_GRID);
     assert_eq!(table64("IQ2S_GRID"), quant::iq2_grids::IQ2S_GRID);
+    let src1 =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/iq1_grid.cuh"))
+            .expect("iq1_grid.cuh");
+    let body = &src1[src1.find('{').expect("{") + 1..src1.find("};").expect("};")];
+    let iq1: Vec<u64> = body
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            u64::from_str_radix(t.trim_start_matches("0x").trim_end_matches("ull"), 16).expect(t)
+        })
+        .collect();
+    assert_eq!(iq1, quant::iq1_grid::IQ1S_GRID);
 }

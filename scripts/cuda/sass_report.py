@@ -70,7 +70,7 @@ SMEM_IN_SECTION = {"90": 1024}  # reserved bytes included in .nv.shared.<kernel>
 # The weight fields name the pointers, in the kernel's one parameter struct
 # (parsed from cuda/kernels), to the model's weights: the loads through them
 # are the "weight" loads. A kernel matched by no row is an error: add it.
-QTYPES = "q4_0|q4_1|q5_0|q5_1|q8_0|q2_k|q3_k|q4_k|q5_k|q6_k|iq2_xxs|iq2_xs|iq2_s|tq2_0|iq3_xxs|iq3_s|iq4_nl|iq4_xs"
+QTYPES = "q4_0|q4_1|q5_0|q5_1|q8_0|q2_k|q3_k|q4_k|q5_k|q6_k|iq1_s|iq1_m|iq2_xxs|iq2_xs|iq2_s|tq1_0|tq2_0|iq3_xxs|iq3_s|iq4_nl|iq4_xs"
 LAUNCH = [
     (rf"matvec_({QTYPES})_[1-8]", 128, "MatvecArgs", ["w"]),
     (r"matvec_(f32|f16|bf16)_[1-8]", 128, "MatvecFArgs", ["w"]),
@@ -99,9 +99,9 @@ for _t in QTYPES.split("|"):
     EXPECT[f"matmul_{_t}"] = 16
 # The K-quants are read 16 bytes at a time (Q4_K and Q5_K as stored, Q2_K,
 # Q3_K and Q6_K in their padded device layouts; review finding 5), and IQ4_XS in its reordered
-# device layout; the legacy 32-value types, IQ4_NL, the IQ2 and IQ3 types and
-# TQ2_0 (2-byte aligned blocks, read as the file has them) still in 16-bit
-# halves. The scan reads its state
+# device layout; the legacy 32-value types, IQ4_NL, the IQ1, IQ2, IQ3 and TQ
+# types (2-byte aligned blocks, read as the file has them) still in 8- and
+# 16-bit loads. The scan reads its state
 # and A rows 16 bytes at a time (finding 18).
 for _t in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs"):
     EXPECT[f"matvec_{_t}_1"] = EXPECT[f"matvec_{_t}_8"] = EXPECT[f"matmul_{_t}"] = 128
