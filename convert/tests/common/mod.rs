@@ -228,3 +228,51 @@ pub fn type_from_manifest_name(s: &str) -> (FileType, bool) {
     };
     (FileType::parse(t).unwrap(), pure)
 }
+
+/// The manifests `<fixture>.<type>[.pure].json` in `dir` (other JSON files,
+/// such as llamacpp/files.json, are not manifests), as (fixture, type, path),
+/// sorted.
+pub fn manifests_in(dir: &Path) -> Vec<(String, String, PathBuf)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "files.json" {
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".json") {
+            let (fixture, ty) = stem.split_once('.').unwrap();
+            out.push((fixture.to_string(), ty.to_string(), p));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Converts each manifest's fixture to its type with our `convert` and
+/// compares the file with the manifest; panics listing every difference.
+pub fn assert_conversions_match(ms: &[(String, String, PathBuf)]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (fixture, ty, path) in ms {
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let (ft, pure) = type_from_manifest_name(ty);
+        let out = tmp.path().join(format!("{fixture}.{ty}.gguf"));
+        convert_to(&hf(fixture), &out, ft, pure).unwrap_or_else(|e| panic!("{fixture} {ty}: {e}"));
+        let f = GgufFile::open(&out).unwrap();
+        // mamba-tiny-tied is the F16 checkpoint.
+        let d = diff_manifest(&f, &manifest, fixture == "mamba-tiny-tied");
+        if !d.is_empty() {
+            failures.push(format!("{fixture} {ty}:\n  {}", d.join("\n  ")));
+        }
+        std::fs::remove_file(&out).unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        ms.len(),
+        failures.join("\n")
+    );
+}
