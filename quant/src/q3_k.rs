@@ -170,11 +170,11 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
 
 /// (d, 16 scales minus 32, levels in -4..=3) of one block.
 #[inline]
-fn unpack(blk: &[u8]) -> (f32, [i32; 16], [i8; QK]) {
+fn unpack(blk: &[u8]) -> q8_k::Scaled16 {
     let d = f16_le(blk[D], blk[D + 1]);
-    let mut sc = [0i32; 16];
+    let mut sc = [0i8; 16];
     for (j, s) in sc.iter_mut().enumerate() {
-        *s = scale6(&blk[SC..D], j) - 32;
+        *s = (scale6(&blk[SC..D], j) - 32) as i8;
     }
     let hm = &blk[..QS];
     let mut q = [0i8; QK];
@@ -196,38 +196,10 @@ fn unpack(blk: &[u8]) -> (f32, [i32; 16], [i8; QK]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (blk, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let (d, sc, q) = unpack(blk);
-        for ((ys, qs), &s) in y.chunks_exact_mut(16).zip(q.chunks_exact(16)).zip(&sc) {
-            let dl = d * s as f32;
-            for (o, &v) in ys.iter_mut().zip(qs) {
-                *o = dl * v as f32;
-            }
-        }
-    }
+    q8_k::dequantize_scaled16(src, dst, BLOCK_BYTES, unpack)
 }
 
 /// Scalar dot of a Q3_K weight row with Q8_K activations.
 pub fn dot_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0f32;
-    for (wb, ab) in w
-        .chunks_exact(BLOCK_BYTES)
-        .zip(a.chunks_exact(q8_k::BLOCK_BYTES))
-        .take(n / QK)
-    {
-        let (d, sc, q) = unpack(wb);
-        let da = q8_k::act_d(ab);
-        let aq = q8_k::act_qs(ab);
-        let mut isum = 0i32;
-        for ((qs, qa), &s) in q.chunks_exact(16).zip(aq.chunks_exact(16)).zip(&sc) {
-            let part: i32 = qs
-                .iter()
-                .zip(qa)
-                .map(|(&x, &y)| x as i32 * (y as i8) as i32)
-                .sum();
-            isum += s * part;
-        }
-        sum += d * da * isum as f32;
-    }
-    sum
+    q8_k::dot_scaled16(n, w, a, BLOCK_BYTES, unpack)
 }

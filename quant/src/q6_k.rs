@@ -77,7 +77,7 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
 
 /// (d, 16 scales, values q - 32 in -32..=31) of one block.
 #[inline]
-fn unpack(blk: &[u8]) -> (f32, [i8; 16], [i8; QK]) {
+fn unpack(blk: &[u8]) -> q8_k::Scaled16 {
     let d = f16_le(blk[208], blk[209]);
     let mut sc = [0i8; 16];
     for (o, &b) in sc.iter_mut().zip(&blk[192..208]) {
@@ -103,38 +103,10 @@ fn unpack(blk: &[u8]) -> (f32, [i8; 16], [i8; QK]) {
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (blk, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
-        let (d, sc, q) = unpack(blk);
-        for ((ys, qs), &s) in y.chunks_exact_mut(16).zip(q.chunks_exact(16)).zip(&sc) {
-            let ds = d * s as f32;
-            for (o, &v) in ys.iter_mut().zip(qs) {
-                *o = ds * v as f32;
-            }
-        }
-    }
+    q8_k::dequantize_scaled16(src, dst, BLOCK_BYTES, unpack)
 }
 
 /// Scalar dot of a Q6_K weight row with Q8_K activations.
 pub fn dot_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut sum = 0f32;
-    for (wb, ab) in w
-        .chunks_exact(BLOCK_BYTES)
-        .zip(a.chunks_exact(q8_k::BLOCK_BYTES))
-        .take(n / QK)
-    {
-        let (d, sc, q) = unpack(wb);
-        let da = q8_k::act_d(ab);
-        let aq = q8_k::act_qs(ab);
-        let mut isum = 0i32;
-        for ((qs, qa), &s) in q.chunks_exact(16).zip(aq.chunks_exact(16)).zip(&sc) {
-            let part: i32 = qs
-                .iter()
-                .zip(qa)
-                .map(|(&x, &y)| x as i32 * (y as i8) as i32)
-                .sum();
-            isum += s as i32 * part;
-        }
-        sum += d * da * isum as f32;
-    }
-    sum
+    q8_k::dot_scaled16(n, w, a, BLOCK_BYTES, unpack)
 }

@@ -112,3 +112,56 @@ pub fn dot_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     sum
 }
+
+/// A super-block unpacked as d, one signed scale per 16 values and 256
+/// signed levels, value = d * scale * level: what Q3_K and Q6_K share.
+pub(crate) type Scaled16 = (f32, [i8; 16], [i8; QK]);
+
+/// Dequantizes whole blocks of `bytes` with the format's `unpack` (the
+/// products in the reference's order: (d * scale) * level).
+pub(crate) fn dequantize_scaled16(
+    src: &[u8],
+    dst: &mut [f32],
+    bytes: usize,
+    unpack: fn(&[u8]) -> Scaled16,
+) {
+    for (blk, y) in src.chunks_exact(bytes).zip(dst.chunks_exact_mut(QK)) {
+        let (d, sc, q) = unpack(blk);
+        for ((ys, qs), &s) in y.chunks_exact_mut(16).zip(q.chunks_exact(16)).zip(&sc) {
+            let ds = d * s as f32;
+            for (o, &v) in ys.iter_mut().zip(qs) {
+                *o = ds * v as f32;
+            }
+        }
+    }
+}
+
+/// Scalar dot of a row of such blocks with Q8_K activations: the integer
+/// sum of scale * (levels . quants), times d * da per block.
+pub(crate) fn dot_scaled16(
+    n: usize,
+    w: &[u8],
+    a: &[u8],
+    bytes: usize,
+    unpack: fn(&[u8]) -> Scaled16,
+) -> f32 {
+    let mut sum = 0f32;
+    for (wb, ab) in w
+        .chunks_exact(bytes)
+        .zip(a.chunks_exact(BLOCK_BYTES))
+        .take(n / QK)
+    {
+        let (d, sc, q) = unpack(wb);
+        let mut isum = 0i32;
+        for ((qs, qa), &s) in q.chunks_exact(16).zip(act_qs(ab).chunks_exact(16)).zip(&sc) {
+            let part: i32 = qs
+                .iter()
+                .zip(qa)
+                .map(|(&x, &y)| x as i32 * (y as i8) as i32)
+                .sum();
+            isum += s as i32 * part;
+        }
+        sum += d * act_d(ab) * isum as f32;
+    }
+    sum
+}
