@@ -33,16 +33,14 @@ struct MatvecArgs {
 // One decoded unit: 32 int8 values (8 words), contribution for an activation
 // block (da, sa, dot) = da * (dw * isum + mw * msum) with
 // isum = lo * dot(q[0..4]) + hi * dot(q[4..8]) + off * sa and msum = sa, or
-// for a type with a min per 16 values (Q2_K, `msplit`) msum = mlo * (sum of
-// the block's first 16 activations) + mhi * (sum of the last 16), or with a
-// term per 8 values (IQ1_M, `m8on`) msum = sum over groups g of m8[g] * (sum
-// of the block's activations 8g..8g + 8).
+// for a type with a min or delta per 16 or 8 values (Q2_K, IQ1_M: `m8on`)
+// msum = sum over groups g of m8[g] * (sum of the block's activations
+// 8g..8g + 8).
 struct Unit {
     int q[8];
     float dw, mw;
     int off, lo, hi;
-    bool msplit, m8on;
-    int mlo, mhi;
+    bool m8on;
     int m8[4];
 };
 
@@ -117,9 +115,6 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
     o.off = 0;
     o.lo = 1;
     o.hi = 1;
-    o.msplit = false;
-    o.mlo = 0;
-    o.mhi = 0;
     o.m8on = false;
 #pragma unroll
     for (int g = 0; g < 4; g++) o.m8[g] = 0;
@@ -207,9 +202,9 @@ static __device__ __forceinline__ void load_unit(const u8* row, int u, Unit& o) 
         const u32 s0 = (sw >> (8 * (si & 3))) & 0xffu, s1 = (sw >> (8 * (si & 3) + 8)) & 0xffu;
         o.lo = (int)(s0 & 0xfu);
         o.hi = (int)(s1 & 0xfu);
-        o.msplit = true;
-        o.mlo = (int)(s0 >> 4);
-        o.mhi = (int)(s1 >> 4);
+        o.m8on = true;
+        o.m8[0] = o.m8[1] = (int)(s0 >> 4);
+        o.m8[2] = o.m8[3] = (int)(s1 >> 4);
         const u32 lw[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
 #pragma unroll
         for (int i = 0; i < 8; i++) o.q[i] = (int)((lw[i] >> (2 * jj)) & 0x03030303u);
@@ -480,13 +475,7 @@ static __device__ __forceinline__ float unit_acc(float acc, const Unit& un, cons
     for (int i = 4; i < 8; i++) hi = dot4(un.q[i], aq[i], hi);
     int isum = un.lo * lo + un.hi * hi + un.off * sa;
     int msum = sa;
-    if (un.msplit) {  // a constant per weight type: folded away elsewhere
-        int first = 0;
-#pragma unroll
-        for (int i = 0; i < 4; i++) first = dot4(0x01010101, aq[i], first);
-        msum = un.mlo * first + un.mhi * (sa - first);
-    }
-    if (un.m8on) {  // likewise
+    if (un.m8on) {  // a constant per weight type: folded away elsewhere
         msum = 0;
 #pragma unroll
         for (int g = 0; g < 4; g++) msum += un.m8[g] * dot4(0x01010101, aq[2 * g + 1], dot4(0x01010101, aq[2 * g], 0));
