@@ -111,3 +111,29 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
         _ => None,
     }
 }
+
+/// A quantizer that takes an importance matrix: one row of floats, one
+/// importance per column of that row, into its blocks.
+pub(crate) type QuantizeWeightedFn = fn(&[f32], &[f32], &mut [u8]);
+
+/// The quantizer ggml's `ggml_quantize_chunk` runs for `ty` when it is
+/// given an importance matrix, for the types whose result depends on one.
+/// `None` for the types that ignore it (F32, F16, BF16, Q8_0, Q8_K, TQ1_0,
+/// TQ2_0: the same bytes either way) and for those we do not write.
+pub(crate) fn quantize_weighted(ty: GgmlType) -> Option<QuantizeWeightedFn> {
+    use GgmlType as T;
+    Some(match ty {
+        T::Q4_0 => q4_0::quantize_weighted,
+        T::Q4_1 => q4_1::quantize_weighted,
+        T::Q5_0 => q5_0::quantize_weighted,
+        T::Q5_1 => q5_1::quantize_weighted,
+        T::Q2_K => q2_k::quantize_weighted,
+        T::Q3_K => q3_k::quantize_weighted,
+        T::Q4_K => q4_k::quantize_weighted,
+        T::Q5_K => q5_k::quantize_weighted,
+        T::Q6_K => q6_k::quantize_weighted,
+        T::IQ4_NL => iq4_nl::quantize_weighted,
+        T::IQ4_XS => iq4_xs::quantize_weighted,
+        _ => return None,
+    })
+}

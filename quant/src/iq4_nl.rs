@@ -187,10 +187,25 @@ pub(crate) fn quantize_superblock<const N: usize>(
 /// `_ref` row function, with none, is not what files are made with).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
-        let p = quantize_superblock::<16>(x, None, 7);
-        blk[..2].copy_from_slice(&p.d.to_le_bytes());
-        blk[2..].copy_from_slice(&p.qs);
+        write_block(blk, quantize_superblock::<16>(x, None, 7));
     }
+}
+
+/// With an importance matrix `qw` (one weight per column of the row): the
+/// same search weighted by `qw * sqrt(sigma2 + x^2)`.
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
+        write_block(blk, quantize_superblock::<16>(x, Some(qw), 7));
+    }
+}
+
+fn write_block(blk: &mut [u8], p: Packed<16>) {
+    blk[..2].copy_from_slice(&p.d.to_le_bytes());
+    blk[2..].copy_from_slice(&p.qs);
 }
 
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {

@@ -6,7 +6,7 @@
 //! (the IQ4_NL codebook). Layout from ggml-common.h (block_iq4_xs).
 
 use crate::fp16::f16_le;
-use crate::iq4_nl::{idot_block, quantize_superblock, KVALUES};
+use crate::iq4_nl::{idot_block, quantize_superblock, Packed, KVALUES};
 use crate::q8_k;
 
 pub const QK: usize = 256;
@@ -16,12 +16,27 @@ pub const BLOCK_BYTES: usize = 136;
 /// (ggml's quantize_iq4_xs, which its `_ref` row function also calls).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
-        let p = quantize_superblock::<128>(x, None, 7);
-        blk[..2].copy_from_slice(&p.d.to_le_bytes());
-        blk[2..4].copy_from_slice(&p.scales_h.to_le_bytes());
-        blk[4..8].copy_from_slice(&p.scales_l);
-        blk[8..].copy_from_slice(&p.qs);
+        write_block(blk, quantize_superblock::<128>(x, None, 7));
     }
+}
+
+/// With an importance matrix `qw` (one weight per column of the row): the
+/// same search weighted by `qw * sqrt(sigma2 + x^2)`.
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
+        write_block(blk, quantize_superblock::<128>(x, Some(qw), 7));
+    }
+}
+
+fn write_block(blk: &mut [u8], p: Packed<128>) {
+    blk[..2].copy_from_slice(&p.d.to_le_bytes());
+    blk[2..4].copy_from_slice(&p.scales_h.to_le_bytes());
+    blk[4..8].copy_from_slice(&p.scales_l);
+    blk[8..].copy_from_slice(&p.qs);
 }
 
 /// The eight sub-block scales of one block, minus 32 (-32..=31).

@@ -20,6 +20,20 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
 // The scalar reference, kept to test the lane version against.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
+    let mut w = [0f32; 32];
+    let w = &mut w[..x.len()];
+    for (w, &v) in w.iter_mut().zip(x) {
+        *w = v * v;
+    }
+    make_qx_quants(nmax, x, l, w)
+}
+
+/// ggml's make_qx_quants with rmse_type 1 and explicit weights `w` (an
+/// importance matrix's, or x^2 for [`make_qx_quants_rmse1`]): the scale
+/// from the largest magnitude, then 18 trial scales around it, keeping the
+/// one whose weighted least-squares fit is best. Levels go to `l` offset by
+/// nmax (0..2 nmax). Returns the scale.
+pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], w: &[f32]) -> f32 {
     let mut max = 0f32;
     let mut amax = 0f32;
     for &v in x {
@@ -38,10 +52,9 @@ pub(crate) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
     let mut iscale = -nmaxf / max;
     let mut sumlx = 0f32;
     let mut suml2 = 0f32;
-    for (&v, q) in x.iter().zip(l.iter_mut()) {
+    for ((&v, &w), q) in x.iter().zip(w).zip(l.iter_mut()) {
         let li = clamp(nearest_int(iscale * v));
         *q = (li + nmax) as i8;
-        let w = v * v;
         let lf = li as f32;
         sumlx += w * v * lf;
         suml2 += w * lf * lf;
@@ -55,9 +68,8 @@ pub(crate) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
         iscale = -(nmaxf + 0.1f32 * is as f32) / max;
         sumlx = 0.0;
         suml2 = 0.0;
-        for &v in x {
+        for (&v, &w) in x.iter().zip(w) {
             let lf = clamp(nearest_int(iscale * v)) as f32;
-            let w = v * v;
             sumlx += w * v * lf;
             suml2 += w * lf * lf;
         }
@@ -70,6 +82,109 @@ pub(crate) fn make_qx_quants_rmse1(nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
         }
     }
     scale
+}
+
+/// ggml's make_qp_quants: non-negative `x` (the sub-block scales or mins
+/// of a K super-block) to levels 0..=nmax in `l` under one scale, chosen
+/// by weighted squared error among 9 trials, then refined by up to 5
+/// passes that move single levels while the weighted fit improves.
+/// Returns the scale. As in ggml, levels are bytes: a negative `x` wraps.
+pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], w: &[f32]) -> f32 {
+    let mut max = 0f32;
+    for &v in x {
+        max = max.max(v);
+    }
+    if max < GROUP_MAX_EPS {
+        l.iter_mut().for_each(|q| *q = 0);
+        return 0.0;
+    }
+    let nmaxf = nmax as f32;
+    let mut iscale = nmaxf / max;
+    for (q, &v) in l.iter_mut().zip(x) {
+        *q = nearest_int(iscale * v) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0f32;
+    for ((&q, &v), &w) in l.iter().zip(x).zip(w) {
+        let diff = v - scale * q as f32;
+        best_mse += w * diff * diff;
+    }
+    for is in -4i32..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1f32 * is as f32 + nmaxf) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0f32;
+        for (&v, &w) in x.iter().zip(w) {
+            let li = nearest_int(iscale_is * v).min(nmax);
+            let diff = v - scale_is * li as f32;
+            mse += w * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let mut sumlx = 0f32;
+    let mut suml2 = 0f32;
+    for ((q, &v), &w) in l.iter_mut().zip(x).zip(w) {
+        let li = nearest_int(iscale * v).min(nmax);
+        *q = li as u8;
+        let lf = li as f32;
+        sumlx += w * v * lf;
+        suml2 += w * lf * lf;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for ((q, &v), &w) in l.iter_mut().zip(x).zip(w) {
+            let lf = *q as f32;
+            let mut slx = sumlx - w * v * lf;
+            let mut sl2 = suml2 - w * lf * lf;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(v * sl2 / slx).min(nmax);
+                if new_l != *q as i32 {
+                    let nf = new_l as f32;
+                    slx += w * v * nf;
+                    sl2 += w * nf * nf;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        *q = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// The weights ggml's importance-matrix quantizers fit with: the column's
+/// importance `qw` times the value's magnitude against the block's spread,
+/// `qw[i] * sqrt(sigma2 + x[i]^2)`.
+#[inline]
+pub(crate) fn importance_weights(x: &[f32], qw: &[f32], sigma2: f32, out: &mut [f32]) {
+    for ((o, &q), &v) in out.iter_mut().zip(qw).zip(x) {
+        *o = q * (sigma2 + v * v).sqrt();
+    }
+}
+
+/// Sum of squares in order, as ggml's quantizers compute sigma2 from it.
+#[inline]
+pub(crate) fn sum_sq(x: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for &v in x {
+        s += v * v;
+    }
+    s
 }
 
 /// Asymmetric quantization `x ~ scale * l - min_out` with l in [0, nmax],
@@ -770,7 +885,7 @@ fn finish_k_superblock(
     scales: &[f32; 8],
     mins: &[f32; 8],
 ) -> (u16, u16, [u8; 12], [u8; 256]) {
-    use crate::fp16::{f16_to_f32, f32_to_f16};
+    use crate::fp16::f32_to_f16;
     let mut max_scale = 0f32;
     let mut max_min = 0f32;
     for j in 0..8 {
@@ -797,6 +912,22 @@ fn finish_k_superblock(
     let packed = pack_scale_min_k4(&ls, &lm);
     let d_bits = f32_to_f16(max_scale / 63.0);
     let dmin_bits = f32_to_f16(max_min / 63.0);
+    requantize_k_superblock(x, nmax, &mut levels, &packed, d_bits, dmin_bits);
+    (d_bits, dmin_bits, packed, levels)
+}
+
+/// Every value of a Q4_K/Q5_K super-block re-quantized against its stored
+/// (fp16 d, dmin, 6-bit scale and min) pairs; a sub-block whose scale is
+/// zero keeps the levels of the search, as ggml does.
+pub(crate) fn requantize_k_superblock(
+    x: &[f32; 256],
+    nmax: i32,
+    levels: &mut [u8; 256],
+    packed: &[u8; 12],
+    d_bits: u16,
+    dmin_bits: u16,
+) {
+    use crate::fp16::f16_to_f32;
     let d_all = f16_to_f32(d_bits);
     let dmin_all = f16_to_f32(dmin_bits);
     for (j, (xs, lv)) in x
@@ -804,16 +935,71 @@ fn finish_k_superblock(
         .zip(levels.chunks_exact_mut(32))
         .enumerate()
     {
-        let (sc, m) = get_scale_min_k4(j, &packed);
+        let (sc, m) = get_scale_min_k4(j, packed);
         let d = d_all * sc as f32;
         if d == 0.0 {
-            continue; // keeps the levels from the search, as ggml does
+            continue; // keeps the levels from the search
         }
         let dm = dmin_all * m as f32;
         for (q, &v) in lv.iter_mut().zip(xs) {
             *q = nearest_int((v + dm) / d).clamp(0, nmax) as u8;
         }
     }
+}
+
+/// Q4_K/Q5_K with an importance matrix (ggml's quantize_row_q{4,5}_K_impl):
+/// per 32 values the asymmetric search with weights `qw * sqrt(sigma2 +
+/// x^2)` (rmin -0.9, rdelta 0.05, 36 steps), the eight scales and mins
+/// each fitted by [`make_qp_quants`] (6 bits) weighted by their sub-block's
+/// total weight, then every value re-quantized. `clamp63` caps the 6-bit
+/// levels as Q5_K does (Q4_K stores them unclamped). Returns what
+/// [`quantize_k_superblock`] does.
+pub(crate) fn quantize_k_superblock_weighted(
+    x: &[f32; 256],
+    qw: &[f32],
+    nmax: i32,
+    clamp63: bool,
+) -> (u16, u16, [u8; 12], [u8; 256]) {
+    use crate::fp16::f32_to_f16;
+    let sigma2 = 2.0 * sum_sq(x) / 256.0;
+    let mut levels = [0u8; 256];
+    let mut laux = [0u8; 32];
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let mut sw = [0f32; 8];
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut w = [0f32; 32];
+        importance_weights(xs, &qw[32 * j..], sigma2, &mut w);
+        for &v in &w {
+            sw[j] += v;
+        }
+        let (scale, min) = make_qkx2_quants(
+            nmax,
+            xs,
+            &w,
+            &mut levels[32 * j..32 * j + 32],
+            &mut laux,
+            -0.9,
+            0.05,
+            36,
+            false,
+        );
+        scales[j] = scale;
+        mins[j] = min;
+    }
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    let d = make_qp_quants(63, &scales, &mut ls, &sw);
+    let m = make_qp_quants(63, &mins, &mut lm, &sw);
+    if clamp63 {
+        ls.iter_mut()
+            .chain(lm.iter_mut())
+            .for_each(|v| *v = (*v).min(63));
+    }
+    let packed = pack_scale_min_k4(&ls, &lm);
+    let (d_bits, dmin_bits) = (f32_to_f16(d), f32_to_f16(m));
+    requantize_k_superblock(x, nmax, &mut levels, &packed, d_bits, dmin_bits);
     (d_bits, dmin_bits, packed, levels)
 }
 

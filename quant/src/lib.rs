@@ -182,6 +182,28 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
     Ok(())
 }
 
+/// Quantize one row with an importance matrix, as `ggml_quantize_chunk`
+/// does when llama-quantize is given one: `importance` holds one weight per
+/// column of the row (`importance.len() == src.len()`; llama-quantize's
+/// per-column mean of the squared activations). Types whose bytes do not
+/// depend on it (F32, F16, BF16, Q8_0, TQ1_0, TQ2_0) quantize as
+/// [`quantize_row`] does; `None` is [`quantize_row`].
+pub fn quantize_row_weighted(
+    ty: GgmlType,
+    src: &[f32],
+    importance: Option<&[f32]>,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    let (Some(qw), Some(weighted)) = (importance, formats::quantize_weighted(ty)) else {
+        return quantize_row(ty, src, dst);
+    };
+    check_len(ty, "importance matrix row", src.len(), qw.len())?;
+    let bytes = row_size(ty, src.len())?;
+    check_len(ty, "quantized output", bytes, dst.len())?;
+    weighted(src, qw, dst);
+    Ok(())
+}
+
 /// Dequantize `dst.len()` values from `src` (`src.len() == ty.row_bytes(dst.len())`).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     let f = format(ty).ok_or(QuantError::Unsupported { ty })?;

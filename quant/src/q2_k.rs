@@ -6,7 +6,9 @@
 //! Layout from ggml-common.h (block_q2_K).
 
 use crate::fp16::{f16_le, f16_to_f32, f32_to_f16};
-use crate::kquant_search::{make_qkx2_quants, nearest_int};
+use crate::kquant_search::{
+    importance_weights, make_qkx2_quants, make_qp_quants, nearest_int, sum_sq,
+};
 use crate::q8_k;
 
 pub const QK: usize = 256;
@@ -65,29 +67,85 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             }
             dmin_bits = f32_to_f16(max_min / 15.0);
         }
-        let (dd, dm) = (f16_to_f32(d_bits), f16_to_f32(dmin_bits));
-        for ((xs, ls), &s) in x.chunks_exact(16).zip(levels.chunks_exact_mut(16)).zip(&sc) {
-            let d = dd * (s & 0xF) as f32;
-            if d == 0.0 {
-                continue; // keeps the levels from the search, as ggml does
-            }
-            let m = dm * (s >> 4) as f32;
-            for (q, &v) in ls.iter_mut().zip(xs) {
-                *q = nearest_int((v + m) / d).clamp(0, 3) as u8;
-            }
-        }
-        blk[..QS].copy_from_slice(&sc);
-        for (q, l) in blk[QS..D]
-            .chunks_exact_mut(32)
-            .zip(levels.chunks_exact(128))
-        {
-            for (k, b) in q.iter_mut().enumerate() {
-                *b = l[k] | (l[k + 32] << 2) | (l[k + 64] << 4) | (l[k + 96] << 6);
-            }
-        }
-        blk[D..D + 2].copy_from_slice(&d_bits.to_le_bytes());
-        blk[D + 2..D + 4].copy_from_slice(&dmin_bits.to_le_bytes());
+        finish_block(x, levels, &sc, d_bits, dmin_bits, blk);
     }
+}
+
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q2_K_impl. Per 16 values the asymmetric search with
+/// weights `qw * sqrt(sigma2 + x^2)` (rmin -0.9, rdelta 0.05, 36 steps,
+/// squared error), then the sixteen scales and mins each fitted to 4 bits
+/// by make_qp_quants, weighted by each sub-block's total weight.
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
+        let sigma2 = sum_sq(x) / QK as f32;
+        let mut levels = [0u8; QK];
+        let mut laux = [0u8; 16];
+        let mut scales = [0f32; QK / 16];
+        let mut mins = [0f32; QK / 16];
+        let mut sw = [0f32; QK / 16];
+        for (j, (xs, ls)) in x
+            .chunks_exact(16)
+            .zip(levels.chunks_exact_mut(16))
+            .enumerate()
+        {
+            let mut w = [0f32; 16];
+            importance_weights(xs, &qw[16 * j..], sigma2, &mut w);
+            for &v in &w {
+                sw[j] += v;
+            }
+            (scales[j], mins[j]) =
+                make_qkx2_quants(3, xs, &w, ls, &mut laux, -0.9, 0.05, 36, false);
+        }
+        let mut ls = [0u8; QK / 16];
+        let mut lm = [0u8; QK / 16];
+        let dm = make_qp_quants(15, &scales, &mut ls, &sw);
+        let mm = make_qp_quants(15, &mins, &mut lm, &sw);
+        let mut sc = [0u8; QK / 16];
+        for ((o, &s), &m) in sc.iter_mut().zip(&ls).zip(&lm) {
+            *o = s | (m << 4);
+        }
+        finish_block(x, levels, &sc, f32_to_f16(dm), f32_to_f16(mm), blk);
+    }
+}
+
+/// The shared tail: every value re-quantized against its stored scale and
+/// min (a sub-block whose scale is zero keeps the levels from the search,
+/// as ggml does), then packed.
+fn finish_block(
+    x: &[f32],
+    mut levels: [u8; QK],
+    sc: &[u8; QK / 16],
+    d_bits: u16,
+    dmin_bits: u16,
+    blk: &mut [u8],
+) {
+    let (dd, dm) = (f16_to_f32(d_bits), f16_to_f32(dmin_bits));
+    for ((xs, ls), &s) in x.chunks_exact(16).zip(levels.chunks_exact_mut(16)).zip(sc) {
+        let d = dd * (s & 0xF) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let m = dm * (s >> 4) as f32;
+        for (q, &v) in ls.iter_mut().zip(xs) {
+            *q = nearest_int((v + m) / d).clamp(0, 3) as u8;
+        }
+    }
+    blk[..QS].copy_from_slice(sc);
+    for (q, l) in blk[QS..D]
+        .chunks_exact_mut(32)
+        .zip(levels.chunks_exact(128))
+    {
+        for (k, b) in q.iter_mut().enumerate() {
+            *b = l[k] | (l[k + 32] << 2) | (l[k + 64] << 4) | (l[k + 96] << 6);
+        }
+    }
+    blk[D..D + 2].copy_from_slice(&d_bits.to_le_bytes());
+    blk[D + 2..D + 4].copy_from_slice(&dmin_bits.to_le_bytes());
 }
 
 /// (d, dmin, scale bytes, levels 0..=3) of one block.

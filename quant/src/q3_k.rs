@@ -8,8 +8,10 @@
 //! 8 + s % 4. value = d * (scale - 32) * q. Layout from ggml-common.h
 //! (block_q3_K).
 
-use crate::fp16::{f16_le, f16_to_f32, f32_to_f16};
-use crate::kquant_search::{nearest_int, GROUP_MAX_EPS};
+use crate::fp16::{f16_le, f32_to_f16};
+use crate::kquant_search::{
+    importance_weights, make_qx_quants, nearest_int, sum_sq, GROUP_MAX_EPS,
+};
 use crate::q8_k;
 
 pub const QK: usize = 256;
@@ -136,34 +138,79 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             d_bits = f32_to_f16(1.0 / iscale);
         }
         blk[D..D + 2].copy_from_slice(&d_bits.to_le_bytes());
-        let d_all = f16_to_f32(d_bits);
+        finish_block(x, levels, blk);
+    }
+}
+
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q3_K_impl. Per 16 values the weighted symmetric
+/// search (weights `qw * sqrt(sigma2 + x^2)`), then the sixteen scales
+/// themselves fitted to 6 bits by the same search, weighted by each
+/// sub-block's total weight.
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
+        let sigma2 = 2.0 * sum_sq(x) / QK as f32;
+        let mut levels = [0i8; QK];
+        let mut scales = [0f32; QK / 16];
+        let mut sw = [0f32; QK / 16];
         for (j, (xs, ls)) in x
             .chunks_exact(16)
             .zip(levels.chunks_exact_mut(16))
             .enumerate()
         {
-            let d = d_all * (scale6(&blk[SC..D], j) - 32) as f32;
-            if d == 0.0 {
-                continue; // keeps the levels from the search, as ggml does
+            let mut w = [0f32; 16];
+            importance_weights(xs, &qw[16 * j..], sigma2, &mut w);
+            for &v in &w {
+                sw[j] += v;
             }
-            for (q, &v) in ls.iter_mut().zip(xs) {
-                *q = (nearest_int(v / d).clamp(-4, 3) + 4) as i8;
-            }
+            scales[j] = make_qx_quants(4, xs, ls, &w);
         }
-        // The high bit of value j goes to bit j / 32 of hmask[j % 32].
-        for (j, q) in levels.iter_mut().enumerate() {
-            if *q > 3 {
-                blk[j % 32] |= 1 << (j / 32);
-                *q -= 4;
-            }
+        blk.fill(0);
+        let mut ls = [0i8; QK / 16];
+        let d_block = make_qx_quants(32, &scales, &mut ls, &sw);
+        for (j, &l) in ls.iter().enumerate() {
+            put_scale6(&mut blk[SC..D], j, l as u8);
         }
-        for (qs, l) in blk[QS..SC]
-            .chunks_exact_mut(32)
-            .zip(levels.chunks_exact(128))
-        {
-            for (k, b) in qs.iter_mut().enumerate() {
-                *b = (l[k] | (l[k + 32] << 2) | (l[k + 64] << 4) | (l[k + 96] << 6)) as u8;
-            }
+        blk[D..D + 2].copy_from_slice(&f32_to_f16(d_block).to_le_bytes());
+        finish_block(x, levels, blk);
+    }
+}
+
+/// The shared tail, once the scales and d are stored: every value
+/// re-quantized against its stored scale, then the high bits and the low
+/// bits packed.
+fn finish_block(x: &[f32], mut levels: [i8; QK], blk: &mut [u8]) {
+    let d_all = f16_le(blk[D], blk[D + 1]);
+    for (j, (xs, ls)) in x
+        .chunks_exact(16)
+        .zip(levels.chunks_exact_mut(16))
+        .enumerate()
+    {
+        let d = d_all * (scale6(&blk[SC..D], j) - 32) as f32;
+        if d == 0.0 {
+            continue; // keeps the levels from the search, as ggml does
+        }
+        for (q, &v) in ls.iter_mut().zip(xs) {
+            *q = (nearest_int(v / d).clamp(-4, 3) + 4) as i8;
+        }
+    }
+    // The high bit of value j goes to bit j / 32 of hmask[j % 32].
+    for (j, q) in levels.iter_mut().enumerate() {
+        if *q > 3 {
+            blk[j % 32] |= 1 << (j / 32);
+            *q -= 4;
+        }
+    }
+    for (qs, l) in blk[QS..SC]
+        .chunks_exact_mut(32)
+        .zip(levels.chunks_exact(128))
+    {
+        for (k, b) in qs.iter_mut().enumerate() {
+            *b = (l[k] | (l[k + 32] << 2) | (l[k + 64] << 4) | (l[k + 96] << 6)) as u8;
         }
     }
 }

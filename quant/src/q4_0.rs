@@ -39,6 +39,44 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q4_0_impl, per 32 values the weighted symmetric
+/// search (weights `qw * sqrt(sigma2 + x^2)`, sigma2 over the whole row).
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    weighted_symmetric(src, qw, dst, BLOCK_BYTES, 8, |blk, d, l| {
+        blk[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        for (j, q) in blk[2..].iter_mut().enumerate() {
+            *q = l[j] as u8 | ((l[j + 16] as u8) << 4);
+        }
+    });
+}
+
+/// The weighted search Q4_0 and Q5_0 share: per 32-value block
+/// make_qx_quants(nmax) with the importance weights, then `store` writes
+/// the block from its scale and levels (0..2 nmax).
+pub(crate) fn weighted_symmetric(
+    src: &[f32],
+    qw: &[f32],
+    dst: &mut [u8],
+    block_bytes: usize,
+    nmax: i32,
+    store: impl Fn(&mut [u8], f32, &[i8; QK]),
+) {
+    use crate::kquant_search::{importance_weights, make_qx_quants, sum_sq};
+    let sigma2 = sum_sq(src) / src.len().max(1) as f32;
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(block_bytes))
+    {
+        let mut w = [0f32; QK];
+        importance_weights(x, qw, sigma2, &mut w);
+        let mut l = [0i8; QK];
+        let d = make_qx_quants(nmax, x, &mut l, &w);
+        store(blk, d, &l);
+    }
+}
+
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     for (blk, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_le(blk[0], blk[1]);

@@ -35,6 +35,47 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q4_1_impl, per 32 values the weighted asymmetric
+/// search (nmax 15, rmin -0.9, rdelta 0.05, 36 steps).
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    weighted_asymmetric(src, qw, dst, BLOCK_BYTES, 15, |blk, l| {
+        for (j, q) in blk[4..].iter_mut().enumerate() {
+            *q = l[j] | (l[j + 16] << 4);
+        }
+    });
+}
+
+/// The weighted search Q4_1 and Q5_1 share: per 32-value block
+/// make_qkx3_quants(nmax) with the importance weights; d and m (the
+/// negated minimum) go to the first four bytes, then `store` writes the
+/// levels (0..=nmax).
+pub(crate) fn weighted_asymmetric(
+    src: &[f32],
+    qw: &[f32],
+    dst: &mut [u8],
+    block_bytes: usize,
+    nmax: i32,
+    store: impl Fn(&mut [u8], &[u8; QK]),
+) {
+    use crate::kquant_search::{importance_weights, make_qkx2_quants, sum_sq};
+    let sigma2 = sum_sq(src) / src.len().max(1) as f32;
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(block_bytes))
+    {
+        let mut w = [0f32; QK];
+        importance_weights(x, qw, sigma2, &mut w);
+        let mut l = [0u8; QK];
+        let mut laux = [0u8; QK];
+        let (d, min) = make_qkx2_quants(nmax, x, &w, &mut l, &mut laux, -0.9, 0.05, 36, false);
+        blk[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        blk[2..4].copy_from_slice(&f32_to_f16(-min).to_le_bytes());
+        store(blk, &l);
+    }
+}
+
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     for (blk, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_le(blk[0], blk[1]);

@@ -5,7 +5,9 @@
 
 use crate::fp16::f16_le;
 use crate::kquant_scale_min::{self, Unpacked};
-use crate::kquant_search::{get_scale_min_k4, quantize_k_superblock};
+use crate::kquant_search::{
+    get_scale_min_k4, quantize_k_superblock, quantize_k_superblock_weighted,
+};
 
 pub const QK: usize = 256;
 pub const BLOCK_BYTES: usize = 144;
@@ -16,14 +18,31 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
         let mut xs = [0f32; QK];
         xs.copy_from_slice(x);
-        let (d, dmin, scales, levels) = quantize_k_superblock(&xs, 15, -1.0, 20);
-        blk[0..2].copy_from_slice(&d.to_le_bytes());
-        blk[2..4].copy_from_slice(&dmin.to_le_bytes());
-        blk[4..16].copy_from_slice(&scales);
-        for (q, l) in blk[16..].chunks_exact_mut(32).zip(levels.chunks_exact(64)) {
-            for (k, b) in q.iter_mut().enumerate() {
-                *b = l[k] | (l[k + 32] << 4);
-            }
+        write_block(blk, quantize_k_superblock(&xs, 15, -1.0, 20));
+    }
+}
+
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q4_K_impl.
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
+        let mut xs = [0f32; QK];
+        xs.copy_from_slice(x);
+        write_block(blk, quantize_k_superblock_weighted(&xs, qw, 15, false));
+    }
+}
+
+fn write_block(blk: &mut [u8], (d, dmin, scales, levels): (u16, u16, [u8; 12], [u8; QK])) {
+    blk[0..2].copy_from_slice(&d.to_le_bytes());
+    blk[2..4].copy_from_slice(&dmin.to_le_bytes());
+    blk[4..16].copy_from_slice(&scales);
+    for (q, l) in blk[16..].chunks_exact_mut(32).zip(levels.chunks_exact(64)) {
+        for (k, b) in q.iter_mut().enumerate() {
+            *b = l[k] | (l[k + 32] << 4);
         }
     }
 }

@@ -30,6 +30,28 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q5_0_impl (the Q4_0 search with nmax 16).
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    crate::q4_0::weighted_symmetric(src, qw, dst, BLOCK_BYTES, 16, |blk, d, l| {
+        blk[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        store5(blk, 6, l.map(|v| v as u8));
+    });
+}
+
+/// Store 32 five-bit levels as Q5_0/Q5_1 do: low nibbles from byte
+/// `qs_at` (value j low, j + 16 high), fifth bits in the u32 before them.
+pub(crate) fn store5(blk: &mut [u8], qs_at: usize, l: [u8; QK]) {
+    let mut qh = 0u32;
+    for j in 0..QK / 2 {
+        let (x0, x1) = (l[j], l[j + QK / 2]);
+        blk[qs_at + j] = (x0 & 0x0F) | ((x1 & 0x0F) << 4);
+        qh |= (((x0 & 0x10) >> 4) as u32) << j;
+        qh |= (((x1 & 0x10) >> 4) as u32) << (j + QK / 2);
+    }
+    blk[qs_at - 4..qs_at].copy_from_slice(&qh.to_le_bytes());
+}
+
 /// The 32 five-bit values (0..=31) of a Q5_0/Q5_1 block body (qh, qs).
 #[inline]
 pub(crate) fn unpack5(qh_bytes: &[u8], qs: &[u8]) -> [u8; 32] {

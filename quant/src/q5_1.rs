@@ -40,6 +40,14 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q5_1_impl (the Q4_1 search with nmax 31).
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    crate::q4_1::weighted_asymmetric(src, qw, dst, BLOCK_BYTES, 31, |blk, l| {
+        crate::q5_0::store5(blk, 8, *l);
+    });
+}
+
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     for (blk, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_le(blk[0], blk[1]);

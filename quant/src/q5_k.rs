@@ -5,7 +5,9 @@
 
 use crate::fp16::f16_le;
 use crate::kquant_scale_min::{self, Unpacked};
-use crate::kquant_search::{get_scale_min_k4, quantize_k_superblock};
+use crate::kquant_search::{
+    get_scale_min_k4, quantize_k_superblock, quantize_k_superblock_weighted,
+};
 
 pub const QK: usize = 256;
 pub const BLOCK_BYTES: usize = 176;
@@ -16,32 +18,49 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
         let mut xs = [0f32; QK];
         xs.copy_from_slice(x);
-        let (d, dmin, scales, levels) = quantize_k_superblock(&xs, 31, -0.5, 15);
-        blk[0..2].copy_from_slice(&d.to_le_bytes());
-        blk[2..4].copy_from_slice(&dmin.to_le_bytes());
-        blk[4..16].copy_from_slice(&scales);
-        let (qh, ql) = blk[16..].split_at_mut(32);
-        qh.fill(0);
-        for (g, (q, l)) in ql
-            .chunks_exact_mut(32)
-            .zip(levels.chunks_exact(64))
-            .enumerate()
-        {
-            let m1 = 1u8 << (2 * g);
-            let m2 = 2u8 << (2 * g);
-            for (k, (b, h)) in q.iter_mut().zip(qh.iter_mut()).enumerate() {
-                let mut l1 = l[k];
-                if l1 > 15 {
-                    l1 -= 16;
-                    *h |= m1;
-                }
-                let mut l2 = l[k + 32];
-                if l2 > 15 {
-                    l2 -= 16;
-                    *h |= m2;
-                }
-                *b = l1 | (l2 << 4);
+        write_block(blk, quantize_k_superblock(&xs, 31, -0.5, 15));
+    }
+}
+
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q5_K_impl.
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
+        let mut xs = [0f32; QK];
+        xs.copy_from_slice(x);
+        write_block(blk, quantize_k_superblock_weighted(&xs, qw, 31, true));
+    }
+}
+
+fn write_block(blk: &mut [u8], (d, dmin, scales, levels): (u16, u16, [u8; 12], [u8; QK])) {
+    blk[0..2].copy_from_slice(&d.to_le_bytes());
+    blk[2..4].copy_from_slice(&dmin.to_le_bytes());
+    blk[4..16].copy_from_slice(&scales);
+    let (qh, ql) = blk[16..].split_at_mut(32);
+    qh.fill(0);
+    for (g, (q, l)) in ql
+        .chunks_exact_mut(32)
+        .zip(levels.chunks_exact(64))
+        .enumerate()
+    {
+        let m1 = 1u8 << (2 * g);
+        let m2 = 2u8 << (2 * g);
+        for (k, (b, h)) in q.iter_mut().zip(qh.iter_mut()).enumerate() {
+            let mut l1 = l[k];
+            if l1 > 15 {
+                l1 -= 16;
+                *h |= m1;
             }
+            let mut l2 = l[k + 32];
+            if l2 > 15 {
+                l2 -= 16;
+                *h |= m2;
+            }
+            *b = l1 | (l2 << 4);
         }
     }
 }

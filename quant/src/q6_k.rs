@@ -5,7 +5,7 @@
 //! k >= 2) and high bits (qh[32h + l] >> 2k) & 3. value = d * sc * (q - 32).
 
 use crate::fp16::{f16_le, f32_to_f16};
-use crate::kquant_search::{make_qx_quants_rmse1_x16, nearest_int, GROUP_MAX_EPS};
+use crate::kquant_search::{make_qx_quants, make_qx_quants_rmse1_x16, nearest_int, GROUP_MAX_EPS};
 use crate::q8_k;
 
 pub const QK: usize = 256;
@@ -17,60 +17,90 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
     for (x, blk) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
         let mut levels = [0i8; QK];
         let mut scales = [0f32; QK / 16];
-        let mut max_scale = 0f32;
-        let mut max_abs_scale = 0f32;
         let mut xs = [0f32; QK];
         xs.copy_from_slice(x);
         make_qx_quants_rmse1_x16(32, &xs, &mut levels, &mut scales);
-        for &scale in &scales {
-            let abs_scale = scale.abs();
-            if abs_scale > max_abs_scale {
-                max_abs_scale = abs_scale;
-                max_scale = scale;
-            }
-        }
-        blk.fill(0);
-        if max_abs_scale < GROUP_MAX_EPS {
-            continue;
-        }
-        let iscale = -128.0 / max_scale;
-        let d_bits = f32_to_f16(1.0 / iscale);
-        blk[208..210].copy_from_slice(&d_bits.to_le_bytes());
-        let d_all = f16_le(blk[208], blk[209]);
-        let mut sc = [0i8; QK / 16];
-        for (o, &s) in sc.iter_mut().zip(&scales) {
-            *o = nearest_int(iscale * s).min(127) as i8;
-        }
-        for (b, &s) in blk[192..208].iter_mut().zip(&sc) {
-            *b = s as u8;
-        }
-        for ((xs, ls), &s) in x.chunks_exact(16).zip(levels.chunks_exact_mut(16)).zip(&sc) {
-            let d = d_all * s as f32;
-            if d == 0.0 {
-                continue; // keeps the levels from the search, as ggml does
-            }
-            for (q, &v) in ls.iter_mut().zip(xs) {
-                *q = (nearest_int(v / d).clamp(-32, 31) + 32) as i8;
-            }
-        }
-        let (ql, rest) = blk.split_at_mut(128);
-        let qh = &mut rest[..64];
-        for ((ql, qh), l) in ql
-            .chunks_exact_mut(64)
-            .zip(qh.chunks_exact_mut(32))
-            .zip(levels.chunks_exact(128))
+        finish_block(x, levels, &scales, blk);
+    }
+}
+
+/// With an importance matrix `qw` (one weight per column of the row):
+/// ggml's quantize_row_q6_K_impl, which fits each 16 values with the
+/// importances themselves as weights (not times sqrt(sigma2 + x^2), unlike
+/// the other K types).
+pub fn quantize_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    for ((x, qw), blk) in src
+        .chunks_exact(QK)
+        .zip(qw.chunks_exact(QK))
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
+        let mut levels = [0i8; QK];
+        let mut scales = [0f32; QK / 16];
+        for (((xs, ws), ls), s) in x
+            .chunks_exact(16)
+            .zip(qw.chunks_exact(16))
+            .zip(levels.chunks_exact_mut(16))
+            .zip(scales.iter_mut())
         {
-            for k in 0..32 {
-                let (l0, l1, l2, l3) = (
-                    l[k] as u8,
-                    l[k + 32] as u8,
-                    l[k + 64] as u8,
-                    l[k + 96] as u8,
-                );
-                ql[k] = (l0 & 0xF) | ((l2 & 0xF) << 4);
-                ql[k + 32] = (l1 & 0xF) | ((l3 & 0xF) << 4);
-                qh[k] = (l0 >> 4) | ((l1 >> 4) << 2) | ((l2 >> 4) << 4) | ((l3 >> 4) << 6);
-            }
+            *s = make_qx_quants(32, xs, ls, ws);
+        }
+        finish_block(x, levels, &scales, blk);
+    }
+}
+
+/// The shared tail: i8 scales against the scale of largest magnitude, every
+/// value re-quantized against its stored scale, then packed.
+fn finish_block(x: &[f32], mut levels: [i8; QK], scales: &[f32; QK / 16], blk: &mut [u8]) {
+    let mut max_scale = 0f32;
+    let mut max_abs_scale = 0f32;
+    for &scale in scales {
+        let abs_scale = scale.abs();
+        if abs_scale > max_abs_scale {
+            max_abs_scale = abs_scale;
+            max_scale = scale;
+        }
+    }
+    blk.fill(0);
+    if max_abs_scale < GROUP_MAX_EPS {
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    let d_bits = f32_to_f16(1.0 / iscale);
+    blk[208..210].copy_from_slice(&d_bits.to_le_bytes());
+    let d_all = f16_le(blk[208], blk[209]);
+    let mut sc = [0i8; QK / 16];
+    for (o, &s) in sc.iter_mut().zip(scales) {
+        *o = nearest_int(iscale * s).min(127) as i8;
+    }
+    for (b, &s) in blk[192..208].iter_mut().zip(&sc) {
+        *b = s as u8;
+    }
+    for ((xs, ls), &s) in x.chunks_exact(16).zip(levels.chunks_exact_mut(16)).zip(&sc) {
+        let d = d_all * s as f32;
+        if d == 0.0 {
+            continue; // keeps the levels from the search, as ggml does
+        }
+        for (q, &v) in ls.iter_mut().zip(xs) {
+            *q = (nearest_int(v / d).clamp(-32, 31) + 32) as i8;
+        }
+    }
+    let (ql, rest) = blk.split_at_mut(128);
+    let qh = &mut rest[..64];
+    for ((ql, qh), l) in ql
+        .chunks_exact_mut(64)
+        .zip(qh.chunks_exact_mut(32))
+        .zip(levels.chunks_exact(128))
+    {
+        for k in 0..32 {
+            let (l0, l1, l2, l3) = (
+                l[k] as u8,
+                l[k + 32] as u8,
+                l[k + 64] as u8,
+                l[k + 96] as u8,
+            );
+            ql[k] = (l0 & 0xF) | ((l2 & 0xF) << 4);
+            ql[k + 32] = (l1 & 0xF) | ((l3 & 0xF) << 4);
+            qh[k] = (l0 >> 4) | ((l1 >> 4) << 2) | ((l2 >> 4) << 4) | ((l3 >> 4) << 6);
         }
     }
 }

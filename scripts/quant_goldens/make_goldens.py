@@ -25,7 +25,11 @@ File layout (all little-endian):
     f32[n] input, u8[nbytes] expected quantized bytes, f32[n] expected
     dequantized values (from ggml's dequantizer applied to those bytes).
 
-It also writes dots.bin: ggml-cpu's own vec_dot results (libggml-cpu.so) for
+It also writes imatrix.bin: ggml_quantize_chunk's bytes given an importance
+matrix (what llama-quantize --imatrix writes), layout in
+write_imatrix_goldens.
+
+And dots.bin: ggml-cpu's own vec_dot results (libggml-cpu.so) for
 weights and activations quantized by ggml's reference quantizers (layout in
 write_dot_goldens). ggml-cpu sums in its own (SIMD) order and pairs Q4_1/Q5_1
 with Q8_1, so the Rust test compares those with a tolerance.
@@ -310,6 +314,58 @@ def write_dot_goldens(ggml, cpu_path, out_dir):
     return os.path.getsize(path)
 
 
+# The types whose quantizer takes an importance matrix, and (the last four)
+# types ggml quantizes the same with or without one.
+IMATRIX_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
+                 "Q8_0", "TQ1_0", "TQ2_0"]
+IMATRIX_ROWS, IMATRIX_N = 8, 512
+
+
+def importance(rng, n):
+    """An importance row like llama-imatrix's (per-column mean of squared
+    activations): positive, spread over decades, a few columns never
+    activated (0), one whole 32-column block of them, a few huge."""
+    w = (rng.gamma(0.5, 1.0, n) * 10.0 ** rng.uniform(-2, 2, n)).astype(np.float32)
+    w[rng.integers(0, n, 6)] = 0.0
+    w[64:96] = 0.0
+    w[rng.integers(0, n, 3)] = 1e4
+    return w
+
+
+def write_imatrix_goldens(ggml, out_dir):
+    """imatrix.bin: ggml_quantize_chunk's bytes with an importance matrix,
+    as llama-quantize --imatrix calls it (several rows: Q4_0..Q5_1 take
+    sigma2 over the whole row).
+
+    Layout (LE): b"QIMX", u32 version 1, u32 entries; per entry u32 ggml
+    type id, u32 rows, u32 values per row, u32 bytes, f32[values per row]
+    importance, f32[rows * values per row] input, u8[bytes] ggml's output.
+    """
+    fn = ggml.lib.ggml_quantize_chunk
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_int64, ctypes.c_void_p]
+    body = b""
+    for name in IMATRIX_TYPES:
+        tid, bs, ts = TYPES[name]
+        rng = np.random.default_rng(5000 + tid)
+        x = make_input(name, rng)[: IMATRIX_ROWS * IMATRIX_N].astype(np.float32)
+        imat = importance(rng, IMATRIX_N)
+        nbytes = IMATRIX_ROWS * IMATRIX_N // bs * ts
+        dst = np.zeros(nbytes, np.uint8)
+        assert fn(tid, x.ctypes.data, dst.ctypes.data, 0, IMATRIX_ROWS, IMATRIX_N, imat.ctypes.data) == nbytes
+        plain = np.zeros(nbytes, np.uint8)
+        assert fn(tid, x.ctypes.data, plain.ctypes.data, 0, IMATRIX_ROWS, IMATRIX_N, None) == nbytes
+        differs = int(np.count_nonzero(plain != dst))
+        print(f"imatrix {name:6}: {nbytes} bytes, {differs} differ from the quantization without one")
+        body += struct.pack("<4I", tid, IMATRIX_ROWS, IMATRIX_N, nbytes)
+        body += imat.astype("<f4").tobytes() + x.astype("<f4").tobytes() + dst.tobytes()
+    path = os.path.join(out_dir, "imatrix.bin")
+    with open(path, "wb") as fh:
+        fh.write(b"QIMX" + struct.pack("<2I", 1, len(IMATRIX_TYPES)) + body)
+    return os.path.getsize(path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=DEFAULT_LIB)
@@ -360,6 +416,7 @@ def main():
         print(f"{name:5} n={n:5} bytes={len(q):6} file={size:7}  gguf-py quantize: {q_note}; dequantize: {d_note}")
     cpu_path = args.cpu_lib or os.path.join(os.path.dirname(args.lib), "libggml-cpu.so")
     total += write_dot_goldens(ggml, cpu_path, args.out)
+    total += write_imatrix_goldens(ggml, args.out)
     print(f"total {total} bytes in {args.out}")
     if failures:
         print("REFERENCES DISAGREE:\n  " + "\n  ".join(failures), file=sys.stderr)

@@ -205,3 +205,74 @@ fn every_supported_type_has_a_golden_checked_by_two_references_where_possible() 
         assert!(g.input.iter().filter(|v| **v != 0.0).count() > g.input.len() / 2);
     }
 }
+
+/// imatrix.bin: what ggml_quantize_chunk writes given an importance matrix
+/// (llama-quantize --imatrix), several rows per type. Ours, through
+/// `quantize_row_weighted`, must be the same bytes; and for the types
+/// whose result depends on the matrix, differ from the plain quantizer
+/// (so the matrix is really used).
+#[test]
+fn importance_matrix_quantization_matches_ggml_byte_for_byte() {
+    use quant::quantize_row_weighted;
+    let path = fixture_dir().join("imatrix.bin");
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    assert_eq!(&raw[..4], b"QIMX", "{}: bad magic", path.display());
+    let mut at = 4;
+    let mut u = || {
+        let v = u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+        at += 4;
+        v as usize
+    };
+    assert_eq!(u(), 1, "imatrix.bin version");
+    let entries = u();
+    let mut seen = Vec::new();
+    let mut pos = 12;
+    for _ in 0..entries {
+        let word = |i: usize| {
+            let o = pos + 4 * i;
+            u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]) as usize
+        };
+        let (id, rows, n, nbytes) = (word(0), word(1), word(2), word(3));
+        pos += 16;
+        let ty = GgmlType::from_id(id as u32).expect("known type id");
+        let qw = f32s(&raw[pos..pos + 4 * n]);
+        pos += 4 * n;
+        let x = f32s(&raw[pos..pos + 4 * rows * n]);
+        pos += 4 * rows * n;
+        let want = &raw[pos..pos + nbytes];
+        pos += nbytes;
+        let rb = nbytes / rows;
+        let mut got = vec![0u8; nbytes];
+        let mut plain = vec![0u8; nbytes];
+        for r in 0..rows {
+            let (src, dst) = (&x[r * n..(r + 1) * n], &mut got[r * rb..(r + 1) * rb]);
+            quantize_row_weighted(ty, src, Some(&qw), dst).unwrap();
+            quantize_row(ty, src, &mut plain[r * rb..(r + 1) * rb]).unwrap();
+        }
+        let bad: Vec<usize> = (0..nbytes).filter(|&i| got[i] != want[i]).collect();
+        assert!(
+            bad.is_empty(),
+            "{}: {} of {nbytes} bytes differ from ggml with an imatrix (first at {:?}, block of {} bytes)",
+            ty.name(),
+            bad.len(),
+            bad.first(),
+            ty.type_size()
+        );
+        let ignores = matches!(ty, GgmlType::Q8_0 | GgmlType::TQ1_0 | GgmlType::TQ2_0);
+        assert_eq!(
+            got == plain,
+            ignores,
+            "{}: the imatrix changed nothing",
+            ty.name()
+        );
+        seen.push(ty);
+    }
+    assert_eq!(pos, raw.len(), "imatrix.bin: trailing bytes");
+    assert_eq!(seen.len(), 14, "{seen:?}");
+    // A row of the wrong length is refused, naming the importance matrix.
+    let mut dst = vec![0u8; GgmlType::Q4_K.type_size()];
+    let e = quantize_row_weighted(GgmlType::Q4_K, &[0.5; 256], Some(&[1.0; 255]), &mut dst)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("importance matrix"), "{e}");
+}
