@@ -22,6 +22,7 @@ fn main() {
         force: true,
         threads: a.get(4).and_then(|t| t.parse().ok()),
         arch: None,
+        imatrix: None,
     };
     let cancel = AtomicBool::new(false);
     let r = convert::convert(

@@ -30,6 +30,9 @@ pub struct ConvertOptions {
     pub threads: Option<usize>,
     /// `--arch`: convert as this variant whatever config.json says.
     pub arch: Option<Variant>,
+    /// `--imatrix`: quantize with this importance matrix, as
+    /// `llama-quantize --imatrix` does.
+    pub imatrix: Option<crate::imatrix::ImatrixInput>,
 }
 
 impl Default for ConvertOptions {
@@ -40,6 +43,7 @@ impl Default for ConvertOptions {
             force: false,
             threads: None,
             arch: None,
+            imatrix: None,
         }
     }
 }
@@ -244,17 +248,25 @@ pub fn convert(
     // Types and specs.
     let ft = opts.file_type;
     let mut specs = Vec::with_capacity(planned.len());
+    let mut importances = Vec::with_capacity(planned.len());
     for p in &planned {
         let ty = tensor_type(ft, opts.pure, &p.gguf_name, &p.dims, tied, None);
-        crate::mix::check_imatrix(ft, &p.gguf_name, ty).map_err(|what| ConvertError::Input {
-            path: dir.to_path_buf(),
-            what,
+        let imp = crate::imatrix::importance_for(opts.imatrix.as_ref(), &p.gguf_name, &p.dims, ty)?;
+        crate::mix::check_imatrix(ft, &p.gguf_name, ty, imp.is_some()).map_err(|what| {
+            ConvertError::Input {
+                path: dir.to_path_buf(),
+                what,
+            }
         })?;
         specs.push(TensorSpec::new(p.gguf_name.clone(), p.dims.clone(), ty));
+        importances.push(imp);
     }
     let n_params: u64 = planned.iter().map(|p| p.n_elements()).sum();
     let mut meta: Vec<(String, Value)> = model_metadata(dir, &hp, &known, ft, n_params);
     meta.extend(vocab.metadata());
+    if let Some(m) = &opts.imatrix {
+        meta.extend(m.metadata());
+    }
     drop(vocab);
 
     let total_in: u64 = planned
@@ -278,7 +290,7 @@ pub fn convert(
     let mut tensor_bytes = 0u64;
     let pool = thread_pool(opts.threads)?;
     {
-        for (i, (p, spec)) in planned.iter().zip(&specs).enumerate() {
+        for (i, ((p, spec), imp)) in planned.iter().zip(&specs).zip(&importances).enumerate() {
             progress(Progress::Tensor {
                 index: i,
                 name: &p.gguf_name,
@@ -306,6 +318,7 @@ pub fn convert(
                 n,
                 n_rows,
                 spec.ty,
+                imp.as_deref(),
                 pool.as_ref(),
                 cancel,
                 &mut done,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod hf_to_gguf;
 pub mod identify;
+pub mod imatrix;
 pub mod known;
 pub mod layout;
 pub mod metadata;

@@ -199,13 +199,14 @@ pub fn requires_imatrix(ft: FileType, name: &str, ty: GgmlType) -> bool {
 }
 
 /// llama-quantize's refusal, worded for our error types: `Err(reason)` when
-/// tensor `name` would be `ty` in a file of type `ft` and that needs an
-/// importance matrix.
-pub fn check_imatrix(ft: FileType, name: &str, ty: GgmlType) -> Result<(), String> {
-    if requires_imatrix(ft, name, ty) {
+/// tensor `name` would be `ty` in a file of type `ft`, that needs an
+/// importance matrix, and `have` (the imatrix has an entry for it) is false.
+pub fn check_imatrix(ft: FileType, name: &str, ty: GgmlType, have: bool) -> Result<(), String> {
+    if !have && requires_imatrix(ft, name, ty) {
         return Err(format!(
             "type {} requires an importance matrix, as llama-quantize says (offending tensor: '{name}', target type {ty}): \
-             without one the result is garbage; reading an imatrix is not implemented here yet, so choose another type (q2_k, q3_k_s, ...)",
+             without one the result is garbage; pass --imatrix FILE (made by `mamba-gguf imatrix` or llama-imatrix) \
+             with an entry for that tensor, or choose another type (q2_k, q3_k_s, ...)",
             ft.name()
         ));
     }

@@ -20,6 +20,9 @@ pub struct QuantizeOptions {
     pub allow_requantize: bool,
     pub force: bool,
     pub threads: Option<usize>,
+    /// `--imatrix`: quantize with this importance matrix, as
+    /// `llama-quantize --imatrix` does.
+    pub imatrix: Option<crate::imatrix::ImatrixInput>,
 }
 
 fn is_float(t: GgmlType) -> bool {
@@ -84,10 +87,18 @@ pub fn quantize(
     let tied = f.tensor("output.weight").is_none();
     let ft = opts.file_type;
     let mut specs = Vec::new();
+    let mut importances = Vec::new();
     for t in f.tensors() {
         let ty = tensor_type(ft, opts.pure, &t.name, &t.dims, tied, Some(t.ty));
-        crate::mix::check_imatrix(ft, &t.name, ty).map_err(bad)?;
+        let imp = match ty == t.ty {
+            true => None, // copied as it is
+            false => crate::imatrix::importance_for(opts.imatrix.as_ref(), &t.name, &t.dims, ty)?,
+        };
+        if ty != t.ty {
+            crate::mix::check_imatrix(ft, &t.name, ty, imp.is_some()).map_err(bad)?;
+        }
         specs.push(TensorSpec::new(t.name.clone(), t.dims.clone(), ty));
+        importances.push(imp);
     }
     let mut meta: Vec<(String, Value)> = Vec::with_capacity(f.metadata().len() + 2);
     for (k, v) in f.metadata() {
@@ -109,6 +120,12 @@ pub fn quantize(
             meta.push((k.to_string(), v));
         }
     }
+    if let Some(m) = &opts.imatrix {
+        for (k, v) in m.metadata() {
+            meta.retain(|(old, _)| *old != k);
+            meta.push((k, v));
+        }
+    }
     let total: u64 = f.tensors().iter().map(|t| t.n_bytes as u64).sum();
     progress(Progress::Start {
         tensors: specs.len(),
@@ -122,7 +139,7 @@ pub fn quantize(
     let mut done = 0;
     let mut tensor_bytes = 0u64;
     let mut n_params = 0u64;
-    for (i, (t, spec)) in f.tensors().iter().zip(&specs).enumerate() {
+    for (i, ((t, spec), imp)) in f.tensors().iter().zip(&specs).zip(&importances).enumerate() {
         progress(Progress::Tensor {
             index: i,
             name: &t.name,
@@ -142,6 +159,7 @@ pub fn quantize(
             n,
             n_rows,
             spec.ty,
+            imp.as_deref(),
             pool.as_ref(),
             cancel,
             &mut done,

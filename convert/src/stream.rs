@@ -138,7 +138,9 @@ fn decode_rows(
     Ok(())
 }
 
-/// Encode and write one tensor of `n_rows` rows of `n` values as `ty`.
+/// Encode and write one tensor of `n_rows` rows of `n` values as `ty`,
+/// with `importance` (one weight per column: an importance matrix's entry
+/// for this tensor) when given.
 #[allow(clippy::too_many_arguments)]
 pub fn write_tensor(
     w: &mut GgufWriter,
@@ -147,6 +149,7 @@ pub fn write_tensor(
     n: usize,
     n_rows: usize,
     ty: GgmlType,
+    importance: Option<&[f32]>,
     pool: Option<&rayon::ThreadPool>,
     cancel: &AtomicBool,
     done: &mut u64,
@@ -196,7 +199,7 @@ pub fn write_tensor(
             enc_ref
                 .par_chunks_mut(rb.max(1))
                 .zip(vals_ref.par_chunks(n.max(1)))
-                .try_for_each(|(d, s)| quant::quantize_row(ty, s, d))
+                .try_for_each(|(d, s)| quant::quantize_row_weighted(ty, s, importance, d))
                 .map_err(|source| ConvertError::Quant {
                     tensor: name.to_string(),
                     source,

@@ -145,9 +145,22 @@ fn run<'py>(
     Ok(d)
 }
 
+/// The importance matrix at `path` (`imatrix=`), if one is given.
+fn load_imatrix(path: Option<PathBuf>) -> PyResult<Option<::convert::imatrix::ImatrixInput>> {
+    match path {
+        None => Ok(None),
+        Some(p) => {
+            error::require_exists(&p, "importance matrix")?;
+            ::convert::imatrix::ImatrixInput::load(&p)
+                .map(Some)
+                .map_err(error::convert)
+        }
+    }
+}
+
 /// Converts a Hugging Face checkpoint folder to a GGUF file.
 #[pyfunction]
-#[pyo3(signature = (hf_dir, out, r#type="q4_k_m", progress=true, force=false, pure=false, threads=None))]
+#[pyo3(signature = (hf_dir, out, r#type="q4_k_m", progress=true, force=false, pure=false, threads=None, imatrix=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn convert<'py>(
     py: Python<'py>,
@@ -158,14 +171,17 @@ pub fn convert<'py>(
     force: bool,
     pure: bool,
     threads: Option<i64>,
+    imatrix: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
     error::require_exists(&hf_dir, "checkpoint folder")?;
+    let imatrix = load_imatrix(imatrix)?;
     let opts = ConvertOptions {
         file_type: parse_type(r#type)?,
         pure,
         force,
         threads: self::threads(threads)?,
         arch: None,
+        imatrix,
     };
     run(py, progress, |cancel, cb| {
         ::convert::convert(&hf_dir, &out, &opts, cancel, cb)
@@ -174,7 +190,7 @@ pub fn convert<'py>(
 
 /// Requantizes an F32/F16/BF16 GGUF to another type.
 #[pyfunction]
-#[pyo3(signature = (src, dst, r#type, progress=true, force=false, pure=false, allow_requantize=false, threads=None))]
+#[pyo3(signature = (src, dst, r#type, progress=true, force=false, pure=false, allow_requantize=false, threads=None, imatrix=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn quantize<'py>(
     py: Python<'py>,
@@ -186,14 +202,17 @@ pub fn quantize<'py>(
     pure: bool,
     allow_requantize: bool,
     threads: Option<i64>,
+    imatrix: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
     error::require_exists(&src, "GGUF file")?;
+    let imatrix = load_imatrix(imatrix)?;
     let opts = QuantizeOptions {
         file_type: parse_type(r#type)?,
         pure,
         allow_requantize,
         force,
         threads: self::threads(threads)?,
+        imatrix,
     };
     run(py, progress, |cancel, cb| {
         ::convert::quantize(&src, &dst, &opts, cancel, cb)

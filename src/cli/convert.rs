@@ -33,6 +33,12 @@ pub struct Args {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// An importance matrix (GGUF from `mamba-gguf imatrix` or llama-imatrix,
+    /// or the older .dat form): each block's scale is fitted weighting each
+    /// column by it, as `llama-quantize --imatrix` does (same bytes).
+    /// Needed for q2_k_s.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
     /// No progress bar or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -149,6 +155,14 @@ pub fn run(args: Args) -> Result<()> {
         force: args.force,
         threads: args.threads,
         arch: args.arch,
+
+        imatrix: match &args.imatrix {
+            Some(p) => Some(
+                convert::imatrix::ImatrixInput::load(p)
+                    .map_err(|e| anyhow!(e).context("reading the importance matrix (--imatrix)"))?,
+            ),
+            None => None,
+        },
     };
     let cancel = cancel_flag();
     let mut bar = Bar::new(args.quiet);

@@ -32,6 +32,12 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// An importance matrix (GGUF from `mamba-gguf imatrix` or llama-imatrix,
+    /// or the older .dat form): each block's scale is fitted weighting each
+    /// column by it, as `llama-quantize --imatrix` does (same bytes).
+    /// Needed for q2_k_s.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
     /// No progress bar or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -45,6 +51,14 @@ pub fn run(args: Args) -> Result<()> {
         allow_requantize: args.allow_requantize,
         force: args.force,
         threads: args.threads,
+
+        imatrix: match &args.imatrix {
+            Some(p) => Some(
+                convert::imatrix::ImatrixInput::load(p)
+                    .map_err(|e| anyhow!(e).context("reading the importance matrix (--imatrix)"))?,
+            ),
+            None => None,
+        },
     };
     let cancel = cancel_flag();
     let mut bar = Bar::new(args.quiet);

@@ -42,12 +42,24 @@ pub fn convert_to(
     ft: FileType,
     pure: bool,
 ) -> convert::Result<convert::Summary> {
+    convert_with(dir, out, ft, pure, None)
+}
+
+/// [`convert_to`] with an importance matrix.
+pub fn convert_with(
+    dir: &Path,
+    out: &Path,
+    ft: FileType,
+    pure: bool,
+    imatrix: Option<convert::imatrix::ImatrixInput>,
+) -> convert::Result<convert::Summary> {
     let opts = ConvertOptions {
         file_type: ft,
         pure,
         force: false,
         threads: Some(2),
         arch: None,
+        imatrix,
     };
     let cancel = AtomicBool::new(false);
     convert::convert(dir, out, &opts, &cancel, &mut |_p: Progress<'_>| {})
@@ -221,12 +233,29 @@ pub fn diff_manifest(f: &GgufFile, manifest: &serde_json::Value, f16_source: boo
     diffs
 }
 
-pub fn type_from_manifest_name(s: &str) -> (FileType, bool) {
+/// (type, --pure, --imatrix) of a manifest's `<type>[.pure][.imatrix]`.
+pub fn type_from_manifest_name(s: &str) -> (FileType, bool, bool) {
+    let (s, imatrix) = match s.strip_suffix(".imatrix") {
+        Some(t) => (t, true),
+        None => (s, false),
+    };
     let (t, pure) = match s.strip_suffix(".pure") {
         Some(t) => (t, true),
         None => (s, false),
     };
-    (FileType::parse(t).unwrap(), pure)
+    (FileType::parse(t).unwrap(), pure, imatrix)
+}
+
+/// The fixture's importance matrix made by llama-imatrix
+/// (tests/fixtures/llamacpp-quant/<fixture>.imatrix.gguf), recorded as its
+/// bare file name, as make_quant_manifests.py gave it to llama-quantize.
+pub fn fixture_imatrix(fixture: &str) -> convert::imatrix::ImatrixInput {
+    let name = format!("{fixture}.imatrix.gguf");
+    let path = root().join("tests/fixtures/llamacpp-quant").join(&name);
+    let mut m = convert::imatrix::ImatrixInput::load(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    m.given_as = name;
+    m
 }
 
 /// The manifests `<fixture>.<type>[.pure].json` in `dir` (other JSON files,
@@ -257,9 +286,11 @@ pub fn assert_conversions_match(ms: &[(String, String, PathBuf)]) {
     for (fixture, ty, path) in ms {
         let manifest: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let (ft, pure) = type_from_manifest_name(ty);
+        let (ft, pure, imatrix) = type_from_manifest_name(ty);
         let out = tmp.path().join(format!("{fixture}.{ty}.gguf"));
-        convert_to(&hf(fixture), &out, ft, pure).unwrap_or_else(|e| panic!("{fixture} {ty}: {e}"));
+        let imatrix = imatrix.then(|| fixture_imatrix(fixture));
+        convert_with(&hf(fixture), &out, ft, pure, imatrix)
+            .unwrap_or_else(|e| panic!("{fixture} {ty}: {e}"));
         let f = GgufFile::open(&out).unwrap();
         // mamba-tiny-tied is the F16 checkpoint.
         let d = diff_manifest(&f, &manifest, fixture == "mamba-tiny-tied");

@@ -271,6 +271,7 @@ fn existing_output_needs_force() {
         force: true,
         threads: Some(1),
         arch: None,
+        imatrix: None,
     };
     convert::convert(
         &hf("mamba-tiny-tied"),

@@ -20,6 +20,7 @@ fn requant(
         allow_requantize: allow,
         force: false,
         threads: Some(2),
+        imatrix: None,
     };
     convert::quantize(input, out, &opts, &AtomicBool::new(false), &mut |_| {})
 }

@@ -59,12 +59,18 @@ def convert(
     force: bool = False,
     pure: bool = False,
     threads: Optional[int] = None,
+    imatrix: Optional[_Path] = None,
 ) -> ConversionSummary:
     """Converts a Hugging Face Falcon Mamba / Mamba checkpoint folder to a
     GGUF file of ``type`` (see ``FILE_TYPES``) in one streaming pass, as
     ``mamba-gguf convert`` does. ``force`` overwrites ``out``; ``pure`` gives
-    every matrix the one type. Ctrl-C stops it (no file is left)."""
-    return _native.convert(os.fspath(hf_dir), os.fspath(out), type, progress, force, pure, threads)
+    every matrix the one type; ``imatrix`` is an importance matrix file
+    (``mamba-gguf imatrix`` or llama-imatrix) to quantize with, as
+    ``llama-quantize --imatrix``. Ctrl-C stops it (no file is left)."""
+    return _native.convert(
+        os.fspath(hf_dir), os.fspath(out), type, progress, force, pure, threads,
+        None if imatrix is None else os.fspath(imatrix),
+    )
 
 
 def quantize(
@@ -77,9 +83,11 @@ def quantize(
     pure: bool = False,
     allow_requantize: bool = False,
     threads: Optional[int] = None,
+    imatrix: Optional[_Path] = None,
 ) -> ConversionSummary:
     """Requantizes an F32/F16/BF16 GGUF to ``type``, as ``mamba-gguf
-    quantize`` does."""
+    quantize`` does (``imatrix``: as in :func:`convert`)."""
     return _native.quantize(
-        os.fspath(src), os.fspath(dst), type, progress, force, pure, allow_requantize, threads
+        os.fspath(src), os.fspath(dst), type, progress, force, pure, allow_requantize, threads,
+        None if imatrix is None else os.fspath(imatrix),
     )

@@ -103,6 +103,7 @@ def convert(
     force: bool = False,
     pure: bool = False,
     threads: Optional[int] = None,
+    imatrix: Optional[str] = None,
 ) -> ConversionSummary: ...
 def quantize(
     src: _Path,
@@ -113,6 +114,7 @@ def quantize(
     pure: bool = False,
     allow_requantize: bool = False,
     threads: Optional[int] = None,
+    imatrix: Optional[str] = None,
 ) -> ConversionSummary: ...
 def cached_gguf(
     path: _Path,
