@@ -79,6 +79,10 @@ pub enum ModelError {
     #[error("bad batch: {what}")]
     Batch { what: String },
 
+    /// A parameter out of its range (named in `what`).
+    #[error("{what}")]
+    Parameter { what: String },
+
     /// A caller's output buffer too small.
     #[error("{what} buffer of {have} values, {need} needed")]
     Buffer {

@@ -11,6 +11,7 @@ pub mod chat_template;
 pub mod constrain;
 pub mod error;
 pub mod generate;
+pub mod imatrix;
 pub mod model;
 pub mod prefill;
 pub mod prefix_cache;

@@ -31,6 +31,8 @@ enum Command {
     Tokenize(cli::tokenize::Args),
     /// Perplexity over a text file, optionally KL divergence from a base model.
     Perplexity(cli::perplexity::Args),
+    /// Collect an importance matrix over a text, for quantize/convert --imatrix.
+    Imatrix(cli::imatrix::Args),
     /// Chat interactively with an instruct model.
     Chat(cli::chat::Args),
     /// Serve an OpenAI-compatible HTTP API.
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Logits(a) => cli::logits::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
         Command::Perplexity(a) => cli::perplexity::run(a),
+        Command::Imatrix(a) => cli::imatrix::run(a),
         Command::Chat(a) => cli::chat::run(a),
         Command::Serve(a) => cli::serve::run(a),
         Command::Bench(a) => cli::bench::run(a),

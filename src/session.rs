@@ -268,6 +268,42 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
+    /// [`Session::feed_each`], showing `observe` the input of every matmul
+    /// of every block as it runs (the importance matrix is collected so).
+    pub fn feed_each_observed(
+        &mut self,
+        ids: &[u32],
+        all: &mut Vec<f32>,
+        mut each: impl FnMut(usize, &[f32]),
+        observe: crate::model::block::Observer<'_, '_>,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Err(ModelError::Empty);
+        }
+        self.model.check_ids(ids)?;
+        let v = self.model.hp.n_vocab;
+        all.resize(self.scratch.chunk() * v, 0.0);
+        let mut pos = 0;
+        for c in ids.chunks(self.scratch.chunk()) {
+            self.forget_last();
+            self.model.forward_chunk_observed(
+                c,
+                &self.slot,
+                &mut self.scratch,
+                all,
+                &mut *observe,
+            )?;
+            self.logits
+                .copy_from_slice(&all[(c.len() - 1) * v..c.len() * v]);
+            for (j, row) in all.chunks_exact(v).take(c.len()).enumerate() {
+                each(pos + j, row);
+            }
+            pos += c.len();
+            self.n_past += c.len() as u64;
+        }
+        Ok(())
+    }
+
     /// The logits after the last fed token (zeros before any); computed
     /// from the kept row of the residual stream when a greedy feed left them
     /// on the device.

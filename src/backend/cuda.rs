@@ -451,7 +451,7 @@ impl CudaBackend {
     }
 
     /// Widths of the [`Act`] buffers.
-    fn widths(&self) -> [usize; 9] {
+    pub(crate) fn widths(&self) -> [usize; 9] {
         let hp = &self.hp;
         let (d, e, r, n) = (hp.n_embd, hp.d_inner, hp.dt_rank, hp.d_state);
         [d, d, 2 * e, e, r + 2 * n, r, e, e, d]
@@ -940,19 +940,20 @@ impl CudaBackend {
         })
     }
 
-    pub(crate) fn read_x(
+    pub(crate) fn read_act(
         &self,
         ws: &mut CudaScratch,
+        act: Act,
         rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) -> Result<()> {
-        let d = self.hp.n_embd;
+        let w = self.widths()[act as usize];
         check_range(ws.rows, &rows)?;
-        let out = prefix_mut(out, rows.len() * d, "rows of X")?;
+        let out = prefix_mut(out, rows.len() * w, "rows of an activation")?;
         let _inner = self.inner();
         let b = ws.bufs(&self.dev)?;
         self.dev
-            .read_at(&b.act[Act::X as usize], rows.start * d, out)?;
+            .read_at(&b.act[act as usize], rows.start * w, out)?;
         Ok(())
     }
 

@@ -604,7 +604,25 @@ impl Backend {
         rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.read_x(w, rows, out))
+        self.read_act(ws, Act::X, rows, out)
+    }
+
+    /// Values per row of the activation buffer `act`.
+    pub fn act_width(&self, act: Act) -> usize {
+        each!(self, |b| b.widths()[act as usize])
+    }
+
+    /// `out` (host, `[rows.len()][width of act]`) = rows `rows` of the
+    /// activation buffer `act`, as the ops so far left it (the importance
+    /// matrix reads each matmul's input this way).
+    pub fn read_act(
+        &self,
+        ws: &mut Workspace,
+        act: Act,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        dispatch!(self, ws, |b, w| b.read_act(w, act, rows, out))
     }
 
     /// X rows `row..row + x.len() / d` = `x` (host, whole rows).

@@ -62,7 +62,7 @@ impl Model {
             Some(dst) => Some(prefix_mut(dst, t * v, "all-logits")?),
             None => None,
         };
-        self.run_chunk(ids, slot, s)?;
+        self.run_chunk(ids, slot, s, None)?;
         let (be, ws) = (&self.backend, s.ws());
         match all {
             Some(dst) => {
@@ -88,7 +88,7 @@ impl Model {
     ) -> Result<Greedy> {
         let t = ids.len();
         let hidden = prefix_mut(hidden, self.hp.n_embd, "hidden")?;
-        self.run_chunk(ids, slot, s)?;
+        self.run_chunk(ids, slot, s, None)?;
         let (be, ws) = (&self.backend, s.ws());
         let mut pick = [Greedy::Id(0)];
         be.greedy(ws, t - 1..t, &mut pick)?;
@@ -109,7 +109,7 @@ impl Model {
         let t = ids.len();
         let hidden = prefix_mut(hidden, self.hp.n_embd, "hidden")?;
         check_top_k(k, self.hp.n_vocab)?;
-        self.run_chunk(ids, slot, s)?;
+        self.run_chunk(ids, slot, s, None)?;
         let (be, ws) = (&self.backend, s.ws());
         let mut top = [TopK::default()];
         be.top_k(ws, t - 1..t, k, &mut top)?;
@@ -118,9 +118,33 @@ impl Model {
         Ok(top)
     }
 
+    /// [`forward_chunk`](Self::forward_chunk) with every position's logits
+    /// (`[t][V]` into `all`), showing `observe` the input of every matmul of
+    /// every block first: what `imatrix` collects.
+    pub fn forward_chunk_observed(
+        &self,
+        ids: &[u32],
+        slot: &StateSlot,
+        s: &mut Scratch,
+        all: &mut [f32],
+        observe: block::Observer<'_, '_>,
+    ) -> Result<()> {
+        let t = ids.len();
+        let all = prefix_mut(all, t * self.hp.n_vocab, "all-logits")?;
+        self.run_chunk(ids, slot, s, Some(observe))?;
+        let (be, ws) = (&self.backend, s.ws());
+        be.head(ws, 0..t, all)
+    }
+
     /// Embedding and blocks over a chunk of one sequence (X then holds the
     /// chunk's rows after the last block).
-    fn run_chunk(&self, ids: &[u32], slot: &StateSlot, s: &mut Scratch) -> Result<()> {
+    fn run_chunk(
+        &self,
+        ids: &[u32],
+        slot: &StateSlot,
+        s: &mut Scratch,
+        mut observe: Option<block::Observer<'_, '_>>,
+    ) -> Result<()> {
         let t = ids.len();
         if t == 0 {
             return Err(ModelError::Empty);
@@ -141,7 +165,7 @@ impl Model {
             t,
         };
         for l in 0..self.hp.n_layer {
-            block::forward(be, &self.hp, ws, l, rows)?;
+            block::forward_observed(be, &self.hp, ws, l, rows, observe.as_deref_mut())?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ mod chat_cli;
 mod convert_cli;
 mod crash_safety;
 mod gguf_layouts;
+mod imatrix_cli;
 mod inspect_cli;
 mod iq3_files;
 mod load_modes;

@@ -211,7 +211,7 @@ impl CpuBackend {
     }
 
     /// Widths of the [`Act`] buffers.
-    fn widths(&self) -> [usize; 9] {
+    pub(crate) fn widths(&self) -> [usize; 9] {
         let hp = &self.hp;
         let (d, e, r, n) = (hp.n_embd, hp.d_inner, hp.dt_rank, hp.d_state);
         [d, d, 2 * e, e, r + 2 * n, r, e, e, d]
@@ -524,16 +524,17 @@ impl CpuBackend {
         Ok(())
     }
 
-    pub(crate) fn read_x(
+    pub(crate) fn read_act(
         &self,
         s: &mut Scratch,
+        act: Act,
         rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) -> Result<()> {
-        let d = self.hp.n_embd;
+        let w = self.widths()[act as usize];
         check_range(s.rows, &rows)?;
-        let out = prefix_mut(out, rows.len() * d, "rows of X")?;
-        out.copy_from_slice(&s.bufs[Act::X as usize][rows.start * d..rows.end * d]);
+        let out = prefix_mut(out, rows.len() * w, "rows of an activation")?;
+        out.copy_from_slice(&s.bufs[act as usize][rows.start * w..rows.end * w]);
         Ok(())
     }
 
