@@ -94,8 +94,8 @@ const COMMON_FIELDS: &[&str] = &[
 ];
 /// Chat only.
 const CHAT_FIELDS: &[&str] = &["messages", "top_logprobs", "response_format"];
-/// Completions only: `echo` false, `best_of` 1 and an empty `suffix` ask
-/// for nothing more.
+/// Completions only: `best_of` 1 and an empty `suffix` ask for nothing
+/// more.
 const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "best_of", "suffix"];
 
 /// Refuses every field this server does not implement (see
@@ -123,9 +123,7 @@ pub fn check_fields(m: &Map<String, Value>, chat: bool) -> Result<(), ApiError> 
             ));
         }
     }
-    if get_bool(m, "echo")? == Some(true) {
-        return Err(ApiError::bad("echo", "'echo' is not implemented"));
-    }
+    get_bool(m, "echo")?;
     if opt(m, "best_of").is_some_and(|v| v.as_u64() != Some(1)) {
         return Err(ApiError::bad("best_of", "only best_of = 1 is supported"));
     }
@@ -433,20 +431,75 @@ pub fn messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
     Ok(out)
 }
 
-/// `prompt` of a completion request: a string or an array of one string.
-pub fn prompt(m: &Map<String, Value>) -> Result<String, ApiError> {
-    match m.get("prompt") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-            Ok(a[0].as_str().unwrap_or_default().to_string())
+/// One prompt of a completion request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromptIn {
+    Text(String),
+    /// Token ids, fed as given.
+    Ids(Vec<u32>),
+}
+
+/// The most prompts one completion request may carry (each is read in turn).
+pub const MAX_PROMPTS: usize = 256;
+
+/// `prompt` of a completion request, as OpenAI's API takes it: a string,
+/// an array of token ids, or an array of several of either (strings, or
+/// arrays of token ids), each a prompt of its own whose choices follow the
+/// previous one's. Ids must be below the vocabulary size `vocab`.
+pub fn prompts(m: &Map<String, Value>, vocab: usize) -> Result<Vec<PromptIn>, ApiError> {
+    let ids = |a: &[Value], p: &str| -> Result<Vec<u32>, ApiError> {
+        a.iter()
+            .map(|v| {
+                v.as_u64()
+                    .filter(|&id| (id as usize) < vocab)
+                    .map(|id| id as u32)
+                    .ok_or_else(|| {
+                        ApiError::bad(
+                            p,
+                            format!("{p}: {v} is not a token id (vocabulary size {vocab})"),
+                        )
+                    })
+            })
+            .collect()
+    };
+    let shape = "'prompt' must be a string, an array of strings, an array of token ids \
+                 or an array of arrays of token ids";
+    let out = match m.get("prompt") {
+        Some(Value::String(s)) => vec![PromptIn::Text(s.clone())],
+        Some(Value::Array(a)) if a.is_empty() => {
+            return Err(ApiError::bad("prompt", "'prompt' must not be empty"))
         }
-        Some(Value::Array(_)) => Err(ApiError::bad(
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) => {
+            vec![PromptIn::Ids(ids(a, "prompt")?)]
+        }
+        Some(Value::Array(a)) => {
+            let mut out = Vec::with_capacity(a.len());
+            for (i, v) in a.iter().enumerate() {
+                let p = format!("prompt[{i}]");
+                out.push(match v {
+                    Value::String(s) => PromptIn::Text(s.clone()),
+                    Value::Array(x) if !x.is_empty() => PromptIn::Ids(ids(x, &p)?),
+                    Value::Array(_) => {
+                        return Err(ApiError::bad(&p, format!("{p} is an empty prompt")))
+                    }
+                    _ => return Err(ApiError::bad(&p, shape)),
+                });
+            }
+            out
+        }
+        None | Some(Value::Null) => return Err(ApiError::bad("prompt", "'prompt' is required")),
+        Some(_) => return Err(ApiError::bad("prompt", shape)),
+    };
+    if out.len() > MAX_PROMPTS {
+        return Err(ApiError::bad(
             "prompt",
-            "'prompt' must be a string or an array of exactly one string",
-        )),
-        None | Some(Value::Null) => Err(ApiError::bad("prompt", "'prompt' is required")),
-        Some(_) => Err(ApiError::bad("prompt", "'prompt' must be a string")),
+            format!(
+                "'prompt' holds {} prompts, more than this server takes in one request ({MAX_PROMPTS})",
+                out.len()
+            ),
+        ));
     }
+    Ok(out)
 }
 
 /// Whether to stream, and whether the final chunk carries usage.

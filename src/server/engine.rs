@@ -65,6 +65,24 @@ pub struct GenParams {
     pub constraint: Option<Constraint>,
 }
 
+/// How a prompt is given and reported beyond [`Job`]'s text: OpenAI's
+/// completions API takes token ids as a prompt and can `echo` it.
+#[derive(Clone, Debug, Default)]
+pub struct PromptOptions {
+    /// The prompt as token ids, fed as given (no BOS added); the job's
+    /// prompt text is then only their decoding, for the record. Such a
+    /// prompt neither reads nor fills the prompt cache: its ids need not be
+    /// the tokenization of any text the cache is keyed by.
+    pub ids: Option<Vec<u32>>,
+    /// Send the prompt's own tokens as [`Event::Token`]s (to every choice)
+    /// before the generated ones (OpenAI's `echo`). When the job asks for
+    /// logprobs, each carries its log-probability given the tokens before
+    /// it and the job's top k, computed as `perplexity` does (every
+    /// position's logits of one chunked forward); the first token has none.
+    /// The prompt is then read from its start, never from the prompt cache.
+    pub echo: bool,
+}
+
 /// What the scheduler reports about a job.
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -208,7 +226,7 @@ pub struct SlotInfo {
 
 struct Shared {
     /// Jobs and when they arrived.
-    queue: Mutex<VecDeque<(Job, Instant)>>,
+    queue: Mutex<VecDeque<(Job, PromptOptions, Instant)>>,
     cv: Condvar,
     cache: Mutex<PrefixCache>,
     /// Slot operations waiting for their slot (pushed, then the scheduler
@@ -319,19 +337,25 @@ impl Engine {
     /// Queues a job, or refuses it when `queue` jobs already wait beyond the
     /// free slots.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
+        self.submit_with(job, PromptOptions::default())
+    }
+
+    /// [`Engine::submit`] with a prompt given as ids or echoed
+    /// ([`PromptOptions`]).
+    pub fn submit_with(&self, job: Job, opts: PromptOptions) -> Result<(), Busy> {
         let rejected = || {
             let f = Finished::default();
             self.shared.metrics.request("rejected", &f);
             Err(Busy)
         };
         let mut q = lock(&self.shared.queue);
-        q.retain(|(j, _)| !j.tx.is_closed());
+        q.retain(|(j, _, _)| !j.tx.is_closed());
         let idle = self.slots - self.shared.busy.load(Ordering::SeqCst).min(self.slots);
         if q.len() >= self.shared.cfg.queue + idle {
             drop(q);
             return rejected();
         }
-        q.push_back((job, Instant::now()));
+        q.push_back((job, opts, Instant::now()));
         drop(q);
         self.shared.cv.notify_one();
         Ok(())
@@ -491,6 +515,9 @@ struct GenRun {
     /// What the session has seen when the job ended cleanly (every token
     /// fed, no stop string cut the text): the slot API can save it.
     held: Option<SlotHeld>,
+    /// Whether the state after the reply may be cached and held: not when
+    /// the prompt was token ids (see [`PromptOptions::ids`]).
+    cacheable: bool,
     /// When the job arrived, got its slot, and finished its prompt.
     received: Instant,
     admitted: Instant,
@@ -511,6 +538,7 @@ impl GenRun {
             constraint,
             masked: Vec::new(),
             held: None,
+            cacheable: true,
             received,
             admitted,
             gen_start: Instant::now(),
@@ -658,7 +686,8 @@ impl GenRun {
     /// Whether the reply's last token is fed after generation ends, so the
     /// state covers the whole reply: for the prompt cache or the slot API.
     fn keeps_reply(&self, shared: &Shared) -> bool {
-        !self.stopped_by_string
+        self.cacheable
+            && !self.stopped_by_string
             && !self.core.tokens().is_empty()
             && (shared.cfg.cache_bytes > 0 || shared.cfg.keep_slots)
     }
@@ -706,7 +735,7 @@ impl GenRun {
         };
         // Every token fed (none pending) and the text not cut by a stop
         // string: the state is that of the prompt text plus the reply.
-        if !self.stopped_by_string && self.pending.is_none() {
+        if self.cacheable && !self.stopped_by_string && self.pending.is_none() {
             let mut all = self.tokens.clone();
             all.extend_from_slice(self.core.tokens());
             let held = SlotHeld {
@@ -756,9 +785,138 @@ impl GenRun {
     }
 }
 
+/// A token's log-probability and the top k (id, log-probability), best
+/// first, as [`log_probs`] gives them.
+type TokenLogprobs = (Option<f32>, Vec<(u32, f32)>);
+
+/// A prompt read from its start without the prompt cache, one chunk per
+/// step: a prompt given as token ids, or one to echo (with every position's
+/// logits when the job asks for logprobs).
+struct ScoreRun {
+    tokens: Vec<u32>,
+    /// Tokens fed.
+    fed: usize,
+    /// Per prompt token after the first (when logprobs are asked for): its
+    /// log-probability given the tokens before it and the top k.
+    scored: Vec<TokenLogprobs>,
+    /// The chunk's logits, every position (`Session::feed_each`).
+    rows: Vec<f32>,
+    echo: bool,
+    /// Whether the reply may go into the prompt cache (the prompt was text
+    /// tokenized as `PrefillRun` does, not ids as given).
+    cacheable: bool,
+}
+
+impl ScoreRun {
+    fn start(
+        session: &mut Session,
+        tok: &Tokenizer,
+        prompt: &Prompt,
+        opts: PromptOptions,
+        max_prompt: usize,
+    ) -> Result<ScoreRun, PrefillError> {
+        let cacheable = opts.ids.is_none();
+        let tokens = match opts.ids {
+            Some(ids) => ids,
+            None => {
+                let bos = if tok.add_bos() { tok.bos_id() } else { None };
+                let mut t: Vec<u32> = bos.into_iter().collect();
+                t.extend(tok.encode(&prompt.text, false)?);
+                t
+            }
+        };
+        if tokens.is_empty() {
+            return Err(PrefillError::Empty);
+        }
+        if tokens.len() > max_prompt {
+            return Err(PrefillError::TooLong {
+                n: tokens.len(),
+                max: max_prompt,
+            });
+        }
+        session.reset()?;
+        Ok(ScoreRun {
+            tokens,
+            fed: 0,
+            scored: Vec::new(),
+            rows: Vec::new(),
+            echo: opts.echo,
+            cacheable,
+        })
+    }
+
+    /// Feeds one chunk (scoring each position's next token when echoing
+    /// with `logprobs`); true once the whole prompt is in.
+    fn step(
+        &mut self,
+        session: &mut Session,
+        logprobs: Option<usize>,
+    ) -> crate::error::Result<bool> {
+        let (fed, tokens) = (self.fed, &self.tokens);
+        let n = tokens.len().saturating_sub(fed).min(session.chunk().max(1));
+        if n == 0 {
+            return Ok(true);
+        }
+        let chunk = &tokens[fed..fed + n];
+        match (self.echo, logprobs) {
+            (true, Some(k)) => {
+                let scored = &mut self.scored;
+                session.feed_each(chunk, &mut self.rows, |j, row| {
+                    // Row j predicts the token after position fed + j; the
+                    // prompt's last row is the first generated token's.
+                    if let Some(&next) = tokens.get(fed + j + 1) {
+                        scored.push(log_probs(row, next, k));
+                    }
+                })?;
+            }
+            _ => {
+                session.feed(chunk)?;
+            }
+        }
+        self.fed += n;
+        Ok(self.fed >= self.tokens.len())
+    }
+
+    /// Sends the prompt's tokens to choice `index` as its first tokens;
+    /// false when the client is gone.
+    fn send_echo(&self, job: &Job, index: usize, tok: &Tokenizer) -> bool {
+        let mut dec = crate::tokenizer::StreamDecoder::new();
+        for (p, &id) in self.tokens.iter().enumerate() {
+            let (logprob, top) = match p.checked_sub(1).and_then(|q| self.scored.get(q)) {
+                Some((lp, top)) => (*lp, top.clone()),
+                None => (None, Vec::new()),
+            };
+            let ev = Event::Token {
+                index,
+                id: Some(id),
+                text: dec.push(tok, id),
+                logprob,
+                top,
+            };
+            if job.tx.send(ev).is_err() {
+                return false;
+            }
+        }
+        let rest = dec.flush();
+        rest.is_empty()
+            || job
+                .tx
+                .send(Event::Token {
+                    index,
+                    id: None,
+                    text: rest,
+                    logprob: None,
+                    top: Vec::new(),
+                })
+                .is_ok()
+    }
+}
+
 /// Where a slot's job is.
 enum Phase {
     Prefill(PrefillRun),
+    /// A prompt read from its start: given as ids, or echoed.
+    Score(Box<ScoreRun>),
     Gen(Box<GenRun>),
     /// A slot held for choice `index` of an `n > 1` job whose prompt
     /// another slot is reading; it gets that slot's state when done.
@@ -925,26 +1083,39 @@ impl<'a> Scheduler<'a> {
             // when it was parsed).
             let want = q
                 .front()
-                .map_or(1, |(j, _)| j.params.n.clamp(1, self.jobs.len()));
-            if free_slots.len() < want && q.front().is_some_and(|(j, _)| !j.tx.is_closed()) {
+                .map_or(1, |(j, _, _)| j.params.n.clamp(1, self.jobs.len()));
+            if free_slots.len() < want && q.front().is_some_and(|(j, _, _)| !j.tx.is_closed()) {
                 return true;
             }
             match q.pop_front() {
-                Some((j, _)) if j.tx.is_closed() => continue,
-                Some((job, received)) => {
+                Some((j, _, _)) if j.tx.is_closed() => continue,
+                Some((job, opts, received)) => {
                     let admitted = Instant::now();
                     sh.busy.fetch_add(1, Ordering::SeqCst);
                     // The slot's state is about to change.
                     self.held[free] = None;
                     let session = &mut self.sessions[free];
-                    match PrefillRun::start(
-                        &sh.cache,
-                        session,
-                        self.tok,
-                        &job.prompt,
-                        sh.cfg.max_prompt_tokens,
-                    ) {
-                        Ok(run) => {
+                    let start = if opts.ids.is_some() || opts.echo {
+                        ScoreRun::start(
+                            session,
+                            self.tok,
+                            &job.prompt,
+                            opts,
+                            sh.cfg.max_prompt_tokens,
+                        )
+                        .map(|r| Phase::Score(Box::new(r)))
+                    } else {
+                        PrefillRun::start(
+                            &sh.cache,
+                            session,
+                            self.tok,
+                            &job.prompt,
+                            sh.cfg.max_prompt_tokens,
+                        )
+                        .map(Phase::Prefill)
+                    };
+                    match start {
+                        Ok(phase) => {
                             let n = job.params.n.clamp(1, self.jobs.len());
                             let siblings: Vec<usize> = free_slots[1..n].to_vec();
                             for (k, &j) in siblings.iter().enumerate() {
@@ -963,7 +1134,6 @@ impl<'a> Scheduler<'a> {
                                     admitted,
                                 });
                             }
-                            let phase = Phase::Prefill(run);
                             self.jobs[free] = Some(Active {
                                 job,
                                 phase,
@@ -1098,7 +1268,7 @@ impl<'a> Scheduler<'a> {
             matches!(
                 &self.jobs[i],
                 Some(Active {
-                    phase: Phase::Prefill(_),
+                    phase: Phase::Prefill(_) | Phase::Score(_),
                     ..
                 })
             )
@@ -1111,22 +1281,40 @@ impl<'a> Scheduler<'a> {
             return;
         };
         let session = &mut self.sessions[i];
-        let Phase::Prefill(run) = &mut a.phase else {
-            return;
-        };
-        let r = match run.step(
-            &sh.cache,
-            session,
-            tok,
-            &a.job.prompt,
-            sh.cfg.max_prompt_tokens,
-        ) {
-            Ok(false) => return,
-            Ok(true) => {
-                let run = std::mem::replace(run, PrefillRun::empty());
-                run.finish().map_err(Event::from)
+        // A prompt read for echo: its tokens (and their logprobs) go to
+        // every choice before the first generated token.
+        let mut scored: Option<Box<ScoreRun>> = None;
+        let r = match &mut a.phase {
+            Phase::Prefill(run) => {
+                match run.step(
+                    &sh.cache,
+                    session,
+                    tok,
+                    &a.job.prompt,
+                    sh.cfg.max_prompt_tokens,
+                ) {
+                    Ok(false) => return,
+                    Ok(true) => {
+                        let run = std::mem::replace(run, PrefillRun::empty());
+                        run.finish().map_err(Event::from)
+                    }
+                    Err(e) => Err(Event::from(e)),
+                }
             }
-            Err(e) => Err(Event::from(e)),
+            Phase::Score(run) => match run.step(session, a.job.params.logprobs) {
+                Ok(false) => return,
+                Ok(true) => {
+                    let t = (run.tokens.clone(), 0);
+                    if let Phase::Score(run) =
+                        std::mem::replace(&mut a.phase, Phase::Waiting { index: 0 })
+                    {
+                        scored = Some(run);
+                    }
+                    Ok(t)
+                }
+                Err(e) => Err(err(500, "server_error", e.to_string())),
+            },
+            _ => return,
         };
         let siblings = std::mem::take(&mut a.siblings);
         let (tokens, cached) = match r {
@@ -1178,6 +1366,13 @@ impl<'a> Scheduler<'a> {
                 (index, a.job.params.constraint.clone()),
                 times,
             ));
+            if let Some(run) = &scored {
+                g.cacheable = run.cacheable;
+                if run.echo && !run.send_echo(&a.job, index, tok) {
+                    self.free(j, Some(err(499, "client_closed", "client disconnected")));
+                    continue;
+                }
+            }
             let r = g.advance(sh, &mut self.sessions[j], tok, &a.job);
             a.phase = Phase::Gen(g);
             match r {

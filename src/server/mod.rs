@@ -1,7 +1,9 @@
 //! An OpenAI-compatible HTTP server (axum on tokio) over the runtime:
 //! `POST /v1/completions`, `POST /v1/chat/completions` (JSON or server-sent
-//! events), `GET /v1/models`, `GET /health`, `POST /tokenize`,
-//! `POST /detokenize`; Anthropic's `POST /v1/messages` and
+//! events; completions also with token-id prompts, several prompts, and
+//! `echo` with the prompt's log-probabilities), `GET /v1/models`,
+//! `GET /health`, `POST /tokenize`, `POST /detokenize` (llama.cpp's and
+//! vLLM's fields), `GET /tokenizer_info` (vLLM's); Anthropic's `POST /v1/messages` and
 //! `POST /v1/messages/count_tokens` (anthropic.rs); Ollama's `/api/*`.
 //!
 //! Inference runs on the [`engine`]'s scheduler thread, never on the async
@@ -356,6 +358,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
+        .route("/tokenizer_info", get(tokenizer_info))
         .route("/slots", get(slots::list))
         .route("/slots/{id}", post(slots::action))
         .route("/api/version", get(ollama::version))
@@ -520,11 +523,18 @@ async fn tokenize(
 ) -> Response {
     let run = || -> Result<Value, ApiError> {
         let m = api::parse_object(&body_bytes(body)?)?;
-        let text = match m.get("content") {
-            Some(Value::String(s)) => s,
-            _ => return Err(ApiError::bad("content", "'content' must be a string")),
+        // llama.cpp's `content` / `add_special`, or vLLM's `prompt` /
+        // `add_special_tokens` (lm-evaluation-harness's remote tokenizer).
+        let (key, special) = if m.contains_key("prompt") {
+            ("prompt", "add_special_tokens")
+        } else {
+            ("content", "add_special")
         };
-        let add = api::get_bool(&m, "add_special")?.unwrap_or(false);
+        let text = match m.get(key) {
+            Some(Value::String(s)) => s,
+            _ => return Err(ApiError::bad(key, format!("'{key}' must be a string"))),
+        };
+        let add = api::get_bool(&m, special)?.unwrap_or(false);
         let pieces = api::get_bool(&m, "with_pieces")?.unwrap_or(false);
         let ids = st
             .tok
@@ -535,9 +545,9 @@ async fn tokenize(
                 .iter()
                 .map(|&id| json!({"id": id, "piece": st.tok.token_piece(id)}))
                 .collect();
-            Ok(json!({ "tokens": v }))
+            Ok(json!({ "tokens": v, "count": ids.len() }))
         } else {
-            Ok(json!({ "tokens": ids }))
+            Ok(json!({ "tokens": ids, "count": ids.len() }))
         }
     };
     match run() {
@@ -574,12 +584,33 @@ async fn detokenize(
                 }
             }
         }
-        Ok(json!({ "content": st.tok.decode(&ids) }))
+        // `content` as llama.cpp answers, `prompt` as vLLM does.
+        let text = st.tok.decode(&ids);
+        Ok(json!({ "content": text, "prompt": text }))
     };
     match run() {
         Ok(v) => Json(v).into_response(),
         Err(e) => error_response(&e),
     }
+}
+
+/// vLLM's `GET /tokenizer_info`, which lm-evaluation-harness's remote
+/// tokenizer reads (with `/tokenize` and `/detokenize`), so it tokenizes
+/// with the model's own tokenizer and needs no Hugging Face download.
+async fn tokenizer_info(State(st): State<Arc<AppState>>) -> Response {
+    let tok = &st.tok;
+    let piece = |id: Option<u32>| id.map(|i| tok.decode(&[i]));
+    Json(json!({
+        "tokenizer_class": "mamba-gguf",
+        "vocab_size": tok.vocab_size(),
+        "bos_token": piece(tok.bos_id()),
+        "eos_token": piece(tok.eos_ids().first().copied()),
+        "pad_token": Value::Null,
+        "add_bos_token": tok.add_bos(),
+        "chat_template": tok.chat_template(),
+        "model_max_length": st.cfg.max_prompt_tokens,
+    }))
+    .into_response()
 }
 
 /// What differs between the two generation endpoints.
@@ -590,7 +621,9 @@ enum Kind {
 }
 
 struct Request {
-    prompt: Prompt,
+    /// One prompt (chat), or one or more (completions: each with its own
+    /// `n` choices, in order).
+    prompts: Vec<(Prompt, engine::PromptOptions)>,
     params: engine::GenParams,
     stream: bool,
     include_usage: bool,
@@ -611,25 +644,52 @@ fn parse_request(
     };
     let chat = matches!(kind, Kind::Chat);
     api::check_fields(&m, chat)?;
-    let prompt = if chat {
+    let prompts = if chat {
         let msgs = api::messages(&m)?;
         let (text, bounds) = st
             .template
             .render_with_boundaries(&msgs)
             .map_err(|e| ApiError::bad("messages", e.to_string()))?;
-        Prompt { text, bounds }
-    } else {
-        Prompt {
-            text: api::prompt(&m)?,
-            bounds: Vec::new(),
+        if text.is_empty() && !st.tok.add_bos() {
+            return Err(ApiError::bad("messages", "the prompt is empty"));
         }
+        vec![(Prompt { text, bounds }, engine::PromptOptions::default())]
+    } else {
+        let echo = api::get_bool(&m, "echo")?.unwrap_or(false);
+        let mut out = Vec::new();
+        for p in api::prompts(&m, st.limits.vocab)? {
+            out.push(match p {
+                api::PromptIn::Text(text) => {
+                    if text.is_empty() && !st.tok.add_bos() {
+                        return Err(ApiError::bad("prompt", "the prompt is empty"));
+                    }
+                    let opts = engine::PromptOptions { ids: None, echo };
+                    (
+                        Prompt {
+                            text,
+                            bounds: Vec::new(),
+                        },
+                        opts,
+                    )
+                }
+                api::PromptIn::Ids(ids) => {
+                    let text = st.tok.decode(&ids);
+                    let opts = engine::PromptOptions {
+                        ids: Some(ids),
+                        echo,
+                    };
+                    (
+                        Prompt {
+                            text,
+                            bounds: Vec::new(),
+                        },
+                        opts,
+                    )
+                }
+            });
+        }
+        out
     };
-    if prompt.text.is_empty() && !st.tok.add_bos() {
-        return Err(ApiError::bad(
-            if chat { "messages" } else { "prompt" },
-            "the prompt is empty",
-        ));
-    }
     let logprobs = api::logprobs(&m, chat)?;
     let mut params = api::gen_params(&m, &st.limits, logprobs)?;
     if let Some(spec) = api::output_spec(&m)? {
@@ -650,7 +710,7 @@ fn parse_request(
     let (stream, include_usage) = api::stream(&m)?;
     let return_tokens = api::get_bool(&m, "return_tokens")?.unwrap_or(false);
     Ok(Request {
-        prompt,
+        prompts,
         params,
         stream,
         include_usage,
@@ -673,14 +733,110 @@ async fn chat_completions(
     generate(st, body, Kind::Chat).await
 }
 
-/// Adds choice `index`'s counts to a request's: the prompt was read once
-/// (choice 0 reports it), every choice's tokens count.
-fn add_choice_usage(total: &mut Usage, index: usize, u: &Usage) {
-    if index == 0 {
-        total.prompt_tokens = u.prompt_tokens;
-        total.cached_tokens = u.cached_tokens;
+/// Adds choice `index`'s counts to a request's: each prompt was read once
+/// (its first choice, of `per_prompt`, reports it), every choice's tokens
+/// count.
+fn add_choice_usage(total: &mut Usage, index: usize, per_prompt: usize, u: &Usage) {
+    if index % per_prompt.max(1) == 0 {
+        total.prompt_tokens += u.prompt_tokens;
+        total.cached_tokens += u.cached_tokens;
     }
     total.completion_tokens += u.completion_tokens;
+}
+
+/// The events of a request's prompts after the first, one job after the
+/// other (submitted when the previous one is done, waiting while the queue
+/// is full), merged into one stream with choice indices counted on: prompt
+/// k's choice i is `k * n + i`, as OpenAI orders them.
+fn chain_prompts(
+    st: Arc<AppState>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    rest: Vec<(Prompt, engine::PromptOptions)>,
+    params: engine::GenParams,
+    deadline: Instant,
+) -> mpsc::UnboundedReceiver<Event> {
+    let (out, merged) = mpsc::unbounded_channel();
+    let n = params.n.max(1);
+    tokio::spawn(async move {
+        let mut rest = rest.into_iter();
+        let mut offset = 0;
+        loop {
+            let mut open = n;
+            while open > 0 {
+                let ev = tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = out.closed() => return,
+                };
+                let ev = match ev {
+                    None => return,
+                    Some(Event::Token {
+                        index,
+                        id,
+                        text,
+                        logprob,
+                        top,
+                    }) => Event::Token {
+                        index: index + offset,
+                        id,
+                        text,
+                        logprob,
+                        top,
+                    },
+                    Some(Event::Done {
+                        index,
+                        finish_reason,
+                        stop_sequence,
+                        usage,
+                        timings,
+                    }) => {
+                        open -= 1;
+                        Event::Done {
+                            index: index + offset,
+                            finish_reason,
+                            stop_sequence,
+                            usage,
+                            timings,
+                        }
+                    }
+                    Some(e @ Event::Error { .. }) => {
+                        let _ = out.send(e);
+                        return;
+                    }
+                    Some(e) => e,
+                };
+                if out.send(ev).is_err() {
+                    return;
+                }
+            }
+            let Some((prompt, opts)) = rest.next() else {
+                return;
+            };
+            offset += n;
+            let (tx, next) = mpsc::unbounded_channel();
+            rx = next;
+            loop {
+                let job = Job {
+                    prompt: prompt.clone(),
+                    params: params.clone(),
+                    tx: tx.clone(),
+                    deadline,
+                };
+                if st.engine.submit_with(job, opts.clone()).is_ok() {
+                    break;
+                }
+                if Instant::now() > deadline || out.is_closed() {
+                    let _ = out.send(Event::Error {
+                        status: 504,
+                        kind: "timeout",
+                        message: "request timed out".into(),
+                    });
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    merged
 }
 
 fn usage_json(u: &Usage) -> Value {
@@ -748,7 +904,11 @@ fn logprobs_json(kind: Kind, tok: &Tokenizer, toks: &[Tok]) -> Value {
                 } else {
                     // One {piece: logprob} object per token (pieces that
                     // repeat keep the best, as OpenAI's format can hold one).
+                    // The first token of an echoed prompt has none: null.
                     json!(real.iter().map(|t| {
+                        if t.logprob.is_none() {
+                            return Value::Null;
+                        }
                         let mut o = Map::new();
                         for &(i, lp) in &t.top {
                             o.entry(tok.token_piece(i)).or_insert(json!(lp));
@@ -812,13 +972,17 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let deadline = Instant::now() + st.cfg.timeout;
+    let mut prompts = req.prompts.into_iter();
+    let Some((prompt, opts)) = prompts.next() else {
+        return error_response(&ApiError::bad("prompt", "'prompt' must not be empty"));
+    };
     let job = Job {
-        prompt: req.prompt,
+        prompt,
         params: req.params.clone(),
         tx,
         deadline,
     };
-    if st.engine.submit(job).is_err() {
+    if st.engine.submit_with(job, opts).is_err() {
         return error_response(&ApiError {
             status: 429,
             message: "the server is busy (all slots and the queue are full); retry later".into(),
@@ -839,7 +1003,12 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
         seed: req.params.sampler.seed,
     };
     let timeout = tokio::time::Instant::from_std(deadline);
-    let n_choices = req.params.n.max(1);
+    let rest: Vec<_> = prompts.collect();
+    let per_prompt = req.params.n.max(1);
+    let n_choices = per_prompt * (1 + rest.len());
+    if !rest.is_empty() {
+        rx = chain_prompts(st.clone(), rx, rest, req.params.clone(), deadline);
+    }
     if !req.stream {
         let mut toks: Vec<Vec<Tok>> = (0..n_choices).map(|_| Vec::new()).collect();
         let mut done: Vec<Option<(&'static str, Usage, engine::Timings)>> = vec![None; n_choices];
@@ -899,7 +1068,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                         let Some((finish_reason, usage, _)) = d else {
                             continue;
                         };
-                        add_choice_usage(&mut total, index, usage);
+                        add_choice_usage(&mut total, index, per_prompt, usage);
                         let text: String = toks.iter().map(|t| t.text.as_str()).collect();
                         let lp = if req.params.logprobs.is_some() {
                             logprobs_json(kind, &st.tok, toks)
@@ -1036,7 +1205,7 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
                             json!({"index": index, "text": "", "logprobs": Value::Null, "finish_reason": finish_reason})
                         }
                     };
-                    add_choice_usage(&mut total, index, &usage);
+                    add_choice_usage(&mut total, index, per_prompt, &usage);
                     open = open.saturating_sub(1);
                     if open > 0 {
                         if !send(meta.wrap(true, c, None)).await {

@@ -26,6 +26,7 @@ mod runtime_cli;
 mod runtime_errors;
 mod runtime_reference;
 mod server_anthropic;
+mod server_echo;
 mod server_http;
 mod state_file_roundtrip;
 mod state_pool;

@@ -759,11 +759,7 @@ fn every_request_field_is_applied_or_refused() {
             json!({"prompt": "x", "mirostat": 2}),
             "mirostat",
         ),
-        (
-            "/v1/completions",
-            json!({"prompt": "x", "echo": true}),
-            "echo",
-        ),
+        ("/v1/completions", json!({"prompt": "x", "echo": 1}), "echo"),
         (
             "/v1/completions",
             json!({"prompt": "x", "best_of": 3}),
