@@ -2,15 +2,15 @@
 //! quantizer, dequantizer, activation type and dot kernel.
 
 use crate::{
-    float, iq1, iq2, iq3, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k,
-    q8_0, q8_k, tq, DotFn, GgmlType,
+    float, iq1, iq2, iq3, iq3_quantize, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1,
+    q5_k, q6_k, q8_0, q8_k, tq, DotFn, GgmlType,
 };
 
 /// A reference quantizer: one row of floats into its blocks.
 pub(crate) type QuantizeFn = fn(&[f32], &mut [u8]);
 
 pub(crate) struct Format {
-    /// `None` for the types that are read but not written (IQ3_XXS, IQ3_S).
+    /// `None` for the types that are read but not written (IQ2, IQ1).
     pub quantize: Option<QuantizeFn>,
     pub dequantize: fn(&[u8], &mut [f32]),
     /// The activation type the dot kernel reads.
@@ -92,18 +92,18 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
         T::IQ2_XXS => read_only(iq2::dequantize_xxs, iq2::dot_xxs_q8_k),
         T::IQ2_XS => read_only(iq2::dequantize_xs, iq2::dot_xs_q8_k),
         T::IQ2_S => read_only(iq2::dequantize_s, iq2::dot_s_q8_k),
-        T::IQ3_XXS => Some(Format {
-            quantize: None,
-            dequantize: iq3::dequantize_xxs,
-            act: T::Q8_K,
-            dot: iq3::dot_xxs_q8_k,
-        }),
-        T::IQ3_S => Some(Format {
-            quantize: None,
-            dequantize: iq3::dequantize_s,
-            act: T::Q8_K,
-            dot: iq3::dot_s_q8_k,
-        }),
+        T::IQ3_XXS => f(
+            |x, y| iq3_quantize::quantize_xxs(x, None, y),
+            iq3::dequantize_xxs,
+            T::Q8_K,
+            iq3::dot_xxs_q8_k,
+        ),
+        T::IQ3_S => f(
+            |x, y| iq3_quantize::quantize_s(x, None, y),
+            iq3::dequantize_s,
+            T::Q8_K,
+            iq3::dot_s_q8_k,
+        ),
         T::Q4_K => f(q4_k::quantize, q4_k::dequantize, T::Q8_K, q4_k::dot_q8_k),
         T::Q5_K => f(q5_k::quantize, q5_k::dequantize, T::Q8_K, q5_k::dot_q8_k),
         T::Q6_K => f(q6_k::quantize, q6_k::dequantize, T::Q8_K, q6_k::dot_q8_k),
@@ -134,6 +134,8 @@ pub(crate) fn quantize_weighted(ty: GgmlType) -> Option<QuantizeWeightedFn> {
         T::Q6_K => q6_k::quantize_weighted,
         T::IQ4_NL => iq4_nl::quantize_weighted,
         T::IQ4_XS => iq4_xs::quantize_weighted,
+        T::IQ3_XXS => |x, w, y| iq3_quantize::quantize_xxs(x, Some(w), y),
+        T::IQ3_S => |x, w, y| iq3_quantize::quantize_s(x, Some(w), y),
         _ => return None,
     })
 }

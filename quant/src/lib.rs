@@ -61,6 +61,7 @@ pub mod iq2;
 pub mod iq2_grids;
 pub mod iq3;
 pub mod iq3_grids;
+pub mod iq3_quantize;
 pub mod iq4_nl;
 pub mod iq4_xs;
 mod kquant_scale_min;

@@ -316,7 +316,7 @@ def write_dot_goldens(ggml, cpu_path, out_dir):
 
 # The types whose quantizer takes an importance matrix, and (the last four)
 # types ggml quantizes the same with or without one.
-IMATRIX_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
+IMATRIX_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S",
                  "Q8_0", "TQ1_0", "TQ2_0"]
 IMATRIX_ROWS, IMATRIX_N = 8, 512
 
