@@ -18,6 +18,7 @@
 //! temporary name and renamed when complete.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -171,7 +172,8 @@ impl Disk {
 struct Entry {
     text: String,
     tokens: Vec<u32>,
-    snap: Snapshot,
+    /// Shared with the state store's write-behind queue, when one takes it.
+    snap: Arc<Snapshot>,
     bytes: usize,
     last_used: u64,
 }
@@ -293,7 +295,7 @@ impl PrefixCache {
                         let t = e.text.clone();
                         d.entries[i].last_used = self.clock;
                         self.hits += 1;
-                        self.insert_snapshot(&t, &tokens, snap);
+                        self.insert_snapshot(&t, &tokens, Arc::new(snap));
                         return Some(Hit {
                             text_len: len,
                             tokens,
@@ -341,12 +343,49 @@ impl PrefixCache {
         if let Some(d) = self.disk.as_mut() {
             d.insert(text, tokens, &snap, session.model(), self.clock);
         }
-        self.insert_snapshot(text, tokens, snap);
+        self.insert_snapshot(text, tokens, Arc::new(snap));
         Ok(())
     }
 
+    /// The bytes of `text` that the longest entry (in memory or on disk)
+    /// whose text is a prefix of it covers, among entries of at most
+    /// `max_tokens` tokens; 0 when none is.
+    pub fn longest_prefix(&self, text: &str, max_tokens: usize) -> usize {
+        let fits = |t: &str, n: usize| n <= max_tokens && text.starts_with(t);
+        let mem = self
+            .entries
+            .iter()
+            .filter(|e| fits(&e.text, e.tokens.len()))
+            .map(|e| e.text.len());
+        let disk = self.disk.iter().flat_map(|d| {
+            d.entries
+                .iter()
+                .filter(|e| fits(&e.text, e.tokens.len()))
+                .map(|e| e.text.len())
+        });
+        mem.chain(disk).max().unwrap_or(0)
+    }
+
+    /// The state held in memory after exactly `text`, and its tokens.
+    pub fn get(&self, text: &str) -> Option<(Arc<Snapshot>, &[u32])> {
+        self.entries
+            .iter()
+            .find(|e| e.text == text)
+            .map(|e| (e.snap.clone(), e.tokens.as_slice()))
+    }
+
+    /// Puts a state that came from elsewhere (the shared state store) into
+    /// the memory tier as the one after `text` / `tokens`.
+    pub fn insert_restored(&mut self, text: &str, tokens: &[u32], snap: Snapshot) {
+        self.clock += 1;
+        if self.entries.iter().any(|e| e.text == text) {
+            return;
+        }
+        self.insert_snapshot(text, tokens, Arc::new(snap));
+    }
+
     /// The memory tier's insert.
-    fn insert_snapshot(&mut self, text: &str, tokens: &[u32], snap: Snapshot) {
+    fn insert_snapshot(&mut self, text: &str, tokens: &[u32], snap: Arc<Snapshot>) {
         let bytes = snap_bytes(&snap) + text.len() + tokens.len() * 4;
         if bytes > self.cap {
             return;

@@ -56,9 +56,10 @@ pub struct Args {
     #[arg(long = "mmap")]
     pub mmap: bool,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health
-    /// (also from MAMBA_GGUF_API_KEY).
+    /// (also from MAMBA_GGUF_API_KEY). Repeat for several keys: each is a
+    /// tenant of its own in the state store.
     #[arg(long = "api-key")]
-    pub api_key: Option<String>,
+    pub api_key: Vec<String>,
     /// An origin browsers may call from (CORS); repeat for several, `*` for any.
     #[arg(long = "cors-origin")]
     pub cors_origin: Vec<String>,
@@ -76,6 +77,27 @@ pub struct Args {
     /// with its state files in this directory (created when missing).
     #[arg(long = "slot-save-path")]
     pub slot_save_path: Option<std::path::PathBuf>,
+    /// A state store shared by replicas of this server, under the prompt
+    /// cache's memory and disk tiers: `s3://BUCKET/PREFIX` (any
+    /// S3-compatible store; credentials, region and endpoint from the AWS_*
+    /// environment variables or the flags below) or `file:///DIR` (a shared
+    /// filesystem). Any replica then continues any conversation.
+    #[arg(long = "state-store")]
+    pub state_store: Option<String>,
+    /// The S3 endpoint (default: AWS_ENDPOINT_URL, else AWS's).
+    #[arg(long = "state-store-endpoint", requires = "state_store")]
+    pub state_store_endpoint: Option<String>,
+    /// The S3 region (default: AWS_REGION / AWS_DEFAULT_REGION).
+    #[arg(long = "state-store-region", requires = "state_store")]
+    pub state_store_region: Option<String>,
+    /// Milliseconds a state-store lookup may take before the prompt is
+    /// prefilled instead.
+    #[arg(long = "state-store-timeout-ms", default_value_t = 1500)]
+    pub state_store_timeout_ms: u64,
+    /// States waiting to be written to the store; more are dropped (and
+    /// counted in /metrics).
+    #[arg(long = "state-store-queue", default_value_t = 8)]
+    pub state_store_queue: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -101,8 +123,24 @@ pub fn run(args: Args) -> Result<()> {
             model_name: name,
             api_key: args
                 .api_key
+                .first()
+                .cloned()
                 .or_else(|| std::env::var("MAMBA_GGUF_API_KEY").ok())
                 .filter(|k| !k.is_empty()),
+            api_keys: args
+                .api_key
+                .iter()
+                .skip(1)
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+            state_store: args.state_store.map(|url| server::store::StoreConfig {
+                url,
+                endpoint: args.state_store_endpoint,
+                region: args.state_store_region,
+                timeout: Duration::from_millis(args.state_store_timeout_ms.max(1)),
+                queue: args.state_store_queue.max(1),
+            }),
             cors_origins: args.cors_origin,
             cache_dir: args.cache_dir,
             cache_disk_mb: args.cache_disk_mb,

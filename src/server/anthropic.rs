@@ -421,6 +421,7 @@ pub async fn messages(
         params,
         tx,
         deadline,
+        store: None,
     };
     if st.engine.submit(job).is_err() {
         return error(&ApiError::new(

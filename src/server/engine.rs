@@ -35,6 +35,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::metrics::{Finished, Metrics};
+use super::store::{Namespace, StateStore};
 use crate::constrain::Constraint;
 use crate::generate::{log_probs, partial_stop, Next, Sampling};
 use crate::model::Model;
@@ -148,6 +149,10 @@ pub struct Job {
     pub params: GenParams,
     pub tx: UnboundedSender<Event>,
     pub deadline: Instant,
+    /// With a state store (`--state-store`): the namespace the states at the
+    /// end of this job's prompt and reply are committed under. None: they
+    /// are not committed.
+    pub store: Option<Namespace>,
 }
 
 /// Engine limits.
@@ -229,6 +234,8 @@ struct Shared {
     queue: Mutex<VecDeque<(Job, PromptOptions, Instant)>>,
     cv: Condvar,
     cache: Mutex<PrefixCache>,
+    /// The shared state store, when `--state-store` names one.
+    store: std::sync::OnceLock<Arc<StateStore>>,
     /// Slot operations waiting for their slot (pushed, then the scheduler
     /// woken under the queue lock, so the wake-up is never missed).
     controls: Mutex<Vec<Control>>,
@@ -308,6 +315,7 @@ impl Engine {
             queue: Mutex::new(VecDeque::new()),
             cv: Condvar::new(),
             cache: Mutex::new(PrefixCache::new(cfg.cache_bytes)),
+            store: std::sync::OnceLock::new(),
             controls: Mutex::new(Vec::new()),
             slot_info: Mutex::new(
                 (0..slots)
@@ -399,6 +407,28 @@ impl Engine {
         *lock(&self.shared.cache) = cache;
     }
 
+    /// Commits the states at the end of prompts and replies of jobs that
+    /// name a namespace ([`Job::store`]) to `store` (set once).
+    pub fn set_store(&self, store: Arc<StateStore>) {
+        let _ = self.shared.store.set(store);
+    }
+
+    /// The shared state store, when set.
+    pub fn store(&self) -> Option<&Arc<StateStore>> {
+        self.shared.store.get()
+    }
+
+    /// Bytes of `text` covered by the longest prompt-cache entry (memory or
+    /// disk, of at most `max_tokens` tokens) whose text is a prefix of it.
+    pub fn cached_prefix(&self, text: &str, max_tokens: usize) -> usize {
+        lock(&self.shared.cache).longest_prefix(text, max_tokens)
+    }
+
+    /// Puts a state read from the state store into the prompt cache.
+    pub fn put_restored(&self, text: &str, tokens: &[u32], snap: crate::session::Snapshot) {
+        lock(&self.shared.cache).insert_restored(text, tokens, snap);
+    }
+
     /// The request counters (for `/metrics`).
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
@@ -454,6 +484,27 @@ fn err(status: u16, kind: &'static str, message: impl Into<String>) -> Event {
         kind,
         message: message.into(),
     }
+}
+
+/// Hands the state after `text` / `tokens` (the session's now) to the state
+/// store's write-behind queue, when there is a store and the job names a
+/// namespace: the memory tier's copy when it holds one, else a snapshot.
+fn commit(shared: &Shared, job: &Job, session: &mut Session, text: &str, tokens: &[u32]) {
+    let (Some(store), Some(ns)) = (shared.store.get(), &job.store) else {
+        return;
+    };
+    let held = lock(&shared.cache)
+        .get(text)
+        .filter(|(_, t)| *t == tokens)
+        .map(|(s, _)| s);
+    let snap = match held {
+        Some(s) => s,
+        None => match session.snapshot() {
+            Ok(s) => Arc::new(s),
+            Err(_) => return,
+        },
+    };
+    store.commit(ns, text, tokens, snap);
 }
 
 /// Why a job stopped early without an error to report.
@@ -746,6 +797,7 @@ impl GenRun {
                 lock(&shared.cache)
                     .insert(&held.text, &held.tokens, session)
                     .map_err(|e| err(500, "server_error", e.to_string()))?;
+                commit(shared, job, session, &held.text, &held.tokens);
             }
             self.held = Some(held);
         }
@@ -1127,6 +1179,7 @@ impl<'a> Scheduler<'a> {
                                         params: job.params.clone(),
                                         tx: job.tx.clone(),
                                         deadline: job.deadline,
+                                        store: job.store.clone(),
                                     },
                                     phase: Phase::Waiting { index: k + 1 },
                                     siblings: Vec::new(),
@@ -1331,6 +1384,12 @@ impl<'a> Scheduler<'a> {
             prompt_tokens: tokens.len(),
             cached_tokens: cached,
         });
+        // A prompt read through the prompt cache (not ids or echo) that the
+        // cache did not wholly supply: its end is a commit point.
+        if scored.is_none() && cached < tokens.len() {
+            let text = &a.job.prompt.text;
+            commit(sh, &a.job, &mut self.sessions[i], text, &tokens);
+        }
         // Every choice starts from the prompt's state: forked slot to slot.
         let times = (a.received, a.admitted);
         let mut starts = vec![(i, 0usize)];

@@ -23,9 +23,10 @@ pub const OUTCOMES: [&str; 6] = [
 
 /// The generation and counting endpoints whose requests `/metrics` counts
 /// per API (`api_requests_total{api}`): path and label.
-pub const APIS: [(&str, &str); 6] = [
+pub const APIS: [(&str, &str); 7] = [
     ("/v1/completions", "openai_completions"),
     ("/v1/chat/completions", "openai_chat"),
+    ("/v1/responses", "openai_responses"),
     ("/v1/messages", "anthropic_messages"),
     ("/v1/messages/count_tokens", "anthropic_count_tokens"),
     ("/api/generate", "ollama_generate"),
@@ -36,7 +37,7 @@ pub const APIS: [(&str, &str); 6] = [
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Requests received per API ([`APIS`]), refused ones included.
-    api_requests: [AtomicU64; 6],
+    api_requests: [AtomicU64; 7],
     requests: [AtomicU64; 6],
     /// Prompt tokens of finished requests, and how many of them came from
     /// the prefix cache.
@@ -226,6 +227,23 @@ impl Metrics {
             secs(get(&self.duration_us))
         );
         let _ = writeln!(o, "mamba_gguf_request_duration_seconds_count {n}");
+        // The names vLLM exports, which routers read (the Gateway API
+        // Inference Extension's endpoint picker, llm-d's scheduler): queue
+        // and running gauges, and the cache usage. Here a running request
+        // holds one slot's recurrent state, so the share of slots in use is
+        // what vLLM's KV-cache usage stands for (1 means full).
+        let usage = s.running.min(slots) as f64 / slots.max(1) as f64;
+        let vllm: [(&str, &str, String); 4] = [
+            ("num_requests_running", "Requests holding a slot (prefilling or decoding).", s.running.to_string()),
+            ("num_requests_waiting", "Requests queued for a slot.", s.waiting.to_string()),
+            ("gpu_cache_usage_perc", "Share of the slots' recurrent states in use; 1 means all (vLLM's KV-cache usage, its older name).", usage.to_string()),
+            ("kv_cache_usage_perc", "Share of the slots' recurrent states in use; 1 means all (vLLM's KV-cache usage).", usage.to_string()),
+        ];
+        for (name, help, v) in vllm {
+            let _ = writeln!(o, "# HELP vllm:{name} {help}");
+            let _ = writeln!(o, "# TYPE vllm:{name} gauge");
+            let _ = writeln!(o, "vllm:{name} {v}");
+        }
         o
     }
 }

@@ -31,7 +31,9 @@ pub use crate::prefix_cache as cache;
 pub mod engine;
 pub mod metrics;
 mod ollama;
+mod responses;
 mod slots;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +100,12 @@ pub struct ServerConfig {
     /// its files (llama.cpp's `--slot-save-path`); None refuses save and
     /// restore with 501.
     pub slot_save_path: Option<std::path::PathBuf>,
+    /// More API keys beside `api_key`, each its own tenant: with a state
+    /// store, each key's states are a namespace of their own.
+    pub api_keys: Vec<String>,
+    /// The shared state store (`--state-store`), a third prompt-cache tier
+    /// that replicas share (store.rs).
+    pub state_store: Option<store::StoreConfig>,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +128,8 @@ impl Default for ServerConfig {
             cache_disk_mb: 4096,
             warm: None,
             slot_save_path: None,
+            api_keys: Vec::new(),
+            state_store: None,
         }
     }
 }
@@ -141,6 +151,8 @@ pub enum ServerError {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(transparent)]
     Template(#[from] crate::chat_template::TemplateError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("--warm: {0}")]
     Warm(String),
     #[error("--slot-save-path {dir}: {source}")]
@@ -173,6 +185,8 @@ struct AppState {
     ollama: ollama::ModelInfo,
     /// The vocabulary indexed for constrained decoding (or why it could not be).
     grammars: Result<crate::constrain::Grammars, String>,
+    /// Stored Responses API responses (responses.rs).
+    responses: responses::Records,
 }
 
 /// A server running on its own threads; dropping the handle stops it.
@@ -263,6 +277,12 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
     if let Some(c) = disk_cache {
         engine.set_cache(c);
     }
+    if let Some(sc) = &cfg.state_store {
+        // The store's writer runs on the server's runtime.
+        let _rt = rt.enter();
+        let s = store::StateStore::open(sc, model.clone(), &template)?;
+        engine.set_store(Arc::new(s));
+    }
     if let Some(system) = &cfg.warm {
         warm(&engine, &template, system, cfg.timeout)?;
     }
@@ -283,6 +303,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         device,
         ollama,
         grammars,
+        responses: responses::Records::default(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -331,6 +352,7 @@ fn warm(
         },
         tx,
         deadline: Instant::now() + timeout,
+        store: None,
     };
     engine
         .submit(job)
@@ -355,6 +377,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
@@ -387,15 +414,17 @@ fn router(state: Arc<AppState>) -> Router {
 /// clients send it, `x-api-key: <key>`.
 async fn authorize(
     State(st): State<Arc<AppState>>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if req.method() == axum::http::Method::POST {
         st.engine.metrics().api_request(req.uri().path());
     }
-    let Some(key) = st.cfg.api_key.as_deref() else {
+    // The tenant, for the state store's namespaces: one per key.
+    req.extensions_mut().insert(store::Namespace::public());
+    if st.cfg.api_key.is_none() && st.cfg.api_keys.is_empty() {
         return next.run(req).await;
-    };
+    }
     if req.uri().path() == "/health" || req.method() == axum::http::Method::OPTIONS {
         return next.run(req).await;
     }
@@ -406,13 +435,24 @@ async fn authorize(
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     // Compared in constant time, so the answer's timing says nothing of the key.
-    let ok = given.is_some_and(|g| {
+    let same = |g: &str, key: &str| {
         g.len() == key.len()
             && g.bytes()
                 .zip(key.bytes())
                 .fold(0u8, |a, (x, y)| a | (x ^ y))
                 == 0
+    };
+    let matched = given.and_then(|g| {
+        st.cfg
+            .api_key
+            .iter()
+            .chain(&st.cfg.api_keys)
+            .find(|k| same(g, k))
     });
+    let ok = matched.is_some();
+    if let Some(k) = matched {
+        req.extensions_mut().insert(store::Namespace::of_key(k));
+    }
     let message = "missing or wrong API key (Authorization: Bearer <key>, or x-api-key: <key>)";
     if ok {
         next.run(req).await
@@ -495,10 +535,13 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let text = st
+    let mut text = st
         .engine
         .metrics()
         .render(&st.engine.stats(), st.cfg.parallel.max(1));
+    if let Some(s) = st.engine.store() {
+        text.push_str(&s.counters().render());
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -721,16 +764,18 @@ fn parse_request(
 
 async fn completions(
     State(st): State<Arc<AppState>>,
+    ns: Option<axum::Extension<store::Namespace>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    generate(st, body, Kind::Completion).await
+    generate(st, body, Kind::Completion, ns.map(|e| e.0)).await
 }
 
 async fn chat_completions(
     State(st): State<Arc<AppState>>,
+    ns: Option<axum::Extension<store::Namespace>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    generate(st, body, Kind::Chat).await
+    generate(st, body, Kind::Chat, ns.map(|e| e.0)).await
 }
 
 /// Adds choice `index`'s counts to a request's: each prompt was read once
@@ -820,6 +865,7 @@ fn chain_prompts(
                     params: params.clone(),
                     tx: tx.clone(),
                     deadline,
+                    store: None,
                 };
                 if st.engine.submit_with(job, opts.clone()).is_ok() {
                     break;
@@ -965,7 +1011,12 @@ fn api_from_event(status: u16, kind: &'static str, message: String) -> ApiError 
     ApiError::new(status, kind, message)
 }
 
-async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: Kind) -> Response {
+async fn generate(
+    st: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+    kind: Kind,
+    ns: Option<store::Namespace>,
+) -> Response {
     let req = match parse_request(&st, body, kind) {
         Ok(r) => r,
         Err(e) => return error_response(&e),
@@ -976,11 +1027,21 @@ async fn generate(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, kind: 
     let Some((prompt, opts)) = prompts.next() else {
         return error_response(&ApiError::bad("prompt", "'prompt' must not be empty"));
     };
+    // The state store: read through it (a prompt of text, read through
+    // the prompt cache), and commit this job's states.
+    let ns = ns.filter(|_| st.engine.store().is_some());
+    if let (Some(s), Some(ns)) = (st.engine.store(), &ns) {
+        if opts.ids.is_none() && !opts.echo {
+            s.read_through(&st.engine, ns, &prompt, st.cfg.max_prompt_tokens)
+                .await;
+        }
+    }
     let job = Job {
         prompt,
         params: req.params.clone(),
         tx,
         deadline,
+        store: ns,
     };
     if st.engine.submit_with(job, opts).is_err() {
         return error_response(&ApiError {

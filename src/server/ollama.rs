@@ -449,6 +449,7 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -
         params,
         tx,
         deadline,
+        store: None,
     };
     if st.engine.submit(job).is_err() {
         return error(

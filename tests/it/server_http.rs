@@ -685,6 +685,7 @@ fn a_long_prefill_is_interleaved_with_decoding() {
         params: params(n),
         tx: tx.clone(),
         deadline: Instant::now() + Duration::from_secs(120),
+        store: None,
     };
     let long_text = "word ".repeat(8000);
     let long_len =
