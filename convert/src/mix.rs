@@ -10,15 +10,17 @@
 //! 2-D tensors whose name ends in `weight` (not norms, not `ssm_conv1d`) are
 //! quantized, the rest stay F32. Without `--pure`, `output.weight` (and
 //! `token_embd.weight` when the head is tied) becomes Q6_K unless the type is
-//! Q8_0 (then Q8_0) or IQ3_XXS (then Q5_K), or Q8_0 when its rows do not
-//! fill the type's blocks; an untied `token_embd.weight` of a TQ1_0/TQ2_0
-//! file becomes Q4_K, of an IQ3_XXS file IQ3_S. IQ3_XS, IQ3_S and IQ3_M
-//! files are all IQ3_S (their upgrades, too, touch attention and FFN only).
+//! Q8_0 (then Q8_0) or IQ3_XXS or IQ2 (then Q5_K), or Q8_0 when its rows
+//! do not fill the type's blocks; an untied `token_embd.weight` of a
+//! TQ1_0/TQ2_0 file becomes Q4_K, of an IQ3_XXS, IQ2_S or IQ2_M file
+//! IQ3_S, of an IQ2_XXS or IQ2_XS file Q2_K. IQ3_XS, IQ3_S and IQ3_M files
+//! are all IQ3_S, IQ2_S files IQ2_XS and IQ2_M files IQ2_S (their upgrades,
+//! too, touch attention and FFN only).
 //! Mamba has no attention/FFN tensors, so the `_M` upgrades of Q4_K_M / Q5_K_M
 //! never apply: all other matrices take the base type. Then, for every
 //! matrix, a row length that is not a multiple of the block size falls back:
 //! Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K/TQ1_0/TQ2_0 -> Q4_0,
-//! IQ4_XS/IQ3_XXS/IQ3_S -> IQ4_NL; 32-block types stay; and if the result still does not
+//! IQ4_XS and the IQ3/IQ2 types -> IQ4_NL; 32-block types stay; and if the result still does not
 //! fit, F16.
 
 // `%` rather than `is_multiple_of`: the workspace MSRV is 1.80.
@@ -57,6 +59,10 @@ pub enum FileType {
     IQ3_XS,
     IQ3_S,
     IQ3_M,
+    IQ2_XXS,
+    IQ2_XS,
+    IQ2_S,
+    IQ2_M,
     TQ1_0,
     TQ2_0,
 }
@@ -86,6 +92,10 @@ pub const ALL_TYPES: &[FileType] = &[
     FileType::IQ3_XS,
     FileType::IQ3_S,
     FileType::IQ3_M,
+    FileType::IQ2_XXS,
+    FileType::IQ2_XS,
+    FileType::IQ2_S,
+    FileType::IQ2_M,
     FileType::TQ1_0,
     FileType::TQ2_0,
 ];
@@ -140,6 +150,10 @@ impl FileType {
             FileType::IQ3_XS => "iq3_xs",
             FileType::IQ3_S => "iq3_s",
             FileType::IQ3_M => "iq3_m",
+            FileType::IQ2_XXS => "iq2_xxs",
+            FileType::IQ2_XS => "iq2_xs",
+            FileType::IQ2_S => "iq2_s",
+            FileType::IQ2_M => "iq2_m",
             FileType::TQ1_0 => "tq1_0",
             FileType::TQ2_0 => "tq2_0",
         }
@@ -165,11 +179,15 @@ impl FileType {
             FileType::Q5_K_M => 17,
             FileType::Q6_K => 18,
             FileType::Q2_K_S => 21,
+            FileType::IQ2_XXS => 19,
+            FileType::IQ2_XS => 20,
             FileType::IQ3_XS => 22,
             FileType::IQ3_XXS => 23,
             FileType::IQ4_NL => 25,
             FileType::IQ3_S => 26,
             FileType::IQ3_M => 27,
+            FileType::IQ2_S => 28,
+            FileType::IQ2_M => 29,
             FileType::IQ4_XS => 30,
             FileType::BF16 => 32,
             FileType::TQ1_0 => 36,
@@ -197,6 +215,9 @@ impl FileType {
             FileType::IQ4_XS => GgmlType::IQ4_XS,
             FileType::IQ3_XXS => GgmlType::IQ3_XXS,
             FileType::IQ3_XS | FileType::IQ3_S | FileType::IQ3_M => GgmlType::IQ3_S,
+            FileType::IQ2_XXS => GgmlType::IQ2_XXS,
+            FileType::IQ2_XS | FileType::IQ2_S => GgmlType::IQ2_XS,
+            FileType::IQ2_M => GgmlType::IQ2_S,
             FileType::TQ1_0 => GgmlType::TQ1_0,
             FileType::TQ2_0 => GgmlType::TQ2_0,
         }
@@ -209,13 +230,16 @@ impl FileType {
 
 /// Whether llama-quantize refuses to write tensor `name` as `ty` in a file
 /// of type `ft` without an importance matrix (tensor_requires_imatrix): of
-/// the types made here IQ3_XXS tensors and the Q2_K tensors of a Q2_K_S
-/// file, never the token embedding or the head.
+/// the types made here IQ3_XXS and IQ2 tensors and the Q2_K tensors of a
+/// Q2_K_S file, never the token embedding or the head.
 pub fn requires_imatrix(ft: FileType, name: &str, ty: GgmlType) -> bool {
     if name == "token_embd.weight" || name == "output.weight" {
         return false;
     }
-    ty == GgmlType::IQ3_XXS || (ty == GgmlType::Q2_K && ft == FileType::Q2_K_S)
+    matches!(
+        ty,
+        GgmlType::IQ3_XXS | GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S
+    ) || (ty == GgmlType::Q2_K && ft == FileType::Q2_K_S)
 }
 
 /// llama-quantize's refusal, worded for our error types: `Err(reason)` when
@@ -264,7 +288,12 @@ pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
         GgmlType::Q5_K => GgmlType::Q5_1,
         GgmlType::Q6_K => GgmlType::Q8_0,
         GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::TQ1_0 | GgmlType::TQ2_0 => GgmlType::Q4_0,
-        GgmlType::IQ4_XS | GgmlType::IQ3_XXS | GgmlType::IQ3_S => GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS
+        | GgmlType::IQ3_XXS
+        | GgmlType::IQ3_S
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S => GgmlType::IQ4_NL,
         other => other,
     };
     if fits(alt) {
@@ -303,17 +332,26 @@ pub fn tensor_type(
     let ncols = dims.first().copied().unwrap_or(0);
     if !pure && name == "token_embd.weight" && !tied {
         // llama-quantize's (untied) embedding: Q4_K for a ternary file,
-        // IQ3_S for an IQ3_XXS one.
+        // IQ3_S for IQ3_XXS, IQ2_S and IQ2_M ones, Q2_K for IQ2_XXS and
+        // IQ2_XS ones.
         match ft {
             FileType::TQ1_0 | FileType::TQ2_0 => ty = GgmlType::Q4_K,
-            FileType::IQ3_XXS => ty = GgmlType::IQ3_S,
+            FileType::IQ3_XXS | FileType::IQ2_S | FileType::IQ2_M => ty = GgmlType::IQ3_S,
+            FileType::IQ2_XXS | FileType::IQ2_XS => ty = GgmlType::Q2_K,
             _ => {}
         }
     }
     if !pure && (name == "output.weight" || (tied && name == "token_embd.weight")) {
         ty = if ncols % base.block_size() as u64 != 0 {
             GgmlType::Q8_0
-        } else if ft == FileType::IQ3_XXS {
+        } else if matches!(
+            ft,
+            FileType::IQ3_XXS
+                | FileType::IQ2_XXS
+                | FileType::IQ2_XS
+                | FileType::IQ2_S
+                | FileType::IQ2_M
+        ) {
             GgmlType::Q5_K
         } else if base != GgmlType::Q8_0 {
             GgmlType::Q6_K

@@ -101,9 +101,10 @@ fn check_shape(dev: &Device, ty: GgmlType, n: usize, splits: usize, as_stored: b
         let (src, dst) = (&w[r * n..(r + 1) * n], &mut wq[r * rb..(r + 1) * rb]);
         match quant::quantize_row(ty, src, dst) {
             Ok(()) => {}
-            // A type read but not written (the IQ1, IQ2, IQ3 types): pseudo-random
-            // blocks, each with a small finite fp16 scale first.
-            Err(quant::QuantError::NoQuantizer { .. }) => {
+            // A type read but not written, or written only with an importance
+            // matrix (the IQ1 types, IQ2_XXS, IQ2_XS): pseudo-random blocks,
+            // each with a small finite fp16 scale first.
+            Err(quant::QuantError::NoQuantizer { .. } | quant::QuantError::NeedsImatrix { .. }) => {
                 for b in dst.iter_mut() {
                     *b = rng.next() as u8;
                 }

@@ -106,15 +106,21 @@ fn iq1m_set_scale(blk: &mut [u8], d: u16) {
     }
 }
 
-/// `w` quantized to `ty`; for a type we read but do not write (the IQ3,
-/// IQ2 and IQ1 types) blocks derived from the values' bits instead, with a small finite
-/// fp16 scale first in each.
+/// `w` quantized to `ty`; for a type we read but do not write without an
+/// importance matrix (the IQ1 types, IQ2_XXS, IQ2_XS) blocks derived from
+/// the values' bits instead, with a small finite fp16 scale first in each.
 fn quantize_rows(ty: GgmlType, w: &[f32], n: usize) -> Vec<u8> {
     let rb = ty.row_bytes(n).unwrap();
     let mut out = vec![0u8; rb * (w.len() / n)];
     for (src, dst) in w.chunks(n).zip(out.chunks_mut(rb)) {
         if let Err(e) = quant::quantize_row(ty, src, dst) {
-            assert_eq!(e, quant::QuantError::NoQuantizer { ty });
+            assert!(
+                matches!(
+                    e,
+                    quant::QuantError::NoQuantizer { .. } | quant::QuantError::NeedsImatrix { .. }
+                ),
+                "{ty}: {e}"
+            );
             for (b, v) in dst.iter_mut().zip(src.iter().cycle()) {
                 *b = (v.to_bits() >> 9) as u8;
             }

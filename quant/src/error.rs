@@ -14,6 +14,11 @@ pub enum QuantError {
     #[error("quantizing to {ty} is not implemented (files of this type are read, not written)")]
     NoQuantizer { ty: GgmlType },
 
+    /// A type ggml quantizes only with an importance matrix (IQ2_XXS,
+    /// IQ2_XS): [`crate::quantize_row_weighted`] with one.
+    #[error("quantizing to {ty} needs an importance matrix, as in ggml (give one: --imatrix)")]
+    NeedsImatrix { ty: GgmlType },
+
     /// A row length that does not fill whole blocks.
     #[error("{n} values is not a multiple of the {ty} block size {block}")]
     NotBlockMultiple {

@@ -2,7 +2,7 @@
 //! quantizer, dequantizer, activation type and dot kernel.
 
 use crate::{
-    float, iq1, iq2, iq3, iq3_quantize, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1,
+    float, iq1, iq2, iq3, iq4_nl, iq4_xs, iq_quantize, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1,
     q5_k, q6_k, q8_0, q8_k, tq, DotFn, GgmlType,
 };
 
@@ -10,7 +10,9 @@ use crate::{
 pub(crate) type QuantizeFn = fn(&[f32], &mut [u8]);
 
 pub(crate) struct Format {
-    /// `None` for the types that are read but not written (IQ2, IQ1).
+    /// `None` for the types that are read but not written (IQ1) and those
+    /// written only with an importance matrix (IQ2_XXS, IQ2_XS:
+    /// [`quantize_weighted`]).
     pub quantize: Option<QuantizeFn>,
     pub dequantize: fn(&[u8], &mut [f32]),
     /// The activation type the dot kernel reads.
@@ -91,15 +93,20 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
         T::IQ1_M => read_only(iq1::dequantize_m, iq1::dot_m_q8_k),
         T::IQ2_XXS => read_only(iq2::dequantize_xxs, iq2::dot_xxs_q8_k),
         T::IQ2_XS => read_only(iq2::dequantize_xs, iq2::dot_xs_q8_k),
-        T::IQ2_S => read_only(iq2::dequantize_s, iq2::dot_s_q8_k),
+        T::IQ2_S => f(
+            |x, y| iq_quantize::quantize_iq2_s(x, None, y),
+            iq2::dequantize_s,
+            T::Q8_K,
+            iq2::dot_s_q8_k,
+        ),
         T::IQ3_XXS => f(
-            |x, y| iq3_quantize::quantize_xxs(x, None, y),
+            |x, y| iq_quantize::quantize_iq3_xxs(x, None, y),
             iq3::dequantize_xxs,
             T::Q8_K,
             iq3::dot_xxs_q8_k,
         ),
         T::IQ3_S => f(
-            |x, y| iq3_quantize::quantize_s(x, None, y),
+            |x, y| iq_quantize::quantize_iq3_s(x, None, y),
             iq3::dequantize_s,
             T::Q8_K,
             iq3::dot_s_q8_k,
@@ -134,8 +141,11 @@ pub(crate) fn quantize_weighted(ty: GgmlType) -> Option<QuantizeWeightedFn> {
         T::Q6_K => q6_k::quantize_weighted,
         T::IQ4_NL => iq4_nl::quantize_weighted,
         T::IQ4_XS => iq4_xs::quantize_weighted,
-        T::IQ3_XXS => |x, w, y| iq3_quantize::quantize_xxs(x, Some(w), y),
-        T::IQ3_S => |x, w, y| iq3_quantize::quantize_s(x, Some(w), y),
+        T::IQ3_XXS => |x, w, y| iq_quantize::quantize_iq3_xxs(x, Some(w), y),
+        T::IQ3_S => |x, w, y| iq_quantize::quantize_iq3_s(x, Some(w), y),
+        T::IQ2_XXS => iq_quantize::quantize_iq2_xxs,
+        T::IQ2_XS => iq_quantize::quantize_iq2_xs,
+        T::IQ2_S => |x, w, y| iq_quantize::quantize_iq2_s(x, Some(w), y),
         _ => return None,
     })
 }

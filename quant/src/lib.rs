@@ -3,13 +3,13 @@
 //! I/O and no model knowledge.
 //!
 //! Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
-//! Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, and for reading
-//! only (dequantize and dot, no quantizer: [`QuantError::NoQuantizer`])
-//! IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S and IQ1_M.
-//! Quantizers reproduce byte for
-//! byte what ggml's `quantize_*` functions write without an importance
-//! matrix (llama-quantize's path: `quantize_row_*_ref`, except IQ4_NL,
-//! whose file quantizer searches more than its `_ref`). Activation pairing (see [`vec_dot_type`]):
+//! Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, IQ2_S, TQ1_0,
+//! TQ2_0; IQ2_XXS and IQ2_XS with an importance matrix only, as in ggml
+//! ([`QuantError::NeedsImatrix`]); and for reading only (dequantize and
+//! dot, no quantizer: [`QuantError::NoQuantizer`]) IQ1_S and IQ1_M.
+//! Quantizers reproduce byte for byte what ggml's `ggml_quantize_chunk`
+//! writes, llama-quantize's path, without an importance matrix
+//! ([`quantize_row`]) and with one ([`quantize_row_weighted`]). Activation pairing (see [`vec_dot_type`]):
 //! - F32/F16/BF16 weights dot with plain F32 activations;
 //! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights with Q8_0 activations. ggml pairs
 //!   Q4_1/Q5_1 with Q8_1; we use Q8_0 and apply the weight min through the
@@ -61,9 +61,9 @@ pub mod iq2;
 pub mod iq2_grids;
 pub mod iq3;
 pub mod iq3_grids;
-pub mod iq3_quantize;
 pub mod iq4_nl;
 pub mod iq4_xs;
+pub mod iq_quantize;
 mod kquant_scale_min;
 mod kquant_search;
 pub mod math;
@@ -176,7 +176,11 @@ fn check_len(
 /// `dst.len() == ty.row_bytes(src.len())`.
 pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     let f = format(ty).ok_or(QuantError::Unsupported { ty })?;
-    let quantize = f.quantize.ok_or(QuantError::NoQuantizer { ty })?;
+    let quantize = match (f.quantize, formats::quantize_weighted(ty)) {
+        (Some(q), _) => q,
+        (None, Some(_)) => return Err(QuantError::NeedsImatrix { ty }),
+        (None, None) => return Err(QuantError::NoQuantizer { ty }),
+    };
     let bytes = row_size(ty, src.len())?;
     check_len(ty, "quantized output", bytes, dst.len())?;
     quantize(src, dst);

@@ -35,8 +35,8 @@ fn every_type_with_an_imatrix_matches_llama_quantize() {
         .collect();
     assert_eq!(
         ms.len(),
-        46,
-        "2 fixtures x 23 types: run scripts/fixtures/make_quant_manifests.py"
+        54,
+        "2 fixtures x 27 types: run scripts/fixtures/make_quant_manifests.py"
     );
     assert_conversions_match(&ms);
 }
@@ -143,13 +143,21 @@ fn q2_k_s_without_an_imatrix_is_refused_like_llama_quantize() {
     assert!(!out.exists());
     // With --pure every matrix is Q2_K, the head included; still refused.
     assert!(convert_to(&hf("falcon-mamba-small-bf16"), &out, FileType::Q2_K_S, true).is_err());
-    // IQ3_XXS likewise (its tensors need one whatever the file type).
-    let msg = convert_to(&hf("mamba-tiny-tied"), &out, FileType::IQ3_XXS, false)
-        .expect_err("IQ3_XXS needs an imatrix")
-        .to_string();
-    assert!(
-        msg.contains("importance matrix") && msg.contains("IQ3_XXS"),
-        "{msg}"
-    );
-    assert!(!out.exists());
+    // IQ3_XXS and the IQ2 files likewise (their tensors need one).
+    for (ft, ty) in [
+        (FileType::IQ3_XXS, "IQ3_XXS"),
+        (FileType::IQ2_XXS, "IQ2_XXS"),
+        (FileType::IQ2_XS, "IQ2_XS"),
+        (FileType::IQ2_S, "IQ2_XS"),
+        (FileType::IQ2_M, "IQ2_S"),
+    ] {
+        let msg = convert_to(&hf("mamba-tiny-tied"), &out, ft, false)
+            .expect_err("needs an imatrix")
+            .to_string();
+        assert!(
+            msg.contains("importance matrix") && msg.contains(ty),
+            "{msg}"
+        );
+        assert!(!out.exists());
+    }
 }

@@ -149,21 +149,40 @@ golden_tests! {
     quantize_tq2_0_matches_ggml, dequantize_tq2_0_matches_ggml, GgmlType::TQ2_0;
     quantize_iq3_xxs_matches_ggml, dequantize_iq3_xxs_matches_ggml, GgmlType::IQ3_XXS;
     quantize_iq3_s_matches_ggml, dequantize_iq3_s_matches_ggml, GgmlType::IQ3_S;
+    quantize_iq2_s_matches_ggml, dequantize_iq2_s_matches_ggml, GgmlType::IQ2_S;
 }
 
-/// The IQ2 and IQ1 types are read, not written: ggml's quantizer made the
-/// golden bytes (IQ2_XXS, IQ2_XS and the IQ1 types with a uniform importance matrix, which
-/// ggml requires), our dequantizer must give its values bit for bit, and
-/// asking us to quantize is a clear error.
+/// IQ2_XXS and IQ2_XS: ggml made their goldens with a uniform importance
+/// matrix (it refuses them without one); ours with the same must be the
+/// same bytes, and without one it is a clear error.
+#[test]
+fn iq2_xxs_and_xs_quantize_like_ggml_given_an_importance_matrix() {
+    for ty in [GgmlType::IQ2_XXS, GgmlType::IQ2_XS] {
+        check_dequantize(ty);
+        let g = load(ty);
+        let ones = vec![1f32; g.input.len()];
+        let mut out = vec![0u8; g.bytes.len()];
+        quant::quantize_row_weighted(ty, &g.input, Some(&ones), &mut out).unwrap();
+        let bad = out.iter().zip(&g.bytes).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            bad,
+            0,
+            "{ty}: {bad} of {} bytes differ from ggml",
+            out.len()
+        );
+        let e = quantize_row(ty, &g.input, &mut out).unwrap_err();
+        assert_eq!(e, quant::QuantError::NeedsImatrix { ty });
+        assert!(e.to_string().contains("importance matrix"), "{e}");
+    }
+}
+
+/// The IQ1 types are read, not written: ggml's quantizer made the golden
+/// bytes (with a uniform importance matrix, which ggml requires), our
+/// dequantizer must give its values bit for bit, and asking us to quantize
+/// is a clear error.
 #[test]
 fn read_only_types_dequantize_like_ggml_and_refuse_to_quantize() {
-    for ty in [
-        GgmlType::IQ2_XXS,
-        GgmlType::IQ2_XS,
-        GgmlType::IQ2_S,
-        GgmlType::IQ1_S,
-        GgmlType::IQ1_M,
-    ] {
+    for ty in [GgmlType::IQ1_S, GgmlType::IQ1_M] {
         check_dequantize(ty);
         let g = load(ty);
         let mut out = vec![0u8; g.bytes.len()];
@@ -244,10 +263,17 @@ fn importance_matrix_quantization_matches_ggml_byte_for_byte() {
         let rb = nbytes / rows;
         let mut got = vec![0u8; nbytes];
         let mut plain = vec![0u8; nbytes];
+        // IQ2_XXS and IQ2_XS: ggml quantizes them only with a matrix.
+        let needs = matches!(ty, GgmlType::IQ2_XXS | GgmlType::IQ2_XS);
         for r in 0..rows {
             let (src, dst) = (&x[r * n..(r + 1) * n], &mut got[r * rb..(r + 1) * rb]);
             quantize_row_weighted(ty, src, Some(&qw), dst).unwrap();
-            quantize_row(ty, src, &mut plain[r * rb..(r + 1) * rb]).unwrap();
+            let p = quantize_row(ty, src, &mut plain[r * rb..(r + 1) * rb]);
+            if needs {
+                assert_eq!(p, Err(quant::QuantError::NeedsImatrix { ty }));
+            } else {
+                p.unwrap();
+            }
         }
         let bad: Vec<usize> = (0..nbytes).filter(|&i| got[i] != want[i]).collect();
         assert!(
@@ -259,16 +285,18 @@ fn importance_matrix_quantization_matches_ggml_byte_for_byte() {
             ty.type_size()
         );
         let ignores = matches!(ty, GgmlType::Q8_0 | GgmlType::TQ1_0 | GgmlType::TQ2_0);
-        assert_eq!(
-            got == plain,
-            ignores,
-            "{}: the imatrix changed nothing",
-            ty.name()
-        );
+        if !needs {
+            assert_eq!(
+                got == plain,
+                ignores,
+                "{}: the imatrix changed nothing",
+                ty.name()
+            );
+        }
         seen.push(ty);
     }
     assert_eq!(pos, raw.len(), "imatrix.bin: trailing bytes");
-    assert_eq!(seen.len(), 16, "{seen:?}");
+    assert_eq!(seen.len(), 19, "{seen:?}");
     // A row of the wrong length is refused, naming the importance matrix.
     let mut dst = vec![0u8; GgmlType::Q4_K.type_size()];
     let e = quantize_row_weighted(GgmlType::Q4_K, &[0.5; 256], Some(&[1.0; 255]), &mut dst)
