@@ -4,7 +4,8 @@
 //! `echo` with the prompt's log-probabilities), `GET /v1/models`,
 //! `GET /health`, `POST /tokenize`, `POST /detokenize` (llama.cpp's and
 //! vLLM's fields), `GET /tokenizer_info` (vLLM's); Anthropic's `POST /v1/messages` and
-//! `POST /v1/messages/count_tokens` (anthropic.rs); Ollama's `/api/*`.
+//! `POST /v1/messages/count_tokens` (anthropic.rs); Ollama's `/api/*`; a
+//! chat page at `GET /` (ui.rs).
 //!
 //! Inference runs on the [`engine`]'s scheduler thread, never on the async
 //! runtime; requests decoding at the same time share one batched forward per
@@ -34,6 +35,7 @@ mod ollama;
 mod responses;
 mod slots;
 pub mod store;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -371,6 +373,7 @@ fn router(state: Arc<AppState>) -> Router {
     let limit = state.cfg.max_body;
     let cors = cors_layer(&state.cfg.cors_origins);
     let router = Router::new()
+        .merge(ui::router())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
@@ -425,7 +428,8 @@ async fn authorize(
     if st.cfg.api_key.is_none() && st.cfg.api_keys.is_empty() {
         return next.run(req).await;
     }
-    if req.uri().path() == "/health" || req.method() == axum::http::Method::OPTIONS {
+    let page = req.method() == axum::http::Method::GET && ui::PATHS.contains(&req.uri().path());
+    if req.uri().path() == "/health" || page || req.method() == axum::http::Method::OPTIONS {
         return next.run(req).await;
     }
     let headers = req.headers();

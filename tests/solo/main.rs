@@ -7,6 +7,8 @@
 //! - server_openai's tests need the `openai` and `anthropic` Python
 //!   packages: without one its test is reported as ignored, with the
 //!   reason (under CI=true, it fails);
+//! - server_ui drives the chat page in headless Chromium, ignored (a
+//!   failure under CI=true) without chromium and chromedriver.
 //! - server_state_store runs two replicas of `serve` on a real SeaweedFS
 //!   store, ignored (a failure under CI=true) without `weed` or `openai`.
 
@@ -19,6 +21,7 @@ mod runtime_long;
 mod server_abuse;
 mod server_openai;
 mod server_state_store;
+mod server_ui;
 
 use std::process::ExitCode;
 
@@ -39,6 +42,10 @@ fn main() -> ExitCode {
         harness::skippable(
             "server_openai::official_anthropic_client",
             server_openai::official_anthropic_client,
+        ),
+        harness::skippable(
+            "server_ui::chat_page_in_chromium",
+            server_ui::chat_page_in_chromium,
         ),
         harness::skippable(
             "server_state_store::two_replicas_on_seaweedfs",
