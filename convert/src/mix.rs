@@ -10,17 +10,17 @@
 //! 2-D tensors whose name ends in `weight` (not norms, not `ssm_conv1d`) are
 //! quantized, the rest stay F32. Without `--pure`, `output.weight` (and
 //! `token_embd.weight` when the head is tied) becomes Q6_K unless the type is
-//! Q8_0 (then Q8_0) or IQ3_XXS or IQ2 (then Q5_K), or Q8_0 when its rows
-//! do not fill the type's blocks; an untied `token_embd.weight` of a
+//! Q8_0 (then Q8_0) or IQ3_XXS, IQ2 or IQ1 (then Q5_K), or Q8_0 when its
+//! rows do not fill the type's blocks; an untied `token_embd.weight` of a
 //! TQ1_0/TQ2_0 file becomes Q4_K, of an IQ3_XXS, IQ2_S or IQ2_M file
-//! IQ3_S, of an IQ2_XXS or IQ2_XS file Q2_K. IQ3_XS, IQ3_S and IQ3_M files
+//! IQ3_S, of an IQ2_XXS, IQ2_XS, IQ1_S or IQ1_M file Q2_K. IQ3_XS, IQ3_S and IQ3_M files
 //! are all IQ3_S, IQ2_S files IQ2_XS and IQ2_M files IQ2_S (their upgrades,
 //! too, touch attention and FFN only).
 //! Mamba has no attention/FFN tensors, so the `_M` upgrades of Q4_K_M / Q5_K_M
 //! never apply: all other matrices take the base type. Then, for every
 //! matrix, a row length that is not a multiple of the block size falls back:
 //! Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K/TQ1_0/TQ2_0 -> Q4_0,
-//! IQ4_XS and the IQ3/IQ2 types -> IQ4_NL; 32-block types stay; and if the result still does not
+//! IQ4_XS and the IQ3/IQ2/IQ1 types -> IQ4_NL; 32-block types stay; and if the result still does not
 //! fit, F16.
 
 // `%` rather than `is_multiple_of`: the workspace MSRV is 1.80.
@@ -63,6 +63,8 @@ pub enum FileType {
     IQ2_XS,
     IQ2_S,
     IQ2_M,
+    IQ1_S,
+    IQ1_M,
     TQ1_0,
     TQ2_0,
 }
@@ -96,6 +98,8 @@ pub const ALL_TYPES: &[FileType] = &[
     FileType::IQ2_XS,
     FileType::IQ2_S,
     FileType::IQ2_M,
+    FileType::IQ1_S,
+    FileType::IQ1_M,
     FileType::TQ1_0,
     FileType::TQ2_0,
 ];
@@ -154,6 +158,8 @@ impl FileType {
             FileType::IQ2_XS => "iq2_xs",
             FileType::IQ2_S => "iq2_s",
             FileType::IQ2_M => "iq2_m",
+            FileType::IQ1_S => "iq1_s",
+            FileType::IQ1_M => "iq1_m",
             FileType::TQ1_0 => "tq1_0",
             FileType::TQ2_0 => "tq2_0",
         }
@@ -183,12 +189,14 @@ impl FileType {
             FileType::IQ2_XS => 20,
             FileType::IQ3_XS => 22,
             FileType::IQ3_XXS => 23,
+            FileType::IQ1_S => 24,
             FileType::IQ4_NL => 25,
             FileType::IQ3_S => 26,
             FileType::IQ3_M => 27,
             FileType::IQ2_S => 28,
             FileType::IQ2_M => 29,
             FileType::IQ4_XS => 30,
+            FileType::IQ1_M => 31,
             FileType::BF16 => 32,
             FileType::TQ1_0 => 36,
             FileType::TQ2_0 => 37,
@@ -218,6 +226,8 @@ impl FileType {
             FileType::IQ2_XXS => GgmlType::IQ2_XXS,
             FileType::IQ2_XS | FileType::IQ2_S => GgmlType::IQ2_XS,
             FileType::IQ2_M => GgmlType::IQ2_S,
+            FileType::IQ1_S => GgmlType::IQ1_S,
+            FileType::IQ1_M => GgmlType::IQ1_M,
             FileType::TQ1_0 => GgmlType::TQ1_0,
             FileType::TQ2_0 => GgmlType::TQ2_0,
         }
@@ -230,15 +240,20 @@ impl FileType {
 
 /// Whether llama-quantize refuses to write tensor `name` as `ty` in a file
 /// of type `ft` without an importance matrix (tensor_requires_imatrix): of
-/// the types made here IQ3_XXS and IQ2 tensors and the Q2_K tensors of a
-/// Q2_K_S file, never the token embedding or the head.
+/// the types made here IQ3_XXS, IQ2 and IQ1 tensors and the Q2_K tensors
+/// of a Q2_K_S file, never the token embedding or the head.
 pub fn requires_imatrix(ft: FileType, name: &str, ty: GgmlType) -> bool {
     if name == "token_embd.weight" || name == "output.weight" {
         return false;
     }
     matches!(
         ty,
-        GgmlType::IQ3_XXS | GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S
+        GgmlType::IQ3_XXS
+            | GgmlType::IQ2_XXS
+            | GgmlType::IQ2_XS
+            | GgmlType::IQ2_S
+            | GgmlType::IQ1_S
+            | GgmlType::IQ1_M
     ) || (ty == GgmlType::Q2_K && ft == FileType::Q2_K_S)
 }
 
@@ -293,7 +308,9 @@ pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
         | GgmlType::IQ3_S
         | GgmlType::IQ2_XXS
         | GgmlType::IQ2_XS
-        | GgmlType::IQ2_S => GgmlType::IQ4_NL,
+        | GgmlType::IQ2_S
+        | GgmlType::IQ1_S
+        | GgmlType::IQ1_M => GgmlType::IQ4_NL,
         other => other,
     };
     if fits(alt) {
@@ -337,7 +354,9 @@ pub fn tensor_type(
         match ft {
             FileType::TQ1_0 | FileType::TQ2_0 => ty = GgmlType::Q4_K,
             FileType::IQ3_XXS | FileType::IQ2_S | FileType::IQ2_M => ty = GgmlType::IQ3_S,
-            FileType::IQ2_XXS | FileType::IQ2_XS => ty = GgmlType::Q2_K,
+            FileType::IQ2_XXS | FileType::IQ2_XS | FileType::IQ1_S | FileType::IQ1_M => {
+                ty = GgmlType::Q2_K
+            }
             _ => {}
         }
     }
@@ -351,6 +370,8 @@ pub fn tensor_type(
                 | FileType::IQ2_XS
                 | FileType::IQ2_S
                 | FileType::IQ2_M
+                | FileType::IQ1_S
+                | FileType::IQ1_M
         ) {
             GgmlType::Q5_K
         } else if base != GgmlType::Q8_0 {

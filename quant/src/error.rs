@@ -15,7 +15,7 @@ pub enum QuantError {
     NoQuantizer { ty: GgmlType },
 
     /// A type ggml quantizes only with an importance matrix (IQ2_XXS,
-    /// IQ2_XS): [`crate::quantize_row_weighted`] with one.
+    /// IQ2_XS, IQ1_S): [`crate::quantize_row_weighted`] with one.
     #[error("quantizing to {ty} needs an importance matrix, as in ggml (give one: --imatrix)")]
     NeedsImatrix { ty: GgmlType },
 

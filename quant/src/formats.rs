@@ -2,17 +2,16 @@
 //! quantizer, dequantizer, activation type and dot kernel.
 
 use crate::{
-    float, iq1, iq2, iq3, iq4_nl, iq4_xs, iq_quantize, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1,
-    q5_k, q6_k, q8_0, q8_k, tq, DotFn, GgmlType,
+    float, iq1, iq1_quantize, iq2, iq3, iq4_nl, iq4_xs, iq_quantize, q2_k, q3_k, q4_0, q4_1, q4_k,
+    q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, tq, DotFn, GgmlType,
 };
 
 /// A reference quantizer: one row of floats into its blocks.
 pub(crate) type QuantizeFn = fn(&[f32], &mut [u8]);
 
 pub(crate) struct Format {
-    /// `None` for the types that are read but not written (IQ1) and those
-    /// written only with an importance matrix (IQ2_XXS, IQ2_XS:
-    /// [`quantize_weighted`]).
+    /// `None` for the types written only with an importance matrix
+    /// (IQ2_XXS, IQ2_XS, IQ1_S: [`quantize_weighted`]).
     pub quantize: Option<QuantizeFn>,
     pub dequantize: fn(&[u8], &mut [f32]),
     /// The activation type the dot kernel reads.
@@ -90,7 +89,12 @@ pub(crate) fn format(ty: GgmlType) -> Option<Format> {
             tq::dot_tq2_q8_k,
         ),
         T::IQ1_S => read_only(iq1::dequantize_s, iq1::dot_s_q8_k),
-        T::IQ1_M => read_only(iq1::dequantize_m, iq1::dot_m_q8_k),
+        T::IQ1_M => f(
+            |x, y| iq1_quantize::quantize_iq1_m(x, None, y),
+            iq1::dequantize_m,
+            T::Q8_K,
+            iq1::dot_m_q8_k,
+        ),
         T::IQ2_XXS => read_only(iq2::dequantize_xxs, iq2::dot_xxs_q8_k),
         T::IQ2_XS => read_only(iq2::dequantize_xs, iq2::dot_xs_q8_k),
         T::IQ2_S => f(
@@ -146,6 +150,8 @@ pub(crate) fn quantize_weighted(ty: GgmlType) -> Option<QuantizeWeightedFn> {
         T::IQ2_XXS => iq_quantize::quantize_iq2_xxs,
         T::IQ2_XS => iq_quantize::quantize_iq2_xs,
         T::IQ2_S => |x, w, y| iq_quantize::quantize_iq2_s(x, Some(w), y),
+        T::IQ1_S => iq1_quantize::quantize_iq1_s,
+        T::IQ1_M => |x, w, y| iq1_quantize::quantize_iq1_m(x, Some(w), y),
         _ => return None,
     })
 }

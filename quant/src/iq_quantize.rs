@@ -24,13 +24,14 @@
 use std::sync::OnceLock;
 
 use crate::fp16::f32_to_f16;
+use crate::iq1_grid::IQ1S_GRID;
 use crate::iq2_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID};
 use crate::iq3_grids::{IQ3S_GRID, IQ3XXS_GRID};
 use crate::kquant_search::{make_qp_quants, nearest_int, GROUP_MAX_EPS};
 
 /// A grid of D-value points and, for every lattice point off it, its
 /// nearest grid points.
-struct Search {
+pub(crate) struct Search {
     /// Values per point (4 or 8).
     dim: usize,
     /// Bits per level in a lattice index (3 or 2).
@@ -38,7 +39,7 @@ struct Search {
     /// `[points][dim]` the values `2 l + 1`.
     grid: Vec<i8>,
     /// Per lattice index: the grid index, or -1 when off the grid.
-    map: Vec<i32>,
+    pub(crate) map: Vec<i32>,
     /// Per lattice index off the grid: the grid indices at the `nwant`
     /// smallest distinct squared distances, nearest first, ties by index
     /// (the order ggml's qsort of (distance, index) pairs gives). Made on
@@ -80,7 +81,7 @@ impl Search {
     }
 
     /// Lattice point `u`'s neighbour list (`u` off the grid).
-    fn neighbours_of(&self, u: usize) -> &[u16] {
+    pub(crate) fn neighbours_of(&self, u: usize) -> &[u16] {
         self.neighbours[u].get_or_init(|| {
             let mask = (1usize << self.bits) - 1;
             let pos: Vec<i32> = (0..self.dim)
@@ -116,12 +117,12 @@ impl Search {
         })
     }
 
-    fn point(&self, g: usize) -> &[i8] {
+    pub(crate) fn point(&self, g: usize) -> &[i8] {
         &self.grid[g * self.dim..(g + 1) * self.dim]
     }
 
     /// The lattice index of `dim` levels.
-    fn lattice(&self, l: &[i8]) -> usize {
+    pub(crate) fn lattice(&self, l: &[i8]) -> usize {
         l.iter()
             .enumerate()
             .map(|(i, &v)| (v as usize) << (self.bits * i))
@@ -151,8 +152,9 @@ impl Search {
     }
 }
 
-fn search_for(which: usize) -> &'static Search {
-    static S: [OnceLock<Search>; 5] = [
+pub(crate) fn search_for(which: usize) -> &'static Search {
+    static S: [OnceLock<Search>; 6] = [
+        OnceLock::new(),
         OnceLock::new(),
         OnceLock::new(),
         OnceLock::new(),
@@ -175,7 +177,9 @@ fn search_for(which: usize) -> &'static Search {
         }
         IQ2_XXS => Search::new(8, 2, &IQ2XXS_GRID, iq2, 2),
         IQ2_XS => Search::new(8, 2, &IQ2XS_GRID, iq2, 2),
-        _ => Search::new(8, 2, &IQ2S_GRID, iq2, 1),
+        IQ2_S => Search::new(8, 2, &IQ2S_GRID, iq2, 1),
+        // IQ1S_GRID's bytes are -1, 0, 1 (as i8): l = byte + 1.
+        _ => Search::new(8, 2, &IQ1S_GRID, |v| (v as i8) + 1, 3),
     })
 }
 
@@ -184,6 +188,8 @@ const IQ3_S: usize = 1;
 const IQ2_XXS: usize = 2;
 const IQ2_XS: usize = 3;
 const IQ2_S: usize = 4;
+/// The IQ1_S/IQ1_M grid (crate::iq1_quantize).
+pub(crate) const IQ1: usize = 5;
 
 /// Which groups the final pass re-snaps.
 #[derive(Clone, Copy, PartialEq)]

@@ -3,10 +3,9 @@
 //! I/O and no model knowledge.
 //!
 //! Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
-//! Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, IQ2_S, TQ1_0,
-//! TQ2_0; IQ2_XXS and IQ2_XS with an importance matrix only, as in ggml
-//! ([`QuantError::NeedsImatrix`]); and for reading only (dequantize and
-//! dot, no quantizer: [`QuantError::NoQuantizer`]) IQ1_S and IQ1_M.
+//! Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, IQ2_S, IQ1_M,
+//! TQ1_0, TQ2_0; IQ2_XXS, IQ2_XS and IQ1_S with an importance matrix only,
+//! as in ggml ([`QuantError::NeedsImatrix`]).
 //! Quantizers reproduce byte for byte what ggml's `ggml_quantize_chunk`
 //! writes, llama-quantize's path, without an importance matrix
 //! ([`quantize_row`]) and with one ([`quantize_row_weighted`]). Activation pairing (see [`vec_dot_type`]):
@@ -57,6 +56,7 @@ mod formats;
 pub mod fp16;
 pub mod iq1;
 pub mod iq1_grid;
+pub mod iq1_quantize;
 pub mod iq2;
 pub mod iq2_grids;
 pub mod iq3;

@@ -92,7 +92,7 @@ CHUNK_TYPES = {"Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "IQ2_XXS"
                "IQ1_M"}
 # ggml refuses to quantize these without an importance matrix; a uniform one
 # (all ones) stands in, as the goldens test reading, not quantizing.
-NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"}
+NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S"}
 # Types the quant crate reads but does not write: their bytes (ggml's
 # quantizer, without an importance matrix) test the dequantizer and the dot.
 # The types gguf-py's numpy code can quantize.
@@ -317,7 +317,7 @@ def write_dot_goldens(ggml, cpu_path, out_dir):
 # The types whose quantizer takes an importance matrix, and (the last four)
 # types ggml quantizes the same with or without one.
 IMATRIX_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S",
-                 "Q8_0", "TQ1_0", "TQ2_0"]
+                 "IQ1_S", "IQ1_M", "Q8_0", "TQ1_0", "TQ2_0"]
 IMATRIX_ROWS, IMATRIX_N = 8, 512
 
 

@@ -16,8 +16,8 @@ pub struct Args {
     pub output: PathBuf,
     /// Output type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q2_k_s,
     /// q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k, iq4_nl,
-    /// iq4_xs, iq3_xxs, iq3_xs, iq3_s, iq3_m, iq2_xxs, iq2_xs, iq2_s, iq2_m, tq1_0, tq2_0
-    /// (llama-quantize's names; the iq2 types, iq3_xxs and q2_k_s need --imatrix; q3_k, q4_k, q5_k mean
+    /// iq4_xs, iq3_xxs, iq3_xs, iq3_s, iq3_m, iq2_xxs, iq2_xs, iq2_s, iq2_m, iq1_s, iq1_m, tq1_0, tq2_0
+    /// (llama-quantize's names; the iq2 and iq1 types, iq3_xxs and q2_k_s need --imatrix; q3_k, q4_k, q5_k mean
     /// their _m).
     #[arg(value_name = "TYPE")]
     pub ty: String,

@@ -35,8 +35,8 @@ fn every_type_with_an_imatrix_matches_llama_quantize() {
         .collect();
     assert_eq!(
         ms.len(),
-        54,
-        "2 fixtures x 27 types: run scripts/fixtures/make_quant_manifests.py"
+        58,
+        "2 fixtures x 29 types: run scripts/fixtures/make_quant_manifests.py"
     );
     assert_conversions_match(&ms);
 }
@@ -143,13 +143,15 @@ fn q2_k_s_without_an_imatrix_is_refused_like_llama_quantize() {
     assert!(!out.exists());
     // With --pure every matrix is Q2_K, the head included; still refused.
     assert!(convert_to(&hf("falcon-mamba-small-bf16"), &out, FileType::Q2_K_S, true).is_err());
-    // IQ3_XXS and the IQ2 files likewise (their tensors need one).
+    // IQ3_XXS and the IQ2 and IQ1 files likewise (their tensors need one).
     for (ft, ty) in [
         (FileType::IQ3_XXS, "IQ3_XXS"),
         (FileType::IQ2_XXS, "IQ2_XXS"),
         (FileType::IQ2_XS, "IQ2_XS"),
         (FileType::IQ2_S, "IQ2_XS"),
         (FileType::IQ2_M, "IQ2_S"),
+        (FileType::IQ1_S, "IQ1_S"),
+        (FileType::IQ1_M, "IQ1_M"),
     ] {
         let msg = convert_to(&hf("mamba-tiny-tied"), &out, ft, false)
             .expect_err("needs an imatrix")

@@ -150,14 +150,15 @@ golden_tests! {
     quantize_iq3_xxs_matches_ggml, dequantize_iq3_xxs_matches_ggml, GgmlType::IQ3_XXS;
     quantize_iq3_s_matches_ggml, dequantize_iq3_s_matches_ggml, GgmlType::IQ3_S;
     quantize_iq2_s_matches_ggml, dequantize_iq2_s_matches_ggml, GgmlType::IQ2_S;
+    quantize_iq1_m_matches_ggml, dequantize_iq1_m_matches_ggml, GgmlType::IQ1_M;
 }
 
-/// IQ2_XXS and IQ2_XS: ggml made their goldens with a uniform importance
-/// matrix (it refuses them without one); ours with the same must be the
-/// same bytes, and without one it is a clear error.
+/// IQ2_XXS, IQ2_XS and IQ1_S: ggml made their goldens with a uniform
+/// importance matrix (it refuses them without one); ours with the same must
+/// be the same bytes, and without one it is a clear error.
 #[test]
-fn iq2_xxs_and_xs_quantize_like_ggml_given_an_importance_matrix() {
-    for ty in [GgmlType::IQ2_XXS, GgmlType::IQ2_XS] {
+fn iq2_xxs_xs_and_iq1_s_quantize_like_ggml_given_an_importance_matrix() {
+    for ty in [GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ1_S] {
         check_dequantize(ty);
         let g = load(ty);
         let ones = vec![1f32; g.input.len()];
@@ -173,22 +174,6 @@ fn iq2_xxs_and_xs_quantize_like_ggml_given_an_importance_matrix() {
         let e = quantize_row(ty, &g.input, &mut out).unwrap_err();
         assert_eq!(e, quant::QuantError::NeedsImatrix { ty });
         assert!(e.to_string().contains("importance matrix"), "{e}");
-    }
-}
-
-/// The IQ1 types are read, not written: ggml's quantizer made the golden
-/// bytes (with a uniform importance matrix, which ggml requires), our
-/// dequantizer must give its values bit for bit, and asking us to quantize
-/// is a clear error.
-#[test]
-fn read_only_types_dequantize_like_ggml_and_refuse_to_quantize() {
-    for ty in [GgmlType::IQ1_S, GgmlType::IQ1_M] {
-        check_dequantize(ty);
-        let g = load(ty);
-        let mut out = vec![0u8; g.bytes.len()];
-        let e = quantize_row(ty, &g.input, &mut out).unwrap_err();
-        assert_eq!(e, quant::QuantError::NoQuantizer { ty });
-        assert!(e.to_string().contains(ty.name()), "{e}");
     }
 }
 
@@ -264,7 +249,7 @@ fn importance_matrix_quantization_matches_ggml_byte_for_byte() {
         let mut got = vec![0u8; nbytes];
         let mut plain = vec![0u8; nbytes];
         // IQ2_XXS and IQ2_XS: ggml quantizes them only with a matrix.
-        let needs = matches!(ty, GgmlType::IQ2_XXS | GgmlType::IQ2_XS);
+        let needs = matches!(ty, GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ1_S);
         for r in 0..rows {
             let (src, dst) = (&x[r * n..(r + 1) * n], &mut got[r * rb..(r + 1) * rb]);
             quantize_row_weighted(ty, src, Some(&qw), dst).unwrap();
@@ -296,7 +281,7 @@ fn importance_matrix_quantization_matches_ggml_byte_for_byte() {
         seen.push(ty);
     }
     assert_eq!(pos, raw.len(), "imatrix.bin: trailing bytes");
-    assert_eq!(seen.len(), 19, "{seen:?}");
+    assert_eq!(seen.len(), 21, "{seen:?}");
     // A row of the wrong length is refused, naming the importance matrix.
     let mut dst = vec![0u8; GgmlType::Q4_K.type_size()];
     let e = quantize_row_weighted(GgmlType::Q4_K, &[0.5; 256], Some(&[1.0; 255]), &mut dst)
