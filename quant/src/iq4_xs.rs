@@ -41,7 +41,7 @@ fn write_block(blk: &mut [u8], p: Packed<128>) {
 
 /// The eight sub-block scales of one block, minus 32 (-32..=31).
 #[inline]
-fn scales(blk: &[u8]) -> [i32; 8] {
+pub(crate) fn scales(blk: &[u8]) -> [i32; 8] {
     let h = u16::from_le_bytes([blk[2], blk[3]]);
     let mut out = [0i32; 8];
     for (ib, o) in out.iter_mut().enumerate() {

@@ -217,12 +217,18 @@ fn finish_block(x: &[f32], mut levels: [i8; QK], blk: &mut [u8]) {
 
 /// (d, 16 scales minus 32, levels in -4..=3) of one block.
 #[inline]
-fn unpack(blk: &[u8]) -> q8_k::Scaled16 {
-    let d = f16_le(blk[D], blk[D + 1]);
+/// The sixteen sub-block scales of one block, minus 32 (-32..=31).
+pub(crate) fn scales(blk: &[u8]) -> [i8; 16] {
     let mut sc = [0i8; 16];
     for (j, s) in sc.iter_mut().enumerate() {
         *s = (scale6(&blk[SC..D], j) - 32) as i8;
     }
+    sc
+}
+
+fn unpack(blk: &[u8]) -> q8_k::Scaled16 {
+    let d = f16_le(blk[D], blk[D + 1]);
+    let sc = scales(blk);
     let hm = &blk[..QS];
     let mut q = [0i8; QK];
     for (h, (qh, low)) in q

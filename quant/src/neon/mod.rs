@@ -27,6 +27,7 @@
 mod float;
 mod kquants;
 mod legacy;
+mod lowbit;
 pub(crate) mod quantize;
 
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
@@ -47,6 +48,10 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::Q4_K => (kquants::q4_k_dot, kquants::q4_k_dot4),
         T::Q5_K => (kquants::q5_k_dot, kquants::q5_k_dot4),
         T::Q6_K => (kquants::q6_k_dot, kquants::q6_k_dot4),
+        T::IQ4_NL => (lowbit::iq4_nl_dot, lowbit::iq4_nl_dot4),
+        T::IQ4_XS => (lowbit::iq4_xs_dot, lowbit::iq4_xs_dot4),
+        T::Q3_K => (lowbit::q3_k_dot, lowbit::q3_k_dot4),
+        T::Q2_K => (lowbit::q2_k_dot, lowbit::q2_k_dot4),
         _ => return None,
     })
 }
@@ -65,6 +70,10 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         T::Q4_K => kquants::q4_k_gemm,
         T::Q5_K => kquants::q5_k_gemm,
         T::Q6_K => kquants::q6_k_gemm,
+        T::IQ4_NL => lowbit::iq4_nl_gemm,
+        T::IQ4_XS => lowbit::iq4_xs_gemm,
+        T::Q3_K => lowbit::q3_k_gemm,
+        T::Q2_K => lowbit::q2_k_gemm,
         _ => return None,
     })
 }
