@@ -93,7 +93,14 @@ const COMMON_FIELDS: &[&str] = &[
     "service_tier",
 ];
 /// Chat only.
-const CHAT_FIELDS: &[&str] = &["messages", "top_logprobs", "response_format"];
+const CHAT_FIELDS: &[&str] = &[
+    "messages",
+    "top_logprobs",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+];
 /// Completions only: `best_of` 1 and an empty `suffix` ask for nothing
 /// more.
 const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "best_of", "suffix"];
@@ -108,8 +115,11 @@ pub fn check_fields(m: &Map<String, Value>, chat: bool) -> Result<(), ApiError> 
     for k in keys {
         if !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str()) {
             let why = match k.as_str() {
-                "tools" | "tool_choice" | "functions" | "function_call" | "parallel_tool_calls" => {
-                    "tool and function calling is not implemented"
+                "tools" | "tool_choice" | "parallel_tool_calls" => {
+                    "tools are for /v1/chat/completions"
+                }
+                "functions" | "function_call" => {
+                    "the deprecated functions API is not implemented: give 'tools'"
                 }
                 "audio" | "modalities" => "this model reads and writes text only",
                 "json_schema" => {
@@ -398,7 +408,7 @@ pub fn messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
         let role = obj.get("role").and_then(|r| r.as_str()).ok_or_else(|| {
             ApiError::bad(&format!("{p}.role"), format!("{p}.role must be a string"))
         })?;
-        let content = match obj.get("content") {
+        let mut content = match obj.get("content") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Null) | None => String::new(),
             Some(Value::Array(parts)) => {
@@ -426,6 +436,55 @@ pub fn messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
                 ))
             }
         };
+        // Tool calls and results in the generic format of tools.rs.
+        match (role, obj.get("tool_calls")) {
+            (_, None | Some(Value::Null)) => {}
+            ("assistant", Some(Value::Array(calls))) => {
+                let text = super::tools::calls_text(calls, &p)?;
+                if !content.is_empty() && !text.is_empty() {
+                    content.push('\n');
+                }
+                content.push_str(&text);
+            }
+            _ => {
+                return Err(ApiError::bad(
+                    &format!("{p}.tool_calls"),
+                    format!("{p}.tool_calls must be an array, on an assistant message"),
+                ))
+            }
+        }
+        if role == "tool" {
+            let id = obj
+                .get("tool_call_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        &format!("{p}.tool_call_id"),
+                        format!("{p}.tool_call_id must be a string"),
+                    )
+                })?;
+            // The function's name, from the assistant message that called it.
+            let name = arr[..i]
+                .iter()
+                .rev()
+                .filter_map(|m| m.get("tool_calls").and_then(Value::as_array))
+                .flatten()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+                .and_then(|c| c.get("function")?.get("name")?.as_str());
+            let result = super::tools::result_text(id, name, &content);
+            // Results of one turn's calls go back as one user message.
+            match out.last_mut() {
+                Some(last)
+                    if i > 0 && arr[i - 1].get("role").and_then(Value::as_str) == Some("tool") =>
+                {
+                    let last: &mut Message = last;
+                    last.content.push('\n');
+                    last.content.push_str(&result);
+                }
+                _ => out.push(Message::new("user", result)),
+            }
+            continue;
+        }
         out.push(Message::new(role, content));
     }
     Ok(out)

@@ -35,6 +35,7 @@ mod ollama;
 mod responses;
 mod slots;
 pub mod store;
+mod tools;
 mod ui;
 
 use std::net::SocketAddr;
@@ -676,6 +677,8 @@ struct Request {
     include_usage: bool,
     return_tokens: bool,
     model: String,
+    /// The reply may be tool calls (tools.rs), to be parsed out of its text.
+    tool_calls: bool,
 }
 
 fn parse_request(
@@ -691,8 +694,22 @@ fn parse_request(
     };
     let chat = matches!(kind, Kind::Chat);
     api::check_fields(&m, chat)?;
+    let tools = if chat { tools::Tools::parse(&m)? } else { None };
     let prompts = if chat {
-        let msgs = api::messages(&m)?;
+        let mut msgs = api::messages(&m)?;
+        if let Some(t) = &tools {
+            // The tools are described at the end of the system message.
+            match msgs.first_mut() {
+                Some(first) if first.role == "system" => {
+                    first.content.push_str("\n\n");
+                    first.content.push_str(&t.describe());
+                }
+                _ => msgs.insert(
+                    0,
+                    crate::chat_template::Message::new("system", t.describe()),
+                ),
+            }
+        }
         let (text, bounds) = st
             .template
             .render_with_boundaries(&msgs)
@@ -756,6 +773,32 @@ fn parse_request(
     }
     let (stream, include_usage) = api::stream(&m)?;
     let return_tokens = api::get_bool(&m, "return_tokens")?.unwrap_or(false);
+    if let Some(t) = &tools {
+        // The reply's grammar is the tools' (text or calls).
+        let format = if api::opt(&m, "grammar").is_some() {
+            "grammar"
+        } else {
+            "response_format"
+        };
+        for (param, given) in [
+            (format, params.constraint.is_some()),
+            ("logprobs", logprobs.is_some()),
+            ("return_tokens", return_tokens),
+        ] {
+            if given {
+                return Err(ApiError::bad(
+                    param,
+                    format!("'{param}' cannot be combined with tools here"),
+                ));
+            }
+        }
+        let grammars = st.grammars.as_ref().map_err(|e| {
+            ApiError::bad("tools", format!("constrained decoding is unavailable: {e}"))
+        })?;
+        params.constraint = Some(grammars.compile(&t.spec()).map_err(|e| {
+            ApiError::bad("tools", format!("cannot compile the tools' schemas: {e}"))
+        })?);
+    }
     Ok(Request {
         prompts,
         params,
@@ -763,6 +806,7 @@ fn parse_request(
         include_usage,
         return_tokens,
         model,
+        tool_calls: tools.is_some_and(|t| t.choice != tools::Choice::None),
     })
 }
 
@@ -1140,14 +1184,22 @@ async fn generate(
                         } else {
                             Value::Null
                         };
-                        let mut choice = match kind {
-                            Kind::Chat => json!({
+                        let calls = req.tool_calls.then(|| tools::parse_calls(&text)).flatten();
+                        let mut choice = match (kind, calls) {
+                            (Kind::Chat, Some(calls)) => json!({
+                                "index": index,
+                                "message": {"role": "assistant", "content": Value::Null,
+                                            "tool_calls": tools::calls_json(&calls, &meta.id, index)},
+                                "logprobs": lp,
+                                "finish_reason": if *finish_reason == "stop" { "tool_calls" } else { finish_reason },
+                            }),
+                            (Kind::Chat, None) => json!({
                                 "index": index,
                                 "message": {"role": "assistant", "content": text},
                                 "logprobs": lp,
                                 "finish_reason": finish_reason,
                             }),
-                            Kind::Completion => json!({
+                            (Kind::Completion, _) => json!({
                                 "index": index, "text": text, "logprobs": lp, "finish_reason": finish_reason,
                             }),
                         };
@@ -1177,6 +1229,12 @@ async fn generate(
         req.params.logprobs.is_some(),
         req.include_usage,
     );
+    // With tools, each choice's text becomes content or tool-call deltas.
+    let mut tool_deltas: Option<Vec<tools::DeltaStream>> = req.tool_calls.then(|| {
+        (0..n_choices)
+            .map(|_| tools::DeltaStream::default())
+            .collect()
+    });
     tokio::spawn(async move {
         let send = |v: Value| {
             let stx = stx.clone();
@@ -1221,6 +1279,15 @@ async fn generate(
                     if text.is_empty() && !(return_tokens || logprobs) {
                         continue;
                     }
+                    if let Some(ds) = tool_deltas.as_mut().and_then(|d| d.get_mut(index)) {
+                        for d in ds.push(&text, &meta.id, index) {
+                            let c = json!({"index": index, "delta": d, "logprobs": Value::Null, "finish_reason": Value::Null});
+                            if !send(meta.wrap(true, c, None)).await {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
                     let t = Tok {
                         id,
                         text,
@@ -1262,6 +1329,19 @@ async fn generate(
                     timings,
                     ..
                 } => {
+                    let mut finish_reason = finish_reason;
+                    if let Some(ds) = tool_deltas.as_mut().and_then(|d| d.get_mut(index)) {
+                        let (rest, calls) = ds.finish();
+                        for d in rest {
+                            let c = json!({"index": index, "delta": d, "logprobs": Value::Null, "finish_reason": Value::Null});
+                            if !send(meta.wrap(true, c, None)).await {
+                                return;
+                            }
+                        }
+                        if calls && finish_reason == "stop" {
+                            finish_reason = "tool_calls";
+                        }
+                    }
                     let c = match kind {
                         Kind::Chat => {
                             json!({"index": index, "delta": {}, "logprobs": Value::Null, "finish_reason": finish_reason})

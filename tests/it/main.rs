@@ -28,6 +28,7 @@ mod runtime_reference;
 mod server_anthropic;
 mod server_echo;
 mod server_http;
+mod server_tools;
 mod state_file_roundtrip;
 mod state_pool;
 mod tokenizer_cli;

@@ -732,7 +732,7 @@ fn every_request_field_is_applied_or_refused() {
     for (path, body, param) in [
         (
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}),
+            json!({"messages": [{"role": "user", "content": "hi"}], "tools": {}}),
             "tools",
         ),
         (

@@ -40,6 +40,10 @@ fn main() -> ExitCode {
             server_openai::official_openai_client,
         ),
         harness::skippable(
+            "server_openai::official_openai_client_tools",
+            server_openai::official_openai_client_tools,
+        ),
+        harness::skippable(
             "server_openai::official_anthropic_client",
             server_openai::official_anthropic_client,
         ),

@@ -20,6 +20,12 @@ pub fn official_openai_client() -> Ran {
     python_client("openai", "scripts/openai_client/check.py", "/v1")
 }
 
+/// Tool calls (scripts/openai_client/tools.py): each tool_choice mode and a
+/// full round trip.
+pub fn official_openai_client_tools() -> Ran {
+    python_client("openai", "scripts/openai_client/tools.py", "/v1")
+}
+
 pub fn official_anthropic_client() -> Ran {
     python_client("anthropic", "scripts/anthropic_client/check.py", "")
 }
