@@ -5,20 +5,25 @@
 //! serves the prefill forms):
 //! - the activation row is read once per call for what every weight row
 //!   needs of it: the f32 scale of each super-block, stored contiguously so
-//!   that eight of them load as one vector;
+//!   that a batch's scales load as one vector, and (Q4_K, Q5_K) the sums of
+//!   each pair of 16-value block sums, one i16 per 32-value sub-block, so
+//!   that a super-block's min term is one `vpmaddwd` of its mins;
 //! - a super-block's 6-bit scales and mins (Q4_K, Q5_K) are decoded with a
-//!   few 128-bit shuffles and shifts, and each sub-block's scale is a
-//!   `vpshufb` of them, instead of scalar bit-twiddling and broadcasts;
-//! - the integer sums of eight super-blocks are reduced horizontally
-//!   together (a `vphaddd` tree, lane b = super-block b) and their f32
-//!   terms computed in eight lanes at once, rather than two horizontal sums
-//!   and a scalar tail per super-block.
+//!   few 128-bit shuffles and shifts, and each sub-block's scale is one
+//!   immediate `vpshufd` of them (no index register, no table load),
+//!   instead of scalar bit-twiddling and broadcasts;
+//! - the integer sums of a batch of super-blocks (Q4_K/Q5_K: four, reduced
+//!   by an unpack transpose; Q6_K: eight, by a `vphaddd` tree) are reduced
+//!   horizontally together, lane b = super-block b, and their f32 terms
+//!   computed in those lanes at once, rather than two horizontal sums and
+//!   a scalar tail per super-block; Q4_K/Q5_K read their fp16 d and dmin
+//!   with one 4-byte load per super-block (a `vpgatherdd` measured slower).
 //!
 //! Bit-identity: each super-block's integer sums are exact, and lane b
 //! evaluates the scalar reference's f32 expression for super-block b with
-//! the same operations in the same order (no FMA); the eight terms are
-//! then added to the row's sum one after the other, in super-block order,
-//! as the reference does.
+//! the same operations in the same order (no FMA); the terms are then
+//! added to the row's sum one after the other, in super-block order, as
+//! the reference does.
 
 use super::q4_q5_tile::with_buf;
 use std::arch::x86_64::*;
@@ -27,22 +32,6 @@ const ACT: usize = 292; // Q8_K block: f32 d, 256 x i8, 16 x i16 sums
 const ACT_QS: usize = 4;
 const ACT_BSUMS: usize = 4 + 256;
 const _: () = assert!(ACT_BSUMS + 32 == ACT);
-
-/// Which K-quant a [`row`] reads.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Q4,
-    Q5,
-    Q6,
-}
-
-const fn block_bytes(kind: Kind) -> usize {
-    match kind {
-        Kind::Q4 => 144,
-        Kind::Q5 => 176,
-        Kind::Q6 => 210,
-    }
-}
 
 /// The same prefetch as the row kernel's (see `kquants::prefetch_ahead`).
 const PREFETCH_AHEAD: usize = 4096;
@@ -113,91 +102,6 @@ unsafe fn bit_to_4(qh: __m256i, j: usize) -> __m256i {
         _ => _mm256_srli_epi16::<3>(qh),
     };
     _mm256_and_si256(v, _mm256_set1_epi8(0x10))
-}
-
-/// `vpshufb` indices: row `s` picks i16 element `s` (0..8) of each 128-bit
-/// lane. Read through an opaque pointer ([`shuffles`]) so that LLVM keeps
-/// one `vpshufb` per scale rather than rewriting it as a shift and a
-/// broadcast (two instructions).
-static PICK16: [[u8; 32]; 8] = {
-    let mut t = [[0u8; 32]; 8];
-    let mut s = 0;
-    while s < 8 {
-        let mut i = 0;
-        while i < 32 {
-            t[s][i] = (2 * s + i % 2) as u8;
-            i += 1;
-        }
-        s += 1;
-    }
-    t
-};
-
-/// [`PICK16`], through a pointer LLVM cannot see into.
-#[inline(always)]
-fn shuffles() -> *const [u8; 32] {
-    std::hint::black_box(PICK16.as_ptr())
-}
-
-/// Q4_K/Q5_K super-block at `p` against the activation quants at `y` (256
-/// x i8, then the 16 x i16 sums), with `pick` = [`shuffles`]:
-/// `[isum partials x4 | msum partials x4]`, where the four lanes of each
-/// half add up to the reference's exact `isum = sum_s scale[s] *
-/// dot(levels_s, a_s)` and `msum = sum_s min[s] * (bsum[2s] + bsum[2s +
-/// 1])`.
-///
-/// # Safety
-/// The CPU has AVX2 and F16C (inlined into the AVX2 kernels); `p` points
-/// at a whole super-block (144 bytes, Q5_K 176), `y` at the 288 bytes
-/// after a Q8_K block's scale (quants, sums) and `pick` at the eight
-/// rows of `PICK16`.
-#[inline(always)]
-unsafe fn k45_block<const FIVE: bool>(
-    p: *const u8,
-    y: *const u8,
-    pick: *const [u8; 32],
-) -> __m256i {
-    let low = _mm256_set1_epi8(0x0F);
-    let s16 = _mm256_cvtepu8_epi16(scales_mins(p)); // [scales | mins] as i16
-    let scl = _mm256_permute2x128_si256::<0x00>(s16, s16);
-    let t1 = _mm256_unpackhi_epi16(s16, s16); // [.. | m4, m4, ..., m7, m7]
-    let t0 = _mm256_unpacklo_epi16(s16, s16); // [.. | m0, m0, ..., m3, m3]
-    let mdup = _mm256_permute2x128_si256::<0x31>(t0, t1);
-    let bs = _mm256_loadu_si256(y.add(ACT_BSUMS - ACT_QS) as *const __m256i);
-    let msum = _mm256_madd_epi16(bs, mdup);
-    let ql = p.add(if FIVE { 48 } else { 16 });
-    let qh = if FIVE {
-        _mm256_loadu_si256(p.add(16) as *const __m256i)
-    } else {
-        _mm256_setzero_si256()
-    };
-    let mut acc = _mm256_setzero_si256();
-    for g in 0..4 {
-        // Low nibbles: values 64g.. (sub-block 2g); high: 64g + 32.. (2g + 1).
-        let q = _mm256_loadu_si256(ql.add(32 * g) as *const __m256i);
-        let mut lo = _mm256_and_si256(q, low);
-        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
-        if FIVE {
-            // Bit 2g of qh[l] is the fifth bit of value 64g + l, bit 2g + 1
-            // that of value 64g + 32 + l.
-            lo = _mm256_or_si256(lo, bit_to_4(qh, 2 * g));
-            hi = _mm256_or_si256(hi, bit_to_4(qh, 2 * g + 1));
-        }
-        let y0 = _mm256_loadu_si256(y.add(64 * g) as *const __m256i);
-        let y1 = _mm256_loadu_si256(y.add(64 * g + 32) as *const __m256i);
-        let s0 = _mm256_shuffle_epi8(scl, _mm256_loadu_si256(pick.add(2 * g) as *const __m256i));
-        let s1 = _mm256_shuffle_epi8(
-            scl,
-            _mm256_loadu_si256(pick.add(2 * g + 1) as *const __m256i),
-        );
-        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
-        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
-        acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
-    }
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256::<0x20>(acc, msum),
-        _mm256_permute2x128_si256::<0x31>(acc, msum),
-    )
 }
 
 /// Q6_K super-block at `p` (ql 0..128, qh 128..192, 16 x i8 scales
@@ -274,106 +178,250 @@ unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
     )
 }
 
-/// For `v[b] = [four lanes of x_b | four lanes of z_b]`: (lane b = sum of
-/// x_b's lanes, lane b = sum of z_b's lanes).
+/// Q4_K/Q5_K super-block at `p` against the activation quants at `y` (256
+/// x i8) and the activation's pair sums `bs2` (8 x i16, `bsum[2s] +
+/// bsum[2s + 1]`, see [`matvec`]): `[isum
+/// partials x4 | msum partials x4]`, where the four lanes of each half add
+/// up to the reference's exact `isum = sum_s scale[s] * dot(levels_s,
+/// a_s)` and `msum = sum_s min[s] * (bsum[2s] + bsum[2s + 1])` (the pair
+/// sums are exact in i16: each block sum is at most 16 * 128).
+///
+/// # Safety
+/// The CPU has AVX2 and F16C (inlined into the AVX2 kernels); `p` points
+/// at a whole super-block (144 bytes, Q5_K 176), `y` at 256 readable
+/// bytes and `bs2` at 8 readable i16.
+#[inline(always)]
+unsafe fn k45_sums<const FIVE: bool>(p: *const u8, y: *const u8, bs2: *const i16) -> __m256i {
+    let low = _mm256_set1_epi8(0x0F);
+    let sm = scales_mins(p);
+    // The 8 scales as i16 in both 128-bit lanes; the mins dotted with the
+    // pair sums at once.
+    let scl = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    // Dword k of `pairs[k / 4]`: scale k twice (i16), in both 128-bit lanes,
+    // so that each sub-block's scale is one `vpshufd` (no index register).
+    let pairs = [
+        _mm256_unpacklo_epi16(scl, scl),
+        _mm256_unpackhi_epi16(scl, scl),
+    ];
+    let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+    let msum = _mm_madd_epi16(mins, _mm_loadu_si128(bs2 as *const __m128i));
+    let ql = p.add(if FIVE { 48 } else { 16 });
+    let qh = if FIVE {
+        _mm256_loadu_si256(p.add(16) as *const __m256i)
+    } else {
+        _mm256_setzero_si256()
+    };
+    let mut acc = _mm256_setzero_si256();
+    for g in 0..4 {
+        // Low nibbles: values 64g.. (sub-block 2g); high: 64g + 32.. (2g + 1).
+        let q = _mm256_loadu_si256(ql.add(32 * g) as *const __m256i);
+        let mut lo = _mm256_and_si256(q, low);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+        if FIVE {
+            // Bit 2g of qh[l] is the fifth bit of value 64g + l, bit 2g + 1
+            // that of value 64g + 32 + l.
+            lo = _mm256_or_si256(lo, bit_to_4(qh, 2 * g));
+            hi = _mm256_or_si256(hi, bit_to_4(qh, 2 * g + 1));
+        }
+        let y0 = _mm256_loadu_si256(y.add(64 * g) as *const __m256i);
+        let y1 = _mm256_loadu_si256(y.add(64 * g + 32) as *const __m256i);
+        let (s0, s1) = match g {
+            0 => (
+                _mm256_shuffle_epi32::<0x00>(pairs[0]),
+                _mm256_shuffle_epi32::<0x55>(pairs[0]),
+            ),
+            1 => (
+                _mm256_shuffle_epi32::<0xAA>(pairs[0]),
+                _mm256_shuffle_epi32::<0xFF>(pairs[0]),
+            ),
+            2 => (
+                _mm256_shuffle_epi32::<0x00>(pairs[1]),
+                _mm256_shuffle_epi32::<0x55>(pairs[1]),
+            ),
+            _ => (
+                _mm256_shuffle_epi32::<0xAA>(pairs[1]),
+                _mm256_shuffle_epi32::<0xFF>(pairs[1]),
+            ),
+        };
+        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+        acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+    }
+    let is = _mm_add_epi32(
+        _mm256_castsi256_si128(acc),
+        _mm256_extracti128_si256::<1>(acc),
+    );
+    _mm256_set_m128i(msum, is)
+}
+
+/// The four lanes of `x` (i32) summed pairwise with those of `y`:
+/// `[x0 + x2, y0 + y2, x1 + x3, y1 + y3]` per 128-bit half (a step of
+/// [`k45_batch`]'s transpose).
 ///
 /// # Safety
 /// The CPU has AVX2 (inlined into the AVX2 kernels).
 #[inline(always)]
-unsafe fn hsum4x2(v: &[__m256i; 8]) -> (__m256i, __m256i) {
-    let h01 = _mm256_hadd_epi32(v[0], v[1]);
-    let h23 = _mm256_hadd_epi32(v[2], v[3]);
-    let h45 = _mm256_hadd_epi32(v[4], v[5]);
-    let h67 = _mm256_hadd_epi32(v[6], v[7]);
-    // [x0 x1 x2 x3 | z0 z1 z2 z3] and the same for 4..8.
-    let q0 = _mm256_hadd_epi32(h01, h23);
-    let q1 = _mm256_hadd_epi32(h45, h67);
+unsafe fn pair_sums(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_add_epi32(_mm256_unpacklo_epi32(x, y), _mm256_unpackhi_epi32(x, y))
+}
+
+/// Super-block `i` of the row at `w`: its [`k45_sums`] and its fp16 d and
+/// dmin (the u32 at byte 0); zeros, nothing read, unless `live`.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C (inlined into [`row45`]); `w`, `a` and `bs2`
+/// as [`row45`] requires, and `i < nb` when `live`.
+#[inline(always)]
+unsafe fn k45_one<const FIVE: bool>(
+    w: *const u8,
+    a: *const u8,
+    bs2: *const i16,
+    i: usize,
+    live: bool,
+) -> (__m256i, __m128i) {
+    if !live {
+        return (_mm256_setzero_si256(), _mm_setzero_si128());
+    }
+    let wb = if FIVE { 176 } else { 144 };
+    let p = w.add(i * wb);
+    // Addresses past the matrix are harmless: prefetches never fault.
+    let ahead = p.wrapping_add(PREFETCH_AHEAD);
+    let mut o = 0;
+    while o < wb {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
+        o += 64;
+    }
     (
-        _mm256_permute2x128_si256::<0x20>(q0, q1),
-        _mm256_permute2x128_si256::<0x31>(q0, q1),
+        k45_sums::<FIVE>(p, a.add(i * ACT + ACT_QS), bs2.add(8 * i)),
+        _mm_cvtsi32_si128((p as *const i32).read_unaligned()),
     )
 }
 
-/// Dot of the weight row at `w` (`nb` super-blocks of `kind`) with the
+/// Terms `d * da * isum - dmin * da * msum` of the `m` (1..=4) Q4_K/Q5_K
+/// super-blocks `b0..b0 + m` of the weight row at `w` (lanes past `m`:
+/// 0.0, nothing read for them), each as the scalar reference evaluates it.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C (inlined into [`row45`]); `w`, `a`,
+/// `bs2` and `da4` as [`row45`] requires, and `b0 + m <= nb`.
+#[inline(always)]
+unsafe fn k45_batch<const FIVE: bool>(
+    w: *const u8,
+    a: *const u8,
+    bs2: *const i16,
+    da4: *const f32,
+    b0: usize,
+    m: usize,
+) -> __m128 {
+    let blk = |b: usize| k45_one::<FIVE>(w, a, bs2, b0 + b, b < m);
+    // Lane b of r: super-block b's isum, lane 4 + b its msum (a transpose
+    // by unpacks, cheaper than `vphaddd`).
+    let (v0, d0) = blk(0);
+    let (v1, d1) = blk(1);
+    let s01 = pair_sums(v0, v1);
+    let (v2, d2) = blk(2);
+    let (v3, d3) = blk(3);
+    let s23 = pair_sums(v2, v3);
+    let r = _mm256_add_epi32(
+        _mm256_unpacklo_epi64(s01, s23),
+        _mm256_unpackhi_epi64(s01, s23),
+    );
+    // [d0 dmin0 d1 dmin1 d2 dmin2 d3 dmin3] -> [d0 d1 d2 d3 dmin0 .. dmin3].
+    let h = _mm_unpacklo_epi64(_mm_unpacklo_epi32(d0, d1), _mm_unpacklo_epi32(d2, d3));
+    let h = _mm_shuffle_epi8(
+        h,
+        _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15),
+    );
+    // Lane b: d_b * da_b * isum_b; lane 4 + b: dmin_b * da_b * msum_b.
+    let f = _mm256_mul_ps(
+        _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(da4.add(2 * b0))),
+        _mm256_cvtepi32_ps(r),
+    );
+    _mm_sub_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps::<1>(f))
+}
+
+/// Dot of the Q4_K (Q5_K with `FIVE`) weight row at `w` (`nb`
+/// super-blocks) with the Q8_K activation row at `a`, whose pair sums are
+/// `bs2` and whose scales are `da4` (see [`matvec`]): the terms of four
+/// super-blocks at a time added to the sum one after the other, in
+/// super-block order, as the reference does.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` points at `nb` super-blocks, `a` at
+/// `nb` Q8_K blocks, `bs2` at `8 * nb` i16 and `da4` at `2 * nb` rounded up
+/// to a multiple of 8 floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row45<const FIVE: bool>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    bs2: *const i16,
+    da4: *const f32,
+) -> f32 {
+    let mut sum = 0f32;
+    let mut b0 = 0;
+    while b0 + 4 <= nb {
+        let t = k45_batch::<FIVE>(w, a, bs2, da4, b0, 4);
+        sum += _mm_cvtss_f32(t);
+        sum += _mm_cvtss_f32(_mm_movehdup_ps(t));
+        sum += _mm_cvtss_f32(_mm_movehl_ps(t, t));
+        sum += _mm_cvtss_f32(_mm_shuffle_ps::<0xFF>(t, t));
+        b0 += 4;
+    }
+    if b0 < nb {
+        let m = nb - b0;
+        let mut terms = [0f32; 4];
+        _mm_storeu_ps(terms.as_mut_ptr(), k45_batch::<FIVE>(w, a, bs2, da4, b0, m));
+        for &x in &terms[..m] {
+            sum += x;
+        }
+    }
+    sum
+}
+
+/// Dot of the Q6_K weight row at `w` (`nb` super-blocks) with the
 /// activation row at `a`, whose super-block scales are `da[..nb]`.
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `w` points at `nb` super-blocks, `a` at
 /// `nb` Q8_K blocks and `da` at `nb` rounded up to a multiple of 8 floats.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, a: *const u8, da: *const f32) -> f32 {
-    let kind = match KIND {
-        4 => Kind::Q4,
-        5 => Kind::Q5,
-        _ => Kind::Q6,
-    };
-    let wb = block_bytes(kind);
-    let pick = shuffles();
+unsafe fn row6(nb: usize, w: *const u8, a: *const u8, da: *const f32) -> f32 {
+    const WB: usize = 210;
     let mut sum = 0f32;
     let mut b0 = 0;
     while b0 < nb {
         let m = (nb - b0).min(8);
         let mut v = [_mm256_setzero_si256(); 8];
-        // fp16 d (and dmin) of each super-block of the batch.
         for (b, vb) in v.iter_mut().enumerate().take(m) {
             let i = b0 + b;
-            let p = w.add(i * wb);
+            let p = w.add(i * WB);
             // Addresses past the matrix are harmless: prefetches never fault.
             let ahead = p.wrapping_add(PREFETCH_AHEAD);
             let mut o = 0;
-            while o < wb {
+            while o < WB {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
                 o += 64;
             }
-            let y = a.add(i * ACT + ACT_QS);
-            match kind {
-                Kind::Q4 | Kind::Q5 => {
-                    *vb = if KIND == 5 {
-                        k45_block::<true>(p, y, pick)
-                    } else {
-                        k45_block::<false>(p, y, pick)
-                    };
-                }
-                Kind::Q6 => *vb = q6_block(p, y),
-            }
+            *vb = q6_block(p, a.add(i * ACT + ACT_QS));
         }
         let das = _mm256_loadu_ps(da.add(b0));
-        // The batch's fp16 d (Q4_K/Q5_K: and dmin, the u16 after it) as
-        // (d, dmin): one gather of the u32 at byte 0 (Q6_K: 206, d its high
-        // half) of each super-block, lanes past `m` masked off (not read).
+        // The batch's fp16 d: one gather of the u32 at byte 206 of each
+        // super-block (d its high half), lanes past `m` masked off (not read).
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lanes);
-        let at = if kind == Kind::Q6 { 206 } else { 0 };
         let g = _mm256_mask_i32gather_epi32::<1>(
             _mm256_setzero_si256(),
-            w.add(b0 * wb + at) as *const i32,
-            _mm256_mullo_epi32(lanes, _mm256_set1_epi32(wb as i32)),
+            w.add(b0 * WB + 206) as *const i32,
+            _mm256_mullo_epi32(lanes, _mm256_set1_epi32(WB as i32)),
             mask,
         );
-        let (lo16, hi16) = if kind == Kind::Q6 {
-            (_mm256_srli_epi32::<16>(g), _mm256_setzero_si256())
-        } else {
-            (
-                _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF)),
-                _mm256_srli_epi32::<16>(g),
-            )
-        };
-        // [d0..d4, dmin0..dmin4 | d4..d8, dmin4..dmin8] -> [d0..d8 | dmin0..dmin8]
-        let dd = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(lo16, hi16));
+        let hi16 = _mm256_srli_epi32::<16>(g);
+        let dd = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(hi16, hi16));
         let d = _mm256_cvtph_ps(_mm256_castsi256_si128(dd));
-        // Lane b: super-block b0 + b's term, as the reference writes it.
-        let t = if kind == Kind::Q6 {
-            // d * da * isum
-            _mm256_mul_ps(_mm256_mul_ps(d, das), _mm256_cvtepi32_ps(hsum8(&v)))
-        } else {
-            // d * da * isum - dmin * da * msum
-            let (is, ms) = hsum4x2(&v);
-            let dmin = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(dd));
-            _mm256_sub_ps(
-                _mm256_mul_ps(_mm256_mul_ps(d, das), _mm256_cvtepi32_ps(is)),
-                _mm256_mul_ps(_mm256_mul_ps(dmin, das), _mm256_cvtepi32_ps(ms)),
-            )
-        };
+        // Lane b: super-block b0 + b's term d * da * isum, as the reference
+        // writes it.
+        let t = _mm256_mul_ps(_mm256_mul_ps(d, das), _mm256_cvtepi32_ps(hsum8(&v)));
         if m == 8 {
             // In registers: lanes 0, 1, 2, 3 of each half in turn.
             for half in [_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t)] {
@@ -397,15 +445,17 @@ unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, a: *const u8, da: *const 
 thread_local! {
     /// Per-thread activation scales, grown to the widest matvec once.
     static DA: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread activation pair sums (Q4_K/Q5_K), likewise.
+    static BS2: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `out[r] = dot(row r of w, a)` for the rows `w` and `out` hold in full,
 /// when `a` holds `n / 256` Q8_K blocks (else nothing is written).
 fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
     let kind_bytes = match KIND {
-        4 => block_bytes(Kind::Q4),
-        5 => block_bytes(Kind::Q5),
-        _ => block_bytes(Kind::Q6),
+        4 => 144,
+        5 => 176,
+        _ => 210,
     };
     let nb = n / 256;
     let rb = nb * kind_bytes;
@@ -413,16 +463,54 @@ fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [
         return;
     }
     let held = rows.min(w.len() / rb).min(out.len());
-    with_buf(&DA, nb.next_multiple_of(8), 0.0, |da| {
-        for (d, blk) in da.iter_mut().zip(a.chunks_exact(ACT)) {
-            *d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
-        }
-        for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
-            // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr` holds
-            // nb super-blocks, `a` nb activation blocks (checked above) and
-            // `da` nb rounded up to 8 floats.
-            *o = unsafe { row::<KIND>(nb, wr.as_ptr(), a.as_ptr(), da.as_ptr()) };
-        }
+    if KIND == 6 {
+        with_buf(&DA, nb.next_multiple_of(8), 0.0, |da| {
+            for (d, blk) in da.iter_mut().zip(a.chunks_exact(ACT)) {
+                *d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+            }
+            for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
+                // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr`
+                // holds nb super-blocks, `a` nb activation blocks (checked
+                // above) and `da` nb rounded up to 8 floats.
+                *o = unsafe { row6(nb, wr.as_ptr(), a.as_ptr(), da.as_ptr()) };
+            }
+        });
+        return;
+    }
+    // Once per call, for every weight row: each super-block's scale twice
+    // per group of four (`[da_4k .. da_4k+3, da_4k .. da_4k+3]`, the lanes
+    // of `k45_batch`) and the sums of each pair of 16-value block sums,
+    // one per 32-value sub-block.
+    with_buf(&DA, 2 * nb.next_multiple_of(4), 0.0, |da4| {
+        with_buf(&BS2, 8 * nb, 0, |bs2| {
+            for (i, blk) in a.chunks_exact(ACT).take(nb).enumerate() {
+                let d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+                let (k, j) = (i / 4, i % 4);
+                da4[8 * k + j] = d;
+                da4[8 * k + 4 + j] = d;
+                let bsum = |j: usize| {
+                    let o = ACT_BSUMS + 2 * j;
+                    i16::from_le_bytes([blk[o], blk[o + 1]])
+                };
+                for (s, x) in bs2[8 * i..8 * i + 8].iter_mut().enumerate() {
+                    // At most 2 * 16 * 128 in magnitude: exact in i16.
+                    *x = bsum(2 * s).wrapping_add(bsum(2 * s + 1));
+                }
+            }
+            for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
+                // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr`
+                // holds nb super-blocks, `a` nb activation blocks (checked
+                // above), `bs2` 8 * nb i16 and `da4` 2 * nb rounded up to 8
+                // floats.
+                *o = unsafe {
+                    if KIND == 5 {
+                        row45::<true>(nb, wr.as_ptr(), a.as_ptr(), bs2.as_ptr(), da4.as_ptr())
+                    } else {
+                        row45::<false>(nb, wr.as_ptr(), a.as_ptr(), bs2.as_ptr(), da4.as_ptr())
+                    }
+                };
+            }
+        })
     });
 }
 

@@ -453,8 +453,10 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
 fn matvec_is_the_scalar_kernel_bit_for_bit_over_long_rows() {
     // The decode form (one activation row, `matvec`) of every SIMD kernel
     // with a `gemm`: rows long enough for the K-quant matvec's batches of
-    // eight super-blocks (two whole batches and a part, one whole batch,
-    // a part alone) and the 32-value types' tiles, raw weight bytes
+    // eight super-blocks (Q6_K: two whole batches and a part, one whole
+    // batch, a part alone; Q4_K/Q5_K, four at a time: four whole batches
+    // and a part of three, two whole, a part alone) and the 32-value
+    // types' tiles, raw weight bytes
     // included; each result must be the scalar reference's bits.
     let mut rng = StdRng::seed_from_u64(0x3A7);
     let mut checked = 0;
