@@ -8,8 +8,10 @@ stop_sequences, stop_reason end_turn/max_tokens/stop_sequence), streaming
 (messages.stream's text and final message, and the raw event types in
 order), usage with cache_read_input_tokens on a follow-up turn,
 messages.count_tokens, temperature/top_p/top_k sent through extra_body
-(the client takes them as arguments no longer) and taking effect, and
-refusals surfacing as anthropic.BadRequestError naming the field. Exits
+(the client takes them as arguments no longer) and taking effect, tool use
+(tool_choice any, tool, none; input valid under the input_schema; streamed;
+a round trip with tool_result blocks), and refusals surfacing as
+anthropic.BadRequestError naming the field. Exits
 non-zero on any failed check. Run by tests/solo/server_anthropic.rs when
 `anthropic` can be imported.
 """
@@ -103,9 +105,56 @@ def main() -> int:
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"], kinds
     assert set(kinds[3:-3]) <= {"content_block_delta"}, kinds
 
+    # Tool use: tool_use blocks whose input follows the input_schema, with
+    # tool_choice any / tool / none; the stream's final message equal to
+    # the plain one; a round trip (tool_result back, a final answer) that
+    # reads the first exchange from the prompt cache.
+    tools = [{
+        "name": "add",
+        "description": "Adds two integers.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"a": {"type": "integer", "minimum": -99, "maximum": 99},
+                           "b": {"type": "integer", "minimum": -99, "maximum": 99}},
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    }]
+    ask = [{"role": "user", "content": "What is 2 + 3?"}]
+
+    def check_use(b) -> None:
+        assert b.type == "tool_use" and b.name == "add" and b.id, b
+        assert set(b.input) == {"a", "b"}, b
+        assert all(isinstance(b.input[k], int) and -99 <= b.input[k] <= 99 for k in "ab"), b
+
+    t1 = client.messages.create(model=model, max_tokens=100, messages=ask, tools=tools,
+                                tool_choice={"type": "any"}, extra_body=greedy)
+    assert t1.stop_reason == "tool_use" and t1.content, t1
+    for b in t1.content:
+        check_use(b)
+    named = client.messages.create(model=model, max_tokens=100, messages=ask, tools=tools,
+                                   tool_choice={"type": "tool", "name": "add", "disable_parallel_tool_use": True},
+                                   extra_body=greedy)
+    assert len(named.content) == 1, named
+    check_use(named.content[0])
+    with client.messages.stream(model=model, max_tokens=100, messages=ask, tools=tools,
+                                tool_choice={"type": "any"}, extra_body=greedy) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "tool_use", final
+    assert [(b.name, b.input) for b in final.content] == [(b.name, b.input) for b in t1.content], (final, t1)
+    plain = client.messages.create(model=model, max_tokens=8, messages=ask, tools=tools,
+                                   tool_choice={"type": "none"}, extra_body=greedy)
+    assert [b.type for b in plain.content] == ["text"], plain
+    results = [{"type": "tool_result", "tool_use_id": b.id, "content": str(b.input["a"] + b.input["b"])}
+               for b in t1.content]
+    turn = ask + [{"role": "assistant", "content": t1.content}, {"role": "user", "content": results}]
+    t2 = client.messages.create(model=model, max_tokens=8, messages=turn, tools=tools, extra_body=greedy)
+    assert t2.stop_reason in ("end_turn", "max_tokens", "tool_use"), t2
+    assert (t2.usage.cache_read_input_tokens or 0) >= t1.usage.input_tokens + (t1.usage.cache_read_input_tokens or 0), (t1.usage, t2.usage)
+
     # Refusals: anthropic.BadRequestError naming what is not implemented.
     refusals = [
-        ("tools", dict(tools=[{"name": "f", "input_schema": {"type": "object"}}])),
+        ("server tools", dict(tools=[{"type": "web_search_20250305", "name": "web_search"}])),
         ("thinking", dict(thinking={"type": "enabled", "budget_tokens": 1024})),
         ("temperature", dict(extra_body={"temperature": 1.5})),
     ]

@@ -12,13 +12,18 @@
 //! prompt's prefix whose state came from the cache, and `input_tokens` the
 //! rest (Anthropic's split: the prompt is their sum). `temperature`,
 //! `top_p` and `top_k` are read from the body (as the current client sends
-//! them, through `extra_body`) and applied. As on the other endpoints,
-//! every field is applied or refused with a 400 that names it (tools,
-//! images, extended thinking, ...): accepted are only `metadata` and
-//! `service_tier` (bookkeeping of Anthropic's side), `cache_control` on
-//! text blocks (the cache keeps a state at every message's end anyway),
-//! and values that ask for nothing (`tools: []`, `tool_choice` auto or
-//! none, `thinking` disabled). Errors are Anthropic's
+//! them, through `extra_body`) and applied. Tools (`tools` with an
+//! `input_schema`, `tool_choice` auto, any, tool or none,
+//! `disable_parallel_tool_use`) work as on `/v1/chat/completions`, in
+//! tools.rs's generic format and under its grammar: `tool_use` content
+//! blocks (stop_reason `tool_use`; streamed as `input_json_delta`s), and
+//! `tool_use` / `tool_result` blocks in the history go back into the prompt
+//! as that format has them (a result with `is_error` starts with
+//! `error: `). As on the other endpoints, every field is applied or refused
+//! with a 400 that names it (server tools, images, extended thinking, ...):
+//! accepted without effect are only `metadata` and `service_tier`
+//! (bookkeeping of Anthropic's side), `cache_control` (the cache keeps a
+//! state at every message's end anyway), and `thinking` disabled. Errors are Anthropic's
 //! `{"type": "error", "error": {"type", "message"}}`, with 4xx statuses for
 //! the request's faults (`x-api-key` is taken as the `--api-key`).
 
@@ -38,6 +43,7 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiError};
 use super::engine::{Event, GenParams, Job, Prompt, Usage};
+use super::tools::{self, Choice, Function, Tools};
 use super::AppState;
 use crate::chat_template::Message;
 use crate::sampler::SamplerConfig;
@@ -74,19 +80,12 @@ fn bad(message: impl Into<String>) -> ApiError {
 
 /// Why a field of Anthropic's API is refused (None: it is accepted).
 fn refused(key: &str, v: &Value) -> Option<&'static str> {
-    let empty = v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
     match key {
         // Accepted: applied, or bookkeeping of Anthropic's side.
         "model" | "messages" | "system" | "max_tokens" | "stop_sequences" | "stream"
         | "temperature" | "top_p" | "top_k" | "metadata" | "service_tier" => None,
-        "tools" if empty => None,
-        "tools" => Some("tool use is not implemented by this server"),
-        // With no tools, "auto" and "none" both mean a text reply.
-        "tool_choice" => match v.get("type").and_then(Value::as_str) {
-            _ if v.is_null() => None,
-            Some("auto" | "none") => None,
-            _ => Some("tool use is not implemented by this server"),
-        },
+        // Checked by tools_of.
+        "tools" | "tool_choice" => None,
         "thinking" => match v.get("type").and_then(Value::as_str) {
             _ if v.is_null() => None,
             Some("disabled") => None,
@@ -131,6 +130,219 @@ fn check_fields(m: &Map<String, Value>, count_only: bool) -> Result<(), ApiError
     Ok(())
 }
 
+/// `tools` and `tool_choice` (Anthropic's shapes) as tools.rs takes them:
+/// None when the request gives no tools (then `tool_choice` may only be
+/// `auto` or `none`). Server tools (a `type` other than `custom`) are
+/// refused.
+fn tools_of(m: &Map<String, Value>) -> Result<Option<Tools>, ApiError> {
+    let mut functions: Vec<Function> = Vec::new();
+    match api::opt(m, "tools") {
+        None => {}
+        Some(Value::Array(a)) => {
+            for (i, t) in a.iter().enumerate() {
+                let p = format!("tools[{i}]");
+                let o = t
+                    .as_object()
+                    .ok_or_else(|| bad(format!("{p} must be an object")))?;
+                match o.get("type").and_then(Value::as_str) {
+                    None | Some("custom") => {}
+                    Some(t) => {
+                        return Err(bad(format!(
+                            "{p}: unsupported tool type '{t}': server tools are not \
+                             implemented by this server"
+                        )))
+                    }
+                }
+                let known = [
+                    "type",
+                    "name",
+                    "description",
+                    "input_schema",
+                    "cache_control",
+                ];
+                if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+                    return Err(bad(format!(
+                        "unsupported parameter '{p}.{k}': this server does not implement it"
+                    )));
+                }
+                let name = o
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| tools::valid_name(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "{p}.name must be 1 to 64 letters, digits, '_' or '-'"
+                        ))
+                    })?;
+                if functions.iter().any(|f| f.name == name) {
+                    return Err(bad(format!("{p}: a second tool named '{name}'")));
+                }
+                let description = match o.get("description") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(d)) => Some(d.clone()),
+                    Some(_) => return Err(bad(format!("{p}.description must be a string"))),
+                };
+                let parameters = match o.get("input_schema") {
+                    Some(v @ Value::Object(_)) => v.clone(),
+                    _ => {
+                        return Err(bad(format!(
+                            "{p}.input_schema: a JSON schema object is required"
+                        )))
+                    }
+                };
+                functions.push(Function {
+                    name: name.to_string(),
+                    description,
+                    parameters,
+                });
+            }
+        }
+        Some(_) => return Err(bad("tools must be an array")),
+    }
+    let (choice, parallel) = match api::opt(m, "tool_choice") {
+        None => (Choice::Auto, true),
+        Some(Value::Object(o)) => {
+            let known = ["type", "name", "disable_parallel_tool_use"];
+            if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+                return Err(bad(format!(
+                    "unsupported parameter 'tool_choice.{k}': this server does not implement it"
+                )));
+            }
+            let parallel = match o.get("disable_parallel_tool_use") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => !b,
+                Some(_) => {
+                    return Err(bad(
+                        "tool_choice.disable_parallel_tool_use must be a boolean",
+                    ))
+                }
+            };
+            let choice = match o.get("type").and_then(Value::as_str) {
+                Some("auto") => Choice::Auto,
+                Some("any") => Choice::Required,
+                Some("none") => Choice::None,
+                Some("tool") => {
+                    let name = o
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad("tool_choice of type 'tool' needs the tool's 'name'"))?;
+                    if !functions.iter().any(|f| f.name == name) {
+                        return Err(bad(format!(
+                            "tool_choice names '{name}', which is not one of the tools"
+                        )));
+                    }
+                    Choice::Named(name.to_string())
+                }
+                _ => {
+                    return Err(bad(
+                        "tool_choice.type must be 'auto', 'any', 'tool' or 'none'",
+                    ))
+                }
+            };
+            (choice, parallel)
+        }
+        Some(_) => return Err(bad("tool_choice must be an object")),
+    };
+    if functions.is_empty() {
+        return match choice {
+            Choice::Auto | Choice::None => Ok(None),
+            _ => Err(bad(
+                "tool_choice asks for a tool call, but the request gives no tools",
+            )),
+        };
+    }
+    Ok(Some(Tools {
+        functions,
+        choice,
+        parallel,
+    }))
+}
+
+/// A message's content as the model reads it: text blocks as they are,
+/// `tool_use` and `tool_result` blocks in tools.rs's generic format, each
+/// on lines of its own (`earlier`: the messages before it, for the name of
+/// the tool a result answers).
+fn message_text(v: &Value, p: &str, earlier: &[Value]) -> Result<String, ApiError> {
+    let Value::Array(blocks) = v else {
+        return Ok(texts_of(v, p)?.concat());
+    };
+    let mut out = String::new();
+    let mut last_tool = false;
+    for (j, b) in blocks.iter().enumerate() {
+        let q = format!("{p}[{j}]");
+        let kind = b.get("type").and_then(Value::as_str);
+        let allowed: &[&str] = match kind {
+            Some("tool_use") => &["type", "id", "name", "input", "cache_control"],
+            Some("tool_result") => &[
+                "type",
+                "tool_use_id",
+                "content",
+                "is_error",
+                "cache_control",
+            ],
+            _ => {
+                // A text block (or a refusal, as for the system prompt).
+                let t = texts_of(&Value::Array(vec![b.clone()]), &q)
+                    .map_err(|e| bad(e.message.replace(&format!("{q}[0]"), &q)))?
+                    .concat();
+                if last_tool {
+                    out.push('\n');
+                }
+                out.push_str(&t);
+                last_tool = false;
+                continue;
+            }
+        };
+        if let Some(k) = b
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
+        {
+            return Err(bad(format!(
+                "unsupported parameter '{q}.{k}': this server does not implement it"
+            )));
+        }
+        let field = |k: &str| -> Result<&str, ApiError> {
+            b.get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("{q}.{k} must be a string")))
+        };
+        let text = if kind == Some("tool_use") {
+            field("id")?;
+            let input = b
+                .get("input")
+                .filter(|i| i.is_object())
+                .ok_or_else(|| bad(format!("{q}.input must be an object")))?;
+            tools::call_text(field("name")?, input)
+        } else {
+            let id = field("tool_use_id")?;
+            let mut content = match b.get("content") {
+                None | Some(Value::Null) => String::new(),
+                Some(c) => texts_of(c, &format!("{q}.content"))?.concat(),
+            };
+            match b.get("is_error") {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+                Some(Value::Bool(true)) => content.insert_str(0, "error: "),
+                Some(_) => return Err(bad(format!("{q}.is_error must be a boolean"))),
+            }
+            // The tool's name, from the tool_use block it answers.
+            let name = earlier
+                .iter()
+                .rev()
+                .filter_map(|m| m.get("content").and_then(Value::as_array))
+                .flatten()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+                .and_then(|c| c.get("name").and_then(Value::as_str));
+            tools::result_text(id, name, &content)
+        };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&text);
+        last_tool = true;
+    }
+    Ok(out)
+}
+
 /// The texts of a content field (`param` names it in errors): a string, or
 /// an array of text blocks (`cache_control` accepted on them: the prompt
 /// cache keeps a state at every message's end anyway).
@@ -157,10 +369,15 @@ fn texts_of(v: &Value, param: &str) -> Result<Vec<String>, ApiError> {
                     "{p}: unsupported content block type '{t}': this model reads text only"
                 )))
             }
-            Some(t @ ("tool_use" | "tool_result" | "server_tool_use")) => {
+            Some(t @ ("tool_use" | "tool_result")) => {
                 return Err(bad(format!(
-                    "{p}: unsupported content block type '{t}': tool use is not implemented by \
-                     this server"
+                    "{p}: a '{t}' block belongs in a message's content"
+                )))
+            }
+            Some(t @ "server_tool_use") => {
+                return Err(bad(format!(
+                    "{p}: unsupported content block type '{t}': server tools are not \
+                     implemented by this server"
                 )))
             }
             Some(t @ ("thinking" | "redacted_thinking")) => {
@@ -235,7 +452,7 @@ fn conversation(m: &Map<String, Value>) -> Result<(Vec<Message>, Option<String>)
         };
         let content = match obj.get("content") {
             None | Some(Value::Null) => return Err(bad(format!("{p}.content: field required"))),
-            Some(c) => texts_of(c, &format!("{p}.content"))?.concat(),
+            Some(c) => message_text(c, &format!("{p}.content"), &arr[..i])?,
         };
         out.push(Message::new(role, content));
     }
@@ -247,9 +464,20 @@ fn conversation(m: &Map<String, Value>) -> Result<(Vec<Message>, Option<String>)
 }
 
 /// The prompt text and its message boundaries (the prefill, if any, after
-/// the generation prompt).
-fn prompt_of(st: &AppState, m: &Map<String, Value>) -> Result<Prompt, ApiError> {
-    let (msgs, prefill) = conversation(m)?;
+/// the generation prompt), and the request's tools (described at the end of
+/// the system message).
+fn prompt_of(st: &AppState, m: &Map<String, Value>) -> Result<(Prompt, Option<Tools>), ApiError> {
+    let (mut msgs, prefill) = conversation(m)?;
+    let tools = tools_of(m)?;
+    if let Some(t) = &tools {
+        match msgs.first_mut() {
+            Some(first) if first.role == "system" => {
+                first.content.push_str("\n\n");
+                first.content.push_str(&t.describe());
+            }
+            _ => msgs.insert(0, Message::new("system", t.describe())),
+        }
+    }
     let (mut text, bounds) = st
         .template
         .render_with_boundaries(&msgs)
@@ -260,7 +488,7 @@ fn prompt_of(st: &AppState, m: &Map<String, Value>) -> Result<Prompt, ApiError> 
     if text.is_empty() && !st.tok.add_bos() {
         return Err(bad("messages: the prompt is empty"));
     }
-    Ok(Prompt { text, bounds })
+    Ok((Prompt { text, bounds }, tools))
 }
 
 /// The prompt's tokens as the scheduler reads it afresh (no cached prefix):
@@ -350,6 +578,91 @@ fn gen_params(st: &AppState, m: &Map<String, Value>) -> Result<GenParams, ApiErr
     })
 }
 
+/// A reply's calls as Anthropic's `tool_use` content blocks.
+fn tool_use_blocks(calls: &[tools::Call], msg_id: &str) -> Value {
+    json!(calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({
+            "type": "tool_use",
+            "id": tools::call_id(msg_id, 0, i),
+            "name": c.name,
+            "input": serde_json::from_str::<Value>(&c.arguments).unwrap_or_else(|_| json!({})),
+        }))
+        .collect::<Vec<_>>())
+}
+
+/// The content-block events of a streamed reply that may be tool calls:
+/// tools.rs's deltas (text, or a call's name then its arguments) become
+/// text blocks with `text_delta`s and `tool_use` blocks with
+/// `input_json_delta`s, each opened and closed in turn.
+#[derive(Default)]
+struct Blocks {
+    /// The open block's index and whether it is text.
+    open: Option<(usize, bool)>,
+    next: usize,
+}
+
+type SseOut = Vec<(&'static str, Value)>;
+
+impl Blocks {
+    fn start(&mut self, block: Value, text: bool, out: &mut SseOut) {
+        self.close(out);
+        out.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": self.next, "content_block": block}),
+        ));
+        self.open = Some((self.next, text));
+        self.next += 1;
+    }
+
+    fn close(&mut self, out: &mut SseOut) {
+        if let Some((i, _)) = self.open.take() {
+            out.push((
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": i}),
+            ));
+        }
+    }
+
+    fn delta(&mut self, d: &Value, out: &mut SseOut) {
+        if let Some(t) = d.get("content").and_then(Value::as_str) {
+            if !matches!(self.open, Some((_, true))) {
+                self.start(json!({"type": "text", "text": ""}), true, out);
+            }
+            let i = self.open.map_or(0, |o| o.0);
+            out.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": i,
+                       "delta": {"type": "text_delta", "text": t}}),
+            ));
+        }
+        for c in d
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(id) = c.get("id") {
+                let block = json!({"type": "tool_use", "id": id,
+                                   "name": c["function"]["name"], "input": {}});
+                self.start(block, false, out);
+            }
+            if let Some(a) = c["function"]["arguments"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+            {
+                let i = self.open.map_or(0, |o| o.0);
+                out.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": i,
+                           "delta": {"type": "input_json_delta", "partial_json": a}}),
+                ));
+            }
+        }
+    }
+}
+
 fn stop_reason(finish: &str, stop_sequence: &Option<String>) -> &'static str {
     match (finish, stop_sequence) {
         ("length", _) => "max_tokens",
@@ -380,7 +693,7 @@ pub async fn count_tokens(
                 return Err(bad("model must be a string"));
             }
         }
-        let prompt = prompt_of(&st, &m)?;
+        let (prompt, _) = prompt_of(&st, &m)?;
         Ok(json!({"input_tokens": fresh_token_count(&st, &prompt)?}))
     };
     // Tokenizing a long prompt is CPU work: off the async runtime.
@@ -403,14 +716,27 @@ pub async fn messages(
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(bad("model must be a string")),
         };
-        let prompt = prompt_of(&st, &m)?;
-        let params = gen_params(&st, &m)?;
+        let (prompt, tools) = prompt_of(&st, &m)?;
+        let mut params = gen_params(&st, &m)?;
+        if let Some(t) = &tools {
+            // The reply's grammar: text or calls (tools.rs).
+            let grammars = st
+                .grammars
+                .as_ref()
+                .map_err(|e| bad(format!("tools: constrained decoding is unavailable: {e}")))?;
+            params.constraint = Some(
+                grammars
+                    .compile(&t.spec())
+                    .map_err(|e| bad(format!("tools: cannot compile the input schemas: {e}")))?,
+            );
+        }
         let stream = api::get_bool(&m, "stream")
             .map_err(|e| bad(e.message))?
             .unwrap_or(false);
-        Ok((model, prompt, params, stream))
+        let calls = tools.is_some_and(|t| t.choice != Choice::None);
+        Ok((model, prompt, params, stream, calls))
     })();
-    let (model, prompt, params, stream) = match parsed {
+    let (model, prompt, params, stream, tool_mode) = match parsed {
         Ok(p) => p,
         Err(e) => return error(&e),
     };
@@ -431,6 +757,7 @@ pub async fn messages(
         ));
     }
     let id = format!("msg_{:024x}", st.next_id.fetch_add(1, Ordering::Relaxed));
+    let msg_id = id.clone();
     let timeout = tokio::time::Instant::from_std(deadline);
     let message = move |content: Value, stop: Value, stop_seq: Value, usage: Value| {
         json!({
@@ -460,9 +787,19 @@ pub async fn messages(
                     usage,
                     ..
                 } => {
-                    let reason = stop_reason(finish_reason, &stop_sequence);
+                    let mut reason = stop_reason(finish_reason, &stop_sequence);
+                    let calls = tool_mode.then(|| tools::parse_calls(&text)).flatten();
+                    let content = match calls {
+                        Some(calls) => {
+                            if finish_reason == "stop" {
+                                reason = "tool_use";
+                            }
+                            tool_use_blocks(&calls, &msg_id)
+                        }
+                        None => json!([{"type": "text", "text": text}]),
+                    };
                     return Json(message(
-                        json!([{"type": "text", "text": text}]),
+                        content,
                         json!(reason),
                         json!(stop_sequence),
                         usage_json(&usage),
@@ -486,6 +823,8 @@ pub async fn messages(
             }
         };
         let mut message = Some(message);
+        let mut deltas = tool_mode.then(tools::DeltaStream::default);
+        let mut blocks = Blocks::default();
         loop {
             let next = tokio::select! {
                 r = tokio::time::timeout_at(timeout, rx.recv()) => r,
@@ -514,30 +853,43 @@ pub async fn messages(
                         completion_tokens: 0,
                     };
                     let start = msg(json!([]), Value::Null, Value::Null, usage_json(&u));
-                    let ok = send(
+                    let mut out = vec![(
                         "message_start",
                         json!({"type": "message_start", "message": start}),
-                    )
-                    .await
-                        && send(
-                            "content_block_start",
-                            json!({"type": "content_block_start", "index": 0,
-                                   "content_block": {"type": "text", "text": ""}}),
-                        )
-                        .await
-                        && send("ping", json!({"type": "ping"})).await;
-                    if !ok {
-                        return;
+                    )];
+                    // With tools, blocks open as the reply shows what it is.
+                    if deltas.is_none() {
+                        blocks.start(json!({"type": "text", "text": ""}), true, &mut out);
+                    }
+                    out.push(("ping", json!({"type": "ping"})));
+                    for (name, v) in out {
+                        if !send(name, v).await {
+                            return;
+                        }
                     }
                 }
                 Event::Token { text, .. } => {
                     if text.is_empty() {
                         continue;
                     }
-                    let d = json!({"type": "content_block_delta", "index": 0,
-                                   "delta": {"type": "text_delta", "text": text}});
-                    if !send("content_block_delta", d).await {
-                        return;
+                    if let Some(ds) = deltas.as_mut() {
+                        let mut out = Vec::new();
+                        for d in ds.push(&text, &msg_id, 0) {
+                            blocks.delta(&d, &mut out);
+                        }
+                        for (name, v) in out {
+                            if !send(name, v).await {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    let mut out = Vec::new();
+                    blocks.delta(&json!({ "content": text }), &mut out);
+                    for (name, v) in out {
+                        if !send(name, v).await {
+                            return;
+                        }
                     }
                 }
                 Event::Error {
@@ -552,20 +904,30 @@ pub async fn messages(
                     usage,
                     ..
                 } => {
-                    let reason = stop_reason(finish_reason, &stop_sequence);
-                    let _ = send(
-                        "content_block_stop",
-                        json!({"type": "content_block_stop", "index": 0}),
-                    )
-                    .await
-                        && send(
-                            "message_delta",
-                            json!({"type": "message_delta",
-                                   "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-                                   "usage": usage_json(&usage)}),
-                        )
-                        .await
-                        && send("message_stop", json!({"type": "message_stop"})).await;
+                    let mut reason = stop_reason(finish_reason, &stop_sequence);
+                    let mut out = Vec::new();
+                    if let Some(ds) = deltas.as_mut() {
+                        let (rest, calls) = ds.finish();
+                        for d in rest {
+                            blocks.delta(&d, &mut out);
+                        }
+                        if calls && finish_reason == "stop" {
+                            reason = "tool_use";
+                        }
+                    }
+                    blocks.close(&mut out);
+                    out.push((
+                        "message_delta",
+                        json!({"type": "message_delta",
+                               "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
+                               "usage": usage_json(&usage)}),
+                    ));
+                    out.push(("message_stop", json!({"type": "message_stop"})));
+                    for (name, v) in out {
+                        if !send(name, v).await {
+                            return;
+                        }
+                    }
                     return;
                 }
             }

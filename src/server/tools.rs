@@ -1,6 +1,7 @@
 //! Tool (function) calls for `/v1/chat/completions`: `tools`, `tool_choice`
 //! (`auto`, `none`, `required`, or a named function) and
-//! `parallel_tool_calls`.
+//! `parallel_tool_calls`; anthropic.rs maps `/v1/messages`' tools onto the
+//! same [`Tools`] (`tool_use` / `tool_result` blocks in the same format).
 //!
 //! Falcon Mamba has no tool-call format of its own, so this server uses a
 //! generic one, the same for every model:
@@ -67,7 +68,8 @@ pub struct Call {
     pub arguments: String,
 }
 
-fn valid_name(n: &str) -> bool {
+/// Whether `n` may name a function (1 to 64 letters, digits, `_`, `-`).
+pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.bytes()
@@ -336,12 +338,17 @@ pub fn calls_text(calls: &[Value], p: &str) -> Result<String, ApiError> {
                 ))
             }
         };
-        out.push(format!(
-            "{OPEN}{}{CLOSE}",
-            json!({"name": name, "arguments": args})
-        ));
+        out.push(call_text(name, &args));
     }
     Ok(out.join("\n"))
+}
+
+/// A call as the reply's text has it.
+pub fn call_text(name: &str, arguments: &Value) -> String {
+    format!(
+        "{OPEN}{}{CLOSE}",
+        json!({"name": name, "arguments": arguments})
+    )
 }
 
 /// A tool message's result, as the model reads it.

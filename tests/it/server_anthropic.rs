@@ -282,6 +282,7 @@ fn messages_stream_has_anthropics_events_in_order() {
 /// naming the field: required fields, bad values, and each field or
 /// content block this server does not implement (never silently ignored).
 /// Neutral values of those (no tools, thinking disabled) are accepted.
+/// (Tool use itself: `tool_use_follows_the_schemas`.)
 #[test]
 fn errors_have_anthropics_shape_and_name_the_field() {
     let h = start(|c| c.max_body = 64 << 10);
@@ -299,8 +300,8 @@ fn errors_have_anthropics_shape_and_name_the_field() {
     };
     let img = json!([{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]);
-    let tool_result = json!([{"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "t1", "content": "42"}]}]);
+    let tool_use = json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t1", "name": "f", "input": 42}]}]);
     let cases: Vec<(&str, String, &str)> = vec![
         ("/v1/messages", "{not json".into(), "JSON"),
         ("/v1/messages", "[1]".into(), "object"),
@@ -328,15 +329,11 @@ fn errors_have_anthropics_shape_and_name_the_field() {
             "messages[0].content",
         ),
         ("/v1/messages", with(json!({"messages": img})), "image"),
+        ("/v1/messages", with(json!({"messages": tool_use})), "input"),
         (
             "/v1/messages",
-            with(json!({"messages": tool_result})),
-            "tool_result",
-        ),
-        (
-            "/v1/messages",
-            with(json!({"tools": [{"name": "f", "input_schema": {"type": "object"}}]})),
-            "tools",
+            with(json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]})),
+            "server tools",
         ),
         (
             "/v1/messages",
@@ -488,4 +485,146 @@ fn metrics_count_requests_per_api() {
     assert_eq!(value("openai_completions"), 3);
     assert_eq!(value("ollama_generate"), 1);
     assert_eq!(value("ollama_chat"), 1);
+}
+
+/// Tool use on /v1/messages: `tool_choice` any / tool / none; `tool_use`
+/// blocks whose input follows the tool's `input_schema` (stop_reason
+/// tool_use); the stream's `tool_use` blocks and `input_json_delta`s equal
+/// the non-streamed blocks; `tool_use` and `tool_result` blocks go back into
+/// the prompt as the chat completions API's tool calls and tool messages do
+/// (tools.rs's generic format: the same prompt, token for token).
+#[test]
+fn tool_use_follows_the_schemas() {
+    let h = start(|_| {});
+    let tools = json!([{"name": "add", "description": "Adds two integers.", "input_schema": {
+        "type": "object", "properties": {
+            "a": {"type": "integer", "minimum": -99, "maximum": 99},
+            "b": {"type": "integer", "minimum": -99, "maximum": 99}},
+        "required": ["a", "b"], "additionalProperties": false}}]);
+    let body = |choice: Value| {
+        json!({"messages": [{"role": "user", "content": "2 + 3?"}], "tools": tools,
+               "tool_choice": choice, "max_tokens": 100, "temperature": 0})
+    };
+    let check = |b: &Value| {
+        assert_eq!(b["type"], "tool_use", "{b}");
+        assert_eq!(b["name"], "add", "{b}");
+        assert!(b["id"].as_str().is_some_and(|s| !s.is_empty()), "{b}");
+        let o = b["input"].as_object().expect("input");
+        assert_eq!(o.len(), 2, "{b}");
+        for k in ["a", "b"] {
+            assert!(
+                o[k].as_i64().is_some_and(|v| (-99..=99).contains(&v)),
+                "{b}"
+            );
+        }
+    };
+    for choice in [
+        json!({"type": "any"}),
+        json!({"type": "tool", "name": "add"}),
+    ] {
+        let v = ok(&h, &body(choice));
+        assert_eq!(v["stop_reason"], "tool_use", "{v}");
+        let blocks = v["content"].as_array().expect("content");
+        assert!(!blocks.is_empty(), "{v}");
+        blocks.iter().for_each(check);
+    }
+    let v = ok(
+        &h,
+        &body(json!({"type": "any", "disable_parallel_tool_use": true})),
+    );
+    assert_eq!(v["content"].as_array().map(Vec::len), Some(1), "{v}");
+    let none = ok(&h, &body(json!({"type": "none"})));
+    assert_eq!(none["content"][0]["type"], "text", "{none}");
+    assert!(!text(&none).starts_with("<tool_call>"));
+
+    // Streamed: the same blocks, built from the events.
+    let plain = ok(&h, &body(json!({"type": "any"})));
+    let mut sb = body(json!({"type": "any"}));
+    sb["stream"] = json!(true);
+    let r = client()
+        .post(format!("http://{}/v1/messages", h.addr))
+        .json(&sb)
+        .send()
+        .expect("request");
+    let mut blocks: Vec<Value> = Vec::new();
+    let mut partial: Vec<String> = Vec::new();
+    let mut reason = Value::Null;
+    for line in BufReader::new(r).lines() {
+        let line = line.expect("line");
+        let Some(d) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(d).expect("JSON");
+        match v["type"].as_str() {
+            Some("content_block_start") => {
+                assert_eq!(v["index"], blocks.len());
+                blocks.push(v["content_block"].clone());
+                partial.push(String::new());
+            }
+            Some("content_block_delta") => {
+                assert_eq!(v["delta"]["type"], "input_json_delta", "{v}");
+                let i = v["index"].as_u64().expect("index") as usize;
+                partial[i].push_str(v["delta"]["partial_json"].as_str().expect("partial"));
+            }
+            Some("message_delta") => reason = v["delta"]["stop_reason"].clone(),
+            _ => {}
+        }
+    }
+    for (b, p) in blocks.iter_mut().zip(&partial) {
+        b["input"] = serde_json::from_str(p).expect("input JSON");
+    }
+    assert_eq!(reason, "tool_use");
+    // The same blocks; ids are per request.
+    let ids_out = |v: &[Value]| -> Vec<Value> {
+        v.iter()
+            .map(|b| {
+                let mut b = b.clone();
+                b.as_object_mut().map(|o| o.remove("id"));
+                b
+            })
+            .collect()
+    };
+    let plain_blocks = plain["content"].as_array().expect("content");
+    assert_eq!(ids_out(&blocks), ids_out(plain_blocks));
+
+    // A round trip reads as the chat completions API's: the same prompt.
+    let anthropic = json!({"max_tokens": 1, "system": "Be brief.", "messages": [
+        {"role": "user", "content": "2 + 3?"},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Adding."},
+            {"type": "tool_use", "id": "t1", "name": "add", "input": {"a": 2, "b": 3}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": "5"},
+            {"type": "tool_result", "tool_use_id": "t2", "content": [{"type": "text", "text": "?"}],
+             "is_error": true}]},
+    ]});
+    let openai = json!({"max_tokens": 1, "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2 + 3?"},
+        {"role": "assistant", "content": "Adding.", "tool_calls": [
+            {"id": "t1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2,\"b\":3}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "5"},
+        {"role": "tool", "tool_call_id": "t2", "content": "error: ?"},
+    ]});
+    let a = ok(&h, &anthropic);
+    let (st, o) = post(&h, "/v1/chat/completions", &openai);
+    assert_eq!(st, 200, "{o}");
+    assert_eq!(
+        prompt_total(&a["usage"]),
+        o["usage"]["prompt_tokens"].as_u64().expect("n")
+    );
+    assert_eq!(
+        count(
+            &h,
+            &anthropic
+                .as_object()
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.remove("max_tokens");
+                    Value::Object(m)
+                })
+                .expect("object")
+        ),
+        o["usage"]["prompt_tokens"].as_u64().expect("n")
+    );
 }
