@@ -13,7 +13,6 @@ use std::process::{Command, ExitCode};
 
 use common::*;
 use convert::mix::ALL_TYPES;
-use convert::FileType;
 use gguf::GgufFile;
 use harness::{Ran, Skip};
 
@@ -47,11 +46,13 @@ fn gguf_py_reads_and_dequantizes_our_files_like_we_do() -> Ran {
     })?;
     let script = root().join("convert/tests/py/gguf_dequant.py");
     let tmp = tempfile::tempdir().unwrap();
-    // Q2_K_S needs an importance matrix (refused without one, as
-    // llama-quantize does); its Q2_K tensors are covered by q2_k.
-    for &ft in ALL_TYPES.iter().filter(|t| **t != FileType::Q2_K_S) {
+    // The types that need an importance matrix (refused without one, as
+    // llama-quantize does) are made with the fixture's, llama-imatrix's.
+    for &ft in ALL_TYPES {
         let out = tmp.path().join(format!("{}.gguf", ft.name()));
-        convert_to(&hf("falcon-mamba-small-bf16"), &out, ft, false).unwrap();
+        let fx = "falcon-mamba-small-bf16";
+        let imatrix = needs_imatrix(ft).then(|| fixture_imatrix(fx));
+        convert_with(&hf(fx), &out, ft, false, imatrix).unwrap();
         let dump = tmp.path().join(ft.name());
         let o = Command::new(&py)
             .arg(&script)

@@ -246,6 +246,12 @@ pub fn type_from_manifest_name(s: &str) -> (FileType, bool, bool) {
     (FileType::parse(t).unwrap(), pure, imatrix)
 }
 
+/// Whether llama-quantize (and so `convert`) needs an importance matrix for
+/// file type `ft` (Q2_K_S, IQ3_XXS, the IQ2 and IQ1 files).
+pub fn needs_imatrix(ft: FileType) -> bool {
+    convert::mix::requires_imatrix(ft, "blk.0.ssm_in.weight", ft.base())
+}
+
 /// The fixture's importance matrix made by llama-imatrix
 /// (tests/fixtures/llamacpp-quant/<fixture>.imatrix.gguf), recorded as its
 /// bare file name, as make_quant_manifests.py gave it to llama-quantize.
