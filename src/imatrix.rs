@@ -114,7 +114,7 @@ pub fn collect(
             nll += lse - row.get(target).copied().unwrap_or(f32::NEG_INFINITY) as f64;
             scored += 1;
         };
-        session.feed_each_observed(&chunk, &mut all, &mut score, &mut observe)?;
+        session.feed_each_observed(&chunk, &mut all, &mut score, Some(&mut observe))?;
         m.chunk_count = (c + 1) as u32;
         let ppl = (opts.ppl && scored > 0).then(|| (nll / scored as f64).exp());
         progress(ChunkDone {

@@ -241,41 +241,20 @@ impl<'m> Session<'m> {
         &mut self,
         ids: &[u32],
         all: &mut Vec<f32>,
-        mut each: impl FnMut(usize, &[f32]),
+        each: impl FnMut(usize, &[f32]),
     ) -> Result<()> {
-        if ids.is_empty() {
-            return Err(ModelError::Empty);
-        }
-        self.model.check_ids(ids)?;
-        let v = self.model.hp.n_vocab;
-        all.resize(self.scratch.chunk() * v, 0.0);
-        let mut pos = 0;
-        for c in ids.chunks(self.scratch.chunk()) {
-            self.forget_last();
-            self.model.forward_chunk(
-                c,
-                &self.slot,
-                &mut self.scratch,
-                &mut self.logits,
-                Some(all),
-            )?;
-            for (j, row) in all.chunks_exact(v).take(c.len()).enumerate() {
-                each(pos + j, row);
-            }
-            pos += c.len();
-            self.n_past += c.len() as u64;
-        }
-        Ok(())
+        self.feed_each_observed(ids, all, each, None)
     }
 
-    /// [`Session::feed_each`], showing `observe` the input of every matmul
-    /// of every block as it runs (the importance matrix is collected so).
+    /// [`Session::feed_each`], showing `observe` (when given) the input of
+    /// every matmul of every block as it runs (the importance matrix is
+    /// collected so).
     pub fn feed_each_observed(
         &mut self,
         ids: &[u32],
         all: &mut Vec<f32>,
         mut each: impl FnMut(usize, &[f32]),
-        observe: crate::model::block::Observer<'_, '_>,
+        mut observe: Option<crate::model::block::Observer<'_, '_>>,
     ) -> Result<()> {
         if ids.is_empty() {
             return Err(ModelError::Empty);
@@ -290,11 +269,10 @@ impl<'m> Session<'m> {
                 c,
                 &self.slot,
                 &mut self.scratch,
-                all,
-                &mut *observe,
+                &mut self.logits,
+                Some(all),
+                observe.as_deref_mut(),
             )?;
-            self.logits
-                .copy_from_slice(&all[(c.len() - 1) * v..c.len() * v]);
             for (j, row) in all.chunks_exact(v).take(c.len()).enumerate() {
                 each(pos + j, row);
             }

@@ -548,7 +548,7 @@ pub fn quantize_iq2_xxs(src: &[f32], qw: &[f32], dst: &mut [u8]) {
 }
 
 /// The 16-value sub-block search IQ2_XS and IQ2_S share: (scale, the two
-/// grid indices), or None for a sub-block below `eps`.
+/// grid indices).
 fn search16(s: &Search, xval: &[f32; 16], weight: &[f32]) -> (f32, Vec<usize>) {
     let max = max_of(xval);
     search(s, xval, weight, 3, 9, 0.1, max, max / 5.0, Resnap::OffGrid)

@@ -55,6 +55,21 @@ impl Model {
         logits: &mut [f32],
         all: Option<&mut [f32]>,
     ) -> Result<()> {
+        self.forward_chunk_observed(ids, slot, s, logits, all, None)
+    }
+
+    /// [`forward_chunk`](Self::forward_chunk), showing `observe` (when
+    /// given) the input of every matmul of every block first: what
+    /// `imatrix` collects.
+    pub fn forward_chunk_observed(
+        &self,
+        ids: &[u32],
+        slot: &StateSlot,
+        s: &mut Scratch,
+        logits: &mut [f32],
+        all: Option<&mut [f32]>,
+        observe: Option<block::Observer<'_, '_>>,
+    ) -> Result<()> {
         let t = ids.len();
         let v = self.hp.n_vocab;
         let logits = prefix_mut(logits, v, "logits")?;
@@ -62,7 +77,7 @@ impl Model {
             Some(dst) => Some(prefix_mut(dst, t * v, "all-logits")?),
             None => None,
         };
-        self.run_chunk(ids, slot, s, None)?;
+        self.run_chunk(ids, slot, s, observe)?;
         let (be, ws) = (&self.backend, s.ws());
         match all {
             Some(dst) => {
@@ -116,24 +131,6 @@ impl Model {
         be.read_x(ws, t - 1..t, hidden)?;
         let [top] = top;
         Ok(top)
-    }
-
-    /// [`forward_chunk`](Self::forward_chunk) with every position's logits
-    /// (`[t][V]` into `all`), showing `observe` the input of every matmul of
-    /// every block first: what `imatrix` collects.
-    pub fn forward_chunk_observed(
-        &self,
-        ids: &[u32],
-        slot: &StateSlot,
-        s: &mut Scratch,
-        all: &mut [f32],
-        observe: block::Observer<'_, '_>,
-    ) -> Result<()> {
-        let t = ids.len();
-        let all = prefix_mut(all, t * self.hp.n_vocab, "all-logits")?;
-        self.run_chunk(ids, slot, s, Some(observe))?;
-        let (be, ws) = (&self.backend, s.ws());
-        be.head(ws, 0..t, all)
     }
 
     /// Embedding and blocks over a chunk of one sequence (X then holds the

@@ -132,15 +132,19 @@ fn imatrix_refuses_what_it_cannot_do() {
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "only a few words").unwrap();
     let out = dir.path().join("m.gguf");
-    let o = run(&[
-        "imatrix",
-        "-m",
-        model.to_str().unwrap(),
-        "-f",
-        short.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let imatrix = || {
+        let (m, f, o) = (model.to_str(), short.to_str(), out.to_str());
+        run(&[
+            "imatrix",
+            "-m",
+            m.unwrap(),
+            "-f",
+            f.unwrap(),
+            "-o",
+            o.unwrap(),
+        ])
+    };
+    let o = imatrix();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -150,15 +154,7 @@ fn imatrix_refuses_what_it_cannot_do() {
     assert!(!out.exists());
     // An existing output is kept without --force.
     std::fs::write(&out, b"keep").unwrap();
-    let o = run(&[
-        "imatrix",
-        "-m",
-        model.to_str().unwrap(),
-        "-f",
-        short.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = imatrix();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
     assert_eq!(std::fs::read(&out).unwrap(), b"keep");
