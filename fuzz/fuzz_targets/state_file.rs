@@ -1,10 +1,10 @@
-//! The state-file reader on arbitrary bytes, for the tiny fixture model: an
-//! error, or a snapshot a session of that model accepts.
+//! The state-file reader on arbitrary bytes, for llama.cpp's falcon-mamba-tiny
+//! F32 file: `mamba_gguf_fuzz::state_file` (fuzz/src/lib.rs).
 #![no_main]
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use mamba_gguf::{state_file, Model, Session};
+use mamba_gguf::Model;
 
 fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
@@ -23,10 +23,4 @@ fn model() -> &'static Model {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
-    let m = model();
-    if let Ok((snap, _note)) = state_file::decode(m, data, "fuzz") {
-        let mut s = Session::new(m);
-        s.restore(&snap).expect("a decoded snapshot restores");
-    }
-});
+fuzz_target!(|data: &[u8]| mamba_gguf_fuzz::state_file(model(), data));

@@ -16,6 +16,7 @@ mod bench_cli;
 mod chat_cli;
 mod convert_cli;
 mod crash_safety;
+mod fuzz_seeds;
 mod gguf_layouts;
 mod imatrix_cli;
 mod inspect_cli;
