@@ -9,7 +9,8 @@ stop_sequences, stop_reason end_turn/max_tokens/stop_sequence), streaming
 order), usage with cache_read_input_tokens on a follow-up turn,
 messages.count_tokens, temperature/top_p/top_k sent through extra_body
 (the client takes them as arguments no longer) and taking effect, tool use
-(tool_choice any, tool, none; input valid under the input_schema; streamed;
+(tool_choice any, tool, none; input valid under the input_schema; streamed,
+its input as input_json_delta events token by token;
 a round trip with tool_result blocks), and refusals surfacing as
 anthropic.BadRequestError naming the field. Exits
 non-zero on any failed check. Run by tests/solo/server_anthropic.rs when
@@ -137,10 +138,18 @@ def main() -> int:
                                    extra_body=greedy)
     assert len(named.content) == 1, named
     check_use(named.content[0])
+    json_deltas = 0
     with client.messages.stream(model=model, max_tokens=100, messages=ask, tools=tools,
                                 tool_choice={"type": "any"}, extra_body=greedy) as s:
+        for ev in s:
+            if ev.type == "input_json":
+                json_deltas += 1
+                assert ev.partial_json, ev
         final = s.get_final_message()
     assert final.stop_reason == "tool_use", final
+    # The input arrives token by token: several input_json_delta events for
+    # each tool_use block (`{"a":N,"b":M}` is at least 7 tokens).
+    assert json_deltas >= 3 * len(final.content), (json_deltas, final)
     assert [(b.name, b.input) for b in final.content] == [(b.name, b.input) for b in t1.content], (final, t1)
     plain = client.messages.create(model=model, max_tokens=8, messages=ask, tools=tools,
                                    tool_choice={"type": "none"}, extra_body=greedy)

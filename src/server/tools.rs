@@ -277,21 +277,109 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
+/// The length of the JSON value at the start of `s` once it is complete
+/// (an object or array up to its closing bracket, a string up to its
+/// closing quote), or None while it is not. Strings are scanned with their
+/// escapes, so a bracket or `</tool_call>` inside one ends nothing. Other
+/// values (numbers, literals) end at a delimiter, and are None until one
+/// follows them.
+fn json_value_len(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    match b.first()? {
+        b'{' | b'[' | b'"' => {}
+        _ => {
+            return b
+                .iter()
+                .position(|c| b",}] \n\t\r".contains(c))
+                .filter(|&n| n > 0)
+        }
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for (i, &c) in b.iter().enumerate() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What opens a call up to its function's name.
+const HEAD: &str = "<tool_call>{\"name\":\"";
+/// What follows the name, up to the arguments.
+const MID: &str = "\",\"arguments\":";
+/// What follows the arguments.
+const TAIL: &str = "}</tool_call>";
+
+/// A call at the start of `s` as far as it goes: its name once complete,
+/// the raw text of its arguments so far, whether they are complete, and
+/// the call's length once it is complete. None when `s` does not (yet)
+/// hold a call's name or is not a call in the generated form.
+fn partial_call(s: &str) -> Option<(&str, &str, bool, Option<usize>)> {
+    let rest = s.strip_prefix(HEAD)?;
+    let name_len = rest.find('"')?;
+    let name = &rest[..name_len];
+    let after = &rest[name_len..];
+    if after.len() < MID.len() {
+        return None;
+    }
+    let args = after.strip_prefix(MID)?;
+    let start = s.len() - args.len();
+    match json_value_len(args) {
+        None => Some((name, args, false, None)),
+        Some(n) => {
+            let tail = &args[n..];
+            let whole = tail.starts_with(TAIL).then_some(start + n + TAIL.len());
+            Some((name, &args[..n], true, whole))
+        }
+    }
+}
+
 /// The calls in a reply's text when it is calls (it begins with one), or
-/// None when it is text. A call cut short (the reply reached max_tokens
-/// inside it) is left out.
+/// None when it is text. Each call's arguments are its raw JSON text as
+/// generated (compact, under the grammar), so streamed deltas add up to
+/// them. A call cut short (the reply reached max_tokens inside it) is left
+/// out.
 pub fn parse_calls(text: &str) -> Option<Vec<Call>> {
     if !text.starts_with(OPEN) {
         return None;
     }
-    let one = |part: &str| -> Option<Call> {
-        let inner = part.strip_prefix(OPEN)?.strip_suffix(CLOSE)?;
-        let v: Value = serde_json::from_str(inner).ok()?;
-        let name = v.get("name")?.as_str()?.to_string();
-        let arguments = v.get("arguments")?.to_string();
-        Some(Call { name, arguments })
-    };
-    Some(text.split('\n').map_while(one).collect())
+    let mut calls = Vec::new();
+    let mut s = text;
+    while let Some((name, args, true, Some(len))) = partial_call(s) {
+        if serde_json::from_str::<Value>(args).is_err() || !valid_name(name) {
+            break;
+        }
+        calls.push(Call {
+            name: name.to_string(),
+            arguments: args.to_string(),
+        });
+        match s[len..].strip_prefix('\n') {
+            Some(next) => s = next,
+            None => break,
+        }
+    }
+    Some(calls)
 }
 
 /// A call's id: the request's id and the call's index (unique per reply).
@@ -359,14 +447,21 @@ pub fn result_text(id: &str, name: Option<&str>, content: &str) -> String {
 
 /// Streams a reply's text as OpenAI's chat deltas when the reply may be
 /// tool calls: text that could still begin a call is held back; once the
-/// reply is calls, each call goes out when complete, as a delta with its id
-/// and name and one with its arguments.
+/// reply is calls, each call goes out as a delta with its id and name (as
+/// soon as the name is complete), then its arguments as they are
+/// generated, token by token (`{"tool_calls": [{"index", "function":
+/// {"arguments": PIECE}}]}`), the pieces adding up to the call's arguments.
 #[derive(Debug, Default)]
 pub struct DeltaStream {
     text: String,
-    /// Bytes of `text` sent as content (text mode) or calls sent.
+    /// Bytes of `text` sent as content (text mode).
     sent: usize,
-    calls_sent: usize,
+    /// Calls mode: where the current call begins in `text`, its index,
+    /// whether its name went out, and the bytes of its arguments sent.
+    call_at: usize,
+    call: usize,
+    named: bool,
+    args_sent: usize,
     mode: Mode,
 }
 
@@ -376,6 +471,9 @@ enum Mode {
     Undecided,
     Text,
     Calls,
+    /// The text stopped following the calls' form (it cannot under the
+    /// grammar): nothing more is sent.
+    Broken,
 }
 
 impl DeltaStream {
@@ -392,35 +490,68 @@ impl DeltaStream {
             }
         }
         match self.mode {
-            Mode::Undecided => {}
+            Mode::Undecided | Mode::Broken => {}
             Mode::Text => {
                 if self.sent < self.text.len() {
                     out.push(json!({"content": &self.text[self.sent..]}));
                     self.sent = self.text.len();
                 }
             }
-            Mode::Calls => {
-                // Whole calls not sent yet.
-                let done = parse_calls(&self.text).unwrap_or_default();
-                for (i, c) in done.iter().enumerate().skip(self.calls_sent) {
-                    let id = call_id(request_id, choice, i);
-                    out.push(
-                        json!({"tool_calls": [{"index": i, "id": id, "type": "function",
-                        "function": {"name": c.name, "arguments": ""}}]}),
-                    );
-                    out.push(json!({"tool_calls": [{"index": i,
-                        "function": {"arguments": c.arguments}}]}));
-                }
-                self.calls_sent = self.calls_sent.max(done.len());
-            }
+            Mode::Calls => self.calls(request_id, choice, &mut out),
         }
         out
+    }
+
+    fn calls(&mut self, request_id: &str, choice: usize, out: &mut Vec<Value>) {
+        loop {
+            let s = &self.text[self.call_at..];
+            let Some((name, args, _, whole)) = partial_call(s) else {
+                let head = if s.len() < HEAD.len() {
+                    HEAD.starts_with(s)
+                } else {
+                    s.starts_with(HEAD)
+                };
+                if !head {
+                    self.mode = Mode::Broken;
+                }
+                return;
+            };
+            let i = self.call;
+            if !self.named {
+                self.named = true;
+                out.push(
+                    json!({"tool_calls": [{"index": i, "id": call_id(request_id, choice, i),
+                    "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                );
+            }
+            if self.args_sent < args.len() {
+                out.push(json!({"tool_calls": [{"index": i,
+                    "function": {"arguments": &args[self.args_sent..]}}]}));
+                self.args_sent = args.len();
+            }
+            let Some(len) = whole else { return };
+            // The next call, after a newline.
+            let next = self.call_at + len;
+            match self.text.as_bytes().get(next) {
+                None => return,
+                Some(b'\n') => {
+                    self.call_at = next + 1;
+                    self.call += 1;
+                    self.named = false;
+                    self.args_sent = 0;
+                }
+                Some(_) => {
+                    self.mode = Mode::Broken;
+                    return;
+                }
+            }
+        }
     }
 
     /// At the end: the deltas still held back (text that only began like a
     /// call), and whether the reply was calls.
     pub fn finish(&mut self) -> (Vec<Value>, bool) {
-        if self.mode == Mode::Calls {
+        if matches!(self.mode, Mode::Calls | Mode::Broken) {
             return (Vec::new(), true);
         }
         let mut out = Vec::new();
@@ -564,5 +695,52 @@ mod tests {
         let mut d = DeltaStream::default();
         assert!(d.push("<", "r", 0).is_empty());
         assert_eq!(d.finish(), (vec![json!({"content": "<"})], false));
+    }
+
+    #[test]
+    fn arguments_stream_piece_by_piece() {
+        // Two calls, a string argument holding brackets and the closing
+        // tag, fed a few bytes at a time.
+        let text = "<tool_call>{\"name\":\"echo\",\"arguments\":{\"s\":\"}</tool_call>\\\"{\",\"n\":[1,{}]}}</tool_call>\n\
+                    <tool_call>{\"name\":\"add\",\"arguments\":{\"a\":1}}</tool_call>";
+        let want = parse_calls(text).expect("calls");
+        assert_eq!(
+            want,
+            vec![
+                Call {
+                    name: "echo".into(),
+                    arguments: "{\"s\":\"}</tool_call>\\\"{\",\"n\":[1,{}]}".into()
+                },
+                Call {
+                    name: "add".into(),
+                    arguments: "{\"a\":1}".into()
+                },
+            ]
+        );
+        let mut d = DeltaStream::default();
+        let mut got: Vec<(String, String)> = Vec::new();
+        let mut pieces = 0;
+        let bytes: Vec<char> = text.chars().collect();
+        for chunk in bytes.chunks(3) {
+            let piece: String = chunk.iter().collect();
+            for v in d.push(&piece, "r", 0) {
+                let c = &v["tool_calls"][0];
+                let i = c["index"].as_u64().expect("index") as usize;
+                if let Some(n) = c["function"]["name"].as_str() {
+                    assert_eq!(i, got.len());
+                    assert_eq!(c["id"], call_id("r", 0, i));
+                    got.push((n.to_string(), String::new()));
+                }
+                let a = c["function"]["arguments"].as_str().expect("arguments");
+                if !a.is_empty() {
+                    pieces += 1;
+                    got[i].1.push_str(a);
+                }
+            }
+        }
+        assert_eq!(d.finish(), (vec![], true));
+        let want: Vec<(String, String)> = want.into_iter().map(|c| (c.name, c.arguments)).collect();
+        assert_eq!(got, want);
+        assert!(pieces > 10, "{pieces} pieces: the arguments came whole");
     }
 }

@@ -2,10 +2,12 @@
 //! the tiny Falcon Mamba fixture (random weights: whatever it says, the
 //! grammar holds it to text or valid calls). Each tool_choice mode; the
 //! calls' arguments valid under each function's schema; streamed deltas
-//! equal to the non-streamed calls; the documented generic format in which
-//! calls and tool results go back into the prompt (checked token for token
-//! against the chat template); refusals naming the field. The official
-//! `openai` client's round trip is tests/solo's (scripts/openai_client/tools.py).
+//! equal to the non-streamed calls (the arguments in pieces as they are
+//! generated); the documented generic format in which calls and tool
+//! results go back into the prompt (checked token for token against the
+//! chat template); refusals naming the field. The official `openai`
+//! client's round trips (chat completions and the Responses API) are
+//! tests/solo's (scripts/openai_client/tools.py).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +122,7 @@ fn tool_calls_follow_the_schemas_and_go_back_into_the_prompt() {
         .expect("stream");
     let mut streamed: Vec<Value> = Vec::new();
     let mut finish = Value::Null;
+    let mut pieces = 0;
     for line in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
         if line == "[DONE]" {
             break;
@@ -138,6 +141,7 @@ fn tool_calls_follow_the_schemas_and_go_back_into_the_prompt() {
                     .unwrap_or("")
                     .to_string()
                     + d["function"]["arguments"].as_str().unwrap_or("");
+                pieces += usize::from(d["function"]["arguments"] != "");
                 streamed[i]["function"]["arguments"] = json!(args);
             }
             if !ch["finish_reason"].is_null() {
@@ -148,6 +152,8 @@ fn tool_calls_follow_the_schemas_and_go_back_into_the_prompt() {
     assert_eq!(finish, "tool_calls");
     let strip = |v: &[Value]| -> Vec<Value> { v.iter().map(|c| c["function"].clone()).collect() };
     assert_eq!(strip(&streamed), strip(calls));
+    // The arguments arrive as they are generated, not once per call.
+    assert!(pieces >= 3 * calls.len(), "{pieces} pieces for {calls:?}");
 
     // A named function: calls to it alone, one with parallel_tool_calls false.
     let named = json!({"type": "function", "function": {"name": "add"}});
