@@ -136,12 +136,10 @@ def main() -> int:
 
     # A parameter this server does not implement: a 400 naming it.
     try:
-        a.responses.create(
-            input="x", tools=[{"type": "function", "name": "f", "parameters": {}}], **common
-        )
-        raise AssertionError("tools were accepted")
+        a.responses.create(input="x", reasoning={"effort": "low"}, **common)
+        raise AssertionError("reasoning was accepted")
     except openai.BadRequestError as e:
-        assert e.body and e.body.get("param") == "tools", e.body
+        assert e.body and e.body.get("param") == "reasoning", e.body
 
     # Delete on B: gone on A too.
     b.responses.delete(r1.id)

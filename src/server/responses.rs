@@ -7,8 +7,21 @@
 //! `top_p`, `stream`, `store` (default true), `metadata` and
 //! `previous_response_id`; `text` only as `{"format": {"type": "text"}}` and
 //! `truncation` only as `"disabled"`, what they are here anyway. Every other
-//! field (tools, reasoning, include, top_logprobs, background, ...) is
-//! refused with a 400 naming it.
+//! field (reasoning, include, top_logprobs, background, ...) is refused with
+//! a 400 naming it.
+//!
+//! Function tools: `tools` (`{"type": "function", "name", "description",
+//! "parameters", "strict"}`; other tool types are refused naming them),
+//! `tool_choice` (`auto`, `none`, `required`, `{"type": "function",
+//! "name"}`) and `parallel_tool_calls`, as on `/v1/chat/completions`
+//! (tools.rs: the same generic format and grammar, so the arguments follow
+//! the function's schema). A reply that is calls comes back as
+//! `function_call` output items (`call_id`, `name`, `arguments`); the
+//! input takes `function_call` items (a call made earlier) and
+//! `function_call_output` items (its result), which go back into the
+//! prompt as chat completions' tool calls and tool messages do, so a
+//! continuation by `previous_response_id` reads the calls from the state
+//! after them.
 //!
 //! A stored response keeps its conversation (the messages before it and its
 //! reply, without the instructions, which OpenAI does not carry over): a
@@ -29,7 +42,10 @@
 //! `response.output_text.done`, `response.content_part.done`,
 //! `response.output_item.done`, then `response.completed`, or
 //! `response.incomplete` when `max_output_tokens` cut it), each with its
-//! `sequence_number`.
+//! `sequence_number`; a function call streams as its `output_item.added`,
+//! `response.function_call_arguments.delta`s as its arguments are
+//! generated, `response.function_call_arguments.done` and
+//! `output_item.done`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -47,6 +63,7 @@ use tokio::sync::mpsc;
 use super::api::{self, ApiError};
 use super::engine::{lock, Event, GenParams, Job, Prompt, Usage};
 use super::store::Namespace;
+use super::tools::{self, Tools};
 use super::{body_bytes, error_response, now_secs, AppState};
 use crate::chat_template::Message;
 use crate::sampler::SamplerConfig;
@@ -60,6 +77,10 @@ struct Record {
     response: Value,
     /// The messages before it and its reply (no instructions).
     history: Vec<Message>,
+    /// The function calls made in that conversation: (call_id, name), to
+    /// name the function a later `function_call_output` answers.
+    #[serde(default)]
+    calls: Vec<(String, String)>,
 }
 
 /// A record's key: its namespace and id.
@@ -117,6 +138,9 @@ const FIELDS: &[&str] = &[
     "metadata",
     "text",
     "truncation",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 ];
 
 fn new_id(prefix: &str) -> String {
@@ -165,11 +189,28 @@ fn content_text(v: &Value, p: &str) -> Result<String, ApiError> {
     }
 }
 
-/// `input` as messages.
-fn input_messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
+/// One item of `input`.
+#[derive(Clone, Debug, PartialEq)]
+enum Item {
+    Msg(Message),
+    /// A function call made earlier: its call_id, name and arguments (JSON).
+    Call(String, String, Value),
+    /// A call's result: its call_id and output.
+    Output(String, String),
+}
+
+/// A string field of an input item.
+fn item_str<'a>(obj: &'a Map<String, Value>, p: &str, k: &str) -> Result<&'a str, ApiError> {
+    obj.get(k)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad(&format!("{p}.{k}"), format!("{p}.{k} must be a string")))
+}
+
+/// `input` as items.
+fn input_items(m: &Map<String, Value>) -> Result<Vec<Item>, ApiError> {
     match api::opt(m, "input") {
         None => Err(ApiError::bad("input", "'input' is required")),
-        Some(Value::String(s)) => Ok(vec![Message::new("user", s.as_str())]),
+        Some(Value::String(s)) => Ok(vec![Item::Msg(Message::new("user", s.as_str()))]),
         Some(Value::Array(items)) if !items.is_empty() => {
             let mut out = Vec::with_capacity(items.len());
             for (i, it) in items.iter().enumerate() {
@@ -177,12 +218,48 @@ fn input_messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
                 let obj = it
                     .as_object()
                     .ok_or_else(|| ApiError::bad(&p, format!("{p} must be an object")))?;
-                if let Some(t) = obj.get("type").and_then(Value::as_str) {
-                    if t != "message" {
+                match obj.get("type").and_then(Value::as_str) {
+                    None | Some("message") => {}
+                    Some("function_call") => {
+                        let args = item_str(obj, &p, "arguments")?;
+                        let args: Value = serde_json::from_str(args).map_err(|e| {
+                            ApiError::bad(
+                                &format!("{p}.arguments"),
+                                format!("{p}.arguments is not JSON: {e}"),
+                            )
+                        })?;
+                        out.push(Item::Call(
+                            item_str(obj, &p, "call_id")?.to_string(),
+                            item_str(obj, &p, "name")?.to_string(),
+                            args,
+                        ));
+                        continue;
+                    }
+                    Some("function_call_output") => {
+                        let output = match obj.get("output") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(v @ Value::Array(_)) => content_text(v, &format!("{p}.output"))?,
+                            _ => {
+                                return Err(ApiError::bad(
+                                    &format!("{p}.output"),
+                                    format!("{p}.output must be a string or text parts"),
+                                ))
+                            }
+                        };
+                        out.push(Item::Output(
+                            item_str(obj, &p, "call_id")?.to_string(),
+                            output,
+                        ));
+                        continue;
+                    }
+                    Some(t) => {
                         return Err(ApiError::bad(
                             &format!("{p}.type"),
-                            format!("{p}.type {t:?} is not supported: only messages"),
-                        ));
+                            format!(
+                                "{p}.type {t:?} is not supported: only message, \
+                                 function_call and function_call_output"
+                            ),
+                        ))
                     }
                 }
                 let role = match obj.get("role").and_then(Value::as_str) {
@@ -199,26 +276,143 @@ fn input_messages(m: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
                 let content = obj.get("content").ok_or_else(|| {
                     ApiError::bad(&format!("{p}.content"), format!("{p}.content is required"))
                 })?;
-                out.push(Message::new(
+                out.push(Item::Msg(Message::new(
                     role,
                     content_text(content, &format!("{p}.content"))?,
-                ));
+                )));
             }
             Ok(out)
         }
         Some(_) => Err(ApiError::bad(
             "input",
-            "'input' must be a string or a non-empty array of messages",
+            "'input' must be a string or a non-empty array of items",
         )),
     }
+}
+
+/// Input items as chat messages, in tools.rs's generic format as
+/// `/v1/chat/completions` has them: calls after an assistant message (or
+/// after each other) join it, one per line; results after each other make
+/// one user message, each naming its function when `calls` (call_id,
+/// name; this input's calls are added) knows it.
+fn item_messages(items: &[Item], calls: &mut Vec<(String, String)>) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(items.len());
+    let mut prev: Option<&Item> = None;
+    for it in items {
+        match it {
+            Item::Msg(m) => out.push(m.clone()),
+            Item::Call(id, name, args) => {
+                calls.push((id.clone(), name.clone()));
+                let text = tools::call_text(name, args);
+                match (prev, out.last_mut()) {
+                    (Some(Item::Call(..)) | Some(Item::Msg(_)), Some(last))
+                        if last.role == "assistant" =>
+                    {
+                        if !last.content.is_empty() {
+                            last.content.push('\n');
+                        }
+                        last.content.push_str(&text);
+                    }
+                    _ => out.push(Message::new("assistant", text)),
+                }
+            }
+            Item::Output(id, output) => {
+                let name = calls
+                    .iter()
+                    .rev()
+                    .find(|c| &c.0 == id)
+                    .map(|c| c.1.as_str());
+                let text = tools::result_text(id, name, output);
+                match (prev, out.last_mut()) {
+                    (Some(Item::Output(..)), Some(last)) => {
+                        last.content.push('\n');
+                        last.content.push_str(&text);
+                    }
+                    _ => out.push(Message::new("user", text)),
+                }
+            }
+        }
+        prev = Some(it);
+    }
+    out
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls` in the Responses API's
+/// shapes (a function's fields beside its `type`; a named choice
+/// `{"type": "function", "name"}`), read as tools.rs reads chat's.
+fn tools_of(m: &Map<String, Value>) -> Result<Option<Tools>, ApiError> {
+    let mut chat = Map::new();
+    match api::opt(m, "tools") {
+        None => {}
+        Some(Value::Array(list)) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, t) in list.iter().enumerate() {
+                let p = format!("tools[{i}]");
+                let o = t
+                    .as_object()
+                    .ok_or_else(|| ApiError::bad(&p, format!("{p} must be an object")))?;
+                match o.get("type").and_then(Value::as_str) {
+                    Some("function") => {}
+                    Some(other) => {
+                        return Err(ApiError::bad(
+                            &p,
+                            format!(
+                                "{p}: tool type '{other}' is not supported: only function tools"
+                            ),
+                        ))
+                    }
+                    None => return Err(ApiError::bad(&p, format!("{p}.type is required"))),
+                }
+                let mut f = o.clone();
+                f.remove("type");
+                out.push(json!({"type": "function", "function": f}));
+            }
+            chat.insert("tools".into(), Value::Array(out));
+        }
+        Some(_) => return Err(ApiError::bad("tools", "'tools' must be an array")),
+    }
+    match api::opt(m, "tool_choice") {
+        None => {}
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            if let Some(k) = o.keys().find(|k| *k != "type" && *k != "name") {
+                return Err(ApiError::bad(
+                    "tool_choice",
+                    format!("tool_choice.{k} is not supported"),
+                ));
+            }
+            chat.insert(
+                "tool_choice".into(),
+                json!({"type": "function", "function": {"name": o.get("name")}}),
+            );
+        }
+        Some(v @ Value::String(_)) => {
+            chat.insert("tool_choice".into(), v.clone());
+        }
+        Some(_) => {
+            return Err(ApiError::bad(
+                "tool_choice",
+                "tool_choice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": ...}",
+            ))
+        }
+    }
+    if let Some(v) = api::opt(m, "parallel_tool_calls") {
+        chat.insert("parallel_tool_calls".into(), v.clone());
+    }
+    Tools::parse(&chat)
 }
 
 /// A parsed request.
 struct Req {
     model: String,
     instructions: Option<String>,
-    input: Vec<Message>,
+    input: Vec<Item>,
     params: GenParams,
+    tools: Option<Tools>,
+    /// The reply may be calls (tools, and a tool_choice other than none).
+    tool_mode: bool,
+    /// `tools` and `tool_choice` as given, for the response object.
+    tools_json: Value,
+    tool_choice_json: Value,
     stream: bool,
     store: bool,
     previous: Option<String>,
@@ -308,8 +502,9 @@ fn parse(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Req, ApiE
     let top_p = api::get_f32(&m, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
     let stream = api::get_bool(&m, "stream")?.unwrap_or(false);
     let store = api::get_bool(&m, "store")?.unwrap_or(true);
-    let input = input_messages(&m)?;
-    let params = GenParams {
+    let input = input_items(&m)?;
+    let tools = tools_of(&m)?;
+    let mut params = GenParams {
         max_tokens: max_output_tokens.unwrap_or(st.limits.default_max_tokens),
         sampler: SamplerConfig {
             temp: temperature,
@@ -326,11 +521,29 @@ fn parse(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Req, ApiE
         n: 1,
         constraint: None,
     };
+    if let Some(t) = &tools {
+        // The reply's grammar: text or calls (tools.rs).
+        let grammars = st.grammars.as_ref().map_err(|e| {
+            ApiError::bad("tools", format!("constrained decoding is unavailable: {e}"))
+        })?;
+        params.constraint = Some(grammars.compile(&t.spec()).map_err(|e| {
+            ApiError::bad("tools", format!("cannot compile the tools' schemas: {e}"))
+        })?);
+    }
+    let tool_mode = tools
+        .as_ref()
+        .is_some_and(|t| t.choice != tools::Choice::None);
     Ok(Req {
         model,
         instructions,
         input,
         params,
+        tools,
+        tool_mode,
+        tools_json: api::opt(&m, "tools").cloned().unwrap_or_else(|| json!([])),
+        tool_choice_json: api::opt(&m, "tool_choice")
+            .cloned()
+            .unwrap_or_else(|| json!("auto")),
         stream,
         store,
         previous,
@@ -407,6 +620,35 @@ struct Shape<'a> {
 }
 
 impl Shape<'_> {
+    /// Call `i`'s item id and call_id.
+    fn call_ids(&self, i: usize) -> (String, String) {
+        let hex = self.id.strip_prefix("resp_").unwrap_or(self.id);
+        (format!("fc_{hex}_{i}"), tools::call_id(self.id, 0, i))
+    }
+
+    fn function_call(&self, i: usize, name: &str, arguments: &str, status: &str) -> Value {
+        let (id, call_id) = self.call_ids(i);
+        json!({"id": id, "type": "function_call", "status": status, "call_id": call_id,
+               "name": name, "arguments": arguments})
+    }
+
+    /// The output items of a reply's text: its calls, or one message.
+    fn output(&self, text: &str) -> Vec<Value> {
+        match self
+            .req
+            .tool_mode
+            .then(|| tools::parse_calls(text))
+            .flatten()
+        {
+            Some(calls) => calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| self.function_call(i, &c.name, &c.arguments, "completed"))
+                .collect(),
+            None => vec![self.message(text, "completed")],
+        }
+    }
+
     fn message(&self, text: &str, status: &str) -> Value {
         let content = if status == "in_progress" {
             json!([])
@@ -435,14 +677,14 @@ impl Shape<'_> {
             "max_output_tokens": r.max_output_tokens,
             "model": r.model,
             "output": output,
-            "parallel_tool_calls": false,
+            "parallel_tool_calls": r.tools.as_ref().map_or(true, |t| t.parallel),
             "previous_response_id": r.previous,
             "store": r.store,
             "temperature": r.temperature,
             "top_p": r.top_p,
             "text": {"format": {"type": "text"}},
-            "tool_choice": "none",
-            "tools": [],
+            "tool_choice": r.tool_choice_json,
+            "tools": r.tools_json,
             "truncation": "disabled",
             "metadata": r.metadata,
             "usage": usage.map(|u| json!({
@@ -468,9 +710,13 @@ pub(super) async fn create(
         Err(e) => return error_response(&e),
     };
     let mut history = Vec::new();
+    let mut calls = Vec::new();
     if let Some(prev) = &req.previous {
         match find(&st, &ns, prev).await {
-            Ok(Some(r)) => history = r.history,
+            Ok(Some(r)) => {
+                history = r.history;
+                calls = r.calls;
+            }
             Ok(None) => {
                 let mut e = ApiError::bad(
                     "previous_response_id",
@@ -484,12 +730,22 @@ pub(super) async fn create(
             Err(e) => return error_response(&e),
         }
     }
-    history.extend(req.input.iter().cloned());
+    history.extend(item_messages(&req.input, &mut calls));
     let mut messages = Vec::with_capacity(history.len() + 1);
     if let Some(i) = &req.instructions {
         messages.push(Message::new("system", i.as_str()));
     }
     messages.extend(history.iter().cloned());
+    if let Some(t) = &req.tools {
+        // The tools are described at the end of the system message.
+        match messages.first_mut() {
+            Some(first) if first.role == "system" => {
+                first.content.push_str("\n\n");
+                first.content.push_str(&t.describe());
+            }
+            _ => messages.insert(0, Message::new("system", t.describe())),
+        }
+    }
     let (text, bounds) = match st.template.render_with_boundaries(&messages) {
         Ok(t) => t,
         Err(e) => return error_response(&ApiError::bad("input", e.to_string())),
@@ -527,6 +783,7 @@ pub(super) async fn create(
         created: now_secs(),
         req,
         history,
+        calls,
         rx,
         timeout: tokio::time::Instant::from_std(deadline),
     };
@@ -546,6 +803,8 @@ struct Run {
     created: u64,
     req: Req,
     history: Vec<Message>,
+    /// The conversation's calls so far (call_id, name).
+    calls: Vec<(String, String)>,
     rx: mpsc::UnboundedReceiver<Event>,
     timeout: tokio::time::Instant,
 }
@@ -591,7 +850,18 @@ impl Run {
     async fn finish(&self, text: &str, reason: &str, usage: &Usage) -> Value {
         let incomplete = reason == "length";
         let sh = self.shape();
-        let output = json!([sh.message(text, "completed")]);
+        let output = sh.output(text);
+        let made: Vec<(String, String)> = output
+            .iter()
+            .filter(|o| o["type"] == "function_call")
+            .filter_map(|o| {
+                Some((
+                    o["call_id"].as_str()?.to_string(),
+                    o["name"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let output = Value::Array(output);
         let status = if incomplete {
             "incomplete"
         } else {
@@ -601,9 +871,12 @@ impl Run {
         if self.req.store {
             let mut history = self.history.clone();
             history.push(Message::new("assistant", text));
+            let mut calls = self.calls.clone();
+            calls.extend(made);
             let r = Record {
                 response: resp.clone(),
                 history,
+                calls,
             };
             keep(&self.st, &self.ns, &self.id, r).await;
         }
@@ -628,38 +901,40 @@ impl Run {
         let (stx, srx) = mpsc::channel::<Result<SseEvent, std::convert::Infallible>>(64);
         tokio::spawn(async move {
             let mut seq = 0u64;
-            let mut send = |kind: &'static str, mut v: Value| {
-                v["type"] = json!(kind);
-                v["sequence_number"] = json!(seq);
-                seq += 1;
+            let mut send_all = |events: Vec<(&'static str, Value)>| {
                 let stx = stx.clone();
+                let events: Vec<_> = events
+                    .into_iter()
+                    .map(|(kind, mut v)| {
+                        v["type"] = json!(kind);
+                        v["sequence_number"] = json!(seq);
+                        seq += 1;
+                        SseEvent::default().event(kind).data(v.to_string())
+                    })
+                    .collect();
                 async move {
-                    stx.send(Ok(SseEvent::default().event(kind).data(v.to_string())))
-                        .await
-                        .is_ok()
+                    for e in events {
+                        if stx.send(Ok(e)).await.is_err() {
+                            return false;
+                        }
+                    }
+                    true
                 }
             };
-            let (item, part) = (
-                json!(self.msg_id),
-                json!({"type": "output_text", "text": "", "annotations": []}),
-            );
             let started = self.shape().response("in_progress", json!([]), None, false);
-            let opening = [
+            let mut out = vec![
                 ("response.created", json!({"response": started})),
                 ("response.in_progress", json!({"response": started})),
-                (
-                    "response.output_item.added",
-                    json!({"output_index": 0, "item": self.shape().message("", "in_progress")}),
-                ),
-                (
-                    "response.content_part.added",
-                    json!({"item_id": item, "output_index": 0, "content_index": 0, "part": part}),
-                ),
             ];
-            for (k, v) in opening {
-                if !send(k, v).await {
-                    return;
-                }
+            let mut items = Items::default();
+            // Without tools the reply is a message from its start; with
+            // them, items open as the reply shows what it is.
+            let mut deltas = self.req.tool_mode.then(tools::DeltaStream::default);
+            if deltas.is_none() {
+                items.delta(&self.shape(), &json!({"content": ""}), &mut out);
+            }
+            if !send_all(out).await {
+                return;
             }
             let mut text = String::new();
             loop {
@@ -667,63 +942,179 @@ impl Run {
                     s = self.next() => s,
                     _ = stx.closed() => return,
                 };
+                let mut out = Vec::new();
                 match step {
-                    Step::Prompt => {}
+                    Step::Prompt => continue,
                     Step::Text(t) => {
                         if t.is_empty() {
                             continue;
                         }
                         text.push_str(&t);
-                        let v = json!({"item_id": item, "output_index": 0, "content_index": 0, "delta": t, "logprobs": []});
-                        if !send("response.output_text.delta", v).await {
-                            return;
+                        let sh = self.shape();
+                        match deltas.as_mut() {
+                            Some(ds) => {
+                                for d in ds.push(&t, &self.id, 0) {
+                                    items.delta(&sh, &d, &mut out);
+                                }
+                            }
+                            None => items.delta(&sh, &json!({ "content": t }), &mut out),
                         }
                     }
                     Step::Failed(e) => {
-                        let _ = send(
+                        out.push((
                             "error",
                             json!({"code": e.kind, "message": e.message, "param": Value::Null}),
-                        )
-                        .await;
+                        ));
+                        let _ = send_all(out).await;
                         return;
                     }
                     Step::Done(reason, usage) => {
                         let resp = self.finish(&text, reason, &usage).await;
-                        let done_part =
-                            json!({"type": "output_text", "text": text, "annotations": []});
+                        let sh = self.shape();
+                        if let Some(ds) = deltas.as_mut() {
+                            for d in ds.finish().0 {
+                                items.delta(&sh, &d, &mut out);
+                            }
+                        }
+                        if items.next == 0 && items.open.is_none() {
+                            // An empty reply: an empty message.
+                            items.delta(&sh, &json!({"content": ""}), &mut out);
+                        }
+                        items.close(&sh, &mut out);
                         let last = if reason == "length" {
                             "response.incomplete"
                         } else {
                             "response.completed"
                         };
-                        let closing = [
-                            (
-                                "response.output_text.done",
-                                json!({"item_id": item, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
-                            ),
-                            (
-                                "response.content_part.done",
-                                json!({"item_id": item, "output_index": 0, "content_index": 0, "part": done_part}),
-                            ),
-                            (
-                                "response.output_item.done",
-                                json!({"output_index": 0, "item": self.shape().message(&text, "completed")}),
-                            ),
-                            (last, json!({"response": resp})),
-                        ];
-                        for (k, v) in closing {
-                            if !send(k, v).await {
-                                return;
-                            }
-                        }
+                        out.push((last, json!({ "response": resp })));
+                        let _ = send_all(out).await;
                         return;
                     }
+                }
+                if !send_all(out).await {
+                    return;
                 }
             }
         });
         Sse::new(tokio_stream::wrappers::ReceiverStream::new(srx))
             .keep_alive(KeepAlive::default())
             .into_response()
+    }
+}
+
+/// The open output item of a streamed response.
+enum Open {
+    /// The message, its text so far.
+    Message(String),
+    /// Function call `call` (its index among the calls): name, arguments so far.
+    Call(usize, String, String),
+}
+
+/// The output-item events of a streamed response: tools.rs's deltas (text,
+/// or a call's name and then pieces of its arguments) become a message item
+/// with `output_text.delta`s and `function_call` items with
+/// `function_call_arguments.delta`s, each opened and closed in turn.
+#[derive(Default)]
+struct Items {
+    /// The open item and its output_index.
+    open: Option<(usize, Open)>,
+    next: usize,
+    calls: usize,
+}
+
+type Events = Vec<(&'static str, Value)>;
+
+impl Items {
+    fn delta(&mut self, sh: &Shape, d: &Value, out: &mut Events) {
+        if let Some(t) = d.get("content").and_then(Value::as_str) {
+            if !matches!(self.open, Some((_, Open::Message(_)))) {
+                self.close(sh, out);
+                let i = self.next;
+                self.next += 1;
+                out.push((
+                    "response.output_item.added",
+                    json!({"output_index": i, "item": sh.message("", "in_progress")}),
+                ));
+                out.push((
+                    "response.content_part.added",
+                    json!({"item_id": sh.msg_id, "output_index": i, "content_index": 0,
+                           "part": {"type": "output_text", "text": "", "annotations": []}}),
+                ));
+                self.open = Some((i, Open::Message(String::new())));
+            }
+            if let Some((i, Open::Message(text))) = &mut self.open {
+                if !t.is_empty() {
+                    text.push_str(t);
+                    out.push((
+                        "response.output_text.delta",
+                        json!({"item_id": sh.msg_id, "output_index": *i, "content_index": 0,
+                               "delta": t, "logprobs": []}),
+                    ));
+                }
+            }
+        }
+        for c in d
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if c.get("id").is_some() {
+                self.close(sh, out);
+                let i = self.next;
+                self.next += 1;
+                let name = c["function"]["name"].as_str().unwrap_or("").to_string();
+                out.push((
+                    "response.output_item.added",
+                    json!({"output_index": i,
+                           "item": sh.function_call(self.calls, &name, "", "in_progress")}),
+                ));
+                self.open = Some((i, Open::Call(self.calls, name, String::new())));
+                self.calls += 1;
+            }
+            let piece = c["function"]["arguments"].as_str().unwrap_or("");
+            if let (Some((i, Open::Call(k, _, args))), false) = (&mut self.open, piece.is_empty()) {
+                args.push_str(piece);
+                out.push((
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": sh.call_ids(*k).0, "output_index": *i, "delta": piece}),
+                ));
+            }
+        }
+    }
+
+    fn close(&mut self, sh: &Shape, out: &mut Events) {
+        match self.open.take() {
+            None => {}
+            Some((i, Open::Message(text))) => {
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                out.push((
+                    "response.output_text.done",
+                    json!({"item_id": sh.msg_id, "output_index": i, "content_index": 0,
+                           "text": text, "logprobs": []}),
+                ));
+                out.push((
+                    "response.content_part.done",
+                    json!({"item_id": sh.msg_id, "output_index": i, "content_index": 0, "part": part}),
+                ));
+                out.push((
+                    "response.output_item.done",
+                    json!({"output_index": i, "item": sh.message(&text, "completed")}),
+                ));
+            }
+            Some((i, Open::Call(k, name, args))) => {
+                out.push((
+                    "response.function_call_arguments.done",
+                    json!({"item_id": sh.call_ids(k).0, "output_index": i, "name": name,
+                           "arguments": args}),
+                ));
+                out.push((
+                    "response.output_item.done",
+                    json!({"output_index": i,
+                           "item": sh.function_call(k, &name, &args, "completed")}),
+                ));
+            }
+        }
     }
 }
 
@@ -801,6 +1192,9 @@ mod tests {
     #[test]
     fn input_forms() {
         let m = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let input_messages = |m: &Map<String, Value>| {
+            input_items(m).map(|items| item_messages(&items, &mut Vec::new()))
+        };
         let one = input_messages(&m(json!({"input": "hi"}))).expect("a string");
         assert_eq!(one, vec![Message::new("user", "hi")]);
         let list = input_messages(&m(json!({"input": [
@@ -822,12 +1216,45 @@ mod tests {
             img.err().and_then(|e| e.param).as_deref(),
             Some("input[0].content[0].type")
         );
-        let call = input_messages(&m(
-            json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "o"}]}),
-        ));
+        let other = input_messages(&m(json!({"input": [{"type": "reasoning", "summary": []}]})));
         assert_eq!(
-            call.err().and_then(|e| e.param).as_deref(),
+            other.err().and_then(|e| e.param).as_deref(),
             Some("input[0].type")
+        );
+        // Calls and their results, in the generic format of tools.rs: the
+        // calls join the assistant message before them, the results make
+        // one user message, each naming the function it answers.
+        let items = input_items(&m(json!({"input": [
+            {"role": "user", "content": "2+3? 1+1?"},
+            {"type": "function_call", "call_id": "c1", "name": "add", "arguments": "{\"a\": 2, \"b\": 3}"},
+            {"type": "function_call", "call_id": "c2", "name": "add", "arguments": "{\"a\":1,\"b\":1}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "5"},
+            {"type": "function_call_output", "call_id": "c0", "output": [{"type": "input_text", "text": "?"}]},
+        ]})))
+        .expect("items");
+        let mut calls = vec![("c0".to_string(), "earlier".to_string())];
+        assert_eq!(
+            item_messages(&items, &mut calls),
+            vec![
+                Message::new("user", "2+3? 1+1?"),
+                Message::new(
+                    "assistant",
+                    "<tool_call>{\"name\":\"add\",\"arguments\":{\"a\":2,\"b\":3}}</tool_call>\n\
+                     <tool_call>{\"name\":\"add\",\"arguments\":{\"a\":1,\"b\":1}}</tool_call>"
+                ),
+                Message::new(
+                    "user",
+                    "<tool_result id=\"c1\" name=\"add\">\n5\n</tool_result>\n\
+                     <tool_result id=\"c0\" name=\"earlier\">\n?\n</tool_result>"
+                ),
+            ]
+        );
+        assert_eq!(calls.len(), 3);
+        let bad = input_items(&m(json!({"input": [
+            {"type": "function_call", "call_id": "c1", "name": "add", "arguments": "{"}]})));
+        assert_eq!(
+            bad.err().and_then(|e| e.param).as_deref(),
+            Some("input[0].arguments")
         );
     }
 }
