@@ -102,7 +102,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     init_threads(args.threads)?;
-    let model = load_model(&args.model, args.device, args.mmap)?;
     let name = args
         .model
         .file_stem()
@@ -153,15 +152,31 @@ pub fn run(args: Args) -> Result<()> {
             slot_save_path: args.slot_save_path,
         };
     let parallel = cfg.parallel;
-    let device = model.backend().device();
-    let handle = server::spawn(Arc::new(model), cfg)?;
+    // The port answers at once: 503 (/health included) while the model
+    // loads, as llama.cpp's server does, then the API.
+    let path = args.model.clone();
+    let (device, mmap) = (args.device, args.mmap);
+    let shown = args.model.display().to_string();
+    let handle = server::spawn_loading(
+        move || {
+            load_model(&path, device, mmap)
+                .map(Arc::new)
+                .map_err(|e| format!("{e:#}"))
+        },
+        move |addr, model| {
+            eprintln!(
+                "serving {shown} on http://{addr} ({parallel} slot{}, {})",
+                if parallel == 1 { "" } else { "s" },
+                model.backend().device()
+            )
+        },
+        cfg,
+    )?;
     eprintln!(
-        "serving {} on http://{} ({} slot{}, {device})",
+        "loading {}: http://{} answers 503 until it is ready",
         args.model.display(),
-        handle.addr,
-        parallel,
-        if parallel == 1 { "" } else { "s" }
+        handle.addr
     );
-    handle.wait();
+    handle.wait()?;
     Ok(())
 }

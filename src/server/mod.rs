@@ -13,7 +13,9 @@
 //! response's `usage.prompt_tokens_details.cached_tokens` says how many prompt
 //! tokens that saved. `GET /health` reports the slots, the running and
 //! waiting requests, the cache, and the decode counters (`steps` batched
-//! forwards, `tokens` they fed, `max_batch` the most in one step).
+//! forwards, `tokens` they fed, `max_batch` the most in one step); started
+//! by [`spawn_loading`] (as `serve` does), the port answers at once, with
+//! 503 on `/health` and everything else until the model is loaded.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -158,6 +160,8 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("--warm: {0}")]
     Warm(String),
+    #[error("cannot load the model: {0}")]
+    Load(String),
     #[error("--slot-save-path {dir}: {source}")]
     SlotDir {
         dir: String,
@@ -197,13 +201,21 @@ pub struct ServerHandle {
     pub addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Why a server started by [`spawn_loading`] stopped: its model or
+    /// its state could not be loaded.
+    failed: Arc<std::sync::Mutex<Option<ServerError>>>,
 }
 
 impl ServerHandle {
-    /// Serves until the process ends.
-    pub fn wait(mut self) {
+    /// Serves until the process ends, or until loading the model fails
+    /// ([`spawn_loading`]): that error.
+    pub fn wait(mut self) -> Result<(), ServerError> {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        match engine::lock(&self.failed).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 }
@@ -221,8 +233,152 @@ impl Drop for ServerHandle {
 
 /// Binds, starts the scheduler and serves on background threads.
 pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
-    let tok = Arc::new(Tokenizer::from_model_file(model.gguf())?);
-    let template = ChatTemplate::from_tokenizer(&tok)?;
+    let (rt, listener, addr) = bind(&cfg)?;
+    let state = app_state(model, cfg, rt.handle())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let _ = axum::serve(listener, router(state))
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        })
+        .map_err(ServerError::Runtime)?;
+    Ok(ServerHandle {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+        failed: Arc::default(),
+    })
+}
+
+/// Binds first and serves while `load` runs (on a thread of its own):
+/// until the model is loaded and the server's state built, every request,
+/// `/health` included, gets llama.cpp's 503 `{"error": {"code": 503,
+/// "message": "Loading model", "type": "unavailable_error"}}` (so a load
+/// balancer or orchestrator sees the replica as not ready yet); then
+/// `ready` is called and the API answers on the same socket (connections
+/// made meanwhile wait in its backlog). When loading fails the server
+/// stops and [`ServerHandle::wait`] returns why.
+pub fn spawn_loading<L, R>(
+    load: L,
+    ready: R,
+    cfg: ServerConfig,
+) -> Result<ServerHandle, ServerError>
+where
+    L: FnOnce() -> Result<Arc<Model>, String> + Send + 'static,
+    R: FnOnce(SocketAddr, &Model) + Send + 'static,
+{
+    let (rt, listener, addr) = bind(&cfg)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let failed: Arc<std::sync::Mutex<Option<ServerError>>> = Arc::default();
+    let fail = failed.clone();
+    let (ltx, lrx) = tokio::sync::oneshot::channel::<Loaded>();
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("load".into())
+        .spawn(move || {
+            let state = load()
+                .map_err(ServerError::Load)
+                .and_then(|model| app_state(model, cfg, &handle));
+            let _ = ltx.send(state);
+        })
+        .map_err(ServerError::Runtime)?;
+    let thread = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let _ = rx.await;
+                    let _ = stop_tx.send(true);
+                });
+                let outcome: Arc<std::sync::Mutex<Option<Loaded>>> = Arc::default();
+                let (out, mut stop1) = (outcome.clone(), stop.clone());
+                let phase = async move {
+                    tokio::select! {
+                        r = lrx => {
+                            let r = r.unwrap_or_else(|_| Err(ServerError::Load("the loading thread stopped".into())));
+                            *engine::lock(&out) = Some(r);
+                        }
+                        _ = stop1.wait_for(|s| *s) => {}
+                    }
+                };
+                let std_listener = match listener.into_std() {
+                    Ok(l) => l,
+                    Err(e) => {
+                        *engine::lock(&fail) = Some(ServerError::Runtime(e));
+                        return;
+                    }
+                };
+                let loading = std_listener
+                    .try_clone()
+                    .and_then(tokio::net::TcpListener::from_std);
+                match loading {
+                    Ok(l) => {
+                        let _ = axum::serve(l, loading_router())
+                            .with_graceful_shutdown(phase)
+                            .await;
+                    }
+                    Err(e) => {
+                        *engine::lock(&fail) = Some(ServerError::Runtime(e));
+                        return;
+                    }
+                }
+                let state = match engine::lock(&outcome).take() {
+                    None => return, // stopped while loading
+                    Some(Err(e)) => {
+                        *engine::lock(&fail) = Some(e);
+                        return;
+                    }
+                    Some(Ok(state)) => state,
+                };
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        *engine::lock(&fail) = Some(ServerError::Runtime(e));
+                        return;
+                    }
+                };
+                ready(addr, &state.model);
+                let _ = axum::serve(listener, router(state))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            });
+        })
+        .map_err(ServerError::Runtime)?;
+    Ok(ServerHandle {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+        failed,
+    })
+}
+
+/// What loading the model and building the server's state came to.
+type Loaded = Result<Arc<AppState>, ServerError>;
+
+/// What answers every request while the model loads ([`spawn_loading`]).
+fn loading_router() -> Router {
+    Router::new().fallback(|| async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})),
+        )
+            .into_response()
+    })
+}
+
+/// The server's runtime and its bound listener.
+fn bind(
+    cfg: &ServerConfig,
+) -> Result<(tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr), ServerError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -239,6 +395,18 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         addr: addr_s,
         source,
     })?;
+    Ok((rt, listener, addr))
+}
+
+/// Starts the scheduler and builds what the handlers share (`rt` runs the
+/// state store's writer).
+fn app_state(
+    model: Arc<Model>,
+    cfg: ServerConfig,
+    rt: &tokio::runtime::Handle,
+) -> Result<Arc<AppState>, ServerError> {
+    let tok = Arc::new(Tokenizer::from_model_file(model.gguf())?);
+    let template = ChatTemplate::from_tokenizer(&tok)?;
     let (backend, device) = (model.backend().name(), model.backend().device());
     let vocab = model.hp.n_vocab;
     let cache_bytes = cfg.cache_mb.saturating_mul(1 << 20);
@@ -308,25 +476,7 @@ pub fn spawn(model: Arc<Model>, cfg: ServerConfig) -> Result<ServerHandle, Serve
         grammars,
         responses: responses::Records::default(),
     });
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("http".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let app = router(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        })
-        .map_err(ServerError::Runtime)?;
-    Ok(ServerHandle {
-        addr,
-        shutdown: Some(tx),
-        thread: Some(thread),
-    })
+    Ok(state)
 }
 
 /// Reads `system` (as a chat's system message when the model has a

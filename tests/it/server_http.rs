@@ -1762,3 +1762,81 @@ fn a_slot_action_on_a_busy_slot_waits_for_its_request() {
         .unwrap();
     assert_eq!(slots[0]["n_past"], n, "{slots}");
 }
+
+/// `/health` answers 503 while the model loads and 200 once it serves, as
+/// llama.cpp's server does (a load balancer's readiness check); every other
+/// endpoint answers 503 meanwhile too. A load that fails stops the server
+/// and `wait` returns why.
+#[test]
+fn health_is_503_while_the_model_loads() {
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::net::SocketAddr>();
+    let cfg = ServerConfig {
+        port: 0,
+        timeout: Duration::from_secs(60),
+        ..ServerConfig::default()
+    };
+    let h = server::spawn_loading(
+        move || {
+            gate_rx.recv().map_err(|e| e.to_string())?;
+            Ok(model())
+        },
+        move |addr, _| {
+            let _ = ready_tx.send(addr);
+        },
+        cfg,
+    )
+    .expect("binds");
+    let get = |path: &str| {
+        let r = client()
+            .get(format!("http://{}{path}", h.addr))
+            .send()
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().expect("JSON answer"))
+    };
+    for path in ["/health", "/v1/models", "/health"] {
+        let (status, body) = get(path);
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(body["error"]["message"], "Loading model", "{body}");
+        assert_eq!(body["error"]["type"], "unavailable_error", "{body}");
+    }
+    let (st, _) = post(
+        &h,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    assert_eq!(st, 503);
+    assert!(
+        ready_rx.try_recv().is_err(),
+        "ready before the model loaded"
+    );
+    gate_tx.send(()).expect("the loader waits");
+    let addr = ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("ready is called");
+    assert_eq!(addr, h.addr);
+    // Ready means serving: no 503 after it.
+    let (status, body) = get("/health");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    let (st, r) = post(
+        &h,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}),
+    );
+    assert_eq!(st, 200, "{r}");
+
+    // A load that fails: 503 until then, then the server stops with the error.
+    let h = server::spawn_loading(
+        || Err("no such file".to_string()),
+        |_, _| panic!("ready after a failed load"),
+        ServerConfig {
+            port: 0,
+            ..ServerConfig::default()
+        },
+    )
+    .expect("binds");
+    let e = h.wait().expect_err("the load failed");
+    assert!(e.to_string().contains("no such file"), "{e}");
+}
