@@ -30,6 +30,11 @@ void syncthreads();
 void fault(const char* what);
 // Exchanges 8 bytes among the lanes of `mask`; returns the value lane `src` put.
 uint64_t warp_exchange(unsigned mask, uint64_t v, int src);
+// All-gather among the lanes of `mask`: each puts `n` bytes (n <= 64) at v;
+// `all` receives 32 * n bytes, lane l's at l * n (zeros for lanes outside
+// the mask). A warp-collective instruction (mma.sync, mma_emu.h) is built
+// on it: every lane sees every lane's operands.
+void warp_gather(unsigned mask, const void* v, size_t n, void* all);
 int lane_id();
 }  // namespace emu
 

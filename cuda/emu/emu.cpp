@@ -15,6 +15,7 @@
 #include "elementwise.cu"
 #include "embed.cu"
 #include "matvec.cu"
+#include "mma.cu"
 #include "norm.cu"
 #include "quantize.cu"
 #include "ssm.cu"
@@ -83,6 +84,7 @@ struct Block {
     std::vector<Thread> threads;
     std::vector<char> stacks;
     std::vector<uint64_t> xbuf;  // [warp][2][32]
+    std::vector<uint8_t> gbuf;   // [warp][2][32][64]: warp_gather
 #ifdef EMU_FAST_SWITCH
     void* sched_sp;
 #else
@@ -143,6 +145,25 @@ uint64_t warp_exchange(unsigned mask, uint64_t v, int src) {
     return r;
 }
 
+void warp_gather(unsigned mask, const void* v, size_t n, void* all) {
+    Thread* t = cur_thread;
+    Block* b = cur_block;
+    if (n > 64 || !(mask >> t->lane & 1u)) {
+        if (b->error.empty()) b->error = "warp gather: more than 64 bytes, or a lane outside its own mask";
+        n = n > 64 ? 64 : n;
+    }
+    uint8_t* slot = &b->gbuf[((size_t)t->warp * 2 + t->phase) * 32 * 64];
+    memcpy(slot + (size_t)t->lane * 64, v, n);
+    t->mask = mask;
+    t->st = AT_WARP;
+    yield_to_scheduler();
+    for (int l = 0; l < 32; l++) {
+        if (mask >> l & 1u) memcpy((uint8_t*)all + (size_t)l * n, slot + (size_t)l * 64, n);
+        else memset((uint8_t*)all + (size_t)l * n, 0, n);
+    }
+    t->phase ^= 1;
+}
+
 static void entry() {
     cur_block->fn(cur_block->params);
     cur_thread->st = DONE;
@@ -179,6 +200,7 @@ static bool run_block(Block& b) {
     b.threads.assign(nt, Thread{});
     if (b.stacks.size() < nt * STACK) b.stacks.resize(nt * STACK);
     b.xbuf.assign(nw * 64, 0);
+    if (b.gbuf.size() < nw * 2 * 32 * 64) b.gbuf.resize(nw * 2 * 32 * 64);
     for (size_t i = 0; i < nt; i++) {
         Thread& t = b.threads[i];
         t.tid = dim3{(unsigned)(i % b.bdim.x), (unsigned)(i / b.bdim.x % b.bdim.y), (unsigned)(i / ((size_t)b.bdim.x * b.bdim.y))};
@@ -305,6 +327,14 @@ static const Entry TABLE[] = {
     REG_MV(q2_k) REG_MV(q3_k) REG_MV(iq1_s) REG_MV(iq1_m) REG_MV(iq2_xxs) REG_MV(iq2_xs) REG_MV(iq2_s)
     REG_MV(tq1_0) REG_MV(tq2_0)
     REG_MV(iq3_xxs) REG_MV(iq3_s) REG_MV(iq4_nl) REG_MV(iq4_xs)
+    REG(mma_probe_s8, MmaProbeArgs) REG(mma_matmul_q8_0_badlayout, MmaArgs)
+    REG(mma_matmul_q4_0, MmaArgs) REG(mma_matmul_q4_1, MmaArgs) REG(mma_matmul_q5_0, MmaArgs)
+    REG(mma_matmul_q5_1, MmaArgs) REG(mma_matmul_q8_0, MmaArgs) REG(mma_matmul_q4_k, MmaArgs)
+    REG(mma_matmul_q5_k, MmaArgs) REG(mma_matmul_q6_k, MmaArgs) REG(mma_matmul_q2_k, MmaArgs)
+    REG(mma_matmul_q3_k, MmaArgs) REG(mma_matmul_iq2_xxs, MmaArgs) REG(mma_matmul_iq2_xs, MmaArgs)
+    REG(mma_matmul_iq2_s, MmaArgs) REG(mma_matmul_tq2_0, MmaArgs) REG(mma_matmul_tq1_0, MmaArgs)
+    REG(mma_matmul_iq1_s, MmaArgs) REG(mma_matmul_iq1_m, MmaArgs) REG(mma_matmul_iq3_xxs, MmaArgs)
+    REG(mma_matmul_iq3_s, MmaArgs) REG(mma_matmul_iq4_nl, MmaArgs) REG(mma_matmul_iq4_xs, MmaArgs)
 };
 
 struct EmuDim {

@@ -7,6 +7,10 @@
 // MATVEC_WARPS / splits rows per block (grid.x = ceil(rows / that)).
 // With `add` set, out = add + dot instead (add may be out itself: the
 // residual X += W y in one launch; each element is read and written by one lane).
+// mma.cu includes this file for its unit decoders (load_unit) with
+// MATVEC_NO_KERNELS defined: the definitions without the kernels.
+#ifndef MAMBA_MATVEC_CU
+#define MAMBA_MATVEC_CU
 #include "common.cuh"
 #include "iq1_grid.cuh"
 #include "iq2_grids.cuh"
@@ -726,6 +730,7 @@ static __device__ __forceinline__ void matmul_impl(const MatmulArgs& a) {
     extern "C" __global__ void matmul_##name(const MatmulArgs a) { matmul_impl<T>(a); }
 #define MVM(name, T) MV(name, T) MM(name, T)
 
+#ifndef MATVEC_NO_KERNELS
 MVM(q4_0, T_Q4_0)
 MVM(q4_1, T_Q4_1)
 MVM(q5_0, T_Q5_0)
@@ -747,6 +752,7 @@ MVM(iq3_xxs, T_IQ3_XXS)
 MVM(iq3_s, T_IQ3_S)
 MVM(iq4_nl, T_IQ4_NL)
 MVM(iq4_xs, T_IQ4_XS)
+#endif
 
 // Float weights (F32, F16, BF16) against f32 activations, as the CPU pairs
 // them: out[c][r] = sum_k w[r][k] * x[c][k] for any n (no block size). One
@@ -799,6 +805,9 @@ static __device__ __forceinline__ void matvec_f_impl(const MatvecFArgs& a) {
 #define MVF(name, T) \
     MVF1(name, T, 1) MVF1(name, T, 2) MVF1(name, T, 3) MVF1(name, T, 4) MVF1(name, T, 5) MVF1(name, T, 6) MVF1(name, T, 7) MVF1(name, T, 8)
 
+#ifndef MATVEC_NO_KERNELS
 MVF(f32, T_F32)
 MVF(f16, T_F16)
 MVF(bf16, T_BF16)
+#endif
+#endif  // MAMBA_MATVEC_CU

@@ -20,6 +20,11 @@ pub struct ModuleImage {
     pub ptx: &'static str,
     /// (sm as major * 10 + minor, cubin bytes).
     pub cubins: &'static [(u32, &'static [u8])],
+    /// The lowest compute capability that loads it: [`MIN_CC`], or (8, 0)
+    /// for `mma` (int8 tensor cores, `mma.sync` m16n8k32: compute_80 PTX),
+    /// which a card below it does without (its kernels are then missing and
+    /// the dp4a matmul serves).
+    pub min_cc: (i32, i32),
 }
 
 /// The SASS of module `$name` for sm_`$sm`, as shipped in `cuda/cubin`.
@@ -34,6 +39,9 @@ macro_rules! cubin {
 
 macro_rules! module_image {
     ($name:literal) => {
+        module_image!($name, MIN_CC)
+    };
+    ($name:literal, $min_cc:expr) => {
         ModuleImage {
             name: $name,
             ptx: include_str!(concat!("../ptx/", $name, ".ptx")),
@@ -43,15 +51,18 @@ macro_rules! module_image {
                 cubin!($name, 89),
                 cubin!($name, 90),
             ],
+            min_cc: $min_cc,
         }
     };
 }
 
-/// Every module the kernels live in; all are loaded when a device is opened.
+/// Every module the kernels live in; all that the card can run are loaded
+/// when a device is opened.
 pub const MODULES: &[ModuleImage] = &[
     module_image!("elementwise"),
     module_image!("embed"),
     module_image!("matvec"),
+    module_image!("mma", (8, 0)),
     module_image!("norm"),
     module_image!("quantize"),
     module_image!("ssm"),
@@ -84,6 +95,8 @@ pub const MIN_CC: (i32, i32) = (7, 5);
 pub fn module_of(kernel: &str) -> &'static str {
     if kernel.starts_with("matvec_") || kernel.starts_with("matmul_") {
         "matvec"
+    } else if kernel.starts_with("mma_") {
+        "mma"
     } else if kernel.starts_with("embed_") {
         "embed"
     } else if kernel.starts_with("quantize_") {
@@ -238,7 +251,9 @@ impl CudaCtx {
         // `me` drops, unloading what loaded and releasing the context.
         let t0 = std::time::Instant::now();
         let mut kinds = Vec::new();
-        for m in MODULES {
+        let mut loaded = 0;
+        for m in MODULES.iter().filter(|m| (major, minor) >= m.min_cc) {
+            loaded += 1;
             let (module, kind) = load_module(m, major, minor)?;
             me.modules.insert(m.name, module);
             if !kinds.contains(&kind) {
@@ -248,7 +263,7 @@ impl CudaCtx {
         me.code = format!(
             "{}, {} modules in {:.0?}",
             kinds.join(" + "),
-            MODULES.len(),
+            loaded,
             t0.elapsed()
         );
         Ok(me)

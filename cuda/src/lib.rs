@@ -11,6 +11,7 @@ pub mod device;
 mod emu;
 pub mod error;
 pub mod graph;
+pub mod mma;
 pub mod ops;
 pub mod selftest;
 

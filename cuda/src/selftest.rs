@@ -30,23 +30,23 @@ pub fn wanted() -> bool {
 }
 
 /// A small deterministic generator (xorshift64*): the same data every run.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     /// Uniform in [-scale, scale).
-    fn f32(&mut self, scale: f32) -> f32 {
+    pub(crate) fn f32(&mut self, scale: f32) -> f32 {
         ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
     }
 }
 
 /// Q8A of rows of `n` values on the host (the README's definition): q, d, s.
-fn q8a(x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+pub(crate) fn q8a(x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
     let (mut q, mut d, mut s) = (Vec::new(), Vec::new(), Vec::new());
     for blk in x.chunks(32) {
         let amax = blk.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -72,9 +72,14 @@ fn fail(kernel: &str, detail: String) -> CudaError {
 }
 
 /// Checks `matvec_<ty>_{1,2,8}` and `matmul_<ty>` on `dev` (see the module
-/// docs). Float types and types without a quantized kernel pass untested.
+/// docs), then the type's tensor-core matmul against them
+/// ([`crate::mma::check`]: one that disagrees is switched off with a
+/// warning, and the device still serves on the dp4a path). Float types and
+/// types without a quantized kernel pass untested.
 pub fn check_matvec(dev: &Device, ty: GgmlType) -> Result<()> {
-    check_layout(dev, ty, false)
+    check_layout(dev, ty, false)?;
+    crate::mma::check(dev, ty)?;
+    Ok(())
 }
 
 /// [`check_matvec`], or with `as_stored` the weights uploaded as the file
@@ -88,16 +93,21 @@ pub fn check_layout(dev: &Device, ty: GgmlType, as_stored: bool) -> Result<()> {
     Ok(())
 }
 
-fn check_shape(dev: &Device, ty: GgmlType, n: usize, splits: usize, as_stored: bool) -> Result<()> {
-    let Some(stem) = ops::matvec_stem(ty) else {
-        return Ok(());
-    };
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ty as u64 ^ (n * splits) as u64);
+/// `rows` rows of `n` values of `ty` for the checks: the file's bytes and
+/// their dequantized values. Quantized from uniform values where the quant
+/// crate writes the type; pseudo-random blocks otherwise.
+pub(crate) fn weights(
+    rng: &mut Rng,
+    ty: GgmlType,
+    rows: usize,
+    n: usize,
+    stem: &str,
+) -> Result<(Vec<u8>, Vec<f32>)> {
     let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
-    let w: Vec<f32> = (0..ROWS * n).map(|_| rng.f32(1.0)).collect();
-    let mut wq = vec![0u8; ROWS * rb];
-    let mut wd = vec![0f32; ROWS * n];
-    for r in 0..ROWS {
+    let w: Vec<f32> = (0..rows * n).map(|_| rng.f32(1.0)).collect();
+    let mut wq = vec![0u8; rows * rb];
+    let mut wd = vec![0f32; rows * n];
+    for r in 0..rows {
         let (src, dst) = (&w[r * n..(r + 1) * n], &mut wq[r * rb..(r + 1) * rb]);
         match quant::quantize_row(ty, src, dst) {
             Ok(()) => {}
@@ -126,6 +136,15 @@ fn check_shape(dev: &Device, ty: GgmlType, n: usize, splits: usize, as_stored: b
         quant::dequantize_row(ty, dst, &mut wd[r * n..(r + 1) * n])
             .map_err(|e| fail(stem, format!("dequantize: {e}")))?;
     }
+    Ok((wq, wd))
+}
+
+fn check_shape(dev: &Device, ty: GgmlType, n: usize, splits: usize, as_stored: bool) -> Result<()> {
+    let Some(stem) = ops::matvec_stem(ty) else {
+        return Ok(());
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ty as u64 ^ (n * splits) as u64);
+    let (wq, wd) = weights(&mut rng, ty, ROWS, n, stem)?;
     let wb = if as_stored {
         // Padded to the device layout's length so the size check passes.
         let dev_rb = ops::device_row_bytes(ty, n).ok_or(CudaError::Unsupported { ty })?;

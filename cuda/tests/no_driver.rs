@@ -63,6 +63,7 @@ fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
         "selective_scan_n16",
         "copy_rows_f32",
         "embed_rows",
+        "mma_probe_s8",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -77,6 +78,7 @@ fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
         }
         if !matches!(stem, "f32" | "f16" | "bf16") {
             names.push(format!("matmul_{stem}"));
+            names.push(format!("mma_matmul_{stem}"));
         }
     }
     for n in names {

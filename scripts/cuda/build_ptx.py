@@ -51,6 +51,12 @@ PTXAS_ARCHS = [SHIPPED] + CUBIN_ARCHS
 # the PTX below, so an instruction that needs more (mma.sync m16n8k32: 7.0
 # and sm_80, cp.async: 7.0 and sm_80) fails the build: raise it then.
 PTX_ISA = "6.3"
+# Modules for a newer floor: the int8 tensor-core matmul (mma.cu:
+# mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32, PTX ISA 7.0 and sm_80) is
+# compiled for compute_80 with .version 7.0 and assembled for the cubin archs
+# only; the runtime loads it on sm_80+ (cuda/src/cuda.rs, ModuleImage::min_cc)
+# and a T4 keeps the dp4a matmul of matvec.cu.
+MODULE_FLOOR = {"mma": ("80", "7.0")}
 OPTS = ["--std=c++17", "-I" + KERNELS, "--device-as-default-execution-space"]
 
 
@@ -101,8 +107,8 @@ def compile_ptx(nv, path, arch):
     return ptx.value.decode()
 
 
-def lower_version(ptx, path):
-    out, n = re.subn(r"^\.version \d+\.\d+$", f".version {PTX_ISA}", ptx, count=1, flags=re.M)
+def lower_version(ptx, path, isa=PTX_ISA):
+    out, n = re.subn(r"^\.version \d+\.\d+$", f".version {isa}", ptx, count=1, flags=re.M)
     if n != 1:
         sys.exit(f"error: no .version line in the PTX of {path}")
     return out
@@ -145,13 +151,15 @@ def main():
     outputs, report, spills = {}, [], []
     with tempfile.TemporaryDirectory() as tmp:
         for src, stem in zip(sources, stems):
-            for arch in [SHIPPED] + COMPILE_ALSO:
+            shipped, isa = MODULE_FLOOR.get(stem, (SHIPPED, PTX_ISA))
+            for arch in [shipped] + COMPILE_ALSO:
                 ptx = compile_ptx(nv, src, arch)
-                if arch == SHIPPED:
-                    ptx = lower_version(ptx, src)
+                if arch == shipped:
+                    ptx = lower_version(ptx, src, isa)
                     outputs[os.path.join(PTX_DIR, stem + ".ptx")] = ptx
                     open(os.path.join(tmp, stem + ".ptx"), "w").write(ptx)
-        runs = [(stem, arch) for stem in stems for arch in PTXAS_ARCHS]
+        runs = [(stem, arch) for stem in stems for arch in PTXAS_ARCHS
+                if stem not in MODULE_FLOOR or arch in CUBIN_ARCHS]
         cubin = lambda stem, arch: os.path.join(tmp, f"{stem}.sm_{arch}.cubin") if arch in CUBIN_ARCHS else os.devnull
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
             results = list(ex.map(lambda r: ptxas_report(os.path.join(tmp, r[0] + ".ptx"), r[1], cubin(*r)), runs))
@@ -172,7 +180,8 @@ def main():
             if ptxas_rows.get((kernel, arch[3:])) != (r["regs"], r["smem"]):
                 sys.exit(f"error: {kernel} {arch}: sass_report reads regs/smem {r['regs']}/{r['smem']}, "
                          f"ptxas -v says {ptxas_rows.get((kernel, arch[3:]))}")
-    outputs[REPORT] = (f"# ptxas -v on the shipped compute_{SHIPPED} PTX (.version {PTX_ISA}; NVRTC/ptxas {NVRTC_VERSION})\n"
+    floors = "".join(f"; {m}: compute_{a}, .version {v}, no sm_{SHIPPED}" for m, (a, v) in sorted(MODULE_FLOOR.items()))
+    outputs[REPORT] = (f"# ptxas -v on the shipped compute_{SHIPPED} PTX (.version {PTX_ISA}{floors}; NVRTC/ptxas {NVRTC_VERSION})\n"
                        + "\n".join(sorted(report)) + "\n")
     if spills:
         sys.exit("error: register spills:\n  " + "\n  ".join(spills))

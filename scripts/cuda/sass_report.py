@@ -44,7 +44,7 @@ KERNELS = os.path.join(ROOT, "cuda", "kernels")
 CUBIN_DIR = os.path.join(ROOT, "cuda", "cubin")
 REPORT_TXT = os.path.join(ROOT, "cuda", "ptx", "sass-report.txt")
 REPORT_JSON = os.path.join(ROOT, "cuda", "ptx", "sass-report.json")
-MODULES = ["elementwise", "embed", "matvec", "norm", "quantize", "ssm"]
+MODULES = ["elementwise", "embed", "matvec", "mma", "norm", "quantize", "ssm"]
 ARCHS = ["80", "86", "89", "90"]
 
 # Per SM: register file, resident warps, resident blocks, shared memory
@@ -75,6 +75,8 @@ LAUNCH = [
     (rf"matvec_({QTYPES})_[1-8]", 128, "MatvecArgs", ["w"]),
     (r"matvec_(f32|f16|bf16)_[1-8]", 128, "MatvecFArgs", ["w"]),
     (rf"matmul_({QTYPES})", 256, "MatmulArgs", ["m.w"]),
+    (rf"mma_matmul_({QTYPES})", 128, "MmaArgs", ["w"]),
+    (r"mma_probe_s8", 32, None, []),
     (r"rms_norm", 1024, "RmsNormArgs", ["w"]),
     (r"rms_norm_q8a", 1024, "RmsNormQ8aArgs", ["r.w"]),
     (r"rms_norm3", 64, None, []),
@@ -105,6 +107,9 @@ for _t in QTYPES.split("|"):
 # and A rows 16 bytes at a time (finding 18).
 for _t in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs"):
     EXPECT[f"matvec_{_t}_1"] = EXPECT[f"matvec_{_t}_8"] = EXPECT[f"matmul_{_t}"] = 128
+# The tensor-core matmul decodes its units with matvec.cu's load_unit: the same loads.
+for _t in QTYPES.split("|"):
+    EXPECT[f"mma_matmul_{_t}"] = EXPECT[f"matmul_{_t}"]
 EXPECT.update({"rms_norm_q8a": 32, "selective_scan_n16": 128, "conv1d_silu_k4": 32})
 
 WIDTHS = ["U8", "S8", "U16", "S16", "32", "64", "128"]
@@ -369,6 +374,8 @@ def analyse(insns, spans, param):
             r["lds"][w] = r["lds"].get(w, 0) + 1
         elif base == "IDP":
             r["dp4a"] += 1
+        elif base == "IMMA":
+            r["imma"] = r.get("imma", 0) + 1
         elif base == "BRA":
             r["bra"] += 1
         elif base == "BSSY":
@@ -431,7 +438,7 @@ def build_report(cubins, jobs=2):
     rows = {k: dict(sorted(v.items())) for k, v in sorted(rows.items())}
     lines = [f"# SASS of cuda/cubin/*.cubin (ptxas 12.2.140, nvdisasm {NVDISASM_VERSION}); static counts, see scripts/cuda/sass_report.py",
              "# occ = resident warps/blocks per SM at the launch block size (limited by regs, smem, warps or blocks);",
-             "# ldg/lds = loads by width; w = the weight loads among them and the bytes they bring; dp4a = IDP.4A"]
+             "# ldg/lds = loads by width; w = the weight loads among them and the bytes they bring; dp4a = IDP.4A; imma = IMMA (int8 tensor-core MMA), where any"]
     for kernel, archs in rows.items():
         for arch, r in archs.items():
             fmt = lambda d: " ".join(f"{w}:{c}" for w, c in d.items()) or "-"
@@ -441,7 +448,8 @@ def build_report(cubins, jobs=2):
                 f"occ {r['occupancy_warps']:2}w/{r['occupancy_blocks']:2}b {r['occupancy_limit']:6} | "
                 f"ldg {fmt(r['ldg'])}{' nc:%d' % r['ldg_constant'] if r['ldg_constant'] else ''} | "
                 f"w {fmt(r['ldg_weight'])} = {r['weight_bytes']}B | lds {fmt(r['lds'])} | "
-                f"dp4a {r['dp4a']} bra {r['bra']} bssy {r['bssy']} ins {r['instructions']}")
+                f"dp4a {r['dp4a']}{' imma %d' % r['imma'] if r.get('imma') else ''} "
+                f"bra {r['bra']} bssy {r['bssy']} ins {r['instructions']}")
     doc = {
         "tools": {"ptxas": "12.2.140", "nvdisasm": NVDISASM_VERSION},
         "sm_limits": {f"sm_{a}": dict(v, reg_alloc_per_warp=REG_ALLOC_PER_WARP, smem_reserved_per_block=SMEM_RESERVED)
