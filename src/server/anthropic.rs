@@ -43,6 +43,7 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiError};
 use super::engine::{Event, GenParams, Job, Prompt, Usage};
+use super::store::Namespace;
 use super::tools::{self, Choice, Function, Tools};
 use super::AppState;
 use crate::chat_template::Message;
@@ -706,6 +707,7 @@ pub async fn count_tokens(
 
 pub async fn messages(
     State(st): State<Arc<AppState>>,
+    ns: Option<axum::Extension<Namespace>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let parsed = (|| -> Result<_, ApiError> {
@@ -740,6 +742,13 @@ pub async fn messages(
         Ok(p) => p,
         Err(e) => return error(&e),
     };
+    // The state store: read through it, and commit this job's states (in
+    // the key's namespace), as for chat completions.
+    let ns = ns.map(|e| e.0).filter(|_| st.engine.store().is_some());
+    if let (Some(s), Some(ns)) = (st.engine.store(), &ns) {
+        s.read_through(&st.engine, ns, &prompt, st.cfg.max_prompt_tokens)
+            .await;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let deadline = Instant::now() + st.cfg.timeout;
     let job = Job {
@@ -747,7 +756,7 @@ pub async fn messages(
         params,
         tx,
         deadline,
-        store: None,
+        store: ns,
     };
     if st.engine.submit(job).is_err() {
         return error(&ApiError::new(

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiError};
 use super::engine::{Event, GenParams, Job, Prompt, Timings};
+use super::store::Namespace;
 use super::AppState;
 use crate::chat_template::Message;
 use crate::sampler::SamplerConfig;
@@ -320,16 +321,18 @@ enum Api {
 
 pub async fn generate(
     State(st): State<Arc<AppState>>,
+    ns: Option<axum::Extension<Namespace>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    run(st, body, Api::Generate).await
+    run(st, body, Api::Generate, ns.map(|e| e.0)).await
 }
 
 pub async fn chat(
     State(st): State<Arc<AppState>>,
+    ns: Option<axum::Extension<Namespace>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    run(st, body, Api::Chat).await
+    run(st, body, Api::Chat, ns.map(|e| e.0)).await
 }
 
 /// The request's prompt (the chat template applied unless `raw`).
@@ -371,7 +374,12 @@ fn prompt_of(st: &AppState, m: &Map<String, Value>, api: Api) -> Result<Prompt, 
     }
 }
 
-async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -> Response {
+async fn run(
+    st: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+    api: Api,
+    ns: Option<Namespace>,
+) -> Response {
     let started = Instant::now();
     let m = match super::body_bytes(body).and_then(|b| api::parse_object(&b)) {
         Ok(m) => m,
@@ -442,6 +450,13 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -
         .and_then(Value::as_str)
         .map(String::from)
         .unwrap_or_else(|| listed_name(&st));
+    // The state store: read through it, and commit this job's states (in
+    // the key's namespace), as for chat completions.
+    let ns = ns.filter(|_| st.engine.store().is_some());
+    if let (Some(s), Some(ns)) = (st.engine.store(), &ns) {
+        s.read_through(&st.engine, ns, &prompt, st.cfg.max_prompt_tokens)
+            .await;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let deadline = Instant::now() + st.cfg.timeout;
     let job = Job {
@@ -449,7 +464,7 @@ async fn run(st: Arc<AppState>, body: Result<Bytes, BytesRejection>, api: Api) -
         params,
         tx,
         deadline,
-        store: None,
+        store: ns,
     };
     if st.engine.submit(job).is_err() {
         return error(

@@ -3,7 +3,8 @@
 //! the whole check: any replica continues any conversation (store.rs).
 //!
 //! In order: turn 1 on A, turn 2 on B from the store (cached_tokens cover
-//! turn 1, the answer is A's own); two API keys never share a state; the
+//! turn 1, the answer is A's own; the same through Anthropic's Messages
+//! API and Ollama's /api/chat); two API keys never share a state; the
 //! Responses API across the replicas with the official `openai` client
 //! (scripts/openai_client/responses_replicas.py); both replicas committing
 //! one key at once leave one object; a damaged object and another model's
@@ -220,6 +221,38 @@ impl Replica {
         (text, v["usage"].clone())
     }
 
+    /// Anthropic's Messages API: the reply's text and usage.
+    fn messages(&self, key: &str, messages: &Value) -> (String, Value) {
+        let r = http()
+            .post(format!("{}/v1/messages", self.base))
+            .header("x-api-key", key)
+            .json(&json!({"system": "You are terse.", "messages": messages,
+                          "max_tokens": 12, "temperature": 0}))
+            .send()
+            .expect("messages request");
+        assert_eq!(r.status().as_u16(), 200, "messages on {}", self.base);
+        let v: Value = r.json().expect("JSON");
+        let text = v["content"][0]["text"].as_str().expect("text").to_string();
+        (text, v["usage"].clone())
+    }
+
+    /// Ollama's /api/chat: the reply's text.
+    fn ollama(&self, key: &str, messages: &Value) -> String {
+        let r = http()
+            .post(format!("{}/api/chat", self.base))
+            .bearer_auth(key)
+            .json(&json!({"messages": messages, "stream": false,
+                          "options": {"num_predict": 12, "temperature": 0}}))
+            .send()
+            .expect("ollama request");
+        assert_eq!(r.status().as_u16(), 200, "/api/chat on {}", self.base);
+        let v: Value = r.json().expect("JSON");
+        v["message"]["content"]
+            .as_str()
+            .expect("content")
+            .to_string()
+    }
+
     fn metric(&self, name: &str) -> f64 {
         let text = http()
             .get(format!("{}/metrics", self.base))
@@ -346,6 +379,42 @@ pub fn two_replicas_on_seaweedfs() -> Ran {
     );
     assert_eq!(got, want, "B answers as A would (greedy)");
     assert_eq!(b.store("hits_total"), hits + 1);
+
+    // The same through Anthropic's Messages API and Ollama's /api/chat:
+    // turn 2 on B restores turn 1 from the store.
+    let m1 = json!([{"role": "user", "content": "Tell me about lakes."}]);
+    let (r1, u1) = a.messages(KEY, &m1);
+    let mut m2 = m1.as_array().expect("messages").clone();
+    m2.push(json!({"role": "assistant", "content": r1}));
+    m2.push(json!({"role": "user", "content": "Go on."}));
+    let m2 = Value::Array(m2);
+    let (want, _) = a.messages(OTHER_KEY, &m2);
+    a.settle();
+    let hits = b.store("hits_total");
+    let (got, ub) = b.messages(KEY, &m2);
+    let n = |u: &Value, k: &str| u[k].as_u64().unwrap_or(0);
+    let turn1 =
+        n(&u1, "input_tokens") + n(&u1, "cache_read_input_tokens") + n(&u1, "output_tokens");
+    assert_eq!(
+        n(&ub, "cache_read_input_tokens"),
+        turn1,
+        "B restores all of the Messages turn 1 from the store: {ub}"
+    );
+    assert_eq!(got, want, "B answers the Messages turn as A would");
+    assert_eq!(b.store("hits_total"), hits + 1);
+    let o1 = convo("glaciers");
+    let r1 = a.ollama(KEY, &o1);
+    let o2 = turn2(&o1, &r1);
+    let want = a.ollama(OTHER_KEY, &o2);
+    a.settle();
+    let hits = b.store("hits_total");
+    let got = b.ollama(KEY, &o2);
+    assert_eq!(
+        b.store("hits_total"),
+        hits + 1,
+        "/api/chat on B restores from the store"
+    );
+    assert_eq!(got, want, "B answers the /api/chat turn as A would");
 
     // 2. Two API keys never share: A's conversation under KEY is not
     // restored for OTHER_KEY on B (B's memory has not seen it).
