@@ -1,12 +1,14 @@
 //! The chat page at `/`: plain HTML, CSS and JavaScript (ui/) compiled into
 //! the binary, so it works offline and nothing is fetched from elsewhere.
 //! It streams replies from `/v1/chat/completions`, keeps conversations in
-//! the browser's localStorage, and renders the model's text only as text
-//! (`textContent`), never as HTML; the Content-Security-Policy allows
+//! the browser's localStorage, and renders the model's text as Markdown by
+//! building the elements itself (headings, emphasis, code, lists, quotes,
+//! http(s) links), every piece of text through `textContent`, never as
+//! HTML; the Content-Security-Policy allows
 //! scripts, styles and connections from this server alone. The page and its
 //! two files are served without the API key (a browser cannot send one
 //! when it opens a page); the page asks for the key when the API answers
-//! 401. Tested in headless Chromium by tests/it/server_ui.rs.
+//! 401. Tested in headless Chromium by tests/solo/server_ui.rs.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

@@ -5,7 +5,10 @@
 //! the same request) with its tokens/s and cached tokens; streams a long
 //! reply, sees it grow, stops it midway (the server frees the slot);
 //! reloads and finds the conversation as it was. The user's text is HTML
-//! that must show as text. On failure a screenshot is saved (its path is
+//! that must show as text; a stored reply with Markdown, HTML, a
+//! javascript: link and scripts is rendered as Markdown (headings, bold,
+//! italics, code, links, lists, quotes, code blocks) with none of its HTML
+//! made into elements and no script run. On failure a screenshot is saved (its path is
 //! printed); MAMBA_GGUF_UI_SCREENSHOT=FILE.png saves one after the first
 //! reply (docs/chat-page.png is one).
 //!
@@ -230,10 +233,11 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// The last assistant message: its state, text and statistics line.
+/// The last assistant message: its state, text (the model's, which the
+/// page shows rendered as Markdown) and statistics line.
 const LAST_REPLY: &str =
     "const m = [...document.querySelectorAll('#messages .msg.assistant')].pop();
-    return m ? {state: m.dataset.state, text: m.querySelector('.content').textContent,
+    return m ? {state: m.dataset.state, text: m.dataset.raw,
                 stats: m.querySelector('.stats').textContent} : null;";
 
 pub fn chat_page_in_chromium() -> Ran {
@@ -382,7 +386,7 @@ fn drive(b: &Browser, base: &str) {
         "return {chats: [...document.querySelectorAll('#chats .title')].map(e => e.textContent),
                  msgs: [...document.querySelectorAll('#messages .msg')].map(m =>
                    [m.classList.contains('user') ? 'user' : 'assistant', m.dataset.state,
-                    m.querySelector('.content').textContent])}",
+                    m.dataset.raw])}",
         |v| v["msgs"].as_array().is_some_and(|m| m.len() == 4),
     );
     assert_eq!(
@@ -397,5 +401,86 @@ fn drive(b: &Browser, base: &str) {
             ["user", "done", "Tell me a very long story."],
             ["assistant", "stopped", stopped["text"]],
         ])
+    );
+
+    // Markdown in the model's text is rendered, HTML in it never: a
+    // conversation stored as the page stores them, read back after a
+    // reload (the model with random weights writes no Markdown).
+    let md = "# Title\n\nSome **bold**, *it*, `x<y` and [a link](https://example.com/a).\n\
+              [bad](javascript:alert(1)) ![pic](https://example.com/p.png)\n\n\
+              - one\n- two with <b>tag</b>\n\n3. three\n4. four\n\n> quoted\n\n\
+              ```rust\nlet a = 1;\n<script>window.pwned = 1</script>\n```\n\
+              <img src=x onerror=\"window.pwned = 2\"><script>window.pwned = 3</script>";
+    let stored = json!([{"id": "md", "title": "markdown", "messages": [
+        {"role": "user", "content": "**not markdown** <i>x</i>"},
+        {"role": "assistant", "content": md, "state": "done", "stats": {"tokens": 1}},
+    ]}]);
+    b.js(&format!(
+        "localStorage.setItem('mamba-gguf.chats', {}); return null;",
+        serde_json::to_string(&stored.to_string()).expect("JSON string")
+    ));
+    b.refresh();
+    let r = b.wait(
+        "the Markdown conversation",
+        "const a = document.querySelector('#messages .msg.assistant .content');
+         const u = document.querySelector('#messages .msg.user .content');
+         if (!a) return null;
+         const t = (q) => [...a.querySelectorAll(q)].map(e => e.textContent);
+         return {h: t('h3'), strong: t('strong'), em: t('em'), code: t(':not(pre) > code'),
+                 links: [...a.querySelectorAll('a')].map(e => [e.textContent, e.getAttribute('href'), e.rel]),
+                 ul: t('ul > li'), ol: t('ol > li'), olStart: a.querySelector('ol') && a.querySelector('ol').start,
+                 quote: t('blockquote'), pre: t('pre > code'), lang: a.querySelector('pre > code').dataset.lang,
+                 markup: document.querySelectorAll('#messages img, #messages script, #messages b, #messages i, [onerror]').length,
+                 pwned: window.pwned === undefined ? null : window.pwned,
+                 raw: document.querySelector('#messages .msg.assistant').dataset.raw,
+                 text: a.textContent,
+                 user: [u.textContent, u.children.length]};",
+        |v| !v.is_null(),
+    );
+    assert_eq!(r["h"], json!(["Title"]), "{r}");
+    assert_eq!(r["strong"], json!(["bold"]), "{r}");
+    assert_eq!(r["em"], json!(["it"]), "{r}");
+    assert_eq!(r["code"], json!(["x<y"]), "{r}");
+    assert_eq!(
+        r["links"],
+        json!([
+            [
+                "a link",
+                "https://example.com/a",
+                "noopener noreferrer nofollow"
+            ],
+            [
+                "pic",
+                "https://example.com/p.png",
+                "noopener noreferrer nofollow"
+            ]
+        ]),
+        "only http(s) links, images as links: {r}"
+    );
+    assert!(
+        r["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("[bad](javascript:alert(1))")
+                && t.contains("<img src=x onerror=")
+                && t.contains("<script>window.pwned = 3</script>")),
+        "the javascript: link and the HTML show as text: {r}"
+    );
+    assert_eq!(r["ul"], json!(["one", "two with <b>tag</b>"]), "{r}");
+    assert_eq!(r["ol"], json!(["three", "four"]), "{r}");
+    assert_eq!(r["olStart"], 3, "{r}");
+    assert_eq!(r["quote"], json!(["quoted"]), "{r}");
+    assert_eq!(
+        r["pre"],
+        json!(["let a = 1;\n<script>window.pwned = 1</script>"]),
+        "{r}"
+    );
+    assert_eq!(r["lang"], "rust");
+    assert_eq!(r["markup"], 0, "no element made from the text's HTML: {r}");
+    assert!(r["pwned"].is_null(), "a script in the text ran: {r}");
+    assert_eq!(r["raw"], md);
+    assert_eq!(
+        r["user"],
+        json!(["**not markdown** <i>x</i>", 0]),
+        "the user's text is shown as typed"
     );
 }

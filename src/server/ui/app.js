@@ -2,7 +2,10 @@
 // beyond this server). Replies stream from /v1/chat/completions (server-sent
 // events) and can be stopped; conversations and settings stay in this
 // browser's localStorage. The model's text is untrusted: it only ever goes
-// into the page as textContent, never as HTML.
+// into the page as textContent, never as HTML. Assistant messages are
+// rendered as Markdown by markdown() below, which builds elements itself
+// (createElement + textContent, never innerHTML): HTML in the text stays
+// text, and links are made only for http(s) and mailto URLs.
 "use strict";
 
 const STORE = "mamba-gguf.chats";
@@ -59,11 +62,165 @@ function statsText(m) {
   return parts.join(" · ");
 }
 
+// Markdown, safely: fenced code blocks, headings, block quotes, lists,
+// rules and paragraphs; inline code, bold, italics, strike-through and
+// links. Every piece of text goes in as a text node, so nothing in it is
+// ever markup; a link's URL must be http(s) or mailto (anything else, e.g.
+// javascript:, stays text), and images are shown as links, not loaded.
+const INLINE = new RegExp(
+  [
+    "(`+)([^`]|[^`][\\s\\S]*?[^`])\\1(?!`)", // 1, 2: code
+    "\\*\\*(?=\\S)([\\s\\S]*?\\S)\\*\\*", // 3: bold
+    "(?<![\\w])__(?=\\S)([\\s\\S]*?\\S)__(?![\\w])", // 4: bold
+    "~~(?=\\S)([\\s\\S]*?\\S)~~", // 5: strike-through
+    "\\*(?=[^\\s*])([\\s\\S]*?[^\\s*])\\*", // 6: italics
+    "(?<![\\w])_(?=[^\\s_])([\\s\\S]*?[^\\s_])_(?![\\w])", // 7: italics
+    "!?\\[([^\\]\\n]*)\\]\\(\\s*([^\\s()]+)\\s*\\)", // 8, 9: link or image
+  ].join("|"),
+  "g",
+);
+
+function safeUrl(u) {
+  return /^(https?:\/\/|mailto:)/i.test(u) ? u : null;
+}
+
+function inline(text, parent) {
+  let last = 0;
+  INLINE.lastIndex = 0;
+  const matches = [...text.matchAll(INLINE)];
+  for (const m of matches) {
+    if (m.index > last) parent.appendChild(document.createTextNode(text.slice(last, m.index)));
+    last = m.index + m[0].length;
+    let node;
+    if (m[2] !== undefined) {
+      node = el("code", "", m[2]);
+    } else if (m[3] !== undefined || m[4] !== undefined) {
+      node = el("strong");
+      inline(m[3] !== undefined ? m[3] : m[4], node);
+    } else if (m[5] !== undefined) {
+      node = el("del");
+      inline(m[5], node);
+    } else if (m[6] !== undefined || m[7] !== undefined) {
+      node = el("em");
+      inline(m[6] !== undefined ? m[6] : m[7], node);
+    } else {
+      const url = safeUrl(m[9]);
+      if (url === null) {
+        node = document.createTextNode(m[0]);
+      } else {
+        node = el("a");
+        node.href = url;
+        node.rel = "noopener noreferrer nofollow";
+        node.target = "_blank";
+        inline(m[8] || url, node);
+      }
+    }
+    parent.appendChild(node);
+  }
+  if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
+}
+
+const LIST_ITEM = /^(\s*)([-*+]|\d{1,9}[.)])\s+(.*)$/;
+
+function markdown(text, parent) {
+  const lines = text.replace(/\r\n?/g, "\n").split("\n");
+  let i = 0;
+  let para = [];
+  const flush = () => {
+    if (para.length) {
+      const p = el("p");
+      inline(para.join("\n"), p);
+      parent.appendChild(p);
+      para = [];
+    }
+  };
+  while (i < lines.length) {
+    const line = lines[i];
+    const fence = line.match(/^\s*(```+|~~~+)\s*([\w+-]*)\s*$/);
+    if (fence) {
+      flush();
+      const body = [];
+      i += 1;
+      // An unclosed fence (a reply still streaming) runs to the end.
+      while (i < lines.length && !lines[i].trim().startsWith(fence[1])) body.push(lines[i++]);
+      i += 1;
+      const pre = el("pre");
+      const code = el("code", "", body.join("\n"));
+      if (fence[2]) code.dataset.lang = fence[2];
+      pre.appendChild(code);
+      parent.appendChild(pre);
+      continue;
+    }
+    const heading = line.match(/^(#{1,6})\s+(.*?)\s*#*\s*$/);
+    if (heading) {
+      flush();
+      const h = el("h" + Math.min(6, heading[1].length + 2));
+      inline(heading[2], h);
+      parent.appendChild(h);
+      i += 1;
+      continue;
+    }
+    if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) {
+      flush();
+      parent.appendChild(el("hr"));
+      i += 1;
+      continue;
+    }
+    if (/^\s*>/.test(line)) {
+      flush();
+      const body = [];
+      while (i < lines.length && /^\s*>/.test(lines[i])) body.push(lines[i++].replace(/^\s*> ?/, ""));
+      const q = el("blockquote");
+      markdown(body.join("\n"), q);
+      parent.appendChild(q);
+      continue;
+    }
+    const item = line.match(LIST_ITEM);
+    if (item) {
+      flush();
+      const ordered = /\d/.test(item[2]);
+      const list = el(ordered ? "ol" : "ul");
+      if (ordered && parseInt(item[2], 10) !== 1) list.start = parseInt(item[2], 10);
+      while (i < lines.length) {
+        const it = lines[i].match(LIST_ITEM);
+        if (!it || /\d/.test(it[2]) !== ordered) break;
+        const li = el("li");
+        inline(it[3], li);
+        list.appendChild(li);
+        i += 1;
+      }
+      parent.appendChild(list);
+      continue;
+    }
+    if (!line.trim()) {
+      flush();
+    } else {
+      para.push(line);
+    }
+    i += 1;
+  }
+  flush();
+}
+
+// The text of a message into its node: the user's as typed, the model's as
+// Markdown (also while it streams).
+function fill(node, m) {
+  node.dataset.raw = m.content;
+  const body = node.querySelector(".content");
+  if (m.role === "assistant") {
+    body.replaceChildren();
+    markdown(m.content, body);
+  } else {
+    body.textContent = m.content;
+  }
+}
+
 function messageNode(m) {
   const d = el("div", "msg " + m.role);
   d.dataset.state = m.state || "done";
-  const body = el("span", "content", m.content);
+  const body = el("div", "content" + (m.role === "assistant" ? " md" : ""));
   d.appendChild(body);
+  fill(d, m);
   if (m.role === "assistant") d.appendChild(el("span", "stats", statsText(m)));
   return d;
 }
@@ -147,7 +304,6 @@ async function send(text) {
   render();
   notice("");
   const node = $("messages").lastElementChild;
-  const body = node.querySelector(".content");
   const stats = node.querySelector(".stats");
 
   const s = settings();
@@ -174,7 +330,7 @@ async function send(text) {
   let usage = null;
   let timings = null;
   const show = () => {
-    body.textContent = reply.content;
+    fill(node, reply);
     stats.textContent = statsText(reply);
     const box = $("messages");
     box.scrollTop = box.scrollHeight;
