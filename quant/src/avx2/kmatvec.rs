@@ -160,12 +160,36 @@ unsafe fn q6_block(p: *const u8, y: *const u8) -> __m256i {
     _mm256_sub_epi32(acc, _mm256_slli_epi32::<5>(offset))
 }
 
+/// `*sum += t[0]; *sum += t[1]; ...` for the first `m` lanes of `t`, one
+/// after the other (the scalar reference's order of super-blocks).
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernels).
+#[inline(always)]
+pub(super) unsafe fn add_terms(sum: &mut f32, t: __m256, m: usize) {
+    if m == 8 {
+        // In registers: lanes 0, 1, 2, 3 of each half in turn.
+        for half in [_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t)] {
+            *sum += _mm_cvtss_f32(half);
+            *sum += _mm_cvtss_f32(_mm_movehdup_ps(half));
+            *sum += _mm_cvtss_f32(_mm_movehl_ps(half, half));
+            *sum += _mm_cvtss_f32(_mm_shuffle_ps::<0xFF>(half, half));
+        }
+    } else {
+        let mut terms = [0f32; 8];
+        _mm256_storeu_ps(terms.as_mut_ptr(), t);
+        for &x in &terms[..m] {
+            *sum += x;
+        }
+    }
+}
+
 /// Lane b = the sum of the eight i32 lanes of `v[b]`.
 ///
 /// # Safety
 /// The CPU has AVX2 (inlined into the AVX2 kernels).
 #[inline(always)]
-unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
+pub(super) unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
     let h01 = _mm256_hadd_epi32(v[0], v[1]);
     let h23 = _mm256_hadd_epi32(v[2], v[3]);
     let h45 = _mm256_hadd_epi32(v[4], v[5]);
@@ -422,21 +446,7 @@ unsafe fn row6(nb: usize, w: *const u8, a: *const u8, da: *const f32) -> f32 {
         // Lane b: super-block b0 + b's term d * da * isum, as the reference
         // writes it.
         let t = _mm256_mul_ps(_mm256_mul_ps(d, das), _mm256_cvtepi32_ps(hsum8(&v)));
-        if m == 8 {
-            // In registers: lanes 0, 1, 2, 3 of each half in turn.
-            for half in [_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t)] {
-                sum += _mm_cvtss_f32(half);
-                sum += _mm_cvtss_f32(_mm_movehdup_ps(half));
-                sum += _mm_cvtss_f32(_mm_movehl_ps(half, half));
-                sum += _mm_cvtss_f32(_mm_shuffle_ps::<0xFF>(half, half));
-            }
-        } else {
-            let mut terms = [0f32; 8];
-            _mm256_storeu_ps(terms.as_mut_ptr(), t);
-            for &x in &terms[..m] {
-                sum += x;
-            }
-        }
+        add_terms(&mut sum, t, m);
         b0 += m;
     }
     sum

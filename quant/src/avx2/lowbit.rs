@@ -9,9 +9,11 @@
 //! `iq4_xs::dot_q8_k`. IQ4_NL goes through `legacy`'s 32-value kernel
 //! (eight f32 lanes, as Q8_0: equal up to the rounding of partial sums).
 //!
-//! No software prefetch: unlike the Q4_K/Q5_K/Q6_K kernels, these lost
-//! speed with it (1.4B shape, 2 threads, tg32: Q3_K_M 17.0 -> 5.7 tok/s,
-//! Q2_K 22.2 -> 19.1, IQ4_XS 14.5 -> 14.0).
+//! No software prefetch in these row kernels: they lost speed with it (1.4B
+//! shape, 2 threads, tg32: Q3_K_M 17.0 -> 5.7 tok/s, Q2_K 22.2 -> 19.1,
+//! IQ4_XS 14.5 -> 14.0). The decode matvec of IQ4_XS, Q3_K and Q2_K
+//! (`lowbit_matvec`, one activation row, batches of eight super-blocks)
+//! prefetches as the K-quant matvec does, and gains by it.
 //!
 //! Ranges (no i16 saturation in `maddubs`): IQ4 codebook magnitudes are at
 //! most 127, so |a| * |w| pairs reach 2 * 128 * 127 = 32512; Q3_K and Q2_K
@@ -89,7 +91,7 @@ unsafe fn dup_lanes(x: __m128i) -> __m256i {
 /// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn pair_control(lo: usize) -> __m256i {
+pub(super) unsafe fn pair_control(lo: usize) -> __m256i {
     let (a, b) = ((2 * lo) as i8, (2 * lo + 2) as i8);
     let l = _mm_set1_epi16(i16::from_le_bytes([a as u8, (a + 1) as u8]));
     let h = _mm_set1_epi16(i16::from_le_bytes([b as u8, (b + 1) as u8]));
@@ -156,7 +158,7 @@ unsafe fn iq4_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] 
 /// otherwise, nothing is read past it).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn iq4_xs_scales(wb: &[u8]) -> __m256i {
+pub(super) unsafe fn iq4_xs_scales(wb: &[u8]) -> __m256i {
     // Byte k of scales_l holds sub-blocks 2k (low nibble), 2k + 1 (high).
     let mut l = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]) as u64;
     l = (l | (l << 16)) & 0x0000_FFFF_0000_FFFF;
@@ -184,7 +186,17 @@ unsafe fn same_control(k: usize) -> __m256i {
     _mm256_set1_epi16(i16::from_le_bytes([b, b + 1]))
 }
 wrappers!(iq4_xs_dot, iq4_xs_dot4, iq4_xs);
-gemm_rows!(iq4_xs_gemm, iq4_xs, 136, ACT, 256);
+gemm_rows!(iq4_xs_gemm_rows, iq4_xs, 136, ACT, 256);
+
+/// IQ4_XS matmul: one activation row (a decode step) by
+/// [`super::lowbit_matvec`].
+pub(super) fn iq4_xs_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t == 1 {
+        super::lowbit_matvec::iq4_xs_matvec(n, rows, w, a, out)
+    } else {
+        iq4_xs_gemm_rows(n, rows, w, t, a, out)
+    }
+}
 
 /// Q3_K (110 bytes: hmask 32, low bits 64, packed scales 12, fp16 d).
 /// Value 128h + 32j + l: low = (qs[32h + l] >> 2j) & 3, minus 4 where bit
@@ -265,7 +277,17 @@ unsafe fn q3_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     sum
 }
 wrappers!(q3_k_dot, q3_k_dot4, q3_k);
-gemm_rows!(q3_k_gemm, q3_k, 110, ACT, 256);
+gemm_rows!(q3_k_gemm_rows, q3_k, 110, ACT, 256);
+
+/// Q3_K matmul: one activation row (a decode step) by
+/// [`super::lowbit_matvec`].
+pub(super) fn q3_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t == 1 {
+        super::lowbit_matvec::q3_k_matvec(n, rows, w, a, out)
+    } else {
+        q3_k_gemm_rows(n, rows, w, t, a, out)
+    }
+}
 
 /// Q2_K (84 bytes: 16 scale/min bytes, 64 bytes of 2-bit levels, fp16 d,
 /// fp16 dmin). Levels dotted with their 4-bit scales; the mins through the
@@ -323,4 +345,14 @@ unsafe fn q2_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     sum
 }
 wrappers!(q2_k_dot, q2_k_dot4, q2_k);
-gemm_rows!(q2_k_gemm, q2_k, 84, ACT, 256);
+gemm_rows!(q2_k_gemm_rows, q2_k, 84, ACT, 256);
+
+/// Q2_K matmul: one activation row (a decode step) by
+/// [`super::lowbit_matvec`].
+pub(super) fn q2_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t == 1 {
+        super::lowbit_matvec::q2_k_matvec(n, rows, w, a, out)
+    } else {
+        q2_k_gemm_rows(n, rows, w, t, a, out)
+    }
+}

@@ -16,7 +16,8 @@
 //! - Q4_0, Q4_1, Q5_0, Q5_1 (eight-row tiles, `q4_q5_tile`): exact integer
 //!   block sums and, per lane, the scalar reference's f32 expression in its
 //!   order, so bit-identical;
-//! - Q2_K, Q3_K, IQ4_XS (`lowbit`), IQ3_XXS and IQ3_S (`iq3`): exact
+//! - Q2_K, Q3_K, IQ4_XS (`lowbit`, and `lowbit_matvec` for the decode
+//!   step), IQ3_XXS and IQ3_S (`iq3`): exact
 //!   integer sums per super-block and the scalar reference's f32
 //!   expression, so bit-identical;
 //! - Q8_0 and IQ4_NL: integer sums per block are exact, the per-block f32 terms are
@@ -37,6 +38,7 @@ mod kquants;
 pub(crate) use kquants::k4_header;
 mod legacy;
 mod lowbit;
+mod lowbit_matvec;
 mod q4_k_tile;
 mod q4_q5_tile;
 pub(crate) mod quantize;

@@ -1,0 +1,367 @@
+//! IQ4_XS, Q3_K and Q2_K matvec on AVX2: many weight rows against one Q8_K
+//! activation row (a decode step), bit for bit the scalar references
+//! (`iq4_xs::dot_q8_k`, `q3_k::dot_q8_k`, `q2_k::dot_q8_k`).
+//!
+//! What they save over the generic row kernels in `lowbit` (which also
+//! serve the prefill forms), per super-block of every row:
+//! - IQ4_XS: the activation is laid out once per call in the weights' own
+//!   order. A sub-block pair's 32 index bytes hold the low nibbles (values
+//!   0..16) of both sub-blocks and, in their high nibbles, values 16..32, so
+//!   the activation row is copied as `[a_A[0..16], a_B[0..16]]`,
+//!   `[a_A[16..32], a_B[16..32]]` per pair, with `|a|` beside it: no lane
+//!   permute of the weights, no `abs` per row, and one scale shuffle per
+//!   pair (lane 0 sub-block A, lane 1 sub-block B) instead of two.
+//! - Q3_K: the sixteen 6-bit scales are decoded with a few 128-bit shifts
+//!   and masks ([`q3_scales`]) instead of sixteen scalar bit-fiddles and a
+//!   trip through memory.
+//! - All three: the integer sums of eight super-blocks (Q2_K: and their
+//!   min sums) are reduced horizontally together (`kmatvec::hsum8`), lane b
+//!   = super-block b, their fp16 d (and dmin) read with one gather and their
+//!   f32 terms computed in those lanes; the weights are prefetched ahead as
+//!   the K-quant matvec does.
+//!
+//! Bit-identity: each super-block's integer sum is exact (IQ4_XS: |a| <=
+//! 128 against codebook magnitudes <= 127; Q3_K: levels + 4 <= 7, so
+//! `maddubs` pairs stay within i16; Q2_K: levels <= 3), and lane b
+//! evaluates the reference's `d * da * isum` (Q2_K: `d * da * isum - dmin *
+//! da * msum`) with the same operations in the same order; the terms are
+//! added to the row's sum one after the other, in super-block order, as the
+//! references do.
+
+use super::kmatvec::{add_terms, hsum8};
+use super::lowbit::{codebook, iq4_xs_scales, pair_control};
+use super::q4_q5_tile::with_buf;
+use std::arch::x86_64::*;
+
+const ACT: usize = 292; // Q8_K block: f32 d, 256 x i8, 16 x i16 sums
+const ACT_QS: usize = 4;
+const ACT_BSUMS: usize = 4 + 256;
+/// Per super-block of IQ4_XS's prepared activation: 256 quants in weight
+/// order, then their magnitudes in the same order.
+const PREP: usize = 512;
+/// The same prefetch distance as the K-quant matvec's.
+const PREFETCH_AHEAD: usize = 4096;
+
+/// The two layouts, as `row`'s `KIND`.
+const IQ4_XS: u8 = 0;
+const Q3_K: u8 = 1;
+const Q2_K: u8 = 2;
+
+/// Super-block bytes of `KIND`.
+const fn block_bytes(kind: u8) -> usize {
+    match kind {
+        IQ4_XS => 136,
+        Q3_K => 110,
+        _ => 84,
+    }
+}
+
+/// Byte offset of the u32 that holds `KIND`'s fp16 d, and whether d is its
+/// high half (Q2_K: d is the low half, dmin the high one).
+const fn d_at(kind: u8) -> (usize, bool) {
+    match kind {
+        IQ4_XS => (0, false),
+        Q3_K => (106, true),
+        _ => (80, false),
+    }
+}
+
+/// The activation of one super-block (`y`: 256 quants) in IQ4_XS's weight
+/// order, `out[..256]` the quants and `out[256..]` their magnitudes: pair k
+/// (64 values from 64k) is `[y[64k..+16], y[64k+32..+16]]` (the low nibbles
+/// of its 32 index bytes) then `[y[64k+16..+16], y[64k+48..+16]]` (the
+/// high).
+fn prepare_iq4(y: &[u8], out: &mut [u8]) {
+    for k in 0..4 {
+        let b = 64 * k;
+        for (j, src) in [b, b + 32, b + 16, b + 48].into_iter().enumerate() {
+            out[b + 16 * j..b + 16 * j + 16].copy_from_slice(&y[src..src + 16]);
+        }
+    }
+    for i in 0..256 {
+        out[256 + i] = (out[i] as i8).unsigned_abs();
+    }
+}
+
+/// The exact `isum = sum_s ls[s] * dot(codebook[idx_s], a_s)` of the
+/// IQ4_XS super-block at `p`, spread over eight i32 lanes, against the
+/// prepared activation at `y` ([`prepare_iq4`]).
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernel); `p` points at a whole
+/// super-block (136 bytes) and `y` at [`PREP`] readable bytes.
+#[inline(always)]
+unsafe fn iq4_block(p: *const u8, y: *const u8, book: __m256i) -> __m256i {
+    let low = _mm256_set1_epi8(0x0F);
+    // Scalar bit-fiddling here measured faster than a vector decode: it
+    // runs on the integer units beside the vector work.
+    let scales = iq4_xs_scales(std::slice::from_raw_parts(p, 8));
+    let mut acc = _mm256_setzero_si256();
+    for k in 0..4 {
+        let q = _mm256_loadu_si256(p.add(8 + 32 * k) as *const __m256i);
+        let w_lo = _mm256_shuffle_epi8(book, _mm256_and_si256(q, low));
+        let w_hi = _mm256_shuffle_epi8(book, _mm256_and_si256(_mm256_srli_epi16::<4>(q), low));
+        let y_lo = _mm256_loadu_si256(y.add(64 * k) as *const __m256i);
+        let y_hi = _mm256_loadu_si256(y.add(64 * k + 32) as *const __m256i);
+        let u_lo = _mm256_loadu_si256(y.add(256 + 64 * k) as *const __m256i);
+        let u_hi = _mm256_loadu_si256(y.add(256 + 64 * k + 32) as *const __m256i);
+        // Lane 0: sub-block 2k's scale; lane 1: sub-block 2k + 1's.
+        let s = _mm256_shuffle_epi8(scales, pair_control(2 * k));
+        let p_lo = _mm256_maddubs_epi16(u_lo, _mm256_sign_epi8(w_lo, y_lo));
+        let p_hi = _mm256_maddubs_epi16(u_hi, _mm256_sign_epi8(w_hi, y_hi));
+        // Each i16 is up to 32512 in magnitude: scaled apart.
+        let prod = _mm256_add_epi32(_mm256_madd_epi16(p_lo, s), _mm256_madd_epi16(p_hi, s));
+        acc = _mm256_add_epi32(acc, prod);
+    }
+    acc
+}
+
+/// The sixteen scales (s - 32) of the Q3_K super-block at `p` as i16, in
+/// run order. Packed bytes p[96..108]: the low nibble of scale j is
+/// `p[96 + j] & 15` for j < 8 and `p[88 + j] >> 4` after; its top two bits
+/// `(p[104 + j % 4] >> 2 * (j / 4)) & 3` (dword lane j / 4 of the four
+/// bytes broadcast, shifted by 2 * lane).
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernel); `p` points at a whole
+/// super-block (110 bytes: read here are bytes 94..110).
+#[inline(always)]
+unsafe fn q3_scales(p: *const u8) -> __m256i {
+    // Bytes 94..110: the 12 packed bytes are at 2..14.
+    let v = _mm_loadu_si128(p.add(94) as *const __m128i);
+    let lo8 = _mm_srli_si128::<2>(v);
+    let nib = _mm_set1_epi8(0x0F);
+    let low = _mm_unpacklo_epi64(
+        _mm_and_si128(lo8, nib),
+        _mm_and_si128(_mm_srli_epi16::<4>(lo8), nib),
+    );
+    // Bytes 104..108 (at 10..14) in every dword lane.
+    let top = _mm_shuffle_epi32::<0x00>(_mm_srli_si128::<10>(v));
+    let top = _mm_and_si128(
+        _mm_srlv_epi32(top, _mm_setr_epi32(0, 2, 4, 6)),
+        _mm_set1_epi8(3),
+    );
+    let sc = _mm_or_si128(low, _mm_slli_epi16::<4>(top));
+    _mm256_sub_epi16(_mm256_cvtepu8_epi16(sc), _mm256_set1_epi16(32))
+}
+
+/// The exact `isum = sum_r s[r] * dot(levels_r, a_r)` of the Q3_K
+/// super-block at `p` (levels -4..=3, dotted as `w + 4`, the `- 4` taken
+/// through the activation's 16-value sums at `y + 256`), spread over eight
+/// i32 lanes, against the activation quants at `y`.
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernel); `p` points at a whole
+/// super-block (110 bytes) and `y` at the 288 bytes after a Q8_K block's
+/// scale (quants, sums).
+#[inline(always)]
+unsafe fn q3_block(p: *const u8, y: *const u8) -> __m256i {
+    let three = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    let all = q3_scales(p);
+    let halves = [
+        _mm256_permute2x128_si256::<0x00>(all, all),
+        _mm256_permute2x128_si256::<0x11>(all, all),
+    ];
+    let hm = _mm256_loadu_si256(p as *const __m256i);
+    // The hmask bit of run (h, j), moved to bit 2 of each byte.
+    let hbit = |b: usize| -> __m256i {
+        let v = match b {
+            0 => _mm256_slli_epi16::<2>(hm),
+            1 => _mm256_slli_epi16::<1>(hm),
+            2 => hm,
+            3 => _mm256_srli_epi16::<1>(hm),
+            4 => _mm256_srli_epi16::<2>(hm),
+            5 => _mm256_srli_epi16::<3>(hm),
+            6 => _mm256_srli_epi16::<4>(hm),
+            _ => _mm256_srli_epi16::<5>(hm),
+        };
+        _mm256_and_si256(v, four)
+    };
+    let mut acc = _mm256_setzero_si256();
+    for (h, half) in halves.iter().enumerate() {
+        let qs = _mm256_loadu_si256(p.add(32 + 32 * h) as *const __m256i);
+        for jj in 0..4 {
+            let lv = match jj {
+                0 => qs,
+                1 => _mm256_srli_epi16::<2>(qs),
+                2 => _mm256_srli_epi16::<4>(qs),
+                _ => _mm256_srli_epi16::<6>(qs),
+            };
+            let lv = _mm256_or_si256(_mm256_and_si256(lv, three), hbit(4 * h + jj));
+            let s = _mm256_shuffle_epi8(*half, pair_control(2 * jj));
+            let ya = _mm256_loadu_si256(y.add(128 * h + 32 * jj) as *const __m256i);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(lv, ya), s));
+        }
+    }
+    // sum over runs of s * (sum (w + 4) a) - 4 * s * bsum
+    let bs = _mm256_loadu_si256(y.add(ACT_BSUMS - ACT_QS) as *const __m256i);
+    _mm256_sub_epi32(acc, _mm256_slli_epi32::<2>(_mm256_madd_epi16(bs, all)))
+}
+
+/// The exact `(isum, msum)` of the Q2_K super-block at `p` (`isum = sum_r
+/// (s[r] & 15) * dot(levels_r, a_r)`, `msum = sum_r (s[r] >> 4) *
+/// bsum_r`), each spread over eight i32 lanes, against the activation
+/// quants at `y` and their 16-value sums at `y + 256`.
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 kernel); `p` points at a whole
+/// super-block (84 bytes) and `y` at the 288 bytes after a Q8_K block's
+/// scale (quants, sums).
+#[inline(always)]
+unsafe fn q2_block(p: *const u8, y: *const u8) -> (__m256i, __m256i) {
+    let three = _mm256_set1_epi8(3);
+    let sc = _mm_loadu_si128(p as *const __m128i);
+    let mins = _mm256_cvtepu8_epi16(_mm_srli_epi16::<4>(_mm_and_si128(
+        sc,
+        _mm_set1_epi8(0xF0u8 as i8),
+    )));
+    let all = _mm256_cvtepu8_epi16(_mm_and_si128(sc, _mm_set1_epi8(0x0F)));
+    let halves = [
+        _mm256_permute2x128_si256::<0x00>(all, all),
+        _mm256_permute2x128_si256::<0x11>(all, all),
+    ];
+    let mut acc = _mm256_setzero_si256();
+    for (h, half) in halves.iter().enumerate() {
+        let qs = _mm256_loadu_si256(p.add(16 + 32 * h) as *const __m256i);
+        for jj in 0..4 {
+            let lv = match jj {
+                0 => qs,
+                1 => _mm256_srli_epi16::<2>(qs),
+                2 => _mm256_srli_epi16::<4>(qs),
+                _ => _mm256_srli_epi16::<6>(qs),
+            };
+            let lv = _mm256_and_si256(lv, three);
+            let s = _mm256_shuffle_epi8(*half, pair_control(2 * jj));
+            let ya = _mm256_loadu_si256(y.add(128 * h + 32 * jj) as *const __m256i);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(lv, ya), s));
+        }
+    }
+    let bs = _mm256_loadu_si256(y.add(ACT_BSUMS - ACT_QS) as *const __m256i);
+    (acc, _mm256_madd_epi16(bs, mins))
+}
+
+/// Dot of the weight row at `w` (`nb` super-blocks of `KIND`) with the
+/// activation `y` (IQ4_XS: `nb` x [`PREP`] prepared bytes; Q3_K: the Q8_K
+/// row itself), whose super-block scales are `da[..nb]`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` points at `nb` super-blocks, `y` at
+/// `nb` activation blocks of its layout and `da` at `nb` rounded up to a
+/// multiple of 8 floats.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, y: *const u8, da: *const f32) -> f32 {
+    let wb = block_bytes(KIND);
+    let book = codebook();
+    let mut sum = 0f32;
+    let mut b0 = 0;
+    while b0 < nb {
+        let m = (nb - b0).min(8);
+        let mut v = [_mm256_setzero_si256(); 8];
+        let mut mv = [_mm256_setzero_si256(); 8];
+        for (b, vb) in v.iter_mut().enumerate().take(m) {
+            let i = b0 + b;
+            let p = w.add(i * wb);
+            // Addresses past the matrix are harmless: prefetches never fault.
+            let ahead = p.wrapping_add(PREFETCH_AHEAD);
+            let mut o = 0;
+            while o < wb {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
+                o += 64;
+            }
+            *vb = match KIND {
+                IQ4_XS => iq4_block(p, y.add(i * PREP), book),
+                Q3_K => q3_block(p, y.add(i * ACT + ACT_QS)),
+                _ => {
+                    let (is, ms) = q2_block(p, y.add(i * ACT + ACT_QS));
+                    mv[b] = ms;
+                    is
+                }
+            };
+        }
+        let das = _mm256_loadu_ps(da.add(b0));
+        // The batch's fp16 d: one gather of a u32 holding it per
+        // super-block, lanes past `m` masked off (not read).
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lanes);
+        let (at, high) = d_at(KIND);
+        let g = _mm256_mask_i32gather_epi32::<1>(
+            _mm256_setzero_si256(),
+            w.add(b0 * wb + at) as *const i32,
+            _mm256_mullo_epi32(lanes, _mm256_set1_epi32(wb as i32)),
+            mask,
+        );
+        let half = |h16: __m256i| {
+            let x = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(h16, h16));
+            _mm256_cvtph_ps(_mm256_castsi256_si128(x))
+        };
+        let lo = _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF));
+        let hi = _mm256_srli_epi32::<16>(g);
+        let d = half(if high { hi } else { lo });
+        // Lane b: super-block b0 + b's term d * da * isum (Q2_K: minus
+        // dmin * da * msum), as the reference writes it.
+        let mut t = _mm256_mul_ps(_mm256_mul_ps(d, das), _mm256_cvtepi32_ps(hsum8(&v)));
+        if KIND == Q2_K {
+            let dmin = half(hi);
+            let m_t = _mm256_mul_ps(_mm256_mul_ps(dmin, das), _mm256_cvtepi32_ps(hsum8(&mv)));
+            t = _mm256_sub_ps(t, m_t);
+        }
+        add_terms(&mut sum, t, m);
+        b0 += m;
+    }
+    sum
+}
+
+thread_local! {
+    /// Per-thread activation scales, grown to the widest matvec once.
+    static DA: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread prepared activations (IQ4_XS), likewise.
+    static Y: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `out[r] = dot(row r of w, a)` for the rows `w` and `out` hold in full,
+/// when `a` holds `n / 256` Q8_K blocks (else nothing is written).
+fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let nb = n / 256;
+    let rb = nb * block_bytes(KIND);
+    if nb == 0 || a.len() < nb * ACT {
+        return;
+    }
+    let held = rows.min(w.len() / rb).min(out.len());
+    with_buf(&DA, nb.next_multiple_of(8), 0.0, |da| {
+        for (d, blk) in da.iter_mut().zip(a.chunks_exact(ACT)) {
+            *d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+        }
+        let mut rows = |y: &[u8]| {
+            for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
+                // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr`
+                // holds nb super-blocks, `y` nb activation blocks of KIND's
+                // layout (checked above, or prepared below) and `da` nb
+                // rounded up to 8 floats.
+                *o = unsafe { row::<KIND>(nb, wr.as_ptr(), y.as_ptr(), da.as_ptr()) };
+            }
+        };
+        if KIND == IQ4_XS {
+            with_buf(&Y, nb * PREP, 0, |y| {
+                for (blk, yp) in a.chunks_exact(ACT).zip(y.chunks_exact_mut(PREP)) {
+                    prepare_iq4(&blk[ACT_QS..ACT_QS + 256], yp);
+                }
+                rows(y)
+            })
+        } else {
+            rows(a)
+        }
+    });
+}
+
+pub(super) fn iq4_xs_matvec(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    matvec::<IQ4_XS>(n, rows, w, a, out)
+}
+
+pub(super) fn q3_k_matvec(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    matvec::<Q3_K>(n, rows, w, a, out)
+}
+
+pub(super) fn q2_k_matvec(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    matvec::<Q2_K>(n, rows, w, a, out)
+}
