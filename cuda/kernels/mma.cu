@@ -7,18 +7,22 @@
 // with their scale dw, min mw, offset, per-16 scales lo/hi and per-8 mins
 // m8) against one Q8A activation block (32 int8 with d and s). One MMA
 // gives the integer dots of a 16-row x 8-column tile for one unit, and the
-// epilogue applies the unit's scales exactly as matvec.cu's unit_acc does:
-//   isum = lo * dot(values 0..15) + hi * dot(values 16..31) + off * s
-//   t    = rn(mw * msum + rn(dw * isum)),  acc = rn(da * t + acc)
-// Types with two 16-value scales (Q2_K, Q3_K, Q6_K, IQ2_XS, IQ2_S, IQ1_M)
-// take two MMAs a unit, one with each half of A zeroed; the others one,
-// isum = lo * dot + off * s. The integers are the dp4a path's; only the
-// float sum's order differs (unit by unit here, in lane slices there), so
-// the two agree to fp32 rounding, not bit for bit: the load-time self-test
-// (selftest.rs, mma.rs) compares them within that.
+// epilogue applies the unit's scales, the value of matvec.cu's unit_acc
+// (dw * (lo * dot_lo + hi * dot_hi + off * s) + mw * msum, times da) with
+// the integer scales folded into float ones when the tile is staged:
+//   t = rn(mw' * msum + rn(dhi * dot_hi + rn(dlo * dot_lo))),  acc = rn(da * t + acc)
+// dlo = rn(dw * lo), dhi = rn(dw * hi), mw' = rn(dw * off + mw) (no type
+// with per-8 mins has an offset, so msum = s wherever off != 0): about 4
+// instructions an output where unit_acc's order would take 9. Types with
+// two 16-value scales (Q2_K, Q3_K, Q6_K, IQ2_XS, IQ2_S, IQ1_M) take two
+// MMAs a unit, one with each half of A zeroed; the others one (dot_lo the
+// whole dot, lo = hi). The dots are the dp4a path's integers; the float
+// roundings differ (here two per unit more, and the sum unit by unit rather
+// than in lane slices), so the two agree to fp32 rounding, not bit for bit:
+// the load-time self-test (selftest.rs, mma.rs) compares them within that.
 //
 // A block of MMA_WARPS warps takes MMA_ROWS weight rows (16 a warp) against
-// MMA_COLS activation rows (grid.y walks the column tiles), MMA_KU units at
+// MMA_COLS activation rows (grid.x walks the column tiles), MMA_KU units at
 // a time: the block decodes the rows' units once into int8 tiles in shared
 // memory (with their scales), stages the activations' Q8A tile, and each
 // warp runs 4 column tiles x MMA_KU units of MMAs from there. A shared line
@@ -61,15 +65,17 @@ struct MmaTraits {
     static constexpr bool m8 = T == T_Q2_K || T == T_IQ1_M;
 };
 
+// M8: the per-8 mins and the activations' group sums (m8 types only: the
+// others keep 6 KB of shared memory free for one more block per SM).
+template <bool M8>
 struct MmaTile {
     int wq[MMA_ROWS][MMA_LINE];
     int aq[MMA_COLS][MMA_LINE];
-    float dw[MMA_ROWS][MMA_KU], mw[MMA_ROWS][MMA_KU];
-    int off[MMA_ROWS][MMA_KU], lo[MMA_ROWS][MMA_KU], hi[MMA_ROWS][MMA_KU];
-    int m8[MMA_ROWS][MMA_KU][4];
-    float ad[MMA_COLS][MMA_KU];
-    int as[MMA_COLS][MMA_KU];
-    int ag[MMA_COLS][MMA_KU][4];  // sums of the block's 4 groups of 8 (m8 types)
+    // A unit's scales with its integer ones folded in (the epilogue below).
+    float dlo[MMA_ROWS][MMA_KU], dhi[MMA_ROWS][MMA_KU], mw[MMA_ROWS][MMA_KU];
+    int m8[M8 ? MMA_ROWS : 1][MMA_KU][4];
+    float2 act[MMA_COLS][MMA_KU];          // d and (float) s of each Q8A block
+    int ag[M8 ? MMA_COLS : 1][MMA_KU][4];  // sums of the block's 4 groups of 8
 };
 
 // BAD (emulator only): B's two registers swapped, a misread fragment
@@ -77,10 +83,12 @@ struct MmaTile {
 template <int T, bool BAD>
 static __device__ __forceinline__ void mma_matmul_impl(const MmaArgs& a) {
     typedef MmaTraits<T> Tr;
-    __shared__ MmaTile tile;
+    __shared__ MmaTile<Tr::m8> tile;
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int g = lane >> 2, t = lane & 3;
-    const int row0 = blockIdx.x * MMA_ROWS, c0 = blockIdx.y * MMA_COLS;
+    // Column tiles along x: the blocks of one row tile run together, so its
+    // weights come from DRAM once and from L2 for the other column tiles.
+    const int c0 = blockIdx.x * MMA_COLS, row0 = blockIdx.y * MMA_ROWS;
     const int nb = a.n / WARP, wr = warp * 16;
     float acc[4][4];
 #pragma unroll
@@ -104,11 +112,12 @@ static __device__ __forceinline__ void mma_matmul_impl(const MmaArgs& a) {
             }
 #pragma unroll
             for (int i = 0; i < 8; i++) tile.wq[r][8 * k + i] = un.q[i];
-            tile.dw[r][k] = un.dw;
-            tile.mw[r][k] = un.mw;
-            tile.off[r][k] = un.off;
-            tile.lo[r][k] = un.lo;
-            tile.hi[r][k] = un.hi;
+            // dw * (lo * dot_lo + hi * dot_hi + off * s) + mw * s
+            //   = dlo * dot_lo + dhi * dot_hi + (mw + dw * off) * s
+            // (no type with per-8 mins has an offset).
+            tile.dlo[r][k] = __fmul_rn(un.dw, (float)un.lo);
+            tile.dhi[r][k] = __fmul_rn(un.dw, (float)un.hi);
+            tile.mw[r][k] = __fmaf_rn(un.dw, (float)un.off, un.mw);
             if (Tr::m8) {
 #pragma unroll
                 for (int i = 0; i < 4; i++) tile.m8[r][k][i] = un.m8[i];
@@ -123,8 +132,7 @@ static __device__ __forceinline__ void mma_matmul_impl(const MmaArgs& a) {
             const int c = it / MMA_KU, k = it % MMA_KU, col = c0 + c, u = u0 + k;
             const bool in = col < a.ncols && u < nb;
             const long long j = (long long)col * nb + u;
-            tile.ad[c][k] = in ? a.d[j] : 0.0f;
-            tile.as[c][k] = in ? a.s[j] : 0;
+            tile.act[c][k] = make_float2(in ? a.d[j] : 0.0f, in ? (float)a.s[j] : 0.0f);
             if (Tr::m8) {
                 const int* q = (const int*)(a.q + (long long)col * a.n) + 8 * u;
 #pragma unroll
@@ -133,6 +141,22 @@ static __device__ __forceinline__ void mma_matmul_impl(const MmaArgs& a) {
             }
         }
         __syncthreads();
+        // The next stage's weight bytes on their way to L2 while this one
+        // computes, so its decode waits on L2, not DRAM: the lines at the
+        // start and the end of each row's next MMA_KU units (by the average
+        // unit size) and one 64 bytes before the start (a K-quant
+        // superblock's header).
+        if (u0 + MMA_KU < nb && row0 + (threadIdx.x >> 1) < a.rows) {
+            const u8* rp = a.w + (long long)(row0 + (threadIdx.x >> 1)) * a.row_bytes;
+            const long long b0 = (long long)(u0 + MMA_KU) * a.row_bytes / nb;
+            const long long b1 = (long long)(u0 + 2 * MMA_KU < nb ? u0 + 2 * MMA_KU : nb) * a.row_bytes / nb - 1;
+            if (threadIdx.x & 1) {
+                prefetch_l2(rp + b1);
+            } else {
+                prefetch_l2(rp + (b0 >= 64 ? b0 - 64 : 0));
+                prefetch_l2(rp + b0);
+            }
+        }
 #pragma unroll 1
         for (int k = 0; k < MMA_KU; k++) {
             const u32 af[4] = {(u32)tile.wq[wr + g][8 * k + t], (u32)tile.wq[wr + g + 8][8 * k + t],
@@ -140,16 +164,13 @@ static __device__ __forceinline__ void mma_matmul_impl(const MmaArgs& a) {
             const u32 alo[4] = {af[0], af[1], 0u, 0u};
             const u32 ahi[4] = {0u, 0u, af[2], af[3]};
             // This lane's two rows (g, g + 8) at unit k.
-            float dw[2], mw[2];
-            int off[2], lo[2], hi[2];
+            float dlo[2], dhi[2], mw[2];
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int r = wr + g + 8 * h;
-                dw[h] = tile.dw[r][k];
+                dlo[h] = tile.dlo[r][k];
+                dhi[h] = tile.dhi[r][k];
                 mw[h] = tile.mw[r][k];
-                off[h] = tile.off[r][k];
-                lo[h] = tile.lo[r][k];
-                hi[h] = tile.hi[r][k];
             }
             const int zero[4] = {0, 0, 0, 0};
 #pragma unroll
@@ -161,28 +182,33 @@ static __device__ __forceinline__ void mma_matmul_impl(const MmaArgs& a) {
                     bf[0] = bf[1];
                     bf[1] = x;
                 }
-                int dlo[4], dhi[4];
+                int xlo[4], xhi[4];
                 if (Tr::split16) {
-                    mma_s8_16832(dlo, alo, bf, zero);
-                    mma_s8_16832(dhi, ahi, bf, zero);
+                    mma_s8_16832(xlo, alo, bf, zero);
+                    mma_s8_16832(xhi, ahi, bf, zero);
                 } else {
-                    mma_s8_16832(dlo, af, bf, zero);
+                    mma_s8_16832(xlo, af, bf, zero);
                 }
+                // Outputs i and i + 2 share a column: its d and s in one load.
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int h = i >> 1, c = 8 * j + 2 * t + (i & 1);
-                    const int sa = tile.as[c][k];
-                    const int isum =
-                        Tr::split16 ? lo[h] * dlo[i] + hi[h] * dhi[i] + off[h] * sa : lo[h] * dlo[i] + off[h] * sa;
-                    int msum = sa;
-                    if (Tr::m8) {
-                        const int r = wr + g + 8 * h;
-                        msum = 0;
+                for (int e = 0; e < 2; e++) {
+                    const int c = 8 * j + 2 * t + e;
+                    const float2 as = tile.act[c][k];
 #pragma unroll
-                        for (int gr = 0; gr < 4; gr++) msum += tile.m8[r][k][gr] * tile.ag[c][k][gr];
+                    for (int h = 0; h < 2; h++) {
+                        const int i = 2 * h + e;
+                        float tt = __fmul_rn(dlo[h], (float)xlo[i]);
+                        if (Tr::split16) tt = __fmaf_rn(dhi[h], (float)xhi[i], tt);
+                        float ms = as.y;
+                        if (Tr::m8) {
+                            const int r = wr + g + 8 * h;
+                            int m = 0;
+#pragma unroll
+                            for (int gr = 0; gr < 4; gr++) m += tile.m8[r][k][gr] * tile.ag[c][k][gr];
+                            ms = (float)m;
+                        }
+                        acc[j][i] = __fmaf_rn(as.x, __fmaf_rn(mw[h], ms, tt), acc[j][i]);
                     }
-                    const float tt = __fmaf_rn(mw[h], (float)msum, __fmul_rn(dw[h], (float)isum));
-                    acc[j][i] = __fmaf_rn(tile.ad[c][k], tt, acc[j][i]);
                 }
             }
         }

@@ -12,6 +12,11 @@
 #include "common.cuh"
 #ifdef MAMBA_EMU
 #include "mma_emu.h"
+// CUDA's built-in float2 (8-byte aligned: one 64-bit shared load).
+struct alignas(8) float2 {
+    float x, y;
+};
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
 #endif
 
 static __device__ __forceinline__ void mma_s8_16832(int (&d)[4], const u32 (&a)[4], const u32 (&b)[2],
@@ -27,6 +32,16 @@ static __device__ __forceinline__ void mma_s8_16832(int (&d)[4], const u32 (&a)[
           "r"(c[3]));
 #else
 #error "mma.sync m16n8k32 s8 needs sm_80: compile mma.cu for compute_80 (the dp4a matmul serves older cards)"
+#endif
+}
+
+// Starts a global line on its way to L2 (prefetch.global.L2, PTX ISA 2.0):
+// no register waits on it. Nothing on the emulator.
+static __device__ __forceinline__ void prefetch_l2(const void* p) {
+#ifndef MAMBA_EMU
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void)p;
 #endif
 }
 

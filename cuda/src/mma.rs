@@ -72,7 +72,7 @@ pub enum Verdict {
 /// (device name, kernel) -> verdict, for this process.
 static VERDICTS: Mutex<Vec<(String, &'static str, Verdict)>> = Mutex::new(Vec::new());
 
-fn verdicts() -> std::sync::MutexGuard<'static, Vec<(String, &'static str, Verdict)>> {
+fn table() -> std::sync::MutexGuard<'static, Vec<(String, &'static str, Verdict)>> {
     // A panic elsewhere while it was held leaves a list that is still whole.
     VERDICTS.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -80,15 +80,21 @@ fn verdicts() -> std::sync::MutexGuard<'static, Vec<(String, &'static str, Verdi
 /// The self-test's verdict on `kernel` for `dev` in this process, if it ran.
 pub fn verdict(dev: &Device, kernel: &str) -> Option<Verdict> {
     let name = dev.name();
-    verdicts()
+    table()
         .iter()
         .find(|v| v.0 == name && v.1 == kernel)
         .map(|v| v.2.clone())
 }
 
+/// Every verdict of this process: (device name, kernel, verdict), in the
+/// order the self-tests ran (`bench --verify` prints them).
+pub fn verdicts() -> Vec<(String, &'static str, Verdict)> {
+    table().clone()
+}
+
 fn record(dev: &Device, kernel: &'static str, v: Verdict) {
     let name = dev.name();
-    let mut all = verdicts();
+    let mut all = table();
     all.retain(|x| !(x.0 == name && x.1 == kernel));
     all.push((name, kernel, v));
 }
@@ -102,7 +108,14 @@ fn env_choice() -> Option<bool> {
     }
 }
 
-/// The tensor-core kernel [`ops::matmul`] uses for `ty` on `dev`: one whose
+/// Activation rows from which [`ops::matmul`] takes the tensor-core kernel:
+/// below, its 32-column tiles run too empty and the dp4a tiles win
+/// (`scripts/cuda/cost_model.py`: behind at 16 rows on every card modelled,
+/// ahead at 24, 1.1-1.4x at 32, 2-3x at 64 and a 128-token prefill chunk).
+pub const MIN_COLS: usize = 24;
+
+/// The tensor-core kernel [`ops::matmul`] uses for `ty` on `dev` (from
+/// [`MIN_COLS`] activation rows): one whose
 /// self-test passed in this process (on the emulator only with
 /// `MAMBA_GGUF_CUDA_MMA=1`; never with `=0`).
 pub fn serving(dev: &Device, ty: GgmlType) -> Option<&'static str> {
@@ -207,8 +220,9 @@ pub fn launch(
     let blocks = |n: usize, per: usize| {
         u32::try_from(n.div_ceil(per)).map_err(|_| shape_err("grid", n, "too many blocks"))
     };
-    // mma.cu: a block of 4 warps takes 64 weight rows x 32 activation rows.
-    let grid = (blocks(rows, 64)?, blocks(ncols, 32)?, 1);
+    // mma.cu: a block of 4 warps takes 64 weight rows x 32 activation rows;
+    // the column tiles along x (at most 65,535 row tiles along y: 4M rows).
+    let grid = (blocks(ncols, 32)?, blocks(rows, 64)?, 1);
     // SAFETY: the weights, activations and outputs were checked against the
     // shape above, which is all the kernel touches.
     unsafe { dev.launch(kernel, grid, (128, 1, 1), p) }

@@ -566,8 +566,9 @@ pub fn matmul(
     out: &MvOut,
 ) -> Result<()> {
     // The tensor-core kernel where this process's self-test passed it
-    // (mma.rs); the dp4a tiles otherwise.
-    if let Some(kernel) = crate::mma::serving(dev, ty) {
+    // (mma.rs) and the rows fill its tiles; the dp4a tiles otherwise.
+    let mma = crate::mma::serving(dev, ty).filter(|_| ncols >= crate::mma::MIN_COLS);
+    if let Some(kernel) = mma {
         return crate::mma::launch(dev, kernel, ty, (w, n, rows), acts, ncols, out);
     }
     let splits = splits_for(dev, rows, n);

@@ -10,7 +10,7 @@
 #     bash scripts/gpu/check.sh --prepare
 #   builds and strips the binaries into gpu-bin/ (git-ignored, xz-packed):
 #   the CLI, the tests/cuda_emu.rs test binary, the cuda crate's
-#   cuda/tests/emu_kernels.rs test binary and the quant crate's AVX-512
+#   cuda/tests/emu_kernels.rs and cuda/tests/mma.rs test binaries and the quant crate's AVX-512
 #   tests; and MOVES every fixture the device run does not read out of the
 #   work tree into ../mamba-gguf-gpu-stash/, so that what travels fits; it
 #   prints the size that will travel. Then, with the device tool (carry
@@ -23,7 +23,7 @@
 # On the device, in this order (correctness first, then the figures, the
 # CPU-only steps last), each command time-boxed with `timeout` and every
 # output appended to $OUT/summary.txt as it comes, so a kill still leaves
-# what was done. The boxes below add up to 525 s, but a global deadline
+# what was done. The boxes below add up to 540 s, but a global deadline
 # (DEADLINE, 470 s of script time) cuts each box to what is left (a skipped
 # command says so), so the worst case is about 475 s (470 + a 2 s kill grace
 # + a compare), always under 480 s: only the last, CPU-only steps are lost
@@ -36,8 +36,10 @@
 #       the_cli_runs_on_the_emulated_gpu (it rebuilds llama.cpp's
 #       falcon-mamba-tiny-f32.gguf from falcon-mamba-tiny, whose weights are
 #       stashed; finding 2)
-#       (70 s) and the kernel tests cuda/tests/emu_kernels.rs (25 s);
-#       $OUT/cuda-tests.txt, $OUT/emu-kernels.txt;
+#       (70 s), the kernel tests cuda/tests/emu_kernels.rs (25 s) and the
+#       int8 tensor-core tests cuda/tests/mma.rs (15 s: the bare MMA against
+#       the integer product, each type's mma_matmul against the dp4a path);
+#       $OUT/cuda-tests.txt, $OUT/emu-kernels.txt, $OUT/mma-tests.txt;
 #    4. compute-sanitizer (PATH, /usr/local/cuda/bin, /usr/local/cuda-*/bin)
 #       with MAMBA_GGUF_CUDA_GRAPHS=0: memcheck on a greedy run (30 s),
 #       racecheck on a sampled run (device top-k) (30 s), a prompt long
@@ -118,6 +120,11 @@ for l in sys.stdin:
 for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="emu_kernels": print(m["executable"])')
+  mma_test=$(cargo test --release -p mamba-cuda --no-run --test mma --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="mma": print(m["executable"])')
   quant_test=$(cargo test --release -p quant --features avx512 --no-run --lib --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
@@ -125,10 +132,11 @@ for l in sys.stdin:
     if m.get("reason")=="compiler-artifact" and m.get("executable"): print(m["executable"])' | head -1)
   rm -rf "$BIN" && mkdir -p "$BIN"
   cp target/release/mamba-gguf "$BIN/mamba-gguf"
-  [ -n "$cuda_test" ] && [ -n "$kernel_test" ] && [ -n "$quant_test" ] ||
-    { echo "a test binary was not built (cuda_emu '$cuda_test', emu_kernels '$kernel_test', quant '$quant_test')" >&2; exit 1; }
+  [ -n "$cuda_test" ] && [ -n "$kernel_test" ] && [ -n "$mma_test" ] && [ -n "$quant_test" ] ||
+    { echo "a test binary was not built (cuda_emu '$cuda_test', emu_kernels '$kernel_test', mma '$mma_test', quant '$quant_test')" >&2; exit 1; }
   cp "$cuda_test" "$BIN/cuda_emu"
   cp "$kernel_test" "$BIN/emu_kernels"
+  cp "$mma_test" "$BIN/mma_tests"
   cp "$quant_test" "$BIN/quant_tests"
   strip "$BIN"/*
   # The device has no xz command but Python's lzma.
@@ -248,6 +256,7 @@ step "3. GPU tests (MAMBA_GGUF_TEST_DEVICE=cuda)"
 MAMBA_GGUF_TEST_DEVICE=cuda runto cuda-tests.txt 70 "$BIN/cuda_emu" --test-threads 1 \
   --skip the_cli_runs_on_the_emulated_gpu
 MAMBA_GGUF_TEST_DEVICE=cuda runto emu-kernels.txt 25 "$BIN/emu_kernels" --test-threads 1
+MAMBA_GGUF_TEST_DEVICE=cuda runto mma-tests.txt 15 "$BIN/mma_tests" --test-threads 1
 
 step "4. compute-sanitizer, graphs off"
 if san=$(find_tool compute-sanitizer); then
@@ -292,7 +301,7 @@ PY
 
 step "7. bench on the GPU (table rows as they come)"
 vram_start bench
-runto bench-7b-cuda.txt 75 "$MG" bench -m "$big" -p 512 -n 64 -r 2 --depth 0,16384 --parallel 1,8,32 --device cuda
+runto bench-7b-cuda.txt 75 "$MG" bench -m "$big" -p 512 -n 64 -r 2 --depth 0,16384 --parallel 1,8,32 --device cuda --verify
 vram_stop bench
 echo "-- CUDA graphs off:" | tee -a "$OUT/bench-7b-cuda.txt" >> "$LOG"
 MAMBA_GGUF_CUDA_GRAPHS=0 runto bench-7b-cuda.txt 20 "$MG" bench -m "$big" -p 0 -n 32 -r 1 --device cuda

@@ -103,6 +103,12 @@ pub struct Args {
     /// Write an SVG plot of generation tokens/s and peak RSS against depth.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Print the GPU's load-time self-test verdict on each int8
+    /// tensor-core kernel (serving, switched off and why, or not on this
+    /// card) to stderr before the tests; an error after the tests if one was
+    /// switched off (its weight type then ran on the dp4a path).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// One test's result, with llama-bench's field names where it has one.
@@ -588,6 +594,41 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// `--verify`: the tensor-core self-test's verdicts (mamba_cuda::mma, run
+/// when the CUDA backend loaded the model) on stderr; the kernels switched off.
+fn verify_report() -> Vec<String> {
+    #[cfg(feature = "cuda")]
+    {
+        use mamba_cuda::mma::Verdict;
+        let all = mamba_cuda::mma::verdicts();
+        if all.is_empty() {
+            eprintln!(
+                "verify: no GPU self-test ran (the CPU backend, or MAMBA_GGUF_CUDA_SELFTEST=0)"
+            );
+        }
+        let mut off = Vec::new();
+        for (dev, kernel, v) in all {
+            let what = match &v {
+                Verdict::Serving => "agrees with the dp4a matmul: serving".to_string(),
+                Verdict::Unavailable => {
+                    "not on this card (below sm_80): the dp4a matmul serves".to_string()
+                }
+                Verdict::SwitchedOff(why) => {
+                    off.push(kernel.to_string());
+                    format!("SWITCHED OFF ({why}): the dp4a matmul serves")
+                }
+            };
+            eprintln!("verify: {dev}: {kernel} {what}");
+        }
+        off
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        eprintln!("verify: built without the CUDA backend: nothing to verify");
+        Vec::new()
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
@@ -615,6 +656,11 @@ pub fn run(args: Args) -> Result<()> {
         .context("cannot start the thread pool")?;
 
     let model = super::run::load_model(&args.model, args.device, args.mmap)?;
+    let switched_off = if args.verify {
+        verify_report()
+    } else {
+        Vec::new()
+    };
     let tensors = model.gguf().tensors();
     let n_params: u64 = tensors.iter().map(|t| t.n_elements).sum();
     let model_size: u64 = tensors.iter().map(|t| t.n_bytes as u64).sum();
@@ -659,6 +705,12 @@ pub fn run(args: Args) -> Result<()> {
         if !json {
             eprintln!("plot written to {}", p.display());
         }
+    }
+    if !switched_off.is_empty() {
+        bail!(
+            "--verify: the self-test switched off {} (those weight types ran on the dp4a path)",
+            switched_off.join(", ")
+        );
     }
     Ok(())
 }
