@@ -73,14 +73,12 @@ static inline unsigned __float_as_uint(float f) {
     memcpy(&u, &f, 4);
     return u;
 }
-// The fibers of a block take turns on one OS thread and never switch inside
-// a call: a plain add is atomic among them (the kernels use atomics on
-// __shared__ memory only).
-static inline int atomicAdd(int* p, int v) {
-    int old = *p;
-    *p = old + v;
-    return old;
-}
+// Atomic for real: the fibers of a block take turns on one OS thread, but
+// blocks run on several (the matvec's tail counts finished blocks in global
+// memory; topk_f32 counts in __shared__ memory, one copy per OS thread).
+static inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+// Orders this thread's writes before its later ones for every block.
+static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline float __int_as_float(int u) {
     float f;
     memcpy(&f, &u, 4);

@@ -302,7 +302,8 @@ struct Entry {
 
 #define REG(k, P) {#k, sizeof(P), [](const void* p) { k(*(const P*)p); }},
 #define REG_MV1(name, NC) REG(matvec_##name##_##NC, MatvecArgs)
-#define REG_MV(name) REG_MV1(name, 1) REG_MV1(name, 2) REG_MV1(name, 3) REG_MV1(name, 4) REG_MV1(name, 5) REG_MV1(name, 6) REG_MV1(name, 7) REG_MV1(name, 8) REG(matmul_##name, MatmulArgs)
+#define REG_MV(name) REG_MV1(name, 1) REG_MV1(name, 2) REG_MV1(name, 3) REG_MV1(name, 4) REG_MV1(name, 5) REG_MV1(name, 6) REG_MV1(name, 7) REG_MV1(name, 8) REG(matmul_##name, MatmulArgs) \
+    REG(matvec_##name##_n3_1, MatvecTArgs) REG(matvec_##name##_n3_2, MatvecTArgs)
 
 #define REG_MVF1(name, NC) REG(matvec_##name##_##NC, MatvecFArgs)
 #define REG_MVF(name) REG_MVF1(name, 1) REG_MVF1(name, 2) REG_MVF1(name, 3) REG_MVF1(name, 4) REG_MVF1(name, 5) REG_MVF1(name, 6) REG_MVF1(name, 7) REG_MVF1(name, 8)

@@ -185,6 +185,33 @@ static __device__ __forceinline__ void q8a_block(float x, i8* q, float* d, int* 
     }
 }
 
+// Threads that sum a row of n values in the RMS norms (ops.rs's
+// norm_threads, which launches at least this many): about RMS_UNROLL values
+// each, a multiple of 32, from 32 to RMS_MAX_THREADS. A function of n alone,
+// so a row's sum runs in one order whichever kernel (rms_norm, rms_norm_q8a,
+// a segment of rms_norm3, the x-projection's norm tail in matvec.cu) and
+// however many threads its launch has.
+#define RMS_MAX_THREADS 1024
+// Values a thread keeps in flight per trip.
+#define RMS_UNROLL 4
+static __device__ __forceinline__ int norm_threads(int n) {
+    int t = (n + RMS_UNROLL * WARP - 1) / (RMS_UNROLL * WARP) * WARP;
+    return t < WARP ? WARP : t > RMS_MAX_THREADS ? RMS_MAX_THREADS : t;
+}
+
+// A load that bypasses L1 (ld.global.cg), for values that other blocks of
+// the same launch wrote (L1 is not coherent between SMs). Volatile, so it
+// stays after the __threadfence that orders it.
+static __device__ __forceinline__ float ld_cg(const float* p) {
+#ifdef MAMBA_EMU
+    return *(const volatile float*)p;
+#else
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+#endif
+}
+
 // Overflow-free forms (the CPU's quant::math uses the same algebra).
 static __device__ __forceinline__ float silu(float x) {
     float t = expf(-fabsf(x));

@@ -18,6 +18,20 @@
 
 #define MATVEC_WARPS 4
 
+// The x-projection's tail: Falcon's weightless dt/B/C norm of its output
+// rows, done by the launch's last block to finish instead of an rms_norm3
+// launch of its own (see norm3_tail below). In device memory, written once
+// per workspace (ops::Norm3Tail); `count` is the one field a launch changes.
+struct MvTail {
+    int count;  // blocks of the launch done; the last one puts 0 back
+    int nbc;    // B's and C's length: a row is dt (rows - 2 nbc), B, C
+    float eps;
+    int pad_;
+    i8* q;      // null, or [NC][rows - 2 nbc]: the normed dt also in Q8A
+    float* d;   // [NC][(rows - 2 nbc) / 32]
+    int* s;
+};
+
 struct MatvecArgs {
     const u8* w;
     const i8* q;
@@ -32,6 +46,13 @@ struct MatvecArgs {
     // order every kernel sums a row in (see "Split-K" below), and at decode
     // the warps a row gets.
     int splits;
+};
+
+// The parameters of matvec_<t>_n3_<c>, the matvec with the x-projection's
+// norm tail: MatvecArgs, then the tail.
+struct MatvecTArgs {
+    MatvecArgs m;
+    MvTail* tail;  // the x-projection's norm tail (norm3_tail)
 };
 
 // One decoded unit: 32 int8 values (8 words), contribution for an activation
@@ -619,6 +640,98 @@ static __device__ __forceinline__ void matvec_impl(const MatvecArgs& a) {
     }
 }
 
+// Partial sums of squares per row segment kept by the norm tail: dt's
+// virtual warps, then B's, then C's (ops::norm3_tail checks the shape fits).
+#define TAIL_PARTS 16
+
+// Thread t's share of a row's sum of squares in norm.cu's rms_scale with
+// step = norm_threads(n) threads: x[t], x[t + step], ... in that order,
+// RMS_UNROLL loads before the first add, the squares fused. Loads past L1.
+static __device__ __forceinline__ float rms_share(const float* x, int n, int t, int step) {
+    float ss = 0.0f;
+    for (int i0 = t; i0 < n; i0 += RMS_UNROLL * step) {
+        float v[RMS_UNROLL];
+#pragma unroll
+        for (int k = 0; k < RMS_UNROLL; k++) v[k] = i0 + k * step < n ? ld_cg(x + i0 + k * step) : 0.0f;
+#pragma unroll
+        for (int k = 0; k < RMS_UNROLL; k++)
+            if (i0 + k * step < n) ss = __fmaf_rn(v[k], v[k], ss);
+    }
+    return ss;
+}
+
+// 1 / sqrt(mean(x^2) + eps) from a segment's warp parts, added from the
+// first as rms_scale adds them (its extra warps only add +0).
+static __device__ __forceinline__ float rms_from_parts(const float* part, int k, int n, float eps) {
+    float tot = 0.0f;
+    for (int j = 0; j < k; j++) tot += part[j];
+    return 1.0f / sqrtf(tot / (float)n + eps);
+}
+
+// The x-projection's output rows normed in place as rms_norm3 does (dt, B
+// and C each by its own RMS, no weight), the dt segment also in Q8A when
+// t->q is set: bit for bit the rms_norm3 launch it replaces. Every block
+// counts itself once its outputs are written (__threadfence first, so they
+// are visible to every SM); the block that counts last runs the norm,
+// reading the other blocks' outputs past L1, and puts the count back to 0
+// for the next launch. Its work is spread over the block's warps with one
+// barrier: each warp sum of rms_norm3 (a segment's "virtual" warp of
+// norm_threads(n) threads; lane l stands for its thread l) is one task of
+// one of our warps, all rows and segments at once; then the Q8A blocks of
+// dt, a warp each, and B and C, a thread per value. Every thread of every
+// block calls it. One or two activation rows only (ops::matvec_norm3): the
+// one block's serial work grows with the rows, and past two, rms_norm3's
+// launch of a block per row and segment is the faster (the cost model).
+template <int NC>
+static __device__ __forceinline__ void norm3_tail(const MatvecArgs& a, MvTail* t) {
+    __shared__ int last;
+    __shared__ float part[NC][TAIL_PARTS];
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&t->count, 1) == (int)(gridDim.x - 1);
+    __syncthreads();
+    if (!last) return;  // uniform
+    __threadfence();
+    const int nbc = t->nbc, n0 = a.rows - 2 * nbc, nb0 = n0 / WARP;
+    const int s0 = norm_threads(n0), s1 = norm_threads(nbc), v0 = s0 / WARP, v1 = s1 / WARP;
+    const int per = v0 + 2 * v1, lane = threadIdx.x % WARP, nw = blockDim.x / WARP;
+    const float eps = t->eps;
+    for (int k = threadIdx.x / WARP; k < NC * per; k += nw) {  // warp-uniform
+        const int c = k / per, j = k % per;
+        const float* x = a.out + (long long)c * a.rows;
+        float ss;
+        if (j < v0) ss = rms_share(x, n0, j * WARP + lane, s0);
+        else if (j < v0 + v1) ss = rms_share(x + n0, nbc, (j - v0) * WARP + lane, s1);
+        else ss = rms_share(x + n0 + nbc, nbc, (j - v0 - v1) * WARP + lane, s1);
+        ss = warp_sum(ss);
+        if (lane == 0) part[c][j] = ss;
+    }
+    __syncthreads();
+    // dt: a Q8A block per warp (as rms_norm3), or a value per thread.
+    if (t->q) {
+        for (int k = threadIdx.x / WARP; k < NC * nb0; k += nw) {  // warp-uniform
+            const int c = k / nb0, b = k % nb0, i = b * WARP + lane;
+            float* x = a.out + (long long)c * a.rows;
+            const float v = ld_cg(x + i) * rms_from_parts(part[c], v0, n0, eps);
+            x[i] = v;
+            q8a_block(v, t->q + (long long)c * n0 + b * WARP, t->d + c * nb0 + b, t->s + c * nb0 + b);
+        }
+    } else {
+        for (int k = threadIdx.x; k < NC * n0; k += blockDim.x) {
+            const int c = k / n0;
+            float* x = a.out + (long long)c * a.rows + k % n0;
+            *x = ld_cg(x) * rms_from_parts(part[c], v0, n0, eps);
+        }
+    }
+    // B and C.
+    for (int k = threadIdx.x; k < NC * 2 * nbc; k += blockDim.x) {
+        const int c = k / (2 * nbc), j = k % (2 * nbc), seg = j / nbc;
+        float* x = a.out + (long long)c * a.rows + n0 + j;
+        *x = ld_cg(x) * rms_from_parts(part[c] + v0 + seg * v1, v1, nbc, eps);
+    }
+    if (threadIdx.x == 0) t->count = 0;
+}
+
 // Prefill: all `ncols` activation rows of a chunk in one launch, tiled.
 // A block of MM_WARPS warps takes MM_WARPS consecutive weight rows, one per
 // warp, and walks the chunk MM_COLS activation rows at a time; within such a
@@ -723,8 +836,17 @@ static __device__ __forceinline__ void matmul_impl(const MatmulArgs& a) {
 
 #define MV1(name, T, NC) \
     extern "C" __global__ void matvec_##name##_##NC(const MatvecArgs a) { matvec_impl<T, NC>(a); }
-#define MV(name, T) \
-    MV1(name, T, 1) MV1(name, T, 2) MV1(name, T, 3) MV1(name, T, 4) MV1(name, T, 5) MV1(name, T, 6) MV1(name, T, 7) MV1(name, T, 8)
+// The x-projection's form with the norm tail (one or two rows): kernels of
+// their own, so the tail's registers and shared memory never lower the
+// occupancy of the plain matvecs that stream the other weights.
+#define MVN3(name, T, NC)                                                     \
+    extern "C" __global__ void matvec_##name##_n3_##NC(const MatvecTArgs a) { \
+        matvec_impl<T, NC>(a.m);                                              \
+        norm3_tail<NC>(a.m, a.tail);                                          \
+    }
+#define MV(name, T)                                                                                              \
+    MV1(name, T, 1) MV1(name, T, 2) MV1(name, T, 3) MV1(name, T, 4) MV1(name, T, 5) MV1(name, T, 6) MV1(name, T, 7) \
+        MV1(name, T, 8) MVN3(name, T, 1) MVN3(name, T, 2)
 
 #define MM(name, T) \
     extern "C" __global__ void matmul_##name(const MatmulArgs a) { matmul_impl<T>(a); }

@@ -14,19 +14,9 @@
 //                 n0 % 32 == 0) also quantized to Q8A (row stride n0).
 #include "common.cuh"
 
-#define RMS_MAX_THREADS 1024
-// Values a thread keeps in flight per trip.
-#define RMS_UNROLL 4
-
-// The threads that sum a row of n values (ops.rs's norm_threads, which
-// launches at least this many): about RMS_UNROLL values each, a multiple of
-// 32, from 32 to RMS_MAX_THREADS. A function of n alone, so a row's sum runs
-// in one order whichever kernel (rms_norm, rms_norm_q8a, a segment of
-// rms_norm3) and however many threads its launch has.
-static __device__ __forceinline__ int norm_threads(int n) {
-    int t = (n + RMS_UNROLL * WARP - 1) / (RMS_UNROLL * WARP) * WARP;
-    return t < WARP ? WARP : t > RMS_MAX_THREADS ? RMS_MAX_THREADS : t;
-}
+// RMS_MAX_THREADS, RMS_UNROLL and norm_threads(n), the threads that sum a
+// row of n values, are in common.cuh (the x-projection's tail in matvec.cu
+// sums rows in the same order).
 
 struct RmsNormArgs {
     const float* x;

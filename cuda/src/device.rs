@@ -722,4 +722,8 @@ impl Params {
         self.align(8);
         self
     }
+    /// The block's bytes (a struct a kernel reads from device memory).
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }

@@ -336,11 +336,20 @@ macro_rules! kernel_names {
                 concat!("matvec_", $stem, "_8"),
             ],
             concat!("matmul_", $stem),
+            [
+                concat!("matvec_", $stem, "_n3_1"),
+                concat!("matvec_", $stem, "_n3_2"),
+            ],
         )),*]
     };
 }
 
-type Names = (&'static str, [&'static str; 8], &'static str);
+type Names = (
+    &'static str,
+    [&'static str; 8],
+    &'static str,
+    [&'static str; 2],
+);
 static KERNEL_NAMES: [Names; 24] = kernel_names!(
     "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq1_s",
     "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "tq1_0", "tq2_0", "iq3_xxs", "iq3_s", "iq4_nl",
@@ -544,7 +553,114 @@ pub fn matvec_split(
         acts,
         ncols,
         out,
-        (None, splits),
+        (None, splits, 0),
+    )
+}
+
+/// The x-projection's norm tail (matvec.cu, `MvTail`): Falcon's weightless
+/// dt/B/C norm of a [`matvec_norm3`]'s output rows, run by the launch's
+/// last block to finish, bit for bit the [`rms_norm3`] launch it replaces
+/// (one launch per layer fewer). Its fields live in device memory, written
+/// once here: the matvec's parameters grow by one pointer, and its block
+/// counter (the one field a launch changes: the last block puts it back to
+/// 0) sits beside them.
+pub struct Norm3Tail {
+    buf: Buffer<u8>,
+    /// Output rows of the matrix it follows: dt (`rows - 2 nbc`), B, C.
+    rows: usize,
+    /// Activation rows its Q8A output (if any) was checked for.
+    max_cols: usize,
+}
+
+/// A [`Norm3Tail`] for a matrix of `rows` output rows laid out as dt
+/// (`rows - 2 nbc`), B (`nbc`), C (`nbc`), each normed with `eps`; with
+/// `q8a`, the normed dt of up to `max_cols` activation rows also in Q8A
+/// (rows of `rows - 2 nbc`, a multiple of 32), as [`rms_norm3`]'s.
+pub fn norm3_tail(
+    dev: &Device,
+    rows: usize,
+    nbc: usize,
+    eps: f32,
+    q8a: Option<&QActs>,
+    max_cols: usize,
+) -> Result<Norm3Tail> {
+    let n0 = rows.saturating_sub(mul("B and C", nbc, 2)?);
+    if nbc == 0 || n0 == 0 || max_cols == 0 {
+        return Err(CudaError::Shape {
+            what: "norm3 tail dt/B/C",
+            value: rows,
+            why: "each segment and the rows must be positive",
+        });
+    }
+    // The warp sums it keeps per row (matvec.cu's TAIL_PARTS).
+    let parts = (norm_threads(n0) + 2 * norm_threads(nbc)) as usize / 32;
+    if parts > 16 {
+        return Err(CudaError::Shape {
+            what: "norm3 tail warp sums per row",
+            value: parts,
+            why: "more than 16",
+        });
+    }
+    let [q, qd, qs] = q8a_out(dev, q8a, max_cols, n0)?;
+    let bytes = Params::default()
+        .i32(0)
+        .i32(i32_of("nbc", nbc)?)
+        .f32(eps)
+        .i32(0)
+        .ptr(q)
+        .ptr(qd)
+        .ptr(qs)
+        .done()
+        .into_bytes();
+    Ok(Norm3Tail {
+        buf: dev.upload(&bytes)?,
+        rows,
+        max_cols,
+    })
+}
+
+/// [`matvec`] whose output rows are then normed in place by `tail` (see
+/// [`Norm3Tail`]) in the same launch: bit for bit [`matvec`] then
+/// [`rms_norm3`] over the segments dt, B, C (with its Q8A of dt when the
+/// tail has one). One or two activation rows (`ncols`): the tail's work is
+/// one block's, and past two rows [`rms_norm3`]'s own launch is faster.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_norm3(
+    dev: &Device,
+    ty: GgmlType,
+    (w, n, rows): (&View, usize, usize),
+    acts: &QActs,
+    ncols: usize,
+    out: &MvOut,
+    tail: &Norm3Tail,
+) -> Result<()> {
+    if rows != tail.rows || ncols > tail.max_cols.min(2) {
+        return Err(CudaError::Shape {
+            what: "norm3 tail rows / activation rows",
+            value: if rows != tail.rows { rows } else { ncols },
+            why: "not what the tail was made for",
+        });
+    }
+    let stem = matvec_stem(ty).ok_or(CudaError::Unsupported { ty })?;
+    let name = ncols
+        .checked_sub(1)
+        .and_then(|i| names_of(stem).ok()?.3.get(i).copied())
+        .ok_or(CudaError::Shape {
+            what: "ncols",
+            value: ncols,
+            why: "1 or 2 activation rows with the norm tail",
+        })?;
+    let t = dev.check_view(&dev.view(&tail.buf, 0, tail.buf.len())?)?;
+    let splits = splits_for(dev, rows, n);
+    launch_quantized(
+        dev,
+        name,
+        ty,
+        (w, n, rows),
+        acts,
+        ncols,
+        out,
+        (None, splits, t),
     )
 }
 
@@ -605,13 +721,14 @@ pub fn matmul_split(
         acts,
         ncols,
         out,
-        (Some(nc), splits),
+        (Some(nc), splits, 0),
     )
 }
 
 /// The checks and the launch shared by [`matvec`] and [`matmul`]; `ncols`
 /// goes into the parameters for the matmul (whose struct has it after the
-/// matvec's fields).
+/// matvec's fields); `tail`: a [`Norm3Tail`]'s device address for a
+/// `matvec_<t>_n3_<c>` kernel, or 0.
 #[allow(clippy::too_many_arguments)]
 fn launch_quantized(
     dev: &Device,
@@ -621,7 +738,7 @@ fn launch_quantized(
     acts: &QActs,
     ncols: usize,
     out: &MvOut,
-    (ncols_param, splits): (Option<i32>, usize),
+    (ncols_param, splits, tail): (Option<i32>, usize, u64),
 ) -> Result<()> {
     if rows == 0 || n == 0 || n % ty.block_size() != 0 {
         return Err(CudaError::Shape {
@@ -677,7 +794,8 @@ fn launch_quantized(
         .i32(i32_of("row bytes", rb)?)
         .ptr(add)
         .i32(splits as i32)
-        // MatvecArgs ends padded to 8; the matmul's ncols follows it.
+        // MatvecArgs ends padded to 8; the matmul's ncols or the n3
+        // matvec's tail (MatvecTArgs) follows it.
         .done();
     // Threads per block, and weight rows per block.
     let (warps, per_block) = match ncols_param {
@@ -685,11 +803,19 @@ fn launch_quantized(
             p = p.i32(nc);
             (MATMUL_WARPS, MATMUL_WARPS)
         }
-        // Short rows (n / 32 units dividing 32, fewer than 32) against one
-        // or two activation rows: 32 / units rows a warp (matvec.cu,
-        // matvec_short_rows).
-        None if ncols <= 2 && nb < 32 && 32 % nb == 0 => (MATVEC_WARPS, MATVEC_WARPS * 32 / nb),
-        None => (MATVEC_WARPS, MATVEC_WARPS / splits),
+        None => {
+            if tail != 0 {
+                p = p.ptr(tail);
+            }
+            // Short rows (n / 32 units dividing 32, fewer than 32) against
+            // one or two activation rows: 32 / units rows a warp (matvec.cu,
+            // matvec_short_rows).
+            if ncols <= 2 && nb < 32 && 32 % nb == 0 {
+                (MATVEC_WARPS, MATVEC_WARPS * 32 / nb)
+            } else {
+                (MATVEC_WARPS, MATVEC_WARPS / splits)
+            }
+        }
     };
     let p = p.done();
     // SAFETY: weights, activations and outputs were checked against the shapes.

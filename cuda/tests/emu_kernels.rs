@@ -1632,3 +1632,168 @@ fn split_k_slices_follow_the_rows_and_the_card() {
         );
     }
 }
+
+/// The x-projection's norm tail (`ops::matvec_norm3`): the matvec's rows
+/// normed dt/B/C in place by the launch's last block equal, bit for bit,
+/// `matvec` then `rms_norm3` (and its Q8A of dt), for 1 and 2 activation
+/// rows (3 are refused), with one slice per row and with split-K; the normed
+/// values also match an f64 norm of the matvec's output. Each launch runs
+/// twice with new activations, so the block counter is seen put back.
+#[test]
+fn x_projection_norm_tail_equals_matvec_then_rms_norm3() {
+    let dev = test_device();
+    let mut rng = StdRng::seed_from_u64(77);
+    let eps = 1e-6f32;
+    // 48 rows of 4096 are summed in 2 slices on the emulator's 8 SMs
+    // (ops::splits_for); 288 rows of 1024 (the 7B's dt 256, B and C 16:
+    // dt's sum in two warps' parts) in one.
+    for (ty, n, dt, nbc) in [
+        (GgmlType::Q4_K, 4096, 32, 8),
+        (GgmlType::Q8_0, 1024, 256, 16),
+    ] {
+        let rows = dt + 2 * nbc;
+        let splits = ops::splits_for(&dev, rows, n);
+        assert_eq!(splits, if n == 4096 { 2 } else { 1 });
+        let wf = rand_vec(&mut rng, rows * n, 1.0);
+        let wb = ops::upload_weights(&dev, ty, n, &quantize_rows(ty, &wf, n)).unwrap();
+        let wv = view(&dev, &wb);
+        let q8 = |cols: usize| -> (Buffer<i8>, Buffer<f32>, Buffer<i32>) {
+            (
+                dev.alloc(cols * dt).unwrap(),
+                dev.alloc(cols * dt / 32).unwrap(),
+                dev.alloc(cols * dt / 32).unwrap(),
+            )
+        };
+        let read = |b: &(Buffer<i8>, Buffer<f32>, Buffer<i32>)| {
+            (
+                dev.read(&b.0).unwrap(),
+                dev.read(&b.1).unwrap(),
+                dev.read(&b.2).unwrap(),
+            )
+        };
+        let tq = q8(8);
+        let tacts = QActs {
+            q: &view(&dev, &tq.0),
+            d: &view(&dev, &tq.1),
+            s: &view(&dev, &tq.2),
+        };
+        let tail = ops::norm3_tail(&dev, rows, nbc, eps, Some(&tacts), 8).unwrap();
+        let plain_tail = ops::norm3_tail(&dev, rows, nbc, eps, None, 8).unwrap();
+        for ncols in [1, 2] {
+            for round in 0..2 {
+                let x = rand_vec(&mut rng, ncols * n, 1.0 + round as f32);
+                let (q, d, s) = q8a_ref(&x);
+                let (qb, db, sb) = (
+                    dev.upload(&q).unwrap(),
+                    dev.upload(&d).unwrap(),
+                    dev.upload(&s).unwrap(),
+                );
+                let acts = QActs {
+                    q: &view(&dev, &qb),
+                    d: &view(&dev, &db),
+                    s: &view(&dev, &sb),
+                };
+                // Unfused: matvec, then rms_norm3 with its Q8A.
+                let want: Buffer<f32> = dev.alloc(ncols * rows).unwrap();
+                let wantv = view(&dev, &want);
+                ops::matvec(&dev, ty, &wv, n, rows, &acts, ncols, &MvOut::to(&wantv)).unwrap();
+                let raw = dev.read(&want).unwrap();
+                let wq = q8(ncols);
+                let wacts = QActs {
+                    q: &view(&dev, &wq.0),
+                    d: &view(&dev, &wq.1),
+                    s: &view(&dev, &wq.2),
+                };
+                let (off, lens) = ([0, dt, dt + nbc], [dt, nbc, nbc]);
+                ops::rms_norm3(&dev, &wantv, ncols, rows, off, lens, eps, Some(&wacts)).unwrap();
+                let want_rows = dev.read(&want).unwrap();
+                // Fused, with and without the Q8A of dt.
+                for (t, with_q) in [(&tail, true), (&plain_tail, false)] {
+                    let got: Buffer<f32> = dev.alloc(ncols * rows).unwrap();
+                    let gv = view(&dev, &got);
+                    ops::matvec_norm3(&dev, ty, (&wv, n, rows), &acts, ncols, &MvOut::to(&gv), t)
+                        .unwrap();
+                    let got_rows = dev.read(&got).unwrap();
+                    let same = got_rows
+                        .iter()
+                        .zip(&want_rows)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{ty:?} ncols {ncols} round {round} q {with_q}: rows differ"
+                    );
+                    if with_q {
+                        let (gq, gd, gs) = read(&tq);
+                        let (wq, wd, ws) = read(&wq);
+                        let nb = ncols * dt / 32;
+                        assert_eq!(&gq[..ncols * dt], &wq[..], "{ty:?} ncols {ncols}: q");
+                        assert_eq!(&gs[..nb], &ws[..], "{ty:?} ncols {ncols}: s");
+                        let db: Vec<u32> = gd[..nb].iter().map(|v| v.to_bits()).collect();
+                        let wdb: Vec<u32> = wd.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(db, wdb, "{ty:?} ncols {ncols}: d");
+                    }
+                }
+                // The norm itself against f64, from the matvec's raw rows.
+                for c in 0..ncols {
+                    for (o, l) in off.iter().zip(lens) {
+                        let seg = &raw[c * rows + o..c * rows + o + l];
+                        let want64 = rms_ref(seg, None, eps);
+                        for (i, w) in want64.iter().enumerate() {
+                            let g = want_rows[c * rows + o + i];
+                            assert!(
+                                (g - w).abs() <= 1e-5 * w.abs().max(1e-3),
+                                "{ty:?} c {c} seg {o} i {i}: {g} vs {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // A matrix or a batch the tail was not made for is refused.
+        let x = rand_vec(&mut rng, n, 1.0);
+        let (q, d, s) = q8a_ref(&x);
+        let (qb, db, sb) = (
+            dev.upload(&q).unwrap(),
+            dev.upload(&d).unwrap(),
+            dev.upload(&s).unwrap(),
+        );
+        let acts = QActs {
+            q: &view(&dev, &qb),
+            d: &view(&dev, &db),
+            s: &view(&dev, &sb),
+        };
+        let o: Buffer<f32> = dev.alloc(9 * rows).unwrap();
+        let ov = view(&dev, &o);
+        let other = ops::norm3_tail(&dev, rows + 32, nbc, eps, None, 8).unwrap();
+        // Three rows are rms_norm3's (the tail is made for up to two).
+        let o3: Buffer<f32> = dev.alloc(3 * rows).unwrap();
+        let (q3, d3, s3) = q8a_ref(&rand_vec(&mut rng, 3 * n, 1.0));
+        let (q3, d3, s3) = (
+            dev.upload(&q3).unwrap(),
+            dev.upload(&d3).unwrap(),
+            dev.upload(&s3).unwrap(),
+        );
+        let acts3 = QActs {
+            q: &view(&dev, &q3),
+            d: &view(&dev, &d3),
+            s: &view(&dev, &s3),
+        };
+        let out3v = view(&dev, &o3);
+        ops::matvec(&dev, ty, &wv, n, rows, &acts3, 3, &MvOut::to(&out3v)).unwrap();
+        let out3 = view(&dev, &o3);
+        let three = ops::matvec_norm3(
+            &dev,
+            ty,
+            (&wv, n, rows),
+            &acts3,
+            3,
+            &MvOut::to(&out3),
+            &tail,
+        );
+        assert!(three.is_err());
+        assert!(
+            ops::matvec_norm3(&dev, ty, (&wv, n, rows), &acts, 1, &MvOut::to(&ov), &other).is_err()
+        );
+    }
+    assert!(ops::norm3_tail(&dev, 32, 16, 1e-6, None, 1).is_err());
+}

@@ -79,6 +79,8 @@ fn every_launched_kernel_is_in_the_shipped_ptx_and_sass() {
         if !matches!(stem, "f32" | "f16" | "bf16") {
             names.push(format!("matmul_{stem}"));
             names.push(format!("mma_matmul_{stem}"));
+            names.push(format!("matvec_{stem}_n3_1"));
+            names.push(format!("matvec_{stem}_n3_2"));
         }
     }
     for n in names {

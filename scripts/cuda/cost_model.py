@@ -91,6 +91,10 @@ DESIGN = {
     # Fusing norm3 into dt_proj and conv into x_proj's staging gives 6;
     # a persistent per-layer kernel 1 (finding 8).
     "launches_per_layer": 8,
+    # Falcon's dt/B/C norm done by x_proj's last block (matvec.cu norm3_tail:
+    # __threadfence + a block counter) at batches up to this, instead of its
+    # own rms_norm3 launch: 7 launches a layer there (0: never).
+    "norm3_tail": 2,  # ops::matvec_norm3, src/backend/cuda.rs (t <= 2)
     # Programmatic dependent launch on sm_90 (griddepcontrol): the node gap
     # shrinks to PDL_GAP_US there (finding 8).
     "pdl": False,
@@ -104,9 +108,10 @@ DESIGN = {
     "short_rows_path": True,
     # Threads of the argmax block.
     "argmax_threads": 1024,  # elementwise.cu ARGMAX_THREADS
-    # Batch > 8 uses int8 tensor cores (mma.sync) instead of the dp4a tile
-    # (finding 11): MAC rate x MMA_SPEEDUP of the arch.
-    "matmul_mma": False,
+    # Batch > 8 and prefill use int8 tensor cores (mma.cu's mma_matmul_<t>,
+    # mma.sync m16n8k32, sm_80+, once its load-time self-test passed)
+    # instead of the dp4a tile (finding 11): modelled by mma_matmul below.
+    "matmul_mma": True,
 }
 
 # The kernels as reviewed (commit 446ab26): `--baseline` models them, with
@@ -115,8 +120,9 @@ DESIGN = {
 BASELINE = {
     "weight_load_bytes": 2, "matvec_one_trip": False, "units_per_lane": 1, "norm_loads_hoisted": False,
     "norm_threads": 256, "scan_vec16": False, "argmax_multi_load": False, "argmax_threads": 256,
-    "q6k_repacked": False, "split_k": False, "short_rows_path": False,
+    "q6k_repacked": False, "split_k": False, "short_rows_path": False, "matmul_mma": False,
 }
+BASELINE["norm3_tail"] = 0  # rms_norm3 had its own launch at every batch
 
 # The fixes --all-fixes turns on at once (what the review's fix list adds up to).
 ALL_FIXES = {
@@ -203,6 +209,8 @@ HOST_EXPOSED_US = 15.0
 TAIL_US = 0.3
 Q8A_US = 0.25
 BARRIER_US = 0.1
+# One warp butterfly (5 dependent shuffles, ~25-30 cycles each) [estimate].
+WARP_SUM_US = 0.05
 # Matvec instructions per warp iteration (one unit per lane): a base for the
 # weight decode plus one column's dp4a / scale work [estimate from the SASS
 # load table of finding 5 plus its ~8 integer and float instructions per dp4a].
@@ -211,9 +219,6 @@ ISSUE_PER_COL_INSTR = 30
 # The matmul tile (batch > 8): int8 MAC per clock per SM, bound by its shared
 # loads (finding 11: ~1024 MAC per 10 cycles, "roughly 100").
 MATMUL_MAC_PER_CLK_SM = 100
-# Tensor cores instead (finding 11: "about 3-4x on an A10 and 5-10x on an
-# A100 or H100 for the matmul share").
-MMA_SPEEDUP = {"sm_86": 3.5, "sm_89": 3.5, "sm_90": 7.0}
 # Split-K: used when rows < this x SMs; k picked to give about SPLITK_WAVES
 # waves of resident warps (finding 7: "when rows < ~8 x SMs").
 SPLITK_ROWS_PER_SM = 8
@@ -505,6 +510,8 @@ def matvec(x, label, ty, rows, n, nc, add=False):
 
 def matmul(x, label, ty, rows, n, nc, add=False):
     """matmul_<ty> (batch > 8): 8 warps x 8 rows per block, 16-column groups, 32-unit tiles staged in smem."""
+    if x.d["matmul_mma"]:
+        return mma_matmul(x, label, ty, rows, n, nc, add)
     per, bb = QTYPES[ty]
     nb = n // UNIT
     kern = f"matmul_{ty}"
@@ -519,13 +526,76 @@ def matmul(x, label, ty, rows, n, nc, add=False):
     per_tile = x.l2 + 2 * BARRIER_US + trips * x.lat_loaded
     lat = waves * (groups * tiles * per_tile + TAIL_US)
     macs = rows * n * nc
-    rate = MATMUL_MAC_PER_CLK_SM * (MMA_SPEEDUP[x.arch] if x.d["matmul_mma"] else 1)
-    comp = macs / x.per_sm_rate(rate)
+    comp = macs / x.per_sm_rate(MATMUL_MAC_PER_CLK_SM)
     wbytes = rows * (n // per) * bb
     dram = wbytes + nc * rows * 4 * (2 if add else 1)
     times = dict(dram=x.t_dram(dram), compute=comp, latency=lat)
-    note = f"{bpsm} blocks/SM ({info['src']}), {waves} wave(s), {groups} col groups x {tiles} tiles, {'mma' if x.d['matmul_mma'] else 'dp4a'}"
-    return k(label, kern, 1, str(blocks), 32 * MATMUL_WARPS, dram, times, note)
+    note = f"{bpsm} blocks/SM ({info['src']}), {waves} wave(s), {groups} col groups x {tiles} tiles, dp4a"
+    r = k(label, kern, 1, str(blocks), 32 * MATMUL_WARPS, dram, times, note)
+    r["macs"] = macs
+    return r
+
+
+# mma_matmul_<t> (mma.cu): 4 warps, 64 weight rows x 32 columns a block
+# (column tiles along grid.x, so a row tile's weights come from DRAM once),
+# MMA_KU units (32 values each) a stage: decode the 64 x 4 units into shared
+# memory, stage the 32 x 4 Q8A blocks, a barrier, then per warp 4 units x 4
+# column tiles of IMMA + epilogue, a barrier; the next stage's weight lines
+# are prefetched to L2 meanwhile (other resident blocks hide the rest).
+MMA_ROWS, MMA_COLS_TILE, MMA_KU, MMA_THREADS = 64, 32, 4, 128
+MMA_SMEM = 20096  # ptxas: mma_matmul_q4_k static shared memory (q2_k/iq1_m 26112)
+# Dense int8 tensor-core peak, MAC per clock per SM (data sheets' dense INT8
+# TOPS / 2 / SMs / boost clock: A10 250 TOPS, L4 242, RTX 4090 660.6, all
+# 1024; H100 SXM 1979 TOPS -> 3786; H200 the same chip).
+MMA_PEAK_MAC_PER_CLK_SM = {"sm_86": 1024, "sm_89": 1024, "sm_90": 3786}
+# The share of that peak mma.sync can reach: near all of it on Ampere/Ada;
+# Hopper's full rate needs wgmma, mma.sync gets about 60% [estimate, unsure].
+MMA_SYNC_EFF = {"sm_86": 0.9, "sm_89": 0.9, "sm_90": 0.6}
+# Warp instructions per unit and column tile in the k loop, the IMMA(s)
+# included [estimate from mma.cu: 2 LDS for B, 1 or 2 IMMA, 2 LDS.64 of the
+# two columns' d and s, then per output (4 a lane) I2F, FMUL, 2 FFMA; the A
+# fragment and the rows' scales (10 LDS) spread over the 4 column tiles].
+# Q6_K has two 16-value scales: two IMMAs a unit, one more I2F and FFMA an
+# output.
+MMA_LOOP_INSTR = {"q4_k": 24, "q6_k": 33}
+MMA_IMMA = {"q4_k": 1, "q6_k": 2}
+# Staging the activations: 32 x 4 blocks of 8 words + d + s, about 6
+# instructions per word a thread moves [estimate].
+MMA_STAGE_INSTR_PER_WORD = 6
+
+
+def mma_matmul(x, label, ty, rows, n, nc, add=False):
+    """mma_matmul_<ty>: issue-bound epilogue, tensor pipe, per-stage latency, DRAM."""
+    per, bb = QTYPES[ty]
+    nb = n // UNIT
+    kern = f"mma_matmul_{ty}"
+    info = x.sass.get(kern, x.arch)
+    bpsm = occupancy(info, MMA_THREADS, x.arch, MMA_SMEM)
+    ctiles, rtiles = math.ceil(nc / MMA_COLS_TILE), math.ceil(rows / MMA_ROWS)
+    blocks = ctiles * rtiles
+    waves = math.ceil(blocks / (bpsm * x.sms))
+    stages = math.ceil(nb / MMA_KU)
+    # Per block and stage: warp instructions and IMMAs.
+    decode = MMA_ROWS * MMA_KU / 32 * ISSUE_BASE_INSTR[ty]
+    stage = (MMA_COLS_TILE * MMA_KU * 10) / 32 * MMA_STAGE_INSTR_PER_WORD
+    loop = (MMA_THREADS // 32) * MMA_KU * 4 * MMA_LOOP_INSTR[ty]
+    immas = (MMA_THREADS // 32) * MMA_KU * 4 * MMA_IMMA[ty]
+    issue = blocks * stages * (decode + stage + loop) / x.per_sm_rate(ISSUE_PER_CLK)
+    peak = MMA_PEAK_MAC_PER_CLK_SM[x.arch] * MMA_SYNC_EFF[x.arch]
+    tensor = blocks * stages * immas * 16 * 8 * 32 / x.per_sm_rate(peak)
+    # Each stage waits on its weight units (from L2: the stage before
+    # prefetched them, prefetch.global.L2; the first from DRAM), the
+    # activation tile (L2) and two barriers.
+    per_stage = 2 * x.l2 + 2 * BARRIER_US
+    lat = waves * (x.lat_loaded + stages * per_stage + TAIL_US)
+    wbytes = rows * (n // per) * bb
+    dram = wbytes + nc * rows * 4 * (2 if add else 1)
+    times = dict(dram=x.t_dram(dram), issue=issue, tensor=tensor, latency=lat)
+    note = (f"{bpsm} blocks/SM ({info['src']}), {waves} wave(s), {ctiles}x{rtiles} tiles x {stages} stages, "
+            f"{(decode + stage + loop) / immas:.0f} instr/IMMA, mma")
+    r = k(label, kern, 1, f"{ctiles}x{rtiles}", MMA_THREADS, dram, times, note)
+    r["macs"] = rows * n * nc
+    return r
 
 
 def gemm(x, label, ty, rows, n, add=False):
@@ -554,9 +624,16 @@ def norm_q8a(x, label, n, weight=True):
              f"{per_thread} serial L2 + {iters} x (DRAM + Q8A)" if not x.d["norm_loads_hoisted"] else "loads hoisted")
 
 
+def norm_threads(n):
+    """ops::norm_threads: about 4 values a thread, a multiple of 32, 32 to 1024."""
+    return min(1024, max(32, -(-n // 128) * 32))
+
+
 def norm3(x):
-    """rms_norm3: grid (rows, 3); dt segment (256) with Q8A, B and C (16 each)."""
-    th = x.d["norm_threads"]
+    """rms_norm3: grid (rows, 3); dt segment (256) with Q8A, B and C (16 each).
+    Launched with norm_threads(256) = 64 threads (ops::rms_norm3), so each of
+    its 2 warps quantizes 4 of dt's 8 Q8A blocks in turn."""
+    th = norm_threads(DT_RANK) if x.d["norm_loads_hoisted"] else x.d["norm_threads"]
     n = DT_RANK
     per_thread = math.ceil(n / th)
     iters = math.ceil(n / 32 / (th // 32))
@@ -567,6 +644,23 @@ def norm3(x):
     dram = x.b * XPROJ_OUT * 4 * 2
     times = dict(dram=x.t_dram(dram), latency=chain)
     return k("norm3 (dt/B/C)", "rms_norm3", 1, f"{x.b}x3", th, dram, times, "L2 chain")
+
+
+def norm3_tail(x):
+    """The same norm run by x_proj's last block (matvec.cu norm3_tail): no
+    launch of its own; its chain follows the last block's dots: __threadfence
+    and the block counter's atomicAdd (an L2 round trip each), the warp sums
+    of every row and segment (4 a row: dt's 2 warps of norm_threads(256),
+    B's, C's) spread over the block's 4 warps, an L2 trip and a butterfly a
+    round, a barrier, dt's Q8A blocks (8 a row over 4 warps, in turn) with
+    their loads, then B and C (a value a thread, one trip)."""
+    sums = norm_threads(DT_RANK) // 32 + 2 * (norm_threads(D_STATE) // 32)
+    rounds = math.ceil(x.b * sums / MATVEC_WARPS)
+    q8a = math.ceil(x.b * DT_RANK // UNIT / MATVEC_WARPS)
+    chain = 2 * x.l2 + rounds * (x.l2 + WARP_SUM_US) + BARRIER_US + x.l2 + q8a * Q8A_US + x.l2
+    dram = 0  # x_proj's rows were just written: L2
+    return k("norm3 tail (in x_proj)", "matvec_q4_k_1", 0, "last block", 32 * MATVEC_WARPS, dram,
+             dict(latency=chain), f"{rounds} sum round(s), {q8a} Q8A in turn a warp")
 
 
 def conv(x):
@@ -620,12 +714,14 @@ def argmax(x):
 def step(card, batch, design, sass):
     x = Ctx(card, batch, design, sass)
     L = N_LAYER
+    # rms_norm3's launch gone at small batches (norm3_tail above).
+    tail_norm3 = design["launches_per_layer"] == 8 and batch <= design.get("norm3_tail", 0)
     per_layer = [
         norm_q8a(x, "norm+q8a", D_MODEL),
         gemm(x, "in_proj", "q4_k", 2 * D_INNER, D_MODEL),
         conv(x),
         gemm(x, "x_proj", "q4_k", XPROJ_OUT, D_INNER),
-        norm3(x),
+        norm3_tail(x) if tail_norm3 else norm3(x),
         gemm(x, "dt_proj", "q4_k", D_INNER, DT_RANK),
         scan(x),
         gemm(x, "out_proj+residual", "q4_k", D_MODEL, D_INNER, add=True),
@@ -636,6 +732,8 @@ def step(card, batch, design, sass):
         r["launches"] = L
         r["us_step"] = r["us"] * L
         r["dram_step"] = r["dram_bytes"] * L
+        if r["name"] == "norm3 tail (in x_proj)":
+            r["launches"] = 0  # inside x_proj's launch
         rows.append(r)
     tail = [norm_q8a(x, "final norm+q8a", D_MODEL), gemm(x, "head (Q6_K)", "q6_k", VOCAB, D_MODEL), argmax(x)]
     for r in [rows[0]] + tail:
@@ -643,7 +741,7 @@ def step(card, batch, design, sass):
         r.setdefault("dram_step", r["dram_bytes"])
     rows += tail
     kernels_us = sum(r["us_step"] for r in rows)
-    launches = 3 + L * design["launches_per_layer"] + 1
+    launches = 3 + L * (design["launches_per_layer"] - (1 if tail_norm3 else 0)) + 1
     if design["launches_per_layer"] < 8:
         # fused launches: the latency of the kernels merged away is assumed
         # hidden (norm3 inside dt_proj, conv inside x_proj's staging) [estimate]
@@ -667,6 +765,98 @@ def step(card, batch, design, sass):
                 tok_s=batch * 1e6 / total_us, weight_bytes=weights_only, state_bytes=state,
                 bw_share=moved / (total_us * 1e-6) / CARDS[card]["bw"],
                 bound_tok_s=batch * CARDS[card]["bw"] / moved)
+
+
+# =============================================================================
+# Prefill (issue 25): a prompt of `tokens` fed in chunks of CHUNK tokens
+# (src/session.rs DEFAULT_CHUNK), one sequence. Per chunk: the embedding, per
+# layer the norm, in_proj, conv, x_proj, norm3, dt_proj, scan and out_proj
+# over the chunk's rows (matmuls over CHUNK columns), then the final norm and
+# the head for the last row only. The conv and the scan walk the chunk's
+# tokens one after the other (one thread per channel): CONV_TOKEN_US and
+# L2 + SCAN_TOKEN_US per token [estimate; review finding 11: 0.3-0.5 us a
+# token per layer for the scan].
+# =============================================================================
+CHUNK = 128
+CONV_TOKEN_US = 0.05
+SCAN_TOKEN_US = 0.15
+PREFILL_TOKENS = (512, 4096)
+PREFILL_CARDS = ("A10", "RTX4090", "H100SXM", "H200")
+BATCHED = (8, 32, 64)
+
+
+def conv_chunk(x, t):
+    blocks = math.ceil(D_INNER / SSM_THREADS)
+    chain = x.lat + t * CONV_TOKEN_US + Q8A_US + TAIL_US
+    dram = D_INNER * (D_CONV + 1) * 4 + 2 * CONV_STATE_B + t * D_INNER * (4 + 4 + 1)
+    return k("conv1d+silu+q8a (chunk)", "conv1d_silu_k4", 1, f"{blocks}x1", SSM_THREADS, dram,
+             dict(dram=x.t_dram(dram), latency=chain), f"{t} tokens in turn")
+
+
+def scan_chunk(x, t):
+    blocks = math.ceil(D_INNER / SSM_THREADS)
+    chain = x.lat_loaded + t * (x.l2 + SCAN_TOKEN_US) + Q8A_US + TAIL_US
+    dram = D_INNER * D_STATE * 4 + D_INNER * 8 + 2 * SCAN_STATE_B + t * D_INNER * 4 * 4
+    return k("selective scan (chunk)", "selective_scan_n16", 1, f"{blocks}x1", SSM_THREADS, dram,
+             dict(dram=x.t_dram(dram), latency=chain), f"{t} tokens in turn, {blocks} blocks")
+
+
+def prefill(card, tokens, design, sass):
+    """Seconds of a `tokens` prompt and the matmuls' share and rate."""
+    chunks = []
+    left = tokens
+    while left > 0:
+        chunks.append(min(CHUNK, left))
+        left -= chunks[-1]
+    total_us = mm_us = macs = 0.0
+    for t in chunks:
+        x = Ctx(card, t, design, sass)  # x.b = the chunk's rows for the row-parallel kernels
+        one = Ctx(card, 1, design, sass)
+        layer = [norm_q8a(x, "norm+q8a", D_MODEL), matmul(x, "in_proj", "q4_k", 2 * D_INNER, D_MODEL, t),
+                 conv_chunk(x, t), matmul(x, "x_proj", "q4_k", XPROJ_OUT, D_INNER, t), norm3(x),
+                 matmul(x, "dt_proj", "q4_k", D_INNER, DT_RANK, t), scan_chunk(x, t),
+                 matmul(x, "out_proj+residual", "q4_k", D_MODEL, D_INNER, t, add=True)]
+        tail = [embed(x), norm_q8a(one, "final norm+q8a", D_MODEL), matvec(one, "head (Q6_K)", "q6_k", VOCAB, D_MODEL, 1)]
+        kern = N_LAYER * sum(r["us"] for r in layer) + sum(r["us"] for r in tail)
+        mm_us += N_LAYER * sum(r["us"] for r in layer if "macs" in r)
+        macs += N_LAYER * sum(r["macs"] for r in layer if "macs" in r)
+        launches = 3 + N_LAYER * design["launches_per_layer"]
+        gap = PDL_GAP_US if (design["pdl"] and x.arch == "sm_90") else GRAPH_NODE_GAP_US
+        host = HOST_EXPOSED_US if design["host_overlapped"] else HOST_US
+        total_us += kern + launches * gap + host
+    c = CARDS[card]
+    peak = MMA_PEAK_MAC_PER_CLK_SM[c["arch"]] * c["sms"] * c["clk"]
+    return dict(card=card, workload=f"pp{tokens}", tok_s=tokens / (total_us * 1e-6), ms=total_us / 1e3,
+                matmul_share=mm_us / total_us, tc_peak_share=macs / (mm_us * 1e-6) / peak)
+
+
+def prefill_table(design, sass):
+    """Before (dp4a tiles) and after (int8 tensor cores) for prefill and batched decode."""
+    before, after = dict(design, matmul_mma=False), dict(design, matmul_mma=True)
+    out = ["| card | workload | dp4a tok/s | matmuls | mma tok/s | matmuls | speed-up | matmuls at % of int8 TC peak (dp4a / mma) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for card in PREFILL_CARDS:
+        rows = []
+        for tokens in PREFILL_TOKENS:
+            rows.append((prefill(card, tokens, before, sass), prefill(card, tokens, after, sass)))
+        for b in BATCHED:
+            pair = []
+            for d in (before, after):
+                s = step(card, b, d, sass)
+                mm = [r for r in s["rows"] if "macs" in r]
+                mm_us = sum(r["us_step"] for r in mm)
+                macs = sum(r["macs"] * r["launches"] for r in mm)
+                c = CARDS[card]
+                peak = MMA_PEAK_MAC_PER_CLK_SM[c["arch"]] * c["sms"] * c["clk"]
+                pair.append(dict(card=card, workload=f"decode x{b}", tok_s=s["tok_s"],
+                                 matmul_share=mm_us / s["total_us"],
+                                 tc_peak_share=(macs / (mm_us * 1e-6) / peak) if mm_us else None))
+            rows.append(tuple(pair))
+        for a, m in rows:
+            pk = "-" if a["tc_peak_share"] is None else f"{a['tc_peak_share']:.0%} / {m['tc_peak_share']:.0%}"
+            out.append(f"| {card} | {a['workload']} | {a['tok_s']:.0f} | {a['matmul_share']:.0%} | {m['tok_s']:.0f} | "
+                       f"{m['matmul_share']:.0%} | {m['tok_s'] / a['tok_s']:.2f}x | {pk} |")
+    return "\n".join(out)
 
 
 # =============================================================================
@@ -715,7 +905,9 @@ def assumptions():
                  "HOST_EXPOSED_US", "TAIL_US", "Q8A_US", "BARRIER_US", "MATMUL_MAC_PER_CLK_SM", "SPLITK_ROWS_PER_SM",
                  "ACT_LDG_PER_COL", "ACT_LINES_STRIDED", "ACT_LINES_INTERLEAVED"]:
         lines.append(f"  {name} = {globals()[name]}")
-    lines.append(f"  WEIGHT_LDG = {WEIGHT_LDG}; ISSUE_BASE_INSTR = {ISSUE_BASE_INSTR}; MMA_SPEEDUP = {MMA_SPEEDUP}")
+    lines.append(f"  WEIGHT_LDG = {WEIGHT_LDG}; ISSUE_BASE_INSTR = {ISSUE_BASE_INSTR}")
+    lines.append(f"  MMA_PEAK_MAC_PER_CLK_SM = {MMA_PEAK_MAC_PER_CLK_SM}; MMA_SYNC_EFF = {MMA_SYNC_EFF}; "
+                 f"MMA_LOOP_INSTR = {MMA_LOOP_INSTR}; MMA_IMMA = {MMA_IMMA}")
     return "\n".join(lines)
 
 
@@ -777,6 +969,9 @@ def main():
     ap.add_argument("--sass", default=os.path.join(ROOT, "cuda/ptx/sass-report.json"))
     ap.add_argument("--ptxas", default=os.path.join(ROOT, "cuda/ptx/ptxas-report.txt"))
     ap.add_argument("--compare", help="bench output (--json or table) to set against the prediction")
+    ap.add_argument("--prefill", action="store_true",
+                    help="prefill (pp512, pp4096) and batched decode (8, 32, 64) on A10, RTX 4090, H100, H200: "
+                         "the dp4a tiles before, int8 tensor cores after")
     a = ap.parse_args()
 
     design = dict(DESIGN)
@@ -803,6 +998,11 @@ def main():
             sys.exit(f"--card: none of {a.card} in {', '.join(CARDS)}")
     batches = a.batch or [1, 8, 32]
     sass = Sass(a.sass, a.ptxas)
+    if a.prefill:
+        print(f"# Prefill (chunks of {CHUNK}) and batched decode, Falcon Mamba 7B Q4_K_M: dp4a matmul tiles vs "
+              f"int8 tensor cores (mma_matmul_*); other DESIGN entries as set")
+        print(prefill_table(design, sass))
+        return
     steps = [step(c, b, design, sass) for c in cards for b in batches]
 
     if a.json:

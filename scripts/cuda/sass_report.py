@@ -74,6 +74,7 @@ QTYPES = "q4_0|q4_1|q5_0|q5_1|q8_0|q2_k|q3_k|q4_k|q5_k|q6_k|iq1_s|iq1_m|iq2_xxs|
 LAUNCH = [
     (rf"matvec_({QTYPES})_[1-8]", 128, "MatvecArgs", ["w"]),
     (r"matvec_(f32|f16|bf16)_[1-8]", 128, "MatvecFArgs", ["w"]),
+    (rf"matvec_({QTYPES})_n3_[12]", 128, "MatvecTArgs", ["m.w"]),
     (rf"matmul_({QTYPES})", 256, "MatmulArgs", ["m.w"]),
     (rf"mma_matmul_({QTYPES})", 128, "MmaArgs", ["w"]),
     (r"mma_probe_s8", 32, None, []),

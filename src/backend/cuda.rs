@@ -167,6 +167,10 @@ pub struct CudaScratch {
     /// Widest matmul input (for the Q8A buffers).
     max_in: usize,
     vocab: usize,
+    /// The x-projection's norm tail to make with the buffers (`Bufs::
+    /// norm3_tail`): its matrix rows, B's and C's length, eps, and whether
+    /// it also writes dt_in's Q8A.
+    norm3: Option<(usize, usize, f32, bool)>,
     bufs: Option<Box<Bufs>>,
 }
 
@@ -204,6 +208,11 @@ struct Bufs {
     q8a_of: Option<(Act, usize)>,
     /// The out-projection added its output to X (taken by `residual`).
     out_in_x: bool,
+    /// The x-projection's norm tail (made on first use: it points at these
+    /// buffers), and the rows `t` whose dt/B/C norm the last x-projection
+    /// did in its own launch (taken by `dt_b_c_rms`).
+    norm3_tail: Option<ops::Norm3Tail>,
+    norm3_done: Option<usize>,
     /// The ids `slot_ids` holds (uploaded by a conv, reused by the scan and
     /// the other layers of the step).
     slot_ids_held: Vec<i32>,
@@ -250,8 +259,26 @@ impl CudaScratch {
                 top: dev.alloc(self.head_rows() * (2 * TOP_K_MAX + 1))?,
                 q8a_of: None,
                 out_in_x: false,
+                norm3_tail: None,
+                norm3_done: None,
                 slot_ids_held: Vec::new(),
             }));
+            if let (Some((rows, nbc, eps, q8a)), Some(b)) = (self.norm3, self.bufs.as_deref_mut()) {
+                // It points at the Q8A buffers: made once, with them (one
+                // upload per workspace).
+                let views = [
+                    dev.view(&b.q, 0, b.q.len())?,
+                    dev.view(&b.qd, 0, b.qd.len())?,
+                    dev.view(&b.qs, 0, b.qs.len())?,
+                ];
+                let acts = QActs {
+                    q: &views[0],
+                    d: &views[1],
+                    s: &views[2],
+                };
+                let q = q8a.then_some(&acts);
+                b.norm3_tail = Some(ops::norm3_tail(dev, rows, nbc, eps, q, r)?);
+            }
         }
         self.bufs.as_deref_mut().ok_or_else(|| ModelError::Backend {
             what: "CUDA workspace not allocated".into(),
@@ -464,11 +491,25 @@ impl CudaBackend {
             .max()
             .unwrap_or(0)
             .next_multiple_of(32);
+        // Falcon's dt/B/C norm in the x-projection's launch (its last
+        // block), when every layer's x weight goes through the quantized
+        // matvec; dt_in also in Q8A when every dt weight is quantized.
+        let norm3 = {
+            let inner = self.inner();
+            let x_quantized = inner
+                .layers
+                .iter()
+                .all(|l| ops::matvec_stem(l.ssm_x.ty).is_some());
+            let (r, n) = (hp.dt_rank, hp.d_state);
+            let q8a = dt_quantized(&inner) && r % 32 == 0;
+            (hp.dt_b_c_rms && x_quantized).then_some((r + 2 * n, n, hp.dt_b_c_eps, q8a))
+        };
         CudaScratch {
             rows: rows.max(1),
             widths: self.widths(),
             max_in,
             vocab: hp.n_vocab,
+            norm3,
             bufs: None,
         }
     }
@@ -508,6 +549,25 @@ impl CudaBackend {
         accumulate: bool,
         quantized: bool,
     ) -> Result<()> {
+        self.gemm_tail(b, m, (x, x_stride), t, out, accumulate, quantized, None)
+            .map(|_| ())
+    }
+
+    /// [`gemm`](Self::gemm); with `tail`, a decode matvec of one or two
+    /// rows (quantized weights) also norms its output rows dt/B/C in its
+    /// own launch (`ops::matvec_norm3`). Whether the tail ran.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_tail(
+        &self,
+        b: &Bufs,
+        m: &GpuMat,
+        (x, x_stride): (&Buffer<f32>, usize),
+        t: usize,
+        out: &Buffer<f32>,
+        accumulate: bool,
+        quantized: bool,
+        tail: Option<&ops::Norm3Tail>,
+    ) -> Result<bool> {
         let (n, dev) = (m.n_in, &self.dev);
         let w = self.view(&m.w, 0)?;
         if ops::matvec_stem(m.ty).is_some() {
@@ -521,7 +581,11 @@ impl CudaBackend {
                 out: &o,
                 add: accumulate.then_some(&o),
             };
-            if t <= COLS {
+            if let (true, Some(tail)) = (t <= 2, tail) {
+                let shape = (&w, n, m.n_out);
+                ops::matvec_norm3(dev, m.ty, shape, &acts, t, &dst, tail)?;
+                return Ok(true);
+            } else if t <= COLS {
                 ops::matvec(dev, m.ty, &w, n, m.n_out, &acts, t, &dst)?;
             } else {
                 // A prefill chunk: one launch, the weights read once.
@@ -539,7 +603,7 @@ impl CudaBackend {
                 ops::matvec_float(dev, m.ty, &w, n, m.n_out, &xs, x_stride, nc, &dst)?;
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     // ---- ops ----
@@ -629,7 +693,18 @@ impl CudaBackend {
         }
         let b = ws.bufs(&self.dev)?;
         let quantized = b.q8a_of.take() == Some((src, t));
+        b.norm3_done = None;
         match (wt, src, dst) {
+            // Falcon's dt/B/C norm fused at one or two rows (decode at
+            // batch 1-2): done by the matvec's last block.
+            (Weight::X(_), _, _) if b.norm3_tail.is_some() && t <= 2 => {
+                let x = (&b.act[src as usize], m.n_in);
+                let (out, tail) = (&b.act[dst as usize], b.norm3_tail.as_ref());
+                if self.gemm_tail(b, m, x, t, out, false, quantized, tail)? {
+                    b.norm3_done = Some(t);
+                }
+                Ok(())
+            }
             // split_dt fused: dt_in read in place from x_proj's rows.
             (Weight::Dt(_), Act::DtIn, _) => {
                 let stride = self.hp.dt_rank + 2 * self.hp.d_state;
@@ -732,10 +807,12 @@ impl CudaBackend {
         // The dt matmul's activations (dt_in) quantized in the same launch
         // (the op has no layer: when every layer's dt weight is quantized; a
         // layer whose weight is not just leaves them unread).
-        let fuse = inner
-            .layers
-            .iter()
-            .all(|l| ops::matvec_stem(l.ssm_dt.ty).is_some());
+        let fuse = dt_quantized(&inner);
+        if b.norm3_done.take() == Some(t) {
+            // The x-projection's launch did it (and dt_in's Q8A when fused).
+            b.q8a_of = (fuse && r % 32 == 0).then_some((Act::DtIn, t));
+            return Ok(());
+        }
         let q8 = self.q8a_views(b)?;
         let acts = q8.acts();
         b.q8a_of = None;
@@ -1102,6 +1179,15 @@ impl Q8aViews {
         let [q, d, s] = &self.0;
         QActs { q, d, s }
     }
+}
+
+/// Every layer's dt weight is quantized: the dt/B/C norm also writes dt_in's
+/// Q8A for the dt matmul (a layer whose weight is not just leaves it unread).
+fn dt_quantized(inner: &Inner) -> bool {
+    inner
+        .layers
+        .iter()
+        .all(|l| ops::matvec_stem(l.ssm_dt.ty).is_some())
 }
 
 fn layer(inner: &Inner, l: usize) -> Result<&GpuLayer> {
