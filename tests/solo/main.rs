@@ -48,6 +48,10 @@ fn main() -> ExitCode {
             server_openai::official_anthropic_client,
         ),
         harness::skippable(
+            "server_openai::official_ollama_client",
+            server_openai::official_ollama_client,
+        ),
+        harness::skippable(
             "server_ui::chat_page_in_chromium",
             server_ui::chat_page_in_chromium,
         ),

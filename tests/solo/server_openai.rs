@@ -1,5 +1,6 @@
-//! The official `openai` and `anthropic` Python clients against the server
-//! (scripts/openai_client/check.py, scripts/anthropic_client/check.py), on
+//! The official `openai`, `anthropic` and `ollama` Python clients against
+//! the server (scripts/openai_client/check.py,
+//! scripts/anthropic_client/check.py, scripts/ollama_client/check.py), on
 //! a server with the default settings. When `python3` cannot import the
 //! client (set MAMBA_GGUF_PYTHON to use another interpreter) the test is
 //! reported as ignored with the reason, and fails under CI=true (CI installs
@@ -28,6 +29,12 @@ pub fn official_openai_client_tools() -> Ran {
 
 pub fn official_anthropic_client() -> Ran {
     python_client("anthropic", "scripts/anthropic_client/check.py", "")
+}
+
+/// Ollama's API (scripts/ollama_client/check.py): list, show, generate and
+/// chat, streamed and not, options, format and refusals.
+pub fn official_ollama_client() -> Ran {
+    python_client("ollama", "scripts/ollama_client/check.py", "")
 }
 
 /// Runs `script --base-url http://<server><base_path>` against a fresh
