@@ -110,6 +110,12 @@ fn push_f32s(out: &mut Vec<u8>, v: &[f32]) {
 
 /// The bytes of a state file for `snap`, taken from a session of `model`.
 pub fn encode(model: &Model, snap: &Snapshot, note: &str) -> Vec<u8> {
+    encode_with_id(&model_id(model), snap, note)
+}
+
+/// [`encode`] with the model's identity ([`model_id`]) computed once by the
+/// caller (the state store encodes many states of one model).
+pub fn encode_with_id(id: &[u8; 32], snap: &Snapshot, note: &str) -> Vec<u8> {
     let layers = &snap.state.layers;
     let conv = layers.first().map(|l| l.conv.len()).unwrap_or(0);
     let ssm = layers.first().map(|l| l.ssm.len()).unwrap_or(0);
@@ -117,7 +123,7 @@ pub fn encode(model: &Model, snap: &Snapshot, note: &str) -> Vec<u8> {
         Vec::with_capacity(HEADER + 4 * (layers.len() * (conv + ssm) + snap.logits.len()) + 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&model_id(model));
+    out.extend_from_slice(id);
     out.extend_from_slice(&snap.n_past.to_le_bytes());
     out.extend_from_slice(&(layers.len() as u32).to_le_bytes());
     out.extend_from_slice(&(conv as u64).to_le_bytes());
@@ -142,6 +148,17 @@ pub fn decode(
     bytes: &[u8],
     path: &str,
 ) -> Result<(Snapshot, String), StateFileError> {
+    decode_with_id(model, &model_id(model), bytes, path)
+}
+
+/// [`decode`] with the model's identity ([`model_id`]) computed once by the
+/// caller: `id` must be `model_id(model)`.
+pub fn decode_with_id(
+    model: &Model,
+    id: &[u8; 32],
+    bytes: &[u8],
+    path: &str,
+) -> Result<(Snapshot, String), StateFileError> {
     let damaged = |what: &str| StateFileError::Damaged {
         path: path.to_string(),
         what: what.to_string(),
@@ -154,6 +171,41 @@ pub fn decode(
     if bytes.len() < HEADER + 32 {
         return Err(damaged("shorter than its header"));
     }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != VERSION {
+        return Err(StateFileError::Version {
+            path: path.to_string(),
+            found: version,
+        });
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 32);
+    // The checksum on another thread while the payload is parsed (a 7B
+    // state is ~38 MiB: ~28 ms of SHA-256 here, and about as long to
+    // parse); a mismatch still wins over whatever the parse found.
+    let (sum_ok, parsed) = std::thread::scope(|s| {
+        let hash = s.spawn(|| <[u8; 32]>::from(Sha256::digest(body)).as_slice() == sum);
+        let parsed = parse_payload(model, id, bytes, body, path);
+        (hash.join().unwrap_or(false), parsed)
+    });
+    if !sum_ok {
+        return Err(damaged("checksum mismatch (truncated or corrupted)"));
+    }
+    parsed
+}
+
+/// The payload of a state file whose header [`decode_with_id`] checked:
+/// the model's identity, the shapes, the values and the note.
+fn parse_payload(
+    model: &Model,
+    id: &[u8; 32],
+    bytes: &[u8],
+    body: &[u8],
+    path: &str,
+) -> Result<(Snapshot, String), StateFileError> {
+    let damaged = |what: &str| StateFileError::Damaged {
+        path: path.to_string(),
+        what: what.to_string(),
+    };
     let u32_at = |o: usize| {
         let mut b = [0u8; 4];
         b.copy_from_slice(&bytes[o..o + 4]);
@@ -164,25 +216,12 @@ pub fn decode(
         b.copy_from_slice(&bytes[o..o + 8]);
         u64::from_le_bytes(b)
     };
-    let version = u32_at(8);
-    if version != VERSION {
-        return Err(StateFileError::Version {
-            path: path.to_string(),
-            found: version,
-        });
-    }
-    let (body, sum) = bytes.split_at(bytes.len() - 32);
-    let want: [u8; 32] = Sha256::digest(body).into();
-    if want.as_slice() != sum {
-        return Err(damaged("checksum mismatch (truncated or corrupted)"));
-    }
-    let id = &bytes[12..44];
-    let expected = model_id(model);
-    if id != expected.as_slice() {
+    let found = &bytes[12..44];
+    if found != id.as_slice() {
         return Err(StateFileError::WrongModel {
             path: path.to_string(),
-            found: hex(id),
-            expected: hex(&expected),
+            found: hex(found),
+            expected: hex(id),
         });
     }
     let n_past = u64_at(44);

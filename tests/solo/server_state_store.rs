@@ -371,6 +371,8 @@ pub fn two_replicas_on_seaweedfs() -> Ran {
     assert_eq!(cached(&ua), total(&u1), "A continues from its own state");
     a.settle();
     let hits = b.store("hits_total");
+    let spent = b.metric("mamba_gguf_state_store_restore_seconds_total");
+    assert_eq!(spent, 0.0, "no restore yet");
     let (got, ub) = b.chat(KEY, &t2);
     assert_eq!(
         cached(&ub),
@@ -379,6 +381,10 @@ pub fn two_replicas_on_seaweedfs() -> Ran {
     );
     assert_eq!(got, want, "B answers as A would (greedy)");
     assert_eq!(b.store("hits_total"), hits + 1);
+    // The restore's time is counted (GETs and decoding, well under the
+    // lookup's deadline).
+    let spent = b.metric("mamba_gguf_state_store_restore_seconds_total");
+    assert!(spent > 0.0 && spent < 1.5, "restore took {spent} s");
 
     // The same through Anthropic's Messages API and Ollama's /api/chat:
     // turn 2 on B restores turn 1 from the store.
