@@ -3,9 +3,10 @@
 //! two builds side by side on a noisy machine: `cargo run --release -p quant
 //! --example matvec_speed -- Q4_K Q6_K`. Prints, per type, GB/s of weights
 //! of the best of 200 runs of a 1024x4096 matvec (kernel_speed's shape).
-//! Never a test.
+//! `T=64` times the prefill form instead (`matmul` against 64 activation
+//! rows). Never a test.
 
-use quant::{kernel, matvec, quantize_row, GgmlType};
+use quant::{kernel, matmul, matvec, quantize_row, GgmlType};
 use std::time::Instant;
 
 fn main() {
@@ -35,6 +36,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
+    let t: usize = std::env::var("T")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let n = 4096usize;
     let x: Vec<f32> = (0..n * rows)
         .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
@@ -59,20 +65,35 @@ fn main() {
         let Some(ab) = k.act.row_bytes(n) else {
             continue;
         };
-        let mut a = vec![0u8; ab];
-        quantize_row(k.act, &x[..n], &mut a).expect("quantize act");
-        let mut out = vec![0f32; rows];
-        let mut best = f64::INFINITY;
-        for _ in 0..200 * 1024 / rows.max(1) {
-            let t = Instant::now();
-            matvec(&k, n, &w, &a, &mut out).expect("valid buffers");
-            best = best.min(t.elapsed().as_secs_f64());
+        let mut a = vec![0u8; ab * t];
+        for (j, dst) in a.chunks_mut(ab).enumerate() {
+            let src = &x[(j % rows) * n..(j % rows + 1) * n];
+            quantize_row(k.act, src, dst).expect("quantize act");
         }
-        println!(
-            "{ty:5} {:?}: {:.3} ms per {rows}x{n} matvec, {:.2} GB/s of weights",
-            k.path,
-            best * 1e3,
-            w.len() as f64 / best / 1e9
-        );
+        let mut out = vec![0f32; rows * t];
+        let mut best = f64::INFINITY;
+        for _ in 0..(200 * 1024 / rows.max(1) / t).max(3) {
+            let start = Instant::now();
+            if t == 1 {
+                matvec(&k, n, &w, &a, &mut out).expect("valid buffers");
+            } else {
+                matmul(&k, n, rows, &w, t, &a, &mut out).expect("valid buffers");
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        let gbs = w.len() as f64 / best / 1e9;
+        if t == 1 {
+            println!(
+                "{ty:5} {:?}: {:.3} ms per {rows}x{n} matvec, {gbs:.2} GB/s of weights",
+                k.path,
+                best * 1e3
+            );
+        } else {
+            println!(
+                "{ty:5} {:?}: {:.3} ms per {rows}x{n} matmul against {t} rows",
+                k.path,
+                best * 1e3
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! weights as one vector of bytes, then for each activation row an exact
 //! i32 dot (sign trick), scaled by dw * da and accumulated in 8 f32 lanes.
 
-use super::{blocks, dot_us8, f16_at, hsum_ps, wrappers};
+use super::{blocks, dot_us8, f16_at, gemm_rows, hsum_ps, wrappers};
 use std::arch::x86_64::*;
 
 const ACT: usize = 34; // Q8_0 block: fp16 d, 32 x i8
@@ -81,3 +81,15 @@ kernel32!(iq4_nl, signed, 18, |wb| super::lowbit::iq4_lookup(
     super::lowbit::codebook()
 ));
 wrappers!(iq4_nl_dot, iq4_nl_dot4, iq4_nl);
+gemm_rows!(iq4_nl_gemm_rows, iq4_nl, 18, ACT, 32);
+
+/// IQ4_NL matmul: one activation row (a decode step) by
+/// [`super::iq4_nl_matvec`], bit for bit this row kernel; more rows by the
+/// row kernel itself.
+pub(super) fn iq4_nl_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t == 1 {
+        super::iq4_nl_matvec::iq4_nl_matvec(n, rows, w, a, out)
+    } else {
+        iq4_nl_gemm_rows(n, rows, w, t, a, out)
+    }
+}

@@ -22,7 +22,8 @@
 //!   expression, so bit-identical;
 //! - Q8_0 and IQ4_NL: integer sums per block are exact, the per-block f32 terms are
 //!   summed in 8 lanes instead of one running sum, so results differ by f32
-//!   rounding of the partial sums only;
+//!   rounding of the partial sums only (IQ4_NL's decode matvec,
+//!   `iq4_nl_matvec`, is bit for bit its row kernel);
 //! - F32/F16/BF16: the scalar kernel's 8 partial sums are exactly the 8
 //!   lanes here (multiply, then add, no FMA), so results are bit-identical.
 //!
@@ -36,6 +37,7 @@ mod kmatvec;
 mod kquants;
 #[cfg(feature = "avx512")]
 pub(crate) use kquants::k4_header;
+mod iq4_nl_matvec;
 mod legacy;
 mod lowbit;
 mod lowbit_matvec;
@@ -85,6 +87,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         GgmlType::Q2_K => Some(lowbit::q2_k_gemm),
         GgmlType::Q3_K => Some(lowbit::q3_k_gemm),
         GgmlType::IQ4_XS => Some(lowbit::iq4_xs_gemm),
+        GgmlType::IQ4_NL => Some(legacy::iq4_nl_gemm),
         _ => None,
     }
 }
