@@ -23,6 +23,7 @@
 //! before they reach the accumulator, a last odd block added alone, and
 //! the eight lanes summed by `hsum_ps` at the end.
 
+use super::kmatvec::{f16_lanes, gather_u32x8};
 use super::lowbit::{codebook, iq4_lookup};
 use super::q4_q5_tile::with_buf;
 use super::{dot_us8, hsum_ps};
@@ -76,19 +77,8 @@ unsafe fn row(nb: usize, w: *const u8, y: *const u8, da: *const f32) -> f32 {
         for o in [0, 64, 128] {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
         }
-        // The batch's fp16 d: one gather of the u32 that starts each block
-        // (lanes past `m` masked off, not read).
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lanes);
-        let g = _mm256_mask_i32gather_epi32::<1>(
-            _mm256_setzero_si256(),
-            p as *const i32,
-            _mm256_mullo_epi32(lanes, _mm256_set1_epi32(WB as i32)),
-            mask,
-        );
-        let h16 = _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF));
-        let x = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(h16, h16));
-        let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(x));
+        // The batch's fp16 d: the low half of the u32 that starts each block.
+        let dw = f16_lanes(gather_u32x8(p, WB, m), false);
         let prod = _mm256_mul_ps(dw, _mm256_loadu_ps(da.add(b0)));
         let yb = y.add(b0 * AB);
         let mut k = 0;

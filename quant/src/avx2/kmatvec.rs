@@ -430,19 +430,9 @@ unsafe fn row6(nb: usize, w: *const u8, a: *const u8, da: *const f32) -> f32 {
             *vb = q6_block(p, a.add(i * ACT + ACT_QS));
         }
         let das = _mm256_loadu_ps(da.add(b0));
-        // The batch's fp16 d: one gather of the u32 at byte 206 of each
-        // super-block (d its high half), lanes past `m` masked off (not read).
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lanes);
-        let g = _mm256_mask_i32gather_epi32::<1>(
-            _mm256_setzero_si256(),
-            w.add(b0 * WB + 206) as *const i32,
-            _mm256_mullo_epi32(lanes, _mm256_set1_epi32(WB as i32)),
-            mask,
-        );
-        let hi16 = _mm256_srli_epi32::<16>(g);
-        let dd = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(hi16, hi16));
-        let d = _mm256_cvtph_ps(_mm256_castsi256_si128(dd));
+        // The batch's fp16 d: the high half of the u32 at byte 206 of each
+        // super-block.
+        let d = f16_lanes(gather_u32x8(w.add(b0 * WB + 206), WB, m), true);
         // Lane b: super-block b0 + b's term d * da * isum, as the reference
         // writes it.
         let t = _mm256_mul_ps(_mm256_mul_ps(d, das), _mm256_cvtepi32_ps(hsum8(&v)));
@@ -450,6 +440,46 @@ unsafe fn row6(nb: usize, w: *const u8, a: *const u8, da: *const f32) -> f32 {
         b0 += m;
     }
     sum
+}
+
+/// The u32 at `p`, `p + stride`, ... of `m` (<= 8) consecutive blocks, one
+/// lane each, by one gather; lanes past `m` are masked off (not read) and 0.
+///
+/// # Safety
+/// The CPU has AVX2; the `m` words are readable.
+#[inline(always)]
+pub(super) unsafe fn gather_u32x8(p: *const u8, stride: usize, m: usize) -> __m256i {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lanes);
+    _mm256_mask_i32gather_epi32::<1>(
+        _mm256_setzero_si256(),
+        p as *const i32,
+        _mm256_mullo_epi32(lanes, _mm256_set1_epi32(stride as i32)),
+        mask,
+    )
+}
+
+/// The fp16 in each u32 lane of `g` (its high half if `high`, else its low
+/// half) as f32, exactly.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C.
+#[inline(always)]
+pub(super) unsafe fn f16_lanes(g: __m256i, high: bool) -> __m256 {
+    let h16 = if high {
+        _mm256_srli_epi32::<16>(g)
+    } else {
+        _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF))
+    };
+    let x = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(h16, h16));
+    _mm256_cvtph_ps(_mm256_castsi256_si128(x))
+}
+
+/// The f32 scale of each Q8_K block of `a` into `da` (as many as both hold).
+pub(super) fn q8k_scales(a: &[u8], da: &mut [f32]) {
+    for (d, blk) in da.iter_mut().zip(a.chunks_exact(ACT)) {
+        *d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+    }
 }
 
 thread_local! {
@@ -475,9 +505,7 @@ fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [
     let held = rows.min(w.len() / rb).min(out.len());
     if KIND == 6 {
         with_buf(&DA, nb.next_multiple_of(8), 0.0, |da| {
-            for (d, blk) in da.iter_mut().zip(a.chunks_exact(ACT)) {
-                *d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
-            }
+            q8k_scales(a, da);
             for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
                 // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr`
                 // holds nb super-blocks, `a` nb activation blocks (checked

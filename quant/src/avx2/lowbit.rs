@@ -198,6 +198,26 @@ pub(super) fn iq4_xs_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
     }
 }
 
+/// Q3_K's hmask bit of run b = 4h + j (h the 128-value half, j the 2-bit
+/// field), moved to bit 2 of each byte of the 32 hmask bytes `hm`.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline(always)]
+pub(super) unsafe fn q3_hbit(hm: __m256i, b: usize) -> __m256i {
+    let v = match b {
+        0 => _mm256_slli_epi16::<2>(hm),
+        1 => _mm256_slli_epi16::<1>(hm),
+        2 => hm,
+        3 => _mm256_srli_epi16::<1>(hm),
+        4 => _mm256_srli_epi16::<2>(hm),
+        5 => _mm256_srli_epi16::<3>(hm),
+        6 => _mm256_srli_epi16::<4>(hm),
+        _ => _mm256_srli_epi16::<5>(hm),
+    };
+    _mm256_and_si256(v, _mm256_set1_epi8(4))
+}
+
 /// Q3_K (110 bytes: hmask 32, low bits 64, packed scales 12, fp16 d).
 /// Value 128h + 32j + l: low = (qs[32h + l] >> 2j) & 3, minus 4 where bit
 /// 4h + j of hmask[l] is clear. Dotted as `w + 4` (0..=7, unsigned: low
@@ -212,7 +232,6 @@ unsafe fn q3_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     const BYTES: usize = 110;
     let nb = blocks(n, 256, w, BYTES, &a, ACT);
     let three = _mm256_set1_epi8(3);
-    let four = _mm256_set1_epi8(4);
     let mut sum = [0f32; R];
     for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
         let d = super::f16_at(wb.as_ptr().add(108));
@@ -232,20 +251,6 @@ unsafe fn q3_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
             dup_lanes(_mm256_extracti128_si256::<1>(all)),
         ];
         let hm = _mm256_loadu_si256(wb.as_ptr() as *const __m256i);
-        // The hmask bit of run (h, j), moved to bit 2 of each byte.
-        let hbit = |b: usize| -> __m256i {
-            let v = match b {
-                0 => _mm256_slli_epi16::<2>(hm),
-                1 => _mm256_slli_epi16::<1>(hm),
-                2 => hm,
-                3 => _mm256_srli_epi16::<1>(hm),
-                4 => _mm256_srli_epi16::<2>(hm),
-                5 => _mm256_srli_epi16::<3>(hm),
-                6 => _mm256_srli_epi16::<4>(hm),
-                _ => _mm256_srli_epi16::<5>(hm),
-            };
-            _mm256_and_si256(v, four)
-        };
         let mut isum = [_mm256_setzero_si256(); R];
         for (h, half) in halves.iter().enumerate() {
             let qs = _mm256_loadu_si256(wb.as_ptr().add(32 + 32 * h) as *const __m256i);
@@ -256,7 +261,7 @@ unsafe fn q3_k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                     2 => _mm256_srli_epi16::<4>(qs),
                     _ => _mm256_srli_epi16::<6>(qs),
                 };
-                let lv = _mm256_or_si256(_mm256_and_si256(lv, three), hbit(4 * h + jj));
+                let lv = _mm256_or_si256(_mm256_and_si256(lv, three), q3_hbit(hm, 4 * h + jj));
                 let s = _mm256_shuffle_epi8(*half, pair_control(2 * jj));
                 for j in 0..R {
                     let y = act32(a[j], i * ACT + ACT_QS + 128 * h + 32 * jj);

@@ -28,8 +28,8 @@
 //! added to the row's sum one after the other, in super-block order, as the
 //! references do.
 
-use super::kmatvec::{add_terms, hsum8};
-use super::lowbit::{codebook, iq4_xs_scales, pair_control};
+use super::kmatvec::{add_terms, f16_lanes, gather_u32x8, hsum8, q8k_scales};
+use super::lowbit::{codebook, iq4_xs_scales, pair_control, q3_hbit};
 use super::q4_q5_tile::with_buf;
 use std::arch::x86_64::*;
 
@@ -157,27 +157,12 @@ unsafe fn q3_scales(p: *const u8) -> __m256i {
 #[inline(always)]
 unsafe fn q3_block(p: *const u8, y: *const u8) -> __m256i {
     let three = _mm256_set1_epi8(3);
-    let four = _mm256_set1_epi8(4);
     let all = q3_scales(p);
     let halves = [
         _mm256_permute2x128_si256::<0x00>(all, all),
         _mm256_permute2x128_si256::<0x11>(all, all),
     ];
     let hm = _mm256_loadu_si256(p as *const __m256i);
-    // The hmask bit of run (h, j), moved to bit 2 of each byte.
-    let hbit = |b: usize| -> __m256i {
-        let v = match b {
-            0 => _mm256_slli_epi16::<2>(hm),
-            1 => _mm256_slli_epi16::<1>(hm),
-            2 => hm,
-            3 => _mm256_srli_epi16::<1>(hm),
-            4 => _mm256_srli_epi16::<2>(hm),
-            5 => _mm256_srli_epi16::<3>(hm),
-            6 => _mm256_srli_epi16::<4>(hm),
-            _ => _mm256_srli_epi16::<5>(hm),
-        };
-        _mm256_and_si256(v, four)
-    };
     let mut acc = _mm256_setzero_si256();
     for (h, half) in halves.iter().enumerate() {
         let qs = _mm256_loadu_si256(p.add(32 + 32 * h) as *const __m256i);
@@ -188,7 +173,7 @@ unsafe fn q3_block(p: *const u8, y: *const u8) -> __m256i {
                 2 => _mm256_srli_epi16::<4>(qs),
                 _ => _mm256_srli_epi16::<6>(qs),
             };
-            let lv = _mm256_or_si256(_mm256_and_si256(lv, three), hbit(4 * h + jj));
+            let lv = _mm256_or_si256(_mm256_and_si256(lv, three), q3_hbit(hm, 4 * h + jj));
             let s = _mm256_shuffle_epi8(*half, pair_control(2 * jj));
             let ya = _mm256_loadu_si256(y.add(128 * h + 32 * jj) as *const __m256i);
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(lv, ya), s));
@@ -280,29 +265,15 @@ unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, y: *const u8, da: *const 
             };
         }
         let das = _mm256_loadu_ps(da.add(b0));
-        // The batch's fp16 d: one gather of a u32 holding it per
-        // super-block, lanes past `m` masked off (not read).
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lanes);
+        // The batch's fp16 d (Q2_K: and dmin, the other half of its u32).
         let (at, high) = d_at(KIND);
-        let g = _mm256_mask_i32gather_epi32::<1>(
-            _mm256_setzero_si256(),
-            w.add(b0 * wb + at) as *const i32,
-            _mm256_mullo_epi32(lanes, _mm256_set1_epi32(wb as i32)),
-            mask,
-        );
-        let half = |h16: __m256i| {
-            let x = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(h16, h16));
-            _mm256_cvtph_ps(_mm256_castsi256_si128(x))
-        };
-        let lo = _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF));
-        let hi = _mm256_srli_epi32::<16>(g);
-        let d = half(if high { hi } else { lo });
+        let g = gather_u32x8(w.add(b0 * wb + at), wb, m);
+        let d = f16_lanes(g, high);
         // Lane b: super-block b0 + b's term d * da * isum (Q2_K: minus
         // dmin * da * msum), as the reference writes it.
         let mut t = _mm256_mul_ps(_mm256_mul_ps(d, das), _mm256_cvtepi32_ps(hsum8(&v)));
         if KIND == Q2_K {
-            let dmin = half(hi);
+            let dmin = f16_lanes(g, true);
             let m_t = _mm256_mul_ps(_mm256_mul_ps(dmin, das), _mm256_cvtepi32_ps(hsum8(&mv)));
             t = _mm256_sub_ps(t, m_t);
         }
@@ -329,9 +300,7 @@ fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [
     }
     let held = rows.min(w.len() / rb).min(out.len());
     with_buf(&DA, nb.next_multiple_of(8), 0.0, |da| {
-        for (d, blk) in da.iter_mut().zip(a.chunks_exact(ACT)) {
-            *d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
-        }
+        q8k_scales(a, da);
         let mut rows = |y: &[u8]| {
             for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
                 // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr`
