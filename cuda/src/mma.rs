@@ -186,25 +186,12 @@ pub fn launch(
         }
         None => 0,
     };
-    let wa = dev.check_view(w)?;
     // The K-quant and IQ4_XS units are read with 16-byte loads (matvec.cu's
     // load_unit): a GPU faults on a misaligned one.
-    if matches!(
-        ty,
-        GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::IQ4_XS
-    ) && wa % 16 != 0
-    {
-        return Err(shape_err(
-            "mma weights address mod 16",
-            (wa % 16) as usize,
-            "must be 16-byte aligned",
-        ));
+    if ops::units_load_16(ty) {
+        ops::aligned16(dev, "mma weights address mod 16", w)?;
     }
+    let wa = dev.check_view(w)?;
     let p = Params::default()
         .ptr(wa)
         .ptr(dev.check_view(acts.q)?)
@@ -380,16 +367,9 @@ fn compare(dev: &Device, ty: GgmlType, kernel: &'static str) -> Result<Option<St
             dev.read(&out)
         };
         let (tc, dp) = (run(true)?, run(false)?);
-        let nb = n / 32;
         for c in 0..cols {
             for r in 0..rows {
-                let (mut dot, mut mag) = (0f64, 0f64);
-                for k in 0..n {
-                    let a = f64::from(q[c * n + k]) * f64::from(d[c * nb + k / 32]);
-                    let t = f64::from(wd[r * n + k]) * a;
-                    dot += t;
-                    mag += t.abs();
-                }
+                let (dot, mag) = selftest::host_dot(&wd, (&q, &d), n, r, c);
                 let (g, h) = (f64::from(tc[c * rows + r]), f64::from(dp[c * rows + r]));
                 // Each within fp32 rounding of the exact sum, so within
                 // twice that of each other (a NaN fails).

@@ -50,7 +50,7 @@ fn span(rows: usize, n: usize, stride: usize) -> Result<usize> {
 
 /// A view a kernel reads or writes 16 bytes at a time (a GPU faults on a
 /// misaligned vector access).
-fn aligned16(dev: &Device, what: &'static str, v: &View) -> Result<()> {
+pub(crate) fn aligned16(dev: &Device, what: &'static str, v: &View) -> Result<()> {
     let a = dev.check_view(v)?;
     if a % 16 != 0 {
         return Err(CudaError::Shape {
@@ -60,6 +60,21 @@ fn aligned16(dev: &Device, what: &'static str, v: &View) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Types whose weight units matvec.cu's `load_unit` reads with 16-byte
+/// loads (the K-quants and IQ4_XS, in their device layouts): their weight
+/// buffers must be 16-byte aligned.
+pub(crate) fn units_load_16(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_XS
+    )
 }
 
 /// One block per row: `rows` as a grid dimension.
@@ -769,15 +784,7 @@ fn launch_quantized(
     let (out, add) = out.check(dev, ncols, rows)?;
     // 16-byte loads (a GPU faults on a misaligned one): the K-quant weight
     // blocks, and the matvec's activation blocks.
-    if matches!(
-        ty,
-        GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::IQ4_XS
-    ) {
+    if units_load_16(ty) {
         aligned16(dev, "matvec weights address mod 16", w)?;
     }
     if ncols_param.is_none() {

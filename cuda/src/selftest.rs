@@ -64,6 +64,26 @@ pub(crate) fn q8a(x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
     (q, d, s)
 }
 
+/// The exact dot of weight row `r` (dequantized, rows of `n` in `wd`) with
+/// activation row `c` of a Q8A (`q`, `d`) on the host, in f64, and the sum
+/// of its terms' magnitudes (the scale of fp32 rounding in any order).
+pub(crate) fn host_dot(
+    wd: &[f32],
+    (q, d): (&[i8], &[f32]),
+    n: usize,
+    r: usize,
+    c: usize,
+) -> (f64, f64) {
+    let (mut dot, mut mag) = (0f64, 0f64);
+    for k in 0..n {
+        let a = f64::from(q[c * n + k]) * f64::from(d[(c * n + k) / 32]);
+        let t = f64::from(wd[r * n + k]) * a;
+        dot += t;
+        mag += t.abs();
+    }
+    (dot, mag)
+}
+
 fn fail(kernel: &str, detail: String) -> CudaError {
     CudaError::SelfTest {
         kernel: kernel.to_string(),
@@ -186,13 +206,7 @@ fn check_shape(dev: &Device, ty: GgmlType, n: usize, splits: usize, as_stored: b
         let got = run(nc, matmul)?;
         for c in 0..nc {
             for r in 0..ROWS {
-                let (mut dot, mut mag) = (0f64, 0f64);
-                for k in 0..n {
-                    let a = f64::from(q[c * n + k]) * f64::from(d[c * nb + k / 32]);
-                    let t = f64::from(wd[r * n + k]) * a;
-                    dot += t;
-                    mag += t.abs();
-                }
+                let (dot, mag) = host_dot(&wd, (&q, &d), n, r, c);
                 let g = f64::from(got[c * ROWS + r]);
                 // Within fp32 rounding in another order (NaN fails too).
                 let close = (g - dot).abs() <= 1e-5 * mag + 1e-30;
