@@ -25,6 +25,13 @@ fn main() {
         GgmlType::IQ4_XS,
         GgmlType::IQ3_XXS,
         GgmlType::IQ3_S,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
     ];
     let names: Vec<String> = std::env::args().skip(1).collect();
     let types: Vec<GgmlType> = all

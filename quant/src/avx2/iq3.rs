@@ -17,13 +17,13 @@ const ACT_QS: usize = 4;
 /// # Safety
 /// `p` points at 4 readable bytes (the f32 scale of a Q8_K block).
 #[inline]
-unsafe fn act_d(p: *const u8) -> f32 {
+pub(super) unsafe fn act_d(p: *const u8) -> f32 {
     f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
 }
 
 /// IQ3_XXS's sign bytes by 7-bit index (ggml's ksigns_iq2xs), built at
 /// compile time from their definition ([`signs7`]).
-const KSIGNS: [u8; 128] = {
+pub(super) const KSIGNS: [u8; 128] = {
     let mut t = [0u8; 128];
     let mut i = 0;
     while i < 128 {
@@ -54,7 +54,7 @@ unsafe fn grid8(grid: &[u32], idx: [usize; 8]) -> __m256i {
 /// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn signed_levels(v: __m256i, signs: u32) -> __m256i {
+pub(super) unsafe fn signed_levels(v: __m256i, signs: u32) -> __m256i {
     // Byte l of `signs` to the 8 bytes of values 8l..8l + 8, then each
     // byte's own bit: 0xff where the value is negative.
     let spread = _mm256_shuffle_epi8(
@@ -70,20 +70,22 @@ unsafe fn signed_levels(v: __m256i, signs: u32) -> __m256i {
     _mm256_sign_epi8(v, _mm256_or_si256(neg, _mm256_set1_epi8(1)))
 }
 
-/// `R` activation rows' i32 lanes += ls * (w . a) over 32 values at `o`.
+/// `R` activation rows' i32 lanes += m * (w . a) over 32 values at `o`,
+/// where `m` holds the i16 multiplier of each pair of values (lanes 0..8:
+/// values 0..16, lanes 8..16: values 16..32). Exact while each pair's
+/// `|w0 a0 + w1 a1|` (|a| <= 128) fits i16 and times `m` fits i32.
 ///
 /// # Safety
 /// The CPU has AVX2; every `a[j]` holds 32 bytes from `o`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn accumulate<const R: usize>(
+pub(super) unsafe fn accumulate<const R: usize>(
     isum: &mut [__m256i; R],
     w: __m256i,
-    ls: i32,
+    m: __m256i,
     a: &[&[u8]; R],
     o: usize,
 ) {
-    let m = _mm256_set1_epi16(ls as i16);
     for j in 0..R {
         let y = _mm256_loadu_si256(a[j].as_ptr().add(o) as *const __m256i);
         let p = _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(w, y));
@@ -113,8 +115,9 @@ unsafe fn iq3_xxs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R]
                 KSIGNS[((aux >> (7 * l)) & 127) as usize]
             }));
             let v = signed_levels(grid8(&IQ3XXS_GRID, idx), signs);
-            let ls = 2 * (aux >> 28) as i32 + 1;
-            accumulate(&mut isum, v, ls, &a, i * ACT + ACT_QS + 32 * ib);
+            let ls = 2 * (aux >> 28) as i16 + 1;
+            let m = _mm256_set1_epi16(ls);
+            accumulate(&mut isum, v, m, &a, i * ACT + ACT_QS + 32 * ib);
         }
         for j in 0..R {
             let da = act_d(a[j].as_ptr().add(i * ACT));
@@ -146,8 +149,9 @@ unsafe fn iq3_s<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
             let signs =
                 u32::from_le_bytes([sg[4 * ib], sg[4 * ib + 1], sg[4 * ib + 2], sg[4 * ib + 3]]);
             let v = signed_levels(grid8(&IQ3S_GRID, idx), signs);
-            let ls = 2 * ((sc[ib / 2] >> (4 * (ib % 2))) & 0xf) as i32 + 1;
-            accumulate(&mut isum, v, ls, &a, i * ACT + ACT_QS + 32 * ib);
+            let ls = 2 * ((sc[ib / 2] >> (4 * (ib % 2))) & 0xf) as i16 + 1;
+            let m = _mm256_set1_epi16(ls);
+            accumulate(&mut isum, v, m, &a, i * ACT + ACT_QS + 32 * ib);
         }
         for j in 0..R {
             let da = act_d(a[j].as_ptr().add(i * ACT));

@@ -17,7 +17,8 @@
 //!   block sums and, per lane, the scalar reference's f32 expression in its
 //!   order, so bit-identical;
 //! - Q2_K, Q3_K, IQ4_XS (`lowbit`, and `lowbit_matvec` for the decode
-//!   step), IQ3_XXS and IQ3_S (`iq3`): exact
+//!   step), IQ3_XXS and IQ3_S (`iq3`), IQ2_XXS, IQ2_XS, IQ2_S (`iq2`),
+//!   IQ1_S, IQ1_M, TQ1_0 and TQ2_0 (`iq1_tq`): exact
 //!   integer sums per super-block and the scalar reference's f32
 //!   expression, so bit-identical;
 //! - Q8_0 and IQ4_NL: integer sums per block are exact, the per-block f32 terms are
@@ -32,6 +33,8 @@
 //! Q8_K; weight bytes may be anything.
 
 mod float;
+mod iq1_tq;
+mod iq2;
 mod iq3;
 mod kmatvec;
 mod kquants;
@@ -69,6 +72,13 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::IQ4_NL => (legacy::iq4_nl_dot, legacy::iq4_nl_dot4),
         T::IQ3_XXS => (iq3::iq3_xxs_dot, iq3::iq3_xxs_dot4),
         T::IQ3_S => (iq3::iq3_s_dot, iq3::iq3_s_dot4),
+        T::IQ2_XXS => (iq2::iq2_xxs_dot, iq2::iq2_xxs_dot4),
+        T::IQ2_XS => (iq2::iq2_xs_dot, iq2::iq2_xs_dot4),
+        T::IQ2_S => (iq2::iq2_s_dot, iq2::iq2_s_dot4),
+        T::IQ1_S => (iq1_tq::iq1_s_dot, iq1_tq::iq1_s_dot4),
+        T::IQ1_M => (iq1_tq::iq1_m_dot, iq1_tq::iq1_m_dot4),
+        T::TQ1_0 => (iq1_tq::tq1_dot, iq1_tq::tq1_dot4),
+        T::TQ2_0 => (iq1_tq::tq2_dot, iq1_tq::tq2_dot4),
         _ => return None,
     })
 }
@@ -88,6 +98,13 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         GgmlType::Q3_K => Some(lowbit::q3_k_gemm),
         GgmlType::IQ4_XS => Some(lowbit::iq4_xs_gemm),
         GgmlType::IQ4_NL => Some(legacy::iq4_nl_gemm),
+        GgmlType::IQ2_XXS => Some(iq2::iq2_xxs_gemm),
+        GgmlType::IQ2_XS => Some(iq2::iq2_xs_gemm),
+        GgmlType::IQ2_S => Some(iq2::iq2_s_gemm),
+        GgmlType::IQ1_S => Some(iq1_tq::iq1_s_gemm),
+        GgmlType::IQ1_M => Some(iq1_tq::iq1_m_gemm),
+        GgmlType::TQ1_0 => Some(iq1_tq::tq1_gemm),
+        GgmlType::TQ2_0 => Some(iq1_tq::tq2_gemm),
         _ => None,
     }
 }

@@ -5,8 +5,8 @@
 //! with a note on stderr.
 //!
 //! Bounds (also in src/avx2/mod.rs):
-//! - K-quants (Q2_K..Q6_K), IQ4_XS, IQ3_XXS, IQ3_S and F32/F16/BF16:
-//!   bit-identical to scalar;
+//! - K-quants (Q2_K..Q6_K), IQ4_XS, IQ3_XXS, IQ3_S, IQ2_XXS/XS/S,
+//!   IQ1_S/M, TQ1_0/TQ2_0 and F32/F16/BF16: bit-identical to scalar;
 //! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL: exact integer block sums, f32 partial
 //!   sums in another order, so |simd - scalar| <= (blocks + 8) * 2^-23 *
 //!   sum |w_i * a_i| (dequantized operands);
@@ -29,7 +29,14 @@ const BLOCK32: [GgmlType; 6] = [
     GgmlType::Q8_0,
     GgmlType::IQ4_NL,
 ];
-const EXACT: [GgmlType; 11] = [
+const EXACT: [GgmlType; 18] = [
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
     GgmlType::IQ3_XXS,
     GgmlType::IQ3_S,
     GgmlType::Q2_K,
@@ -100,6 +107,9 @@ fn random_bytes_row(ty: GgmlType, n: usize, rng: &mut StdRng) -> Vec<u8> {
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
             GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
             GgmlType::IQ3_XXS | GgmlType::IQ3_S => &[0],
+            GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S | GgmlType::IQ1_S => &[0],
+            GgmlType::TQ1_0 => &[52],
+            GgmlType::TQ2_0 => &[64],
             GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
             GgmlType::Q3_K => &[108],
@@ -108,6 +118,15 @@ fn random_bytes_row(ty: GgmlType, n: usize, rng: &mut StdRng) -> Vec<u8> {
         };
         for &o in fields {
             blk[o..o + 2].copy_from_slice(&f16(rng));
+        }
+        if ty == GgmlType::IQ1_M {
+            // The fp16 d is spread over the top nibbles of the four u16 at
+            // bytes 48..56 (d's low nibble first).
+            let d = u16::from_le_bytes(f16(rng));
+            for k in 0..4 {
+                let b = &mut blk[49 + 2 * k];
+                *b = (*b & 0x0f) | ((((d >> (4 * k)) & 0xf) as u8) << 4);
+            }
         }
     }
     match ty {
@@ -122,7 +141,14 @@ fn random_bytes_row(ty: GgmlType, n: usize, rng: &mut StdRng) -> Vec<u8> {
 
 /// A type the quant crate reads but cannot quantize to.
 fn read_only(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::IQ3_XXS | GgmlType::IQ3_S)
+    matches!(
+        ty,
+        GgmlType::IQ3_XXS
+            | GgmlType::IQ3_S
+            | GgmlType::IQ2_XXS
+            | GgmlType::IQ2_XS
+            | GgmlType::IQ1_S
+    )
 }
 
 /// The weight rows of one case, by name, `rows` rows of `n` values.

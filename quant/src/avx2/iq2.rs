@@ -1,0 +1,144 @@
+//! AVX2 dots of IQ2_XXS, IQ2_XS and IQ2_S with Q8_K activations (layouts
+//! in `crate::iq2`). Per 32 values: the four grid entries (eight unsigned
+//! levels each, at most 43) in one vector by four scalar loads, the 32 sign
+//! bits applied as in the IQ3 kernels (`iq3::signed_levels`), then |a|
+//! against the signed levels (`maddubs`, exact: |a| <= 128) and each
+//! 16 values' odd multiplier 2s + 1 in `madd`. A super-block's integer sum
+//! is exact and scaled with the scalar reference's f32 expression, so the
+//! results are bit-identical to `iq2::dot_{xxs,xs,s}_q8_k`; `R` activation
+//! rows share one decode of the weights (the prefill form, through
+//! `gemm_rows`).
+
+use super::iq3::{accumulate, act_d, signed_levels, KSIGNS};
+use super::{blocks, f16_at, gemm_rows, hsum_epi32, wrappers};
+use crate::iq2_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID};
+use std::arch::x86_64::*;
+
+const ACT: usize = 292; // Q8_K block: f32 d, 256 x i8, 16 x i16 sums
+const ACT_QS: usize = 4;
+
+/// Four grid entries, by index, in value order (the index masked to the
+/// grid, which every caller's index already fits).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn grid4(grid: &[u64], idx: [usize; 4]) -> __m256i {
+    let g = |k: usize| grid[idx[k] & (grid.len() - 1)] as i64;
+    _mm256_setr_epi64x(g(0), g(1), g(2), g(3))
+}
+
+/// The `madd` multipliers of 32 values whose first 16 have the 4-bit scale
+/// `lo` and last 16 `hi`: 2s + 1 in the pair lanes of each half.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn halves(lo: u8, hi: u8) -> __m256i {
+    let m = |s: u8| _mm_set1_epi16(2 * (s & 0xf) as i16 + 1);
+    _mm256_set_m128i(m(hi), m(lo))
+}
+
+/// One weight row's super-block sums against `R` activation rows, each
+/// block's unpacking left to `sub`: `sub(block, ib)` gives sub-block ib's
+/// signed levels and multipliers. `sum[j] += d * da * isum` per block, as
+/// the reference; the caller scales the total.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `sub` reads only inside its block.
+#[inline(always)]
+unsafe fn rows<const R: usize, const BYTES: usize>(
+    n: usize,
+    w: &[u8],
+    a: &[&[u8]; R],
+    sub: impl Fn(&[u8], usize) -> (__m256i, __m256i),
+) -> [f32; R] {
+    let nb = blocks(n, 256, w, BYTES, a, ACT);
+    let mut sum = [0f32; R];
+    for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
+        let d = f16_at(wb.as_ptr());
+        let mut isum = [_mm256_setzero_si256(); R];
+        for ib in 0..8 {
+            let (v, m) = sub(wb, ib);
+            accumulate(&mut isum, v, m, a, i * ACT + ACT_QS + 32 * ib);
+        }
+        for j in 0..R {
+            let da = act_d(a[j].as_ptr().add(i * ACT));
+            sum[j] += d * da * hsum_epi32(isum[j]) as f32;
+        }
+    }
+    sum
+}
+
+/// IQ2_XXS (66 bytes): per 32 values four index bytes and a word of four
+/// 7-bit sign indices with s in bits 28..32.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C. Lengths are not trusted: [`blocks`]
+/// clamps `n` to the whole blocks that `w` and every `a[j]` hold.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq2_xxs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
+    let sum = rows::<R, 66>(n, w, &a, |wb, ib| {
+        let o = 2 + 8 * ib;
+        let aux = u32::from_le_bytes([wb[o + 4], wb[o + 5], wb[o + 6], wb[o + 7]]);
+        let idx: [usize; 4] = std::array::from_fn(|l| wb[o + l] as usize);
+        let signs = u32::from_le_bytes(std::array::from_fn(|l| {
+            KSIGNS[((aux >> (7 * l)) & 127) as usize]
+        }));
+        let s = (aux >> 28) as u8;
+        (signed_levels(grid4(&IQ2XXS_GRID, idx), signs), halves(s, s))
+    });
+    sum.map(|s| 0.125 * s)
+}
+wrappers!(iq2_xxs_dot, iq2_xxs_dot4, iq2_xxs);
+gemm_rows!(iq2_xxs_gemm, iq2_xxs, 66, ACT, 256);
+
+/// IQ2_XS (74 bytes): per 8 values a u16 of a 9-bit index and a 7-bit
+/// sign index; a scale byte per 32 values (low nibble: first 16).
+///
+/// # Safety
+/// As [`iq2_xxs`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq2_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
+    let sum = rows::<R, 74>(n, w, &a, |wb, ib| {
+        let q: [usize; 4] = std::array::from_fn(|l| {
+            let o = 2 + 8 * ib + 2 * l;
+            u16::from_le_bytes([wb[o], wb[o + 1]]) as usize
+        });
+        let signs = u32::from_le_bytes(std::array::from_fn(|l| KSIGNS[q[l] >> 9]));
+        let s = wb[66 + ib];
+        (
+            signed_levels(grid4(&IQ2XS_GRID, q.map(|x| x & 511)), signs),
+            halves(s & 0xf, s >> 4),
+        )
+    });
+    sum.map(|s| 0.125 * s)
+}
+wrappers!(iq2_xs_dot, iq2_xs_dot4, iq2_xs);
+gemm_rows!(iq2_xs_gemm, iq2_xs, 74, ACT, 256);
+
+/// IQ2_S (82 bytes): 32 low index bytes, 32 sign bytes, two high index
+/// bits per 8 values, a scale byte per 32 values.
+///
+/// # Safety
+/// As [`iq2_xxs`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq2_s<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
+    let sum = rows::<R, 82>(n, w, &a, |wb, ib| {
+        let qh = wb[66 + ib] as usize;
+        let idx: [usize; 4] =
+            std::array::from_fn(|l| wb[2 + 4 * ib + l] as usize | ((qh << (8 - 2 * l)) & 0x300));
+        let o = 34 + 4 * ib;
+        let signs = u32::from_le_bytes([wb[o], wb[o + 1], wb[o + 2], wb[o + 3]]);
+        let s = wb[74 + ib];
+        (
+            signed_levels(grid4(&IQ2S_GRID, idx), signs),
+            halves(s & 0xf, s >> 4),
+        )
+    });
+    sum.map(|s| 0.125 * s)
+}
+wrappers!(iq2_s_dot, iq2_s_dot4, iq2_s);
+gemm_rows!(iq2_s_gemm, iq2_s, 82, ACT, 256);
