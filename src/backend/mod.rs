@@ -86,6 +86,7 @@ use crate::error::{ModelError, Result};
 use crate::sampler::{by_logit, keep_top};
 use crate::state::State;
 
+pub use cpu::profile::OpTime;
 pub use cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaBackend, CudaDevice};
@@ -408,6 +409,18 @@ macro_rules! dispatch {
             }),
         }
     };
+    // An op the CPU profile times as `$op` (see `cpu::profile`).
+    ($self:ident, $ws:ident, $op:ident, |$b:ident, $w:ident| $body:expr) => {
+        match ($self, $ws) {
+            (Backend::Cpu($b), Workspace::Cpu($w)) => $b.timed(cpu::profile::Op::$op, || $body),
+            #[cfg(feature = "cuda")]
+            (Backend::Cuda($b), Workspace::Cuda($w)) => $body,
+            #[allow(unreachable_patterns)]
+            _ => Err(ModelError::Backend {
+                what: "a workspace of another backend".into(),
+            }),
+        }
+    };
 }
 
 // State-pool ops: one arm per backend.
@@ -498,12 +511,12 @@ impl Backend {
 
     /// X[j] = token_embd row `ids[j]` (ids checked by the caller).
     pub fn embed(&self, ws: &mut Workspace, ids: &[u32]) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.embed(w, ids))
+        dispatch!(self, ws, Embed, |b, w| b.embed(w, ids))
     }
 
     /// H = rmsnorm(X) * block `l`'s norm weight, first `t` rows.
     pub fn rms_norm(&self, ws: &mut Workspace, l: usize, t: usize) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.rms_norm(w, l, t))
+        dispatch!(self, ws, RmsNorm, |b, w| b.rms_norm(w, l, t))
     }
 
     /// dst[j] = W src[j] for the first `t` rows.
@@ -520,38 +533,38 @@ impl Backend {
 
     /// The gate half of Xz: z <- silu(z).
     pub fn silu_gate(&self, ws: &mut Workspace, t: usize) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.silu_gate(w, t))
+        dispatch!(self, ws, SiluGate, |b, w| b.silu_gate(w, t))
     }
 
     /// Xc = silu(conv1d(x_in) + bias) of block `l`, with the rows' conv states.
     pub fn conv(&self, ws: &mut Workspace, l: usize, rows: Rows) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.conv(w, l, rows))
+        dispatch!(self, ws, Conv, |b, w| b.conv(w, l, rows))
     }
 
     /// Falcon Mamba: weightless RMS norm of dt_in, B and C in each Xdbl row.
     pub fn dt_b_c_rms(&self, ws: &mut Workspace, t: usize) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.dt_b_c_rms(w, t))
+        dispatch!(self, ws, DtBcRms, |b, w| b.dt_b_c_rms(w, t))
     }
 
     /// DtIn = the first R columns of Xdbl.
     pub fn split_dt(&self, ws: &mut Workspace, t: usize) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.split_dt(w, t))
+        dispatch!(self, ws, SplitDt, |b, w| b.split_dt(w, t))
     }
 
     /// Dt = softplus(Dt + block `l`'s dt bias).
     pub fn dt_softplus(&self, ws: &mut Workspace, l: usize, t: usize) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.dt_softplus(w, l, t))
+        dispatch!(self, ws, DtSoftplus, |b, w| b.dt_softplus(w, l, t))
     }
 
     /// Y = (selective scan + x D) * silu(z) of block `l`, with the rows' SSM
     /// states.
     pub fn scan(&self, ws: &mut Workspace, l: usize, rows: Rows) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.scan(w, l, rows))
+        dispatch!(self, ws, Scan, |b, w| b.scan(w, l, rows))
     }
 
     /// X += Out, first `t` rows.
     pub fn residual(&self, ws: &mut Workspace, t: usize) -> Result<()> {
-        dispatch!(self, ws, |b, w| b.residual(w, t))
+        dispatch!(self, ws, Residual, |b, w| b.residual(w, t))
     }
 
     /// Final RMS norm of X rows `rows`, then the LM head: `logits` (host)
@@ -589,6 +602,30 @@ impl Backend {
         out: &mut [TopK],
     ) -> Result<()> {
         dispatch!(self, ws, |b, w| b.top_k(w, rows, k, out))
+    }
+
+    /// Zeroes and starts the per-op profile (`bench --profile`): `false`,
+    /// and nothing timed, on a GPU, whose ops the host only queues.
+    pub fn profile_start(&self) -> bool {
+        match self {
+            Backend::Cpu(b) => {
+                b.profile_start();
+                true
+            }
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => false,
+        }
+    }
+
+    /// Stops the per-op profile: each op's calls, wall time and weight
+    /// bytes since [`profile_start`](Self::profile_start), in forward order
+    /// (empty on a GPU).
+    pub fn profile_stop(&self) -> Vec<OpTime> {
+        match self {
+            Backend::Cpu(b) => b.profile_stop(),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => Vec::new(),
+        }
     }
 
     /// Whether [`greedy`](Self::greedy) keeps the logits off the host (a

@@ -31,6 +31,12 @@
 //! minutes).
 //!
 //! Peak RSS is the process's VmHWM after each test (monotonic over the run).
+//!
+//! `--profile` (CPU): each single-sequence tg also times every op of its
+//! decode steps and prints where a token's time goes, with each matmul's
+//! GB/s of weights, beside a memory read loop measured in the same run on
+//! the same threads (`read_loop_gbs`), so decode's share of the machine's
+//! bandwidth is one ratio of one run.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -109,6 +115,12 @@ pub struct Args {
     /// switched off (its weight type then ran on the dp4a path).
     #[arg(long)]
     pub verify: bool,
+    /// tg (one sequence, CPU): time each op of the decode step and print
+    /// where a token's time goes, each matmul's GB/s of weights, and a
+    /// memory read loop on the same threads measured in the same run
+    /// (refused on a GPU, whose ops the host only queues).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// One test's result, with llama-bench's field names where it has one.
@@ -144,6 +156,141 @@ pub struct Record {
     pub samples_ts: Vec<f64>,
     /// VmHWM after this test, bytes.
     pub peak_rss_bytes: u64,
+    /// `--profile`, one-sequence tg: where a decode step's time went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<StepProfile>,
+}
+
+/// A decode step's time by op (`--profile`), per token over the timed
+/// repetitions.
+#[derive(Serialize, Debug, Clone)]
+pub struct StepProfile {
+    pub tokens: u64,
+    pub ns_per_token: f64,
+    pub ops: Vec<OpShare>,
+    /// Wall time outside the backend's ops (the session, sampling glue).
+    pub outside_ns_per_token: f64,
+    /// Weight bytes the step's matmuls read per token.
+    pub weight_bytes_per_token: f64,
+    /// GB/s of the memory read loop (`read_loop_gbs`) on the same threads,
+    /// measured in this run.
+    pub read_loop_gbs: f64,
+}
+
+/// One op of [`StepProfile`].
+#[derive(Serialize, Debug, Clone)]
+pub struct OpShare {
+    pub op: &'static str,
+    pub calls_per_token: f64,
+    pub ns_per_token: f64,
+    /// Weight GB/s while it ran (matmuls only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_gbs: Option<f64>,
+}
+
+impl StepProfile {
+    fn new(
+        ops: &[mamba_gguf::backend::OpTime],
+        tokens: u64,
+        wall_ns: u64,
+        read_loop_gbs: f64,
+    ) -> Self {
+        let per = |x: f64| x / tokens.max(1) as f64;
+        let inside: f64 = ops.iter().map(|o| o.seconds * 1e9).sum();
+        StepProfile {
+            tokens,
+            ns_per_token: per(wall_ns as f64),
+            ops: ops
+                .iter()
+                .map(|o| OpShare {
+                    op: o.op,
+                    calls_per_token: per(o.calls as f64),
+                    ns_per_token: per(o.seconds * 1e9),
+                    weight_gbs: (o.weight_bytes > 0)
+                        .then(|| o.weight_bytes as f64 / o.seconds.max(1e-12) / 1e9),
+                })
+                .collect(),
+            outside_ns_per_token: per((wall_ns as f64 - inside).max(0.0)),
+            weight_bytes_per_token: per(ops.iter().map(|o| o.weight_bytes as f64).sum()),
+            read_loop_gbs,
+        }
+    }
+
+    /// The markdown table `bench --profile` prints under the results.
+    fn table(&self, test: &str) -> String {
+        let step = self.ns_per_token.max(1.0);
+        let mut t = format!(
+            "\n{test}: {:.0} us per token over {} tokens, by op\n\n\
+             | op | calls/token | us/token | share | weight GB/s |\n\
+             | --- | ---: | ---: | ---: | ---: |\n",
+            step / 1e3,
+            self.tokens
+        );
+        for o in &self.ops {
+            let gbs = o.weight_gbs.map(|g| format!("{g:.1}")).unwrap_or_default();
+            let _ = writeln!(
+                t,
+                "| {} | {:.0} | {:.1} | {:.1}% | {gbs} |",
+                o.op,
+                o.calls_per_token,
+                o.ns_per_token / 1e3,
+                100.0 * o.ns_per_token / step
+            );
+        }
+        let _ = writeln!(
+            t,
+            "| (outside the ops) | | {:.1} | {:.1}% | |",
+            self.outside_ns_per_token / 1e3,
+            100.0 * self.outside_ns_per_token / step
+        );
+        let gbs = self.weight_bytes_per_token / step;
+        let _ = write!(
+            t,
+            "\nweights read per token {:.3} GB: {gbs:.1} GB/s over the whole step, \
+             {:.0}% of the read loop's {:.1} GB/s (same threads, this run)",
+            self.weight_bytes_per_token / 1e9,
+            100.0 * gbs / self.read_loop_gbs.max(1e-9),
+            self.read_loop_gbs
+        );
+        t
+    }
+}
+
+/// GB/s of summing a 1 GiB buffer (anonymous memory in transparent huge
+/// pages where the kernel gives them, as the weights are read into) on the
+/// current pool's threads, each its own contiguous share with eight
+/// independent sums (so the loads vectorize): the best of five passes.
+fn read_loop_gbs() -> Result<f64> {
+    use rayon::prelude::*;
+    const BYTES: usize = 1 << 30;
+    let mut m = memmap2::MmapMut::map_anon(BYTES).context("cannot map the read loop's buffer")?;
+    #[cfg(target_os = "linux")]
+    {
+        let _ = m.advise(memmap2::Advice::HugePage);
+    }
+    m.par_chunks_mut(1 << 20)
+        .enumerate()
+        .for_each(|(i, c)| c.fill(i as u8));
+    let threads = rayon::current_num_threads().max(1);
+    let share = BYTES.div_ceil(threads).next_multiple_of(64);
+    let sum = |c: &[u8]| -> u64 {
+        let mut acc = [0u64; 8];
+        for line in c.chunks_exact(64) {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let w = u64::from_le_bytes(line[8 * k..8 * k + 8].try_into().unwrap_or([0; 8]));
+                *a = a.wrapping_add(w);
+            }
+        }
+        acc.iter().fold(0u64, |x, &y| x.wrapping_add(y))
+    };
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s: u64 = m.par_chunks(share).map(sum).reduce(|| 0, u64::wrapping_add);
+        std::hint::black_box(s);
+        best = best.max(BYTES as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    Ok(best)
 }
 
 impl Record {
@@ -242,6 +389,8 @@ struct Ctx<'a> {
     threads: usize,
     backends: String,
     devices: String,
+    /// `--profile`: the read loop's GB/s, measured before the tests.
+    read_loop_gbs: Option<f64>,
 }
 
 impl Ctx<'_> {
@@ -283,6 +432,7 @@ impl Ctx<'_> {
             samples_ns: ns,
             samples_ts: ts,
             peak_rss_bytes: peak_rss_bytes(),
+            profile: None,
         }
     }
 }
@@ -337,12 +487,17 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
                 s.greedy()?
             };
             for &p in &a.parallel {
-                let ns = if p == 1 {
+                let (ns, ops) = if p == 1 {
                     tg_alone(&mut s, &base, first, a)?
                 } else {
-                    tg_batched(model, &base, first, p, a)?
+                    (tg_batched(model, &base, first, p, a)?, None)
                 };
-                let r = ctx.record((0, a.n_gen, p), d, fed, ns);
+                let wall: u64 = ns.iter().sum();
+                let mut r = ctx.record((0, a.n_gen, p), d, fed, ns);
+                if let (Some(ops), Some(gbs)) = (ops, ctx.read_loop_gbs) {
+                    let tokens = (a.reps * a.n_gen) as u64;
+                    r.profile = Some(StepProfile::new(&ops, tokens, wall, gbs));
+                }
                 progress(&r);
                 out.push(r);
             }
@@ -351,10 +506,22 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
     Ok(out)
 }
 
-/// tg of one sequence: a warm-up step, then `-r` timed runs of `-n` steps.
-fn tg_alone(s: &mut Session, base: &Snapshot, first: u32, a: &Args) -> Result<Vec<u64>> {
+/// tg of one sequence: a warm-up step, then `-r` timed runs of `-n` steps;
+/// with `--profile`, each op's totals over the timed runs.
+fn tg_alone(
+    s: &mut Session,
+    base: &Snapshot,
+    first: u32,
+    a: &Args,
+) -> Result<(Vec<u64>, Option<Vec<mamba_gguf::backend::OpTime>>)> {
     s.restore(base)?;
     s.feed(&[first])?; // warm-up
+    let be = s.model().backend();
+    if a.profile {
+        // Restoring the state between runs is no op of the forward: only
+        // the steps are summed.
+        be.profile_start();
+    }
     let mut ns = Vec::with_capacity(a.reps);
     for _ in 0..a.reps {
         s.restore(base)?;
@@ -369,7 +536,7 @@ fn tg_alone(s: &mut Session, base: &Snapshot, first: u32, a: &Args) -> Result<Ve
         }
         ns.push(t.elapsed().as_nanos() as u64);
     }
-    Ok(ns)
+    Ok((ns, a.profile.then(|| be.profile_stop())))
 }
 
 /// tg of `p` sequences in batched steps, each from `base` with its own
@@ -656,6 +823,18 @@ pub fn run(args: Args) -> Result<()> {
         .context("cannot start the thread pool")?;
 
     let model = super::run::load_model(&args.model, args.device, args.mmap)?;
+    let read_loop_gbs = if args.profile {
+        if !model.backend().profile_start() {
+            bail!(
+                "--profile times the CPU backend's ops; on {} the host only queues them",
+                model.backend().device()
+            );
+        }
+        model.backend().profile_stop();
+        Some(pool.install(read_loop_gbs)?)
+    } else {
+        None
+    };
     let switched_off = if args.verify {
         verify_report()
     } else {
@@ -673,6 +852,7 @@ pub fn run(args: Args) -> Result<()> {
         threads,
         backends: model.backend().name().to_string(),
         devices: model.backend().device(),
+        read_loop_gbs,
     };
 
     // Write errors (a closed pipe) end the run with an error, not a panic.
@@ -698,6 +878,14 @@ pub fn run(args: Args) -> Result<()> {
     if json {
         writeln!(stdout.lock(), "{}", serde_json::to_string_pretty(&records)?)
             .context("cannot write to stdout")?;
+    }
+    if !json {
+        for r in &records {
+            if let Some(p) = &r.profile {
+                writeln!(stdout.lock(), "{}", p.table(&r.test_name()))
+                    .context("cannot write to stdout")?;
+            }
+        }
     }
     if let Some(p) = &args.plot {
         let title = format!("{} — {} threads", ctx.model_type, threads);

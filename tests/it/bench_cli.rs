@@ -260,3 +260,115 @@ fn bad_arguments_are_refused_clearly() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn profile_accounts_for_every_op_and_the_weights_read() {
+    let o = bench(&[
+        "-m",
+        TINY,
+        "-p",
+        "0",
+        "-n",
+        "3",
+        "-r",
+        "2",
+        "-t",
+        "1",
+        "--profile",
+        "--json",
+    ]);
+    let recs: Vec<Json> = serde_json::from_str(&ok_stdout(&o)).expect("JSON array");
+    let p = &recs[0]["profile"];
+    assert_eq!(num(p, "tokens"), 6.0, "{p}");
+    // The matmul weights, as the file holds them: what one decode step
+    // must read (the head is output.weight, or the tied embedding).
+    let f = gguf::GgufFile::open(TINY).expect("open the fixture");
+    let bytes = |pred: &dyn Fn(&str) -> bool| -> f64 {
+        f.tensors()
+            .iter()
+            .filter(|t| pred(&t.name))
+            .map(|t| t.n_bytes as f64)
+            .sum()
+    };
+    let n_layer = f
+        .tensors()
+        .iter()
+        .filter(|t| t.name.ends_with(".ssm_in.weight"))
+        .count() as f64;
+    let mut head = bytes(&|n| n == "output.weight");
+    if head == 0.0 {
+        head = bytes(&|n| n == "token_embd.weight");
+    }
+    let matmuls = bytes(&|n| {
+        [
+            ".ssm_in.weight",
+            ".ssm_x.weight",
+            ".ssm_dt.weight",
+            ".ssm_out.weight",
+        ]
+        .iter()
+        .any(|s| n.ends_with(s))
+    });
+    assert_eq!(num(p, "weight_bytes_per_token"), matmuls + head, "{p}");
+    let ops = p["ops"].as_array().expect("ops");
+    let op = |name: &str| {
+        ops.iter()
+            .find(|o| o["op"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {p}"))
+    };
+    for name in [
+        "rms_norm", "in_proj", "conv", "x_proj", "dt_proj", "scan", "out_proj",
+    ] {
+        assert_eq!(num(op(name), "calls_per_token"), n_layer, "{name}");
+    }
+    assert_eq!(num(op("head"), "calls_per_token"), 1.0);
+    for name in ["in_proj", "x_proj", "dt_proj", "out_proj", "head"] {
+        assert!(num(op(name), "weight_gbs") > 0.0, "{name} in {p}");
+    }
+    assert!(op("scan").get("weight_gbs").is_none(), "{p}");
+    // The ops and what lies outside them make up the step.
+    let inside: f64 = ops.iter().map(|o| num(o, "ns_per_token")).sum();
+    let whole = num(p, "ns_per_token");
+    let outside = num(p, "outside_ns_per_token");
+    assert!(
+        (inside + outside - whole).abs() <= 1e-6 * whole + 1.0,
+        "{p}"
+    );
+    assert!(inside <= whole * 1.0001, "{p}");
+    assert!(num(p, "read_loop_gbs") > 0.0, "{p}");
+
+    // As a table under the results, and refused where ops are only queued.
+    let o = bench(&[
+        "-m",
+        TINY,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--profile",
+    ]);
+    let out = ok_stdout(&o);
+    assert!(out.contains("| in_proj | "), "{out}");
+    assert!(out.contains("% of the read loop's"), "{out}");
+    let o = bench(&[
+        "-m",
+        TINY,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "--profile",
+        "--device",
+        "cuda-emu",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--profile") && !err.contains("panicked"),
+        "{err}"
+    );
+}

@@ -7,6 +7,7 @@
 
 mod matmul;
 mod ops;
+pub(crate) mod profile;
 mod scan;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +22,7 @@ use crate::state::{LayerState, State};
 
 use matmul::{act_bytes, matmul};
 use ops::{conv, each_row, rms_norm, rms_norm_inplace};
+use profile::{Op, OpTime, Profile};
 
 /// A weight matrix with its CPU kernel: `n_out` rows of `n_in` values of the
 /// kernel's weight type, contiguous in the mapped file.
@@ -93,6 +95,8 @@ pub struct CpuBackend {
     pool: Mutex<Pool>,
     /// Why `--device auto` did not take the GPU it found, if it did not.
     fallback: Option<String>,
+    /// Per-op wall time, summed while `bench --profile` has it on.
+    profile: Profile,
 }
 
 /// The activation buffers of one forward over up to `rows` tokens: the
@@ -165,6 +169,7 @@ impl CpuBackend {
                 ssm: vec![Vec::new(); n],
             }),
             fallback: None,
+            profile: Profile::default(),
         })
     }
 
@@ -174,6 +179,22 @@ impl CpuBackend {
     pub(crate) fn instead_of_gpu(mut self, why: String) -> Self {
         self.fallback = Some(why);
         self
+    }
+
+    /// `f()`, timed as `op` while the profile is on (the ops the backend
+    /// dispatcher times; matmuls and the head time themselves).
+    pub(crate) fn timed<T>(&self, op: Op, f: impl FnOnce() -> T) -> T {
+        self.profile.time(op, 0, f)
+    }
+
+    /// Zeroes and starts the per-op profile.
+    pub(crate) fn profile_start(&self) {
+        self.profile.start()
+    }
+
+    /// Stops the per-op profile: each op's totals since the start.
+    pub(crate) fn profile_stop(&self) -> Vec<OpTime> {
+        self.profile.stop()
     }
 
     /// Why `--device auto` chose the CPU over a GPU it found, if it did.
@@ -306,7 +327,10 @@ impl CpuBackend {
             let (lo, hi) = s.bufs.split_at_mut(a);
             (&hi[0], &mut lo[b])
         };
-        matmul(m, self.data(m), x, t, out, &mut s.act, &mut s.tmp)
+        let bytes = m.n_out * m.row_bytes;
+        self.profile.time(Op::of(w), bytes, || {
+            matmul(m, self.data(m), x, t, out, &mut s.act, &mut s.tmp)
+        })
     }
 
     pub(crate) fn silu_gate(&self, s: &mut Scratch, t: usize) -> Result<()> {
@@ -456,6 +480,17 @@ impl CpuBackend {
         rows: std::ops::Range<usize>,
         logits: &mut [f32],
     ) -> Result<()> {
+        let bytes = self.output.n_out * self.output.row_bytes;
+        self.profile
+            .time(Op::Head, bytes, || self.head_untimed(s, rows, logits))
+    }
+
+    fn head_untimed(
+        &self,
+        s: &mut Scratch,
+        rows: std::ops::Range<usize>,
+        logits: &mut [f32],
+    ) -> Result<()> {
         let d = self.hp.n_embd;
         let n = rows.len();
         check_range(s.rows, &rows)?;
@@ -518,9 +553,11 @@ impl CpuBackend {
         let out = prefix_mut(out, n, what)?;
         let mut logits = vec![0.0; n * v];
         self.head(s, rows, &mut logits)?;
-        for (o, row) in out.iter_mut().zip(logits.chunks_exact(v)) {
-            *o = f(row);
-        }
+        self.profile.time(Op::Pick, 0, || {
+            for (o, row) in out.iter_mut().zip(logits.chunks_exact(v)) {
+                *o = f(row);
+            }
+        });
         Ok(())
     }
 
