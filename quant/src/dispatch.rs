@@ -3,7 +3,8 @@
 //! it implements; every other type falls back to the next slower path.
 //! Written today: AVX2 (+FMA, F16C) for every supported type except Q8_K
 //! weights; with the `avx512` cargo feature, AVX-512 for Q4_0, Q8_0, Q4_K
-//! and Q6_K; NEON (aarch64) for every supported type except Q8_K weights.
+//! and Q6_K; NEON (aarch64) for every supported type except Q8_K weights
+//! (the IQ1, IQ2, IQ3 and TQ types included).
 //!
 //! [`kernel`]/[`kernel_with`] only hand out a SIMD kernel after it has
 //! agreed with the scalar reference once on fixed data (see [`self_check`]):

@@ -3,6 +3,14 @@
 //! with the base ARMv8.0 instruction set only, so they run on any aarch64
 //! machine: no `sdot` (ARMv8.2 dotprod), no fp16 arithmetic.
 //!
+//! Kernels for every supported weight type except Q8_K: F32, F16, BF16
+//! (`float`); Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (`legacy`); Q4_K, Q5_K, Q6_K
+//! (`kquants`); IQ4_NL, IQ4_XS, Q3_K, Q2_K (`lowbit`); IQ3_XXS, IQ3_S
+//! (`iq3`); IQ2_XXS, IQ2_XS, IQ2_S (`iq2`); IQ1_S, IQ1_M, TQ1_0, TQ2_0
+//! (`iq1_tq`). Each quantized type has a dot, a four-activation dot and a
+//! matmul (`gemm`). The grid types (IQ1, IQ2, IQ3) look their grid entries
+//! up by scalar loads, two or four per vector of 16 levels.
+//!
 //! As in the AVX2 path, every kernel is one function generic over `R`, the
 //! number of activation rows it dots one weight row with (`R = 1` the
 //! matvec dot, `R = 4` and `R = 8` the prefill forms that decode each
@@ -25,6 +33,9 @@
 //! on real ARM hardware yet.
 
 mod float;
+mod iq1_tq;
+mod iq2;
+mod iq3;
 mod kquants;
 mod legacy;
 mod lowbit;
@@ -52,6 +63,15 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::IQ4_XS => (lowbit::iq4_xs_dot, lowbit::iq4_xs_dot4),
         T::Q3_K => (lowbit::q3_k_dot, lowbit::q3_k_dot4),
         T::Q2_K => (lowbit::q2_k_dot, lowbit::q2_k_dot4),
+        T::IQ3_XXS => (iq3::iq3_xxs_dot, iq3::iq3_xxs_dot4),
+        T::IQ3_S => (iq3::iq3_s_dot, iq3::iq3_s_dot4),
+        T::IQ2_XXS => (iq2::iq2_xxs_dot, iq2::iq2_xxs_dot4),
+        T::IQ2_XS => (iq2::iq2_xs_dot, iq2::iq2_xs_dot4),
+        T::IQ2_S => (iq2::iq2_s_dot, iq2::iq2_s_dot4),
+        T::IQ1_S => (iq1_tq::iq1_s_dot, iq1_tq::iq1_s_dot4),
+        T::IQ1_M => (iq1_tq::iq1_m_dot, iq1_tq::iq1_m_dot4),
+        T::TQ1_0 => (iq1_tq::tq1_dot, iq1_tq::tq1_dot4),
+        T::TQ2_0 => (iq1_tq::tq2_dot, iq1_tq::tq2_dot4),
         _ => return None,
     })
 }
@@ -74,6 +94,15 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         T::IQ4_XS => lowbit::iq4_xs_gemm,
         T::Q3_K => lowbit::q3_k_gemm,
         T::Q2_K => lowbit::q2_k_gemm,
+        T::IQ3_XXS => iq3::iq3_xxs_gemm,
+        T::IQ3_S => iq3::iq3_s_gemm,
+        T::IQ2_XXS => iq2::iq2_xxs_gemm,
+        T::IQ2_XS => iq2::iq2_xs_gemm,
+        T::IQ2_S => iq2::iq2_s_gemm,
+        T::IQ1_S => iq1_tq::iq1_s_gemm,
+        T::IQ1_M => iq1_tq::iq1_m_gemm,
+        T::TQ1_0 => iq1_tq::tq1_gemm,
+        T::TQ2_0 => iq1_tq::tq2_gemm,
         _ => return None,
     })
 }
