@@ -140,24 +140,26 @@ fn time_wall(budget: Duration, mut f: impl FnMut()) -> f64 {
     best
 }
 
-/// GB/s of summing u64 over a `bytes` buffer on `threads` threads.
+/// GB/s of `quant::read_loop::sum_words` over a `bytes` buffer on
+/// `threads` threads (each its own contiguous share).
 fn memory_read(bytes: usize, threads: usize) -> f64 {
+    let buf: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
     if threads == 1 {
-        let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
         let s = time(Duration::from_millis(1500), || {
-            black_box(buf.iter().fold(0u64, |a, &v| a.wrapping_add(v)));
+            black_box(quant::read_loop::sum_words(&buf));
         });
         return bytes as f64 / s / 1e9;
     }
-    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
-    let per = buf.len().div_ceil(threads);
+    let per = buf.len().div_ceil(threads).next_multiple_of(128);
     let s = time_wall(Duration::from_millis(1500), || {
         let total: u64 = std::thread::scope(|sc| {
             let hs: Vec<_> = buf
                 .chunks(per)
-                .map(|c| sc.spawn(move || c.iter().fold(0u64, |a, &v| a.wrapping_add(v))))
+                .map(|c| sc.spawn(move || quant::read_loop::sum_words(c)))
                 .collect();
-            hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
         });
         black_box(total);
     });
@@ -191,7 +193,7 @@ fn main() {
     let mem1 = memory_read(1 << 30, 1);
     let mem2 = memory_read(1 << 30, 2);
     println!(
-        "memory read (sum of u64 over 1 GiB): 1 thread {mem1:.1} GB/s, 2 threads {mem2:.1} GB/s"
+        "memory read (quant::read_loop over 1 GiB): 1 thread {mem1:.1} GB/s, 2 threads {mem2:.1} GB/s"
     );
     println!();
     println!("matvec, 1 thread, GB/s of weight bytes (fraction of the 1-thread memory read)");

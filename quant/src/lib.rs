@@ -80,6 +80,7 @@ pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
 pub mod q8_k;
+pub mod read_loop;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod simd_shared;
 pub mod tq;

@@ -189,12 +189,8 @@ pub struct OpShare {
 }
 
 impl StepProfile {
-    fn new(
-        ops: &[mamba_gguf::backend::OpTime],
-        tokens: u64,
-        wall_ns: u64,
-        read_loop_gbs: f64,
-    ) -> Self {
+    /// The step's profile; its `read_loop_gbs` is filled in after the tests.
+    fn new(ops: &[mamba_gguf::backend::OpTime], tokens: u64, wall_ns: u64) -> Self {
         let per = |x: f64| x / tokens.max(1) as f64;
         let inside: f64 = ops.iter().map(|o| o.seconds * 1e9).sum();
         StepProfile {
@@ -212,7 +208,7 @@ impl StepProfile {
                 .collect(),
             outside_ns_per_token: per((wall_ns as f64 - inside).max(0.0)),
             weight_bytes_per_token: per(ops.iter().map(|o| o.weight_bytes as f64).sum()),
-            read_loop_gbs,
+            read_loop_gbs: 0.0,
         }
     }
 
@@ -256,10 +252,10 @@ impl StepProfile {
     }
 }
 
-/// GB/s of summing a 1 GiB buffer (anonymous memory in transparent huge
-/// pages where the kernel gives them, as the weights are read into) on the
-/// current pool's threads, each its own contiguous share with eight
-/// independent sums (so the loads vectorize): the best of five passes.
+/// GB/s of [`quant::read_loop::sum_words`] over a 1 GiB buffer (anonymous
+/// memory in transparent huge pages where the kernel gives them, as the
+/// weights are read into) on the current pool's threads, each its own
+/// contiguous share: the best of five passes.
 fn read_loop_gbs() -> Result<f64> {
     use rayon::prelude::*;
     const BYTES: usize = 1 << 30;
@@ -272,21 +268,14 @@ fn read_loop_gbs() -> Result<f64> {
         .enumerate()
         .for_each(|(i, c)| c.fill(i as u8));
     let threads = rayon::current_num_threads().max(1);
-    let share = BYTES.div_ceil(threads).next_multiple_of(64);
-    let sum = |c: &[u8]| -> u64 {
-        let mut acc = [0u64; 8];
-        for line in c.chunks_exact(64) {
-            for (k, a) in acc.iter_mut().enumerate() {
-                let w = u64::from_le_bytes(line[8 * k..8 * k + 8].try_into().unwrap_or([0; 8]));
-                *a = a.wrapping_add(w);
-            }
-        }
-        acc.iter().fold(0u64, |x, &y| x.wrapping_add(y))
-    };
+    let share = BYTES.div_ceil(threads).next_multiple_of(128);
     let mut best = 0f64;
     for _ in 0..5 {
         let t = Instant::now();
-        let s: u64 = m.par_chunks(share).map(sum).reduce(|| 0, u64::wrapping_add);
+        let s: u64 = m
+            .par_chunks(share)
+            .map(quant::read_loop::sum_words)
+            .reduce(|| 0, u64::wrapping_add);
         std::hint::black_box(s);
         best = best.max(BYTES as f64 / t.elapsed().as_secs_f64() / 1e9);
     }
@@ -389,8 +378,6 @@ struct Ctx<'a> {
     threads: usize,
     backends: String,
     devices: String,
-    /// `--profile`: the read loop's GB/s, measured before the tests.
-    read_loop_gbs: Option<f64>,
 }
 
 impl Ctx<'_> {
@@ -494,9 +481,9 @@ fn run_all(ctx: &Ctx, model: &Model, mut progress: impl FnMut(&Record)) -> Resul
                 };
                 let wall: u64 = ns.iter().sum();
                 let mut r = ctx.record((0, a.n_gen, p), d, fed, ns);
-                if let (Some(ops), Some(gbs)) = (ops, ctx.read_loop_gbs) {
+                if let Some(ops) = ops {
                     let tokens = (a.reps * a.n_gen) as u64;
-                    r.profile = Some(StepProfile::new(&ops, tokens, wall, gbs));
+                    r.profile = Some(StepProfile::new(&ops, tokens, wall));
                 }
                 progress(&r);
                 out.push(r);
@@ -823,7 +810,7 @@ pub fn run(args: Args) -> Result<()> {
         .context("cannot start the thread pool")?;
 
     let model = super::run::load_model(&args.model, args.device, args.mmap)?;
-    let read_loop_gbs = if args.profile {
+    if args.profile {
         if !model.backend().profile_start() {
             bail!(
                 "--profile times the CPU backend's ops; on {} the host only queues them",
@@ -831,10 +818,7 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         model.backend().profile_stop();
-        Some(pool.install(read_loop_gbs)?)
-    } else {
-        None
-    };
+    }
     let switched_off = if args.verify {
         verify_report()
     } else {
@@ -852,7 +836,6 @@ pub fn run(args: Args) -> Result<()> {
         threads,
         backends: model.backend().name().to_string(),
         devices: model.backend().device(),
-        read_loop_gbs,
     };
 
     // Write errors (a closed pipe) end the run with an error, not a panic.
@@ -862,7 +845,7 @@ pub fn run(args: Args) -> Result<()> {
         writeln!(stdout.lock(), "{}", table_header())?;
     }
     let json = args.json;
-    let records = pool.install(|| {
+    let mut records = pool.install(|| {
         run_all(&ctx, &model, |r| {
             if !json && write_err.is_none() {
                 let mut o = stdout.lock();
@@ -874,6 +857,14 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     if let Some(e) = write_err {
         return Err(e).context("cannot write to stdout");
+    }
+    if args.profile {
+        // After the tests, when the load's page-cache and huge-page work
+        // is long over, on the pool that decoded.
+        let gbs = pool.install(read_loop_gbs)?;
+        for p in records.iter_mut().filter_map(|r| r.profile.as_mut()) {
+            p.read_loop_gbs = gbs;
+        }
     }
     if json {
         writeln!(stdout.lock(), "{}", serde_json::to_string_pretty(&records)?)
