@@ -218,15 +218,20 @@ pub(super) unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
 unsafe fn k45_sums<const FIVE: bool>(p: *const u8, y: *const u8, bs2: *const i16) -> __m256i {
     let low = _mm256_set1_epi8(0x0F);
     let sm = scales_mins(p);
-    // The 8 scales as i16 in both 128-bit lanes; the mins dotted with the
-    // pair sums at once.
-    let scl = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-    // Dword k of `pairs[k / 4]`: scale k twice (i16), in both 128-bit lanes,
-    // so that each sub-block's scale is one `vpshufd` (no index register).
-    let pairs = [
-        _mm256_unpacklo_epi16(scl, scl),
-        _mm256_unpackhi_epi16(scl, scl),
-    ];
+    // Dword k: scale k twice (i16), stored once and broadcast from memory
+    // per sub-block (a load-port op: register broadcasts of each i16 cost
+    // the FP pipes one or two shuffles apiece, and these pipes are what the
+    // kernel is short of).
+    let scl = _mm_cvtepu8_epi16(sm);
+    let mut dw = [0i32; 8];
+    _mm_storeu_si128(
+        dw.as_mut_ptr() as *mut __m128i,
+        _mm_unpacklo_epi16(scl, scl),
+    );
+    _mm_storeu_si128(
+        dw.as_mut_ptr().add(4) as *mut __m128i,
+        _mm_unpackhi_epi16(scl, scl),
+    );
     let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
     let msum = _mm_madd_epi16(mins, _mm_loadu_si128(bs2 as *const __m128i));
     let ql = p.add(if FIVE { 48 } else { 16 });
@@ -249,24 +254,10 @@ unsafe fn k45_sums<const FIVE: bool>(p: *const u8, y: *const u8, bs2: *const i16
         }
         let y0 = _mm256_loadu_si256(y.add(64 * g) as *const __m256i);
         let y1 = _mm256_loadu_si256(y.add(64 * g + 32) as *const __m256i);
-        let (s0, s1) = match g {
-            0 => (
-                _mm256_shuffle_epi32::<0x00>(pairs[0]),
-                _mm256_shuffle_epi32::<0x55>(pairs[0]),
-            ),
-            1 => (
-                _mm256_shuffle_epi32::<0xAA>(pairs[0]),
-                _mm256_shuffle_epi32::<0xFF>(pairs[0]),
-            ),
-            2 => (
-                _mm256_shuffle_epi32::<0x00>(pairs[1]),
-                _mm256_shuffle_epi32::<0x55>(pairs[1]),
-            ),
-            _ => (
-                _mm256_shuffle_epi32::<0xAA>(pairs[1]),
-                _mm256_shuffle_epi32::<0xFF>(pairs[1]),
-            ),
-        };
+        let (s0, s1) = (
+            bcast32(dw.as_ptr().add(2 * g)),
+            bcast32(dw.as_ptr().add(2 * g + 1)),
+        );
         let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
         let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
         acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
@@ -276,6 +267,25 @@ unsafe fn k45_sums<const FIVE: bool>(p: *const u8, y: *const u8, bs2: *const i16
         _mm256_extracti128_si256::<1>(acc),
     );
     _mm256_set_m128i(msum, is)
+}
+
+/// The i32 at `p` in all eight lanes, by `vpbroadcastd` from memory
+/// (written by hand: from the intrinsics LLVM forwards a just-stored value
+/// through register shuffles instead).
+///
+/// # Safety
+/// The CPU has AVX2; `p` points at 4 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bcast32(p: *const i32) -> __m256i {
+    let y: __m256i;
+    std::arch::asm!(
+        "vpbroadcastd {y}, dword ptr [{p}]",
+        p = in(reg) p,
+        y = out(ymm_reg) y,
+        options(pure, readonly, nostack, preserves_flags),
+    );
+    y
 }
 
 /// The four lanes of `x` (i32) summed pairwise with those of `y`:
