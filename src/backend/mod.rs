@@ -604,6 +604,17 @@ impl Backend {
         dispatch!(self, ws, |b, w| b.top_k(w, rows, k, out))
     }
 
+    /// Runs `f`, the blocks of one decode step, as the device runs a step
+    /// best: on the CPU with the threads kept awake between its parallel
+    /// ops instead of woken for each (`cpu::team`).
+    pub fn step<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Backend::Cpu(b) => b.step(f),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => f(),
+        }
+    }
+
     /// Zeroes and starts the per-op profile (`bench --profile`): `false`,
     /// and nothing timed, on a GPU, whose ops the host only queues.
     pub fn profile_start(&self) -> bool {

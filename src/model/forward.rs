@@ -161,10 +161,18 @@ impl Model {
             slot: slot.index(),
             t,
         };
-        for l in 0..self.hp.n_layer {
-            block::forward_observed(be, &self.hp, ws, l, rows, observe.as_deref_mut())?;
+        let mut blocks = || -> Result<()> {
+            for l in 0..self.hp.n_layer {
+                block::forward_observed(be, &self.hp, ws, l, rows, observe.as_deref_mut())?;
+            }
+            Ok(())
+        };
+        if t == 1 {
+            // A decode step: many small parallel ops.
+            be.step(blocks)
+        } else {
+            blocks()
         }
-        Ok(())
     }
 
     /// The logits (`[V]`) of a position from its row of X after the last
@@ -288,10 +296,12 @@ impl Model {
         let (be, ws) = (&self.backend, s.ws());
         // Embedding: one row per sequence.
         be.embed(ws, ids)?;
-        for l in 0..self.hp.n_layer {
-            block::forward(be, &self.hp, ws, l, Rows::Seqs(&idx))?;
-        }
-        Ok(())
+        be.step(|| {
+            for l in 0..self.hp.n_layer {
+                block::forward(be, &self.hp, ws, l, Rows::Seqs(&idx))?;
+            }
+            Ok(())
+        })
     }
 
     /// A state slot for a new sequence, zeroed.

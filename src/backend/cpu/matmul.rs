@@ -7,7 +7,9 @@
 //! Buffers come from the caller's scratch: nothing is allocated per call once
 //! the scratch has grown to its working size.
 
-use rayon::prelude::*;
+use std::convert::Infallible;
+
+use super::team::par_chunks_mut;
 
 use super::CpuMat as Mat;
 use crate::error::{ModelError, Result};
@@ -46,15 +48,15 @@ fn quantize_acts(m: &Mat, x: &[f32], t: usize, act: &mut Vec<u8>) -> Result<usiz
     }
     let x = &x[..t * m.n_in];
     let dst = &mut act[..ab * t];
-    let one = |(src, dst): (&[f32], &mut [u8])| quant::quantize_row(k.act, src, dst);
+    let n = m.n_in;
     if t >= PAR_MIN_ROWS && rayon::current_num_threads() > 1 {
-        x.par_chunks_exact(m.n_in)
-            .zip(dst.par_chunks_exact_mut(ab))
-            .try_for_each(one)
+        par_chunks_mut(dst, ab, |j, d| {
+            quant::quantize_row(k.act, &x[j * n..(j + 1) * n], d)
+        })
     } else {
-        x.chunks_exact(m.n_in)
+        x.chunks_exact(n)
             .zip(dst.chunks_exact_mut(ab))
-            .try_for_each(one)
+            .try_for_each(|(src, d)| quant::quantize_row(k.act, src, d))
     }
     .map_err(|e| quant_err(m, e))?;
     Ok(ab * t)
@@ -103,9 +105,13 @@ pub fn matmul(
             quant::matvec_unchecked(k, n, w, a, out);
         } else {
             let rc = rows_per_task(rows);
-            out.par_chunks_mut(rc)
-                .zip(w.par_chunks(rc * rb))
-                .for_each(|(o, wc)| quant::matvec_unchecked(k, n, wc, a, o));
+            // `w` holds rows * rb bytes (check_matmul).
+            let done = par_chunks_mut(out, rc, |i, o| {
+                let wc = &w[i * rc * rb..(i * rc + o.len()) * rb];
+                quant::matvec_unchecked(k, n, wc, a, o);
+                Ok::<(), Infallible>(())
+            });
+            let Ok(()) = done;
         }
         return Ok(());
     }
@@ -121,26 +127,23 @@ pub fn matmul(
         tmp.resize(t * rows, 0.0);
     }
     let shared = SharedOut(out.as_mut_ptr());
-    tmp[..t * rows]
-        .par_chunks_mut(t * rc)
-        .zip(w.par_chunks(rc * rb))
-        .enumerate()
-        .for_each(|(c, (tc, wc))| {
-            let (r0, r) = (c * rc, wc.len() / rb);
-            let tc = &mut tc[..t * r];
-            quant::matmul_unchecked(k, n, r, wc, t, a, tc);
-            let shared = &shared;
-            for (j, src) in tc.chunks_exact(r).enumerate() {
-                // SAFETY: r0 + r <= rows and j < t, so the range lies inside
-                // `out` (t * rows values, borrowed mutably by this call for
-                // the whole parallel region); tasks own disjoint row ranges
-                // r0..r0 + r, so no two writes overlap.
-                unsafe {
-                    std::slice::from_raw_parts_mut(shared.0.add(j * rows + r0), r)
-                        .copy_from_slice(src)
-                };
-            }
-        });
+    let done = par_chunks_mut(&mut tmp[..t * rows], t * rc, |c, tc| {
+        let (r0, r) = (c * rc, tc.len() / t);
+        let wc = &w[r0 * rb..(r0 + r) * rb];
+        quant::matmul_unchecked(k, n, r, wc, t, a, tc);
+        let shared = &shared;
+        for (j, src) in tc.chunks_exact(r).enumerate() {
+            // SAFETY: r0 + r <= rows and j < t, so the range lies inside
+            // `out` (t * rows values, borrowed mutably by this call for
+            // the whole parallel region); tasks own disjoint row ranges
+            // r0..r0 + r, so no two writes overlap.
+            unsafe {
+                std::slice::from_raw_parts_mut(shared.0.add(j * rows + r0), r).copy_from_slice(src)
+            };
+        }
+        Ok::<(), Infallible>(())
+    });
+    let Ok(()) = done;
     Ok(())
 }
 

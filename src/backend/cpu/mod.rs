@@ -9,6 +9,7 @@ mod matmul;
 mod ops;
 pub(crate) mod profile;
 mod scan;
+pub(crate) mod team;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -96,7 +97,7 @@ pub struct CpuBackend {
     /// Why `--device auto` did not take the GPU it found, if it did not.
     fallback: Option<String>,
     /// Per-op wall time, summed while `bench --profile` has it on.
-    profile: Profile,
+    profile: Box<Profile>,
 }
 
 /// The activation buffers of one forward over up to `rows` tokens: the
@@ -169,7 +170,7 @@ impl CpuBackend {
                 ssm: vec![Vec::new(); n],
             }),
             fallback: None,
-            profile: Profile::default(),
+            profile: Box::default(),
         })
     }
 
@@ -185,6 +186,12 @@ impl CpuBackend {
     /// dispatcher times; matmuls and the head time themselves).
     pub(crate) fn timed<T>(&self, op: Op, f: impl FnOnce() -> T) -> T {
         self.profile.time(op, 0, f)
+    }
+
+    /// `f` (a forward's blocks) with the pool's threads kept awake between
+    /// its parallel ops (see [`team`]).
+    pub(crate) fn step<R>(&self, f: impl FnOnce() -> R) -> R {
+        team::with_team(f)
     }
 
     /// Zeroes and starts the per-op profile.

@@ -1,9 +1,10 @@
 //! The CPU's row-wise steps: RMS norms, the causal depthwise conv with its
 //! state, and the helper that runs a chunk's rows in parallel.
 
-use rayon::prelude::*;
+use std::convert::Infallible;
 
 use super::matmul::PAR_MIN_ROWS;
+use super::team::par_chunks_mut;
 
 /// Calls `f(j, row j)` for the first `t` rows of width `w` of `buf`, in
 /// parallel from [`PAR_MIN_ROWS`] rows on (a prefill chunk; a decode step's
@@ -16,9 +17,11 @@ pub(super) fn each_row(
 ) {
     let buf = &mut buf[..t * w];
     if t >= PAR_MIN_ROWS && rayon::current_num_threads() > 1 {
-        buf.par_chunks_exact_mut(w)
-            .enumerate()
-            .for_each(|(j, r)| f(j, r));
+        let done = par_chunks_mut(buf, w, |j, r| {
+            f(j, r);
+            Ok::<(), Infallible>(())
+        });
+        let Ok(()) = done;
     } else {
         buf.chunks_exact_mut(w)
             .enumerate()

@@ -1,7 +1,7 @@
 //! The selective scan on the CPU: the portable body first, then the x86-64
 //! AVX2 + FMA fast paths for N = 16 (every Mamba-1 checkpoint), which give
 //! the body's bits. Channels are independent, so channel ranges run in
-//! parallel on rayon's pool, each walking the chunk's tokens in order.
+//! parallel (`team::par_chunks_mut`), each walking the chunk's tokens in order.
 //!
 //! Shapes (row-major; t rows, E = d_inner, N = state, R = dt rank):
 //!   xz    [t][2E]    (x_in | silu(z)): only the gate half is read here
@@ -11,9 +11,10 @@
 //!   y     [t][E]     out: (C . h + x D) * silu(z)
 //!   ssm   [E][N]     the state, updated in place
 
-use rayon::prelude::*;
+use std::convert::Infallible;
 
 use super::matmul::SharedOut;
+use super::team::par_chunks_mut;
 
 /// Below this many (channel x state x token) updates the scan runs on the
 /// calling thread.
@@ -33,9 +34,11 @@ pub(super) fn scan(p: &ScanArgs, ssm: &mut [f32], y: &mut [f32]) {
         work(0, ssm);
     } else {
         let ce = e.div_ceil(threads * 2).max(32);
-        ssm.par_chunks_mut(ce * n)
-            .enumerate()
-            .for_each(|(i, sc)| work(i * ce, sc));
+        let done = par_chunks_mut(ssm, ce * n, |i, sc| {
+            work(i * ce, sc);
+            Ok::<(), Infallible>(())
+        });
+        let Ok(()) = done;
     }
 }
 
