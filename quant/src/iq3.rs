@@ -28,7 +28,7 @@ pub const S_BLOCK_BYTES: usize = 110;
 /// of set bits even (ggml's `ksigns_iq2xs` table, here from its
 /// definition).
 #[inline]
-pub(crate) fn signs7(i: u32) -> u8 {
+pub(crate) const fn signs7(i: u32) -> u8 {
     let i = (i & 127) as u8;
     i | (((i.count_ones() & 1) as u8) << 7)
 }

@@ -1,7 +1,8 @@
 //! AVX2 dots of IQ2_XXS, IQ2_XS and IQ2_S with Q8_K activations (layouts
 //! in `crate::iq2`). Per 32 values: the four grid entries (eight unsigned
-//! levels each, at most 43) in one vector by four scalar loads, the 32 sign
-//! bits applied as in the IQ3 kernels (`iq3::signed_levels`), then |a|
+//! levels each, at most 43) in one vector by four scalar loads, signed by
+//! `sign` multipliers (IQ2_XXS, IQ2_XS: four 7-bit sign indices looked up,
+//! `iq3::sign_mults`; IQ2_S: its sign bytes as IQ3_S's), then |a|
 //! against the signed levels (`maddubs`, exact: |a| <= 128) and each
 //! 16 values' odd multiplier 2s + 1 in `madd`. A super-block's integer sum
 //! is exact and scaled with the scalar reference's f32 expression, so the
@@ -9,7 +10,7 @@
 //! rows share one decode of the weights (the prefill form, through
 //! `gemm_rows`).
 
-use super::iq3::{accumulate, act_d, signed_levels, KSIGNS};
+use super::iq3::{accumulate, act_d, sign_mults, signed_levels};
 use super::{blocks, f16_at, gemm_rows, hsum_epi32, wrappers};
 use crate::iq2_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID};
 use std::arch::x86_64::*;
@@ -27,6 +28,18 @@ const ACT_QS: usize = 4;
 unsafe fn grid4(grid: &[u64], idx: [usize; 4]) -> __m256i {
     let g = |k: usize| grid[idx[k] & (grid.len() - 1)] as i64;
     _mm256_setr_epi64x(g(0), g(1), g(2), g(3))
+}
+
+/// Four grid entries with the sign multipliers of four 7-bit sign indices
+/// applied (entry l to values 8l..8l + 8; levels <= 43, so `sign` cannot
+/// overflow).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn signed4(grid: &[u64], idx: [usize; 4], sidx: [usize; 4]) -> __m256i {
+    _mm256_sign_epi8(grid4(grid, idx), sign_mults(sidx))
 }
 
 /// The `madd` multipliers of 32 values whose first 16 have the 4-bit scale
@@ -82,13 +95,14 @@ unsafe fn rows<const R: usize, const BYTES: usize>(
 unsafe fn iq2_xxs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     let sum = rows::<R, 66>(n, w, &a, |wb, ib| {
         let o = 2 + 8 * ib;
-        let aux = u32::from_le_bytes([wb[o + 4], wb[o + 5], wb[o + 6], wb[o + 7]]);
-        let idx: [usize; 4] = std::array::from_fn(|l| wb[o + l] as usize);
-        let signs = u32::from_le_bytes(std::array::from_fn(|l| {
-            KSIGNS[((aux >> (7 * l)) & 127) as usize]
-        }));
+        // Four index bytes, then four 7-bit sign indices and s (bits 28..32).
+        let q = u64::from_le_bytes(std::array::from_fn(|k| wb[o + k]));
+        let idx: [usize; 4] = std::array::from_fn(|l| ((q >> (8 * l)) & 0xff) as usize);
+        let aux = (q >> 32) as usize;
+        let sidx: [usize; 4] = std::array::from_fn(|l| (aux >> (7 * l)) & 127);
         let s = (aux >> 28) as u8;
-        (signed_levels(grid4(&IQ2XXS_GRID, idx), signs), halves(s, s))
+        let m = _mm256_set1_epi16(2 * (s & 0xf) as i16 + 1);
+        (signed4(&IQ2XXS_GRID, idx, sidx), m)
     });
     sum.map(|s| 0.125 * s)
 }
@@ -107,10 +121,9 @@ unsafe fn iq2_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] 
             let o = 2 + 8 * ib + 2 * l;
             u16::from_le_bytes([wb[o], wb[o + 1]]) as usize
         });
-        let signs = u32::from_le_bytes(std::array::from_fn(|l| KSIGNS[q[l] >> 9]));
         let s = wb[66 + ib];
         (
-            signed_levels(grid4(&IQ2XS_GRID, q.map(|x| x & 511)), signs),
+            signed4(&IQ2XS_GRID, q.map(|x| x & 511), q.map(|x| x >> 9)),
             halves(s & 0xf, s >> 4),
         )
     });

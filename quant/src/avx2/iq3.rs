@@ -1,7 +1,9 @@
 //! AVX2 dots of IQ3_XXS and IQ3_S with Q8_K activations (layouts in
 //! `crate::iq3`). Per 32 values: the eight grid entries in one vector of
-//! unsigned levels (eight scalar loads), the 32 sign bits expanded to
-//! byte masks and applied to the levels, then |a| against the signed levels
+//! unsigned levels (eight scalar loads), the 32 sign bits applied to the
+//! levels (IQ3_XXS: four 7-bit sign indices looked up as eight `sign`
+//! multipliers each; IQ3_S: its sign bytes expanded to byte masks), then |a|
+//! against the signed levels
 //! (`maddubs`, exact for every activation byte: |a| <= 128, |level| <= 62)
 //! and the sub-block's odd multiplier 2s + 1 in `madd`. The super-block's
 //! integer sum is scaled with the scalar reference's f32 expression, so the
@@ -21,17 +23,37 @@ pub(super) unsafe fn act_d(p: *const u8) -> f32 {
     f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
 }
 
-/// IQ3_XXS's sign bytes by 7-bit index (ggml's ksigns_iq2xs), built at
-/// compile time from their definition ([`signs7`]).
-pub(super) const KSIGNS: [u8; 128] = {
-    let mut t = [0u8; 128];
+/// Byte j of entry i: 0xFF (-1) where bit j of the sign byte `signs7(i)`
+/// is set, else 1: the eight sign multipliers of a 7-bit sign index
+/// (ggml's ksigns_iq2xs as `sign` operands), built at compile time from
+/// their definition.
+pub(super) const KSIGNS64: [u64; 128] = {
+    let mut t = [0u64; 128];
     let mut i = 0;
     while i < 128 {
-        t[i] = i as u8 | (((i as u32).count_ones() as u8 & 1) << 7);
+        let s = crate::iq3::signs7(i as u32);
+        let mut j = 0;
+        while j < 8 {
+            let b: u64 = if (s >> j) & 1 == 1 { 0xFF } else { 0x01 };
+            t[i] |= b << (8 * j);
+            j += 1;
+        }
         i += 1;
     }
     t
 };
+
+/// The sign multipliers of 32 values from four 7-bit sign indices (index
+/// l: values 8l..8l + 8), for `_mm256_sign_epi8` on levels of at most 127.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn sign_mults(sidx: [usize; 4]) -> __m256i {
+    let s = |k: usize| KSIGNS64[sidx[k] & 127] as i64;
+    _mm256_setr_epi64x(s(0), s(1), s(2), s(3))
+}
 
 /// Eight grid entries, by index, in one vector: eight scalar loads, which
 /// Zen 3 runs several times faster than one `vpgatherdd` (micro-coded
@@ -111,10 +133,8 @@ unsafe fn iq3_xxs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R]
             let o = 66 + 4 * ib;
             let aux = u32::from_le_bytes([wb[o], wb[o + 1], wb[o + 2], wb[o + 3]]);
             let idx: [usize; 8] = std::array::from_fn(|k| qs[8 * ib + k] as usize);
-            let signs = u32::from_le_bytes(std::array::from_fn(|l| {
-                KSIGNS[((aux >> (7 * l)) & 127) as usize]
-            }));
-            let v = signed_levels(grid8(&IQ3XXS_GRID, idx), signs);
+            let sidx: [usize; 4] = std::array::from_fn(|l| ((aux >> (7 * l)) & 127) as usize);
+            let v = _mm256_sign_epi8(grid8(&IQ3XXS_GRID, idx), sign_mults(sidx));
             let ls = 2 * (aux >> 28) as i16 + 1;
             let m = _mm256_set1_epi16(ls);
             accumulate(&mut isum, v, m, &a, i * ACT + ACT_QS + 32 * ib);
@@ -167,7 +187,11 @@ mod tests {
     #[test]
     fn sign_table_is_signs7() {
         for i in 0..128u32 {
-            assert_eq!(super::KSIGNS[i as usize], crate::iq3::signs7(i));
+            let s = crate::iq3::signs7(i);
+            for j in 0..8 {
+                let b = (super::KSIGNS64[i as usize] >> (8 * j)) as u8;
+                assert_eq!(b, if (s >> j) & 1 == 1 { 0xFF } else { 1 }, "{i} {j}");
+            }
         }
     }
 }
