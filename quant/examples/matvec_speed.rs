@@ -11,6 +11,8 @@ use std::time::Instant;
 
 fn main() {
     let all = [
+        GgmlType::F16,
+        GgmlType::BF16,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q5_0,

@@ -2,9 +2,10 @@
 //! reference (`crate::float`) keeps 8 partial sums over whole chunks of 64
 //! values, adds them in order and then adds the remainder's sum; each of
 //! its partial sums is one lane here (multiply then add, no FMA), so the
-//! results are bit-identical.
+//! results are bit-identical. The prefill form (`gemm_rows`) converts each
+//! 8 weights once for eight activation rows.
 
-use super::{blocks, wrappers};
+use super::{blocks, gemm_rows, wrappers};
 use crate::float::{finish, CHUNK};
 use std::arch::x86_64::*;
 
@@ -66,6 +67,7 @@ unsafe fn f32k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 4, false>(n, w, a)
 }
 wrappers!(f32_dot, f32_dot4, f32k);
+gemm_rows!(f32_gemm, f32k, 4, 4, 1);
 
 /// # Safety
 /// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see `dot`).
@@ -74,6 +76,7 @@ unsafe fn f16k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 2, false>(n, w, a)
 }
 wrappers!(f16_dot, f16_dot4, f16k);
+gemm_rows!(f16_gemm, f16k, 2, 4, 1);
 
 /// # Safety
 /// The CPU has AVX2, FMA and F16C. Lengths are not trusted (see `dot`).
@@ -82,3 +85,4 @@ unsafe fn bf16k<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     dot::<R, 2, true>(n, w, a)
 }
 wrappers!(bf16_dot, bf16_dot4, bf16k);
+gemm_rows!(bf16_gemm, bf16k, 2, 4, 1);

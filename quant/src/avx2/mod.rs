@@ -87,6 +87,9 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
 /// built on the same tile, so all three agree bit for bit).
 pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
     match ty {
+        GgmlType::F32 => Some(float::f32_gemm),
+        GgmlType::F16 => Some(float::f16_gemm),
+        GgmlType::BF16 => Some(float::bf16_gemm),
         GgmlType::Q4_0 => Some(q4_q5_tile::q4_0_gemm),
         GgmlType::Q5_0 => Some(q4_q5_tile::q5_0_gemm),
         GgmlType::Q4_1 => Some(q4_q5_tile::q4_1_gemm),
