@@ -71,16 +71,24 @@ impl Team {
         }
     }
 
-    /// Claims and runs parts of `job` until none are left.
+    /// Claims and runs parts of `job` until none are left. A part counts
+    /// as done also when it panics (the panic goes on), so the leader never
+    /// waits for it forever.
     fn take_parts(&self, job: &(dyn Fn(usize) + Sync)) {
+        struct Done<'a>(&'a AtomicUsize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Release);
+            }
+        }
         let parts = self.parts.load(Acquire);
         loop {
             let i = self.next.fetch_add(1, AcqRel);
             if i >= parts {
                 return;
             }
+            let _done = Done(&self.left);
             job(i);
-            self.left.fetch_sub(1, Release);
         }
     }
 
@@ -100,14 +108,8 @@ impl Team {
         self.left.store(parts, Relaxed);
         self.open.store(true, SeqCst);
         self.epoch.fetch_add(1, SeqCst);
+        let _finish = Finish { team: self, parts };
         self.take_parts(f);
-        while self.left.load(Acquire) != 0 {
-            std::hint::spin_loop();
-        }
-        self.open.store(false, SeqCst);
-        while self.inside.load(SeqCst) != 0 {
-            std::hint::spin_loop();
-        }
     }
 
     /// A helper: joins each op as it is published, until the team quits.
@@ -130,7 +132,15 @@ impl Team {
             }
             seen = e;
             idle = 0;
+            // Counted inside until this scope ends, also by a panic.
+            struct Inside<'a>(&'a AtomicUsize);
+            impl Drop for Inside<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, SeqCst);
+                }
+            }
             self.inside.fetch_add(1, SeqCst);
+            let _inside = Inside(&self.inside);
             if self.open.load(SeqCst) {
                 // SAFETY: open, and this helper is counted inside: the
                 // leader neither rewrites `job` nor lets the closure go
@@ -140,7 +150,43 @@ impl Team {
                     self.take_parts(unsafe { &*job });
                 }
             }
-            self.inside.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+/// The end of an op in [`Team::run`], also when the leader's own part
+/// panics: the parts nobody took are dropped (never run), the ones helpers
+/// hold are waited for, the op is closed, and the leader returns (or
+/// unwinds) only once no helper holds its closure.
+struct Finish<'a> {
+    team: &'a Team,
+    parts: usize,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        let t = self.team;
+        let taken = t.next.swap(usize::MAX / 2, AcqRel);
+        let unclaimed = self.parts.saturating_sub(taken);
+        if unclaimed > 0 {
+            t.left.fetch_sub(unclaimed, AcqRel);
+        }
+        wait_for(|| t.left.load(Acquire) == 0);
+        t.open.store(false, SeqCst);
+        wait_for(|| t.inside.load(SeqCst) == 0);
+    }
+}
+
+/// Spins until `done()`, then yields between checks: a helper that took a
+/// part and lost its core on a busy machine gets it back.
+fn wait_for(done: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !done() {
+        if spins < SPINS_BEFORE_YIELD {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
         }
     }
 }
@@ -156,12 +202,17 @@ impl Drop for Leading<'_> {
 }
 
 /// Runs `f` (a decode step) on the calling thread with the other threads
-/// of rayon's current pool kept awake for its parallel ops
-/// ([`par_chunks_mut`]); `f` alone on one thread, or when the calling
-/// thread already leads a team.
+/// of its rayon pool kept awake for its parallel ops ([`par_chunks_mut`]).
+/// Only on a pool's own thread (inside `ThreadPool::install`, as `bench`
+/// runs): from any other thread (the global pool's callers: `run`, `serve`,
+/// the Python package without `n_threads`) `f` runs with rayon's per-op
+/// wake-ups as before, as it does on one thread or inside a team.
 pub(crate) fn with_team<R>(f: impl FnOnce() -> R) -> R {
     let threads = rayon::current_num_threads();
-    if threads <= 1 || LEADING.with(|c| !c.get().is_null()) {
+    if threads <= 1
+        || rayon::current_thread_index().is_none()
+        || LEADING.with(|c| !c.get().is_null())
+    {
         return f();
     }
     let team = Team::new();
@@ -294,6 +345,38 @@ mod tests {
             });
             assert!(others.load(Relaxed) > 0, "no helper ever took a part");
         });
+    }
+
+    #[test]
+    fn a_panicking_part_ends_the_step_with_the_panic_wherever_it_ran() {
+        for threads in [2, 3] {
+            pool(threads).install(|| {
+                for bad in [0, 3, 7] {
+                    let r = std::panic::catch_unwind(|| {
+                        with_team(|| {
+                            let mut v = vec![0u8; 8];
+                            par_chunks_mut(&mut v, 1, |i, _| {
+                                let t = std::time::Instant::now();
+                                while t.elapsed() < std::time::Duration::from_micros(30) {}
+                                assert!(i != bad, "part {i} fails");
+                                Ok::<(), ()>(())
+                            })
+                        })
+                    });
+                    assert!(r.is_err(), "threads {threads}: part {bad}'s panic was lost");
+                }
+                // The pool and a new team still work.
+                let mut v = vec![0u8; 64];
+                with_team(|| {
+                    par_chunks_mut(&mut v, 4, |_, c| {
+                        c.fill(1);
+                        Ok::<(), ()>(())
+                    })
+                })
+                .expect("ok");
+                assert!(v.iter().all(|&x| x == 1));
+            });
+        }
     }
 
     #[test]
