@@ -202,23 +202,23 @@ impl Drop for Leading<'_> {
 }
 
 /// Runs `f` (a decode step) on the calling thread with the other threads
-/// of its rayon pool kept awake for its parallel ops ([`par_chunks_mut`]).
-/// Only on a pool's own thread (inside `ThreadPool::install`, as `bench`
-/// runs): from any other thread (the global pool's callers: `run`, `serve`,
-/// the Python package without `n_threads`) `f` runs with rayon's per-op
-/// wake-ups as before, as it does on one thread or inside a team.
+/// of rayon's current pool kept awake for its parallel ops
+/// ([`par_chunks_mut`]): from a pool's own thread (inside
+/// `ThreadPool::install`) its pool's other threads help, from any other
+/// thread the global pool's threads do. `f` alone on one thread, or when
+/// the calling thread already leads a team.
 pub(crate) fn with_team<R>(f: impl FnOnce() -> R) -> R {
     let threads = rayon::current_num_threads();
-    if threads <= 1
-        || rayon::current_thread_index().is_none()
-        || LEADING.with(|c| !c.get().is_null())
-    {
+    if threads <= 1 || LEADING.with(|c| !c.get().is_null()) {
         return f();
     }
+    // The caller and threads - 1 helpers: the pool's size in all, also
+    // when the caller is a thread outside the pool.
+    let helpers = threads - 1;
     let team = Team::new();
     let mut out = None;
     rayon::in_place_scope(|s| {
-        for _ in 1..threads {
+        for _ in 0..helpers {
             s.spawn(|_| team.help());
         }
         let _leading = Leading(&team);
@@ -318,6 +318,24 @@ mod tests {
                 });
             });
         }
+    }
+
+    #[test]
+    fn a_thread_outside_the_pool_leads_on_the_global_pool() {
+        // The test thread is no rayon thread: the global pool's threads help.
+        let mut v = vec![0u32; 1000];
+        with_team(|| {
+            for _ in 0..100 {
+                par_chunks_mut(&mut v, 7, |_, c| {
+                    for x in c.iter_mut() {
+                        *x += 1;
+                    }
+                    Ok::<(), ()>(())
+                })
+                .expect("ok");
+            }
+        });
+        assert!(v.iter().all(|&x| x == 100));
     }
 
     #[test]
