@@ -22,7 +22,7 @@ use crate::model::{Hparams, Mat, Weights};
 use crate::state::{LayerState, State};
 
 use matmul::{act_bytes, matmul};
-use ops::{conv, each_row, rms_norm, rms_norm_inplace};
+use ops::{conv, each_col_part, each_row, rms_norm, rms_norm_inplace};
 use profile::{Op, OpTime, Profile};
 
 /// A weight matrix with its CPU kernel: `n_out` rows of `n_in` values of the
@@ -345,9 +345,14 @@ impl CpuBackend {
         // The gate silu(z) only ever enters as a factor: apply it to the z
         // half of each row here, eight lanes at a time, instead of per
         // channel in the scan.
-        each_row(&mut s.bufs[Act::Xz as usize], 2 * e, t, |_, row| {
-            quant::math::silu_slice(&mut row[e..])
-        });
+        let xz = &mut s.bufs[Act::Xz as usize];
+        if t == 1 {
+            each_col_part(&mut xz[e..2 * e], |_, c| quant::math::silu_slice(c));
+        } else {
+            each_row(xz, 2 * e, t, |_, row| {
+                quant::math::silu_slice(&mut row[e..])
+            });
+        }
         Ok(())
     }
 
@@ -410,17 +415,19 @@ impl CpuBackend {
 
     pub(crate) fn dt_softplus(&self, s: &mut Scratch, l: usize, t: usize) -> Result<()> {
         let layer = self.layer(l)?;
-        each_row(
-            &mut s.bufs[Act::Dt as usize],
-            self.hp.d_inner,
-            t,
-            |_, row| {
-                for (v, &b) in row.iter_mut().zip(&layer.dt_b) {
-                    *v += b;
-                }
-                quant::math::softplus_slice(row);
-            },
-        );
+        let e = self.hp.d_inner;
+        let add_softplus = |c0: usize, row: &mut [f32]| {
+            for (v, &b) in row.iter_mut().zip(&layer.dt_b[c0..]) {
+                *v += b;
+            }
+            quant::math::softplus_slice(row);
+        };
+        let dt = &mut s.bufs[Act::Dt as usize];
+        if t == 1 {
+            each_col_part(&mut dt[..e], add_softplus);
+        } else {
+            each_row(dt, e, t, |_, row| add_softplus(0, row));
+        }
         Ok(())
     }
 

@@ -29,6 +29,25 @@ pub(super) fn each_row(
     }
 }
 
+/// Columns per part when a decode step's one row is split across threads
+/// (a multiple of 8: SIMD bodies and tails fall as in one call over the row).
+const COL_PART: usize = 1024;
+
+/// `f(col0, piece)` over `row` in pieces of [`COL_PART`] columns, in
+/// parallel when there are several and several threads (a decode step's
+/// row-wise ops, whose elements are independent); else `f(0, row)`.
+pub(super) fn each_col_part(row: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if row.len() >= 2 * COL_PART && rayon::current_num_threads() > 1 {
+        let done = par_chunks_mut(row, COL_PART, |i, c| {
+            f(i * COL_PART, c);
+            Ok::<(), Infallible>(())
+        });
+        let Ok(()) = done;
+    } else {
+        f(0, row);
+    }
+}
+
 /// `out = x / sqrt(mean(x^2) + eps) * w` (w = None: weightless).
 pub(super) fn rms_norm(x: &[f32], w: Option<&[f32]>, eps: f32, out: &mut [f32]) {
     let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32;
@@ -85,17 +104,25 @@ pub(super) fn conv(
                 &cs[m * e..(m + 1) * e]
             }
         };
-        each_row(xc, e, t, |j, o| {
-            o.copy_from_slice(b);
+        // Row j's channels c0..c0 + o.len().
+        let row = |j: usize, c0: usize, o: &mut [f32]| {
+            let n = o.len();
+            o.copy_from_slice(&b[c0..c0 + n]);
             for tap in 0..k {
-                let w = &w[tap * e..(tap + 1) * e];
-                let src = input(j as isize + tap as isize - (k as isize - 1));
+                let w = &w[tap * e + c0..tap * e + c0 + n];
+                let src = &input(j as isize + tap as isize - (k as isize - 1))[c0..c0 + n];
                 for ((ov, &wv), &pv) in o.iter_mut().zip(w).zip(src) {
                     *ov += wv * pv;
                 }
             }
             quant::math::silu_slice(o);
-        });
+        };
+        if t == 1 {
+            // A decode step: its one row's channels split across threads.
+            each_col_part(&mut xc[..e], |c0, o| row(0, c0, o));
+        } else {
+            each_row(xc, e, t, |j, o| row(j, 0, o));
+        }
     }
     // State row m becomes input t - (K-1) + m: an older state row t + m (> m,
     // so a forward in-place copy) or chunk row t - (K-1) + m.
