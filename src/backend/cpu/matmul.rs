@@ -7,9 +7,7 @@
 //! Buffers come from the caller's scratch: nothing is allocated per call once
 //! the scratch has grown to its working size.
 
-use std::convert::Infallible;
-
-use super::team::par_chunks_mut;
+use super::team::{par_chunks_each, par_chunks_mut};
 
 use super::CpuMat as Mat;
 use crate::error::{ModelError, Result};
@@ -65,10 +63,10 @@ fn quantize_acts(m: &Mat, x: &[f32], t: usize, act: &mut Vec<u8>) -> Result<usiz
 /// A pointer to an f32 buffer that parallel tasks write disjoint parts of
 /// (the matmul's output rows here, the scan's channel columns in `block`).
 /// Whoever makes one holds the buffer's `&mut` borrow until the tasks end.
-pub(crate) struct SharedOut(pub(crate) *mut f32);
+pub(crate) struct SharedOut<T = f32>(pub(crate) *mut T);
 // SAFETY: used only to write disjoint elements from tasks that the creating
 // call waits for, while it holds the buffer mutably borrowed.
-unsafe impl Sync for SharedOut {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 /// `out[j][r] = dot(row r of m, x[j])` for `j < t`: `x` is `[t][n_in]`, `out`
 /// is `[t][n_out]`. `w` is the matrix's bytes (`Model::data`). `act` and `tmp`
@@ -106,12 +104,10 @@ pub fn matmul(
         } else {
             let rc = rows_per_task(rows);
             // `w` holds rows * rb bytes (check_matmul).
-            let done = par_chunks_mut(out, rc, |i, o| {
+            par_chunks_each(out, rc, |i, o| {
                 let wc = &w[i * rc * rb..(i * rc + o.len()) * rb];
                 quant::matvec_unchecked(k, n, wc, a, o);
-                Ok::<(), Infallible>(())
             });
-            let Ok(()) = done;
         }
         return Ok(());
     }
@@ -127,7 +123,7 @@ pub fn matmul(
         tmp.resize(t * rows, 0.0);
     }
     let shared = SharedOut(out.as_mut_ptr());
-    let done = par_chunks_mut(&mut tmp[..t * rows], t * rc, |c, tc| {
+    par_chunks_each(&mut tmp[..t * rows], t * rc, |c, tc| {
         let (r0, r) = (c * rc, tc.len() / t);
         let wc = &w[r0 * rb..(r0 + r) * rb];
         quant::matmul_unchecked(k, n, r, wc, t, a, tc);
@@ -141,9 +137,7 @@ pub fn matmul(
                 std::slice::from_raw_parts_mut(shared.0.add(j * rows + r0), r).copy_from_slice(src)
             };
         }
-        Ok::<(), Infallible>(())
     });
-    let Ok(()) = done;
     Ok(())
 }
 

@@ -1,10 +1,8 @@
 //! The CPU's row-wise steps: RMS norms, the causal depthwise conv with its
 //! state, and the helper that runs a chunk's rows in parallel.
 
-use std::convert::Infallible;
-
 use super::matmul::PAR_MIN_ROWS;
-use super::team::par_chunks_mut;
+use super::team::par_chunks_each;
 
 /// Calls `f(j, row j)` for the first `t` rows of width `w` of `buf`, in
 /// parallel from [`PAR_MIN_ROWS`] rows on (a prefill chunk; a decode step's
@@ -17,11 +15,7 @@ pub(super) fn each_row(
 ) {
     let buf = &mut buf[..t * w];
     if t >= PAR_MIN_ROWS && rayon::current_num_threads() > 1 {
-        let done = par_chunks_mut(buf, w, |j, r| {
-            f(j, r);
-            Ok::<(), Infallible>(())
-        });
-        let Ok(()) = done;
+        par_chunks_each(buf, w, f);
     } else {
         buf.chunks_exact_mut(w)
             .enumerate()
@@ -38,11 +32,7 @@ const COL_PART: usize = 1024;
 /// row-wise ops, whose elements are independent); else `f(0, row)`.
 pub(super) fn each_col_part(row: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if row.len() >= 2 * COL_PART && rayon::current_num_threads() > 1 {
-        let done = par_chunks_mut(row, COL_PART, |i, c| {
-            f(i * COL_PART, c);
-            Ok::<(), Infallible>(())
-        });
-        let Ok(()) = done;
+        par_chunks_each(row, COL_PART, |i, c| f(i * COL_PART, c));
     } else {
         f(0, row);
     }

@@ -11,10 +11,8 @@
 //!   y     [t][E]     out: (C . h + x D) * silu(z)
 //!   ssm   [E][N]     the state, updated in place
 
-use std::convert::Infallible;
-
 use super::matmul::SharedOut;
-use super::team::par_chunks_mut;
+use super::team::par_chunks_each;
 
 /// Below this many (channel x state x token) updates the scan runs on the
 /// calling thread.
@@ -34,11 +32,7 @@ pub(super) fn scan(p: &ScanArgs, ssm: &mut [f32], y: &mut [f32]) {
         work(0, ssm);
     } else {
         let ce = e.div_ceil(threads * 2).max(32);
-        let done = par_chunks_mut(ssm, ce * n, |i, sc| {
-            work(i * ce, sc);
-            Ok::<(), Infallible>(())
-        });
-        let Ok(()) = done;
+        par_chunks_each(ssm, ce * n, |i, sc| work(i * ce, sc));
     }
 }
 

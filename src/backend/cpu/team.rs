@@ -21,6 +21,8 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
+use super::matmul::SharedOut;
+
 /// One op's work: `f(part)` for every part, published by the leader.
 type Job = *const (dyn Fn(usize) + Sync + 'static);
 
@@ -249,7 +251,7 @@ pub(crate) fn par_chunks_mut<T: Send, E: Send>(
             .enumerate()
             .try_for_each(|(i, c)| f(i, c));
     }
-    let (len, base) = (buf.len(), SendPtr(buf.as_mut_ptr()));
+    let (len, base) = (buf.len(), SharedOut(buf.as_mut_ptr()));
     let err = Mutex::new(None);
     let part = |i: usize| {
         let start = i * chunk;
@@ -273,10 +275,18 @@ pub(crate) fn par_chunks_mut<T: Send, E: Send>(
     }
 }
 
-/// A raw pointer the parts of [`par_chunks_mut`] share.
-struct SendPtr<T>(*mut T);
-// SAFETY: each part derefs a disjoint range (see `par_chunks_mut`).
-unsafe impl<T: Send> Sync for SendPtr<T> {}
+/// [`par_chunks_mut`] for parts that cannot fail.
+pub(crate) fn par_chunks_each<T: Send>(
+    buf: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let done = par_chunks_mut(buf, chunk, |i, c| {
+        f(i, c);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let Ok(()) = done;
+}
 
 #[cfg(test)]
 mod tests {
