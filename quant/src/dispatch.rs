@@ -2,8 +2,8 @@
 //! path plugs in by returning its functions from `simd_dot` for the types
 //! it implements; every other type falls back to the next slower path.
 //! Written today: AVX2 (+FMA, F16C) for every supported type except Q8_K
-//! weights; with the `avx512` cargo feature, AVX-512 for Q4_0, Q8_0, Q4_K
-//! and Q6_K; NEON (aarch64) for every supported type except Q8_K weights
+//! weights; with the `avx512` cargo feature, AVX-512 for the Q4_K, Q5_K
+//! and Q6_K decode matvec (their other kernels AVX2's); NEON (aarch64) for every supported type except Q8_K weights
 //! (the IQ1, IQ2, IQ3 and TQ types included).
 //!
 //! [`kernel`]/[`kernel_with`] only hand out a SIMD kernel after it has
@@ -64,6 +64,7 @@ impl SimdPath {
                 std::is_x86_feature_detected!("avx512f")
                     && std::is_x86_feature_detected!("avx512bw")
                     && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx2")
                     && std::is_x86_feature_detected!("fma")
                     && std::is_x86_feature_detected!("f16c")
             }
@@ -97,6 +98,8 @@ fn simd_gemm(ty: GgmlType, path: SimdPath) -> Option<GemmFn> {
     match path {
         #[cfg(target_arch = "x86_64")]
         SimdPath::Avx2 => crate::avx2::gemm(ty),
+        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+        SimdPath::Avx512 => crate::avx512::gemm(ty),
         #[cfg(target_arch = "aarch64")]
         SimdPath::Neon => crate::neon::gemm(ty),
         _ => {
@@ -240,15 +243,28 @@ pub fn self_check(k: &Kernel) -> bool {
     if let Some(dot4) = k.dot4 {
         dot4(n, &w, [acts[0], acts[1], acts[2], acts[3]], &mut four);
     }
-    let mut tiled = [f32::NAN; 4];
+    // The multi-row kernel as prefill (four activations at once) and as a
+    // decode step (one at a time: kernels may take another route for it).
+    let (mut tiled, mut step) = ([f32::NAN; 4], [f32::NAN; 4]);
     if let Some(gemm) = k.gemm {
         gemm(n, 1, &w, 4, &a, &mut tiled);
+        for (j, o) in step.iter_mut().enumerate() {
+            gemm(
+                n,
+                1,
+                &w,
+                1,
+                &a[j * ab..(j + 1) * ab],
+                std::slice::from_mut(o),
+            );
+        }
     }
     acts.iter().enumerate().all(|(j, row)| {
         let want = (scalar.dot)(n, &w, row);
         let got = (k.dot)(n, &w, row);
         let same_as_dot = (k.dot4.is_none() || four[j].to_bits() == got.to_bits())
-            && (k.gemm.is_none() || tiled[j].to_bits() == got.to_bits());
+            && (k.gemm.is_none()
+                || (tiled[j].to_bits() == got.to_bits() && step[j].to_bits() == got.to_bits()));
         let close = if exact {
             got.to_bits() == want.to_bits()
         } else {

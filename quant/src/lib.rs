@@ -86,6 +86,8 @@ mod simd_shared;
 pub mod tq;
 pub mod types;
 
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+pub use avx512::VNNI_ENV;
 pub use dispatch::{forced_path, kernel, kernel_for_path, kernel_with, self_check, SIMD_ENV};
 pub use error::QuantError;
 pub use types::GgmlType;

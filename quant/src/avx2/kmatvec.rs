@@ -47,7 +47,7 @@ const PREFETCH_AHEAD: usize = 4096;
 /// The CPU has AVX2 (inlined into the AVX2 kernels); `p` points at 16
 /// readable bytes.
 #[inline(always)]
-unsafe fn scales_mins(p: *const u8) -> __m128i {
+pub(crate) unsafe fn scales_mins(p: *const u8) -> __m128i {
     let h = _mm_loadu_si128(p as *const __m128i);
     // Dwords u0, u2, u1, u2 >> 4.
     let x = _mm_shuffle_epi8(
@@ -269,6 +269,55 @@ unsafe fn k45_sums<const FIVE: bool>(p: *const u8, y: *const u8, bs2: *const i16
     _mm256_set_m128i(msum, is)
 }
 
+/// Which super-block sums a row kernel is built on: this module's AVX2
+/// ones ([`k45_sums`], [`q6_block`]), or AVX-512's with or without VNNI
+/// (`crate::avx512::ksums`, the same lanes once folded).
+pub(crate) const SUMS_AVX2: u8 = 0;
+#[cfg(feature = "avx512")]
+pub(crate) const SUMS_512_VNNI: u8 = 1;
+#[cfg(feature = "avx512")]
+pub(crate) const SUMS_512: u8 = 2;
+
+/// [`k45_sums`] of the set `S` (see [`SUMS_AVX2`]).
+///
+/// # Safety
+/// As [`k45_sums`], and the CPU has the AVX-512 features `S` names.
+#[inline(always)]
+unsafe fn sums45<const FIVE: bool, const S: u8>(
+    p: *const u8,
+    y: *const u8,
+    bs2: *const i16,
+) -> __m256i {
+    #[cfg(feature = "avx512")]
+    {
+        if S == SUMS_512_VNNI {
+            return crate::avx512::ksums::k45_sums::<FIVE, true>(p, y, bs2);
+        }
+        if S == SUMS_512 {
+            return crate::avx512::ksums::k45_sums::<FIVE, false>(p, y, bs2);
+        }
+    }
+    k45_sums::<FIVE>(p, y, bs2)
+}
+
+/// [`q6_block`] of the set `S` (see [`SUMS_AVX2`]).
+///
+/// # Safety
+/// As [`q6_block`], and the CPU has the AVX-512 features `S` names.
+#[inline(always)]
+unsafe fn sums6<const S: u8>(p: *const u8, y: *const u8) -> __m256i {
+    #[cfg(feature = "avx512")]
+    {
+        if S == SUMS_512_VNNI {
+            return crate::avx512::ksums::q6_block::<true>(p, y);
+        }
+        if S == SUMS_512 {
+            return crate::avx512::ksums::q6_block::<false>(p, y);
+        }
+    }
+    q6_block(p, y)
+}
+
 /// The i32 at `p` in all eight lanes, by `vpbroadcastd` from memory
 /// (written by hand: from the intrinsics LLVM forwards a just-stored value
 /// through register shuffles instead).
@@ -306,7 +355,7 @@ unsafe fn pair_sums(x: __m256i, y: __m256i) -> __m256i {
 /// The CPU has AVX2 and F16C (inlined into [`row45`]); `w`, `a` and `bs2`
 /// as [`row45`] requires, and `i < nb` when `live`.
 #[inline(always)]
-unsafe fn k45_one<const FIVE: bool>(
+unsafe fn k45_one<const FIVE: bool, const S: u8>(
     w: *const u8,
     a: *const u8,
     bs2: *const i16,
@@ -326,7 +375,7 @@ unsafe fn k45_one<const FIVE: bool>(
         o += 64;
     }
     (
-        k45_sums::<FIVE>(p, a.add(i * ACT + ACT_QS), bs2.add(8 * i)),
+        sums45::<FIVE, S>(p, a.add(i * ACT + ACT_QS), bs2.add(8 * i)),
         _mm_cvtsi32_si128((p as *const i32).read_unaligned()),
     )
 }
@@ -339,7 +388,7 @@ unsafe fn k45_one<const FIVE: bool>(
 /// The CPU has AVX2, FMA and F16C (inlined into [`row45`]); `w`, `a`,
 /// `bs2` and `da4` as [`row45`] requires, and `b0 + m <= nb`.
 #[inline(always)]
-unsafe fn k45_batch<const FIVE: bool>(
+unsafe fn k45_batch<const FIVE: bool, const S: u8>(
     w: *const u8,
     a: *const u8,
     bs2: *const i16,
@@ -347,7 +396,7 @@ unsafe fn k45_batch<const FIVE: bool>(
     b0: usize,
     m: usize,
 ) -> __m128 {
-    let blk = |b: usize| k45_one::<FIVE>(w, a, bs2, b0 + b, b < m);
+    let blk = |b: usize| k45_one::<FIVE, S>(w, a, bs2, b0 + b, b < m);
     // Lane b of r: super-block b's isum, lane 4 + b its msum (a transpose
     // by unpacks, cheaper than `vphaddd`).
     let (v0, d0) = blk(0);
@@ -392,10 +441,25 @@ unsafe fn row45<const FIVE: bool>(
     bs2: *const i16,
     da4: *const f32,
 ) -> f32 {
+    row45_body::<FIVE, SUMS_AVX2>(nb, w, a, bs2, da4)
+}
+
+/// [`row45`] on the super-block sums `S`, inlined into each set's entry.
+///
+/// # Safety
+/// As [`row45`], and the CPU has the AVX-512 features `S` names.
+#[inline(always)]
+pub(crate) unsafe fn row45_body<const FIVE: bool, const S: u8>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    bs2: *const i16,
+    da4: *const f32,
+) -> f32 {
     let mut sum = 0f32;
     let mut b0 = 0;
     while b0 + 4 <= nb {
-        let t = k45_batch::<FIVE>(w, a, bs2, da4, b0, 4);
+        let t = k45_batch::<FIVE, S>(w, a, bs2, da4, b0, 4);
         sum += _mm_cvtss_f32(t);
         sum += _mm_cvtss_f32(_mm_movehdup_ps(t));
         sum += _mm_cvtss_f32(_mm_movehl_ps(t, t));
@@ -405,7 +469,10 @@ unsafe fn row45<const FIVE: bool>(
     if b0 < nb {
         let m = nb - b0;
         let mut terms = [0f32; 4];
-        _mm_storeu_ps(terms.as_mut_ptr(), k45_batch::<FIVE>(w, a, bs2, da4, b0, m));
+        _mm_storeu_ps(
+            terms.as_mut_ptr(),
+            k45_batch::<FIVE, S>(w, a, bs2, da4, b0, m),
+        );
         for &x in &terms[..m] {
             sum += x;
         }
@@ -421,6 +488,20 @@ unsafe fn row45<const FIVE: bool>(
 /// `nb` Q8_K blocks and `da` at `nb` rounded up to a multiple of 8 floats.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row6(nb: usize, w: *const u8, a: *const u8, da: *const f32) -> f32 {
+    row6_body::<SUMS_AVX2>(nb, w, a, da)
+}
+
+/// [`row6`] on the super-block sums `S`, inlined into each set's entry.
+///
+/// # Safety
+/// As [`row6`], and the CPU has the AVX-512 features `S` names.
+#[inline(always)]
+pub(crate) unsafe fn row6_body<const S: u8>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    da: *const f32,
+) -> f32 {
     const WB: usize = 210;
     let mut sum = 0f32;
     let mut b0 = 0;
@@ -437,7 +518,7 @@ unsafe fn row6(nb: usize, w: *const u8, a: *const u8, da: *const f32) -> f32 {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
                 o += 64;
             }
-            *vb = q6_block(p, a.add(i * ACT + ACT_QS));
+            *vb = sums6::<S>(p, a.add(i * ACT + ACT_QS));
         }
         let das = _mm256_loadu_ps(da.add(b0));
         // The batch's fp16 d: the high half of the u32 at byte 206 of each
@@ -499,9 +580,38 @@ thread_local! {
     static BS2: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// A Q4_K/Q5_K row kernel ([`row45`] or an AVX-512 twin) and a Q6_K one.
+pub(crate) type Row45 = unsafe fn(usize, *const u8, *const u8, *const i16, *const f32) -> f32;
+pub(crate) type Row6 = unsafe fn(usize, *const u8, *const u8, *const f32) -> f32;
+
 /// `out[r] = dot(row r of w, a)` for the rows `w` and `out` hold in full,
-/// when `a` holds `n / 256` Q8_K blocks (else nothing is written).
+/// when `a` holds `n / 256` Q8_K blocks (else nothing is written), on this
+/// module's AVX2 row kernels.
 fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let r45: Row45 = if KIND == 5 {
+        row45::<true>
+    } else {
+        row45::<false>
+    };
+    // SAFETY: AVX2, FMA and F16C are checked by dispatch before any AVX2
+    // kernel is handed out; they are all these row kernels need.
+    unsafe { matvec_with::<KIND>(n, rows, w, a, out, r45, row6) }
+}
+
+/// [`matvec`] on the given row kernels: `r45` must be the Q5_K one when
+/// `KIND` is 5, the Q4_K one when 4; `r6` is used when 6.
+///
+/// # Safety
+/// The CPU has the target features of `r45` and `r6`.
+pub(crate) unsafe fn matvec_with<const KIND: u8>(
+    n: usize,
+    rows: usize,
+    w: &[u8],
+    a: &[u8],
+    out: &mut [f32],
+    r45: Row45,
+    r6: Row6,
+) {
     let kind_bytes = match KIND {
         4 => 144,
         5 => 176,
@@ -517,10 +627,10 @@ fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [
         with_buf(&DA, nb.next_multiple_of(8), 0.0, |da| {
             q8k_scales(a, da);
             for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
-                // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr`
-                // holds nb super-blocks, `a` nb activation blocks (checked
-                // above) and `da` nb rounded up to 8 floats.
-                *o = unsafe { row6(nb, wr.as_ptr(), a.as_ptr(), da.as_ptr()) };
+                // SAFETY: the CPU has r6's features (the caller's
+                // contract); `wr` holds nb super-blocks, `a` nb activation
+                // blocks (checked above) and `da` nb rounded up to 8 floats.
+                *o = unsafe { r6(nb, wr.as_ptr(), a.as_ptr(), da.as_ptr()) };
             }
         });
         return;
@@ -546,17 +656,11 @@ fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [
                 }
             }
             for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
-                // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr`
-                // holds nb super-blocks, `a` nb activation blocks (checked
-                // above), `bs2` 8 * nb i16 and `da4` 2 * nb rounded up to 8
-                // floats.
-                *o = unsafe {
-                    if KIND == 5 {
-                        row45::<true>(nb, wr.as_ptr(), a.as_ptr(), bs2.as_ptr(), da4.as_ptr())
-                    } else {
-                        row45::<false>(nb, wr.as_ptr(), a.as_ptr(), bs2.as_ptr(), da4.as_ptr())
-                    }
-                };
+                // SAFETY: the CPU has r45's features (the caller's
+                // contract); `wr` holds nb super-blocks, `a` nb activation
+                // blocks (checked above), `bs2` 8 * nb i16 and `da4` 2 * nb
+                // rounded up to 8 floats.
+                *o = unsafe { r45(nb, wr.as_ptr(), a.as_ptr(), bs2.as_ptr(), da4.as_ptr()) };
             }
         })
     });

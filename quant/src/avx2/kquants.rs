@@ -200,7 +200,7 @@ gemm_rows!(q4_k_gemm_rows, q4_k, 144, ACT, 256);
 
 /// Q4_K matmul: from [`super::q4_k_tile::TILE_MIN`] activation rows on, the
 /// eight-row tile decoded once (same bits, fewer multiplies per value).
-pub(super) fn q4_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q4_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     if t >= super::q4_k_tile::TILE_MIN {
         super::q4_k_tile::gemm(n, rows, w, t, a, out)
     } else if t == 1 {
@@ -220,7 +220,7 @@ wrappers!(q5_k_dot, q5_k_dot4, q5_k);
 gemm_rows!(q5_k_gemm_rows, q5_k, 176, ACT, 256);
 
 /// Q5_K matmul: one activation row (a decode step) by [`super::kmatvec`].
-pub(super) fn q5_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q5_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     if t == 1 {
         super::kmatvec::q5_k_matvec(n, rows, w, a, out)
     } else {
@@ -342,7 +342,7 @@ wrappers!(q6_k_dot, q6_k_dot4, q6_k);
 gemm_rows!(q6_k_gemm_rows, q6_k, 210, ACT, 256);
 
 /// Q6_K matmul: one activation row (a decode step) by [`super::kmatvec`].
-pub(super) fn q6_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q6_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     if t == 1 {
         super::kmatvec::q6_k_matvec(n, rows, w, a, out)
     } else {

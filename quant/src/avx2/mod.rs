@@ -36,11 +36,9 @@ mod float;
 mod iq1_tq;
 mod iq2;
 mod iq3;
-mod kmatvec;
-mod kquants;
-#[cfg(feature = "avx512")]
-pub(crate) use kquants::k4_header;
 mod iq4_nl_matvec;
+pub(crate) mod kmatvec;
+pub(crate) mod kquants;
 mod legacy;
 mod lowbit;
 mod lowbit_matvec;
@@ -160,20 +158,6 @@ pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
     _mm_cvtsi128_si32(s)
-}
-
-/// 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..16, high
-/// nibbles in bytes 16..32 (the Q4_0/Q4_1/Q5_x value order).
-///
-/// # Safety
-/// The CPU has AVX2; `p` points at 16 readable bytes.
-#[cfg(feature = "avx512")]
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn nibbles16(p: *const u8) -> __m256i {
-    let x = _mm_loadu_si128(p as *const __m128i);
-    let v = _mm256_set_m128i(_mm_srli_epi16::<4>(x), x);
-    _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
 }
 
 /// Eight i32 sums of four adjacent products `u[k] * s[k]` (u unsigned,
