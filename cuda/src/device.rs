@@ -699,7 +699,7 @@ pub(crate) struct Params {
 
 impl Params {
     fn align(&mut self, a: usize) {
-        while self.bytes.len() % a != 0 {
+        while !self.bytes.len().is_multiple_of(a) {
             self.bytes.push(0);
         }
     }

@@ -169,7 +169,7 @@ pub fn rms_norm_q8a(
     eps: f32,
     out: &QActs,
 ) -> Result<()> {
-    if n == 0 || n % 32 != 0 || rows == 0 {
+    if n == 0 || !n.is_multiple_of(32) || rows == 0 {
         return Err(CudaError::Shape {
             what: "rms_norm_q8a n",
             value: n,
@@ -253,7 +253,7 @@ fn q8a_out(dev: &Device, q8a: Option<&QActs>, rows: usize, n: usize) -> Result<[
     let Some(o) = q8a else {
         return Ok([0; 3]);
     };
-    if n == 0 || n % 32 != 0 {
+    if n == 0 || !n.is_multiple_of(32) {
         return Err(CudaError::Shape {
             what: "Q8A output width",
             value: n,
@@ -279,7 +279,7 @@ pub fn quantize_q8a(
     stride: usize,
     out: &QActs,
 ) -> Result<()> {
-    if n == 0 || n % 32 != 0 || rows == 0 {
+    if n == 0 || !n.is_multiple_of(32) || rows == 0 {
         return Err(CudaError::Shape {
             what: "quantize n",
             value: n,
@@ -430,7 +430,7 @@ pub fn device_row_bytes(ty: GgmlType, n: usize) -> Option<usize> {
         (GgmlType::IQ4_XS, _) => IQ4XS_DEV_BYTES,
         _ => return ty.row_bytes(n),
     };
-    (n % 256 == 0).then(|| n / 256 * dev_block)
+    n.is_multiple_of(256).then(|| n / 256 * dev_block)
 }
 
 /// A weight matrix (rows of `n` values of `ty`, as stored in the GGUF) in
@@ -442,7 +442,7 @@ pub fn device_row_bytes(ty: GgmlType, n: usize) -> Option<usize> {
 /// unchanged.
 pub fn upload_weights(dev: &Device, ty: GgmlType, n: usize, bytes: &[u8]) -> Result<Buffer<u8>> {
     let rb = ty.row_bytes(n).ok_or(CudaError::Unsupported { ty })?;
-    if rb == 0 || bytes.len() % rb != 0 {
+    if rb == 0 || !bytes.len().is_multiple_of(rb) {
         return Err(CudaError::Size {
             what: "weight bytes (whole rows)",
             expected: bytes.len().div_ceil(rb.max(1)) * rb,
@@ -1316,7 +1316,7 @@ pub fn embed(
     if matvec_stem(ty).is_none() && matvec_float_stem(ty).is_none() {
         return Err(CudaError::Unsupported { ty });
     }
-    if n == 0 || n % ty.block_size() != 0 || tokens == 0 {
+    if n == 0 || !n.is_multiple_of(ty.block_size()) || tokens == 0 {
         return Err(CudaError::Shape {
             what: "embed n",
             value: n,

@@ -184,7 +184,7 @@ fn main() {
         .map(|v| v.split(',').map(|t| t.trim().to_lowercase()).collect());
     let wanted = |ty: GgmlType| {
         only.as_ref()
-            .map_or(true, |o| o.iter().any(|t| *t == ty.name().to_lowercase()))
+            .is_none_or(|o| o.iter().any(|t| *t == ty.name().to_lowercase()))
     };
     let budget = Duration::from_millis(if quick { 150 } else { 300 });
     let paths = paths();

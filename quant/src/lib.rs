@@ -147,7 +147,7 @@ pub fn row_size(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
     if !ty.is_supported() {
         return Err(QuantError::Unsupported { ty });
     }
-    if n % ty.block_size() != 0 {
+    if !n.is_multiple_of(ty.block_size()) {
         return Err(QuantError::NotBlockMultiple {
             ty,
             n,

@@ -125,7 +125,7 @@ for l in sys.stdin:
 for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="mma": print(m["executable"])')
-  quant_test=$(cargo test --release -p quant --features avx512 --no-run --lib --message-format=json 2>/dev/null |
+  quant_test=$(cargo test --release -p quant --no-run --lib --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)

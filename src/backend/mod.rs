@@ -299,7 +299,7 @@ pub(crate) fn prefix_mut<'a, T>(
 
 /// How many rows of `d` values `x` holds (whole rows, at least one).
 pub(crate) fn whole_rows(x: &[f32], d: usize) -> Result<usize> {
-    if x.is_empty() || x.len() % d != 0 {
+    if x.is_empty() || !x.len().is_multiple_of(d) {
         return Err(ModelError::Buffer {
             what: "rows of X (whole rows of n_embd values)",
             need: x.len().div_ceil(d).max(1) * d,

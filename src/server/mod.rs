@@ -980,7 +980,7 @@ async fn chat_completions(
 /// (its first choice, of `per_prompt`, reports it), every choice's tokens
 /// count.
 fn add_choice_usage(total: &mut Usage, index: usize, per_prompt: usize, u: &Usage) {
-    if index % per_prompt.max(1) == 0 {
+    if index.is_multiple_of(per_prompt.max(1)) {
         total.prompt_tokens += u.prompt_tokens;
         total.cached_tokens += u.cached_tokens;
     }

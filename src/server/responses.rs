@@ -677,7 +677,7 @@ impl Shape<'_> {
             "max_output_tokens": r.max_output_tokens,
             "model": r.model,
             "output": output,
-            "parallel_tool_calls": r.tools.as_ref().map_or(true, |t| t.parallel),
+            "parallel_tool_calls": r.tools.as_ref().is_none_or(|t| t.parallel),
             "previous_response_id": r.previous,
             "store": r.store,
             "temperature": r.temperature,

@@ -214,9 +214,9 @@ pub fn requantize(src: &Path, dst: &Path, ty: GgmlType, output_ty: GgmlType, fal
             ty
         };
         let row = spec.dims[0] as usize;
-        let target = if row % want.block_size() == 0 {
+        let target = if row.is_multiple_of(want.block_size()) {
             want
-        } else if row % fallback.block_size() == 0 {
+        } else if row.is_multiple_of(fallback.block_size()) {
             fallback
         } else {
             GgmlType::F16

@@ -91,7 +91,7 @@ wrappers!(bf16_dot, bf16_dot4, bf16k);
 const KB: usize = 512;
 /// Weight rows per block of [`gemm`].
 const RB: usize = 16;
-const _: () = assert!(KB % CHUNK == 0);
+const _: () = assert!(KB.is_multiple_of(CHUNK));
 
 /// `out[j][r] = dot(row r, activation j)` for the `R` activation rows
 /// `a[j0..j0 + R]` and the weight rows `rows`, bit for bit [`dot`]: each
