@@ -2,6 +2,7 @@
 //! Skylake-SP), on a CPU that has VNNI: `MAMBA_GGUF_AVX512_VNNI=0` keeps
 //! them off it. Its own test binary (one test, so setting the variable
 //! races with nothing). tests/it/simd.rs holds the variant the CPU picks.
+//! Without VNNI, Q4_K's prefill is AVX2's tile (tested there).
 #![cfg(all(target_arch = "x86_64", feature = "avx512"))]
 
 use quant::{kernel_for_path, matvec, quantize_row, GgmlType, SimdPath, VNNI_ENV};

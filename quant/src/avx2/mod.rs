@@ -42,8 +42,8 @@ pub(crate) mod kquants;
 mod legacy;
 mod lowbit;
 mod lowbit_matvec;
-mod q4_k_tile;
-mod q4_q5_tile;
+pub(crate) mod q4_k_tile;
+pub(crate) mod q4_q5_tile;
 pub(crate) mod quantize;
 
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};

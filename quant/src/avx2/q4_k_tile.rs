@@ -62,7 +62,7 @@ struct DecK {
 /// # Safety
 /// `p + 4` points at 12 readable bytes (a super-block header).
 #[inline(always)]
-unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
+pub(crate) unsafe fn scales_mins(p: *const u8) -> (u64, u64) {
     let u = |o: usize| (p.add(o) as *const u32).read_unaligned();
     let (u0, u1, u2) = (u(4), u(8), u(12));
     let sc_lo = u0 & 0x3f3f_3f3f;
@@ -247,7 +247,7 @@ thread_local! {
 
 /// From this many activation rows on, [`super::kquants`]' Q4_K gemm hands
 /// the matmul to [`gemm`] (fewer rows do not repay decoding the tile).
-pub(super) const TILE_MIN: usize = 8;
+pub(crate) const TILE_MIN: usize = 8;
 
 /// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the rows
 /// and activation rows the buffers hold in full (others untouched).

@@ -356,7 +356,7 @@ fn with_pre<R>(len: usize, f: impl FnOnce(&mut [Pre]) -> R) -> R {
 /// Runs `f` with `len` entries of the thread's buffer `key`, grown with
 /// `fill` when short (or a fresh vector if the buffer is already lent out,
 /// as when a tile call nests in another).
-pub(super) fn with_buf<T: Copy, R>(
+pub(crate) fn with_buf<T: Copy, R>(
     key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
     len: usize,
     fill: T,

@@ -1,25 +1,26 @@
-//! AVX-512 (F + BW + VL, and VNNI where the CPU has it) for the K-quant
-//! decode step: the Q4_K, Q5_K and Q6_K matvec of `avx2::kmatvec` on
-//! super-block sums that take 512-bit vectors (`ksums`), bit for bit the
-//! scalar reference as the AVX2 ones are; their dots and prefill kernels
-//! are AVX2's. Built only with the `avx512` cargo feature: the intrinsics
-//! need Rust 1.89 while the workspace's MSRV is 1.80.
+//! AVX-512 (F + BW + VL, and VNNI where the CPU has it) where it beats
+//! AVX2 on an AVX-512 CPU: the Q4_K, Q5_K and Q6_K decode matvec of
+//! `avx2::kmatvec` on super-block sums that take 512-bit vectors
+//! (`ksums`), and with VNNI the Q4_K prefill tile of sixteen rows
+//! (`q4_k_tile`); bit for bit the scalar reference, as the AVX2 kernels
+//! are. Everything else, these types' dots included, is AVX2's. Built with
+//! the `avx512` cargo feature (on by default).
 //!
 //! First run on AVX-512 hardware (an Intel Xeon with AVX-512 VNNI,
-//! 2026-12-07): `cargo test -p quant --features avx512` passed, and the
-//! row kernels this module held before for Q4_0, Q8_0, Q4_K and Q6_K (two
-//! 32-value blocks per vector, one weight row at a time) measured slower
-//! than AVX2's multi-row kernels on the same machine (matvec in L2, GB/s
-//! of weights: Q4_0 6.3 vs 19.2, Q8_0 15.1 vs 18.6, Q4_K 11.2 vs 19.2), so
-//! they are gone and those types run AVX2's. `dispatch` still checks every
-//! SIMD kernel against the scalar reference once before choosing it.
-#![allow(clippy::incompatible_msrv)]
+//! 2026-12-07): the row kernels this module held before for Q4_0, Q8_0,
+//! Q4_K and Q6_K (two 32-value blocks per vector, one weight row at a
+//! time) passed their tests but measured slower than AVX2's multi-row
+//! kernels on the same machine (matvec in L2, GB/s of weights: Q4_0 6.3 vs
+//! 19.2, Q8_0 15.1 vs 18.6, Q4_K 11.2 vs 19.2), so they are gone and those
+//! types run AVX2's. `dispatch` still checks every SIMD kernel against the
+//! scalar reference once before choosing it.
 
 use crate::avx2::kmatvec::{self, Row45, Row6};
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
 
 pub(crate) mod ksums;
+mod q4_k_tile;
 
 /// Environment variable that, set to `0`, keeps the AVX-512 kernels off
 /// VNNI on a CPU that has it (how the non-VNNI variant, for CPUs such as
@@ -91,7 +92,7 @@ unsafe fn scaled_dot<const VNNI: bool>(
 
 /// The safe entry points of one instruction set variant.
 macro_rules! variant {
-    ($module:ident, $features:literal, $sums:path) => {
+    ($module:ident, $features:literal, $sums:path, $q4_k_prefill:path) => {
         mod $module {
             use super::*;
 
@@ -143,12 +144,7 @@ macro_rules! variant {
                     }
                 };
             }
-            k_gemm!(
-                q4_k_gemm,
-                4,
-                row45::<false>,
-                crate::avx2::kquants::q4_k_gemm
-            );
+            k_gemm!(q4_k_gemm, 4, row45::<false>, $q4_k_prefill);
             k_gemm!(q5_k_gemm, 5, row45::<true>, crate::avx2::kquants::q5_k_gemm);
             k_gemm!(
                 q6_k_gemm,
@@ -163,10 +159,25 @@ macro_rules! variant {
 variant!(
     plain,
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c",
-    kmatvec::SUMS_512
+    kmatvec::SUMS_512,
+    crate::avx2::kquants::q4_k_gemm
 );
 variant!(
     vnni,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    kmatvec::SUMS_512_VNNI
+    kmatvec::SUMS_512_VNNI,
+    q4_k_prefill_vnni
 );
+
+/// Q4_K prefill with VNNI: from `TILE_MIN` activation rows on the
+/// sixteen-row tile of `q4_k_tile`, else AVX2's kernels.
+fn q4_k_prefill_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t >= crate::avx2::q4_k_tile::TILE_MIN {
+        // SAFETY: reached only through `vnni::q4_k_gemm`, which dispatch
+        // hands out on a CPU with AVX-512 F, BW, VL and VNNI, AVX2, FMA and
+        // F16C.
+        unsafe { q4_k_tile::gemm(n, rows, w, t, a, out) }
+    } else {
+        crate::avx2::kquants::q4_k_gemm(n, rows, w, t, a, out)
+    }
+}

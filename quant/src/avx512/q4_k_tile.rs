@@ -1,0 +1,243 @@
+//! Q4_K x Q8_K prefill matmul on AVX-512 VNNI in tiles of sixteen weight
+//! rows: `avx2::q4_k_tile`'s scheme (each super-block of a tile decoded
+//! once per matmul, one weight row per 32-bit lane, dotted with every
+//! activation row) at twice the rows per vector, with `vpdpbusd` adding
+//! four level x activation products straight into each row's i32 lane.
+//!
+//! Decoded super-block (`DecK16`, sixteen rows, lane r = row r):
+//!
+//! ```text
+//!   q[s][k]  bytes 4k..4k+4 of sub-block s (values 32s+4k..32s+4k+4), levels 0..15
+//!   sc[s]    i32 scale_r[s]                       6-bit sub-block scale
+//!   mn[s]    i16 pair (min_r[s], min_r[s])        6-bit sub-block min
+//!   d, dmin  the rows' fp16 super-block scales as f32
+//! ```
+//!
+//! Against one activation super-block (Q8_K: f32 d, 256 x i8, 16 x i16 sums
+//! of 16), broadcast 4 bytes at a time from memory, lane r ends with the
+//! exact integers the scalar reference forms,
+//!
+//! ```text
+//!   isum = sum_s sc[s] * sum(level * a)    (vpdpbusd per s, then vpmulld)
+//!   msum = sum_s mn[s] * (bsum[2s] + bsum[2s+1])
+//! ```
+//!
+//! (`sum(level * a)` over 32 values is at most 32 * 15 * 128 in magnitude,
+//! `isum` at most 8 * 63 times that: exact in i32), and then does its f32
+//! expression `sum += d * da * isum - dmin * da * msum` in the same order
+//! (no FMA): bit for bit the scalar reference, as the AVX2 tile is.
+
+use crate::avx2::q4_k_tile::scales_mins;
+use crate::avx2::q4_q5_tile::with_buf;
+use std::arch::x86_64::*;
+
+const WB: usize = 144; // Q4_K super-block bytes
+const AB: usize = 292; // Q8_K block bytes
+const AB_QS: usize = 4;
+const AB_BSUMS: usize = 4 + 256;
+const QK: usize = 256;
+/// Weight rows per tile: one per 32-bit lane of a 512-bit vector.
+const ROWS: usize = 16;
+
+/// One super-block of a sixteen-row tile, decoded (layout in the module doc).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct DecK16 {
+    q: [[__m512i; 8]; 8],
+    sc: [__m512i; 8],
+    mn: [__m512i; 8],
+    d: __m512,
+    dmin: __m512,
+}
+
+/// Decodes super-block `b` of the sixteen rows `rows` into `dst`.
+///
+/// # Safety
+/// The CPU has AVX-512 F and BW, AVX2 and F16C (inlined into the tile
+/// kernels); every `rows[r]` points at a row of at least `b + 1`
+/// super-blocks, and `offs` lane r is `rows[r] - rows[0]` (bytes).
+#[inline(always)]
+unsafe fn decode_sb(rows: &[*const u8; ROWS], offs: __m512i, b: usize, dst: &mut DecK16) {
+    let off = b * WB;
+    let low = _mm512_set1_epi8(0x0F);
+    // The 128 nibble bytes: dword k of group g (32 bytes, low nibbles
+    // sub-block 2g, high 2g + 1) of all sixteen rows by one gather.
+    let base = rows[0].add(off + 16);
+    for g in 0..4 {
+        for k in 0..8 {
+            let x = _mm512_i32gather_epi32::<1>(offs, base.add(32 * g + 4 * k) as *const _);
+            dst.q[2 * g][k] = _mm512_and_si512(x, low);
+            dst.q[2 * g + 1][k] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), low);
+        }
+    }
+    let mut sc = [[0i32; ROWS]; 8];
+    let mut mn = [[0i32; ROWS]; 8];
+    let mut d = [0u16; ROWS];
+    let mut dmin = [0u16; ROWS];
+    for (r, &row) in rows.iter().enumerate() {
+        let p = row.add(off);
+        let (s8, m8) = scales_mins(p);
+        for s in 0..8 {
+            sc[s][r] = ((s8 >> (8 * s)) & 0xFF) as i32;
+            let m = ((m8 >> (8 * s)) & 0xFF) as i32;
+            mn[s][r] = m | (m << 16);
+        }
+        d[r] = (p as *const u16).read_unaligned();
+        dmin[r] = (p.add(2) as *const u16).read_unaligned();
+    }
+    for s in 0..8 {
+        dst.sc[s] = _mm512_loadu_si512(sc[s].as_ptr() as *const _);
+        dst.mn[s] = _mm512_loadu_si512(mn[s].as_ptr() as *const _);
+    }
+    dst.d = _mm512_cvtph_ps(_mm256_loadu_si256(d.as_ptr() as *const __m256i));
+    dst.dmin = _mm512_cvtph_ps(_mm256_loadu_si256(dmin.as_ptr() as *const __m256i));
+}
+
+/// Decodes the tile's `dst.len()` super-blocks, the next tile's rows
+/// fetched into L2 on the way (prefetches never fault).
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C; every `rows[r]` points
+/// at `dst.len() * 144` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn decode_tile(rows: &[*const u8; ROWS], dst: &mut [DecK16]) {
+    let nb = dst.len();
+    let mut o = [0i32; ROWS];
+    for (x, &row) in o.iter_mut().zip(rows) {
+        // A tile spans at most 16 rows of one matrix: well within i32.
+        *x = row.offset_from(rows[0]) as i32;
+    }
+    let offs = _mm512_loadu_si512(o.as_ptr() as *const _);
+    for (b, d) in dst.iter_mut().enumerate() {
+        // 16 rows x 144 bytes = 36 lines per super-block.
+        let next = rows[0].wrapping_add(ROWS * nb * WB + b * ROWS * WB);
+        for l in 0..36 {
+            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64 * l) as *const i8);
+        }
+        decode_sb(rows, offs, b, d);
+    }
+}
+
+/// The i32 at `p` in all sixteen lanes (a broadcast load, which LLVM folds
+/// into the `vpdpbusd` that uses it).
+///
+/// # Safety
+/// The CPU has AVX-512 F; `p` points at 4 readable bytes.
+#[inline(always)]
+unsafe fn bc(p: *const u8) -> __m512i {
+    _mm512_set1_epi32((p as *const i32).read_unaligned())
+}
+
+/// `out[j][r] = dot(row r, act j)` for a decoded tile and `A` activation
+/// rows.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C; every `acts[j]` points
+/// at `dec.len() * 292` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_dot<const A: usize>(dec: &[DecK16], acts: &[*const u8; A]) -> [[f32; ROWS]; A] {
+    let mut acc = [_mm512_setzero_ps(); A];
+    for (b, dk) in dec.iter().enumerate() {
+        let ab: [*const u8; A] = std::array::from_fn(|j| acts[j].add(b * AB));
+        let mut isum = [_mm512_setzero_si512(); A];
+        for s in 0..8 {
+            let mut sub = [_mm512_setzero_si512(); A];
+            for k in 0..8 {
+                let w = dk.q[s][k];
+                for j in 0..A {
+                    let y = bc(ab[j].add(AB_QS + 32 * s + 4 * k));
+                    sub[j] = _mm512_dpbusd_epi32(sub[j], w, y);
+                }
+            }
+            for j in 0..A {
+                isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(sub[j], dk.sc[s]));
+            }
+        }
+        for j in 0..A {
+            // bsum[2s], bsum[2s + 1] (i16) times (min, min): exact in i32.
+            let mut msum = _mm512_setzero_si512();
+            for s in 0..8 {
+                let bs = bc(ab[j].add(AB_BSUMS + 4 * s));
+                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(bs, dk.mn[s]));
+            }
+            let da = _mm512_set1_ps((ab[j] as *const f32).read_unaligned());
+            let t1 = _mm512_mul_ps(_mm512_mul_ps(dk.d, da), _mm512_cvtepi32_ps(isum[j]));
+            let t2 = _mm512_mul_ps(_mm512_mul_ps(dk.dmin, da), _mm512_cvtepi32_ps(msum));
+            acc[j] = _mm512_add_ps(acc[j], _mm512_sub_ps(t1, t2));
+        }
+    }
+    let mut out = [[0f32; ROWS]; A];
+    for j in 0..A {
+        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+    }
+    out
+}
+
+thread_local! {
+    /// Per-thread decoded tile, grown to the widest matmul once.
+    static DEC: std::cell::RefCell<Vec<DecK16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Row pointers of rows `r0..r0 + 16` of `w` (row stride `rb`), the last
+/// valid row repeated past `rows`.
+fn row_ptrs(w: &[u8], rb: usize, r0: usize, rows: usize) -> [*const u8; ROWS] {
+    let base = w.as_ptr();
+    std::array::from_fn(|i| {
+        let r = (r0 + i).min(rows - 1);
+        // SAFETY (of later reads): r < rows and the caller checked that w
+        // holds `rows` rows of `rb` bytes.
+        base.wrapping_add(r * rb)
+    })
+}
+
+/// The first `nr` of a tile's sixteen results into `out[at..]`.
+fn put(out: &mut [f32], at: usize, v: &[f32; ROWS], nr: usize) {
+    out[at..at + nr].copy_from_slice(&v[..nr]);
+}
+
+/// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the
+/// rows and activation rows the buffers hold in full (others untouched).
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C.
+pub(crate) unsafe fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    let nb = n / QK;
+    let (rb, ab) = (nb * WB, nb * AB);
+    if nb == 0 || rows == 0 || t == 0 {
+        return;
+    }
+    let t = t.min(a.len() / ab).min(out.len() / rows);
+    let held = rows.min(w.len() / rb);
+    if t == 0 || held == 0 {
+        return;
+    }
+    let act = |j: usize| a[j * ab..].as_ptr();
+    // SAFETY: all-zero bits are a valid `DecK16` (plain vectors).
+    let zero: DecK16 = unsafe { std::mem::zeroed() };
+    with_buf(&DEC, nb, zero, |dec| {
+        for r0 in (0..held).step_by(ROWS) {
+            let rp = row_ptrs(w, rb, r0, held);
+            let nr = (held - r0).min(ROWS);
+            // SAFETY: here and below, the CPU features are the caller's
+            // contract; every row pointer is a held row of nb super-blocks,
+            // every act pointer a held activation row, and dec has nb.
+            unsafe { decode_tile(&rp, dec) };
+            let mut j = 0;
+            while j + 4 <= t {
+                // SAFETY: as above; j + 3 < t.
+                let v =
+                    unsafe { tile_dot::<4>(dec, &[act(j), act(j + 1), act(j + 2), act(j + 3)]) };
+                for (i, vi) in v.iter().enumerate() {
+                    put(out, (j + i) * rows + r0, vi, nr);
+                }
+                j += 4;
+            }
+            while j < t {
+                // SAFETY: as above; j < t.
+                let [v] = unsafe { tile_dot::<1>(dec, &[act(j)]) };
+                put(out, j * rows + r0, &v, nr);
+                j += 1;
+            }
+        }
+    });
+}
