@@ -123,7 +123,37 @@ unsafe fn gemm_block<const R: usize, const WS: usize, const BF: bool>(
     let mut k0 = 0;
     while k0 < nk {
         let k1 = (k0 + KB).min(nk);
-        for (r, accr) in rows.clone().zip(acc.iter_mut()) {
+        let mut i = 0;
+        if R < 4 {
+            // Few activations (a decode step): four rows at a time, so
+            // that four rows' add chains overlap (one row's alone is bound
+            // by the latency of its adds), each row's weights fetched 4
+            // KiB ahead (the step streams them from memory).
+            while i + 4 <= rows.len() {
+                let wr: [*const u8; 4] = std::array::from_fn(|q| wp.add((rows.start + i + q) * rb));
+                let mut e = k0;
+                while e < k1 {
+                    if (e * WS) % 64 == 0 {
+                        for p in wr {
+                            let ahead = p.wrapping_add(e * WS + 4096);
+                            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                        }
+                    }
+                    let y: [__m256; R] = std::array::from_fn(|j| {
+                        _mm256_loadu_ps(ap.add((j0 + j) * ab + e * 4) as *const f32)
+                    });
+                    for (q, p) in wr.iter().enumerate() {
+                        let x = load8::<WS, BF>(p.add(e * WS));
+                        for (j, yj) in y.iter().enumerate() {
+                            acc[i + q][j] = _mm256_add_ps(acc[i + q][j], _mm256_mul_ps(x, *yj));
+                        }
+                    }
+                    e += 8;
+                }
+                i += 4;
+            }
+        }
+        for (r, accr) in rows.clone().zip(acc.iter_mut()).skip(i) {
             let wr = wp.add(r * rb);
             let mut e = k0;
             while e < k1 {
