@@ -1,5 +1,5 @@
-//! AVX2 dots of Q8_0 and IQ4_NL weights with Q8_0 activations (the other
-//! 32-value types, Q4_0, Q4_1, Q5_0 and Q5_1, are in `q4_q5_tile`). Per block: the 32
+//! AVX2 dots of IQ4_NL weights with Q8_0 activations (the other 32-value
+//! types are in `q4_q5_tile` and `q8_0_rows`). Per block: the 32
 //! weights as one vector of bytes, then for each activation row an exact
 //! i32 dot (sign trick), scaled by dw * da and accumulated in 8 f32 lanes.
 
@@ -76,12 +76,6 @@ macro_rules! kernel32 {
         }
     };
 }
-
-// Q8_0 (34 bytes: d, 32 x i8).
-kernel32!(q8_0, signed, 34, |wb| _mm256_loadu_si256(
-    wb.add(2) as *const __m256i
-));
-wrappers!(q8_0_dot, q8_0_dot4, q8_0);
 
 // IQ4_NL (18 bytes: fp16 d, 16 bytes of codebook indices): Q4_0's layout
 // with the IQ4 codebook instead of q - 8.

@@ -21,9 +21,12 @@
 //!   IQ1_S, IQ1_M, TQ1_0 and TQ2_0 (`iq1_tq`): exact
 //!   integer sums per super-block and the scalar reference's f32
 //!   expression, so bit-identical;
-//! - Q8_0 and IQ4_NL: integer sums per block are exact, the per-block f32 terms are
+//! - Q8_0 (`q8_0_rows`, eight rows at a time): exact integer block sums
+//!   and, per lane, the scalar reference's f32 expression in its order, so
+//!   bit-identical (for activations in -127..=127, see below);
+//! - IQ4_NL: integer sums per block are exact, the per-block f32 terms are
 //!   summed in 8 lanes instead of one running sum, so results differ by f32
-//!   rounding of the partial sums only (IQ4_NL's decode matvec,
+//!   rounding of the partial sums only (its decode matvec,
 //!   `iq4_nl_matvec`, is bit for bit its row kernel);
 //! - F32/F16/BF16: the scalar kernel's 8 partial sums are exactly the 8
 //!   lanes here (multiply, then add, no FMA), so results are bit-identical.
@@ -44,6 +47,7 @@ mod lowbit;
 mod lowbit_matvec;
 pub(crate) mod q4_k_tile;
 pub(crate) mod q4_q5_tile;
+pub(crate) mod q8_0_rows;
 pub(crate) mod quantize;
 
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
@@ -60,7 +64,7 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::Q4_1 => (q4_q5_tile::q4_1_dot, q4_q5_tile::q4_1_dot4),
         T::Q5_0 => (q4_q5_tile::q5_0_dot, q4_q5_tile::q5_0_dot4),
         T::Q5_1 => (q4_q5_tile::q5_1_dot, q4_q5_tile::q5_1_dot4),
-        T::Q8_0 => (legacy::q8_0_dot, legacy::q8_0_dot4),
+        T::Q8_0 => (q8_0_rows::q8_0_dot, q8_0_rows::q8_0_dot4),
         T::Q4_K => (kquants::q4_k_dot, kquants::q4_k_dot4),
         T::Q5_K => (kquants::q5_k_dot, kquants::q5_k_dot4),
         T::Q6_K => (kquants::q6_k_dot, kquants::q6_k_dot4),
@@ -92,6 +96,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         GgmlType::Q5_0 => Some(q4_q5_tile::q5_0_gemm),
         GgmlType::Q4_1 => Some(q4_q5_tile::q4_1_gemm),
         GgmlType::Q5_1 => Some(q4_q5_tile::q5_1_gemm),
+        GgmlType::Q8_0 => Some(q8_0_rows::q8_0_gemm),
         GgmlType::Q4_K => Some(kquants::q4_k_gemm),
         GgmlType::Q5_K => Some(kquants::q5_k_gemm),
         GgmlType::Q6_K => Some(kquants::q6_k_gemm),
