@@ -21,6 +21,7 @@ use std::arch::x86_64::*;
 
 pub(crate) mod ksums;
 mod q4_k_tile;
+mod q8_0_tile;
 
 /// Environment variable that, set to `0`, keeps the AVX-512 kernels off
 /// VNNI on a CPU that has it (how the non-VNNI variant, for CPUs such as
@@ -40,6 +41,7 @@ pub(crate) fn has_vnni() -> bool {
 pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
+        GgmlType::Q8_0 if has_vnni() => crate::avx2::kernels(ty),
         _ => None,
     }
 }
@@ -56,6 +58,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::Q5_K, false) => plain::q5_k_gemm,
         (T::Q6_K, true) => vnni::q6_k_gemm,
         (T::Q6_K, false) => plain::q6_k_gemm,
+        (T::Q8_0, true) => q8_0_gemm_vnni,
         _ => return None,
     })
 }
@@ -179,5 +182,17 @@ fn q4_k_prefill_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &
         unsafe { q4_k_tile::gemm(n, rows, w, t, a, out) }
     } else {
         crate::avx2::kquants::q4_k_gemm(n, rows, w, t, a, out)
+    }
+}
+
+/// Q8_0 with VNNI: from `TILE_MIN` activation rows on the sixteen-row tile
+/// of `q8_0_tile`, else AVX2's kernel (both bit for bit the scalar one).
+fn q8_0_gemm_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t >= crate::avx2::q4_k_tile::TILE_MIN {
+        // SAFETY: handed out by `gemm` only where `has_vnni`, on a CPU
+        // dispatch found to have AVX-512 F, BW and VL, AVX2, FMA and F16C.
+        unsafe { q8_0_tile::gemm(n, rows, w, t, a, out) }
+    } else {
+        crate::avx2::q8_0_rows::q8_0_gemm(n, rows, w, t, a, out)
     }
 }
