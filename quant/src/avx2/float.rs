@@ -133,7 +133,7 @@ unsafe fn gemm_block<const R: usize, const WS: usize, const BF: bool>(
                 let wr: [*const u8; 4] = std::array::from_fn(|q| wp.add((rows.start + i + q) * rb));
                 let mut e = k0;
                 while e < k1 {
-                    if (e * WS) % 64 == 0 {
+                    if (e * WS).is_multiple_of(64) {
                         for p in wr {
                             let ahead = p.wrapping_add(e * WS + 4096);
                             _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);

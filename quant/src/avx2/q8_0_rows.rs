@@ -144,11 +144,11 @@ pub(crate) fn q8_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out
         let rp = row_ptrs(w, rb, r0, held);
         let nr = (held - r0).min(8);
         let mut j = 0;
-        // SAFETY (each call): AVX2, FMA and F16C are checked by dispatch;
-        // every row pointer is a held row of nb blocks and every act
-        // pointer a held activation row (j + 3 < t, j < t).
         while j + 4 <= t {
             let acts = [act(j), act(j + 1), act(j + 2), act(j + 3)];
+            // SAFETY: AVX2, FMA and F16C are checked by dispatch; every row
+            // pointer is a held row of nb blocks and every act pointer a
+            // held activation row (j + 3 < t).
             let v = unsafe { tile::<4>(nb, &rp, &acts, false) };
             for (i, vi) in v.iter().enumerate() {
                 put(out, (j + i) * rows + r0, vi, nr);
@@ -156,6 +156,7 @@ pub(crate) fn q8_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out
             j += 4;
         }
         while j < t {
+            // SAFETY: as above; j < t.
             let [v] = unsafe { tile::<1>(nb, &rp, &[act(j)], t == 1) };
             put(out, j * rows + r0, &v, nr);
             j += 1;
