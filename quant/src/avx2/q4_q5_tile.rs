@@ -581,7 +581,7 @@ fn dot4<const FIVE: bool, const MIN: bool>(n: usize, w: &[u8], a: [&[u8]; 4], ou
     });
 }
 
-pub(super) fn q4_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q4_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     gemm::<false, false>(n, rows, w, t, a, out)
 }
 pub(super) fn q4_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -590,7 +590,7 @@ pub(super) fn q4_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub(super) fn q4_0_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
     dot4::<false, false>(n, w, a, out)
 }
-pub(super) fn q5_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q5_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     gemm::<true, false>(n, rows, w, t, a, out)
 }
 pub(super) fn q5_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -599,7 +599,7 @@ pub(super) fn q5_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub(super) fn q5_0_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
     dot4::<true, false>(n, w, a, out)
 }
-pub(super) fn q4_1_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q4_1_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     gemm::<false, true>(n, rows, w, t, a, out)
 }
 pub(super) fn q4_1_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -608,7 +608,7 @@ pub(super) fn q4_1_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub(super) fn q4_1_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
     dot4::<false, true>(n, w, a, out)
 }
-pub(super) fn q5_1_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q5_1_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     gemm::<true, true>(n, rows, w, t, a, out)
 }
 pub(super) fn q5_1_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {

@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 
 pub(crate) mod ksums;
 mod q4_k_tile;
-mod q8_0_tile;
+mod tile32;
 
 /// Environment variable that, set to `0`, keeps the AVX-512 kernels off
 /// VNNI on a CPU that has it (how the non-VNNI variant, for CPUs such as
@@ -41,7 +41,11 @@ pub(crate) fn has_vnni() -> bool {
 pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
-        GgmlType::Q8_0 if has_vnni() => crate::avx2::kernels(ty),
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1
+            if has_vnni() =>
+        {
+            crate::avx2::kernels(ty)
+        }
         _ => None,
     }
 }
@@ -59,6 +63,10 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::Q6_K, true) => vnni::q6_k_gemm,
         (T::Q6_K, false) => plain::q6_k_gemm,
         (T::Q8_0, true) => q8_0_gemm_vnni,
+        (T::Q4_0, true) => q4_0_gemm_vnni,
+        (T::Q4_1, true) => q4_1_gemm_vnni,
+        (T::Q5_0, true) => q5_0_gemm_vnni,
+        (T::Q5_1, true) => q5_1_gemm_vnni,
         _ => return None,
     })
 }
@@ -185,14 +193,45 @@ fn q4_k_prefill_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &
     }
 }
 
-/// Q8_0 with VNNI: from `TILE_MIN` activation rows on the sixteen-row tile
-/// of `q8_0_tile`, else AVX2's kernel (both bit for bit the scalar one).
-fn q8_0_gemm_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    if t >= crate::avx2::q4_k_tile::TILE_MIN {
-        // SAFETY: handed out by `gemm` only where `has_vnni`, on a CPU
-        // dispatch found to have AVX-512 F, BW and VL, AVX2, FMA and F16C.
-        unsafe { q8_0_tile::gemm(n, rows, w, t, a, out) }
-    } else {
-        crate::avx2::q8_0_rows::q8_0_gemm(n, rows, w, t, a, out)
-    }
+/// The 32-value types with VNNI: from `TILE_MIN` activation rows on the
+/// sixteen-row tiles of `tile32`, else AVX2's kernels (both bit for bit
+/// the scalar reference).
+macro_rules! tile32_gemm {
+    ($name:ident, $kind:path, $avx2:path) => {
+        fn $name(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+            if t >= crate::avx2::q4_k_tile::TILE_MIN {
+                // SAFETY: handed out by `gemm` only where `has_vnni`, on a
+                // CPU dispatch found to have AVX-512 F, BW and VL, AVX2, FMA
+                // and F16C.
+                unsafe { tile32::gemm::<{ $kind }>(n, rows, w, t, a, out) }
+            } else {
+                $avx2(n, rows, w, t, a, out)
+            }
+        }
+    };
 }
+tile32_gemm!(
+    q8_0_gemm_vnni,
+    tile32::Q8_0,
+    crate::avx2::q8_0_rows::q8_0_gemm
+);
+tile32_gemm!(
+    q4_0_gemm_vnni,
+    tile32::Q4_0,
+    crate::avx2::q4_q5_tile::q4_0_gemm
+);
+tile32_gemm!(
+    q4_1_gemm_vnni,
+    tile32::Q4_1,
+    crate::avx2::q4_q5_tile::q4_1_gemm
+);
+tile32_gemm!(
+    q5_0_gemm_vnni,
+    tile32::Q5_0,
+    crate::avx2::q4_q5_tile::q5_0_gemm
+);
+tile32_gemm!(
+    q5_1_gemm_vnni,
+    tile32::Q5_1,
+    crate::avx2::q4_q5_tile::q5_1_gemm
+);
