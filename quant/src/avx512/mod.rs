@@ -1,10 +1,11 @@
 //! AVX-512 (F + BW + VL, and VNNI where the CPU has it) where it beats
 //! AVX2 on an AVX-512 CPU: the Q4_K, Q5_K and Q6_K decode matvec of
 //! `avx2::kmatvec` on super-block sums that take 512-bit vectors
-//! (`ksums`), and with VNNI the Q4_K prefill tile of sixteen rows
-//! (`q4_k_tile`); bit for bit the scalar reference, as the AVX2 kernels
-//! are. Everything else, these types' dots included, is AVX2's. Built with
-//! the `avx512` cargo feature (on by default).
+//! (`ksums`), and with VNNI the prefill tiles of sixteen rows for Q4_K
+//! (`q4_k_tile`) and the 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1
+//! (`tile32`); bit for bit the scalar reference, as the AVX2 kernels are.
+//! Everything else, these types' dots and decode steps included, is
+//! AVX2's. Built with the `avx512` cargo feature (on by default).
 //!
 //! First run on AVX-512 hardware (an Intel Xeon with AVX-512 VNNI,
 //! 2026-12-07): the row kernels this module held before for Q4_0, Q8_0,
