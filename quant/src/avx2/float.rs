@@ -222,7 +222,7 @@ unsafe fn gemm<const WS: usize, const BF: bool>(
 
 macro_rules! float_gemm {
     ($name:ident, $ws:expr, $bf:expr) => {
-        pub(super) fn $name(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+        pub(crate) fn $name(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
             // SAFETY: handed out by `dispatch` only when the CPU has AVX2,
             // FMA and F16C; `gemm` bounds every access by its buffers.
             unsafe { gemm::<$ws, $bf>(n, rows, w, t, a, out) }

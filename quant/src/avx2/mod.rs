@@ -35,7 +35,7 @@
 //! quants in -127..=127, which is all `quantize_row` produces for Q8_0 and
 //! Q8_K; weight bytes may be anything.
 
-mod float;
+pub(crate) mod float;
 mod iq1_tq;
 mod iq2;
 mod iq3;

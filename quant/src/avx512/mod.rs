@@ -20,6 +20,7 @@ use crate::avx2::kmatvec::{self, Row45, Row6};
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
 
+mod float;
 pub(crate) mod ksums;
 mod q4_k_tile;
 mod tile32;
@@ -42,6 +43,7 @@ pub(crate) fn has_vnni() -> bool {
 pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::avx2::kernels(ty),
         GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1
             if has_vnni() =>
         {
@@ -63,6 +65,9 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::Q5_K, false) => plain::q5_k_gemm,
         (T::Q6_K, true) => vnni::q6_k_gemm,
         (T::Q6_K, false) => plain::q6_k_gemm,
+        (T::F32, _) => float::f32_gemm,
+        (T::F16, _) => float::f16_gemm,
+        (T::BF16, _) => float::bf16_gemm,
         (T::Q8_0, true) => q8_0_gemm_vnni,
         (T::Q4_0, true) => q4_0_gemm_vnni,
         (T::Q4_1, true) => q4_1_gemm_vnni,
