@@ -3,8 +3,9 @@
 //! it implements; every other type falls back to the next slower path.
 //! Written today: AVX2 (+FMA, F16C) for every supported type except Q8_K
 //! weights; with the `avx512` cargo feature (default), AVX-512 for the
-//! Q4_K, Q5_K and Q6_K decode matvec and, with VNNI, the prefill tiles of
-//! Q4_K, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (their other kernels AVX2's); NEON (aarch64) for every supported type except
+//! Q4_K, Q5_K and Q6_K decode matvec, the F32/F16/BF16 prefill GEMM and,
+//! with VNNI, the prefill tiles of Q4_K, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1
+//! (their other kernels AVX2's); NEON (aarch64) for every supported type except
 //! Q8_K weights (the IQ1, IQ2, IQ3 and TQ types included).
 //!
 //! [`kernel`]/[`kernel_with`] only hand out a SIMD kernel after it has
