@@ -190,7 +190,7 @@ gemm_rows!(iq4_xs_gemm_rows, iq4_xs, 136, ACT, 256);
 
 /// IQ4_XS matmul: one activation row (a decode step) by
 /// [`super::lowbit_matvec`].
-pub(super) fn iq4_xs_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn iq4_xs_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     if t == 1 {
         super::lowbit_matvec::iq4_xs_matvec(n, rows, w, a, out)
     } else {

@@ -43,7 +43,7 @@ mod iq4_nl_matvec;
 pub(crate) mod kmatvec;
 pub(crate) mod kquants;
 mod legacy;
-mod lowbit;
+pub(crate) mod lowbit;
 mod lowbit_matvec;
 pub(crate) mod q4_k_tile;
 pub(crate) mod q4_q5_tile;

@@ -22,6 +22,7 @@ use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
 
 mod float;
+mod iq4_xs_tile;
 pub(crate) mod ksums;
 mod q4_k_tile;
 mod tile32;
@@ -45,6 +46,7 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::avx2::kernels(ty),
+        GgmlType::IQ4_XS if has_vnni() => crate::avx2::kernels(ty),
         GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1
             if has_vnni() =>
         {
@@ -69,6 +71,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::F32, _) => float::f32_gemm,
         (T::F16, _) => float::f16_gemm,
         (T::BF16, _) => float::bf16_gemm,
+        (T::IQ4_XS, true) => iq4_xs_gemm_vnni,
         (T::Q8_0, true) => q8_0_gemm_vnni,
         (T::Q4_0, true) => q4_0_gemm_vnni,
         (T::Q4_1, true) => q4_1_gemm_vnni,
@@ -242,3 +245,16 @@ tile32_gemm!(
     tile32::Q5_1,
     crate::avx2::q4_q5_tile::q5_1_gemm
 );
+
+/// IQ4_XS with VNNI: from `TILE_MIN` activation rows on the sixteen-row
+/// tile of `iq4_xs_tile`, else AVX2's kernels (both bit for bit the scalar
+/// reference).
+fn iq4_xs_gemm_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if t >= crate::avx2::q4_k_tile::TILE_MIN {
+        // SAFETY: handed out by `gemm` only where `has_vnni`, on a CPU
+        // dispatch found to have AVX-512 F, BW and VL, AVX2, FMA and F16C.
+        unsafe { iq4_xs_tile::gemm(n, rows, w, t, a, out) }
+    } else {
+        crate::avx2::lowbit::iq4_xs_gemm(n, rows, w, t, a, out)
+    }
+}
