@@ -90,12 +90,12 @@ unsafe fn decode_tile(rows: &[*const u8; ROWS], dst: &mut [DecX16]) {
         let mut sc = [[0i32; ROWS]; 8];
         for (r, &row) in rows.iter().enumerate() {
             let ls = scales(std::slice::from_raw_parts(row.add(off), WB));
-            for s in 0..8 {
-                sc[s][r] = ls[s];
+            for (col, l) in sc.iter_mut().zip(ls) {
+                col[r] = l;
             }
         }
-        for s in 0..8 {
-            dst.sc[s] = _mm512_loadu_si512(sc[s].as_ptr() as *const _);
+        for (v, col) in dst.sc.iter_mut().zip(&sc) {
+            *v = _mm512_loadu_si512(col.as_ptr() as *const _);
         }
     }
 }
