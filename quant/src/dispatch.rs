@@ -4,7 +4,7 @@
 //! Written today: AVX2 (+FMA, F16C) for every supported type except Q8_K
 //! weights; with the `avx512` cargo feature (default), AVX-512 for the
 //! Q4_K, Q5_K and Q6_K decode matvec, the F32/F16/BF16 prefill GEMM and,
-//! with VNNI, the prefill tiles of Q4_K, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1
+//! with VNNI, the prefill tiles of Q4_K, IQ4_XS, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1
 //! (their other kernels AVX2's); NEON (aarch64) for every supported type except
 //! Q8_K weights (the IQ1, IQ2, IQ3 and TQ types included).
 //!

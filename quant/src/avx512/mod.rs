@@ -2,8 +2,8 @@
 //! AVX2 on an AVX-512 CPU: the Q4_K, Q5_K and Q6_K decode matvec of
 //! `avx2::kmatvec` on super-block sums that take 512-bit vectors
 //! (`ksums`), and with VNNI the prefill tiles of sixteen rows for Q4_K
-//! (`q4_k_tile`) and the 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1
-//! (`tile32`), and the F32/F16/BF16 prefill GEMM (`float`, two weight rows
+//! (`q4_k_tile`), IQ4_XS (`iq4_xs_tile`) and the 32-value types Q8_0,
+//! Q4_0, Q4_1, Q5_0, Q5_1 (`tile32`), and the F32/F16/BF16 prefill GEMM (`float`, two weight rows
 //! per vector); bit for bit the scalar reference, as the AVX2 kernels are.
 //! Everything else, these types' dots and decode steps included, is
 //! AVX2's. Built with the `avx512` cargo feature (on by default).
