@@ -71,6 +71,34 @@ pub(crate) unsafe fn scales_mins(p: *const u8) -> __m128i {
     _mm_or_si128(x, y)
 }
 
+/// Of the Q4_K/Q5_K super-block at `p`: its eight scales as dwords (scale
+/// k twice as i16 in dword k, for a broadcast from memory per sub-block:
+/// a load-port op, where register broadcasts of each i16 cost the vector
+/// pipes one or two shuffles apiece, and these pipes are what the kernels
+/// are short of) and its four partial min sums against the activation's
+/// pair sums `bs2` (lanes adding up to `sum_s min[s] * bs2[s]`).
+///
+/// # Safety
+/// The CPU has AVX2 (inlined into the AVX2 and AVX-512 kernels); `p`
+/// points at a super-block header (16 bytes), `bs2` at 8 readable i16.
+#[inline(always)]
+pub(crate) unsafe fn header_sums(p: *const u8, bs2: *const i16) -> ([i32; 8], __m128i) {
+    let sm = scales_mins(p);
+    let scl = _mm_cvtepu8_epi16(sm);
+    let mut dw = [0i32; 8];
+    _mm_storeu_si128(
+        dw.as_mut_ptr() as *mut __m128i,
+        _mm_unpacklo_epi16(scl, scl),
+    );
+    _mm_storeu_si128(
+        dw.as_mut_ptr().add(4) as *mut __m128i,
+        _mm_unpackhi_epi16(scl, scl),
+    );
+    let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+    let msum = _mm_madd_epi16(mins, _mm_loadu_si128(bs2 as *const __m128i));
+    (dw, msum)
+}
+
 /// `vpshufb` index for Q6_K run `k` of a half: i16 element 2k in the low
 /// 128-bit lane (values 0..16 of the run), 2k + 1 in the high lane.
 ///
@@ -217,23 +245,7 @@ pub(super) unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
 #[inline(always)]
 unsafe fn k45_sums<const FIVE: bool>(p: *const u8, y: *const u8, bs2: *const i16) -> __m256i {
     let low = _mm256_set1_epi8(0x0F);
-    let sm = scales_mins(p);
-    // Dword k: scale k twice (i16), stored once and broadcast from memory
-    // per sub-block (a load-port op: register broadcasts of each i16 cost
-    // the FP pipes one or two shuffles apiece, and these pipes are what the
-    // kernel is short of).
-    let scl = _mm_cvtepu8_epi16(sm);
-    let mut dw = [0i32; 8];
-    _mm_storeu_si128(
-        dw.as_mut_ptr() as *mut __m128i,
-        _mm_unpacklo_epi16(scl, scl),
-    );
-    _mm_storeu_si128(
-        dw.as_mut_ptr().add(4) as *mut __m128i,
-        _mm_unpackhi_epi16(scl, scl),
-    );
-    let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-    let msum = _mm_madd_epi16(mins, _mm_loadu_si128(bs2 as *const __m128i));
+    let (dw, msum) = header_sums(p, bs2);
     let ql = p.add(if FIVE { 48 } else { 16 });
     let qh = if FIVE {
         _mm256_loadu_si256(p.add(16) as *const __m256i)

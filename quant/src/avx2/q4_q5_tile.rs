@@ -57,16 +57,7 @@ macro_rules! decode_block {
         let nib = block_bytes($five, $min) - 16;
         let mask = _mm256_set1_epi8(0x0F);
         // Eight fp16 row scales -> 8 x f32, lane r = row r.
-        let dw = _mm256_cvtph_ps(_mm_setr_epi16(
-            u16_at(rows[0].add(off)),
-            u16_at(rows[1].add(off)),
-            u16_at(rows[2].add(off)),
-            u16_at(rows[3].add(off)),
-            u16_at(rows[4].add(off)),
-            u16_at(rows[5].add(off)),
-            u16_at(rows[6].add(off)),
-            u16_at(rows[7].add(off)),
-        ));
+        let dw = row_halves(rows, off);
         // Rows r and r+4 share a 256-bit vector (low / high 128 bits).
         let ld = |r: usize| rows[r].add(off + nib);
         let y0 = pair(ld(4), ld(0));
@@ -130,16 +121,7 @@ macro_rules! decode_block {
         }
         // Q4_1/Q5_1: the eight rows' fp16 mins, lane r = row r.
         let mw = if $min {
-            _mm256_cvtph_ps(_mm_setr_epi16(
-                u16_at(rows[0].add(off + 2)),
-                u16_at(rows[1].add(off + 2)),
-                u16_at(rows[2].add(off + 2)),
-                u16_at(rows[3].add(off + 2)),
-                u16_at(rows[4].add(off + 2)),
-                u16_at(rows[5].add(off + 2)),
-                u16_at(rows[6].add(off + 2)),
-                u16_at(rows[7].add(off + 2)),
-            ))
+            row_halves(rows, off + 2)
         } else {
             _mm256_setzero_ps()
         };
@@ -394,6 +376,25 @@ unsafe fn pair(hi: *const u8, lo: *const u8) -> __m256i {
 #[inline]
 pub(super) unsafe fn bc(ya: *const u8, k: usize) -> __m256i {
     _mm256_set1_epi32((ya.add(4 * k) as *const i32).read_unaligned())
+}
+
+/// The fp16 at byte `off` of each of eight rows as f32, lane r = row r.
+///
+/// # Safety
+/// The CPU has F16C (inlined into the AVX2 kernels); every `rows[r] + off`
+/// points at 2 readable bytes.
+#[inline(always)]
+pub(super) unsafe fn row_halves(rows: &[*const u8; 8], off: usize) -> __m256 {
+    _mm256_cvtph_ps(_mm_setr_epi16(
+        u16_at(rows[0].add(off)),
+        u16_at(rows[1].add(off)),
+        u16_at(rows[2].add(off)),
+        u16_at(rows[3].add(off)),
+        u16_at(rows[4].add(off)),
+        u16_at(rows[5].add(off)),
+        u16_at(rows[6].add(off)),
+        u16_at(rows[7].add(off)),
+    ))
 }
 
 /// # Safety

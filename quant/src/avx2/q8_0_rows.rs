@@ -25,20 +25,11 @@
 
 use super::f16_at;
 use super::kmatvec::hsum8;
-use super::q4_q5_tile::row_ptrs;
+use super::q4_q5_tile::{row_halves, row_ptrs};
 use std::arch::x86_64::*;
 
 const BB: usize = 34; // block bytes, weights and activations alike
 const QK: usize = 32;
-
-/// Little-endian fp16 at `p` as its bits.
-///
-/// # Safety
-/// `p` points at 2 readable bytes.
-#[inline(always)]
-unsafe fn u16_at(p: *const u8) -> i16 {
-    (p as *const i16).read_unaligned()
-}
 
 /// `out[j][r] = dot(row r, act j)` over `nb` blocks for eight rows and `A`
 /// activation rows, lane r of each result row r.
@@ -67,16 +58,7 @@ unsafe fn tile<const A: usize>(
             }
         }
         // The eight rows' scales, lane r = row r.
-        let dw = _mm256_cvtph_ps(_mm_setr_epi16(
-            u16_at(rows[0].add(off)),
-            u16_at(rows[1].add(off)),
-            u16_at(rows[2].add(off)),
-            u16_at(rows[3].add(off)),
-            u16_at(rows[4].add(off)),
-            u16_at(rows[5].add(off)),
-            u16_at(rows[6].add(off)),
-            u16_at(rows[7].add(off)),
-        ));
+        let dw = row_halves(rows, off);
         let q: [__m256i; 8] =
             std::array::from_fn(|r| _mm256_loadu_si256(rows[r].add(off + 2) as *const __m256i));
         let ax: [__m256i; 8] = std::array::from_fn(|r| _mm256_abs_epi8(q[r]));

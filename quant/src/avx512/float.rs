@@ -112,49 +112,10 @@ unsafe fn gemm_block<const R: usize, const WS: usize, const BF: bool>(
     }
 }
 
-/// The float types' `GemmFn` from four activation rows on: blocks of
-/// [`RB`] weight rows against eight activation rows at a time, then four,
-/// two, one; fewer than four in all (a decode step) by AVX2's kernel.
-///
-/// # Safety
-/// The CPU has AVX-512 F, AVX2, FMA and F16C. Lengths are not trusted:
-/// only the rows and activations that `w`, `a` and `out` hold in full are
-/// computed.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn gemm<const WS: usize, const BF: bool>(
-    n: usize,
-    rows: usize,
-    w: &[u8],
-    t: usize,
-    a: &[u8],
-    out: &mut [f32],
-) {
-    let (rb, ab) = (n * WS, n * 4);
-    if rb == 0 || rows == 0 {
-        return;
-    }
-    let t = t.min(a.len() / ab).min(out.len() / rows);
-    let held = rows.min(w.len() / rb);
-    for r0 in (0..held).step_by(RB) {
-        let block = r0..(r0 + RB).min(held);
-        let mut j = 0;
-        while j + 8 <= t {
-            gemm_block::<8, WS, BF>(n, rows, block.clone(), w, j, a, out);
-            j += 8;
-        }
-        if j + 4 <= t {
-            gemm_block::<4, WS, BF>(n, rows, block.clone(), w, j, a, out);
-            j += 4;
-        }
-        if j + 2 <= t {
-            gemm_block::<2, WS, BF>(n, rows, block.clone(), w, j, a, out);
-            j += 2;
-        }
-        if j < t {
-            gemm_block::<1, WS, BF>(n, rows, block.clone(), w, j, a, out);
-        }
-    }
-}
+// `gemm`: blocks of `RB` weight rows (eight pairs) against eight
+// activation rows at a time, then four, two, one; a decode step goes to
+// AVX2's kernel before it (`float_gemm` below).
+crate::avx2::float::float_gemm_driver!("avx512f,avx2,fma,f16c");
 
 macro_rules! float_gemm {
     ($name:ident, $ws:expr, $bf:expr, $avx2:path) => {

@@ -26,6 +26,7 @@
 //! isum as f32` in super-block order (no FMA): bit for bit the scalar
 //! kernel, as AVX2's kernels (which serve decode and short matmuls) are.
 
+use super::tiles::{self, ROWS};
 use crate::avx2::q4_q5_tile::with_buf;
 use crate::iq4_nl::KVALUES;
 use crate::iq4_xs::scales;
@@ -36,8 +37,6 @@ const AB: usize = 292; // Q8_K block bytes
 const AB_QS: usize = 4;
 const AB_BSUMS: usize = 4 + 256;
 const QK: usize = 256;
-/// Weight rows per tile: one per 32-bit lane of a 512-bit vector.
-const ROWS: usize = 16;
 
 /// One super-block of a sixteen-row tile, decoded (layout in the module doc).
 #[derive(Clone, Copy)]
@@ -168,18 +167,11 @@ thread_local! {
 /// # Safety
 /// The CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C.
 pub(crate) unsafe fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    let nb = n / QK;
-    let (rb, ab) = (nb * WB, nb * AB);
-    if nb == 0 || rows == 0 || t == 0 {
+    let Some(s) = tiles::shape(n, QK, WB, AB, rows, w, t, a, out) else {
         return;
-    }
-    let t = t.min(a.len() / ab).min(out.len() / rows);
-    let held = rows.min(w.len() / rb);
-    if t == 0 || held == 0 {
-        return;
-    }
-    let act = |j: usize| a[j * ab..].as_ptr();
-    with_buf(&CORR, t * nb * 8, 0, |corr| {
+    };
+    let (nb, act) = (s.nb, |j: usize| a[j * s.ab..].as_ptr());
+    with_buf(&CORR, s.t * nb * 8, 0, |corr| {
         for (blk, c) in a.chunks_exact(AB).zip(corr.chunks_exact_mut(8)) {
             let bsum = |i: usize| {
                 let o = AB_BSUMS + 2 * i;
@@ -193,37 +185,26 @@ pub(crate) unsafe fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
         // SAFETY: all-zero bits are a valid `DecX16` (plain vectors).
         let zero: DecX16 = unsafe { std::mem::zeroed() };
         with_buf(&DEC, nb, zero, |dec| {
-            for r0 in (0..held).step_by(ROWS) {
-                let rp: [*const u8; ROWS] = std::array::from_fn(|i| {
-                    // SAFETY (of later reads): the row is held, w holds it.
-                    w.as_ptr().wrapping_add((r0 + i).min(held - 1) * rb)
-                });
-                let nr = (held - r0).min(ROWS);
-                // SAFETY: here and below, the CPU features are the caller's
-                // contract; every row pointer is a held row of nb
-                // super-blocks, every act pointer a held activation row
-                // with its nb * 8 corrections, and dec has nb.
-                unsafe { decode_tile(&rp, dec) };
-                let mut j = 0;
-                while j + 4 <= t {
+            // SAFETY (each closure): the CPU features are the caller's
+            // contract; every row pointer is a held row of nb
+            // super-blocks, every act pointer a held activation row with
+            // its nb * 8 corrections (j + 3 < t, j < t), and dec has nb.
+            tiles::run(
+                &s,
+                w,
+                out,
+                dec,
+                // SAFETY: see above.
+                |rp, dec| unsafe { decode_tile(rp, dec) },
+                |dec, j| {
                     let acts = [act(j), act(j + 1), act(j + 2), act(j + 3)];
                     let cs = [cor(j), cor(j + 1), cor(j + 2), cor(j + 3)];
-                    // SAFETY: as above; j + 3 < t.
-                    let v = unsafe { tile_dot::<4>(dec, &acts, &cs) };
-                    for (i, vi) in v.iter().enumerate() {
-                        let at = (j + i) * rows + r0;
-                        out[at..at + nr].copy_from_slice(&vi[..nr]);
-                    }
-                    j += 4;
-                }
-                while j < t {
-                    // SAFETY: as above; j < t.
-                    let [v] = unsafe { tile_dot::<1>(dec, &[act(j)], &[cor(j)]) };
-                    let at = j * rows + r0;
-                    out[at..at + nr].copy_from_slice(&v[..nr]);
-                    j += 1;
-                }
-            }
+                    // SAFETY: see above.
+                    unsafe { tile_dot::<4>(dec, &acts, &cs) }
+                },
+                // SAFETY: see above.
+                |dec, j| unsafe { tile_dot::<1>(dec, &[act(j)], &[cor(j)])[0] },
+            )
         })
     })
 }

@@ -11,7 +11,7 @@
 //! those times the scale (6-bit, Q6_K i8) and summed fit i32.
 
 use super::{join, scaled_dot};
-use crate::avx2::kmatvec::scales_mins;
+use crate::avx2::kmatvec::header_sums;
 use std::arch::x86_64::*;
 
 /// Offset of the Q8_K block sums from the block's quants.
@@ -77,22 +77,10 @@ pub(crate) unsafe fn k45_sums<const FIVE: bool, const VNNI: bool>(
     bs2: *const i16,
 ) -> __m256i {
     let low = _mm512_set1_epi8(0x0F);
-    let sm = scales_mins(p);
-    // Dword k: scale k twice (i16), stored and broadcast from memory per
-    // sub-block (load-port work; a `vpermw` per group costs two port-5
-    // uops, the port that 512-bit shuffles share).
-    let scl = _mm_cvtepu8_epi16(sm);
-    let mut dw = [0i32; 8];
-    _mm_storeu_si128(
-        dw.as_mut_ptr() as *mut __m128i,
-        _mm_unpacklo_epi16(scl, scl),
-    );
-    _mm_storeu_si128(
-        dw.as_mut_ptr().add(4) as *mut __m128i,
-        _mm_unpackhi_epi16(scl, scl),
-    );
-    let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-    let msum = _mm_madd_epi16(mins, _mm_loadu_si128(bs2 as *const __m128i));
+    // The scales as dwords, broadcast from memory per sub-block (a
+    // `vpermw` per group costs two port-5 uops, the port that 512-bit
+    // shuffles share).
+    let (dw, msum) = header_sums(p, bs2);
     let ql = p.add(if FIVE { 48 } else { 16 });
     // Q5_K's fifth bits, and the same shifted down 4 for groups 2 and 3.
     let (qh, qh4) = if FIVE {

@@ -26,6 +26,7 @@ mod iq4_xs_tile;
 pub(crate) mod ksums;
 mod q4_k_tile;
 mod tile32;
+mod tiles;
 
 /// Environment variable that, set to `0`, keeps the AVX-512 kernels off
 /// VNNI on a CPU that has it (how the non-VNNI variant, for CPUs such as
@@ -190,71 +191,55 @@ variant!(
     q4_k_prefill_vnni
 );
 
-/// Q4_K prefill with VNNI: from `TILE_MIN` activation rows on the
-/// sixteen-row tile of `q4_k_tile`, else AVX2's kernels.
-fn q4_k_prefill_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    if t >= crate::avx2::q4_k_tile::TILE_MIN {
-        // SAFETY: reached only through `vnni::q4_k_gemm`, which dispatch
-        // hands out on a CPU with AVX-512 F, BW, VL and VNNI, AVX2, FMA and
-        // F16C.
-        unsafe { q4_k_tile::gemm(n, rows, w, t, a, out) }
-    } else {
-        crate::avx2::kquants::q4_k_gemm(n, rows, w, t, a, out)
-    }
-}
-
-/// The 32-value types with VNNI: from `TILE_MIN` activation rows on the
-/// sixteen-row tiles of `tile32`, else AVX2's kernels (both bit for bit
-/// the scalar reference).
-macro_rules! tile32_gemm {
-    ($name:ident, $kind:path, $avx2:path) => {
+/// A type's matmul with VNNI: from `TILE_MIN` activation rows on its
+/// sixteen-row tile (`q4_k_tile`, `iq4_xs_tile`, `tile32`), else AVX2's
+/// kernels (both bit for bit the scalar reference).
+macro_rules! vnni_prefill {
+    ($name:ident, $tile:expr, $avx2:path) => {
         fn $name(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
             if t >= crate::avx2::q4_k_tile::TILE_MIN {
-                // SAFETY: handed out by `gemm` only where `has_vnni`, on a
-                // CPU dispatch found to have AVX-512 F, BW and VL, AVX2, FMA
-                // and F16C.
-                unsafe { tile32::gemm::<{ $kind }>(n, rows, w, t, a, out) }
+                // SAFETY: handed out only where `has_vnni` (by `gemm`, or
+                // as `vnni::q4_k_gemm`'s prefill), on a CPU dispatch found
+                // to have AVX-512 F, BW and VL, AVX2, FMA and F16C.
+                unsafe { $tile(n, rows, w, t, a, out) }
             } else {
                 $avx2(n, rows, w, t, a, out)
             }
         }
     };
 }
-tile32_gemm!(
+vnni_prefill!(
+    q4_k_prefill_vnni,
+    q4_k_tile::gemm,
+    crate::avx2::kquants::q4_k_gemm
+);
+vnni_prefill!(
+    iq4_xs_gemm_vnni,
+    iq4_xs_tile::gemm,
+    crate::avx2::lowbit::iq4_xs_gemm
+);
+vnni_prefill!(
     q8_0_gemm_vnni,
-    tile32::Q8_0,
+    tile32::gemm::<{ tile32::Q8_0 }>,
     crate::avx2::q8_0_rows::q8_0_gemm
 );
-tile32_gemm!(
+vnni_prefill!(
     q4_0_gemm_vnni,
-    tile32::Q4_0,
+    tile32::gemm::<{ tile32::Q4_0 }>,
     crate::avx2::q4_q5_tile::q4_0_gemm
 );
-tile32_gemm!(
+vnni_prefill!(
     q4_1_gemm_vnni,
-    tile32::Q4_1,
+    tile32::gemm::<{ tile32::Q4_1 }>,
     crate::avx2::q4_q5_tile::q4_1_gemm
 );
-tile32_gemm!(
+vnni_prefill!(
     q5_0_gemm_vnni,
-    tile32::Q5_0,
+    tile32::gemm::<{ tile32::Q5_0 }>,
     crate::avx2::q4_q5_tile::q5_0_gemm
 );
-tile32_gemm!(
+vnni_prefill!(
     q5_1_gemm_vnni,
-    tile32::Q5_1,
+    tile32::gemm::<{ tile32::Q5_1 }>,
     crate::avx2::q4_q5_tile::q5_1_gemm
 );
-
-/// IQ4_XS with VNNI: from `TILE_MIN` activation rows on the sixteen-row
-/// tile of `iq4_xs_tile`, else AVX2's kernels (both bit for bit the scalar
-/// reference).
-fn iq4_xs_gemm_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    if t >= crate::avx2::q4_k_tile::TILE_MIN {
-        // SAFETY: handed out by `gemm` only where `has_vnni`, on a CPU
-        // dispatch found to have AVX-512 F, BW and VL, AVX2, FMA and F16C.
-        unsafe { iq4_xs_tile::gemm(n, rows, w, t, a, out) }
-    } else {
-        crate::avx2::lowbit::iq4_xs_gemm(n, rows, w, t, a, out)
-    }
-}

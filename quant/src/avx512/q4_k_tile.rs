@@ -27,6 +27,7 @@
 //! expression `sum += d * da * isum - dmin * da * msum` in the same order
 //! (no FMA): bit for bit the scalar reference, as the AVX2 tile is.
 
+use super::tiles::{self, ROWS};
 use crate::avx2::q4_k_tile::scales_mins;
 use crate::avx2::q4_q5_tile::with_buf;
 use std::arch::x86_64::*;
@@ -36,8 +37,6 @@ const AB: usize = 292; // Q8_K block bytes
 const AB_QS: usize = 4;
 const AB_BSUMS: usize = 4 + 256;
 const QK: usize = 256;
-/// Weight rows per tile: one per 32-bit lane of a 512-bit vector.
-const ROWS: usize = 16;
 
 /// One super-block of a sixteen-row tile, decoded (layout in the module doc).
 #[derive(Clone, Copy)]
@@ -178,66 +177,34 @@ thread_local! {
     static DEC: std::cell::RefCell<Vec<DecK16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Row pointers of rows `r0..r0 + 16` of `w` (row stride `rb`), the last
-/// valid row repeated past `rows`.
-fn row_ptrs(w: &[u8], rb: usize, r0: usize, rows: usize) -> [*const u8; ROWS] {
-    let base = w.as_ptr();
-    std::array::from_fn(|i| {
-        let r = (r0 + i).min(rows - 1);
-        // SAFETY (of later reads): r < rows and the caller checked that w
-        // holds `rows` rows of `rb` bytes.
-        base.wrapping_add(r * rb)
-    })
-}
-
-/// The first `nr` of a tile's sixteen results into `out[at..]`.
-fn put(out: &mut [f32], at: usize, v: &[f32; ROWS], nr: usize) {
-    out[at..at + nr].copy_from_slice(&v[..nr]);
-}
-
 /// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the
 /// rows and activation rows the buffers hold in full (others untouched).
 ///
 /// # Safety
 /// The CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C.
 pub(crate) unsafe fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    let nb = n / QK;
-    let (rb, ab) = (nb * WB, nb * AB);
-    if nb == 0 || rows == 0 || t == 0 {
+    let Some(s) = tiles::shape(n, QK, WB, AB, rows, w, t, a, out) else {
         return;
-    }
-    let t = t.min(a.len() / ab).min(out.len() / rows);
-    let held = rows.min(w.len() / rb);
-    if t == 0 || held == 0 {
-        return;
-    }
-    let act = |j: usize| a[j * ab..].as_ptr();
+    };
+    let act = |j: usize| a[j * s.ab..].as_ptr();
     // SAFETY: all-zero bits are a valid `DecK16` (plain vectors).
     let zero: DecK16 = unsafe { std::mem::zeroed() };
-    with_buf(&DEC, nb, zero, |dec| {
-        for r0 in (0..held).step_by(ROWS) {
-            let rp = row_ptrs(w, rb, r0, held);
-            let nr = (held - r0).min(ROWS);
-            // SAFETY: here and below, the CPU features are the caller's
-            // contract; every row pointer is a held row of nb super-blocks,
-            // every act pointer a held activation row, and dec has nb.
-            unsafe { decode_tile(&rp, dec) };
-            let mut j = 0;
-            while j + 4 <= t {
-                // SAFETY: as above; j + 3 < t.
-                let v =
-                    unsafe { tile_dot::<4>(dec, &[act(j), act(j + 1), act(j + 2), act(j + 3)]) };
-                for (i, vi) in v.iter().enumerate() {
-                    put(out, (j + i) * rows + r0, vi, nr);
-                }
-                j += 4;
-            }
-            while j < t {
-                // SAFETY: as above; j < t.
-                let [v] = unsafe { tile_dot::<1>(dec, &[act(j)]) };
-                put(out, j * rows + r0, &v, nr);
-                j += 1;
-            }
-        }
+    with_buf(&DEC, s.nb, zero, |dec| {
+        // SAFETY (each closure): the CPU features are the caller's
+        // contract; every row pointer is a held row of nb super-blocks,
+        // every act pointer a held activation row (j + 3 < t, j < t), and
+        // dec has nb.
+        tiles::run(
+            &s,
+            w,
+            out,
+            dec,
+            // SAFETY: see above.
+            |rp, dec| unsafe { decode_tile(rp, dec) },
+            // SAFETY: see above.
+            |dec, j| unsafe { tile_dot::<4>(dec, &[act(j), act(j + 1), act(j + 2), act(j + 3)]) },
+            // SAFETY: see above.
+            |dec, j| unsafe { tile_dot::<1>(dec, &[act(j)])[0] },
+        )
     });
 }

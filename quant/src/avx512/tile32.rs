@@ -28,14 +28,13 @@
 //! the scalar kernel's, as AVX2's kernels (which serve decode and short
 //! matmuls) are.
 
+use super::tiles::{self, ROWS};
 use crate::avx2::q4_q5_tile::with_buf;
 use crate::fp16::f16_le;
 use std::arch::x86_64::*;
 
 const AB: usize = 34; // Q8_0 activation block bytes
 const QK: usize = 32;
-/// Weight rows per tile: one per 32-bit lane of a 512-bit vector.
-const ROWS: usize = 16;
 
 /// The weight types, as `gemm`'s `KIND`.
 pub(crate) const Q8_0: u8 = 0;
@@ -222,18 +221,11 @@ pub(crate) unsafe fn gemm<const KIND: u8>(
     a: &[u8],
     out: &mut [f32],
 ) {
-    let nb = n / QK;
-    let (rb, ab) = (nb * block_bytes(KIND), nb * AB);
-    if nb == 0 || rows == 0 || t == 0 {
+    let Some(s) = tiles::shape(n, QK, block_bytes(KIND), AB, rows, w, t, a, out) else {
         return;
-    }
-    let t = t.min(a.len() / ab).min(out.len() / rows);
-    let held = rows.min(w.len() / rb);
-    if t == 0 || held == 0 {
-        return;
-    }
-    let act = |j: usize| a[j * ab..].as_ptr();
-    with_buf(&PRE, t * nb, Pre::default(), |pre| {
+    };
+    let (nb, act) = (s.nb, |j: usize| a[j * s.ab..].as_ptr());
+    with_buf(&PRE, s.t * nb, Pre::default(), |pre| {
         for (blk, p) in a.chunks_exact(AB).zip(pre.iter_mut()) {
             let sum: i32 = blk[2..].iter().map(|&q| q as i8 as i32).sum();
             let da = f16_le(blk[0], blk[1]);
@@ -247,37 +239,26 @@ pub(crate) unsafe fn gemm<const KIND: u8>(
         // SAFETY: all-zero bits are a valid `Dec` (plain vectors).
         let zero: Dec = unsafe { std::mem::zeroed() };
         with_buf(&DEC, nb, zero, |dec| {
-            for r0 in (0..held).step_by(ROWS) {
-                let rp: [*const u8; ROWS] = std::array::from_fn(|i| {
-                    // SAFETY (of later reads): the row is held, w holds it.
-                    w.as_ptr().wrapping_add((r0 + i).min(held - 1) * rb)
-                });
-                let nr = (held - r0).min(ROWS);
-                // SAFETY: here and below, the CPU features are the caller's
-                // contract; every row pointer is a held row of nb blocks,
-                // every act pointer a held activation row with nb Pre, and
-                // dec has nb.
-                unsafe { decode_tile::<KIND>(&rp, dec) };
-                let mut j = 0;
-                while j + 4 <= t {
+            // SAFETY (each closure): the CPU features are the caller's
+            // contract; every row pointer is a held row of nb blocks, every
+            // act pointer a held activation row with nb Pre (j + 3 < t, j
+            // < t), and dec has nb.
+            tiles::run(
+                &s,
+                w,
+                out,
+                dec,
+                // SAFETY: see above.
+                |rp, dec| unsafe { decode_tile::<KIND>(rp, dec) },
+                |dec, j| {
                     let acts = [act(j), act(j + 1), act(j + 2), act(j + 3)];
                     let ps = [pres(j), pres(j + 1), pres(j + 2), pres(j + 3)];
-                    // SAFETY: as above; j + 3 < t.
-                    let v = unsafe { tile_dot::<4, KIND>(dec, &acts, &ps) };
-                    for (i, vi) in v.iter().enumerate() {
-                        let at = (j + i) * rows + r0;
-                        out[at..at + nr].copy_from_slice(&vi[..nr]);
-                    }
-                    j += 4;
-                }
-                while j < t {
-                    // SAFETY: as above; j < t.
-                    let [v] = unsafe { tile_dot::<1, KIND>(dec, &[act(j)], &[pres(j)]) };
-                    let at = j * rows + r0;
-                    out[at..at + nr].copy_from_slice(&v[..nr]);
-                    j += 1;
-                }
-            }
+                    // SAFETY: see above.
+                    unsafe { tile_dot::<4, KIND>(dec, &acts, &ps) }
+                },
+                // SAFETY: see above.
+                |dec, j| unsafe { tile_dot::<1, KIND>(dec, &[act(j)], &[pres(j)])[0] },
+            )
         })
     })
 }
