@@ -6,6 +6,7 @@
 //! A matvec (one activation row) goes to `kmatvec` instead, which does the
 //! same arithmetic with less work per super-block.
 
+use super::kmatvec::hsum8;
 use super::{blocks, gemm_rows, hsum_epi32, wrappers};
 use std::arch::x86_64::*;
 
@@ -167,26 +168,6 @@ unsafe fn k45<const R: usize, const FIVE: bool>(n: usize, w: &[u8], a: [&[u8]; R
         }
     }
     sum
-}
-
-/// Lane j = the (wrapping) sum of the eight i32 lanes of `v[j]`.
-///
-/// # Safety
-/// The CPU has AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum8(v: &[__m256i; 8]) -> __m256i {
-    let h01 = _mm256_hadd_epi32(v[0], v[1]);
-    let h23 = _mm256_hadd_epi32(v[2], v[3]);
-    let h45 = _mm256_hadd_epi32(v[4], v[5]);
-    let h67 = _mm256_hadd_epi32(v[6], v[7]);
-    // Per 128-bit half: [v0, v1, v2, v3] partial sums of that half.
-    let lo = _mm256_hadd_epi32(h01, h23);
-    let hi = _mm256_hadd_epi32(h45, h67);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256::<0x20>(lo, hi),
-        _mm256_permute2x128_si256::<0x31>(lo, hi),
-    )
 }
 
 /// # Safety

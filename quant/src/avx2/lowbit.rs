@@ -55,12 +55,11 @@ pub(super) unsafe fn codebook() -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn iq4_lookup(p: *const u8, book: __m256i) -> __m256i {
-    let x = _mm_loadu_si128(p as *const __m128i);
-    let idx = _mm256_and_si256(
-        _mm256_set_m128i(_mm_srli_epi16::<4>(x), x),
-        _mm256_set1_epi8(0x0F),
-    );
-    _mm256_shuffle_epi8(book, idx)
+    // The 16 bytes in both halves (a load, no shuffle), the upper half
+    // shifted right by 4 (`vpsrlvq`): no `vinserti128` on the shuffle port.
+    let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    let x = _mm256_srlv_epi64(x, _mm256_set_epi64x(4, 4, 0, 0));
+    _mm256_shuffle_epi8(book, _mm256_and_si256(x, _mm256_set1_epi8(0x0F)))
 }
 
 /// 32 activation quants of row `a` at byte `o` of its Q8_K data.

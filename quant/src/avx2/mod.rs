@@ -21,13 +21,10 @@
 //!   IQ1_S, IQ1_M, TQ1_0 and TQ2_0 (`iq1_tq`): exact
 //!   integer sums per super-block and the scalar reference's f32
 //!   expression, so bit-identical;
-//! - Q8_0 (`q8_0_rows`, eight rows at a time): exact integer block sums
-//!   and, per lane, the scalar reference's f32 expression in its order, so
-//!   bit-identical (for activations in -127..=127, see below);
-//! - IQ4_NL: integer sums per block are exact, the per-block f32 terms are
-//!   summed in 8 lanes instead of one running sum, so results differ by f32
-//!   rounding of the partial sums only (its decode matvec,
-//!   `iq4_nl_matvec`, is bit for bit its row kernel);
+//! - Q8_0 and IQ4_NL (`signed_rows`, eight rows at a time): exact integer
+//!   block sums and, per lane, the scalar reference's f32 expression in
+//!   its order, so bit-identical (for activations in -127..=127, see
+//!   below);
 //! - F32/F16/BF16: the scalar kernel's 8 partial sums are exactly the 8
 //!   lanes here (multiply, then add, no FMA), so results are bit-identical.
 //!
@@ -39,16 +36,14 @@ pub(crate) mod float;
 mod iq1_tq;
 mod iq2;
 mod iq3;
-mod iq4_nl_matvec;
 pub(crate) mod kmatvec;
 pub(crate) mod kquants;
-mod legacy;
 pub(crate) mod lowbit;
 mod lowbit_matvec;
 pub(crate) mod q4_k_tile;
 pub(crate) mod q4_q5_tile;
-pub(crate) mod q8_0_rows;
 pub(crate) mod quantize;
+pub(crate) mod signed_rows;
 
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
@@ -64,14 +59,14 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         T::Q4_1 => (q4_q5_tile::q4_1_dot, q4_q5_tile::q4_1_dot4),
         T::Q5_0 => (q4_q5_tile::q5_0_dot, q4_q5_tile::q5_0_dot4),
         T::Q5_1 => (q4_q5_tile::q5_1_dot, q4_q5_tile::q5_1_dot4),
-        T::Q8_0 => (q8_0_rows::q8_0_dot, q8_0_rows::q8_0_dot4),
+        T::Q8_0 => (signed_rows::q8_0_dot, signed_rows::q8_0_dot4),
         T::Q4_K => (kquants::q4_k_dot, kquants::q4_k_dot4),
         T::Q5_K => (kquants::q5_k_dot, kquants::q5_k_dot4),
         T::Q6_K => (kquants::q6_k_dot, kquants::q6_k_dot4),
         T::Q2_K => (lowbit::q2_k_dot, lowbit::q2_k_dot4),
         T::Q3_K => (lowbit::q3_k_dot, lowbit::q3_k_dot4),
         T::IQ4_XS => (lowbit::iq4_xs_dot, lowbit::iq4_xs_dot4),
-        T::IQ4_NL => (legacy::iq4_nl_dot, legacy::iq4_nl_dot4),
+        T::IQ4_NL => (signed_rows::iq4_nl_dot, signed_rows::iq4_nl_dot4),
         T::IQ3_XXS => (iq3::iq3_xxs_dot, iq3::iq3_xxs_dot4),
         T::IQ3_S => (iq3::iq3_s_dot, iq3::iq3_s_dot4),
         T::IQ2_XXS => (iq2::iq2_xxs_dot, iq2::iq2_xxs_dot4),
@@ -96,14 +91,14 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         GgmlType::Q5_0 => Some(q4_q5_tile::q5_0_gemm),
         GgmlType::Q4_1 => Some(q4_q5_tile::q4_1_gemm),
         GgmlType::Q5_1 => Some(q4_q5_tile::q5_1_gemm),
-        GgmlType::Q8_0 => Some(q8_0_rows::q8_0_gemm),
+        GgmlType::Q8_0 => Some(signed_rows::q8_0_gemm),
         GgmlType::Q4_K => Some(kquants::q4_k_gemm),
         GgmlType::Q5_K => Some(kquants::q5_k_gemm),
         GgmlType::Q6_K => Some(kquants::q6_k_gemm),
         GgmlType::Q2_K => Some(lowbit::q2_k_gemm),
         GgmlType::Q3_K => Some(lowbit::q3_k_gemm),
         GgmlType::IQ4_XS => Some(lowbit::iq4_xs_gemm),
-        GgmlType::IQ4_NL => Some(legacy::iq4_nl_gemm),
+        GgmlType::IQ4_NL => Some(signed_rows::iq4_nl_gemm),
         GgmlType::IQ2_XXS => Some(iq2::iq2_xxs_gemm),
         GgmlType::IQ2_XS => Some(iq2::iq2_xs_gemm),
         GgmlType::IQ2_S => Some(iq2::iq2_s_gemm),
@@ -139,19 +134,6 @@ pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(x)
 }
 
-/// Sum of the 8 lanes, as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
 /// Sum of the 8 i32 lanes (wrapping, never overflows for our kernels).
 ///
 /// # Safety
@@ -163,15 +145,4 @@ pub(crate) unsafe fn hsum_epi32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
     _mm_cvtsi128_si32(s)
-}
-
-/// Eight i32 sums of four adjacent products `u[k] * s[k]` (u unsigned,
-/// s signed bytes; the i16 pair sums must not saturate).
-///
-/// # Safety
-/// The CPU has AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_us8(u: __m256i, s: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }

@@ -380,21 +380,20 @@ pub(super) unsafe fn bc(ya: *const u8, k: usize) -> __m256i {
 
 /// The fp16 at byte `off` of each of eight rows as f32, lane r = row r.
 ///
+/// The eight halves are packed into two u64 in general registers and moved
+/// over in two steps: eight `vpinsrw` (two uops each on Intel's one
+/// shuffle port, the bound of the eight-row tiles there) cost more than
+/// the integer shifts.
+///
 /// # Safety
 /// The CPU has F16C (inlined into the AVX2 kernels); every `rows[r] + off`
 /// points at 2 readable bytes.
 #[inline(always)]
 pub(super) unsafe fn row_halves(rows: &[*const u8; 8], off: usize) -> __m256 {
-    _mm256_cvtph_ps(_mm_setr_epi16(
-        u16_at(rows[0].add(off)),
-        u16_at(rows[1].add(off)),
-        u16_at(rows[2].add(off)),
-        u16_at(rows[3].add(off)),
-        u16_at(rows[4].add(off)),
-        u16_at(rows[5].add(off)),
-        u16_at(rows[6].add(off)),
-        u16_at(rows[7].add(off)),
-    ))
+    let h = |r: usize| u16_at(rows[r].add(off)) as u16 as i64;
+    let lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+    let hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+    _mm256_cvtph_ps(_mm_set_epi64x(hi, lo))
 }
 
 /// # Safety

@@ -3,8 +3,8 @@
 //! `avx2::kmatvec` on super-block sums that take 512-bit vectors
 //! (`ksums`), and with VNNI the prefill tiles of sixteen rows for Q4_K
 //! (`q4_k_tile`), IQ4_XS (`iq4_xs_tile`) and the 32-value types Q8_0,
-//! Q4_0, Q4_1, Q5_0, Q5_1 (`tile32`), and the F32/F16/BF16 prefill GEMM (`float`, two weight rows
-//! per vector); bit for bit the scalar reference, as the AVX2 kernels are.
+//! Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (`tile32`), and the F32/F16/BF16
+//! prefill GEMM (`float`, two weight rows per vector); bit for bit the scalar reference, as the AVX2 kernels are.
 //! Everything else, these types' dots and decode steps included, is
 //! AVX2's. Built with the `avx512` cargo feature (on by default).
 //!
@@ -48,7 +48,12 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::avx2::kernels(ty),
         GgmlType::IQ4_XS if has_vnni() => crate::avx2::kernels(ty),
-        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1
+        GgmlType::Q8_0
+        | GgmlType::Q4_0
+        | GgmlType::Q4_1
+        | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::IQ4_NL
             if has_vnni() =>
         {
             crate::avx2::kernels(ty)
@@ -78,6 +83,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::Q4_1, true) => q4_1_gemm_vnni,
         (T::Q5_0, true) => q5_0_gemm_vnni,
         (T::Q5_1, true) => q5_1_gemm_vnni,
+        (T::IQ4_NL, true) => iq4_nl_gemm_vnni,
         _ => return None,
     })
 }
@@ -221,7 +227,7 @@ vnni_prefill!(
 vnni_prefill!(
     q8_0_gemm_vnni,
     tile32::gemm::<{ tile32::Q8_0 }>,
-    crate::avx2::q8_0_rows::q8_0_gemm
+    crate::avx2::signed_rows::q8_0_gemm
 );
 vnni_prefill!(
     q4_0_gemm_vnni,
@@ -242,4 +248,9 @@ vnni_prefill!(
     q5_1_gemm_vnni,
     tile32::gemm::<{ tile32::Q5_1 }>,
     crate::avx2::q4_q5_tile::q5_1_gemm
+);
+vnni_prefill!(
+    iq4_nl_gemm_vnni,
+    tile32::gemm::<{ tile32::IQ4_NL }>,
+    crate::avx2::signed_rows::iq4_nl_gemm
 );

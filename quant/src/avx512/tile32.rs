@@ -1,26 +1,28 @@
 //! Prefill matmul of the 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0,
-//! Q5_1) against Q8_0 activations on AVX-512 VNNI, in tiles of sixteen
+//! Q5_1, IQ4_NL) against Q8_0 activations on AVX-512 VNNI, in tiles of sixteen
 //! weight rows: each block of a tile decoded once per matmul and dotted
 //! with every activation row.
 //!
 //! Weight blocks: fp16 d first; Q4_1/Q5_1 then an fp16 min m; Q5_0/Q5_1
 //! then a u32 whose bit i is the fifth bit of value i; then the quants
 //! (Q8_0: 32 x i8; the others 16 bytes whose low nibbles are values 0..16
-//! and high nibbles 16..32). Activation blocks (Q8_0, 34 bytes): fp16 d,
+//! and high nibbles 16..32; for IQ4_NL indices into the IQ4 codebook). Activation blocks (Q8_0, 34 bytes): fp16 d,
 //! 32 x i8.
 //!
 //! Decoded block (`Dec`, sixteen rows, lane r = row r):
 //!
 //! ```text
 //!   q[k]  values 4k..4k+4 of the row's block as u8: the level (0..15, with
-//!         the fifth bit 0..31), or for Q8_0 the quant plus 128 (w ^ 0x80)
+//!         the fifth bit 0..31), for Q8_0 the quant plus 128 (w ^ 0x80),
+//!         for IQ4_NL KVALUES[index] + 128 (one `vpshufb` of a biased table)
 //!   d, m  the rows' fp16 d (and min) as f32
 //! ```
 //!
 //! Against activation block `a`, broadcast four bytes at a time from
 //! memory, `vpdpbusd` accumulates `sum u * a` exactly in i32 lane by lane
 //! (at most 32 * 255 * 128); taking off `c * sum(a)` (c = 128 for Q8_0's
-//! bias, 8 for Q4_0, 16 for Q5_0, worked out once per activation block)
+//! and IQ4_NL's bias, 8 for Q4_0, 16 for Q5_0, worked out once per
+//! activation block)
 //! leaves the block's exact `isum` for every byte of both operands. Each
 //! lane then does the scalar reference's float expression in block order
 //! (no FMA): `sum += isum as f32 * (dw * da)`, for Q4_1/Q5_1 `sum += isum
@@ -31,6 +33,7 @@
 use super::tiles::{self, ROWS};
 use crate::avx2::q4_q5_tile::with_buf;
 use crate::fp16::f16_le;
+use crate::iq4_nl::KVALUES;
 use std::arch::x86_64::*;
 
 const AB: usize = 34; // Q8_0 activation block bytes
@@ -42,6 +45,7 @@ pub(crate) const Q4_0: u8 = 1;
 pub(crate) const Q4_1: u8 = 2;
 pub(crate) const Q5_0: u8 = 3;
 pub(crate) const Q5_1: u8 = 4;
+pub(crate) const IQ4_NL: u8 = 5;
 
 /// Block bytes of `KIND`.
 const fn block_bytes(kind: u8) -> usize {
@@ -50,7 +54,8 @@ const fn block_bytes(kind: u8) -> usize {
         Q4_0 => 18,
         Q4_1 => 20,
         Q5_0 => 22,
-        _ => 24,
+        Q5_1 => 24,
+        _ => 18,
     }
 }
 
@@ -62,7 +67,7 @@ const fn has_min(kind: u8) -> bool {
 /// The multiple of an activation block's quant sum taken off `isum`.
 const fn offset(kind: u8) -> i32 {
     match kind {
-        Q8_0 => 128,
+        Q8_0 | IQ4_NL => 128,
         Q4_0 => 8,
         Q5_0 => 16,
         _ => 0,
@@ -111,6 +116,8 @@ unsafe fn decode_tile<const KIND: u8>(rows: &[*const u8; ROWS], dst: &mut [Dec])
     // Byte 0 of each dword spread over the dword (`vpshufb`, per 128 bits).
     let spread = _mm512_set4_epi32(0x0C0C_0C0C, 0x0808_0808, 0x0404_0404, 0);
     let bit_of_byte = _mm512_set1_epi32(0x0804_0201);
+    let biased: [u8; 16] = std::array::from_fn(|i| (KVALUES[i] as u8) ^ 0x80);
+    let book = _mm512_broadcast_i32x4(_mm_loadu_si128(biased.as_ptr() as *const __m128i));
     let (qh_at, qs_at) = match KIND {
         Q5_0 => (2, 6),
         Q5_1 => (4, 8),
@@ -143,6 +150,11 @@ unsafe fn decode_tile<const KIND: u8>(rows: &[*const u8; ROWS], dst: &mut [Dec])
             let x = gather(base.add(qs_at + 4 * k));
             dec.q[k] = _mm512_and_si512(x, low);
             dec.q[4 + k] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), low);
+        }
+        if KIND == IQ4_NL {
+            for q in dec.q.iter_mut() {
+                *q = _mm512_shuffle_epi8(book, *q);
+            }
         }
         if matches!(KIND, Q5_0 | Q5_1) {
             let qh = gather(base.add(qh_at));

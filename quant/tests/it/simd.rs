@@ -4,32 +4,25 @@
 //! micro-kernel (`dot4`) and `matmul`. Paths this CPU lacks are skipped
 //! with a note on stderr.
 //!
-//! Bounds (also in src/avx2/mod.rs):
-//! - K-quants (Q2_K..Q6_K), IQ4_XS, IQ3_XXS, IQ3_S, IQ2_XXS/XS/S,
-//!   IQ1_S/M, TQ1_0/TQ2_0 and F32/F16/BF16: bit-identical to scalar;
-//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL: exact integer block sums, f32 partial
-//!   sums in another order, so |simd - scalar| <= (blocks + 8) * 2^-23 *
-//!   sum |w_i * a_i| (dequantized operands);
-//! - on one path, dot4 and matmul give bit for bit the path's dot;
-//! - kernels with a `gemm` (AVX2 Q4_0, Q4_1, Q5_0, Q5_1, K-quants; NEON
-//!   quantized types) and every NEON kernel: bit-identical to scalar, in
-//!   every form (dot, dot4, matvec, matmul).
+//! Every SIMD kernel of every type is bit-identical to the scalar
+//! reference, in every form (dot, dot4, matvec, matmul; also in
+//! src/avx2/mod.rs): exact integer sums and the scalar's f32 expression in
+//! its order. The last type that summed its block terms in eight lanes
+//! (IQ4_NL on AVX2) now runs the eight-row tile of Q8_0. Where a buffer is
+//! short, the sum stops at the whole blocks both hold, as the scalar's
+//! does.
 
-use quant::{
-    check_matmul, dequantize_row, kernel_for_path, matmul, quantize_row, GgmlType, Kernel, SimdPath,
-};
+use quant::{check_matmul, kernel_for_path, matmul, quantize_row, GgmlType, Kernel, SimdPath};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const BLOCK32: [GgmlType; 6] = [
+const ALL: [GgmlType; 24] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::IQ4_NL,
-];
-const EXACT: [GgmlType; 18] = [
     GgmlType::IQ2_XXS,
     GgmlType::IQ2_XS,
     GgmlType::IQ2_S,
@@ -52,7 +45,7 @@ const EXACT: [GgmlType; 18] = [
 const SIMD_PATHS: [SimdPath; 3] = [SimdPath::Avx2, SimdPath::Avx512, SimdPath::Neon];
 
 fn all_types() -> impl Iterator<Item = GgmlType> {
-    BLOCK32.into_iter().chain(EXACT)
+    ALL.into_iter()
 }
 
 /// The SIMD kernels of `ty` this CPU runs; notes the paths it skips.
@@ -72,12 +65,6 @@ fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut q = vec![0u8; ty.row_bytes(x.len()).expect("block multiple")];
     quantize_row(ty, x, &mut q).expect("quantize");
     q
-}
-
-fn dequantize(ty: GgmlType, q: &[u8], n: usize) -> Vec<f32> {
-    let mut y = vec![0f32; n];
-    dequantize_row(ty, q, &mut y).expect("dequantize");
-    y
 }
 
 fn normals(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
@@ -191,35 +178,13 @@ fn act_rows(act: GgmlType, case: &str, n: usize, t: usize, rng: &mut StdRng) -> 
     a
 }
 
-/// Allowed |simd - scalar| for one dot of a 32-value type (see top).
-fn bound(k: &Kernel, n: usize, w: &[u8], a: &[u8]) -> f64 {
-    let wd = dequantize(k.weight, w, n);
-    let ad = dequantize(k.act, a, n);
-    let mag: f64 = wd
-        .iter()
-        .zip(&ad)
-        .map(|(x, y)| (*x as f64 * *y as f64).abs())
-        .sum();
-    let blocks = (n / k.weight.block_size()) as f64;
-    (blocks + 8.0) * f32::EPSILON as f64 * mag
-}
-
-fn assert_close(k: &Kernel, n: usize, w: &[u8], a: &[u8], got: f32, want: f32, what: &str) {
-    let ty = k.weight;
-    if EXACT.contains(&ty) {
-        assert!(
-            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-            "{ty} {} {what}: {got:e} vs scalar {want:e} (must be bit-identical)",
-            k.path.name()
-        );
-    } else {
-        let tol = bound(k, n, w, a);
-        assert!(
-            ((got - want) as f64).abs() <= tol,
-            "{ty} {} {what}: {got:e} vs scalar {want:e} (tol {tol:e})",
-            k.path.name()
-        );
-    }
+fn assert_exact(k: &Kernel, got: f32, want: f32, what: &str) {
+    assert!(
+        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+        "{} {} {what}: {got:e} vs scalar {want:e} (must be bit-identical)",
+        k.weight,
+        k.path.name()
+    );
 }
 
 fn lengths(ty: GgmlType) -> Vec<usize> {
@@ -249,7 +214,7 @@ fn simd_dot_matches_scalar_on_random_and_edge_data() {
                         let want = (scalar.dot)(n, &w, &a);
                         let got = (k.dot)(n, &w, &a);
                         let what = format!("n={n} w={wcase} a={acase}");
-                        assert_close(&k, n, &w, &a, got, want, &what);
+                        assert_exact(&k, got, want, &what);
                         if (wcase == "zeros" && !read_only(ty)) || acase == "zeros" {
                             assert_eq!(got, 0.0, "{ty} {what}");
                         }
@@ -277,12 +242,7 @@ fn short_buffers_give_partial_sums_like_scalar() {
                 let (ws, as_) = (&w[..wl], &a[..al]);
                 let want = (scalar.dot)(n, ws, as_);
                 let got = (k.dot)(n, ws, as_);
-                let tol = bound(&k, n, &w, &a);
-                assert!(
-                    ((got - want) as f64).abs() <= tol,
-                    "{ty} {}: short {wl}/{al}: {got} vs {want}",
-                    k.path.name()
-                );
+                assert_exact(&k, got, want, &format!("short {wl}/{al}"));
             }
         }
     }
@@ -345,7 +305,7 @@ fn simd_matmul_matches_per_pair_dots_and_scalar() {
                             k.path.name()
                         );
                         let what = format!("matmul rows={rows} t={t} ({j},{r})");
-                        assert_close(&k, n, wr, ar, got, sout[j * rows + r], &what);
+                        assert_exact(&k, got, sout[j * rows + r], &what);
                     }
                 }
             }
@@ -399,12 +359,6 @@ fn self_check_passes_every_kernel_and_rejects_a_wrong_one() {
     }
 }
 
-/// Types whose SIMD `dot` adds its per-block f32 terms in 8 lanes, not in
-/// one running sum as the scalar reference does (within rounding of it:
-/// `simd_dot_matches_scalar_on_random_and_edge_data`): their `gemm` and
-/// decode matvec are held to their own `dot`, bit for bit, instead.
-const LANE_SUMMED: [GgmlType; 1] = [GgmlType::IQ4_NL];
-
 #[test]
 fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
     // Kernels with a multi-row `gemm` keep exact integer block sums and do
@@ -448,10 +402,11 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
                         let head = if k.act == GgmlType::Q8_0 { 2 } else { 4 };
                         for blk in a.chunks_exact_mut(k.act.type_size()) {
                             rng.fill(&mut blk[head..]);
-                            if ty == GgmlType::Q8_0 {
-                                // Q8_0 x Q8_0 signs one operand by the
-                                // other: exact for activations in
-                                // -127..=127, all that quantize_row writes.
+                            if matches!(ty, GgmlType::Q8_0 | GgmlType::IQ4_NL) {
+                                // Signed weights x Q8_0 sign one operand by
+                                // the other on AVX2: exact for activations
+                                // in -127..=127, all that quantize_row
+                                // writes.
                                 for q in &mut blk[head..] {
                                     *q = (*q as i8).max(-127) as u8;
                                 }
@@ -470,11 +425,7 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
                     for j in 0..t {
                         for r in 0..rows {
                             let (wr, ar) = (&w[r * rb..(r + 1) * rb], &a[j * ab..(j + 1) * ab]);
-                            let want = if LANE_SUMMED.contains(&ty) {
-                                (k.dot)(n, wr, ar)
-                            } else {
-                                (scalar.dot)(n, wr, ar)
-                            };
+                            let want = (scalar.dot)(n, wr, ar);
                             let got = out[j * rows + r];
                             assert_eq!(
                                 got.to_bits(),
@@ -518,11 +469,7 @@ fn matvec_is_the_scalar_kernel_bit_for_bit_over_long_rows() {
                         quant::matvec(&k, n, &w, &a, &mut out).expect("valid buffers");
                         for (r, got) in out.iter().enumerate() {
                             let wr = &w[r * rb..(r + 1) * rb];
-                            let want = if LANE_SUMMED.contains(&ty) {
-                                (k.dot)(n, wr, &a)
-                            } else {
-                                (scalar.dot)(n, wr, &a)
-                            };
+                            let want = (scalar.dot)(n, wr, &a);
                             assert_eq!(
                                 got.to_bits(),
                                 want.to_bits(),
