@@ -285,7 +285,7 @@ gemm_rows!(q3_k_gemm_rows, q3_k, 110, ACT, 256);
 
 /// Q3_K matmul: one activation row (a decode step) by
 /// [`super::lowbit_matvec`].
-pub(super) fn q3_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q3_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     if t == 1 {
         super::lowbit_matvec::q3_k_matvec(n, rows, w, a, out)
     } else {

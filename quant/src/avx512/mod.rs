@@ -2,9 +2,10 @@
 //! AVX2 on an AVX-512 CPU: the Q4_K, Q5_K and Q6_K decode matvec of
 //! `avx2::kmatvec` on super-block sums that take 512-bit vectors
 //! (`ksums`), and with VNNI the prefill tiles of sixteen rows for Q4_K
-//! (`q4_k_tile`), IQ4_XS (`iq4_xs_tile`) and the 32-value types Q8_0,
-//! Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (`tile32`), and the F32/F16/BF16
-//! prefill GEMM (`float`, two weight rows per vector); bit for bit the scalar reference, as the AVX2 kernels are.
+//! (`q4_k_tile`), Q3_K (`q3_k_tile`), IQ4_XS (`iq4_xs_tile`) and the
+//! 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (`tile32`), and the
+//! F32/F16/BF16 prefill GEMM (`float`, two weight rows per vector); bit
+//! for bit the scalar reference, as the AVX2 kernels are.
 //! Everything else, these types' dots and decode steps included, is
 //! AVX2's. Built with the `avx512` cargo feature (on by default).
 //!
@@ -24,6 +25,7 @@ use std::arch::x86_64::*;
 mod float;
 mod iq4_xs_tile;
 pub(crate) mod ksums;
+mod q3_k_tile;
 mod q4_k_tile;
 mod tile32;
 mod tiles;
@@ -47,7 +49,7 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::avx2::kernels(ty),
-        GgmlType::IQ4_XS if has_vnni() => crate::avx2::kernels(ty),
+        GgmlType::IQ4_XS | GgmlType::Q3_K if has_vnni() => crate::avx2::kernels(ty),
         GgmlType::Q8_0
         | GgmlType::Q4_0
         | GgmlType::Q4_1
@@ -78,6 +80,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::F16, _) => float::f16_gemm,
         (T::BF16, _) => float::bf16_gemm,
         (T::IQ4_XS, true) => iq4_xs_gemm_vnni,
+        (T::Q3_K, true) => q3_k_gemm_vnni,
         (T::Q8_0, true) => q8_0_gemm_vnni,
         (T::Q4_0, true) => q4_0_gemm_vnni,
         (T::Q4_1, true) => q4_1_gemm_vnni,
@@ -198,7 +201,7 @@ variant!(
 );
 
 /// A type's matmul with VNNI: from `TILE_MIN` activation rows on its
-/// sixteen-row tile (`q4_k_tile`, `iq4_xs_tile`, `tile32`), else AVX2's
+/// sixteen-row tile (`q4_k_tile`, `q3_k_tile`, `iq4_xs_tile`, `tile32`), else AVX2's
 /// kernels (both bit for bit the scalar reference).
 macro_rules! vnni_prefill {
     ($name:ident, $tile:expr, $avx2:path) => {
@@ -218,6 +221,11 @@ vnni_prefill!(
     q4_k_prefill_vnni,
     q4_k_tile::gemm,
     crate::avx2::kquants::q4_k_gemm
+);
+vnni_prefill!(
+    q3_k_gemm_vnni,
+    q3_k_tile::gemm,
+    crate::avx2::lowbit::q3_k_gemm
 );
 vnni_prefill!(
     iq4_xs_gemm_vnni,
