@@ -64,7 +64,7 @@ unsafe fn decode_sb(rows: &[*const u8; ROWS], offs: __m512i, b: usize, dst: &mut
     // (h, j), bit 4h + j.
     let hm: [__m512i; 8] = std::array::from_fn(|m| gather(HM + 4 * m));
     for h in 0..2 {
-        for m in 0..8 {
+        for (m, &hm_m) in hm.iter().enumerate() {
             let x = gather(QS + 32 * h + 4 * m);
             for j in 0..4 {
                 // Values 128h + 32j + 4m..+4: sub-block 8h + 2j + m / 4,
@@ -73,7 +73,7 @@ unsafe fn decode_sb(rows: &[*const u8; ROWS], offs: __m512i, b: usize, dst: &mut
                 let sh = _mm_cvtsi32_si128(2 * j as i32);
                 let low = _mm512_and_si512(_mm512_srl_epi32(x, sh), three);
                 let sh = _mm_cvtsi32_si128((4 * h + j) as i32);
-                let high = _mm512_and_si512(_mm512_srl_epi32(hm[m], sh), one);
+                let high = _mm512_and_si512(_mm512_srl_epi32(hm_m, sh), one);
                 dst.q[8 * h + 2 * j + m / 4][m % 4] =
                     _mm512_or_si512(low, _mm512_slli_epi32::<2>(high));
             }
