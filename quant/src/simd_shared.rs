@@ -3,20 +3,21 @@
 //! read.
 
 /// Safe `DotFn`/`Dot4Fn` wrappers around a generic `#[target_feature]`
-/// kernel `$imp::<R>(n, w, [a; R]) -> [f32; R]`.
+/// kernel `$imp::<R>(n, w, [a; R]) -> [f32; R]` (after `R`, any further
+/// const arguments given, as `$imp::<R, G>`).
 macro_rules! wrappers {
-    ($dot:ident, $dot4:ident, $imp:ident) => {
+    ($dot:ident, $dot4:ident, $imp:ident $(, $g:expr)*) => {
         pub(super) fn $dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
             // SAFETY: handed out by `dispatch` only when the CPU has the
             // kernel's target features (`SimdPath::cpu_has`); the kernel
             // bounds every access by its buffers.
-            let [v] = unsafe { $imp::<1>(n, w, [a]) };
+            let [v] = unsafe { $imp::<1 $(, $g)*>(n, w, [a]) };
             v
         }
 
         pub(super) fn $dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
             // SAFETY: as above.
-            *out = unsafe { $imp::<4>(n, w, a) };
+            *out = unsafe { $imp::<4 $(, $g)*>(n, w, a) };
         }
     };
 }

@@ -35,7 +35,7 @@
 pub(crate) mod float;
 mod iq1_tq;
 mod iq2;
-mod iq3;
+pub(crate) mod iq3;
 pub(crate) mod kmatvec;
 pub(crate) mod kquants;
 pub(crate) mod lowbit;
