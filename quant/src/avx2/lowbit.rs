@@ -157,7 +157,7 @@ unsafe fn iq4_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] 
 /// otherwise, nothing is read past it).
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn iq4_xs_scales(wb: &[u8]) -> __m256i {
+pub(crate) unsafe fn iq4_xs_scales(wb: &[u8]) -> __m256i {
     // Byte k of scales_l holds sub-blocks 2k (low nibble), 2k + 1 (high).
     let mut l = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]) as u64;
     l = (l | (l << 16)) & 0x0000_FFFF_0000_FFFF;

@@ -28,7 +28,9 @@
 //! added to the row's sum one after the other, in super-block order, as the
 //! references do.
 
-use super::kmatvec::{add_terms, f16_lanes, gather_u32x8, hsum8, q8k_scales};
+#[cfg(feature = "avx512")]
+use super::kmatvec::SUMS_512_VNNI;
+use super::kmatvec::{add_terms, f16_lanes, gather_u32x8, hsum8, q8k_scales, SUMS_AVX2};
 use super::lowbit::{codebook, iq4_xs_scales, pair_control, q3_hbit};
 use super::q4_q5_tile::with_buf;
 use std::arch::x86_64::*;
@@ -42,8 +44,8 @@ const PREP: usize = 512;
 /// The same prefetch distance as the K-quant matvec's.
 const PREFETCH_AHEAD: usize = 4096;
 
-/// The two layouts, as `row`'s `KIND`.
-const IQ4_XS: u8 = 0;
+/// The three layouts, as `row`'s `KIND`.
+pub(crate) const IQ4_XS: u8 = 0;
 const Q3_K: u8 = 1;
 const Q2_K: u8 = 2;
 
@@ -230,12 +232,22 @@ unsafe fn q2_block(p: *const u8, y: *const u8) -> (__m256i, __m256i) {
 /// activation `y` (IQ4_XS: `nb` x [`PREP`] prepared bytes; Q3_K: the Q8_K
 /// row itself), whose super-block scales are `da[..nb]`.
 ///
+/// `S` picks the super-block sums (`kmatvec::SUMS_AVX2`, or with
+/// `SUMS_512_VNNI` IQ4_XS's from `crate::avx512::lowsums`, against its own
+/// prepared layout).
+///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C; `w` points at `nb` super-blocks, `y` at
-/// `nb` activation blocks of its layout and `da` at `nb` rounded up to a
-/// multiple of 8 floats.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, y: *const u8, da: *const f32) -> f32 {
+/// The CPU has AVX2, FMA and F16C (and the AVX-512 features `S` names,
+/// inlined into a row kernel that has them); `w` points at `nb`
+/// super-blocks, `y` at `nb` activation blocks of its layout and `da` at
+/// `nb` rounded up to a multiple of 8 floats.
+#[inline(always)]
+pub(crate) unsafe fn row_body<const KIND: u8, const S: u8>(
+    nb: usize,
+    w: *const u8,
+    y: *const u8,
+    da: *const f32,
+) -> f32 {
     let wb = block_bytes(KIND);
     let book = codebook();
     let mut sum = 0f32;
@@ -255,6 +267,10 @@ unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, y: *const u8, da: *const 
                 o += 64;
             }
             *vb = match KIND {
+                #[cfg(feature = "avx512")]
+                IQ4_XS if S == SUMS_512_VNNI => {
+                    crate::avx512::lowsums::iq4_xs_block(p, y.add(i * PREP))
+                }
                 IQ4_XS => iq4_block(p, y.add(i * PREP), book),
                 Q3_K => q3_block(p, y.add(i * ACT + ACT_QS)),
                 _ => {
@@ -283,6 +299,18 @@ unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, y: *const u8, da: *const 
     sum
 }
 
+/// [`row_body`] on the AVX2 sums.
+///
+/// # Safety
+/// As [`row_body`]: the CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, y: *const u8, da: *const f32) -> f32 {
+    row_body::<KIND, SUMS_AVX2>(nb, w, y, da)
+}
+
+/// A row kernel of this module's shape ([`row`] or an AVX-512 twin).
+pub(crate) type RowLow = unsafe fn(usize, *const u8, *const u8, *const f32) -> f32;
+
 thread_local! {
     /// Per-thread activation scales, grown to the widest matvec once.
     static DA: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -293,6 +321,24 @@ thread_local! {
 /// `out[r] = dot(row r of w, a)` for the rows `w` and `out` hold in full,
 /// when `a` holds `n / 256` Q8_K blocks (else nothing is written).
 fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    // SAFETY: AVX2, FMA and F16C are checked by dispatch before any AVX2
+    // kernel is handed out; they are all `row` needs.
+    unsafe { matvec_with::<KIND, SUMS_AVX2>(n, rows, w, a, out, row::<KIND>) }
+}
+
+/// [`matvec`] on the row kernel `row`, built on the sums `S` (whose
+/// IQ4_XS activation layout this prepares).
+///
+/// # Safety
+/// The CPU has the target features of `row`.
+pub(crate) unsafe fn matvec_with<const KIND: u8, const S: u8>(
+    n: usize,
+    rows: usize,
+    w: &[u8],
+    a: &[u8],
+    out: &mut [f32],
+    row: RowLow,
+) {
     let nb = n / 256;
     let rb = nb * block_bytes(KIND);
     if nb == 0 || a.len() < nb * ACT {
@@ -303,17 +349,23 @@ fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [
         q8k_scales(a, da);
         let mut rows = |y: &[u8]| {
             for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
-                // SAFETY: AVX2, FMA and F16C are checked by dispatch; `wr`
-                // holds nb super-blocks, `y` nb activation blocks of KIND's
-                // layout (checked above, or prepared below) and `da` nb
-                // rounded up to 8 floats.
-                *o = unsafe { row::<KIND>(nb, wr.as_ptr(), y.as_ptr(), da.as_ptr()) };
+                // SAFETY: the CPU has row's features (the caller's
+                // contract); `wr` holds nb super-blocks, `y` nb activation
+                // blocks of KIND's layout (checked above, or prepared
+                // below) and `da` nb rounded up to 8 floats.
+                *o = unsafe { row(nb, wr.as_ptr(), y.as_ptr(), da.as_ptr()) };
             }
         };
         if KIND == IQ4_XS {
             with_buf(&Y, nb * PREP, 0, |y| {
                 for (blk, yp) in a.chunks_exact(ACT).zip(y.chunks_exact_mut(PREP)) {
-                    prepare_iq4(&blk[ACT_QS..ACT_QS + 256], yp);
+                    let q = &blk[ACT_QS..ACT_QS + 256];
+                    #[cfg(feature = "avx512")]
+                    if S == SUMS_512_VNNI {
+                        crate::avx512::lowsums::prepare(q, yp);
+                        continue;
+                    }
+                    prepare_iq4(q, yp);
                 }
                 rows(y)
             })

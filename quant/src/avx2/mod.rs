@@ -39,7 +39,7 @@ pub(crate) mod iq3;
 pub(crate) mod kmatvec;
 pub(crate) mod kquants;
 pub(crate) mod lowbit;
-mod lowbit_matvec;
+pub(crate) mod lowbit_matvec;
 pub(crate) mod q4_k_tile;
 pub(crate) mod q4_q5_tile;
 pub(crate) mod quantize;
