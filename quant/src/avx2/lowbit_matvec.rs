@@ -46,7 +46,7 @@ const PREFETCH_AHEAD: usize = 4096;
 
 /// The three layouts, as `row`'s `KIND`.
 pub(crate) const IQ4_XS: u8 = 0;
-const Q3_K: u8 = 1;
+pub(crate) const Q3_K: u8 = 1;
 const Q2_K: u8 = 2;
 
 /// Super-block bytes of `KIND`.
@@ -129,6 +129,19 @@ unsafe fn iq4_block(p: *const u8, y: *const u8, book: __m256i) -> __m256i {
 /// super-block (110 bytes: read here are bytes 94..110).
 #[inline(always)]
 unsafe fn q3_scales(p: *const u8) -> __m256i {
+    _mm256_sub_epi16(
+        _mm256_cvtepu8_epi16(q3_scales_raw(p)),
+        _mm256_set1_epi16(32),
+    )
+}
+
+/// The sixteen 6-bit scales of the Q3_K super-block at `p` as bytes
+/// (0..64, not yet minus 32), in run order (see [`q3_scales`]).
+///
+/// # Safety
+/// As [`q3_scales`].
+#[inline(always)]
+pub(crate) unsafe fn q3_scales_raw(p: *const u8) -> __m128i {
     // Bytes 94..110: the 12 packed bytes are at 2..14.
     let v = _mm_loadu_si128(p.add(94) as *const __m128i);
     let lo8 = _mm_srli_si128::<2>(v);
@@ -143,8 +156,7 @@ unsafe fn q3_scales(p: *const u8) -> __m256i {
         _mm_srlv_epi32(top, _mm_setr_epi32(0, 2, 4, 6)),
         _mm_set1_epi8(3),
     );
-    let sc = _mm_or_si128(low, _mm_slli_epi16::<4>(top));
-    _mm256_sub_epi16(_mm256_cvtepu8_epi16(sc), _mm256_set1_epi16(32))
+    _mm_or_si128(low, _mm_slli_epi16::<4>(top))
 }
 
 /// The exact `isum = sum_r s[r] * dot(levels_r, a_r)` of the Q3_K
@@ -272,6 +284,10 @@ pub(crate) unsafe fn row_body<const KIND: u8, const S: u8>(
                     crate::avx512::lowsums::iq4_xs_block(p, y.add(i * PREP))
                 }
                 IQ4_XS => iq4_block(p, y.add(i * PREP), book),
+                #[cfg(feature = "avx512")]
+                Q3_K if S == SUMS_512_VNNI => {
+                    crate::avx512::lowsums::q3_k_block(p, y.add(i * PREP))
+                }
                 Q3_K => q3_block(p, y.add(i * ACT + ACT_QS)),
                 _ => {
                     let (is, ms) = q2_block(p, y.add(i * ACT + ACT_QS));
@@ -356,16 +372,10 @@ pub(crate) unsafe fn matvec_with<const KIND: u8, const S: u8>(
                 *o = unsafe { row(nb, wr.as_ptr(), y.as_ptr(), da.as_ptr()) };
             }
         };
-        if KIND == IQ4_XS {
+        if KIND == IQ4_XS || (KIND == Q3_K && S != SUMS_AVX2) {
             with_buf(&Y, nb * PREP, 0, |y| {
                 for (blk, yp) in a.chunks_exact(ACT).zip(y.chunks_exact_mut(PREP)) {
-                    let q = &blk[ACT_QS..ACT_QS + 256];
-                    #[cfg(feature = "avx512")]
-                    if S == SUMS_512_VNNI {
-                        crate::avx512::lowsums::prepare(q, yp);
-                        continue;
-                    }
-                    prepare_iq4(q, yp);
+                    prepare::<KIND, S>(&blk[ACT_QS..ACT_QS + 256], yp);
                 }
                 rows(y)
             })
@@ -373,6 +383,22 @@ pub(crate) unsafe fn matvec_with<const KIND: u8, const S: u8>(
             rows(a)
         }
     });
+}
+
+/// The activation super-block `q` (256 quants) laid out for `KIND`'s
+/// super-block sums `S`: [`prepare_iq4`] for AVX2's IQ4_XS, else the
+/// AVX-512 layouts of `crate::avx512::lowsums`.
+fn prepare<const KIND: u8, const S: u8>(q: &[u8], out: &mut [u8]) {
+    #[cfg(feature = "avx512")]
+    if S == SUMS_512_VNNI {
+        if KIND == IQ4_XS {
+            crate::avx512::lowsums::prepare_iq4_xs(q, out)
+        } else {
+            crate::avx512::lowsums::prepare_q3_k(q, out)
+        }
+        return;
+    }
+    prepare_iq4(q, out)
 }
 
 pub(super) fn iq4_xs_matvec(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {

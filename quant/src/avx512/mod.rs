@@ -1,8 +1,9 @@
 //! AVX-512 (F + BW + VL, and VNNI where the CPU has it) where it beats
 //! AVX2 on an AVX-512 CPU: the Q4_K, Q5_K and Q6_K decode matvec of
 //! `avx2::kmatvec` on super-block sums that take 512-bit vectors
-//! (`ksums`), with VNNI IQ4_XS's decode matvec of `avx2::lowbit_matvec`
-//! likewise (`lowsums`), and with VNNI the prefill tiles of sixteen rows for Q4_K
+//! (`ksums`), with VNNI IQ4_XS's and Q3_K's decode matvec of
+//! `avx2::lowbit_matvec` likewise (`lowsums`), and with VNNI the prefill
+//! tiles of sixteen rows for Q4_K
 //! (`q4_k_tile`), Q3_K (`q3_k_tile`), IQ4_XS (`iq4_xs_tile`) and the
 //! 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (`tile32`), and the
 //! F32/F16/BF16 prefill GEMM (`float`, two weight rows per vector); bit
@@ -85,7 +86,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::F16, _) => float::f16_gemm,
         (T::BF16, _) => float::bf16_gemm,
         (T::IQ4_XS, true) => iq4_xs_gemm_512,
-        (T::Q3_K, true) => q3_k_gemm_vnni,
+        (T::Q3_K, true) => q3_k_gemm_512,
         (T::Q8_0, true) => q8_0_gemm_vnni,
         (T::Q4_0, true) => q4_0_gemm_vnni,
         (T::Q4_1, true) => q4_1_gemm_vnni,
@@ -268,27 +269,46 @@ vnni_prefill!(
     crate::avx2::signed_rows::iq4_nl_gemm
 );
 
-/// IQ4_XS's decode row kernel on the AVX-512 VNNI super-block sums
-/// (`lowsums`).
-///
-/// # Safety
-/// The CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C; the
-/// pointers as `lowbit_matvec::row_body` requires.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn iq4_xs_row(nb: usize, w: *const u8, y: *const u8, da: *const f32) -> f32 {
-    use crate::avx2::lowbit_matvec::{row_body, IQ4_XS};
-    row_body::<IQ4_XS, { kmatvec::SUMS_512_VNNI }>(nb, w, y, da)
-}
+/// With VNNI, a decode step of `$kind` (`avx2::lowbit_matvec`) on the
+/// AVX-512 super-block sums (`lowsums`), else the prefill `$prefill`.
+macro_rules! low_gemm {
+    ($name:ident, $row:ident, $kind:path, $prefill:path) => {
+        /// The decode row kernel on the AVX-512 VNNI sums.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C; the
+        /// pointers as `lowbit_matvec::row_body` requires.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $row(nb: usize, w: *const u8, y: *const u8, da: *const f32) -> f32 {
+            crate::avx2::lowbit_matvec::row_body::<{ $kind }, { kmatvec::SUMS_512_VNNI }>(
+                nb, w, y, da,
+            )
+        }
 
-/// IQ4_XS with VNNI: a decode step on [`iq4_xs_row`], else the prefill of
-/// [`iq4_xs_gemm_vnni`].
-fn iq4_xs_gemm_512(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    use crate::avx2::lowbit_matvec::{matvec_with, IQ4_XS};
-    if t == 1 {
-        // SAFETY: handed out only where `has_vnni` (by `gemm`), on a CPU
-        // dispatch found to have AVX-512 F, BW and VL, AVX2, FMA and F16C.
-        unsafe { matvec_with::<IQ4_XS, { kmatvec::SUMS_512_VNNI }>(n, rows, w, a, out, iq4_xs_row) }
-    } else {
-        iq4_xs_gemm_vnni(n, rows, w, t, a, out)
-    }
+        fn $name(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+            use crate::avx2::lowbit_matvec::matvec_with;
+            if t == 1 {
+                // SAFETY: handed out only where `has_vnni` (by `gemm`), on
+                // a CPU dispatch found to have AVX-512 F, BW and VL, AVX2,
+                // FMA and F16C.
+                unsafe {
+                    matvec_with::<{ $kind }, { kmatvec::SUMS_512_VNNI }>(n, rows, w, a, out, $row)
+                }
+            } else {
+                $prefill(n, rows, w, t, a, out)
+            }
+        }
+    };
 }
+low_gemm!(
+    iq4_xs_gemm_512,
+    iq4_xs_row,
+    crate::avx2::lowbit_matvec::IQ4_XS,
+    iq4_xs_gemm_vnni
+);
+low_gemm!(
+    q3_k_gemm_512,
+    q3_k_row,
+    crate::avx2::lowbit_matvec::Q3_K,
+    q3_k_gemm_vnni
+);
