@@ -353,7 +353,7 @@ gemm_rows!(q2_k_gemm_rows, q2_k, 84, ACT, 256);
 
 /// Q2_K matmul: one activation row (a decode step) by
 /// [`super::lowbit_matvec`].
-pub(super) fn q2_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+pub(crate) fn q2_k_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
     if t == 1 {
         super::lowbit_matvec::q2_k_matvec(n, rows, w, a, out)
     } else {

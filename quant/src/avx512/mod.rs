@@ -4,7 +4,7 @@
 //! (`ksums`), with VNNI IQ4_XS's and Q3_K's decode matvec of
 //! `avx2::lowbit_matvec` likewise (`lowsums`), and with VNNI the prefill
 //! tiles of sixteen rows for Q4_K
-//! (`q4_k_tile`), Q3_K (`q3_k_tile`), IQ4_XS (`iq4_xs_tile`) and the
+//! (`q4_k_tile`), Q3_K (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS (`iq4_xs_tile`) and the
 //! 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (`tile32`), and the
 //! F32/F16/BF16 prefill GEMM (`float`, two weight rows per vector); bit
 //! for bit the scalar reference, as the AVX2 kernels are. The IQ3 kernels
@@ -30,6 +30,7 @@ mod float;
 mod iq4_xs_tile;
 pub(crate) mod ksums;
 pub(crate) mod lowsums;
+mod q2_k_tile;
 mod q3_k_tile;
 mod q4_k_tile;
 mod tile32;
@@ -54,7 +55,9 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::avx2::kernels(ty),
-        GgmlType::IQ4_XS | GgmlType::Q3_K if has_vnni() => crate::avx2::kernels(ty),
+        GgmlType::IQ4_XS | GgmlType::Q3_K | GgmlType::Q2_K if has_vnni() => {
+            crate::avx2::kernels(ty)
+        }
         GgmlType::IQ3_XXS | GgmlType::IQ3_S => crate::avx2::iq3::gather::kernels(ty),
         GgmlType::Q8_0
         | GgmlType::Q4_0
@@ -87,6 +90,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::BF16, _) => float::bf16_gemm,
         (T::IQ4_XS, true) => iq4_xs_gemm_512,
         (T::Q3_K, true) => q3_k_gemm_512,
+        (T::Q2_K, true) => q2_k_gemm_vnni,
         (T::Q8_0, true) => q8_0_gemm_vnni,
         (T::Q4_0, true) => q4_0_gemm_vnni,
         (T::Q4_1, true) => q4_1_gemm_vnni,
@@ -227,6 +231,11 @@ vnni_prefill!(
     q4_k_prefill_vnni,
     q4_k_tile::gemm,
     crate::avx2::kquants::q4_k_gemm
+);
+vnni_prefill!(
+    q2_k_gemm_vnni,
+    q2_k_tile::gemm,
+    crate::avx2::lowbit::q2_k_gemm
 );
 vnni_prefill!(
     q3_k_gemm_vnni,

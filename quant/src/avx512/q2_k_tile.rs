@@ -1,0 +1,218 @@
+//! Q2_K x Q8_K prefill matmul on AVX-512 VNNI in tiles of sixteen weight
+//! rows (one row per 32-bit lane): each super-block of a tile decoded once
+//! per matmul and dotted with every activation row, as `q3_k_tile`.
+//!
+//! Weight super-block (84 bytes, see `crate::q2_k`): scales[16] (low
+//! nibble the scale, high nibble the min of each 16 values), qs[64] (2-bit
+//! levels), fp16 d, fp16 dmin. Value 128h + 32j + l has level
+//! `(qs[32h + l] >> 2j) & 3`.
+//!
+//! Decoded super-block (`DecQ2`, sixteen rows, lane r = row r):
+//!
+//! ```text
+//!   q[s][k]  values 16s+4k..16s+4k+4 as levels (u8 0..3)
+//!   sc[t]    i16 pair (scale[2t], scale[2t+1])
+//!   mn[t]    i16 pair (min[2t], min[2t+1])
+//!   d, dmin  the rows' fp16 d and dmin as f32
+//! ```
+//!
+//! Against one activation super-block (Q8_K: f32 d, 256 x i8, 16 x i16
+//! sums of 16), broadcast four bytes at a time from memory, `vpdpbusd`
+//! gives each sub-block's exact `sum(level * a)` (at most 16 * 3 * 128 in
+//! magnitude: an i16); two sub-blocks' sums packed into the halves of a
+//! lane meet their scale pair in one `vpmaddwd`, and the block sums meet
+//! the min pairs in another, so lane r ends with the scalar reference's
+//! `isum` and `msum` (exact in i32) and does its f32 expression `sum += d *
+//! da * isum - dmin * da * msum` (no FMA): bit for bit the scalar kernel,
+//! as AVX2's kernels (which serve decode and short matmuls) are.
+
+use super::tiles::{self, ROWS};
+use crate::avx2::q4_q5_tile::with_buf;
+use std::arch::x86_64::*;
+
+const WB: usize = 84; // Q2_K super-block bytes
+const AB: usize = 292; // Q8_K block bytes
+const AB_QS: usize = 4;
+const AB_BSUMS: usize = 4 + 256;
+const QK: usize = 256;
+const QS: usize = 16; // offset of the levels
+const D: usize = 80; // offset of d (dmin follows)
+
+/// One super-block of a sixteen-row tile, decoded (layout in the module doc).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct DecQ2 {
+    q: [[__m512i; 4]; 16],
+    sc: [__m512i; 8],
+    mn: [__m512i; 8],
+    d: __m512,
+    dmin: __m512,
+}
+
+/// Decodes super-block `b` of the sixteen rows `rows` into `dst`.
+///
+/// # Safety
+/// The CPU has AVX-512 F and BW, AVX2 and F16C (inlined into the tile
+/// kernels); every `rows[r]` points at a row of at least `b + 1`
+/// super-blocks, and `offs` lane r is `rows[r] - rows[0]` (bytes).
+#[inline(always)]
+unsafe fn decode_sb(rows: &[*const u8; ROWS], offs: __m512i, b: usize, dst: &mut DecQ2) {
+    let base = rows[0].add(b * WB);
+    let gather = |at: usize| _mm512_i32gather_epi32::<1>(offs, base.add(at) as *const _);
+    let three = _mm512_set1_epi8(3);
+    for h in 0..2 {
+        for m in 0..8 {
+            let x = gather(QS + 32 * h + 4 * m);
+            for j in 0..4 {
+                // Values 128h + 32j + 4m..+4: sub-block 8h + 2j + m / 4,
+                // dword m % 4 of it (2j + 1 <= 7: within each byte).
+                let sh = _mm_cvtsi32_si128(2 * j as i32);
+                dst.q[8 * h + 2 * j + m / 4][m % 4] =
+                    _mm512_and_si512(_mm512_srl_epi32(x, sh), three);
+            }
+        }
+    }
+    let mut sc = [[0i32; ROWS]; 8];
+    let mut mn = [[0i32; ROWS]; 8];
+    for (r, &row) in rows.iter().enumerate() {
+        let p = row.add(b * WB);
+        for t in 0..8 {
+            let (lo, hi) = (*p.add(2 * t) as i32, *p.add(2 * t + 1) as i32);
+            sc[t][r] = (lo & 0xF) | ((hi & 0xF) << 16);
+            mn[t][r] = (lo >> 4) | ((hi >> 4) << 16);
+        }
+    }
+    for t in 0..8 {
+        dst.sc[t] = _mm512_loadu_si512(sc[t].as_ptr() as *const _);
+        dst.mn[t] = _mm512_loadu_si512(mn[t].as_ptr() as *const _);
+    }
+    // d in the low half of the dword at byte 80, dmin in the high half.
+    let dd = gather(D);
+    dst.d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
+    dst.dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(dd)));
+}
+
+/// Decodes the tile's `dst.len()` super-blocks, the next tile's rows
+/// fetched into L2 on the way (prefetches never fault).
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C; every `rows[r]` points
+/// at `dst.len() * 84` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn decode_tile(rows: &[*const u8; ROWS], dst: &mut [DecQ2]) {
+    let nb = dst.len();
+    let mut o = [0i32; ROWS];
+    for (x, &row) in o.iter_mut().zip(rows) {
+        // A tile spans at most 16 rows of one matrix: well within i32.
+        *x = row.offset_from(rows[0]) as i32;
+    }
+    let offs = _mm512_loadu_si512(o.as_ptr() as *const _);
+    for (b, d) in dst.iter_mut().enumerate() {
+        // 16 rows x 84 bytes: 21 lines per super-block.
+        let next = rows[0].wrapping_add(ROWS * nb * WB + b * ROWS * WB);
+        for l in 0..(ROWS * WB).div_ceil(64) {
+            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64 * l) as *const i8);
+        }
+        decode_sb(rows, offs, b, d);
+    }
+}
+
+/// The i32 at `p` in all sixteen lanes (a broadcast load, which LLVM folds
+/// into the instruction that uses it).
+///
+/// # Safety
+/// The CPU has AVX-512 F; `p` points at 4 readable bytes.
+#[inline(always)]
+unsafe fn bc(p: *const u8) -> __m512i {
+    _mm512_set1_epi32((p as *const i32).read_unaligned())
+}
+
+/// `out[j][r] = dot(row r, act j)` for a decoded tile and `A` activation
+/// rows.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C; every `acts[j]` points
+/// at `dec.len() * 292` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_dot<const A: usize>(dec: &[DecQ2], acts: &[*const u8; A]) -> [[f32; ROWS]; A] {
+    let mut acc = [_mm512_setzero_ps(); A];
+    for (b, dq) in dec.iter().enumerate() {
+        let ab: [*const u8; A] = std::array::from_fn(|j| acts[j].add(b * AB));
+        let mut isum = [_mm512_setzero_si512(); A];
+        let mut msum = [_mm512_setzero_si512(); A];
+        for t in 0..8 {
+            let mut pair = [[_mm512_setzero_si512(); 2]; A];
+            for (h, s) in [2 * t, 2 * t + 1].into_iter().enumerate() {
+                for j in 0..A {
+                    let mut sub = _mm512_setzero_si512();
+                    for k in 0..4 {
+                        let y = bc(ab[j].add(AB_QS + 16 * s + 4 * k));
+                        sub = _mm512_dpbusd_epi32(sub, dq.q[s][k], y);
+                    }
+                    pair[j][h] = sub;
+                }
+            }
+            for j in 0..A {
+                // Sub-block 2t's sum in the low i16 of each lane, 2t + 1's
+                // in the high one (both fit, see the module doc).
+                let packed = _mm512_mask_blend_epi16(
+                    0xAAAA_AAAA,
+                    pair[j][0],
+                    _mm512_slli_epi32::<16>(pair[j][1]),
+                );
+                isum[j] = _mm512_add_epi32(isum[j], _mm512_madd_epi16(packed, dq.sc[t]));
+                // bsum[2t], bsum[2t + 1] (i16) times the min pair.
+                let bs = bc(ab[j].add(AB_BSUMS + 4 * t));
+                msum[j] = _mm512_add_epi32(msum[j], _mm512_madd_epi16(bs, dq.mn[t]));
+            }
+        }
+        for j in 0..A {
+            let da = _mm512_set1_ps((ab[j] as *const f32).read_unaligned());
+            let t1 = _mm512_mul_ps(_mm512_mul_ps(dq.d, da), _mm512_cvtepi32_ps(isum[j]));
+            let t2 = _mm512_mul_ps(_mm512_mul_ps(dq.dmin, da), _mm512_cvtepi32_ps(msum[j]));
+            acc[j] = _mm512_add_ps(acc[j], _mm512_sub_ps(t1, t2));
+        }
+    }
+    let mut out = [[0f32; ROWS]; A];
+    for j in 0..A {
+        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
+    }
+    out
+}
+
+thread_local! {
+    /// Per-thread decoded tile, grown to the widest matmul once.
+    static DEC: std::cell::RefCell<Vec<DecQ2>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the
+/// rows and activation rows the buffers hold in full (others untouched).
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C.
+pub(crate) unsafe fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    let Some(s) = tiles::shape(n, QK, WB, AB, rows, w, t, a, out) else {
+        return;
+    };
+    let act = |j: usize| a[j * s.ab..].as_ptr();
+    // SAFETY: all-zero bits are a valid `DecQ2` (plain vectors).
+    let zero: DecQ2 = unsafe { std::mem::zeroed() };
+    with_buf(&DEC, s.nb, zero, |dec| {
+        // SAFETY (each closure): the CPU features are the caller's
+        // contract; every row pointer is a held row of nb super-blocks,
+        // every act pointer a held activation row (j + 3 < t, j < t), and
+        // dec has nb.
+        tiles::run(
+            &s,
+            w,
+            out,
+            dec,
+            // SAFETY: see above.
+            |rp, dec| unsafe { decode_tile(rp, dec) },
+            // SAFETY: see above.
+            |dec, j| unsafe { tile_dot::<4>(dec, &[act(j), act(j + 1), act(j + 2), act(j + 3)]) },
+            // SAFETY: see above.
+            |dec, j| unsafe { tile_dot::<1>(dec, &[act(j)])[0] },
+        )
+    });
+}
