@@ -62,8 +62,47 @@ unsafe fn tile<const A: usize, const NL: bool>(
     acts: &[*const u8; A],
     prefetch: bool,
 ) -> [[f32; 8]; A] {
+    tile_body::<A, NL, false>(nb, rows, acts, prefetch)
+}
+
+/// [`tile`] with AVX-512 VNNI's `vpdpbusd` on 256-bit vectors: the
+/// weights biased to u8 (Q8_0: `w ^ 0x80`; IQ4_NL: the codebook plus 128,
+/// one `vpshufb`), each row's four-byte products added onto the lanes of
+/// `-128 * sum(a)` (one `vpdpbusd` of 128s per activation block, shared by
+/// the eight rows): the same exact block sums from half the instructions
+/// (no `abs`, `sign` or `madd`), and exact for every activation byte.
+///
+/// # Safety
+/// As [`tile`], and the CPU has AVX-512 F, VL and VNNI.
+#[cfg(feature = "avx512")]
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_vnni<const A: usize, const NL: bool>(
+    nb: usize,
+    rows: &[*const u8; 8],
+    acts: &[*const u8; A],
+    prefetch: bool,
+) -> [[f32; 8]; A] {
+    tile_body::<A, NL, true>(nb, rows, acts, prefetch)
+}
+
+/// The body of [`tile`] (`VNNI` false) and `tile_vnni`.
+///
+/// # Safety
+/// As [`tile`], inlined into a kernel with AVX2, FMA and F16C (with
+/// `VNNI`, AVX-512 F, VL and VNNI too).
+#[inline(always)]
+unsafe fn tile_body<const A: usize, const NL: bool, const VNNI: bool>(
+    nb: usize,
+    rows: &[*const u8; 8],
+    acts: &[*const u8; A],
+    prefetch: bool,
+) -> [[f32; 8]; A] {
     let bb = block_bytes(NL);
-    let book = codebook();
+    let book = if VNNI {
+        _mm256_xor_si256(codebook(), _mm256_set1_epi8(-128))
+    } else {
+        codebook()
+    };
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); A];
     for b in 0..nb {
@@ -82,16 +121,34 @@ unsafe fn tile<const A: usize, const NL: bool>(
             if NL {
                 iq4_lookup(rows[r].add(off + 2), book)
             } else {
-                _mm256_loadu_si256(rows[r].add(off + 2) as *const __m256i)
+                let w = _mm256_loadu_si256(rows[r].add(off + 2) as *const __m256i);
+                if VNNI {
+                    _mm256_xor_si256(w, _mm256_set1_epi8(-128))
+                } else {
+                    w
+                }
             }
         });
-        let ax: [__m256i; 8] = std::array::from_fn(|r| _mm256_abs_epi8(q[r]));
+        let ax: [__m256i; 8] =
+            std::array::from_fn(|r| if VNNI { q[r] } else { _mm256_abs_epi8(q[r]) });
         for j in 0..A {
             let ab = acts[j].add(b * AB);
             let y = _mm256_loadu_si256(ab.add(2) as *const __m256i);
-            let p: [__m256i; 8] = std::array::from_fn(|r| {
-                _mm256_madd_epi16(_mm256_maddubs_epi16(ax[r], _mm256_sign_epi8(y, q[r])), ones)
-            });
+            let p: [__m256i; 8] = if VNNI {
+                #[cfg(feature = "avx512")]
+                {
+                    let zero = _mm256_setzero_si256();
+                    let c = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(-128), y);
+                    let neg = _mm256_sub_epi32(zero, c);
+                    std::array::from_fn(|r| _mm256_dpbusd_epi32(neg, ax[r], y))
+                }
+                #[cfg(not(feature = "avx512"))]
+                unreachable!("VNNI tiles are built with the avx512 feature only")
+            } else {
+                std::array::from_fn(|r| {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(ax[r], _mm256_sign_epi8(y, q[r])), ones)
+                })
+            };
             let isum = hsum8(&p);
             let scale = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(ab)));
             acc[j] = _mm256_add_ps(acc[j], _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale));
@@ -133,7 +190,18 @@ fn dot4<const NL: bool>(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
 
 /// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the rows
 /// and activation rows the buffers hold in full (others untouched).
-fn gemm<const NL: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+///
+/// # Safety
+/// With `VNNI`, the CPU has AVX-512 F, VL and VNNI (AVX2, FMA and F16C are
+/// checked by dispatch before any of these kernels is handed out).
+unsafe fn gemm<const NL: bool, const VNNI: bool>(
+    n: usize,
+    rows: usize,
+    w: &[u8],
+    t: usize,
+    a: &[u8],
+    out: &mut [f32],
+) {
     let nb = n / QK;
     let (rb, ab) = (nb * block_bytes(NL), nb * AB);
     if nb == 0 || rows == 0 || t == 0 {
@@ -157,7 +225,7 @@ fn gemm<const NL: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out
             // SAFETY: AVX2, FMA and F16C are checked by dispatch; every row
             // pointer is a held row of nb blocks and every act pointer a
             // held activation row (j + 3 < t).
-            let v = unsafe { tile::<4, NL>(nb, &rp, &acts, false) };
+            let v = unsafe { tile_of::<4, NL, VNNI>(nb, &rp, &acts, false) };
             for (i, vi) in v.iter().enumerate() {
                 put(out, (j + i) * rows + r0, vi, nr);
             }
@@ -165,11 +233,29 @@ fn gemm<const NL: bool>(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out
         }
         while j < t {
             // SAFETY: as above; j < t.
-            let [v] = unsafe { tile::<1, NL>(nb, &rp, &[act(j)], t == 1) };
+            let [v] = unsafe { tile_of::<1, NL, VNNI>(nb, &rp, &[act(j)], t == 1) };
             put(out, j * rows + r0, &v, nr);
             j += 1;
         }
     }
+}
+
+/// [`tile`] or, with `VNNI`, `tile_vnni`.
+///
+/// # Safety
+/// As those.
+#[inline(always)]
+unsafe fn tile_of<const A: usize, const NL: bool, const VNNI: bool>(
+    nb: usize,
+    rows: &[*const u8; 8],
+    acts: &[*const u8; A],
+    prefetch: bool,
+) -> [[f32; 8]; A] {
+    #[cfg(feature = "avx512")]
+    if VNNI {
+        return tile_vnni::<A, NL>(nb, rows, acts, prefetch);
+    }
+    tile::<A, NL>(nb, rows, acts, prefetch)
 }
 
 /// Q8_0's dot, four-activation dot and matmul.
@@ -180,7 +266,8 @@ pub(super) fn q8_0_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
     dot4::<false>(n, w, a, out)
 }
 pub(crate) fn q8_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    gemm::<false>(n, rows, w, t, a, out)
+    // SAFETY: no VNNI: AVX2, FMA and F16C, which dispatch checks.
+    unsafe { gemm::<false, false>(n, rows, w, t, a, out) }
 }
 
 /// IQ4_NL's dot, four-activation dot and matmul.
@@ -191,5 +278,23 @@ pub(super) fn iq4_nl_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4])
     dot4::<true>(n, w, a, out)
 }
 pub(crate) fn iq4_nl_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    gemm::<true>(n, rows, w, t, a, out)
+    // SAFETY: as in `q8_0_gemm`.
+    unsafe { gemm::<true, false>(n, rows, w, t, a, out) }
+}
+
+/// Q8_0's and IQ4_NL's matmul on `tile_vnni` (the AVX-512 path's decode
+/// step and short matmuls).
+///
+/// # Safety
+/// The CPU has AVX-512 F, VL and VNNI, AVX2, FMA and F16C.
+#[cfg(feature = "avx512")]
+pub(crate) unsafe fn gemm_vnni<const NL: bool>(
+    n: usize,
+    rows: usize,
+    w: &[u8],
+    t: usize,
+    a: &[u8],
+    out: &mut [f32],
+) {
+    gemm::<NL, true>(n, rows, w, t, a, out)
 }

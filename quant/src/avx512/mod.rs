@@ -250,7 +250,7 @@ vnni_prefill!(
 vnni_prefill!(
     q8_0_gemm_vnni,
     tile32::gemm::<{ tile32::Q8_0 }>,
-    crate::avx2::signed_rows::q8_0_gemm
+    q8_0_rows_vnni
 );
 vnni_prefill!(
     q4_0_gemm_vnni,
@@ -275,8 +275,20 @@ vnni_prefill!(
 vnni_prefill!(
     iq4_nl_gemm_vnni,
     tile32::gemm::<{ tile32::IQ4_NL }>,
-    crate::avx2::signed_rows::iq4_nl_gemm
+    iq4_nl_rows_vnni
 );
+
+/// Q8_0's and IQ4_NL's decode step and short matmuls on VNNI's
+/// eight-row tile (`avx2::signed_rows`).
+fn q8_0_rows_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    // SAFETY: handed out only where `has_vnni` (by `gemm`), on a CPU
+    // dispatch found to have AVX-512 F, BW and VL, AVX2, FMA and F16C.
+    unsafe { crate::avx2::signed_rows::gemm_vnni::<false>(n, rows, w, t, a, out) }
+}
+fn iq4_nl_rows_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    // SAFETY: as in `q8_0_rows_vnni`.
+    unsafe { crate::avx2::signed_rows::gemm_vnni::<true>(n, rows, w, t, a, out) }
+}
 
 /// With VNNI, a decode step of `$kind` (`avx2::lowbit_matvec`) on the
 /// AVX-512 super-block sums (`lowsums`), else the prefill `$prefill`.
