@@ -109,3 +109,51 @@ pub(crate) use gemm_rows;
 /// Weight rows per block in [`gemm_rows`]' loop: 32 rows of a 4096-wide
 /// K-quant matrix are 72-84 KB, well inside L2.
 pub(crate) const GEMM_ROW_BLOCK: usize = 32;
+
+/// A matmul's sizes as far as the buffers hold them in full.
+pub(crate) struct Shape {
+    /// Blocks per row.
+    pub nb: usize,
+    /// Bytes per weight row.
+    pub rb: usize,
+    /// Bytes per activation row.
+    pub ab: usize,
+    /// Activation rows held by `a` and `out`.
+    pub t: usize,
+    /// Weight rows held by `w`.
+    pub held: usize,
+    /// Rows of the matmul (the stride of `out`).
+    pub rows: usize,
+}
+
+/// The shape of a matmul of `rows` rows of `n` values (blocks of `qk`
+/// values, `wb` bytes) against `t` activation rows (blocks of `abytes`),
+/// or `None` when it has nothing to compute.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn shape(
+    n: usize,
+    qk: usize,
+    wb: usize,
+    abytes: usize,
+    rows: usize,
+    w: &[u8],
+    t: usize,
+    a: &[u8],
+    out: &[f32],
+) -> Option<Shape> {
+    let nb = n / qk;
+    let (rb, ab) = (nb * wb, nb * abytes);
+    if nb == 0 || rows == 0 || t == 0 {
+        return None;
+    }
+    let t = t.min(a.len() / ab).min(out.len() / rows);
+    let held = rows.min(w.len() / rb);
+    (t > 0 && held > 0).then_some(Shape {
+        nb,
+        rb,
+        ab,
+        t,
+        held,
+        rows,
+    })
+}

@@ -202,16 +202,17 @@ unsafe fn gemm<const NL: bool, const VNNI: bool>(
     a: &[u8],
     out: &mut [f32],
 ) {
-    let nb = n / QK;
-    let (rb, ab) = (nb * block_bytes(NL), nb * AB);
-    if nb == 0 || rows == 0 || t == 0 {
+    let Some(crate::simd_shared::Shape {
+        nb,
+        rb,
+        ab,
+        t,
+        held,
+        rows,
+    }) = crate::simd_shared::shape(n, QK, block_bytes(NL), AB, rows, w, t, a, out)
+    else {
         return;
-    }
-    let t = t.min(a.len() / ab).min(out.len() / rows);
-    let held = rows.min(w.len() / rb);
-    if t == 0 || held == 0 {
-        return;
-    }
+    };
     let act = |j: usize| a[j * ab..].as_ptr();
     let put = |out: &mut [f32], at: usize, v: &[f32; 8], nr: usize| {
         out[at..at + nr].copy_from_slice(&v[..nr]);
@@ -258,29 +259,24 @@ unsafe fn tile_of<const A: usize, const NL: bool, const VNNI: bool>(
     tile::<A, NL>(nb, rows, acts, prefetch)
 }
 
-/// Q8_0's dot, four-activation dot and matmul.
-pub(super) fn q8_0_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot::<false>(n, w, a)
+/// The safe dot, four-activation dot and matmul of one type (`$nl`:
+/// IQ4_NL, else Q8_0).
+macro_rules! entry_points {
+    ($nl:literal, $dot:ident, $dot4:ident, $gemm:ident) => {
+        pub(super) fn $dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            dot::<$nl>(n, w, a)
+        }
+        pub(super) fn $dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+            dot4::<$nl>(n, w, a, out)
+        }
+        pub(crate) fn $gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+            // SAFETY: no VNNI: AVX2, FMA and F16C, which dispatch checks.
+            unsafe { gemm::<$nl, false>(n, rows, w, t, a, out) }
+        }
+    };
 }
-pub(super) fn q8_0_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
-    dot4::<false>(n, w, a, out)
-}
-pub(crate) fn q8_0_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    // SAFETY: no VNNI: AVX2, FMA and F16C, which dispatch checks.
-    unsafe { gemm::<false, false>(n, rows, w, t, a, out) }
-}
-
-/// IQ4_NL's dot, four-activation dot and matmul.
-pub(super) fn iq4_nl_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot::<true>(n, w, a)
-}
-pub(super) fn iq4_nl_dot4(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
-    dot4::<true>(n, w, a, out)
-}
-pub(crate) fn iq4_nl_gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    // SAFETY: as in `q8_0_gemm`.
-    unsafe { gemm::<true, false>(n, rows, w, t, a, out) }
-}
+entry_points!(false, q8_0_dot, q8_0_dot4, q8_0_gemm);
+entry_points!(true, iq4_nl_dot, iq4_nl_dot4, iq4_nl_gemm);
 
 /// Q8_0's and IQ4_NL's matmul on `tile_vnni` (the AVX-512 path's decode
 /// step and short matmuls).

@@ -26,8 +26,7 @@
 //! isum as f32` in super-block order (no FMA): bit for bit the scalar
 //! kernel, as AVX2's kernels (which serve decode and short matmuls) are.
 
-use super::tiles::{self, ROWS};
-use crate::avx2::q4_q5_tile::with_buf;
+use super::tiles::{self, bc, ROWS};
 use crate::iq4_nl::KVALUES;
 use crate::iq4_xs::scales;
 use std::arch::x86_64::*;
@@ -55,24 +54,13 @@ struct DecX16 {
 /// at `dst.len() * 136` bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode_tile(rows: &[*const u8; ROWS], dst: &mut [DecX16]) {
-    let nb = dst.len();
-    let mut o = [0i32; ROWS];
-    for (x, &row) in o.iter_mut().zip(rows) {
-        // A tile spans at most 16 rows of one matrix: well within i32.
-        *x = row.offset_from(rows[0]) as i32;
-    }
-    let offs = _mm512_loadu_si512(o.as_ptr() as *const _);
+    let offs = tiles::row_offsets(rows);
     let low = _mm512_set1_epi8(0x0F);
     // The codebook plus 128, in each 128-bit quarter for `vpshufb`.
     let biased: [u8; 16] = std::array::from_fn(|i| (KVALUES[i] as u8) ^ 0x80);
     let table = _mm512_broadcast_i32x4(_mm_loadu_si128(biased.as_ptr() as *const __m128i));
-    for (b, dst) in dst.iter_mut().enumerate() {
+    tiles::each_block(rows, WB, dst, |b, dst| {
         let off = b * WB;
-        // 16 rows x 136 bytes = 34 lines per super-block.
-        let next = rows[0].wrapping_add(ROWS * nb * WB + b * ROWS * WB);
-        for l in 0..34 {
-            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64 * l) as *const i8);
-        }
         let base = rows[0].add(off);
         let head = _mm512_i32gather_epi32::<1>(offs, base as *const _);
         dst.d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head));
@@ -96,17 +84,7 @@ unsafe fn decode_tile(rows: &[*const u8; ROWS], dst: &mut [DecX16]) {
         for (v, col) in dst.sc.iter_mut().zip(&sc) {
             *v = _mm512_loadu_si512(col.as_ptr() as *const _);
         }
-    }
-}
-
-/// The i32 at `p` in all sixteen lanes (a broadcast load, which LLVM folds
-/// into the instruction that uses it).
-///
-/// # Safety
-/// The CPU has AVX-512 F; `p` points at 4 readable bytes.
-#[inline(always)]
-unsafe fn bc(p: *const u8) -> __m512i {
-    _mm512_set1_epi32((p as *const i32).read_unaligned())
+    });
 }
 
 /// `out[j][r] = dot(row r, act j)` for a decoded tile and `A` activation
@@ -147,18 +125,12 @@ unsafe fn tile_dot<const A: usize>(
             acc[j] = _mm512_add_ps(acc[j], t);
         }
     }
-    let mut out = [[0f32; ROWS]; A];
-    for j in 0..A {
-        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
-    }
-    out
+    tiles::store(acc)
 }
 
 thread_local! {
-    /// Per-thread decoded tile and activation corrections, grown to the
-    /// widest matmul once.
+    /// Per-thread decoded tile, grown to the widest matmul once.
     static DEC: std::cell::RefCell<Vec<DecX16>> = const { std::cell::RefCell::new(Vec::new()) };
-    static CORR: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the
@@ -170,41 +142,31 @@ pub(crate) unsafe fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
     let Some(s) = tiles::shape(n, QK, WB, AB, rows, w, t, a, out) else {
         return;
     };
-    let (nb, act) = (s.nb, |j: usize| a[j * s.ab..].as_ptr());
-    with_buf(&CORR, s.t * nb * 8, 0, |corr| {
-        for (blk, c) in a.chunks_exact(AB).zip(corr.chunks_exact_mut(8)) {
-            let bsum = |i: usize| {
-                let o = AB_BSUMS + 2 * i;
-                i16::from_le_bytes([blk[o], blk[o + 1]]) as i32
-            };
-            for (s, x) in c.iter_mut().enumerate() {
-                *x = (bsum(2 * s) + bsum(2 * s + 1)) << 7;
-            }
-        }
-        let cor = |j: usize| corr[j * nb * 8..].as_ptr();
-        // SAFETY: all-zero bits are a valid `DecX16` (plain vectors).
-        let zero: DecX16 = unsafe { std::mem::zeroed() };
-        with_buf(&DEC, nb, zero, |dec| {
-            // SAFETY (each closure): the CPU features are the caller's
-            // contract; every row pointer is a held row of nb
-            // super-blocks, every act pointer a held activation row with
-            // its nb * 8 corrections (j + 3 < t, j < t), and dec has nb.
-            tiles::run(
-                &s,
-                w,
-                out,
-                dec,
-                // SAFETY: see above.
-                |rp, dec| unsafe { decode_tile(rp, dec) },
-                |dec, j| {
-                    let acts = [act(j), act(j + 1), act(j + 2), act(j + 3)];
-                    let cs = [cor(j), cor(j + 1), cor(j + 2), cor(j + 3)];
-                    // SAFETY: see above.
-                    unsafe { tile_dot::<4>(dec, &acts, &cs) }
-                },
-                // SAFETY: see above.
-                |dec, j| unsafe { tile_dot::<1>(dec, &[act(j)], &[cor(j)])[0] },
-            )
-        })
-    })
+    // SAFETY: for the walk and each closure, the CPU features are the
+    // caller's contract; every row pointer is a held row of nb blocks,
+    // every act pointer a held activation row with its nb * 8
+    // corrections; all-zero bits are a valid `DecX16` (plain vectors).
+    unsafe {
+        tiles::run_corr(
+            &s,
+            w,
+            a,
+            AB,
+            out,
+            &DEC,
+            8,
+            |blk, c| {
+                let bsum = |i: usize| {
+                    let o = AB_BSUMS + 2 * i;
+                    i16::from_le_bytes([blk[o], blk[o + 1]]) as i32
+                };
+                for (s, x) in c.iter_mut().enumerate() {
+                    *x = (bsum(2 * s) + bsum(2 * s + 1)) << 7;
+                }
+            },
+            |rp, dec| decode_tile(rp, dec),
+            |dec, acts, cs| tile_dot::<4>(dec, acts, cs),
+            |dec, act, c| tile_dot::<1>(dec, &[act], &[c])[0],
+        )
+    }
 }

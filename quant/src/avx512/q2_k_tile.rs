@@ -26,8 +26,7 @@
 //! da * isum - dmin * da * msum` (no FMA): bit for bit the scalar kernel,
 //! as AVX2's kernels (which serve decode and short matmuls) are.
 
-use super::tiles::{self, ROWS};
-use crate::avx2::q4_q5_tile::with_buf;
+use super::tiles::{self, bc, ROWS};
 use std::arch::x86_64::*;
 
 const WB: usize = 84; // Q2_K super-block bytes
@@ -100,31 +99,8 @@ unsafe fn decode_sb(rows: &[*const u8; ROWS], offs: __m512i, b: usize, dst: &mut
 /// at `dst.len() * 84` bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode_tile(rows: &[*const u8; ROWS], dst: &mut [DecQ2]) {
-    let nb = dst.len();
-    let mut o = [0i32; ROWS];
-    for (x, &row) in o.iter_mut().zip(rows) {
-        // A tile spans at most 16 rows of one matrix: well within i32.
-        *x = row.offset_from(rows[0]) as i32;
-    }
-    let offs = _mm512_loadu_si512(o.as_ptr() as *const _);
-    for (b, d) in dst.iter_mut().enumerate() {
-        // 16 rows x 84 bytes: 21 lines per super-block.
-        let next = rows[0].wrapping_add(ROWS * nb * WB + b * ROWS * WB);
-        for l in 0..(ROWS * WB).div_ceil(64) {
-            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64 * l) as *const i8);
-        }
-        decode_sb(rows, offs, b, d);
-    }
-}
-
-/// The i32 at `p` in all sixteen lanes (a broadcast load, which LLVM folds
-/// into the instruction that uses it).
-///
-/// # Safety
-/// The CPU has AVX-512 F; `p` points at 4 readable bytes.
-#[inline(always)]
-unsafe fn bc(p: *const u8) -> __m512i {
-    _mm512_set1_epi32((p as *const i32).read_unaligned())
+    let offs = tiles::row_offsets(rows);
+    tiles::each_block(rows, WB, dst, |b, d| decode_sb(rows, offs, b, d));
 }
 
 /// `out[j][r] = dot(row r, act j)` for a decoded tile and `A` activation
@@ -153,66 +129,20 @@ unsafe fn tile_dot<const A: usize>(dec: &[DecQ2], acts: &[*const u8; A]) -> [[f3
                 }
             }
             for j in 0..A {
-                // Sub-block 2t's sum in the low i16 of each lane, 2t + 1's
-                // in the high one (both fit, see the module doc).
-                let packed = _mm512_mask_blend_epi16(
-                    0xAAAA_AAAA,
-                    pair[j][0],
-                    _mm512_slli_epi32::<16>(pair[j][1]),
-                );
-                isum[j] = _mm512_add_epi32(isum[j], _mm512_madd_epi16(packed, dq.sc[t]));
+                // Both sums fit an i16 (see the module doc).
+                let scaled = tiles::pair_madd(pair[j][0], pair[j][1], dq.sc[t]);
+                isum[j] = _mm512_add_epi32(isum[j], scaled);
                 // bsum[2t], bsum[2t + 1] (i16) times the min pair.
                 let bs = bc(ab[j].add(AB_BSUMS + 4 * t));
                 msum[j] = _mm512_add_epi32(msum[j], _mm512_madd_epi16(bs, dq.mn[t]));
             }
         }
         for j in 0..A {
-            let da = _mm512_set1_ps((ab[j] as *const f32).read_unaligned());
-            let t1 = _mm512_mul_ps(_mm512_mul_ps(dq.d, da), _mm512_cvtepi32_ps(isum[j]));
-            let t2 = _mm512_mul_ps(_mm512_mul_ps(dq.dmin, da), _mm512_cvtepi32_ps(msum[j]));
-            acc[j] = _mm512_add_ps(acc[j], _mm512_sub_ps(t1, t2));
+            let t = tiles::d_dmin_term(ab[j], dq.d, dq.dmin, isum[j], msum[j]);
+            acc[j] = _mm512_add_ps(acc[j], t);
         }
     }
-    let mut out = [[0f32; ROWS]; A];
-    for j in 0..A {
-        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
-    }
-    out
+    tiles::store(acc)
 }
 
-thread_local! {
-    /// Per-thread decoded tile, grown to the widest matmul once.
-    static DEC: std::cell::RefCell<Vec<DecQ2>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the
-/// rows and activation rows the buffers hold in full (others untouched).
-///
-/// # Safety
-/// The CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C.
-pub(crate) unsafe fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    let Some(s) = tiles::shape(n, QK, WB, AB, rows, w, t, a, out) else {
-        return;
-    };
-    let act = |j: usize| a[j * s.ab..].as_ptr();
-    // SAFETY: all-zero bits are a valid `DecQ2` (plain vectors).
-    let zero: DecQ2 = unsafe { std::mem::zeroed() };
-    with_buf(&DEC, s.nb, zero, |dec| {
-        // SAFETY (each closure): the CPU features are the caller's
-        // contract; every row pointer is a held row of nb super-blocks,
-        // every act pointer a held activation row (j + 3 < t, j < t), and
-        // dec has nb.
-        tiles::run(
-            &s,
-            w,
-            out,
-            dec,
-            // SAFETY: see above.
-            |rp, dec| unsafe { decode_tile(rp, dec) },
-            // SAFETY: see above.
-            |dec, j| unsafe { tile_dot::<4>(dec, &[act(j), act(j + 1), act(j + 2), act(j + 3)]) },
-            // SAFETY: see above.
-            |dec, j| unsafe { tile_dot::<1>(dec, &[act(j)])[0] },
-        )
-    });
-}
+tiles::plain_gemm!(DecQ2, WB);

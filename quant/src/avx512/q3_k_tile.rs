@@ -27,8 +27,7 @@
 //! FMA): bit for bit the scalar kernel, as AVX2's kernels (which serve
 //! decode and short matmuls) are.
 
-use super::tiles::{self, ROWS};
-use crate::avx2::q4_q5_tile::with_buf;
+use super::tiles::{self, bc, ROWS};
 use std::arch::x86_64::*;
 
 const WB: usize = 110; // Q3_K super-block bytes
@@ -104,31 +103,8 @@ unsafe fn decode_sb(rows: &[*const u8; ROWS], offs: __m512i, b: usize, dst: &mut
 /// at `dst.len() * 110` bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode_tile(rows: &[*const u8; ROWS], dst: &mut [DecQ3]) {
-    let nb = dst.len();
-    let mut o = [0i32; ROWS];
-    for (x, &row) in o.iter_mut().zip(rows) {
-        // A tile spans at most 16 rows of one matrix: well within i32.
-        *x = row.offset_from(rows[0]) as i32;
-    }
-    let offs = _mm512_loadu_si512(o.as_ptr() as *const _);
-    for (b, d) in dst.iter_mut().enumerate() {
-        // 16 rows x 110 bytes: 28 lines per super-block.
-        let next = rows[0].wrapping_add(ROWS * nb * WB + b * ROWS * WB);
-        for l in 0..(ROWS * WB).div_ceil(64) {
-            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64 * l) as *const i8);
-        }
-        decode_sb(rows, offs, b, d);
-    }
-}
-
-/// The i32 at `p` in all sixteen lanes (a broadcast load, which LLVM folds
-/// into the instruction that uses it).
-///
-/// # Safety
-/// The CPU has AVX-512 F; `p` points at 4 readable bytes.
-#[inline(always)]
-unsafe fn bc(p: *const u8) -> __m512i {
-    _mm512_set1_epi32((p as *const i32).read_unaligned())
+    let offs = tiles::row_offsets(rows);
+    tiles::each_block(rows, WB, dst, |b, d| decode_sb(rows, offs, b, d));
 }
 
 /// `out[j][r] = dot(row r, act j)` for a decoded tile and `A` activation
@@ -161,14 +137,9 @@ unsafe fn tile_dot<const A: usize>(
                 }
             }
             for j in 0..A {
-                // Sub-block 2t's sum in the low i16 of each lane, 2t + 1's
-                // in the high one (both fit, see the module doc).
-                let packed = _mm512_mask_blend_epi16(
-                    0xAAAA_AAAA,
-                    pair[j][0],
-                    _mm512_slli_epi32::<16>(pair[j][1]),
-                );
-                isum[j] = _mm512_add_epi32(isum[j], _mm512_madd_epi16(packed, dq.sc[t]));
+                // Both sums fit an i16 (see the module doc).
+                let scaled = tiles::pair_madd(pair[j][0], pair[j][1], dq.sc[t]);
+                isum[j] = _mm512_add_epi32(isum[j], scaled);
             }
         }
         for j in 0..A {
@@ -177,18 +148,12 @@ unsafe fn tile_dot<const A: usize>(
             acc[j] = _mm512_add_ps(acc[j], t);
         }
     }
-    let mut out = [[0f32; ROWS]; A];
-    for j in 0..A {
-        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
-    }
-    out
+    tiles::store(acc)
 }
 
 thread_local! {
-    /// Per-thread decoded tile and activation corrections, grown to the
-    /// widest matmul once.
+    /// Per-thread decoded tile, grown to the widest matmul once.
     static DEC: std::cell::RefCell<Vec<DecQ3>> = const { std::cell::RefCell::new(Vec::new()) };
-    static PRE: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `out[j * rows + r] = dot(row r of w, activation row j of a)` for the
@@ -200,37 +165,27 @@ pub(crate) unsafe fn gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], o
     let Some(s) = tiles::shape(n, QK, WB, AB, rows, w, t, a, out) else {
         return;
     };
-    let (nb, act) = (s.nb, |j: usize| a[j * s.ab..].as_ptr());
-    with_buf(&PRE, s.t * nb * 16, 0, |pre| {
-        for (blk, p) in a.chunks_exact(AB).zip(pre.chunks_exact_mut(16)) {
-            for (x, bs) in p.iter_mut().zip(blk[AB_BSUMS..].chunks_exact(2)) {
-                *x = -4 * i16::from_le_bytes([bs[0], bs[1]]) as i32;
-            }
-        }
-        let pres = |j: usize| pre[j * nb * 16..].as_ptr();
-        // SAFETY: all-zero bits are a valid `DecQ3` (plain vectors).
-        let zero: DecQ3 = unsafe { std::mem::zeroed() };
-        with_buf(&DEC, nb, zero, |dec| {
-            // SAFETY (each closure): the CPU features are the caller's
-            // contract; every row pointer is a held row of nb super-blocks,
-            // every act pointer a held activation row with its nb * 16
-            // corrections (j + 3 < t, j < t), and dec has nb.
-            tiles::run(
-                &s,
-                w,
-                out,
-                dec,
-                // SAFETY: see above.
-                |rp, dec| unsafe { decode_tile(rp, dec) },
-                |dec, j| {
-                    let acts = [act(j), act(j + 1), act(j + 2), act(j + 3)];
-                    let ps = [pres(j), pres(j + 1), pres(j + 2), pres(j + 3)];
-                    // SAFETY: see above.
-                    unsafe { tile_dot::<4>(dec, &acts, &ps) }
-                },
-                // SAFETY: see above.
-                |dec, j| unsafe { tile_dot::<1>(dec, &[act(j)], &[pres(j)])[0] },
-            )
-        })
-    })
+    // SAFETY: for the walk and each closure, the CPU features are the
+    // caller's contract; every row pointer is a held row of nb blocks,
+    // every act pointer a held activation row with its nb * 16
+    // corrections; all-zero bits are a valid `DecQ3` (plain vectors).
+    unsafe {
+        tiles::run_corr(
+            &s,
+            w,
+            a,
+            AB,
+            out,
+            &DEC,
+            16,
+            |blk, p| {
+                for (x, bs) in p.iter_mut().zip(blk[AB_BSUMS..].chunks_exact(2)) {
+                    *x = -4 * i16::from_le_bytes([bs[0], bs[1]]) as i32;
+                }
+            },
+            |rp, dec| decode_tile(rp, dec),
+            |dec, acts, ps| tile_dot::<4>(dec, acts, ps),
+            |dec, act, p| tile_dot::<1>(dec, &[act], &[p])[0],
+        )
+    }
 }

@@ -104,13 +104,7 @@ struct Pre {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode_tile<const KIND: u8>(rows: &[*const u8; ROWS], dst: &mut [Dec]) {
     let bb = block_bytes(KIND);
-    let nb = dst.len();
-    let mut o = [0i32; ROWS];
-    for (x, &row) in o.iter_mut().zip(rows) {
-        // A tile spans at most 16 rows of one matrix: well within i32.
-        *x = row.offset_from(rows[0]) as i32;
-    }
-    let offs = _mm512_loadu_si512(o.as_ptr() as *const _);
+    let offs = tiles::row_offsets(rows);
     let gather = |p: *const u8| _mm512_i32gather_epi32::<1>(offs, p as *const _);
     let low = _mm512_set1_epi8(0x0F);
     // Byte 0 of each dword spread over the dword (`vpshufb`, per 128 bits).
@@ -124,11 +118,7 @@ unsafe fn decode_tile<const KIND: u8>(rows: &[*const u8; ROWS], dst: &mut [Dec])
         Q4_1 => (0, 4),
         _ => (0, 2),
     };
-    for (b, dec) in dst.iter_mut().enumerate() {
-        let next = rows[0].wrapping_add(ROWS * nb * bb + b * ROWS * bb);
-        for l in 0..(ROWS * bb).div_ceil(64) {
-            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64 * l) as *const i8);
-        }
+    tiles::each_block(rows, bb, dst, |b, dec| {
         let base = rows[0].add(b * bb);
         // The u32 at byte 0 of each row's block: fp16 d, then (Q4_1, Q5_1)
         // the fp16 min.
@@ -144,7 +134,7 @@ unsafe fn decode_tile<const KIND: u8>(rows: &[*const u8; ROWS], dst: &mut [Dec])
                 let x = gather(base.add(qs_at + 4 * k));
                 dec.q[k] = _mm512_xor_si512(x, _mm512_set1_epi8(-128));
             }
-            continue;
+            return;
         }
         for k in 0..4 {
             let x = gather(base.add(qs_at + 4 * k));
@@ -166,7 +156,7 @@ unsafe fn decode_tile<const KIND: u8>(rows: &[*const u8; ROWS], dst: &mut [Dec])
                 *q = _mm512_mask_add_epi8(*q, set, *q, _mm512_set1_epi8(0x10));
             }
         }
-    }
+    });
 }
 
 /// `out[j][r] = dot(row r, act j)` for a decoded tile and `A` activation
@@ -205,11 +195,7 @@ unsafe fn tile_dot<const A: usize, const KIND: u8>(
             }
         }
     }
-    let mut out = [[0f32; ROWS]; A];
-    for j in 0..A {
-        _mm512_storeu_ps(out[j].as_mut_ptr(), acc[j]);
-    }
-    out
+    tiles::store(acc)
 }
 
 thread_local! {
@@ -248,29 +234,24 @@ pub(crate) unsafe fn gemm<const KIND: u8>(
             };
         }
         let pres = |j: usize| pre[j * nb..].as_ptr();
-        // SAFETY: all-zero bits are a valid `Dec` (plain vectors).
-        let zero: Dec = unsafe { std::mem::zeroed() };
-        with_buf(&DEC, nb, zero, |dec| {
-            // SAFETY (each closure): the CPU features are the caller's
-            // contract; every row pointer is a held row of nb blocks, every
-            // act pointer a held activation row with nb Pre (j + 3 < t, j
-            // < t), and dec has nb.
+        // SAFETY: for the walk and each closure, the CPU features are the
+        // caller's contract; every row pointer is a held row of nb blocks,
+        // every act pointer a held activation row with its nb Pre (j + 3 <
+        // t, j < t); all-zero bits are a valid `Dec` (plain vectors).
+        unsafe {
             tiles::run(
                 &s,
                 w,
                 out,
-                dec,
-                // SAFETY: see above.
-                |rp, dec| unsafe { decode_tile::<KIND>(rp, dec) },
+                &DEC,
+                |rp, dec| decode_tile::<KIND>(rp, dec),
                 |dec, j| {
                     let acts = [act(j), act(j + 1), act(j + 2), act(j + 3)];
                     let ps = [pres(j), pres(j + 1), pres(j + 2), pres(j + 3)];
-                    // SAFETY: see above.
-                    unsafe { tile_dot::<4, KIND>(dec, &acts, &ps) }
+                    tile_dot::<4, KIND>(dec, &acts, &ps)
                 },
-                // SAFETY: see above.
-                |dec, j| unsafe { tile_dot::<1, KIND>(dec, &[act(j)], &[pres(j)])[0] },
+                |dec, j| tile_dot::<1, KIND>(dec, &[act(j)], &[pres(j)])[0],
             )
-        })
+        }
     })
 }
