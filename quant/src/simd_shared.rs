@@ -46,7 +46,7 @@ pub(crate) fn blocks<const R: usize>(
 /// has few rows). The kernel does the same per
 /// activation for every `R`, so the results are the `R = 1` dot's.
 macro_rules! gemm_rows {
-    ($gemm:ident, $imp:ident, $wb:expr, $ab:expr, $qk:expr) => {
+    ($gemm:ident, $imp:ident, $wb:expr, $ab:expr, $qk:expr $(, $g:expr)*) => {
         pub(super) fn $gemm(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
             let (rb, ab) = ((n / $qk) * $wb, (n / $qk) * $ab);
             if rb == 0 || ab == 0 || rows == 0 {
@@ -66,7 +66,7 @@ macro_rules! gemm_rows {
                     let eight: [&[u8]; 8] = std::array::from_fn(|i| act(j + i));
                     for r in block.clone() {
                         // SAFETY: as in `wrappers`.
-                        let v = unsafe { $imp::<8>(n, row(r), eight) };
+                        let v = unsafe { $imp::<8 $(, $g)*>(n, row(r), eight) };
                         for (i, vi) in v.into_iter().enumerate() {
                             out[(j + i) * rows + r] = vi;
                         }
@@ -77,7 +77,7 @@ macro_rules! gemm_rows {
                     let four: [&[u8]; 4] = std::array::from_fn(|i| act(j + i));
                     for r in block.clone() {
                         // SAFETY: as above.
-                        let v = unsafe { $imp::<4>(n, row(r), four) };
+                        let v = unsafe { $imp::<4 $(, $g)*>(n, row(r), four) };
                         for (i, vi) in v.into_iter().enumerate() {
                             out[(j + i) * rows + r] = vi;
                         }
@@ -87,7 +87,7 @@ macro_rules! gemm_rows {
                 if j + 2 <= t {
                     for r in block.clone() {
                         // SAFETY: as above.
-                        let v = unsafe { $imp::<2>(n, row(r), [act(j), act(j + 1)]) };
+                        let v = unsafe { $imp::<2 $(, $g)*>(n, row(r), [act(j), act(j + 1)]) };
                         out[j * rows + r] = v[0];
                         out[(j + 1) * rows + r] = v[1];
                     }
@@ -96,7 +96,7 @@ macro_rules! gemm_rows {
                 if j < t {
                     for r in block {
                         // SAFETY: as above.
-                        let [v] = unsafe { $imp::<1>(n, row(r), [act(j)]) };
+                        let [v] = unsafe { $imp::<1 $(, $g)*>(n, row(r), [act(j)]) };
                         out[j * rows + r] = v;
                     }
                 }

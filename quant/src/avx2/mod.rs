@@ -99,6 +99,8 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         GgmlType::Q3_K => Some(lowbit::q3_k_gemm),
         GgmlType::IQ4_XS => Some(lowbit::iq4_xs_gemm),
         GgmlType::IQ4_NL => Some(signed_rows::iq4_nl_gemm),
+        GgmlType::IQ3_XXS => Some(iq3::iq3_xxs_gemm),
+        GgmlType::IQ3_S => Some(iq3::iq3_s_gemm),
         GgmlType::IQ2_XXS => Some(iq2::iq2_xxs_gemm),
         GgmlType::IQ2_XS => Some(iq2::iq2_xs_gemm),
         GgmlType::IQ2_S => Some(iq2::iq2_s_gemm),

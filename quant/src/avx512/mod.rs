@@ -97,6 +97,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::Q5_0, true) => q5_0_gemm_vnni,
         (T::Q5_1, true) => q5_1_gemm_vnni,
         (T::IQ4_NL, true) => iq4_nl_gemm_vnni,
+        (T::IQ3_XXS | T::IQ3_S, _) => return crate::avx2::iq3::gather::gemm(ty),
         _ => return None,
     })
 }
