@@ -252,37 +252,50 @@ pub(crate) mod gather {
     gemm_rows!(iq3_xxs_gemm, iq3_xxs, 98, ACT, 256, true);
     gemm_rows!(iq3_s_gemm, iq3_s, 110, ACT, 256, true);
 
-    /// The matmul of the AVX-512 path, if `ty` is an IQ3 type: a decode
-    /// step (one activation row) gathers, more rows take the scalar loads
-    /// (with eight activation rows per weight row, the one-by-one loads
-    /// measured faster on the Xeon: 2.16 against 2.53 ms for IQ3_XXS at
-    /// 256x4096 x 64). Both give the same bits.
-    pub(crate) fn gemm(ty: crate::GgmlType) -> Option<crate::GemmFn> {
-        match ty {
-            crate::GgmlType::IQ3_XXS => Some(|n, rows, w, t, a, out| {
-                if t == 1 {
-                    iq3_xxs_gemm(n, rows, w, t, a, out)
-                } else {
-                    super::iq3_xxs_gemm(n, rows, w, t, a, out)
-                }
-            }),
-            crate::GgmlType::IQ3_S => Some(|n, rows, w, t, a, out| {
-                if t == 1 {
-                    iq3_s_gemm(n, rows, w, t, a, out)
-                } else {
-                    super::iq3_s_gemm(n, rows, w, t, a, out)
-                }
-            }),
-            _ => None,
-        }
-    }
-
     /// The gathering (dot, four-activation dot), if `ty` is an IQ3 type.
     pub(crate) fn kernels(ty: crate::GgmlType) -> Option<(crate::DotFn, crate::Dot4Fn)> {
         match ty {
             crate::GgmlType::IQ3_XXS => Some((iq3_xxs_dot, iq3_xxs_dot4)),
             crate::GgmlType::IQ3_S => Some((iq3_s_dot, iq3_s_dot4)),
             _ => None,
+        }
+    }
+
+    /// The matmul of the AVX-512 path below its tile, if `ty` is an IQ3
+    /// type: a decode step (one activation row) gathers, more rows take the
+    /// scalar loads (with eight activation rows per weight row, the
+    /// one-by-one loads measured faster on the Xeon: 2.16 against 2.53 ms
+    /// for IQ3_XXS at 256x4096 x 64). Both give the same bits.
+    pub(crate) fn gemm(ty: crate::GgmlType) -> Option<crate::GemmFn> {
+        match ty {
+            crate::GgmlType::IQ3_XXS => Some(iq3_xxs_rows),
+            crate::GgmlType::IQ3_S => Some(iq3_s_rows),
+            _ => None,
+        }
+    }
+
+    /// IQ3_XXS: see [`gemm`].
+    pub(crate) fn iq3_xxs_rows(
+        n: usize,
+        rows: usize,
+        w: &[u8],
+        t: usize,
+        a: &[u8],
+        out: &mut [f32],
+    ) {
+        if t == 1 {
+            iq3_xxs_gemm(n, rows, w, t, a, out)
+        } else {
+            super::iq3_xxs_gemm(n, rows, w, t, a, out)
+        }
+    }
+
+    /// IQ3_S: see [`gemm`].
+    pub(crate) fn iq3_s_rows(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+        if t == 1 {
+            iq3_s_gemm(n, rows, w, t, a, out)
+        } else {
+            super::iq3_s_gemm(n, rows, w, t, a, out)
         }
     }
 }

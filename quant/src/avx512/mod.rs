@@ -4,7 +4,7 @@
 //! (`ksums`), with VNNI IQ4_XS's and Q3_K's decode matvec of
 //! `avx2::lowbit_matvec` likewise (`lowsums`), and with VNNI the prefill
 //! tiles of sixteen rows for Q4_K
-//! (`q4_k_tile`), Q3_K (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS (`iq4_xs_tile`) and the
+//! (`q4_k_tile`), Q3_K (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS, IQ3_XXS, IQ3_S (`iq_tile`) and the
 //! 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (`tile32`), and the
 //! F32/F16/BF16 prefill GEMM (`float`, two weight rows per vector); bit
 //! for bit the scalar reference, as the AVX2 kernels are. The IQ3 kernels
@@ -27,7 +27,7 @@ use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
 
 mod float;
-mod iq4_xs_tile;
+mod iq_tile;
 pub(crate) mod ksums;
 pub(crate) mod lowsums;
 mod q2_k_tile;
@@ -97,7 +97,9 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::Q5_0, true) => q5_0_gemm_vnni,
         (T::Q5_1, true) => q5_1_gemm_vnni,
         (T::IQ4_NL, true) => iq4_nl_gemm_vnni,
-        (T::IQ3_XXS | T::IQ3_S, _) => return crate::avx2::iq3::gather::gemm(ty),
+        (T::IQ3_XXS, true) => iq3_xxs_gemm_vnni,
+        (T::IQ3_S, true) => iq3_s_gemm_vnni,
+        (T::IQ3_XXS | T::IQ3_S, false) => return crate::avx2::iq3::gather::gemm(ty),
         _ => return None,
     })
 }
@@ -212,7 +214,7 @@ variant!(
 );
 
 /// A type's matmul with VNNI: from `TILE_MIN` activation rows on its
-/// sixteen-row tile (`q4_k_tile`, `q3_k_tile`, `iq4_xs_tile`, `tile32`), else AVX2's
+/// sixteen-row tile (`q4_k_tile`, `q3_k_tile`, `q2_k_tile`, `iq_tile`, `tile32`), else AVX2's
 /// kernels (both bit for bit the scalar reference).
 macro_rules! vnni_prefill {
     ($name:ident, $tile:expr, $avx2:path) => {
@@ -234,6 +236,16 @@ vnni_prefill!(
     crate::avx2::kquants::q4_k_gemm
 );
 vnni_prefill!(
+    iq3_xxs_gemm_vnni,
+    iq_tile::gemm::<{ iq_tile::IQ3_XXS }>,
+    crate::avx2::iq3::gather::iq3_xxs_rows
+);
+vnni_prefill!(
+    iq3_s_gemm_vnni,
+    iq_tile::gemm::<{ iq_tile::IQ3_S }>,
+    crate::avx2::iq3::gather::iq3_s_rows
+);
+vnni_prefill!(
     q2_k_gemm_vnni,
     q2_k_tile::gemm,
     crate::avx2::lowbit::q2_k_gemm
@@ -245,7 +257,7 @@ vnni_prefill!(
 );
 vnni_prefill!(
     iq4_xs_gemm_vnni,
-    iq4_xs_tile::gemm,
+    iq_tile::gemm::<{ iq_tile::IQ4_XS }>,
     crate::avx2::lowbit::iq4_xs_gemm
 );
 vnni_prefill!(
