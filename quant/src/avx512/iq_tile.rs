@@ -1,6 +1,6 @@
-//! IQ4_XS, IQ3_XXS and IQ3_S x Q8_K prefill matmul on AVX-512 VNNI in
-//! tiles of sixteen weight rows: `q4_k_tile`'s scheme with the types'
-//! codebook or grid (`KIND`).
+//! IQ4_XS, IQ3_XXS, IQ3_S and IQ2_XXS x Q8_K prefill matmul on AVX-512
+//! VNNI in tiles of sixteen weight rows: `q4_k_tile`'s scheme with the
+//! types' codebook or grid (`KIND`).
 //!
 //! IQ4_XS super-block (136 bytes): fp16 d, u16 scales_h, 4 bytes
 //! scales_l, 128 bytes of 4-bit codebook indices (per 32-value sub-block:
@@ -15,13 +15,15 @@
 //! four bits (ls = 2s + 1; value = d * ls / 4 * level). IQ3_S (110 bytes):
 //! fp16 d, 64 index bytes, 8 bytes of ninth index bits (bit k of byte s),
 //! 32 bytes of sign bits (one per value), 4 bytes of 4-bit scales (ls =
-//! 2s + 1; value = d * ls * level).
+//! 2s + 1; value = d * ls * level). IQ2_XXS (66 bytes, see `crate::iq2`):
+//! fp16 d, then per sub-block four grid index bytes (eight values each)
+//! and a u32 laid out as IQ3_XXS's (value = d * ls / 8 * level).
 //!
 //! Decoded super-block (`DecX16`, sixteen rows, lane r = row r):
 //!
 //! ```text
 //!   q[s][k]  values 32s+4k..32s+4k+4 as u8: IQ4_XS KVALUES[index] + 128,
-//!            IQ3 the signed grid level + 64
+//!            IQ3/IQ2 the signed grid level + 64
 //!   sc[s]    i32 ls_s - 32 (IQ4_XS), ls_s (IQ3)
 //!   d        the rows' fp16 d as f32
 //! ```
@@ -36,11 +38,13 @@
 //! super-block) leaves its exact `sum v * a`; times the scale (`vpmulld`)
 //! and summed, the reference's `isum`. Each lane then does the scalar
 //! reference's `sum += d * da * isum as f32` in super-block order (no
-//! FMA), IQ3_XXS times 0.25 at the end as its reference does: bit for bit
+//! FMA), IQ3_XXS times 0.25 and IQ2_XXS times 0.125 at the end as their
+//! references do: bit for bit
 //! the scalar kernel, as AVX2's kernels (which serve decode and short
 //! matmuls) are.
 
 use super::tiles::{self, bc, ROWS};
+use crate::iq2_grids::IQ2XXS_GRID;
 use crate::iq3_grids::{IQ3S_GRID, IQ3XXS_GRID};
 use crate::iq4_nl::KVALUES;
 use crate::iq4_xs::scales;
@@ -50,12 +54,14 @@ use std::arch::x86_64::*;
 pub(crate) const IQ4_XS: u8 = 0;
 pub(crate) const IQ3_XXS: u8 = 1;
 pub(crate) const IQ3_S: u8 = 2;
+pub(crate) const IQ2_XXS: u8 = 3;
 
 /// Super-block bytes of `KIND`.
 const fn block_bytes(kind: u8) -> usize {
     match kind {
         IQ4_XS => 136,
         IQ3_XXS => 98,
+        IQ2_XXS => 66,
         _ => 110,
     }
 }
@@ -132,7 +138,7 @@ unsafe fn decode_tile<const KIND: u8>(rows: &[*const u8; ROWS], dst: &mut [DecX1
     });
 }
 
-/// Decodes one IQ3_XXS or IQ3_S super-block of the sixteen rows whose
+/// Decodes one IQ3_XXS, IQ3_S or IQ2_XXS super-block of the sixteen rows whose
 /// block starts at `base` (row 0) and `base + offs` lane r.
 ///
 /// # Safety
@@ -141,10 +147,15 @@ unsafe fn decode_tile<const KIND: u8>(rows: &[*const u8; ROWS], dst: &mut [DecX1
 #[inline(always)]
 unsafe fn decode_iq3<const KIND: u8>(base: *const u8, offs: __m512i, dst: &mut DecX16) {
     let gather = |at: usize| _mm512_i32gather_epi32::<1>(offs, base.add(at) as *const _);
-    let grid: &[u32] = if KIND == IQ3_S {
-        &IQ3S_GRID
-    } else {
-        &IQ3XXS_GRID
+    // The grid as u32 (IQ2_XXS: each u64 entry as two, low half first).
+    let grid: &[u32] = match KIND {
+        IQ3_S => &IQ3S_GRID,
+        IQ2_XXS => {
+            // SAFETY: a [u64; 256] is 512 u32 in the same bytes (u32's
+            // alignment is less than u64's).
+            std::slice::from_raw_parts(IQ2XXS_GRID.as_ptr() as *const u32, 512)
+        }
+        _ => &IQ3XXS_GRID,
     };
     let bias = _mm512_set1_epi8(64);
     let byte = _mm512_set1_epi32(0xFF);
@@ -166,7 +177,11 @@ unsafe fn decode_iq3<const KIND: u8>(base: *const u8, offs: __m512i, dst: &mut D
                 _mm512_and_si512(ls, _mm512_set1_epi32(0xF)),
             )
         } else {
-            let aux = gather(66 + 4 * s);
+            let aux = gather(if KIND == IQ2_XXS {
+                6 + 8 * s
+            } else {
+                66 + 4 * s
+            });
             let mut signs = _mm512_setzero_si512();
             for g in 0..4u32 {
                 // The 7-bit index of values 8g.., and its parity as bit 7.
@@ -195,11 +210,19 @@ unsafe fn decode_iq3<const KIND: u8>(base: *const u8, offs: __m512i, dst: &mut D
             _mm512_setzero_si512()
         };
         for k in 0..8 {
-            let x = if k < 4 { x0 } else { x1 };
-            let mut idx = _mm512_and_si512(
-                _mm512_srl_epi32(x, _mm_cvtsi32_si128(8 * (k % 4) as i32)),
-                byte,
-            );
+            let mut idx = if KIND == IQ2_XXS {
+                // Entry k / 2 (byte k / 2 of the dword at 2 + 8s), its half
+                // k % 2.
+                let e = _mm512_srl_epi32(x0, _mm_cvtsi32_si128(8 * (k / 2) as i32));
+                let e = _mm512_slli_epi32::<1>(_mm512_and_si512(e, byte));
+                _mm512_or_si512(e, _mm512_set1_epi32((k % 2) as i32))
+            } else {
+                let x = if k < 4 { x0 } else { x1 };
+                _mm512_and_si512(
+                    _mm512_srl_epi32(x, _mm_cvtsi32_si128(8 * (k % 4) as i32)),
+                    byte,
+                )
+            };
             if KIND == IQ3_S {
                 let hb = _mm512_and_si512(
                     _mm512_srl_epi32(qh, _mm_cvtsi32_si128(k as i32)),
@@ -260,9 +283,10 @@ unsafe fn tile_dot<const A: usize, const KIND: u8>(
             acc[j] = _mm512_add_ps(acc[j], t);
         }
     }
-    if KIND == IQ3_XXS {
-        // The reference's `0.25 * sum` of the whole row.
-        acc = acc.map(|v| _mm512_mul_ps(_mm512_set1_ps(0.25), v));
+    if KIND == IQ3_XXS || KIND == IQ2_XXS {
+        // The reference's `0.25 * sum` (IQ2_XXS: `0.125 * sum`) of the row.
+        let f = if KIND == IQ3_XXS { 0.25 } else { 0.125 };
+        acc = acc.map(|v| _mm512_mul_ps(_mm512_set1_ps(f), v));
     }
     tiles::store(acc)
 }

@@ -4,7 +4,7 @@
 //! (`ksums`), with VNNI IQ4_XS's and Q3_K's decode matvec of
 //! `avx2::lowbit_matvec` likewise (`lowsums`), and with VNNI the prefill
 //! tiles of sixteen rows for Q4_K
-//! (`q4_k_tile`), Q3_K (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS, IQ3_XXS, IQ3_S (`iq_tile`) and the
+//! (`q4_k_tile`), Q3_K (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS, IQ3_XXS, IQ3_S, IQ2_XXS (`iq_tile`) and the
 //! 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (`tile32`), and the
 //! F32/F16/BF16 prefill GEMM (`float`, two weight rows per vector); bit
 //! for bit the scalar reference, as the AVX2 kernels are. The IQ3 kernels
@@ -55,7 +55,7 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::avx2::kernels(ty),
-        GgmlType::IQ4_XS | GgmlType::Q3_K | GgmlType::Q2_K if has_vnni() => {
+        GgmlType::IQ4_XS | GgmlType::Q3_K | GgmlType::Q2_K | GgmlType::IQ2_XXS if has_vnni() => {
             crate::avx2::kernels(ty)
         }
         GgmlType::IQ3_XXS | GgmlType::IQ3_S => crate::avx2::iq3::gather::kernels(ty),
@@ -98,6 +98,7 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::Q5_1, true) => q5_1_gemm_vnni,
         (T::IQ4_NL, true) => iq4_nl_gemm_vnni,
         (T::IQ3_XXS, true) => iq3_xxs_gemm_vnni,
+        (T::IQ2_XXS, true) => iq2_xxs_gemm_vnni,
         (T::IQ3_S, true) => iq3_s_gemm_vnni,
         (T::IQ3_XXS | T::IQ3_S, false) => return crate::avx2::iq3::gather::gemm(ty),
         _ => return None,
@@ -240,6 +241,18 @@ vnni_prefill!(
     iq_tile::gemm::<{ iq_tile::IQ3_XXS }>,
     crate::avx2::iq3::gather::iq3_xxs_rows
 );
+vnni_prefill!(
+    iq2_xxs_gemm_vnni,
+    iq_tile::gemm::<{ iq_tile::IQ2_XXS }>,
+    iq2_xxs_rows
+);
+
+/// IQ2_XXS below the tile: AVX2's eight-row matmul.
+fn iq2_xxs_rows(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+    if let Some(gemm) = crate::avx2::gemm(GgmlType::IQ2_XXS) {
+        gemm(n, rows, w, t, a, out)
+    }
+}
 vnni_prefill!(
     iq3_s_gemm_vnni,
     iq_tile::gemm::<{ iq_tile::IQ3_S }>,
