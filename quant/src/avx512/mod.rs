@@ -1,17 +1,21 @@
 //! AVX-512 (F + BW + VL, and VNNI where the CPU has it) where it beats
-//! AVX2 on an AVX-512 CPU: the Q4_K, Q5_K and Q6_K decode matvec of
-//! `avx2::kmatvec` on super-block sums that take 512-bit vectors
-//! (`ksums`), with VNNI IQ4_XS's and Q3_K's decode matvec of
-//! `avx2::lowbit_matvec` likewise (`lowsums`), and with VNNI the prefill
-//! tiles of sixteen rows for Q4_K
-//! (`q4_k_tile`), Q3_K (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS, IQ3_XXS, IQ3_S, IQ2_XXS (`iq_tile`) and the
-//! 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL (`tile32`), and the
-//! F32/F16/BF16 prefill GEMM (`float`, two weight rows per vector); bit
-//! for bit the scalar reference, as the AVX2 kernels are. The IQ3 kernels
-//! are AVX2's in the form that fetches grid entries with `vpgatherdd`
-//! (`avx2::iq3`), which Intel's cores run faster than eight inserts.
-//! Everything else, these types' dots and decode steps included, is
-//! AVX2's. Built with the `avx512` cargo feature (on by default).
+//! AVX2 on an AVX-512 CPU, bit for bit the scalar reference as the AVX2
+//! kernels are:
+//!
+//! - decode (one activation row): the Q4_K, Q5_K and Q6_K matvec of
+//!   `avx2::kmatvec` on super-block sums that take 512-bit vectors
+//!   (`ksums`); with VNNI IQ4_XS's and Q3_K's matvec of
+//!   `avx2::lowbit_matvec` likewise (`lowsums`), and Q8_0's and IQ4_NL's
+//!   eight-row tile with `vpdpbusd` (`avx2::signed_rows`); the IQ3 kernels
+//!   in the form that gathers their grid entries (`avx2::iq3`);
+//! - prefill, with VNNI, tiles of sixteen rows: Q4_K (`q4_k_tile`), Q3_K
+//!   (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS, IQ3_XXS, IQ3_S and IQ2_XXS
+//!   (`iq_tile`), the 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL
+//!   (`tile32`), all on `tiles`; and the F32/F16/BF16 GEMM (`float`, two
+//!   weight rows per vector).
+//!
+//! Everything else, the dots of these types included, is AVX2's. Built
+//! with the `avx512` cargo feature (on by default).
 //!
 //! First run on AVX-512 hardware (an Intel Xeon with AVX-512 VNNI,
 //! 2026-12-07): the row kernels this module held before for Q4_0, Q8_0,
@@ -215,8 +219,7 @@ variant!(
 );
 
 /// A type's matmul with VNNI: from `TILE_MIN` activation rows on its
-/// sixteen-row tile (`q4_k_tile`, `q3_k_tile`, `q2_k_tile`, `iq_tile`, `tile32`), else AVX2's
-/// kernels (both bit for bit the scalar reference).
+/// sixteen-row tile, else `$avx2` (both bit for bit the scalar reference).
 macro_rules! vnni_prefill {
     ($name:ident, $tile:expr, $avx2:path) => {
         fn $name(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {

@@ -1,5 +1,5 @@
 //! What the sixteen-row prefill tiles (`q4_k_tile`, `q3_k_tile`,
-//! `q2_k_tile`, `iq4_xs_tile`, `tile32`) share: the matmul's shape, the
+//! `q2_k_tile`, `iq_tile`, `tile32`) share: the matmul's shape, the
 //! walk over its tiles with the per-thread decoded tile, the walk over one
 //! tile's blocks with the next tile's prefetch, and the broadcast of four
 //! activation bytes.
