@@ -9,10 +9,10 @@
 //!   eight-row tile with `vpdpbusd` (`avx2::signed_rows`); the IQ3 kernels
 //!   in the form that gathers their grid entries (`avx2::iq3`);
 //! - prefill, with VNNI, tiles of sixteen rows: Q4_K (`q4_k_tile`), Q3_K
-//!   (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS, IQ3_XXS, IQ3_S and IQ2_XXS
-//!   (`iq_tile`), the 32-value types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and IQ4_NL
-//!   (`tile32`), all on `tiles`; and the F32/F16/BF16 GEMM (`float`, two
-//!   weight rows per vector).
+//!   (`q3_k_tile`), Q2_K (`q2_k_tile`), IQ4_XS, IQ3_XXS, IQ3_S, IQ2_XXS,
+//!   IQ2_XS and IQ2_S (`iq_tile`), the 32-value types Q8_0, Q4_0, Q4_1,
+//!   Q5_0, Q5_1 and IQ4_NL (`tile32`), all on `tiles`; and the
+//!   F32/F16/BF16 GEMM (`float`, two weight rows per vector).
 //!
 //! Everything else, the dots of these types included, is AVX2's. Built
 //! with the `avx512` cargo feature (on by default).
@@ -59,7 +59,14 @@ pub(crate) fn kernels(ty: GgmlType) -> Option<(DotFn, Dot4Fn)> {
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => crate::avx2::kernels(ty),
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => crate::avx2::kernels(ty),
-        GgmlType::IQ4_XS | GgmlType::Q3_K | GgmlType::Q2_K | GgmlType::IQ2_XXS if has_vnni() => {
+        GgmlType::IQ4_XS
+        | GgmlType::Q3_K
+        | GgmlType::Q2_K
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+            if has_vnni() =>
+        {
             crate::avx2::kernels(ty)
         }
         GgmlType::IQ3_XXS | GgmlType::IQ3_S => crate::avx2::iq3::gather::kernels(ty),
@@ -103,6 +110,8 @@ pub(crate) fn gemm(ty: GgmlType) -> Option<GemmFn> {
         (T::IQ4_NL, true) => iq4_nl_gemm_vnni,
         (T::IQ3_XXS, true) => iq3_xxs_gemm_vnni,
         (T::IQ2_XXS, true) => iq2_xxs_gemm_vnni,
+        (T::IQ2_XS, true) => iq2_xs_gemm_vnni,
+        (T::IQ2_S, true) => iq2_s_gemm_vnni,
         (T::IQ3_S, true) => iq3_s_gemm_vnni,
         (T::IQ3_XXS | T::IQ3_S, false) => return crate::avx2::iq3::gather::gemm(ty),
         _ => return None,
@@ -244,18 +253,34 @@ vnni_prefill!(
     iq_tile::gemm::<{ iq_tile::IQ3_XXS }>,
     crate::avx2::iq3::gather::iq3_xxs_rows
 );
+/// The IQ2 types below their tile: AVX2's eight-row matmul.
+macro_rules! iq2_rows {
+    ($name:ident, $ty:ident) => {
+        fn $name(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
+            if let Some(gemm) = crate::avx2::gemm(GgmlType::$ty) {
+                gemm(n, rows, w, t, a, out)
+            }
+        }
+    };
+}
+iq2_rows!(iq2_xxs_rows, IQ2_XXS);
+iq2_rows!(iq2_xs_rows, IQ2_XS);
+iq2_rows!(iq2_s_rows, IQ2_S);
 vnni_prefill!(
     iq2_xxs_gemm_vnni,
     iq_tile::gemm::<{ iq_tile::IQ2_XXS }>,
     iq2_xxs_rows
 );
-
-/// IQ2_XXS below the tile: AVX2's eight-row matmul.
-fn iq2_xxs_rows(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &mut [f32]) {
-    if let Some(gemm) = crate::avx2::gemm(GgmlType::IQ2_XXS) {
-        gemm(n, rows, w, t, a, out)
-    }
-}
+vnni_prefill!(
+    iq2_xs_gemm_vnni,
+    iq_tile::gemm::<{ iq_tile::IQ2_XS }>,
+    iq2_xs_rows
+);
+vnni_prefill!(
+    iq2_s_gemm_vnni,
+    iq_tile::gemm::<{ iq_tile::IQ2_S }>,
+    iq2_s_rows
+);
 vnni_prefill!(
     iq3_s_gemm_vnni,
     iq_tile::gemm::<{ iq_tile::IQ3_S }>,
