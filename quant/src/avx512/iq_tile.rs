@@ -47,10 +47,10 @@
 //! and summed, the reference's `isum`. Each lane then does the scalar
 //! reference's `sum += d * da * isum as f32` in super-block order (no
 //! FMA), IQ3_XXS times 0.25 and the IQ2 types times 0.125 at the end as
-//! their references do: bit for bit
-//! the scalar kernel, as AVX2's kernels (which serve decode and short
-//! matmuls) are.
+//! their references do: bit for bit the scalar kernel, as AVX2's kernels
+//! (which serve decode and short matmuls) are.
 
+use super::tiles::q8k::{AB, AB_BSUMS, AB_QS, QK};
 use super::tiles::{self, bc, ROWS};
 use crate::iq2_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID};
 use crate::iq3_grids::{IQ3S_GRID, IQ3XXS_GRID};
@@ -93,11 +93,7 @@ const fn bias_shift(kind: u8) -> u32 {
     }
 }
 
-const WB: usize = 136; // IQ4_XS super-block bytes
-const AB: usize = 292; // Q8_K block bytes
-const AB_QS: usize = 4;
-const AB_BSUMS: usize = 4 + 256;
-const QK: usize = 256;
+const WB: usize = block_bytes(IQ4_XS);
 
 /// One super-block of a sixteen-row tile, decoded (layout in the module doc).
 #[derive(Clone, Copy)]

@@ -26,14 +26,11 @@
 //! da * isum - dmin * da * msum` (no FMA): bit for bit the scalar kernel,
 //! as AVX2's kernels (which serve decode and short matmuls) are.
 
+use super::tiles::q8k::{AB, AB_BSUMS, AB_QS, QK};
 use super::tiles::{self, bc, ROWS};
 use std::arch::x86_64::*;
 
 const WB: usize = 84; // Q2_K super-block bytes
-const AB: usize = 292; // Q8_K block bytes
-const AB_QS: usize = 4;
-const AB_BSUMS: usize = 4 + 256;
-const QK: usize = 256;
 const QS: usize = 16; // offset of the levels
 const D: usize = 80; // offset of d (dmin follows)
 

@@ -27,14 +27,11 @@
 //! FMA): bit for bit the scalar kernel, as AVX2's kernels (which serve
 //! decode and short matmuls) are.
 
+use super::tiles::q8k::{AB, AB_BSUMS, AB_QS, QK};
 use super::tiles::{self, bc, ROWS};
 use std::arch::x86_64::*;
 
 const WB: usize = 110; // Q3_K super-block bytes
-const AB: usize = 292; // Q8_K block bytes
-const AB_QS: usize = 4;
-const AB_BSUMS: usize = 4 + 256;
-const QK: usize = 256;
 const HM: usize = 0; // offset of hmask
 const QS: usize = 32; // offset of the low bits
 const D: usize = 108; // offset of d

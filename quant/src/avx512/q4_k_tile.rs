@@ -27,15 +27,12 @@
 //! expression `sum += d * da * isum - dmin * da * msum` in the same order
 //! (no FMA): bit for bit the scalar reference, as the AVX2 tile is.
 
+use super::tiles::q8k::{AB, AB_BSUMS, AB_QS, QK};
 use super::tiles::{self, bc, ROWS};
 use crate::avx2::q4_k_tile::scales_mins;
 use std::arch::x86_64::*;
 
 const WB: usize = 144; // Q4_K super-block bytes
-const AB: usize = 292; // Q8_K block bytes
-const AB_QS: usize = 4;
-const AB_BSUMS: usize = 4 + 256;
-const QK: usize = 256;
 
 /// One super-block of a sixteen-row tile, decoded (layout in the module doc).
 #[derive(Clone, Copy)]

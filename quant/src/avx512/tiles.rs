@@ -10,6 +10,19 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
+/// The Q8_K activation block the super-block tiles read: f32 d, then 256
+/// i8 quants, then 16 i16 sums of 16 quants (`crate::q8_k`).
+pub(super) mod q8k {
+    /// Block bytes.
+    pub(in crate::avx512) const AB: usize = crate::q8_k::BLOCK_BYTES;
+    /// Offset of the quants.
+    pub(in crate::avx512) const AB_QS: usize = 4;
+    /// Offset of the 16-value sums.
+    pub(in crate::avx512) const AB_BSUMS: usize = 4 + crate::q8_k::QK;
+    /// Values per block.
+    pub(in crate::avx512) const QK: usize = crate::q8_k::QK;
+}
+
 /// Weight rows per tile: one per 32-bit lane of a 512-bit vector.
 pub(super) const ROWS: usize = 16;
 
