@@ -82,6 +82,10 @@ pub(super) fn conv(
     if k == 0 {
         return;
     }
+    if t == 1 {
+        conv_step((e, k), (w, b), cs, &xz[..e], &mut xc[..e]);
+        return;
+    }
     {
         let cs = &cs[..];
         // Input i of the chunk (i < 0: from the state, -1 the newest).
@@ -94,25 +98,17 @@ pub(super) fn conv(
                 &cs[m * e..(m + 1) * e]
             }
         };
-        // Row j's channels c0..c0 + o.len().
-        let row = |j: usize, c0: usize, o: &mut [f32]| {
-            let n = o.len();
-            o.copy_from_slice(&b[c0..c0 + n]);
-            for tap in 0..k {
-                let w = &w[tap * e + c0..tap * e + c0 + n];
-                let src = &input(j as isize + tap as isize - (k as isize - 1))[c0..c0 + n];
-                for ((ov, &wv), &pv) in o.iter_mut().zip(w).zip(src) {
-                    *ov += wv * pv;
-                }
-            }
+        each_row(xc, e, t, |j, o| {
+            conv_cols(
+                k,
+                e,
+                (w, b),
+                0,
+                |tap| input(j as isize + tap as isize - (k as isize - 1)),
+                o,
+            );
             quant::math::silu_slice(o);
-        };
-        if t == 1 {
-            // A decode step: its one row's channels split across threads.
-            each_col_part(&mut xc[..e], |c0, o| row(0, c0, o));
-        } else {
-            each_row(xc, e, t, |j, o| row(j, 0, o));
-        }
+        });
     }
     // State row m becomes input t - (K-1) + m: an older state row t + m (> m,
     // so a forward in-place copy) or chunk row t - (K-1) + m.
@@ -123,6 +119,125 @@ pub(super) fn conv(
             cs[m * e..(m + 1) * e].copy_from_slice(&xz[i * 2 * e..i * 2 * e + e]);
         } else {
             cs.copy_within((t + m) * e..(t + m + 1) * e, m * e);
+        }
+    }
+}
+
+/// [`conv`] for one token (a decode step): its channels split across
+/// threads, each part computing its outputs from its columns of the state
+/// and then shifting those columns (state row m takes row m + 1, the last
+/// row takes `x`) while they are in cache, instead of one serial pass over
+/// the whole state afterwards. `x` is the token's conv input [E], `o` its
+/// output [E].
+fn conv_step(
+    (e, k): (usize, usize),
+    wb: (&[f32], &[f32]),
+    cs: &mut [f32],
+    x: &[f32],
+    o: &mut [f32],
+) {
+    let cs = &mut cs[..(k - 1) * e];
+    let state = super::matmul::SharedOut(cs.as_mut_ptr());
+    each_col_part(o, |c0, o| {
+        let n = o.len();
+        let state = &state;
+        let xp = &x[c0..c0 + n];
+        // Row m's columns c0..c0 + n (c0 + n <= E) lie inside `cs` ((K-1) *
+        // E values, borrowed mutably by this call for the whole parallel
+        // region); parts own disjoint column ranges, so no other part reads
+        // or writes them.
+        let row = |m: usize| {
+            // SAFETY: see above; nothing writes these columns while the
+            // slices live (until `conv_cols` returns).
+            unsafe { std::slice::from_raw_parts(state.0.add(m * e + c0), n) }
+        };
+        conv_cols(
+            k,
+            e,
+            wb,
+            c0,
+            |tap| if tap + 1 < k { row(tap) } else { xp },
+            o,
+        );
+        quant::math::silu_slice(o);
+        for m in 0..k - 1 {
+            // SAFETY: this part's columns of rows m and m + 1 < K - 1 (see
+            // above), no longer borrowed; `xp` is another buffer.
+            unsafe {
+                let dst = state.0.add(m * e + c0);
+                if m + 2 < k {
+                    std::ptr::copy_nonoverlapping(state.0.add((m + 1) * e + c0), dst, n);
+                } else {
+                    std::ptr::copy_nonoverlapping(xp.as_ptr(), dst, n);
+                }
+            }
+        }
+    });
+}
+
+/// `o[c] = b[c0 + c] + sum_tap w[tap][c0 + c] * src(tap)[c]` (before the
+/// SiLU): `src(tap)` the tap's inputs from column c0 on. Taps are added in
+/// order, a multiply then an add each, as the conv's reference; the
+/// channels go in blocks of 64 with every tap's stream advanced per block,
+/// so the K weight rows and K inputs are all in flight at once (tap by tap
+/// over the whole range, the hardware prefetcher met one 4 KiB stream
+/// after another, each starting cold). Built with AVX2 where the CPU has
+/// it (the same operations, so the same bits).
+fn conv_cols<'a>(
+    k: usize,
+    e: usize,
+    wb: (&[f32], &[f32]),
+    c0: usize,
+    src: impl Fn(usize) -> &'a [f32],
+    o: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { conv_cols_avx2(k, e, wb, c0, src, o) };
+        return;
+    }
+    conv_cols_body(k, e, wb, c0, src, o);
+}
+
+/// [`conv_cols_body`] compiled with AVX2 (no FMA: the same roundings).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn conv_cols_avx2<'a>(
+    k: usize,
+    e: usize,
+    wb: (&[f32], &[f32]),
+    c0: usize,
+    src: impl Fn(usize) -> &'a [f32],
+    o: &mut [f32],
+) {
+    conv_cols_body(k, e, wb, c0, src, o);
+}
+
+#[inline(always)]
+fn conv_cols_body<'a>(
+    k: usize,
+    e: usize,
+    (w, b): (&[f32], &[f32]),
+    c0: usize,
+    src: impl Fn(usize) -> &'a [f32],
+    o: &mut [f32],
+) {
+    const BLOCK: usize = 64;
+    let n = o.len();
+    for cb in (0..n).step_by(BLOCK) {
+        let m = BLOCK.min(n - cb);
+        let ob = &mut o[cb..cb + m];
+        ob.copy_from_slice(&b[c0 + cb..c0 + cb + m]);
+        for tap in 0..k {
+            let wt = &w[tap * e + c0 + cb..tap * e + c0 + cb + m];
+            let s = &src(tap)[cb..cb + m];
+            for ((ov, &wv), &pv) in ob.iter_mut().zip(wt).zip(s) {
+                *ov += wv * pv;
+            }
         }
     }
 }
