@@ -32,6 +32,8 @@ use super::f16_at;
 use std::arch::x86_64::*;
 
 const AB: usize = 34; // Q8_0 block bytes
+/// Bytes ahead of the current tile that [`prefetch_next`] fetches at least.
+const PREFETCH_MIN: usize = 4096;
 const QK: usize = 32;
 
 /// `vpshufb` indices that copy byte 0 of each 32-bit lane over the lane.
@@ -200,16 +202,20 @@ unsafe fn tile<const A: usize, const FIVE: bool, const MIN: bool>(
     store(acc)
 }
 
-/// The next tile's eight rows (contiguous after this tile's when called
+/// A later tile's eight rows (contiguous after this tile's when called
 /// from `gemm`) into L2, three lines per block: 8 * wb / 64 <= 2.75 lines
-/// per block, so the whole tile arrives in time.
+/// per block, so the whole tile arrives in time. The tile fetched is the
+/// first at least [`PREFETCH_MIN`] bytes ahead: for short rows (a 128-wide
+/// dt projection's tile is 704 bytes) the next tile is too close to hide
+/// a trip to DRAM.
 ///
 /// # Safety
 /// The CPU has SSE (every x86-64 CPU). Any arguments: the addresses are
 /// formed with wrapping arithmetic and prefetches never fault.
 #[inline(always)]
 unsafe fn prefetch_next(rows: &[*const u8; 8], nb: usize, b: usize, bytes: usize) {
-    let next = rows[0].wrapping_add(8 * nb * bytes + b * 192);
+    let tile = (8 * nb * bytes).max(1);
+    let next = rows[0].wrapping_add(tile * PREFETCH_MIN.div_ceil(tile) + b * 192);
     _mm_prefetch::<_MM_HINT_T1>(next as *const i8);
     _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64) as *const i8);
     _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(128) as *const i8);
