@@ -32,8 +32,6 @@ use super::f16_at;
 use std::arch::x86_64::*;
 
 const AB: usize = 34; // Q8_0 block bytes
-/// Bytes ahead of the current tile that [`prefetch_next`] fetches at least.
-const PREFETCH_MIN: usize = 4096;
 const QK: usize = 32;
 
 /// `vpshufb` indices that copy byte 0 of each 32-bit lane over the lane.
@@ -181,8 +179,8 @@ macro_rules! dot_block {
 /// The CPU has AVX2, FMA and F16C; every `rows[r]` points at `nb * 18`
 /// (Q5_0: 22) readable bytes, every `acts[a]` at `nb * 34` and every
 /// `pres[a]` at `nb` [`Pre`] of that activation row. With `prefetch`, the
-/// eight rows after `rows[0] + 8 * nb * (block bytes)` are fetched into L2
-/// on the way (the next tile of a contiguous matrix; prefetches never fault).
+/// eight rows of a later tile of a contiguous matrix are fetched into L2 on
+/// the way ([`prefetch_next`]; prefetches never fault).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile<const A: usize, const FIVE: bool, const MIN: bool>(
     nb: usize,
@@ -204,18 +202,16 @@ unsafe fn tile<const A: usize, const FIVE: bool, const MIN: bool>(
 
 /// A later tile's eight rows (contiguous after this tile's when called
 /// from `gemm`) into L2, three lines per block: 8 * wb / 64 <= 2.75 lines
-/// per block, so the whole tile arrives in time. The tile fetched is the
-/// first at least [`PREFETCH_MIN`] bytes ahead: for short rows (a 128-wide
-/// dt projection's tile is 704 bytes) the next tile is too close to hide
-/// a trip to DRAM.
+/// per block, so the whole tile arrives in time. Which tile:
+/// [`tile_prefetch_distance`](crate::simd_shared::tile_prefetch_distance).
 ///
 /// # Safety
 /// The CPU has SSE (every x86-64 CPU). Any arguments: the addresses are
 /// formed with wrapping arithmetic and prefetches never fault.
 #[inline(always)]
 unsafe fn prefetch_next(rows: &[*const u8; 8], nb: usize, b: usize, bytes: usize) {
-    let tile = (8 * nb * bytes).max(1);
-    let next = rows[0].wrapping_add(tile * PREFETCH_MIN.div_ceil(tile) + b * 192);
+    let ahead = crate::simd_shared::tile_prefetch_distance(8 * nb * bytes);
+    let next = rows[0].wrapping_add(ahead + b * 192);
     _mm_prefetch::<_MM_HINT_T1>(next as *const i8);
     _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64) as *const i8);
     _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(128) as *const i8);

@@ -52,9 +52,8 @@ const fn block_bytes(nl: bool) -> usize {
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; every `rows[r]` points at `nb` readable
 /// weight blocks, every `acts[j]` at `nb * 34` readable bytes. With
-/// `prefetch`, the eight rows after `rows[0] + 8 * nb * block_bytes` (the
-/// next tile of a contiguous matrix) are fetched into L2 on the way
-/// (prefetches never fault).
+/// `prefetch`, a later tile of a contiguous matrix (`tile_prefetch_distance`
+/// past `rows[0]`) is fetched into L2 on the way (prefetches never fault).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile<const A: usize, const NL: bool>(
     nb: usize,
@@ -108,9 +107,10 @@ unsafe fn tile_body<const A: usize, const NL: bool, const VNNI: bool>(
     for b in 0..nb {
         let off = b * bb;
         if prefetch {
-            // 8 blocks of the next tile per block: five lines (Q8_0's 272
+            // 8 blocks of a later tile per block: five lines (Q8_0's 272
             // bytes) or three (IQ4_NL's 144).
-            let next = rows[0].wrapping_add(8 * nb * bb + 8 * off);
+            let ahead = crate::simd_shared::tile_prefetch_distance(8 * nb * bb);
+            let next = rows[0].wrapping_add(ahead + 8 * off);
             for l in 0..(8 * bb).div_ceil(64) {
                 _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(64 * l) as *const i8);
             }
