@@ -6,7 +6,8 @@
 //! through `gemm_rows`).
 //!
 //! - IQ1: the grid levels (-1, 0, 1) of 32 values in one vector by four
-//!   scalar loads, dotted as the IQ2 kernels do (`iq3::accumulate`); the
+//!   scalar loads, dotted as the IQ2 kernels do (`iq3::accumulate_signed`,
+//!   the levels as sign multipliers of magnitude-1 weights); the
 //!   delta term's sum is IQ1_S's per-32 activation sums (the Q8_K block
 //!   sums, two per 32 values) times the signed multiplier, and IQ1_M's a
 //!   second `accumulate` of a +-1 vector (one sign per 8 values).
@@ -18,7 +19,7 @@
 //!   power) compared against 85 and 170: `(q * 3) >> 8` is 0 below 86, 2
 //!   from 171.
 
-use super::iq3::{accumulate, act_d};
+use super::iq3::{accumulate_signed, act_d};
 use super::{blocks, f16_at, gemm_rows, hsum_epi32, wrappers};
 use crate::iq1_grid::IQ1S_GRID;
 use std::arch::x86_64::*;
@@ -70,7 +71,8 @@ unsafe fn iq1_s<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
             let idx: [usize; 4] =
                 std::array::from_fn(|l| wb[2 + 4 * ib + l] as usize | (((qh >> (3 * l)) & 7) << 8));
             let m = _mm256_set1_epi16(ls as i16);
-            accumulate(&mut s1, grid4(idx), m, &a, i * ACT + ACT_QS + 32 * ib);
+            let o = i * ACT + ACT_QS + 32 * ib;
+            accumulate_signed(&mut s1, _mm256_set1_epi8(1), grid4(idx), m, &a, o);
             let signed = if qh & 0x8000 != 0 { -ls } else { ls };
             for j in 0..R {
                 let p = a[j].as_ptr().add(i * ACT);
@@ -124,10 +126,10 @@ unsafe fn iq1_m<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
             let idx: [usize; 4] =
                 std::array::from_fn(|l| wb[4 * ib + l] as usize | ((nib[l] & 7) << 8));
             let o = i * ACT + ACT_QS + 32 * ib;
-            accumulate(&mut s1, grid4(idx), m, &a, o);
+            accumulate_signed(&mut s1, _mm256_set1_epi8(1), grid4(idx), m, &a, o);
             let sg = nib.map(|x| if x & 8 != 0 { minus } else { plus });
             let signs = _mm256_setr_epi64x(sg[0], sg[1], sg[2], sg[3]);
-            accumulate(&mut s2, signs, m, &a, o);
+            accumulate_signed(&mut s2, _mm256_set1_epi8(1), signs, m, &a, o);
         }
         for j in 0..R {
             let da = act_d(a[j].as_ptr().add(i * ACT));

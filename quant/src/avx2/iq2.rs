@@ -2,15 +2,15 @@
 //! in `crate::iq2`). Per 32 values: the four grid entries (eight unsigned
 //! levels each, at most 43) in one vector by four scalar loads, signed by
 //! `sign` multipliers (IQ2_XXS, IQ2_XS: four 7-bit sign indices looked up,
-//! `iq3::sign_mults`; IQ2_S: its sign bytes as IQ3_S's), then |a|
-//! against the signed levels (`maddubs`, exact: |a| <= 128) and each
-//! 16 values' odd multiplier 2s + 1 in `madd`. A super-block's integer sum
+//! `iq3::sign_mults`; IQ2_S: its sign bytes as IQ3_S's) put on the
+//! activations, the levels against them (`maddubs`, exact: levels <= 43,
+//! |a| <= 127) and each 16 values' odd multiplier 2s + 1 in `madd`. A super-block's integer sum
 //! is exact and scaled with the scalar reference's f32 expression, so the
 //! results are bit-identical to `iq2::dot_{xxs,xs,s}_q8_k`; `R` activation
 //! rows share one decode of the weights (the prefill form, through
 //! `gemm_rows`).
 
-use super::iq3::{accumulate, act_d, sign_mults, signed_levels};
+use super::iq3::{accumulate_signed, act_d, sign_bytes_mults, sign_mults};
 use super::{blocks, f16_at, gemm_rows, hsum_epi32, wrappers};
 use crate::iq2_grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID};
 use std::arch::x86_64::*;
@@ -30,18 +30,6 @@ unsafe fn grid4(grid: &[u64], idx: [usize; 4]) -> __m256i {
     _mm256_setr_epi64x(g(0), g(1), g(2), g(3))
 }
 
-/// Four grid entries with the sign multipliers of four 7-bit sign indices
-/// applied (entry l to values 8l..8l + 8; levels <= 43, so `sign` cannot
-/// overflow).
-///
-/// # Safety
-/// The CPU has AVX2.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn signed4(grid: &[u64], idx: [usize; 4], sidx: [usize; 4]) -> __m256i {
-    _mm256_sign_epi8(grid4(grid, idx), sign_mults(sidx))
-}
-
 /// The `madd` multipliers of 32 values whose first 16 have the 4-bit scale
 /// `lo` and last 16 `hi`: 2s + 1 in the pair lanes of each half.
 ///
@@ -56,7 +44,7 @@ unsafe fn halves(lo: u8, hi: u8) -> __m256i {
 
 /// One weight row's super-block sums against `R` activation rows, each
 /// block's unpacking left to `sub`: `sub(block, ib)` gives sub-block ib's
-/// signed levels and multipliers. `sum[j] += d * da * isum` per block, as
+/// level magnitudes, their sign multipliers and the scale multipliers. `sum[j] += d * da * isum` per block, as
 /// the reference; the caller scales the total.
 ///
 /// # Safety
@@ -66,7 +54,7 @@ unsafe fn rows<const R: usize, const BYTES: usize>(
     n: usize,
     w: &[u8],
     a: &[&[u8]; R],
-    sub: impl Fn(&[u8], usize) -> (__m256i, __m256i),
+    sub: impl Fn(&[u8], usize) -> (__m256i, __m256i, __m256i),
 ) -> [f32; R] {
     let nb = blocks(n, 256, w, BYTES, a, ACT);
     let mut sum = [0f32; R];
@@ -74,8 +62,8 @@ unsafe fn rows<const R: usize, const BYTES: usize>(
         let d = f16_at(wb.as_ptr());
         let mut isum = [_mm256_setzero_si256(); R];
         for ib in 0..8 {
-            let (v, m) = sub(wb, ib);
-            accumulate(&mut isum, v, m, a, i * ACT + ACT_QS + 32 * ib);
+            let (u, s, m) = sub(wb, ib);
+            accumulate_signed(&mut isum, u, s, m, a, i * ACT + ACT_QS + 32 * ib);
         }
         for j in 0..R {
             let da = act_d(a[j].as_ptr().add(i * ACT));
@@ -102,7 +90,7 @@ unsafe fn iq2_xxs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R]
         let sidx: [usize; 4] = std::array::from_fn(|l| (aux >> (7 * l)) & 127);
         let s = (aux >> 28) as u8;
         let m = _mm256_set1_epi16(2 * (s & 0xf) as i16 + 1);
-        (signed4(&IQ2XXS_GRID, idx, sidx), m)
+        (grid4(&IQ2XXS_GRID, idx), sign_mults(sidx), m)
     });
     sum.map(|s| 0.125 * s)
 }
@@ -123,7 +111,8 @@ unsafe fn iq2_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] 
         });
         let s = wb[66 + ib];
         (
-            signed4(&IQ2XS_GRID, q.map(|x| x & 511), q.map(|x| x >> 9)),
+            grid4(&IQ2XS_GRID, q.map(|x| x & 511)),
+            sign_mults(q.map(|x| x >> 9)),
             halves(s & 0xf, s >> 4),
         )
     });
@@ -147,7 +136,8 @@ unsafe fn iq2_s<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
         let signs = u32::from_le_bytes([wb[o], wb[o + 1], wb[o + 2], wb[o + 3]]);
         let s = wb[74 + ib];
         (
-            signed_levels(grid4(&IQ2S_GRID, idx), signs),
+            grid4(&IQ2S_GRID, idx),
+            sign_bytes_mults(signs),
             halves(s & 0xf, s >> 4),
         )
     });

@@ -100,15 +100,15 @@ unsafe fn idx8(p: *const u8) -> __m256i {
     _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i))
 }
 
-/// The 32 levels `v` (grid entries in value order) with the signs of the
-/// four sign bytes in `signs` (byte l: values 8l..8l + 8, bit j: value
-/// 8l + j) applied.
+/// The `sign` multipliers (-1 where the value is negative, else 1) of the
+/// four sign bytes in `signs` (byte l: values 8l..8l + 8, bit j: value 8l
+/// + j).
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn signed_levels(v: __m256i, signs: u32) -> __m256i {
+pub(super) unsafe fn sign_bytes_mults(signs: u32) -> __m256i {
     // Byte l of `signs` to the 8 bytes of values 8l..8l + 8, then each
     // byte's own bit: 0xff where the value is negative.
     let spread = _mm256_shuffle_epi8(
@@ -120,29 +120,33 @@ pub(super) unsafe fn signed_levels(v: __m256i, signs: u32) -> __m256i {
     );
     let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
     let neg = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
-    // x with the sign of (neg | 1): negated where neg is -1.
-    _mm256_sign_epi8(v, _mm256_or_si256(neg, _mm256_set1_epi8(1)))
+    _mm256_or_si256(neg, _mm256_set1_epi8(1))
 }
 
 /// `R` activation rows' i32 lanes += m * (w . a) over 32 values at `o`,
-/// where `m` holds the i16 multiplier of each pair of values (lanes 0..8:
-/// values 0..16, lanes 8..16: values 16..32). Exact while each pair's
-/// `|w0 a0 + w1 a1|` (|a| <= 128) fits i16 and times `m` fits i32.
+/// the weights given as magnitudes `u` (at most 127) and `sign` multipliers
+/// `s` (each byte 1, -1, or 0 for a zero weight): the signs go onto the
+/// activations, `maddubs(u, sign(a, s))`, one `sign` per row where signed
+/// weights take an `abs` and a `sign`. `m` holds the i16 multiplier of each pair of values (lanes
+/// 0..8: values 0..16, lanes 8..16: values 16..32). Exact while each
+/// pair's `u0 |a0| + u1 |a1|` (|a| <= 127, as `quantize_row` makes them)
+/// fits i16 (u <= 128) and times `m` fits i32.
 ///
 /// # Safety
 /// The CPU has AVX2; every `a[j]` holds 32 bytes from `o`.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn accumulate<const R: usize>(
+pub(super) unsafe fn accumulate_signed<const R: usize>(
     isum: &mut [__m256i; R],
-    w: __m256i,
+    u: __m256i,
+    s: __m256i,
     m: __m256i,
     a: &[&[u8]; R],
     o: usize,
 ) {
     for j in 0..R {
         let y = _mm256_loadu_si256(a[j].as_ptr().add(o) as *const __m256i);
-        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(w, y));
+        let p = _mm256_maddubs_epi16(u, _mm256_sign_epi8(y, s));
         isum[j] = _mm256_add_epi32(isum[j], _mm256_madd_epi16(p, m));
     }
 }
@@ -177,10 +181,10 @@ unsafe fn iq3_xxs<const R: usize, const GATHER: bool>(
                 )
             };
             let sidx: [usize; 4] = std::array::from_fn(|l| ((aux >> (7 * l)) & 127) as usize);
-            let v = _mm256_sign_epi8(g, sign_mults(sidx));
             let ls = 2 * (aux >> 28) as i16 + 1;
             let m = _mm256_set1_epi16(ls);
-            accumulate(&mut isum, v, m, &a, i * ACT + ACT_QS + 32 * ib);
+            let o = i * ACT + ACT_QS + 32 * ib;
+            accumulate_signed(&mut isum, g, sign_mults(sidx), m, &a, o);
         }
         for j in 0..R {
             let da = act_d(a[j].as_ptr().add(i * ACT));
@@ -227,10 +231,10 @@ unsafe fn iq3_s<const R: usize, const GATHER: bool>(n: usize, w: &[u8], a: [&[u8
             };
             let signs =
                 u32::from_le_bytes([sg[4 * ib], sg[4 * ib + 1], sg[4 * ib + 2], sg[4 * ib + 3]]);
-            let v = signed_levels(g, signs);
             let ls = 2 * ((sc[ib / 2] >> (4 * (ib % 2))) & 0xf) as i16 + 1;
             let m = _mm256_set1_epi16(ls);
-            accumulate(&mut isum, v, m, &a, i * ACT + ACT_QS + 32 * ib);
+            let o = i * ACT + ACT_QS + 32 * ib;
+            accumulate_signed(&mut isum, g, sign_bytes_mults(signs), m, &a, o);
         }
         for j in 0..R {
             let da = act_d(a[j].as_ptr().add(i * ACT));

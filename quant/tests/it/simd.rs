@@ -402,9 +402,21 @@ fn tiled_kernels_are_the_scalar_kernel_bit_for_bit() {
                         let head = if k.act == GgmlType::Q8_0 { 2 } else { 4 };
                         for blk in a.chunks_exact_mut(k.act.type_size()) {
                             rng.fill(&mut blk[head..]);
-                            if matches!(ty, GgmlType::Q8_0 | GgmlType::IQ4_NL) {
-                                // Signed weights x Q8_0 sign one operand by
-                                // the other on AVX2: exact for activations
+                            if matches!(
+                                ty,
+                                GgmlType::Q8_0
+                                    | GgmlType::IQ4_NL
+                                    | GgmlType::IQ3_XXS
+                                    | GgmlType::IQ3_S
+                                    | GgmlType::IQ2_XXS
+                                    | GgmlType::IQ2_XS
+                                    | GgmlType::IQ2_S
+                                    | GgmlType::IQ1_S
+                                    | GgmlType::IQ1_M
+                            ) {
+                                // Signed weights sign one operand by the
+                                // other on AVX2 (the IQ grids put theirs on
+                                // the activation): exact for activations
                                 // in -127..=127, all that quantize_row
                                 // writes.
                                 for q in &mut blk[head..] {
