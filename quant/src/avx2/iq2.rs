@@ -97,25 +97,97 @@ unsafe fn iq2_xxs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R]
 wrappers!(iq2_xxs_dot, iq2_xxs_dot4, iq2_xxs);
 gemm_rows!(iq2_xxs_gemm, iq2_xxs, 66, ACT, 256);
 
+/// `vpshufb` table: 0x80 where the 4-bit index has odd parity. Indexed by
+/// `s ^ (s >> 4)` of a 7-bit sign index s (only the low nibble counts),
+/// it gives s's eighth sign bit (`iq3::signs7`: the parity of the seven).
+const ODD_PARITY_HIGH_BIT: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        if (i as u32).count_ones() % 2 == 1 {
+            t[i] = 0x80;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// `vpshufb` controls spreading sign byte l (at byte 2l of a 128-bit lane
+/// of u16 entries, the lane in both halves) over the 8 bytes of values
+/// 8l..8l + 8: the first for entries 0..4 of the lane, the second for 4..8.
+const SPREAD_SIGNS: [[u8; 32]; 2] = {
+    let mut t = [[0u8; 32]; 2];
+    let mut h = 0;
+    while h < 2 {
+        let mut i = 0;
+        while i < 32 {
+            t[h][i] = (8 * h + 2 * (i / 8)) as u8;
+            i += 1;
+        }
+        h += 1;
+    }
+    t
+};
+
 /// IQ2_XS (74 bytes): per 8 values a u16 of a 9-bit index and a 7-bit
 /// sign index; a scale byte per 32 values (low nibble: first 16).
+///
+/// Sixteen entries (128 values) at a time in one vector: their grid
+/// indices masked out and read back through memory, their sign indices
+/// completed with the parity bit by one `vpshufb` ([`ODD_PARITY_HIGH_BIT`])
+/// and spread to one byte per value, where the 7-bit index table took
+/// four loads and four inserts per 32 values.
 ///
 /// # Safety
 /// As [`iq2_xxs`].
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq2_xs<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
-    let sum = rows::<R, 74>(n, w, &a, |wb, ib| {
-        let q: [usize; 4] = std::array::from_fn(|l| {
-            let o = 2 + 8 * ib + 2 * l;
-            u16::from_le_bytes([wb[o], wb[o + 1]]) as usize
-        });
-        let s = wb[66 + ib];
-        (
-            grid4(&IQ2XS_GRID, q.map(|x| x & 511)),
-            sign_mults(q.map(|x| x >> 9)),
-            halves(s & 0xf, s >> 4),
-        )
-    });
+    const BYTES: usize = 74;
+    let nb = blocks(n, 256, w, BYTES, &a, ACT);
+    let parity = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+        ODD_PARITY_HIGH_BIT.as_ptr() as *const __m128i
+    ));
+    let spread = SPREAD_SIGNS.map(|c| _mm256_loadu_si256(c.as_ptr() as *const __m256i));
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let mut sum = [0f32; R];
+    let mut idx = [0u16; 16];
+    for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
+        let d = f16_at(wb.as_ptr());
+        let mut isum = [_mm256_setzero_si256(); R];
+        for half in 0..2 {
+            let q = _mm256_loadu_si256(wb.as_ptr().add(2 + 32 * half) as *const __m256i);
+            _mm256_storeu_si256(
+                idx.as_mut_ptr() as *mut __m256i,
+                _mm256_and_si256(q, _mm256_set1_epi16(511)),
+            );
+            let s7 = _mm256_srli_epi16::<9>(q);
+            let odd = _mm256_shuffle_epi8(parity, _mm256_xor_si256(s7, _mm256_srli_epi16::<13>(q)));
+            let s8 = _mm256_or_si256(s7, odd);
+            // Entries 0..8 (values 0..64) in both halves, then 8..16.
+            let lanes = [
+                _mm256_permute2x128_si256::<0x00>(s8, s8),
+                _mm256_permute2x128_si256::<0x11>(s8, s8),
+            ];
+            for k in 0..4 {
+                let ib = 4 * half + k;
+                let e = 4 * k;
+                let u = grid4(
+                    &IQ2XS_GRID,
+                    [e, e + 1, e + 2, e + 3].map(|j| idx[j] as usize),
+                );
+                let spread = _mm256_shuffle_epi8(lanes[k / 2], spread[k % 2]);
+                let neg = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+                let sm = _mm256_or_si256(neg, _mm256_set1_epi8(1));
+                let sc = wb[66 + ib];
+                let o = i * ACT + ACT_QS + 32 * ib;
+                accumulate_signed(&mut isum, u, sm, halves(sc & 0xf, sc >> 4), &a, o);
+            }
+        }
+        for j in 0..R {
+            let da = act_d(a[j].as_ptr().add(i * ACT));
+            sum[j] += d * da * hsum_epi32(isum[j]) as f32;
+        }
+    }
     sum.map(|s| 0.125 * s)
 }
 wrappers!(iq2_xs_dot, iq2_xs_dot4, iq2_xs);
