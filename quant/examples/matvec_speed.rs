@@ -50,7 +50,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
-    let n = 4096usize;
+    // N=256 times rows of one super-block (a 7B dt projection's).
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
     let x: Vec<f32> = (0..n * rows)
         .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
         .collect();

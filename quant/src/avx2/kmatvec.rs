@@ -364,8 +364,8 @@ unsafe fn pair_sums(x: __m256i, y: __m256i) -> __m256i {
 /// dmin (the u32 at byte 0); zeros, nothing read, unless `live`.
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C (inlined into [`row45`]); `w`, `a` and `bs2`
-/// as [`row45`] requires, and `i < nb` when `live`.
+/// The CPU has AVX2 and F16C (inlined into [`rows45`]); `w`, `a` and `bs2`
+/// as [`rows45`] requires, and `i < nb` when `live`.
 #[inline(always)]
 unsafe fn k45_one<const FIVE: bool, const S: u8>(
     w: *const u8,
@@ -397,8 +397,8 @@ unsafe fn k45_one<const FIVE: bool, const S: u8>(
 /// 0.0, nothing read for them), each as the scalar reference evaluates it.
 ///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C (inlined into [`row45`]); `w`, `a`,
-/// `bs2` and `da4` as [`row45`] requires, and `b0 + m <= nb`.
+/// The CPU has AVX2, FMA and F16C (inlined into [`rows45`]); `w`, `a`,
+/// `bs2` and `da4` as [`rows45`] requires, and `b0 + m <= nb`.
 #[inline(always)]
 unsafe fn k45_batch<const FIVE: bool, const S: u8>(
     w: *const u8,
@@ -409,13 +409,25 @@ unsafe fn k45_batch<const FIVE: bool, const S: u8>(
     m: usize,
 ) -> __m128 {
     let blk = |b: usize| k45_one::<FIVE, S>(w, a, bs2, b0 + b, b < m);
+    k45_terms(
+        [blk(0), blk(1), blk(2), blk(3)],
+        _mm256_loadu_ps(da4.add(2 * b0)),
+    )
+}
+
+/// The terms of four super-blocks, `blk[l]` lane l's sums and header (as
+/// [`k45_one`] gives them), `da` its activation scale in lanes l and 4 + l.
+/// (An array, not a closure: LLVM left such closures out of line, without
+/// the target features, at 25 times the cost.)
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C (inlined into [`rows45`]).
+#[inline(always)]
+unsafe fn k45_terms(blk: [(__m256i, __m128i); 4], da: __m256) -> __m128 {
     // Lane b of r: super-block b's isum, lane 4 + b its msum (a transpose
     // by unpacks, cheaper than `vphaddd`).
-    let (v0, d0) = blk(0);
-    let (v1, d1) = blk(1);
+    let [(v0, d0), (v1, d1), (v2, d2), (v3, d3)] = blk;
     let s01 = pair_sums(v0, v1);
-    let (v2, d2) = blk(2);
-    let (v3, d3) = blk(3);
     let s23 = pair_sums(v2, v3);
     let r = _mm256_add_epi32(
         _mm256_unpacklo_epi64(s01, s23),
@@ -428,40 +440,81 @@ unsafe fn k45_batch<const FIVE: bool, const S: u8>(
         _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15),
     );
     // Lane b: d_b * da_b * isum_b; lane 4 + b: dmin_b * da_b * msum_b.
-    let f = _mm256_mul_ps(
-        _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(da4.add(2 * b0))),
-        _mm256_cvtepi32_ps(r),
-    );
+    let f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtph_ps(h), da), _mm256_cvtepi32_ps(r));
     _mm_sub_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps::<1>(f))
 }
 
-/// Dot of the Q4_K (Q5_K with `FIVE`) weight row at `w` (`nb`
-/// super-blocks) with the Q8_K activation row at `a`, whose pair sums are
-/// `bs2` and whose scales are `da4` (see [`matvec`]): the terms of four
-/// super-blocks at a time added to the sum one after the other, in
-/// super-block order, as the reference does.
+/// `out[r] = dot(row r, a)` for the Q4_K (Q5_K with `FIVE`) rows at `w`
+/// (`out.len()` rows of `nb` super-blocks, one after the other) against
+/// the Q8_K activation row at `a`, whose pair sums are `bs2` and whose
+/// scales are `da4` (see [`matvec`]).
 ///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C; `w` points at `nb` super-blocks, `a` at
-/// `nb` Q8_K blocks, `bs2` at `8 * nb` i16 and `da4` at `2 * nb` rounded up
-/// to a multiple of 8 floats.
+/// The CPU has AVX2, FMA and F16C; `w` points at `out.len()` rows of `nb`
+/// super-blocks, `a` at `nb` Q8_K blocks, `bs2` at `8 * nb` i16 and `da4`
+/// at `2 * nb` rounded up to a multiple of 8 floats.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row45<const FIVE: bool>(
+unsafe fn rows45<const FIVE: bool>(
     nb: usize,
     w: *const u8,
     a: *const u8,
     bs2: *const i16,
     da4: *const f32,
-) -> f32 {
-    row45_body::<FIVE, SUMS_AVX2>(nb, w, a, bs2, da4)
+    out: &mut [f32],
+) {
+    rows45_body::<FIVE, SUMS_AVX2>(nb, w, a, bs2, da4, out)
 }
 
-/// [`row45`] on the super-block sums `S`, inlined into each set's entry.
+/// [`rows45`] on the super-block sums `S`, inlined into each set's entry.
+/// Rows of four or more super-blocks go one at a time, their terms four
+/// super-blocks at a time ([`row45_body`]); shorter rows (a 7B dt
+/// projection's are one super-block) four rows at a time, lane l one row's
+/// super-block b, so that no lane idles and no per-row epilogue runs. Every
+/// row's terms are added to its sum one after the other, from 0.0 and in
+/// super-block order, as the reference does, so both forms give its bits.
 ///
 /// # Safety
-/// As [`row45`], and the CPU has the AVX-512 features `S` names.
+/// As [`rows45`], and the CPU has the AVX-512 features `S` names.
 #[inline(always)]
-pub(crate) unsafe fn row45_body<const FIVE: bool, const S: u8>(
+pub(crate) unsafe fn rows45_body<const FIVE: bool, const S: u8>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    bs2: *const i16,
+    da4: *const f32,
+    out: &mut [f32],
+) {
+    let rb = nb * if FIVE { 176 } else { 144 };
+    if nb >= 4 {
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = row45_body::<FIVE, S>(nb, w.add(r * rb), a, bs2, da4);
+        }
+        return;
+    }
+    for (g, o) in out.chunks_mut(4).enumerate() {
+        let (w, m) = (w.add(4 * g * rb), o.len());
+        let mut sum = _mm_setzero_ps();
+        for b in 0..nb {
+            let da = _mm256_set1_ps(*da4.add(8 * (b / 4) + b % 4));
+            let blk = |r: usize| k45_one::<FIVE, S>(w.add(r * rb), a, bs2, b, r < m);
+            let t = k45_terms([blk(0), blk(1), blk(2), blk(3)], da);
+            sum = _mm_add_ps(sum, t);
+        }
+        let mut lanes = [0f32; 4];
+        _mm_storeu_ps(lanes.as_mut_ptr(), sum);
+        o.copy_from_slice(&lanes[..m]);
+    }
+}
+
+/// Dot of one Q4_K (Q5_K with `FIVE`) weight row at `w` (`nb` super-blocks)
+/// with the activation as [`rows45`] takes it: the terms of four
+/// super-blocks at a time added to the sum one after the other, in
+/// super-block order, as the reference does.
+///
+/// # Safety
+/// As [`rows45_body`] for one row.
+#[inline(always)]
+unsafe fn row45_body<const FIVE: bool, const S: u8>(
     nb: usize,
     w: *const u8,
     a: *const u8,
@@ -592,18 +645,19 @@ thread_local! {
     static BS2: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A Q4_K/Q5_K row kernel ([`row45`] or an AVX-512 twin) and a Q6_K one.
-pub(crate) type Row45 = unsafe fn(usize, *const u8, *const u8, *const i16, *const f32) -> f32;
+/// A Q4_K/Q5_K rows kernel ([`rows45`] or an AVX-512 twin) and a Q6_K row
+/// one.
+pub(crate) type Rows45 = unsafe fn(usize, *const u8, *const u8, *const i16, *const f32, &mut [f32]);
 pub(crate) type Row6 = unsafe fn(usize, *const u8, *const u8, *const f32) -> f32;
 
 /// `out[r] = dot(row r of w, a)` for the rows `w` and `out` hold in full,
 /// when `a` holds `n / 256` Q8_K blocks (else nothing is written), on this
 /// module's AVX2 row kernels.
 fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-    let r45: Row45 = if KIND == 5 {
-        row45::<true>
+    let r45: Rows45 = if KIND == 5 {
+        rows45::<true>
     } else {
-        row45::<false>
+        rows45::<false>
     };
     // SAFETY: AVX2, FMA and F16C are checked by dispatch before any AVX2
     // kernel is handed out; they are all these row kernels need.
@@ -621,7 +675,7 @@ pub(crate) unsafe fn matvec_with<const KIND: u8>(
     w: &[u8],
     a: &[u8],
     out: &mut [f32],
-    r45: Row45,
+    r45: Rows45,
     r6: Row6,
 ) {
     let kind_bytes = match KIND {
@@ -667,13 +721,20 @@ pub(crate) unsafe fn matvec_with<const KIND: u8>(
                     *x = bsum(2 * s).wrapping_add(bsum(2 * s + 1));
                 }
             }
-            for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
-                // SAFETY: the CPU has r45's features (the caller's
-                // contract); `wr` holds nb super-blocks, `a` nb activation
-                // blocks (checked above), `bs2` 8 * nb i16 and `da4` 2 * nb
-                // rounded up to 8 floats.
-                *o = unsafe { r45(nb, wr.as_ptr(), a.as_ptr(), bs2.as_ptr(), da4.as_ptr()) };
-            }
+            // SAFETY: the CPU has r45's features (the caller's contract);
+            // `w` holds `held` rows of nb super-blocks, `a` nb activation
+            // blocks (checked above), `bs2` 8 * nb i16 and `da4` 2 * nb
+            // rounded up to 8 floats.
+            unsafe {
+                r45(
+                    nb,
+                    w.as_ptr(),
+                    a.as_ptr(),
+                    bs2.as_ptr(),
+                    da4.as_ptr(),
+                    &mut out[..held],
+                )
+            };
         })
     });
 }

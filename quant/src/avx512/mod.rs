@@ -26,7 +26,7 @@
 //! types run AVX2's. `dispatch` still checks every SIMD kernel against the
 //! scalar reference once before choosing it.
 
-use crate::avx2::kmatvec::{self, Row45, Row6};
+use crate::avx2::kmatvec::{self, Row6, Rows45};
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
 
@@ -154,20 +154,21 @@ macro_rules! variant {
         mod $module {
             use super::*;
 
-            /// `avx2::kmatvec::row45` on this set's super-block sums.
+            /// `avx2::kmatvec::rows45` on this set's super-block sums.
             ///
             /// # Safety
             /// The CPU has this set's `target_feature`s; the pointers as
-            /// `row45` requires.
+            /// `rows45` requires.
             #[target_feature(enable = $features)]
-            unsafe fn row45<const FIVE: bool>(
+            unsafe fn rows45<const FIVE: bool>(
                 nb: usize,
                 w: *const u8,
                 a: *const u8,
                 bs2: *const i16,
                 da4: *const f32,
-            ) -> f32 {
-                kmatvec::row45_body::<FIVE, { $sums }>(nb, w, a, bs2, da4)
+                out: &mut [f32],
+            ) {
+                kmatvec::rows45_body::<FIVE, { $sums }>(nb, w, a, bs2, da4, out)
             }
             /// `avx2::kmatvec::row6` on this set's super-block sums.
             ///
@@ -191,7 +192,7 @@ macro_rules! variant {
                         out: &mut [f32],
                     ) {
                         if t == 1 {
-                            let (r45, r6): (Row45, Row6) = ($r45, row6);
+                            let (r45, r6): (Rows45, Row6) = ($r45, row6);
                             // SAFETY: handed out by `dispatch` only on a CPU
                             // with this set's features (`SimdPath::cpu_has`,
                             // `has_vnni`).
@@ -202,12 +203,17 @@ macro_rules! variant {
                     }
                 };
             }
-            k_gemm!(q4_k_gemm, 4, row45::<false>, $q4_k_prefill);
-            k_gemm!(q5_k_gemm, 5, row45::<true>, crate::avx2::kquants::q5_k_gemm);
+            k_gemm!(q4_k_gemm, 4, rows45::<false>, $q4_k_prefill);
+            k_gemm!(
+                q5_k_gemm,
+                5,
+                rows45::<true>,
+                crate::avx2::kquants::q5_k_gemm
+            );
             k_gemm!(
                 q6_k_gemm,
                 6,
-                row45::<false>,
+                rows45::<false>,
                 crate::avx2::kquants::q6_k_gemm
             );
         }

@@ -281,8 +281,12 @@ fn simd_matmul_matches_per_pair_dots_and_scalar() {
     let mut rng = StdRng::seed_from_u64(77);
     for ty in all_types() {
         let scalar = kernel_for_path(ty, SimdPath::Scalar).expect("scalar");
-        for k in simd_kernels(ty) {
-            let n = 2 * ty.block_size().max(256);
+        // Rows of one to three 256-value super-blocks too: K-quant rows of
+        // fewer than four go four rows at a time in the decode matvec.
+        for (k, n) in simd_kernels(ty)
+            .into_iter()
+            .flat_map(|k| [1, 2, 3].map(|m| (k.clone(), m * ty.block_size().max(256))))
+        {
             let rb = ty.row_bytes(n).expect("rb");
             for (rows, t) in [(1, 1), (7, 1), (7, 3), (5, 4), (3, 5), (9, 8), (2, 13)] {
                 let w = weight_rows(ty, "normal", n, rows, &mut rng);
