@@ -285,7 +285,7 @@ fn simd_matmul_matches_per_pair_dots_and_scalar() {
         // fewer than four go four rows at a time in the decode matvec.
         for (k, n) in simd_kernels(ty)
             .into_iter()
-            .flat_map(|k| [1, 2, 3].map(|m| (k.clone(), m * ty.block_size().max(256))))
+            .flat_map(|k| [1, 2, 3].map(|m| (k, m * ty.block_size().max(256))))
         {
             let rb = ty.row_bytes(n).expect("rb");
             for (rows, t) in [(1, 1), (7, 1), (7, 3), (5, 4), (3, 5), (9, 8), (2, 13)] {
