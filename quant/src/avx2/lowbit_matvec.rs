@@ -240,92 +240,164 @@ unsafe fn q2_block(p: *const u8, y: *const u8) -> (__m256i, __m256i) {
     (acc, _mm256_madd_epi16(bs, mins))
 }
 
-/// Dot of the weight row at `w` (`nb` super-blocks of `KIND`) with the
-/// activation `y` (IQ4_XS: `nb` x [`PREP`] prepared bytes; Q3_K: the Q8_K
-/// row itself), whose super-block scales are `da[..nb]`.
+/// Super-block `i` of the row at `w` (`KIND`) against the activation `y`
+/// (as [`row_body`] takes it): its integer sums spread over eight i32
+/// lanes, and Q2_K's min sums likewise (else zero). The weights
+/// [`PREFETCH_AHEAD`] bytes on are prefetched.
+///
+/// # Safety
+/// As [`row_body`], with `i < nb`.
+#[inline(always)]
+unsafe fn block<const KIND: u8, const S: u8>(
+    w: *const u8,
+    y: *const u8,
+    i: usize,
+    book: __m256i,
+) -> (__m256i, __m256i) {
+    let wb = block_bytes(KIND);
+    let p = w.add(i * wb);
+    // Addresses past the matrix are harmless: prefetches never fault.
+    let ahead = p.wrapping_add(PREFETCH_AHEAD);
+    let mut o = 0;
+    while o < wb {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
+        o += 64;
+    }
+    let zero = _mm256_setzero_si256();
+    match KIND {
+        #[cfg(feature = "avx512")]
+        IQ4_XS if S == SUMS_512_VNNI => (
+            crate::avx512::lowsums::iq4_xs_block(p, y.add(i * PREP)),
+            zero,
+        ),
+        IQ4_XS => (iq4_block(p, y.add(i * PREP), book), zero),
+        #[cfg(feature = "avx512")]
+        Q3_K if S == SUMS_512_VNNI => {
+            (crate::avx512::lowsums::q3_k_block(p, y.add(i * PREP)), zero)
+        }
+        Q3_K => (q3_block(p, y.add(i * ACT + ACT_QS)), zero),
+        _ => q2_block(p, y.add(i * ACT + ACT_QS)),
+    }
+}
+
+/// The terms `d * da * isum` (Q2_K: minus `dmin * da * msum`) of eight
+/// super-blocks, lane l's sums `v[l]` (and `mv[l]`), its u32 holding d (and
+/// dmin) in `g`, its activation scale in `das`: as the reference writes
+/// each term.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C (inlined into a row kernel).
+#[inline(always)]
+unsafe fn terms<const KIND: u8>(
+    v: &[__m256i; 8],
+    mv: &[__m256i; 8],
+    g: __m256i,
+    das: __m256,
+) -> __m256 {
+    let high = d_at(KIND).1;
+    let t = _mm256_mul_ps(
+        _mm256_mul_ps(f16_lanes(g, high), das),
+        _mm256_cvtepi32_ps(hsum8(v)),
+    );
+    if KIND == Q2_K {
+        let dmin = f16_lanes(g, true);
+        let m_t = _mm256_mul_ps(_mm256_mul_ps(dmin, das), _mm256_cvtepi32_ps(hsum8(mv)));
+        _mm256_sub_ps(t, m_t)
+    } else {
+        t
+    }
+}
+
+/// `out[r] = dot(row r, y)` for the rows at `w` (`out.len()` rows of `nb`
+/// super-blocks of `KIND`, one after the other) against the activation
+/// `y` (IQ4_XS: `nb` x [`PREP`] prepared bytes; Q3_K: the Q8_K row itself,
+/// or on AVX-512 its prepared layout), whose super-block scales are
+/// `da[..nb]`.
+///
+/// Rows of eight or more super-blocks go one at a time, their terms eight
+/// super-blocks at a time (lane b: super-block b0 + b); shorter rows (a 7B
+/// dt projection's are one super-block) eight rows at a time, lane r row
+/// r's super-block b, so that no lane idles and no per-row epilogue runs.
+/// Either way every row's terms are added to its sum one after the other,
+/// from 0.0 and in super-block order, as the reference does.
 ///
 /// `S` picks the super-block sums (`kmatvec::SUMS_AVX2`, or with
-/// `SUMS_512_VNNI` IQ4_XS's from `crate::avx512::lowsums`, against its own
-/// prepared layout).
+/// `SUMS_512_VNNI` IQ4_XS's and Q3_K's from `crate::avx512::lowsums`,
+/// against their own prepared layouts).
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C (and the AVX-512 features `S` names,
-/// inlined into a row kernel that has them); `w` points at `nb`
-/// super-blocks, `y` at `nb` activation blocks of its layout and `da` at
-/// `nb` rounded up to a multiple of 8 floats.
+/// inlined into a rows kernel that has them); `w` points at `out.len()`
+/// rows of `nb` super-blocks, `y` at `nb` activation blocks of its layout
+/// and `da` at `nb` rounded up to a multiple of 8 floats.
 #[inline(always)]
-pub(crate) unsafe fn row_body<const KIND: u8, const S: u8>(
+pub(crate) unsafe fn rows_body<const KIND: u8, const S: u8>(
     nb: usize,
     w: *const u8,
     y: *const u8,
     da: *const f32,
-) -> f32 {
+    out: &mut [f32],
+) {
     let wb = block_bytes(KIND);
+    let rb = nb * wb;
+    let at = d_at(KIND).0;
     let book = codebook();
-    let mut sum = 0f32;
-    let mut b0 = 0;
-    while b0 < nb {
-        let m = (nb - b0).min(8);
-        let mut v = [_mm256_setzero_si256(); 8];
-        let mut mv = [_mm256_setzero_si256(); 8];
-        for (b, vb) in v.iter_mut().enumerate().take(m) {
-            let i = b0 + b;
-            let p = w.add(i * wb);
-            // Addresses past the matrix are harmless: prefetches never fault.
-            let ahead = p.wrapping_add(PREFETCH_AHEAD);
-            let mut o = 0;
-            while o < wb {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
-                o += 64;
+    let zero = _mm256_setzero_si256();
+    if nb < 8 {
+        for (g, o) in out.chunks_mut(8).enumerate() {
+            let (w, m) = (w.add(8 * g * rb), o.len());
+            let mut sum = _mm256_setzero_ps();
+            for b in 0..nb {
+                let (mut v, mut mv) = ([zero; 8], [zero; 8]);
+                for r in 0..m {
+                    (v[r], mv[r]) = block::<KIND, S>(w.add(r * rb), y, b, book);
+                }
+                let g = gather_u32x8(w.add(b * wb + at), rb, m);
+                sum = _mm256_add_ps(sum, terms::<KIND>(&v, &mv, g, _mm256_set1_ps(*da.add(b))));
             }
-            *vb = match KIND {
-                #[cfg(feature = "avx512")]
-                IQ4_XS if S == SUMS_512_VNNI => {
-                    crate::avx512::lowsums::iq4_xs_block(p, y.add(i * PREP))
-                }
-                IQ4_XS => iq4_block(p, y.add(i * PREP), book),
-                #[cfg(feature = "avx512")]
-                Q3_K if S == SUMS_512_VNNI => {
-                    crate::avx512::lowsums::q3_k_block(p, y.add(i * PREP))
-                }
-                Q3_K => q3_block(p, y.add(i * ACT + ACT_QS)),
-                _ => {
-                    let (is, ms) = q2_block(p, y.add(i * ACT + ACT_QS));
-                    mv[b] = ms;
-                    is
-                }
-            };
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+            o.copy_from_slice(&lanes[..m]);
         }
-        let das = _mm256_loadu_ps(da.add(b0));
-        // The batch's fp16 d (Q2_K: and dmin, the other half of its u32).
-        let (at, high) = d_at(KIND);
-        let g = gather_u32x8(w.add(b0 * wb + at), wb, m);
-        let d = f16_lanes(g, high);
-        // Lane b: super-block b0 + b's term d * da * isum (Q2_K: minus
-        // dmin * da * msum), as the reference writes it.
-        let mut t = _mm256_mul_ps(_mm256_mul_ps(d, das), _mm256_cvtepi32_ps(hsum8(&v)));
-        if KIND == Q2_K {
-            let dmin = f16_lanes(g, true);
-            let m_t = _mm256_mul_ps(_mm256_mul_ps(dmin, das), _mm256_cvtepi32_ps(hsum8(&mv)));
-            t = _mm256_sub_ps(t, m_t);
-        }
-        add_terms(&mut sum, t, m);
-        b0 += m;
+        return;
     }
-    sum
+    for (r, o) in out.iter_mut().enumerate() {
+        let w = w.add(r * rb);
+        let mut sum = 0f32;
+        let mut b0 = 0;
+        while b0 < nb {
+            let m = (nb - b0).min(8);
+            let (mut v, mut mv) = ([zero; 8], [zero; 8]);
+            for b in 0..m {
+                (v[b], mv[b]) = block::<KIND, S>(w, y, b0 + b, book);
+            }
+            // The batch's fp16 d (Q2_K: and dmin, the other half of its u32).
+            let g = gather_u32x8(w.add(b0 * wb + at), wb, m);
+            let t = terms::<KIND>(&v, &mv, g, _mm256_loadu_ps(da.add(b0)));
+            add_terms(&mut sum, t, m);
+            b0 += m;
+        }
+        *o = sum;
+    }
 }
 
-/// [`row_body`] on the AVX2 sums.
+/// [`rows_body`] on the AVX2 sums.
 ///
 /// # Safety
-/// As [`row_body`]: the CPU has AVX2, FMA and F16C.
+/// As [`rows_body`]: the CPU has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row<const KIND: u8>(nb: usize, w: *const u8, y: *const u8, da: *const f32) -> f32 {
-    row_body::<KIND, SUMS_AVX2>(nb, w, y, da)
+unsafe fn rows<const KIND: u8>(
+    nb: usize,
+    w: *const u8,
+    y: *const u8,
+    da: *const f32,
+    out: &mut [f32],
+) {
+    rows_body::<KIND, SUMS_AVX2>(nb, w, y, da, out)
 }
 
-/// A row kernel of this module's shape ([`row`] or an AVX-512 twin).
-pub(crate) type RowLow = unsafe fn(usize, *const u8, *const u8, *const f32) -> f32;
+/// A rows kernel of this module's shape ([`rows`] or an AVX-512 twin).
+pub(crate) type RowsLow = unsafe fn(usize, *const u8, *const u8, *const f32, &mut [f32]);
 
 thread_local! {
     /// Per-thread activation scales, grown to the widest matvec once.
@@ -339,21 +411,21 @@ thread_local! {
 fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
     // SAFETY: AVX2, FMA and F16C are checked by dispatch before any AVX2
     // kernel is handed out; they are all `row` needs.
-    unsafe { matvec_with::<KIND, SUMS_AVX2>(n, rows, w, a, out, row::<KIND>) }
+    unsafe { matvec_with::<KIND, SUMS_AVX2>(n, rows, w, a, out, self::rows::<KIND>) }
 }
 
-/// [`matvec`] on the row kernel `row`, built on the sums `S` (whose
+/// [`matvec`] on the rows kernel `kernel`, built on the sums `S` (whose
 /// IQ4_XS activation layout this prepares).
 ///
 /// # Safety
-/// The CPU has the target features of `row`.
+/// The CPU has the target features of `kernel`.
 pub(crate) unsafe fn matvec_with<const KIND: u8, const S: u8>(
     n: usize,
     rows: usize,
     w: &[u8],
     a: &[u8],
     out: &mut [f32],
-    row: RowLow,
+    kernel: RowsLow,
 ) {
     let nb = n / 256;
     let rb = nb * block_bytes(KIND);
@@ -364,13 +436,11 @@ pub(crate) unsafe fn matvec_with<const KIND: u8, const S: u8>(
     with_buf(&DA, nb.next_multiple_of(8), 0.0, |da| {
         q8k_scales(a, da);
         let mut rows = |y: &[u8]| {
-            for (o, wr) in out[..held].iter_mut().zip(w.chunks_exact(rb)) {
-                // SAFETY: the CPU has row's features (the caller's
-                // contract); `wr` holds nb super-blocks, `y` nb activation
-                // blocks of KIND's layout (checked above, or prepared
-                // below) and `da` nb rounded up to 8 floats.
-                *o = unsafe { row(nb, wr.as_ptr(), y.as_ptr(), da.as_ptr()) };
-            }
+            // SAFETY: the CPU has the kernel's features (the caller's
+            // contract); `w` holds `held` rows of nb super-blocks, `y` nb
+            // activation blocks of KIND's layout (checked above, or
+            // prepared below) and `da` nb rounded up to 8 floats.
+            unsafe { kernel(nb, w.as_ptr(), y.as_ptr(), da.as_ptr(), &mut out[..held]) };
         };
         if KIND == IQ4_XS || (KIND == Q3_K && S != SUMS_AVX2) {
             with_buf(&Y, nb * PREP, 0, |y| {

@@ -26,7 +26,7 @@
 //! types run AVX2's. `dispatch` still checks every SIMD kernel against the
 //! scalar reference once before choosing it.
 
-use crate::avx2::kmatvec::{self, Row6, Rows45};
+use crate::avx2::kmatvec::{self, Rows45, Rows6};
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
 
@@ -170,14 +170,20 @@ macro_rules! variant {
             ) {
                 kmatvec::rows45_body::<FIVE, { $sums }>(nb, w, a, bs2, da4, out)
             }
-            /// `avx2::kmatvec::row6` on this set's super-block sums.
+            /// `avx2::kmatvec::rows6` on this set's super-block sums.
             ///
             /// # Safety
             /// The CPU has this set's `target_feature`s; the pointers as
-            /// `row6` requires.
+            /// `rows6` requires.
             #[target_feature(enable = $features)]
-            unsafe fn row6(nb: usize, w: *const u8, a: *const u8, da: *const f32) -> f32 {
-                kmatvec::row6_body::<{ $sums }>(nb, w, a, da)
+            unsafe fn rows6(
+                nb: usize,
+                w: *const u8,
+                a: *const u8,
+                da: *const f32,
+                out: &mut [f32],
+            ) {
+                kmatvec::rows6_body::<{ $sums }>(nb, w, a, da, out)
             }
             /// A decode step (`t == 1`) on this set's row kernels, else the
             /// AVX2 prefill kernel `$avx2`.
@@ -192,7 +198,7 @@ macro_rules! variant {
                         out: &mut [f32],
                     ) {
                         if t == 1 {
-                            let (r45, r6): (Rows45, Row6) = ($r45, row6);
+                            let (r45, r6): (Rows45, Rows6) = ($r45, rows6);
                             // SAFETY: handed out by `dispatch` only on a CPU
                             // with this set's features (`SimdPath::cpu_has`,
                             // `has_vnni`).
@@ -354,15 +360,15 @@ fn iq4_nl_rows_vnni(n: usize, rows: usize, w: &[u8], t: usize, a: &[u8], out: &m
 /// AVX-512 super-block sums (`lowsums`), else the prefill `$prefill`.
 macro_rules! low_gemm {
     ($name:ident, $row:ident, $kind:path, $prefill:path) => {
-        /// The decode row kernel on the AVX-512 VNNI sums.
+        /// The decode rows kernel on the AVX-512 VNNI sums.
         ///
         /// # Safety
         /// The CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C; the
-        /// pointers as `lowbit_matvec::row_body` requires.
+        /// pointers as `lowbit_matvec::rows_body` requires.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        unsafe fn $row(nb: usize, w: *const u8, y: *const u8, da: *const f32) -> f32 {
-            crate::avx2::lowbit_matvec::row_body::<{ $kind }, { kmatvec::SUMS_512_VNNI }>(
-                nb, w, y, da,
+        unsafe fn $row(nb: usize, w: *const u8, y: *const u8, da: *const f32, out: &mut [f32]) {
+            crate::avx2::lowbit_matvec::rows_body::<{ $kind }, { kmatvec::SUMS_512_VNNI }>(
+                nb, w, y, da, out,
             )
         }
 
