@@ -74,7 +74,7 @@ pub struct Args {
     /// value one tg test per depth; 1: a single sequence).
     #[arg(long = "parallel", value_delimiter = ',', default_value = "1")]
     pub parallel: Vec<usize>,
-    /// Threads (default: all cores).
+    /// Threads (default: one per physical core).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
@@ -799,11 +799,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.parallel.contains(&0) {
         bail!("--parallel values must be at least 1");
     }
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = args.threads.unwrap_or_else(super::threads::default_threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

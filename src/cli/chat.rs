@@ -48,7 +48,7 @@ pub struct Args {
     /// States kept for earlier turns (MiB).
     #[arg(long, default_value_t = 256)]
     pub cache_mb: usize,
-    /// Rayon threads (default: all cores).
+    /// Rayon threads (default: one per physical core).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).

@@ -34,7 +34,7 @@ pub struct Args {
     /// Tokens per forward during prefill.
     #[arg(long = "prefill-chunk", default_value_t = DEFAULT_CHUNK)]
     pub prefill_chunk: usize,
-    /// Threads (default: all cores).
+    /// Threads (default: one per physical core).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).

@@ -10,4 +10,5 @@ pub mod perplexity;
 pub mod quantize;
 pub mod run;
 pub mod serve;
+pub mod threads;
 pub mod tokenize;

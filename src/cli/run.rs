@@ -56,7 +56,7 @@ pub struct Args {
     /// Random seed (default: from the clock; printed in the summary).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Threads (default: all cores).
+    /// Threads (default: one per physical core).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
@@ -83,14 +83,13 @@ pub struct Args {
     pub save_state: Option<PathBuf>,
 }
 
-/// Installs the global rayon pool with `threads` threads (all cores by default).
+/// Installs the global rayon pool with `threads` threads (by default one per
+/// physical core, [`super::threads::default_threads`]).
 pub fn init_threads(threads: Option<usize>) -> Result<usize> {
     let n = match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        None => super::threads::default_threads(),
     };
     // Fails only if a pool was already installed (tests calling twice): keep it.
     let _ = rayon::ThreadPoolBuilder::new()

@@ -44,7 +44,7 @@ pub struct Args {
     /// Seconds a request may take in all.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
-    /// Rayon threads for the matmuls (default: all cores).
+    /// Rayon threads for the matmuls (default: one per physical core).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     /// Backend: auto (a usable CUDA GPU, else the CPU), cpu, cuda, cuda:N, or cuda-emu (the GPU code on a CPU emulator; slow, for testing).
