@@ -98,7 +98,11 @@ unsafe fn iq1_m<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
     const BYTES: usize = 56;
     let nb = blocks(n, 256, w, BYTES, &a, ACT);
     let mut sum = [0f32; R];
-    let (plus, minus) = (0x0101_0101_0101_0101u64 as i64, -1i64);
+    // i16 lane k: bit 4 (k / 4) + 3, group k / 4's delta sign.
+    let bit3 = _mm256_setr_epi16(
+        8, 8, 8, 8, 0x80, 0x80, 0x80, 0x80, 0x800, 0x800, 0x800, 0x800, -0x8000, -0x8000, -0x8000,
+        -0x8000,
+    );
     for (i, wb) in w.chunks_exact(BYTES).take(nb).enumerate() {
         let sc: [u16; 4] =
             std::array::from_fn(|k| u16::from_le_bytes([wb[48 + 2 * k], wb[49 + 2 * k]]));
@@ -127,9 +131,18 @@ unsafe fn iq1_m<const R: usize>(n: usize, w: &[u8], a: [&[u8]; R]) -> [f32; R] {
                 std::array::from_fn(|l| wb[4 * ib + l] as usize | ((nib[l] & 7) << 8));
             let o = i * ACT + ACT_QS + 32 * ib;
             accumulate_signed(&mut s1, _mm256_set1_epi8(1), grid4(idx), m, &a, o);
-            let sg = nib.map(|x| if x & 8 != 0 { minus } else { plus });
-            let signs = _mm256_setr_epi64x(sg[0], sg[1], sg[2], sg[3]);
-            accumulate_signed(&mut s2, _mm256_set1_epi8(1), signs, m, &a, o);
+            // The delta's sign of 8-value group l is bit 4l + 3 of the two
+            // nibble bytes: onto the multipliers (i16 lanes 4l..4l + 4 hold
+            // group l's pairs), so that each activation row takes plain
+            // pair sums, `sum_l sign_l * m_l * sum(a of group l)`.
+            let hh = u16::from_le_bytes([wb[32 + 2 * ib], wb[33 + 2 * ib]]) as i16;
+            let neg = _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(hh), bit3), bit3);
+            let ms = _mm256_sign_epi16(m, _mm256_or_si256(neg, _mm256_set1_epi16(1)));
+            for j in 0..R {
+                let y = _mm256_loadu_si256(a[j].as_ptr().add(o) as *const __m256i);
+                let p = _mm256_maddubs_epi16(_mm256_set1_epi8(1), y);
+                s2[j] = _mm256_add_epi32(s2[j], _mm256_madd_epi16(p, ms));
+            }
         }
         for j in 0..R {
             let da = act_d(a[j].as_ptr().add(i * ACT));
