@@ -25,6 +25,7 @@
 //! added to the row's sum one after the other, in super-block order, as
 //! the reference does.
 
+use super::lowbit_matvec::RowsLow;
 use super::q4_q5_tile::with_buf;
 use std::arch::x86_64::*;
 
@@ -317,7 +318,7 @@ unsafe fn sums45<const FIVE: bool, const S: u8>(
 /// # Safety
 /// As [`q6_block`], and the CPU has the AVX-512 features `S` names.
 #[inline(always)]
-unsafe fn sums6<const S: u8>(p: *const u8, y: *const u8) -> __m256i {
+pub(super) unsafe fn sums6<const S: u8>(p: *const u8, y: *const u8) -> __m256i {
     #[cfg(feature = "avx512")]
     {
         if S == SUMS_512_VNNI {
@@ -545,110 +546,6 @@ unsafe fn row45_body<const FIVE: bool, const S: u8>(
     sum
 }
 
-/// `out[r] = dot(row r, a)` for the Q6_K rows at `w` (`out.len()` rows of
-/// `nb` super-blocks, one after the other) against the activation row at
-/// `a`, whose super-block scales are `da[..nb]`.
-///
-/// # Safety
-/// The CPU has AVX2, FMA and F16C; `w` points at `out.len()` rows of `nb`
-/// super-blocks, `a` at `nb` Q8_K blocks and `da` at `nb` rounded up to a
-/// multiple of 8 floats.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows6(nb: usize, w: *const u8, a: *const u8, da: *const f32, out: &mut [f32]) {
-    rows6_body::<SUMS_AVX2>(nb, w, a, da, out)
-}
-
-/// Super-block `i` of the Q6_K row at `w` against the Q8_K row `a`: its
-/// integer sum over eight i32 lanes (see [`q6_block`]); the weights
-/// [`PREFETCH_AHEAD`] bytes on are prefetched.
-///
-/// # Safety
-/// As [`rows6_body`], with `i < nb`.
-#[inline(always)]
-unsafe fn block6<const S: u8>(w: *const u8, a: *const u8, i: usize) -> __m256i {
-    const WB: usize = 210;
-    let p = w.add(i * WB);
-    // Addresses past the matrix are harmless: prefetches never fault.
-    let ahead = p.wrapping_add(PREFETCH_AHEAD);
-    let mut o = 0;
-    while o < WB {
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8);
-        o += 64;
-    }
-    sums6::<S>(p, a.add(i * ACT + ACT_QS))
-}
-
-/// The terms `d * da * isum` of eight Q6_K super-blocks, lane l's sums
-/// `v[l]`, the u32 at byte 206 of its super-block (d its high half) in
-/// `g`, its activation scale in `das`. (A function, not a closure: LLVM
-/// leaves such closures out of line, without the target features.)
-///
-/// # Safety
-/// The CPU has AVX2, FMA and F16C (inlined into a rows kernel).
-#[inline(always)]
-unsafe fn terms6(v: &[__m256i; 8], g: __m256i, das: __m256) -> __m256 {
-    _mm256_mul_ps(
-        _mm256_mul_ps(f16_lanes(g, true), das),
-        _mm256_cvtepi32_ps(hsum8(v)),
-    )
-}
-
-/// [`rows6`] on the super-block sums `S`, inlined into each set's entry.
-/// Rows of eight or more super-blocks go one at a time, eight super-blocks
-/// per batch of lanes; shorter ones eight rows at a time, lane r row r's
-/// super-block b (as `lowbit_matvec::rows_body`). Every row's terms `d *
-/// da * isum` are added to its sum from 0.0 in super-block order, as the
-/// reference does.
-///
-/// # Safety
-/// As [`rows6`], and the CPU has the AVX-512 features `S` names.
-#[inline(always)]
-pub(crate) unsafe fn rows6_body<const S: u8>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-    da: *const f32,
-    out: &mut [f32],
-) {
-    const WB: usize = 210;
-    let rb = nb * WB;
-    if nb < 8 {
-        for (g, o) in out.chunks_mut(8).enumerate() {
-            let (w, m) = (w.add(8 * g * rb), o.len());
-            let mut sum = _mm256_setzero_ps();
-            for b in 0..nb {
-                let mut v = [_mm256_setzero_si256(); 8];
-                for (r, vr) in v.iter_mut().enumerate().take(m) {
-                    *vr = block6::<S>(w.add(r * rb), a, b);
-                }
-                let g = gather_u32x8(w.add(b * WB + 206), rb, m);
-                sum = _mm256_add_ps(sum, terms6(&v, g, _mm256_set1_ps(*da.add(b))));
-            }
-            let mut lanes = [0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-            o.copy_from_slice(&lanes[..m]);
-        }
-        return;
-    }
-    for (r, o) in out.iter_mut().enumerate() {
-        let w = w.add(r * rb);
-        let mut sum = 0f32;
-        let mut b0 = 0;
-        while b0 < nb {
-            let m = (nb - b0).min(8);
-            let mut v = [_mm256_setzero_si256(); 8];
-            for (b, vb) in v.iter_mut().enumerate().take(m) {
-                *vb = block6::<S>(w, a, b0 + b);
-            }
-            // Lane b: super-block b0 + b's term, as the reference writes it.
-            let g = gather_u32x8(w.add(b0 * WB + 206), WB, m);
-            add_terms(&mut sum, terms6(&v, g, _mm256_loadu_ps(da.add(b0))), m);
-            b0 += m;
-        }
-        *o = sum;
-    }
-}
-
 /// The u32 at `p`, `p + stride`, ... of `m` (<= 8) consecutive blocks, one
 /// lane each, by one gather; lanes past `m` are masked off (not read) and 0.
 ///
@@ -696,10 +593,8 @@ thread_local! {
     static BS2: std::cell::RefCell<Vec<i16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A Q4_K/Q5_K rows kernel ([`rows45`] or an AVX-512 twin) and a Q6_K row
-/// one.
+/// A Q4_K/Q5_K rows kernel ([`rows45`] or an AVX-512 twin).
 pub(crate) type Rows45 = unsafe fn(usize, *const u8, *const u8, *const i16, *const f32, &mut [f32]);
-pub(crate) type Rows6 = unsafe fn(usize, *const u8, *const u8, *const f32, &mut [f32]);
 
 /// `out[r] = dot(row r of w, a)` for the rows `w` and `out` hold in full,
 /// when `a` holds `n / 256` Q8_K blocks (else nothing is written), on this
@@ -710,13 +605,15 @@ fn matvec<const KIND: u8>(n: usize, rows: usize, w: &[u8], a: &[u8], out: &mut [
     } else {
         rows45::<false>
     };
+    let r6: RowsLow = super::lowbit_matvec::rows::<{ super::lowbit_matvec::Q6_K }>;
     // SAFETY: AVX2, FMA and F16C are checked by dispatch before any AVX2
     // kernel is handed out; they are all these row kernels need.
-    unsafe { matvec_with::<KIND>(n, rows, w, a, out, r45, rows6) }
+    unsafe { matvec_with::<KIND>(n, rows, w, a, out, r45, r6) }
 }
 
 /// [`matvec`] on the given row kernels: `r45` must be the Q5_K one when
-/// `KIND` is 5, the Q4_K one when 4; `r6` is used when 6.
+/// `KIND` is 5, the Q4_K one when 4; `r6`, a `lowbit_matvec` rows kernel
+/// of its `Q6_K` layout (super-block sums [`sums6`]), is used when 6.
 ///
 /// # Safety
 /// The CPU has the target features of `r45` and `r6`.
@@ -727,7 +624,7 @@ pub(crate) unsafe fn matvec_with<const KIND: u8>(
     a: &[u8],
     out: &mut [f32],
     r45: Rows45,
-    r6: Rows6,
+    r6: RowsLow,
 ) {
     let kind_bytes = match KIND {
         4 => 144,
@@ -739,17 +636,17 @@ pub(crate) unsafe fn matvec_with<const KIND: u8>(
     if nb == 0 || a.len() < nb * ACT {
         return;
     }
-    let held = rows.min(w.len() / rb).min(out.len());
     if KIND == 6 {
-        with_buf(&DA, nb.next_multiple_of(8), 0.0, |da| {
-            q8k_scales(a, da);
-            // SAFETY: the CPU has r6's features (the caller's contract);
-            // `w` holds `held` rows of nb super-blocks, `a` nb activation
-            // blocks (checked above) and `da` nb rounded up to 8 floats.
-            unsafe { r6(nb, w.as_ptr(), a.as_ptr(), da.as_ptr(), &mut out[..held]) };
-        });
+        // SAFETY: the CPU has r6's features (the caller's contract); Q6_K
+        // takes the Q8_K row as it is (SUMS_AVX2: nothing prepared).
+        unsafe {
+            super::lowbit_matvec::matvec_with::<{ super::lowbit_matvec::Q6_K }, SUMS_AVX2>(
+                n, rows, w, a, out, r6,
+            )
+        };
         return;
     }
+    let held = rows.min(w.len() / rb).min(out.len());
     // Once per call, for every weight row: each super-block's scale twice
     // per group of four (`[da_4k .. da_4k+3, da_4k .. da_4k+3]`, the lanes
     // of `k45_batch`) and the sums of each pair of 16-value block sums,

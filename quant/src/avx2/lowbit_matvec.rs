@@ -1,6 +1,7 @@
 //! IQ4_XS, Q3_K and Q2_K matvec on AVX2: many weight rows against one Q8_K
 //! activation row (a decode step), bit for bit the scalar references
-//! (`iq4_xs::dot_q8_k`, `q3_k::dot_q8_k`, `q2_k::dot_q8_k`).
+//! (`iq4_xs::dot_q8_k`, `q3_k::dot_q8_k`, `q2_k::dot_q8_k`). Q6_K's decode
+//! (`kmatvec`) runs on the same rows driver with its own super-block sums.
 //!
 //! What they save over the generic row kernels in `lowbit` (which also
 //! serve the prefill forms), per super-block of every row:
@@ -30,7 +31,7 @@
 
 #[cfg(feature = "avx512")]
 use super::kmatvec::SUMS_512_VNNI;
-use super::kmatvec::{add_terms, f16_lanes, gather_u32x8, hsum8, q8k_scales, SUMS_AVX2};
+use super::kmatvec::{add_terms, f16_lanes, gather_u32x8, hsum8, q8k_scales, sums6, SUMS_AVX2};
 use super::lowbit::{codebook, iq4_xs_scales, pair_control, q3_hbit};
 use super::q4_q5_tile::with_buf;
 use std::arch::x86_64::*;
@@ -44,16 +45,18 @@ const PREP: usize = 512;
 /// The same prefetch distance as the K-quant matvec's.
 const PREFETCH_AHEAD: usize = 4096;
 
-/// The three layouts, as `row`'s `KIND`.
+/// The layouts, as [`rows_body`]'s `KIND`.
 pub(crate) const IQ4_XS: u8 = 0;
 pub(crate) const Q3_K: u8 = 1;
 const Q2_K: u8 = 2;
+pub(crate) const Q6_K: u8 = 3;
 
 /// Super-block bytes of `KIND`.
 const fn block_bytes(kind: u8) -> usize {
     match kind {
         IQ4_XS => 136,
         Q3_K => 110,
+        Q6_K => 210,
         _ => 84,
     }
 }
@@ -64,6 +67,7 @@ const fn d_at(kind: u8) -> (usize, bool) {
     match kind {
         IQ4_XS => (0, false),
         Q3_K => (106, true),
+        Q6_K => (206, true),
         _ => (80, false),
     }
 }
@@ -265,6 +269,7 @@ unsafe fn block<const KIND: u8, const S: u8>(
     }
     let zero = _mm256_setzero_si256();
     match KIND {
+        Q6_K => (sums6::<S>(p, y.add(i * ACT + ACT_QS)), zero),
         #[cfg(feature = "avx512")]
         IQ4_XS if S == SUMS_512_VNNI => (
             crate::avx512::lowsums::iq4_xs_block(p, y.add(i * PREP)),
@@ -386,7 +391,7 @@ pub(crate) unsafe fn rows_body<const KIND: u8, const S: u8>(
 /// # Safety
 /// As [`rows_body`]: the CPU has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows<const KIND: u8>(
+pub(crate) unsafe fn rows<const KIND: u8>(
     nb: usize,
     w: *const u8,
     y: *const u8,

@@ -26,7 +26,8 @@
 //! types run AVX2's. `dispatch` still checks every SIMD kernel against the
 //! scalar reference once before choosing it.
 
-use crate::avx2::kmatvec::{self, Rows45, Rows6};
+use crate::avx2::kmatvec::{self, Rows45};
+use crate::avx2::lowbit_matvec::RowsLow;
 use crate::{Dot4Fn, DotFn, GemmFn, GgmlType};
 use std::arch::x86_64::*;
 
@@ -170,11 +171,12 @@ macro_rules! variant {
             ) {
                 kmatvec::rows45_body::<FIVE, { $sums }>(nb, w, a, bs2, da4, out)
             }
-            /// `avx2::kmatvec::rows6` on this set's super-block sums.
+            /// `avx2::lowbit_matvec::rows` of Q6_K on this set's
+            /// super-block sums.
             ///
             /// # Safety
             /// The CPU has this set's `target_feature`s; the pointers as
-            /// `rows6` requires.
+            /// `rows_body` requires.
             #[target_feature(enable = $features)]
             unsafe fn rows6(
                 nb: usize,
@@ -183,7 +185,10 @@ macro_rules! variant {
                 da: *const f32,
                 out: &mut [f32],
             ) {
-                kmatvec::rows6_body::<{ $sums }>(nb, w, a, da, out)
+                crate::avx2::lowbit_matvec::rows_body::<
+                    { crate::avx2::lowbit_matvec::Q6_K },
+                    { $sums },
+                >(nb, w, a, da, out)
             }
             /// A decode step (`t == 1`) on this set's row kernels, else the
             /// AVX2 prefill kernel `$avx2`.
@@ -198,7 +203,7 @@ macro_rules! variant {
                         out: &mut [f32],
                     ) {
                         if t == 1 {
-                            let (r45, r6): (Rows45, Rows6) = ($r45, rows6);
+                            let (r45, r6): (Rows45, RowsLow) = ($r45, rows6);
                             // SAFETY: handed out by `dispatch` only on a CPU
                             // with this set's features (`SimdPath::cpu_has`,
                             // `has_vnni`).
